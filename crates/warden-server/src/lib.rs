@@ -1,1 +1,227 @@
-//! placeholder
+//! Warden's server: the REST API under `/v1`, authentication of humans and their roles, the generated
+//! OpenAPI document, `/healthz`, the data directory and the first-start bootstrap.
+//!
+//! [`run`] is what `warden serve` calls. It resolves the configuration ([`config`]), prepares the data
+//! directory (mode 0700, an exclusive lock when SQLite is used, so two servers never share one database
+//! file), opens the store, creates the bootstrap admin when the store has no human yet, and serves until
+//! SIGINT or SIGTERM, finishing in-flight requests before it exits.
+//!
+//! INVARIANT (authorization before action): every handler that changes the registry first obtains a
+//! [`auth::Permit`] from the authenticated [`auth::Caller`]; the permit is the only source of the
+//! `ChangeContext` a store write requires.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod json;
+mod state;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use tracing_subscriber::EnvFilter;
+use uuid::Uuid;
+use warden_core::token::{self, DEFAULT_TOKEN_TTL};
+use warden_core::{ChangeContext, DisplayName, NewHuman, Role};
+use warden_store::{SqliteStore, Store, TokenRecord};
+
+pub use api::{HttpLimits, router};
+pub use config::{Config, ServeOptions};
+pub use state::{AppState, RegistryEvent};
+
+use config::{DatabaseTarget, LogFormat, Resolved};
+
+/// Name of the bootstrap token file inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Runs the server until SIGINT/SIGTERM.
+pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    let config = match &opts.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let env_url = std::env::var("WARDEN_DATABASE_URL").ok();
+    let resolved = config.resolve(&opts, env_url)?;
+    init_logging(&resolved)?;
+
+    prepare_data_dir(&resolved.data_dir)?;
+    // Held until the process exits: the OS releases it even on kill -9.
+    let _lock = match &resolved.database {
+        DatabaseTarget::EmbeddedSqlite(_) => Some(lock_data_dir(&resolved.data_dir)?),
+        DatabaseTarget::Url(_) => None,
+    };
+    let store = open_store(&resolved.database).await?;
+    bootstrap(store.as_ref(), &resolved).await?;
+
+    let state = AppState::new(store.clone(), resolved.trust_domain.clone());
+    let app = router(state, resolved.limits);
+    let listener = tokio::net::TcpListener::bind(resolved.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", resolved.listen))?;
+    let addr = listener.local_addr().context("cannot read the listening address")?;
+    tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
+    // A plain line as well: scripts and tests wait for it, whatever the log format.
+    eprintln!("warden: listening on http://{addr}");
+
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")?;
+    tracing::info!("shutting down: in-flight requests finished");
+    store.close().await;
+    Ok(())
+}
+
+fn init_logging(r: &Resolved) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).context("invalid RUST_LOG filter")?,
+        _ => EnvFilter::try_new(&r.log.level).context("invalid log.level filter")?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match r.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    // Already initialised (tests running several servers in one process) is fine.
+    let _ = result;
+    Ok(())
+}
+
+/// Creates the data directory with mode 0700, or checks an existing one.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        let meta = fs::metadata(dir).with_context(|| format!("cannot read data directory {}", dir.display()))?;
+        if !meta.is_dir() {
+            bail!("data directory {} exists and is not a directory", dir.display());
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "data directory is accessible to other users; chmod 700 it");
+        }
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), "created data directory");
+    Ok(())
+}
+
+/// Takes an exclusive lock on `<data-dir>/warden.lock`.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("warden.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another `warden serve` is using the data directory {}; stop it or use another --data-dir",
+            dir.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+async fn open_store(target: &DatabaseTarget) -> anyhow::Result<Arc<dyn Store>> {
+    match target {
+        DatabaseTarget::EmbeddedSqlite(path) => {
+            let store = SqliteStore::open(path)
+                .await
+                .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        // The URL is not put in the context: it may hold a password.
+        DatabaseTarget::Url(url) => warden_store::open(url.expose()).await.context("cannot open the store"),
+    }
+}
+
+/// On first start (no human in the store), creates the admin and writes its token to
+/// `<data-dir>/admin.token` with mode 0600. The file is written before the database commit and renamed
+/// into place after it, so a crash leaves either no admin, or an admin whose token is on disk.
+async fn bootstrap(store: &dyn Store, r: &Resolved) -> anyhow::Result<()> {
+    let final_path = r.data_dir.join(ADMIN_TOKEN_FILE);
+    let tmp_path: PathBuf = r.data_dir.join(format!(".{ADMIN_TOKEN_FILE}.{}", Uuid::new_v4().simple()));
+    let (secret, hash) = token::generate();
+    {
+        let mut f = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp_path)
+            .with_context(|| format!("cannot write {}", tmp_path.display()))?;
+        f.write_all(secret.expose().as_bytes())
+            .and_then(|()| f.write_all(b"\n"))
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", tmp_path.display()))?;
+    }
+    let now = Utc::now();
+    let admin = NewHuman {
+        email: r.admin_email.clone(),
+        display_name: DisplayName::parse("Bootstrap admin")?,
+        roles: vec![Role::Admin],
+    };
+    let record = TokenRecord {
+        id: Uuid::new_v4(),
+        human: r.admin_email.clone(),
+        label: "bootstrap".into(),
+        hash,
+        expires_at: now + DEFAULT_TOKEN_TTL,
+    };
+    let created = store.bootstrap_admin(&admin, &record, &ChangeContext::new("system:bootstrap", now)).await;
+    match created {
+        Ok(true) => {
+            fs::rename(&tmp_path, &final_path)
+                .with_context(|| format!("cannot move the bootstrap token to {}", final_path.display()))?;
+            tracing::info!(admin = %r.admin_email, token_id = %record.id, "bootstrap admin created");
+            eprintln!(
+                "warden: first start: created admin {} and wrote its API token to {} (mode 0600, expires in {} days)",
+                r.admin_email,
+                final_path.display(),
+                DEFAULT_TOKEN_TTL.num_days()
+            );
+            Ok(())
+        }
+        Ok(false) => {
+            let _ = fs::remove_file(&tmp_path);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp_path);
+            Err(e).context("cannot bootstrap the admin")
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = term => tracing::info!("received SIGTERM"),
+    }
+}

@@ -100,6 +100,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A cheap round trip to the database, for `/healthz`.
     async fn health(&self) -> Result<()>;
 
+    /// Closes the connection pools (graceful shutdown). Further calls fail as unavailable.
+    async fn close(&self);
+
     // ---- humans and their tokens ----
 
     /// Registers a human.

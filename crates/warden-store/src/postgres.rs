@@ -36,9 +36,6 @@ impl PostgresStore {
         Ok(Self { read: pool.clone(), write: pool })
     }
 
-    pub async fn close(&self) {
-        self.write.close().await;
-    }
 }
 
 crate::sql::impl_store!(PostgresStore, Postgres, sqlx::postgres::PgRow, Backend::Postgres, for_update = " FOR UPDATE");

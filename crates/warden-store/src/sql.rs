@@ -341,6 +341,11 @@ macro_rules! impl_store {
                 $backend
             }
 
+            async fn close(&self) {
+                self.read.close().await;
+                self.write.close().await;
+            }
+
             async fn health(&self) -> crate::Result<()> {
                 sqlx::query("SELECT 1").execute(&self.read).await?;
                 // The writer too: a healthy reader over a wedged writer is not a healthy store.

@@ -60,11 +60,6 @@ impl SqliteStore {
         Ok(Self { read, write })
     }
 
-    /// Closes both pools, checkpointing the WAL.
-    pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
-    }
 }
 
 crate::sql::impl_store!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow, Backend::Sqlite, for_update = "");

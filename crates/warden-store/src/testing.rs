@@ -31,7 +31,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 /// The environment variable naming an admin database on an already running server.
-pub const PG_URL_ENV: &str = "WARDEN_TEST_PG_URL";
+const PG_URL_ENV: &str = "WARDEN_TEST_PG_URL";
 
 /// The port of the self-started server. It listens on no TCP port; the number only names the socket
 /// file (`.s.PGSQL.<port>`) in the server's own directory, so it cannot collide with anything.
@@ -69,6 +69,7 @@ pub async fn fresh_postgres_url() -> String {
     };
 
     let name = format!("warden_test_{}", uuid::Uuid::new_v4().simple());
+    let url = with_database(&admin_url, &name);
     let mut conn = match connect(&admin_url, log.as_deref()).await {
         Ok(conn) => conn,
         Err(msg) => panic!("{msg}"),
@@ -82,7 +83,7 @@ pub async fn fresh_postgres_url() -> String {
     // Closing politely only saves the server some work; a failure here changes nothing.
     let _ = conn.close().await;
 
-    with_database(&admin_url, &name)
+    url
 }
 
 /// Whether the PostgreSQL server binaries (`initdb`, `pg_ctl`) are installed, on `PATH` or in
@@ -103,22 +104,34 @@ fn with_database(admin_url: &str, database: &str) -> String {
     url.into()
 }
 
-/// Connects, retrying for up to [`CONNECT_TIMEOUT`] (the server may still be starting or, with many
-/// tests at once, briefly out of connections).
+/// Connects, retrying for up to [`CONNECT_TIMEOUT`] while the failure may pass (the server may still
+/// be starting or, with many tests at once, briefly out of connections).
 async fn connect(url: &str, log: Option<&Path>) -> Result<PgConnection, String> {
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let start = Instant::now();
     loop {
         match PgConnection::connect(url).await {
             Ok(conn) => return Ok(conn),
-            Err(err) if Instant::now() >= deadline => {
+            Err(err) if is_transient(&err) && start.elapsed() < CONNECT_TIMEOUT => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => {
                 return Err(format!(
-                    "could not connect to the test PostgreSQL server at {url} within {}s: {err}{}",
-                    CONNECT_TIMEOUT.as_secs(),
+                    "could not connect to the test PostgreSQL server at {url} (tried for {}s): {err}{}",
+                    start.elapsed().as_secs(),
                     log_tail(log)
                 ));
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
+    }
+}
+
+/// Whether a failed connection attempt is worth repeating: no server listening (yet), or the server
+/// starting up (57P03) or out of connections (53300). A bad URL or an unknown database is not.
+fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+        _ => false,
     }
 }
 

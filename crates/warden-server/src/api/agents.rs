@@ -1,0 +1,203 @@
+//! `/v1/agents`: register, list, show, update, and move agents through their lifecycle.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use warden_core::{
+    Agent, AgentDetail, AgentName, AgentRegistration, AgentState, AgentUpdate, Email, LifecycleAction,
+    Permission,
+};
+use warden_store::{AgentChange, AgentFilter};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::json::{ApiJson, ApiPath, ApiQuery};
+use crate::{AppState, RegistryEvent};
+
+/// Longest lifecycle reason we record.
+const MAX_REASON_LEN: usize = 1_000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentList {
+    pub agents: Vec<Agent>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AgentListQuery {
+    /// Only agents in this state.
+    pub state: Option<AgentState>,
+    /// Only agents this human owns.
+    pub owner: Option<Email>,
+}
+
+/// The body of a lifecycle command.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRequest {
+    /// Why, for the record (recorded in the agent's history).
+    #[serde(default)]
+    pub reason: String,
+}
+
+pub(crate) fn parse_name(raw: &str) -> Result<AgentName, ApiError> {
+    Ok(AgentName::parse(raw)?)
+}
+
+#[utoipa::path(
+    post, path = "/v1/agents", tag = "agents",
+    request_body = AgentRegistration,
+    responses(
+        (status = 201, description = "Registered, in `pending_review`", body = Agent),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "Name taken (also by a retired agent)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<AgentRegistration>,
+) -> Result<(StatusCode, Json<Agent>), ApiError> {
+    let permit = caller.require(Permission::WriteRegistry)?;
+    let agent = state.store.create_agent(&body, &state.trust_domain, &permit.context()).await?;
+    tracing::info!(agent = %agent.name, spiffe_id = %agent.spiffe_id, by = %caller.human.email, "agent registered");
+    Ok((StatusCode::CREATED, Json(agent)))
+}
+
+#[utoipa::path(
+    get, path = "/v1/agents", tag = "agents", params(AgentListQuery),
+    responses((status = 200, body = AgentList), (status = 401, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AgentListQuery>,
+) -> Result<Json<AgentList>, ApiError> {
+    caller.require(Permission::ReadRegistry)?;
+    let agents = state.store.list_agents(&AgentFilter { state: q.state, owner: q.owner }).await?;
+    Ok(Json(AgentList { agents }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/agents/{name}", tag = "agents",
+    params(("name" = String, Path, description = "Agent name")),
+    responses((status = 200, body = AgentDetail), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<AgentDetail>, ApiError> {
+    caller.require(Permission::ReadRegistry)?;
+    let name = parse_name(&name)?;
+    let agent = state
+        .store
+        .get_agent(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("agent `{name}` not found")))?;
+    let history = state.store.agent_history(&name).await?;
+    Ok(Json(AgentDetail { agent, history }))
+}
+
+#[utoipa::path(
+    patch, path = "/v1/agents/{name}", tag = "agents",
+    params(("name" = String, Path, description = "Agent name")),
+    request_body = AgentUpdate,
+    responses(
+        (status = 200, description = "Updated; a model or environment change returns an active agent to `pending_review`", body = Agent),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The agent is retired", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<AgentUpdate>,
+) -> Result<Json<Agent>, ApiError> {
+    let permit = caller.require(Permission::WriteRegistry)?;
+    let name = parse_name(&name)?;
+    let change = state.store.update_agent(&name, &body, &permit.context()).await?;
+    Ok(Json(publish(&state, change)))
+}
+
+async fn lifecycle(
+    state: AppState,
+    caller: Caller,
+    name: String,
+    body: Option<LifecycleRequest>,
+    action: LifecycleAction,
+) -> Result<Json<Agent>, ApiError> {
+    let permit = caller.require(Permission::WriteRegistry)?;
+    let name = parse_name(&name)?;
+    let reason = body.unwrap_or_default().reason;
+    if reason.len() > MAX_REASON_LEN || reason.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::BadRequest {
+            message: format!("reason must be at most {MAX_REASON_LEN} bytes without control characters"),
+            field: Some("reason".into()),
+        });
+    }
+    let change = state.store.transition_agent(&name, action, &reason, &permit.context()).await?;
+    tracing::info!(agent = %name, state = %change.agent.state, by = %caller.human.email, "agent lifecycle change");
+    Ok(Json(publish(&state, change)))
+}
+
+/// Publishes the revocation hook when a change invalidates the agent's credentials.
+fn publish(state: &AppState, change: AgentChange) -> Agent {
+    if let Some(reason) = change.credentials_invalidated {
+        state.publish(RegistryEvent::CredentialsInvalidated { agent: change.agent.name.clone(), reason });
+    }
+    change.agent
+}
+
+/// An optional JSON body: absent (or empty) means the default.
+async fn optional_body(req: axum::extract::Request, state: &AppState) -> Result<Option<LifecycleRequest>, ApiError> {
+    use axum::extract::FromRequest as _;
+    let empty = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0")
+        || !req.headers().contains_key(axum::http::header::CONTENT_TYPE);
+    if empty {
+        return Ok(None);
+    }
+    let ApiJson(body) = ApiJson::<LifecycleRequest>::from_request(req, state).await?;
+    Ok(Some(body))
+}
+
+macro_rules! lifecycle_handler {
+    ($fn:ident, $action:expr, $path:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(
+            post, path = $path, tag = "agents",
+            params(("name" = String, Path, description = "Agent name")),
+            request_body(content = Option<LifecycleRequest>, description = "Optional reason"),
+            responses(
+                (status = 200, body = Agent),
+                (status = 404, body = ErrorBody),
+                (status = 409, description = "Not allowed from the current state", body = ErrorBody),
+            ),
+            security(("bearer" = []))
+        )]
+        pub async fn $fn(
+            State(state): State<AppState>,
+            caller: Caller,
+            ApiPath(name): ApiPath<String>,
+            req: axum::extract::Request,
+        ) -> Result<Json<Agent>, ApiError> {
+            let body = optional_body(req, &state).await?;
+            lifecycle(state, caller, name, body, $action).await
+        }
+    };
+}
+
+lifecycle_handler!(activate, LifecycleAction::Activate, "/v1/agents/{name}/activate", "Activates a reviewed or suspended agent.");
+lifecycle_handler!(suspend, LifecycleAction::Suspend, "/v1/agents/{name}/suspend", "Suspends an agent; its credentials stop working.");
+lifecycle_handler!(retire, LifecycleAction::Retire, "/v1/agents/{name}/retire", "Retires an agent for good; it is kept for audit.");

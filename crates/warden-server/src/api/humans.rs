@@ -1,0 +1,185 @@
+//! `/v1/humans` and `/v1/tokens`: the people who run Warden and their API tokens.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use warden_core::token::{self, NewApiToken};
+use warden_core::{ApiTokenInfo, Email, Human, NewHuman, Permission};
+use warden_store::TokenRecord;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::json::{ApiJson, ApiPath};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HumanList {
+    pub humans: Vec<Human>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<ApiTokenInfo>,
+}
+
+/// A new token. `token` is shown this once; Warden keeps only its hash.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    pub token: String,
+    pub info: ApiTokenInfo,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken").field("token", &"REDACTED").field("info", &self.info).finish()
+    }
+}
+
+/// The caller's own identity.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    pub human: Human,
+    pub token: ApiTokenInfo,
+}
+
+fn parse_email(raw: &str) -> Result<Email, ApiError> {
+    Ok(Email::parse(raw)?)
+}
+
+#[utoipa::path(
+    get, path = "/v1/whoami", tag = "humans",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)), security(("bearer" = []))
+)]
+pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI { human: caller.human, token: caller.token })
+}
+
+#[utoipa::path(
+    post, path = "/v1/humans", tag = "humans", request_body = NewHuman,
+    responses(
+        (status = 201, body = Human), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn add(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewHuman>,
+) -> Result<(StatusCode, Json<Human>), ApiError> {
+    let permit = caller.require(Permission::ManageHumans)?;
+    let human = state.store.create_human(&body, &permit.context()).await?;
+    tracing::info!(human = %human.email, roles = ?human.roles, by = %caller.human.email, "human added");
+    Ok((StatusCode::CREATED, Json(human)))
+}
+
+#[utoipa::path(
+    get, path = "/v1/humans", tag = "humans",
+    responses((status = 200, body = HumanList)), security(("bearer" = []))
+)]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<HumanList>, ApiError> {
+    caller.require(Permission::ReadRegistry)?;
+    Ok(Json(HumanList { humans: state.store.list_humans().await? }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/humans/{email}", tag = "humans",
+    params(("email" = String, Path)),
+    responses((status = 200, body = Human), (status = 404, body = ErrorBody)), security(("bearer" = []))
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(email): ApiPath<String>,
+) -> Result<Json<Human>, ApiError> {
+    caller.require(Permission::ReadRegistry)?;
+    let email = parse_email(&email)?;
+    let human =
+        state.store.get_human(&email).await?.ok_or_else(|| ApiError::NotFound(format!("human `{email}` not found")))?;
+    Ok(Json(human))
+}
+
+#[utoipa::path(
+    post, path = "/v1/humans/{email}/tokens", tag = "humans",
+    params(("email" = String, Path)), request_body = NewApiToken,
+    responses(
+        (status = 201, description = "The token, shown once", body = CreatedToken),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(email): ApiPath<String>,
+    ApiJson(body): ApiJson<NewApiToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let email = parse_email(&email)?;
+    let permit = caller.require_self_or(&email, Permission::ManageOwnTokens, Permission::ManageHumans)?;
+    let ttl = body.ttl()?;
+    let (secret, hash) = token::generate();
+    let record = TokenRecord {
+        id: Uuid::new_v4(),
+        human: email.clone(),
+        label: body.label.clone(),
+        hash,
+        expires_at: Utc::now() + ttl,
+    };
+    let info = state.store.create_api_token(&record, &permit.context()).await?;
+    tracing::info!(token_id = %info.id, human = %email, by = %caller.human.email, expires_at = %info.expires_at, "API token created");
+    Ok((StatusCode::CREATED, Json(CreatedToken { token: secret.into_inner(), info })))
+}
+
+#[utoipa::path(
+    get, path = "/v1/humans/{email}/tokens", tag = "humans",
+    params(("email" = String, Path)),
+    responses((status = 200, body = TokenList), (status = 403, body = ErrorBody)), security(("bearer" = []))
+)]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(email): ApiPath<String>,
+) -> Result<Json<TokenList>, ApiError> {
+    let email = parse_email(&email)?;
+    caller.require_self_or(&email, Permission::ManageOwnTokens, Permission::ManageHumans)?;
+    if state.store.get_human(&email).await?.is_none() {
+        return Err(ApiError::NotFound(format!("human `{email}` not found")));
+    }
+    Ok(Json(TokenList { tokens: state.store.list_api_tokens(&email).await? }))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/tokens/{id}", tag = "humans",
+    params(("id" = Uuid, Path, description = "Token id (not the token)")),
+    responses(
+        (status = 200, description = "Revoked", body = ApiTokenInfo),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already revoked", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ApiTokenInfo>, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::BadRequest {
+        message: format!("`{}` is not a token id (a UUID)", id.escape_debug()),
+        field: Some("id".into()),
+    })?;
+    // Whose token it is decides which permission is needed; an unknown id is a 404 either way, but
+    // only after the caller proved they may manage tokens at all.
+    caller.require(Permission::ManageOwnTokens)?;
+    let info = state
+        .store
+        .get_api_token(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("token `{id}` not found")))?;
+    let permit = caller.require_self_or(&info.human, Permission::ManageOwnTokens, Permission::ManageHumans)?;
+    let revoked = state.store.revoke_api_token(id, &permit.context()).await?;
+    tracing::info!(token_id = %id, human = %revoked.human, by = %caller.human.email, "API token revoked");
+    Ok(Json(revoked))
+}

@@ -1,0 +1,156 @@
+//! The HTTP surface: routes, the OpenAPI document generated from the handlers, and `/healthz`.
+//!
+//! Layers, outermost first, each with its reason:
+//! - request id: every log line of a request carries one id, and the client gets it back;
+//! - trace: one span per request (method, path, status, latency); headers are not logged, so tokens
+//!   never reach the log;
+//! - timeout: a stuck store call cannot hold a connection forever;
+//! - body limit: bounds the memory an unauthenticated client can make us buffer.
+
+pub mod agents;
+pub mod humans;
+pub mod upstreams;
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use serde::Serialize;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+
+/// Limits for the HTTP layer.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: 64 * 1024, request_timeout: Duration::from_secs(30) }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Warden", description = "Runtime access governor for AI agents: admin API."),
+    paths(
+        health,
+        agents::register, agents::list, agents::show, agents::update,
+        agents::activate, agents::suspend, agents::retire,
+        upstreams::add, upstreams::list, upstreams::show, upstreams::remove,
+        humans::whoami, humans::add, humans::list, humans::show,
+        humans::create_token, humans::list_tokens, humans::revoke_token,
+    ),
+    components(schemas(ErrorBody, Health)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "agents", description = "Non-human identities"),
+        (name = "upstreams", description = "Systems agents reach through Warden"),
+        (name = "humans", description = "People and their API tokens"),
+        (name = "health", description = "Liveness and store health"),
+    )
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+#[derive(Debug)]
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Builds the application router.
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let v1 = Router::new()
+        .route("/agents", post(agents::register).get(agents::list))
+        .route("/agents/{name}", get(agents::show).patch(agents::update))
+        .route("/agents/{name}/activate", post(agents::activate))
+        .route("/agents/{name}/suspend", post(agents::suspend))
+        .route("/agents/{name}/retire", post(agents::retire))
+        .route("/upstreams", post(upstreams::add).get(upstreams::list))
+        .route("/upstreams/{name}", get(upstreams::show).delete(upstreams::remove))
+        .route("/humans", post(humans::add).get(humans::list))
+        .route("/humans/{email}", get(humans::show))
+        .route("/humans/{email}/tokens", post(humans::create_token).get(humans::list_tokens))
+        .route("/tokens/{id}", delete(humans::revoke_token))
+        .route("/whoami", get(humans::whoami))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .route("/healthz", get(health))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+/// `/healthz` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    /// `sqlite` or `postgres`.
+    pub store: &'static str,
+    pub version: &'static str,
+    /// Why the store is unhealthy (no internals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How long `/healthz` waits for the store before calling it unavailable.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[utoipa::path(
+    get, path = "/healthz", tag = "health",
+    responses((status = 200, body = Health), (status = 503, description = "The store is unavailable", body = Health))
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let store = state.store.backend().as_str();
+    let version = env!("CARGO_PKG_VERSION");
+    let result = tokio::time::timeout(HEALTH_TIMEOUT, state.store.health()).await;
+    let error = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: store unhealthy");
+            Some("the store did not answer a query".to_owned())
+        }
+        Err(_) => Some(format!("the store did not answer within {} s", HEALTH_TIMEOUT.as_secs())),
+    };
+    let (code, status) = if error.is_none() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    (code, Json(Health { status, store, version, error }))
+}

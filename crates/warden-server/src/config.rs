@@ -1,0 +1,289 @@
+//! The server's configuration: one TOML file, every option with a safe default, and the rules that keep
+//! secrets off the command line.
+//!
+//! Precedence: command-line flags, then the environment (`WARDEN_DATABASE_URL`), then the file, then the
+//! defaults. A database URL given inline (flag or file) must not carry a password — it would show in the
+//! process list or a committed file; put a URL with a password in `database.url_file` or in
+//! `WARDEN_DATABASE_URL`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use warden_core::{Email, Secret, TrustDomain};
+
+use crate::api::HttpLimits;
+
+/// Upper bounds for configurable limits, so a typo cannot disable a protection.
+const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+const MAX_REQUEST_TIMEOUT_SECS: u64 = 600;
+/// Longest config file we read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8700` (loopback: exposing Warden is a deliberate act).
+    pub listen: String,
+    /// Where Warden keeps its SQLite database, keys and the bootstrap token. Created 0700.
+    pub data_dir: PathBuf,
+    /// SPIFFE trust domain of agent identities.
+    pub trust_domain: TrustDomain,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub bootstrap: BootstrapConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8700".into(),
+            data_dir: PathBuf::from("./warden-data"),
+            trust_domain: TrustDomain::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            bootstrap: BootstrapConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://…` without a password, or `sqlite:…`. Unset: SQLite in the data directory.
+    pub url: Option<String>,
+    /// A file holding the database URL (may include a password).
+    pub url_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` (human) or `json` (one object per line, for log shippers).
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `warden_server=debug,info`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Pretty, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body, bytes. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Per-request timeout, seconds. Default 30.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let d = HttpLimits::default();
+        Self { max_body_bytes: d.max_body_bytes, request_timeout_secs: d.request_timeout.as_secs() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Email of the admin created on first start, when the store has no human yet.
+    pub admin_email: Email,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        #[expect(clippy::expect_used, reason = "a constant that the unit tests parse")]
+        let admin_email = Email::parse("admin@warden.local").expect("valid constant");
+        Self { admin_email }
+    }
+}
+
+/// What the command line may override.
+#[derive(Debug, Default, Clone)]
+pub struct ServeOptions {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    /// A database URL from the command line: refused if it carries a password.
+    pub database: Option<String>,
+}
+
+/// Where the store lives, resolved.
+#[derive(Debug)]
+pub enum DatabaseTarget {
+    /// `<data-dir>/warden.db`.
+    EmbeddedSqlite(PathBuf),
+    /// A URL (possibly holding a password, hence secret).
+    Url(Secret<String>),
+}
+
+/// The configuration after flags, env and file are merged and checked.
+#[derive(Debug)]
+pub struct Resolved {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub trust_domain: TrustDomain,
+    pub database: DatabaseTarget,
+    pub log: LogConfig,
+    pub limits: HttpLimits,
+    pub admin_email: Email,
+}
+
+impl Config {
+    /// Reads and parses a config file; errors name the file and the key.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let meta = std::fs::metadata(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            bail!("config file {} is larger than {} bytes", path.display(), MAX_CONFIG_BYTES);
+        }
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Merges command-line options and the environment, and checks every value.
+    pub fn resolve(self, opts: &ServeOptions, env_database_url: Option<String>) -> anyhow::Result<Resolved> {
+        let listen_raw = opts.listen.clone().unwrap_or(self.listen);
+        let listen: SocketAddr = listen_raw
+            .parse()
+            .with_context(|| format!("listen address `{listen_raw}` is not an IP:port (e.g. 127.0.0.1:8700)"))?;
+        let data_dir = opts.data_dir.clone().unwrap_or(self.data_dir);
+        let database = if let Some(url) = &opts.database {
+            refuse_inline_password(url, "--database")?;
+            DatabaseTarget::Url(Secret::new(url.clone()))
+        } else if let Some(url) = env_database_url.filter(|u| !u.is_empty()) {
+            DatabaseTarget::Url(Secret::new(url))
+        } else if let Some(file) = &self.database.url_file {
+            let url = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read database.url_file {}", file.display()))?;
+            DatabaseTarget::Url(Secret::new(url.trim().to_owned()))
+        } else if let Some(url) = &self.database.url {
+            refuse_inline_password(url, "database.url")?;
+            DatabaseTarget::Url(Secret::new(url.clone()))
+        } else {
+            DatabaseTarget::EmbeddedSqlite(data_dir.join("warden.db"))
+        };
+        if self.http.max_body_bytes == 0 || self.http.max_body_bytes > MAX_BODY_LIMIT {
+            bail!("http.max_body_bytes must be between 1 and {MAX_BODY_LIMIT}");
+        }
+        if self.http.request_timeout_secs == 0 || self.http.request_timeout_secs > MAX_REQUEST_TIMEOUT_SECS {
+            bail!("http.request_timeout_secs must be between 1 and {MAX_REQUEST_TIMEOUT_SECS}");
+        }
+        Ok(Resolved {
+            listen,
+            data_dir,
+            trust_domain: self.trust_domain,
+            database,
+            log: self.log,
+            limits: HttpLimits {
+                max_body_bytes: self.http.max_body_bytes,
+                request_timeout: Duration::from_secs(self.http.request_timeout_secs),
+            },
+            admin_email: self.bootstrap.admin_email,
+        })
+    }
+}
+
+/// A URL with a password in argv or a config file is a leaked secret: refuse it, and say where it goes.
+fn refuse_inline_password(url: &str, source: &str) -> anyhow::Result<()> {
+    let has_password = match url::Url::parse(url) {
+        Ok(u) => u.password().is_some() || u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")),
+        // Unparseable: let the store report it, but still refuse an obvious `user:pass@`.
+        Err(_) => url.split("://").nth(1).and_then(|r| r.split('@').next()).is_some_and(|u| u.contains(':')),
+    };
+    if has_password {
+        bail!(
+            "{source} must not contain a password (it would be visible to other users and in logs); \
+             put the URL in the WARDEN_DATABASE_URL environment variable or in a file named by database.url_file"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe() {
+        let r = Config::default().resolve(&ServeOptions::default(), None).expect("defaults resolve");
+        assert_eq!(r.listen.to_string(), "127.0.0.1:8700");
+        assert_eq!(r.data_dir, PathBuf::from("./warden-data"));
+        assert!(matches!(r.database, DatabaseTarget::EmbeddedSqlite(ref p) if p.ends_with("warden.db")));
+        assert_eq!(r.limits.max_body_bytes, 64 * 1024);
+        assert_eq!(r.trust_domain.as_str(), "warden.local");
+        assert_eq!(r.admin_email.as_str(), "admin@warden.local");
+    }
+
+    #[test]
+    fn precedence_flag_env_file() {
+        let cfg = || Config::parse("listen = \"127.0.0.1:9000\"\n[database]\nurl = \"postgres://app@db/warden\"\n").expect("parses");
+        let r = cfg().resolve(&ServeOptions::default(), None).expect("ok");
+        assert_eq!(r.listen.port(), 9000);
+        assert!(matches!(&r.database, DatabaseTarget::Url(u) if u.expose() == "postgres://app@db/warden"));
+        let r = cfg().resolve(&ServeOptions::default(), Some("postgres://x:secret@db/w".into())).expect("ok");
+        assert!(matches!(&r.database, DatabaseTarget::Url(u) if u.expose().contains("secret")), "env beats the file");
+        let opts = ServeOptions { database: Some("postgres://cli@db/w".into()), listen: Some("127.0.0.1:0".into()), ..Default::default() };
+        let r = cfg().resolve(&opts, Some("postgres://env@db/w".into())).expect("ok");
+        assert!(matches!(&r.database, DatabaseTarget::Url(u) if u.expose() == "postgres://cli@db/w"), "flag beats env");
+        assert_eq!(r.listen.port(), 0);
+        assert!(!format!("{r:?}").contains("cli@db"), "database URL is redacted in Debug");
+    }
+
+    #[test]
+    fn passwords_on_the_command_line_are_refused() {
+        for url in ["postgres://u:hunter2@db/w", "postgres://u@db/w?password=hunter2"] {
+            let opts = ServeOptions { database: Some(url.into()), ..Default::default() };
+            let err = Config::default().resolve(&opts, None).expect_err("refused");
+            let msg = format!("{err:#}");
+            assert!(msg.contains("--database must not contain a password"), "{msg}");
+            assert!(!msg.contains("hunter2"), "the error must not echo the secret: {msg}");
+        }
+        let cfg = Config::parse("[database]\nurl = \"postgres://u:hunter2@db/w\"\n").expect("parses");
+        let err = cfg.resolve(&ServeOptions::default(), None).expect_err("refused");
+        assert!(format!("{err:#}").contains("database.url must not contain a password"));
+    }
+
+    #[test]
+    fn bad_config_is_precise() {
+        let err = Config::parse("listn = \"x\"").expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field `listn`"), "{err}");
+        let err = Config::parse("trust_domain = \"Bad Domain\"").expect_err("bad domain");
+        assert!(err.to_string().contains("trust domain"), "{err}");
+        let err = Config::parse("[log]\nformat = \"xml\"").expect_err("bad format");
+        assert!(err.to_string().contains("unknown variant `xml`"), "{err}");
+        let err = Config::parse("[http]\nmax_body_bytes = 0")
+            .expect("parses")
+            .resolve(&ServeOptions::default(), None)
+            .expect_err("zero limit");
+        assert!(err.to_string().contains("max_body_bytes"), "{err}");
+        let opts = ServeOptions { listen: Some("localhost:80".into()), ..Default::default() };
+        let err = Config::default().resolve(&opts, None).expect_err("not an ip");
+        assert!(format!("{err:#}").contains("not an IP:port"), "{err:#}");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../../examples/quickstart.toml");
+        Config::parse(text).expect("examples/quickstart.toml is valid").resolve(&ServeOptions::default(), None).expect("resolves");
+    }
+}
