@@ -117,17 +117,22 @@ impl Model {
         let err = |m: String| ValidationError::new("model", m);
         let shown = value.escape_debug();
         if value.len() > Self::MAX_LEN {
-            return Err(err(format!("model is {} characters long; the limit is {}", value.len(), Self::MAX_LEN)));
+            return Err(err(format!(
+                "model is {} characters long; the limit is {}",
+                value.len(),
+                Self::MAX_LEN
+            )));
         }
         let Some((provider, rest)) = value.split_once('/') else {
-            return Err(err(format!("model `{shown}` must look like `provider/name@version`")));
+            return Err(err(format!(
+                "model `{shown}` must look like `provider/name@version`"
+            )));
         };
         let Some((name, version)) = rest.rsplit_once('@') else {
             return Err(err(format!("model `{shown}` has no `@version`")));
         };
-        let part_ok = |p: &str| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c))
-        };
+        let part_ok =
+            |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c));
         for (part, what) in [(provider, "provider"), (name, "name"), (version, "version")] {
             if !part_ok(part) {
                 return Err(err(format!(
@@ -136,7 +141,11 @@ impl Model {
                 )));
             }
         }
-        Ok(Self { provider: provider.into(), name: name.into(), version: version.into() })
+        Ok(Self {
+            provider: provider.into(),
+            name: name.into(),
+            version: version.into(),
+        })
     }
 
     pub fn provider(&self) -> &str {
@@ -206,11 +215,17 @@ impl Description {
         if value.len() > MAX_DESCRIPTION_LEN {
             return Err(ValidationError::new(
                 "description",
-                format!("description is {} bytes long; the limit is {MAX_DESCRIPTION_LEN}", value.len()),
+                format!(
+                    "description is {} bytes long; the limit is {MAX_DESCRIPTION_LEN}",
+                    value.len()
+                ),
             ));
         }
         if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-            return Err(ValidationError::new("description", "description contains a control character"));
+            return Err(ValidationError::new(
+                "description",
+                "description contains a control character",
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -248,7 +263,11 @@ impl DisplayName {
             return Err(err("display name must not be empty".into()));
         }
         if value.len() > Self::MAX_LEN {
-            return Err(err(format!("display name is {} bytes long; the limit is {}", value.len(), Self::MAX_LEN)));
+            return Err(err(format!(
+                "display name is {} bytes long; the limit is {}",
+                value.len(),
+                Self::MAX_LEN
+            )));
         }
         if value.chars().any(char::is_control) {
             return Err(err("display name contains a control character".into()));
@@ -281,17 +300,26 @@ pub fn check_list<T: PartialEq + fmt::Display>(
     allow_empty: bool,
 ) -> Result<(), ValidationError> {
     if !allow_empty && items.is_empty() {
-        return Err(ValidationError::new(field, format!("{field} must list at least one entry")));
+        return Err(ValidationError::new(
+            field,
+            format!("{field} must list at least one entry"),
+        ));
     }
     if items.len() > MAX_LIST_LEN {
         return Err(ValidationError::new(
             field,
-            format!("{field} lists {} entries; the limit is {MAX_LIST_LEN}", items.len()),
+            format!(
+                "{field} lists {} entries; the limit is {MAX_LIST_LEN}",
+                items.len()
+            ),
         ));
     }
     for (i, item) in items.iter().enumerate() {
         if items[..i].contains(item) {
-            return Err(ValidationError::new(format!("{field}[{i}]"), format!("`{item}` is listed twice")));
+            return Err(ValidationError::new(
+                format!("{field}[{i}]"),
+                format!("`{item}` is listed twice"),
+            ));
         }
     }
     Ok(())
@@ -351,7 +379,10 @@ impl AgentUpdate {
             && self.description.is_none()
             && self.allowed_upstreams.is_none()
         {
-            return Err(ValidationError::new("", "the update changes nothing; name at least one field"));
+            return Err(ValidationError::new(
+                "",
+                "the update changes nothing; name at least one field",
+            ));
         }
         Ok(())
     }
@@ -448,18 +479,31 @@ impl AgentState {
         if allowed {
             Ok(to)
         } else if self == to {
-            Err(TransitionRefused { from: self, message: format!("the agent is already {self}") })
+            Err(TransitionRefused {
+                from: self,
+                message: format!("the agent is already {self}"),
+            })
         } else {
-            Err(TransitionRefused { from: self, message: format!("a {self} agent cannot move to {to}") })
+            Err(TransitionRefused {
+                from: self,
+                message: format!("a {self} agent cannot move to {to}"),
+            })
         }
     }
 
     /// The state after an update. Retired agents are frozen. A change of model or of environment is a
     /// change of what the agent is: an active agent goes back to `pending_review` and its credentials must
     /// die (the second value says why); a suspended one stays suspended, a pending one stays pending.
-    pub fn after_update(self, update: &AgentUpdate, current: &Agent) -> Result<(AgentState, Option<String>), TransitionRefused> {
+    pub fn after_update(
+        self,
+        update: &AgentUpdate,
+        current: &Agent,
+    ) -> Result<(AgentState, Option<String>), TransitionRefused> {
         if self == AgentState::Retired {
-            return Err(TransitionRefused { from: self, message: "a retired agent cannot be changed".into() });
+            return Err(TransitionRefused {
+                from: self,
+                message: "a retired agent cannot be changed".into(),
+            });
         }
         let mut why = Vec::new();
         if let Some(m) = &update.model {
@@ -469,13 +513,20 @@ impl AgentState {
         }
         if let Some(e) = update.environment {
             if e != current.environment {
-                why.push(format!("environment changed from {} to {}", current.environment, e));
+                why.push(format!(
+                    "environment changed from {} to {}",
+                    current.environment, e
+                ));
             }
         }
         if why.is_empty() {
             return Ok((self, None));
         }
-        let next = if self == AgentState::Active { AgentState::PendingReview } else { self };
+        let next = if self == AgentState::Active {
+            AgentState::PendingReview
+        } else {
+            self
+        };
         Ok((next, Some(why.join("; "))))
     }
 }
@@ -512,7 +563,10 @@ impl NewUpstream {
 pub fn check_upstream_url(kind: UpstreamKind, url: &str) -> Result<(), ValidationError> {
     let err = |m: String| ValidationError::new("url", m);
     if url.len() > MAX_URL_LEN {
-        return Err(err(format!("url is {} bytes long; the limit is {MAX_URL_LEN}", url.len())));
+        return Err(err(format!(
+            "url is {} bytes long; the limit is {MAX_URL_LEN}",
+            url.len()
+        )));
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(err("url contains whitespace or a control character".into()));
@@ -522,7 +576,10 @@ pub fn check_upstream_url(kind: UpstreamKind, url: &str) -> Result<(), Validatio
         UpstreamKind::Postgres => &["postgres", "postgresql"],
     };
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(err(format!("url must start with {}://", schemes.join("://` or `"))));
+        return Err(err(format!(
+            "url must start with {}://",
+            schemes.join("://` or `")
+        )));
     };
     if !schemes.contains(&scheme.to_ascii_lowercase().as_str()) {
         return Err(err(format!(
@@ -629,7 +686,10 @@ pub struct ChangeContext {
 
 impl ChangeContext {
     pub fn new(actor: impl Into<String>, at: DateTime<Utc>) -> Self {
-        Self { actor: actor.into(), at }
+        Self {
+            actor: actor.into(),
+            at,
+        }
     }
 }
 
@@ -640,7 +700,10 @@ mod tests {
     #[test]
     fn models() {
         let m = Model::parse("anthropic/claude-sonnet@4.5").expect("valid");
-        assert_eq!((m.provider(), m.name(), m.version()), ("anthropic", "claude-sonnet", "4.5"));
+        assert_eq!(
+            (m.provider(), m.name(), m.version()),
+            ("anthropic", "claude-sonnet", "4.5")
+        );
         assert_eq!(m.to_string(), "anthropic/claude-sonnet@4.5");
         let m = Model::parse("openai/gpt-4o@2024-08-06").expect("valid");
         assert_eq!(m.version(), "2024-08-06");
@@ -662,11 +725,17 @@ mod tests {
     fn enums_parse_and_list_choices() {
         assert_eq!("production".parse::<Environment>(), Ok(Environment::Production));
         let e = "prod".parse::<Environment>().expect_err("unknown").to_string();
-        assert_eq!(e, "environment: unknown environment `prod`; expected one of `prototype`, `staging`, `production`");
+        assert_eq!(
+            e,
+            "environment: unknown environment `prod`; expected one of `prototype`, `staging`, `production`"
+        );
         assert!(Environment::Prototype < Environment::Production);
         for s in AgentState::ALL {
             assert_eq!(s.as_str().parse::<AgentState>(), Ok(*s));
-            assert_eq!(serde_json::to_string(s).expect("ser"), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(s).expect("ser"),
+                format!("\"{}\"", s.as_str())
+            );
         }
     }
 
@@ -691,8 +760,14 @@ mod tests {
         for (from, action, want) in table {
             assert_eq!(from.apply(action).ok(), want, "{from} {action:?}");
         }
-        assert_eq!(Active.apply(Activate).expect_err("same").message, "the agent is already active");
-        assert_eq!(Retired.apply(Activate).expect_err("terminal").message, "a retired agent cannot move to active");
+        assert_eq!(
+            Active.apply(Activate).expect_err("same").message,
+            "the agent is already active"
+        );
+        assert_eq!(
+            Retired.apply(Activate).expect_err("terminal").message,
+            "a retired agent cannot move to active"
+        );
     }
 
     fn agent(state: AgentState) -> Agent {
@@ -719,18 +794,42 @@ mod tests {
     #[test]
     fn model_or_environment_change_sends_active_agent_back_to_review() {
         use AgentState::*;
-        let model = AgentUpdate { model: Some(Model::parse("p/m@2").expect("valid")), ..Default::default() };
-        let env = AgentUpdate { environment: Some(Environment::Production), ..Default::default() };
-        let same = AgentUpdate { model: Some(Model::parse("p/m@1").expect("valid")), ..Default::default() };
-        let desc = AgentUpdate { description: Some(Description::parse("x").expect("valid")), ..Default::default() };
+        let model = AgentUpdate {
+            model: Some(Model::parse("p/m@2").expect("valid")),
+            ..Default::default()
+        };
+        let env = AgentUpdate {
+            environment: Some(Environment::Production),
+            ..Default::default()
+        };
+        let same = AgentUpdate {
+            model: Some(Model::parse("p/m@1").expect("valid")),
+            ..Default::default()
+        };
+        let desc = AgentUpdate {
+            description: Some(Description::parse("x").expect("valid")),
+            ..Default::default()
+        };
 
         let (s, why) = Active.after_update(&model, &agent(Active)).expect("ok");
         assert_eq!(s, PendingReview);
         assert_eq!(why.as_deref(), Some("model changed from p/m@1 to p/m@2"));
-        assert_eq!(Active.after_update(&env, &agent(Active)).expect("ok").0, PendingReview);
-        assert_eq!(Suspended.after_update(&model, &agent(Suspended)).expect("ok").0, Suspended);
-        assert_eq!(Active.after_update(&same, &agent(Active)).expect("ok"), (Active, None));
-        assert_eq!(Active.after_update(&desc, &agent(Active)).expect("ok"), (Active, None));
+        assert_eq!(
+            Active.after_update(&env, &agent(Active)).expect("ok").0,
+            PendingReview
+        );
+        assert_eq!(
+            Suspended.after_update(&model, &agent(Suspended)).expect("ok").0,
+            Suspended
+        );
+        assert_eq!(
+            Active.after_update(&same, &agent(Active)).expect("ok"),
+            (Active, None)
+        );
+        assert_eq!(
+            Active.after_update(&desc, &agent(Active)).expect("ok"),
+            (Active, None)
+        );
         assert!(Retired.after_update(&desc, &agent(Retired)).is_err());
     }
 
@@ -780,7 +879,10 @@ mod tests {
             revoked_by: None,
         };
         assert_eq!(t.unusable_at(now), None);
-        assert_eq!(t.unusable_at(now + chrono::Duration::minutes(1)), Some("the token has expired"));
+        assert_eq!(
+            t.unusable_at(now + chrono::Duration::minutes(1)),
+            Some("the token has expired")
+        );
         t.revoked_at = Some(now);
         assert_eq!(t.unusable_at(now), Some("the token has been revoked"));
     }

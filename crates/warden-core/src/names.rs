@@ -24,9 +24,15 @@ fn check_label(value: &str, what: &str) -> Result<(), String> {
         return Err(format!("{what} must not be empty"));
     }
     if value.len() > MAX_LABEL_LEN {
-        return Err(format!("{what} is {} characters long; the limit is {MAX_LABEL_LEN}", value.len()));
+        return Err(format!(
+            "{what} is {} characters long; the limit is {MAX_LABEL_LEN}",
+            value.len()
+        ));
     }
-    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return Err(format!(
             "{what} `{}` contains `{}`; use lowercase letters, digits and `-`",
             value.escape_debug(),
@@ -132,7 +138,10 @@ impl Email {
             )));
         }
         let shown = value.escape_debug();
-        if value.chars().any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()) {
+        if value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+        {
             return Err(err(format!(
                 "email `{shown}` contains whitespace, a control or a non-ASCII character"
             )));
@@ -141,7 +150,9 @@ impl Email {
             return Err(err(format!("email `{shown}` has no `@`")));
         };
         if local.is_empty() || local.len() > 64 {
-            return Err(err(format!("email `{shown}` needs a local part of 1 to 64 characters")));
+            return Err(err(format!(
+                "email `{shown}` needs a local part of 1 to 64 characters"
+            )));
         }
         if domain.contains('@') {
             return Err(err(format!("email `{shown}` has more than one `@`")));
@@ -155,10 +166,15 @@ impl Email {
                     && !l.ends_with('-')
             });
         if !labels_ok {
-            return Err(err(format!("email `{shown}` has an invalid domain `{}`", domain.escape_debug())));
+            return Err(err(format!(
+                "email `{shown}` has an invalid domain `{}`",
+                domain.escape_debug()
+            )));
         }
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-            return Err(err(format!("email `{shown}` has a misplaced `.` in its local part")));
+            return Err(err(format!(
+                "email `{shown}` has a misplaced `.` in its local part"
+            )));
         }
         if let Some(c) = local.chars().find(|c| "()<>[]\\,;:\"".contains(*c)) {
             return Err(err(format!("email `{shown}` contains `{c}`")));
@@ -212,10 +228,13 @@ impl TrustDomain {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         let err = |m: String| ValidationError::new("trust_domain", m);
         if value.is_empty() || value.len() > MAX_TRUST_DOMAIN_LEN {
-            return Err(err(format!("trust domain must be 1 to {MAX_TRUST_DOMAIN_LEN} characters")));
+            return Err(err(format!(
+                "trust domain must be 1 to {MAX_TRUST_DOMAIN_LEN} characters"
+            )));
         }
-        if let Some(c) =
-            value.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(*c)))
+        if let Some(c) = value
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(*c)))
         {
             return Err(err(format!(
                 "trust domain `{}` contains `{}`; use lowercase letters, digits, `.`, `-` and `_`",
@@ -305,7 +324,10 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(Email::parse("Alice@Example.COM").map(|e| e.to_string()), Ok("alice@example.com".into()));
+        assert_eq!(
+            Email::parse("Alice@Example.COM").map(|e| e.to_string()),
+            Ok("alice@example.com".into())
+        );
         for bad in [
             "",
             "alice",
@@ -330,7 +352,10 @@ mod tests {
     fn trust_domain_and_spiffe_id() {
         let td = TrustDomain::parse("prod.example.com").expect("valid");
         let name = AgentName::parse("billing-bot").expect("valid");
-        assert_eq!(td.agent_spiffe_id(&name), "spiffe://prod.example.com/agent/billing-bot");
+        assert_eq!(
+            td.agent_spiffe_id(&name),
+            "spiffe://prod.example.com/agent/billing-bot"
+        );
         assert_eq!(TrustDomain::default().as_str(), "warden.local");
         for bad in ["", "Prod.com", "a..b", ".a", "a/b", "a:80"] {
             assert!(TrustDomain::parse(bad).is_err(), "{bad:?} accepted");

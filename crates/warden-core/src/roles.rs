@@ -38,15 +38,19 @@ impl Role {
 impl FromStr for Role {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL.iter().copied().find(|r| r.as_str() == s).ok_or_else(|| {
-            ValidationError::new(
-                "roles",
-                format!(
-                    "unknown role `{}`; expected one of `admin`, `approver`, `auditor`, `owner`",
-                    s.escape_debug()
-                ),
-            )
-        })
+        Role::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "roles",
+                    format!(
+                        "unknown role `{}`; expected one of `admin`, `approver`, `auditor`, `owner`",
+                        s.escape_debug()
+                    ),
+                )
+            })
     }
 }
 
@@ -102,8 +106,14 @@ mod tests {
     fn only_admins_write() {
         for role in Role::ALL {
             assert!(Permission::ReadRegistry.is_granted_to(&[*role]));
-            assert_eq!(Permission::WriteRegistry.is_granted_to(&[*role]), *role == Role::Admin);
-            assert_eq!(Permission::ManageHumans.is_granted_to(&[*role]), *role == Role::Admin);
+            assert_eq!(
+                Permission::WriteRegistry.is_granted_to(&[*role]),
+                *role == Role::Admin
+            );
+            assert_eq!(
+                Permission::ManageHumans.is_granted_to(&[*role]),
+                *role == Role::Admin
+            );
         }
         assert!(!Permission::ReadRegistry.is_granted_to(&[]));
     }
@@ -111,7 +121,16 @@ mod tests {
     #[test]
     fn parse_roles() {
         assert_eq!("auditor".parse::<Role>(), Ok(Role::Auditor));
-        assert!("root".parse::<Role>().expect_err("unknown").message.contains("unknown role `root`"));
-        assert_eq!(serde_json::to_string(&Role::Approver).expect("ser"), "\"approver\"");
+        assert!(
+            "root"
+                .parse::<Role>()
+                .expect_err("unknown")
+                .message
+                .contains("unknown role `root`")
+        );
+        assert_eq!(
+            serde_json::to_string(&Role::Approver).expect("ser"),
+            "\"approver\""
+        );
     }
 }

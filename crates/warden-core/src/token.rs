@@ -48,10 +48,12 @@ impl TokenHash {
 
 fn hex_lower(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Makes a fresh token. The caller shows it once and stores only its hash.
@@ -70,7 +72,10 @@ pub fn check_shape(presented: &str) -> Result<(), &'static str> {
         return Err("the token is malformed");
     }
     let body = &presented[TOKEN_PREFIX.len()..];
-    if !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !body
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err("the token is malformed");
     }
     Ok(())
@@ -97,7 +102,9 @@ impl NewApiToken {
                 format!("label must be at most {MAX_LABEL_LEN} bytes without control characters"),
             ));
         }
-        let Some(secs) = self.ttl_seconds else { return Ok(DEFAULT_TOKEN_TTL) };
+        let Some(secs) = self.ttl_seconds else {
+            return Ok(DEFAULT_TOKEN_TTL);
+        };
         let max = MAX_TOKEN_TTL.num_seconds().unsigned_abs();
         if secs == 0 || secs > max {
             return Err(ValidationError::new(
@@ -141,11 +148,26 @@ mod tests {
     #[test]
     fn ttl_bounds() {
         assert_eq!(NewApiToken::default().ttl(), Ok(DEFAULT_TOKEN_TTL));
-        let t = |s| NewApiToken { label: String::new(), ttl_seconds: Some(s) }.ttl();
+        let t = |s| {
+            NewApiToken {
+                label: String::new(),
+                ttl_seconds: Some(s),
+            }
+            .ttl()
+        };
         assert!(t(0).is_err());
         assert!(t(60).is_ok());
-        assert!(t(366 * 86_400).expect_err("too long").message.contains("between 1 and"));
-        let bad = NewApiToken { label: "a\u{1b}[31m".into(), ttl_seconds: None }.ttl();
+        assert!(
+            t(366 * 86_400)
+                .expect_err("too long")
+                .message
+                .contains("between 1 and")
+        );
+        let bad = NewApiToken {
+            label: "a\u{1b}[31m".into(),
+            ttl_seconds: None,
+        }
+        .ttl();
         assert_eq!(bad.expect_err("control").field, "label");
     }
 

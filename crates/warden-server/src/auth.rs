@@ -48,9 +48,17 @@ impl Caller {
     /// Checks a permission against the caller's roles.
     pub fn require(&self, permission: Permission) -> Result<Permit, ApiError> {
         if permission.is_granted_to(&self.human.roles) {
-            Ok(Permit { permission, actor: self.human.email.to_string() })
+            Ok(Permit {
+                permission,
+                actor: self.human.email.to_string(),
+            })
         } else {
-            let roles = permission.granted_by().iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(" or ");
+            let roles = permission
+                .granted_by()
+                .iter()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>()
+                .join(" or ");
             Err(ApiError::Forbidden(format!(
                 "`{}` may not {}; that needs the {roles} role",
                 self.human.email,
@@ -60,8 +68,17 @@ impl Caller {
     }
 
     /// Like [`Caller::require`], but a human always may act on their own records.
-    pub fn require_self_or(&self, email: &Email, own: Permission, others: Permission) -> Result<Permit, ApiError> {
-        if &self.human.email == email { self.require(own) } else { self.require(others) }
+    pub fn require_self_or(
+        &self,
+        email: &Email,
+        own: Permission,
+        others: Permission,
+    ) -> Result<Permit, ApiError> {
+        if &self.human.email == email {
+            self.require(own)
+        } else {
+            self.require(others)
+        }
     }
 }
 
@@ -84,7 +101,10 @@ where
             tracing::info!(token_id = %owner.token.id, human = %owner.human.email, why, "refused API token");
             return Err(ApiError::Unauthorized(why.into()));
         }
-        Ok(Caller { human: owner.human, token: owner.token })
+        Ok(Caller {
+            human: owner.human,
+            token: owner.token,
+        })
     }
 }
 
@@ -95,14 +115,18 @@ fn bearer(parts: &Parts) -> Result<Secret<String>, ApiError> {
         ));
     };
     if value.len() > MAX_AUTH_HEADER {
-        return Err(ApiError::Unauthorized("the Authorization header is too long".into()));
+        return Err(ApiError::Unauthorized(
+            "the Authorization header is too long".into(),
+        ));
     }
     let value = value
         .to_str()
         .map_err(|_| ApiError::Unauthorized("the Authorization header is not ASCII".into()))?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::Unauthorized("the Authorization scheme must be `Bearer`".into()));
+        return Err(ApiError::Unauthorized(
+            "the Authorization scheme must be `Bearer`".into(),
+        ));
     }
     Ok(Secret::new(rest.trim().to_owned()))
 }

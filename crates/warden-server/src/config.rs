@@ -71,7 +71,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Pretty, level: "info".into() }
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
     }
 }
 
@@ -94,7 +97,10 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         let d = HttpLimits::default();
-        Self { max_body_bytes: d.max_body_bytes, request_timeout_secs: d.request_timeout.as_secs() }
+        Self {
+            max_body_bytes: d.max_body_bytes,
+            request_timeout_secs: d.request_timeout.as_secs(),
+        }
     }
 }
 
@@ -147,12 +153,17 @@ pub struct Resolved {
 impl Config {
     /// Reads and parses a config file; errors name the file and the key.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let meta = std::fs::metadata(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         if meta.len() > MAX_CONFIG_BYTES {
-            bail!("config file {} is larger than {} bytes", path.display(), MAX_CONFIG_BYTES);
+            bail!(
+                "config file {} is larger than {} bytes",
+                path.display(),
+                MAX_CONFIG_BYTES
+            );
         }
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -163,9 +174,9 @@ impl Config {
     /// Merges command-line options and the environment, and checks every value.
     pub fn resolve(self, opts: &ServeOptions, env_database_url: Option<String>) -> anyhow::Result<Resolved> {
         let listen_raw = opts.listen.clone().unwrap_or(self.listen);
-        let listen: SocketAddr = listen_raw
-            .parse()
-            .with_context(|| format!("listen address `{listen_raw}` is not an IP:port (e.g. 127.0.0.1:8700)"))?;
+        let listen: SocketAddr = listen_raw.parse().with_context(|| {
+            format!("listen address `{listen_raw}` is not an IP:port (e.g. 127.0.0.1:8700)")
+        })?;
         let data_dir = opts.data_dir.clone().unwrap_or(self.data_dir);
         let database = if let Some(url) = &opts.database {
             refuse_inline_password(url, "--database")?;
@@ -208,7 +219,11 @@ fn refuse_inline_password(url: &str, source: &str) -> anyhow::Result<()> {
     let has_password = match url::Url::parse(url) {
         Ok(u) => u.password().is_some() || u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")),
         // Unparseable: let the store report it, but still refuse an obvious `user:pass@`.
-        Err(_) => url.split("://").nth(1).and_then(|r| r.split('@').next()).is_some_and(|u| u.contains(':')),
+        Err(_) => url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('@').next())
+            .is_some_and(|u| u.contains(':')),
     };
     if has_password {
         bail!(
@@ -225,7 +240,9 @@ mod tests {
 
     #[test]
     fn defaults_are_safe() {
-        let r = Config::default().resolve(&ServeOptions::default(), None).expect("defaults resolve");
+        let r = Config::default()
+            .resolve(&ServeOptions::default(), None)
+            .expect("defaults resolve");
         assert_eq!(r.listen.to_string(), "127.0.0.1:8700");
         assert_eq!(r.data_dir, PathBuf::from("./warden-data"));
         assert!(matches!(r.database, DatabaseTarget::EmbeddedSqlite(ref p) if p.ends_with("warden.db")));
@@ -236,27 +253,53 @@ mod tests {
 
     #[test]
     fn precedence_flag_env_file() {
-        let cfg = || Config::parse("listen = \"127.0.0.1:9000\"\n[database]\nurl = \"postgres://app@db/warden\"\n").expect("parses");
+        let cfg = || {
+            Config::parse("listen = \"127.0.0.1:9000\"\n[database]\nurl = \"postgres://app@db/warden\"\n")
+                .expect("parses")
+        };
         let r = cfg().resolve(&ServeOptions::default(), None).expect("ok");
         assert_eq!(r.listen.port(), 9000);
         assert!(matches!(&r.database, DatabaseTarget::Url(u) if u.expose() == "postgres://app@db/warden"));
-        let r = cfg().resolve(&ServeOptions::default(), Some("postgres://x:secret@db/w".into())).expect("ok");
-        assert!(matches!(&r.database, DatabaseTarget::Url(u) if u.expose().contains("secret")), "env beats the file");
-        let opts = ServeOptions { database: Some("postgres://cli@db/w".into()), listen: Some("127.0.0.1:0".into()), ..Default::default() };
-        let r = cfg().resolve(&opts, Some("postgres://env@db/w".into())).expect("ok");
-        assert!(matches!(&r.database, DatabaseTarget::Url(u) if u.expose() == "postgres://cli@db/w"), "flag beats env");
+        let r = cfg()
+            .resolve(&ServeOptions::default(), Some("postgres://x:secret@db/w".into()))
+            .expect("ok");
+        assert!(
+            matches!(&r.database, DatabaseTarget::Url(u) if u.expose().contains("secret")),
+            "env beats the file"
+        );
+        let opts = ServeOptions {
+            database: Some("postgres://cli@db/w".into()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let r = cfg()
+            .resolve(&opts, Some("postgres://env@db/w".into()))
+            .expect("ok");
+        assert!(
+            matches!(&r.database, DatabaseTarget::Url(u) if u.expose() == "postgres://cli@db/w"),
+            "flag beats env"
+        );
         assert_eq!(r.listen.port(), 0);
-        assert!(!format!("{r:?}").contains("cli@db"), "database URL is redacted in Debug");
+        assert!(
+            !format!("{r:?}").contains("cli@db"),
+            "database URL is redacted in Debug"
+        );
     }
 
     #[test]
     fn passwords_on_the_command_line_are_refused() {
         for url in ["postgres://u:hunter2@db/w", "postgres://u@db/w?password=hunter2"] {
-            let opts = ServeOptions { database: Some(url.into()), ..Default::default() };
+            let opts = ServeOptions {
+                database: Some(url.into()),
+                ..Default::default()
+            };
             let err = Config::default().resolve(&opts, None).expect_err("refused");
             let msg = format!("{err:#}");
             assert!(msg.contains("--database must not contain a password"), "{msg}");
-            assert!(!msg.contains("hunter2"), "the error must not echo the secret: {msg}");
+            assert!(
+                !msg.contains("hunter2"),
+                "the error must not echo the secret: {msg}"
+            );
         }
         let cfg = Config::parse("[database]\nurl = \"postgres://u:hunter2@db/w\"\n").expect("parses");
         let err = cfg.resolve(&ServeOptions::default(), None).expect_err("refused");
@@ -276,7 +319,10 @@ mod tests {
             .resolve(&ServeOptions::default(), None)
             .expect_err("zero limit");
         assert!(err.to_string().contains("max_body_bytes"), "{err}");
-        let opts = ServeOptions { listen: Some("localhost:80".into()), ..Default::default() };
+        let opts = ServeOptions {
+            listen: Some("localhost:80".into()),
+            ..Default::default()
+        };
         let err = Config::default().resolve(&opts, None).expect_err("not an ip");
         assert!(format!("{err:#}").contains("not an IP:port"), "{err:#}");
     }
@@ -284,6 +330,9 @@ mod tests {
     #[test]
     fn example_config_parses() {
         let text = include_str!("../../../examples/quickstart.toml");
-        Config::parse(text).expect("examples/quickstart.toml is valid").resolve(&ServeOptions::default(), None).expect("resolves");
+        Config::parse(text)
+            .expect("examples/quickstart.toml is valid")
+            .resolve(&ServeOptions::default(), None)
+            .expect("resolves");
     }
 }

@@ -13,7 +13,10 @@ use warden_store::StoreError;
 #[derive(Debug)]
 pub enum ApiError {
     /// 400: the request is malformed or a value is invalid.
-    BadRequest { message: String, field: Option<String> },
+    BadRequest {
+        message: String,
+        field: Option<String>,
+    },
     /// 401: no usable credentials. The message says why (missing, malformed, expired, revoked, unknown).
     Unauthorized(String),
     /// 403: authenticated, but not allowed.
@@ -42,7 +45,10 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::BadRequest { message: message.into(), field: None }
+        ApiError::BadRequest {
+            message: message.into(),
+            field: None,
+        }
     }
 
     fn parts(&self) -> (StatusCode, &'static str) {
@@ -53,7 +59,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -63,7 +71,10 @@ impl ApiError {
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         let field = (!e.field.is_empty()).then_some(e.field);
-        ApiError::BadRequest { message: e.message, field }
+        ApiError::BadRequest {
+            message: e.message,
+            field,
+        }
     }
 }
 
@@ -92,7 +103,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(detail) => {
                 tracing::warn!(%detail, "store unavailable");
-                ("the store is unavailable; nothing was changed, try again later".to_owned(), None)
+                (
+                    "the store is unavailable; nothing was changed, try again later".to_owned(),
+                    None,
+                )
             }
             ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
@@ -101,9 +115,20 @@ impl IntoResponse for ApiError {
             | ApiError::PayloadTooLarge(m)
             | ApiError::UnsupportedMediaType(m) => (m, None),
         };
-        let mut resp = (status, Json(ErrorBody { error: code, message, field })).into_response();
+        let mut resp = (
+            status,
+            Json(ErrorBody {
+                error: code,
+                message,
+                field,
+            }),
+        )
+            .into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"warden\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"warden\""),
+            );
         }
         resp
     }

@@ -31,16 +31,20 @@ where
                 mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
         if !is_json {
-            return Err(ApiError::UnsupportedMediaType("the request body must be `application/json`".into()));
+            return Err(ApiError::UnsupportedMediaType(
+                "the request body must be `application/json`".into(),
+            ));
         }
         // `Bytes` honours the router's body limit (DefaultBodyLimit).
-        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("the request body is larger than the server accepts".into())
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {}", e.body_text()))
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge("the request body is larger than the server accepts".into())
+                } else {
+                    ApiError::bad_request(format!("could not read the request body: {}", e.body_text()))
+                }
+            })?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -86,7 +90,9 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+            .map_err(|e: QueryRejection| {
+                ApiError::bad_request(format!("invalid query string: {}", e.body_text()))
+            })
     }
 }
 
@@ -128,7 +134,8 @@ mod tests {
         let (m, f) = bad(&format!(r#"{{"name":"Bad",{base}}}"#));
         assert_eq!(f.as_deref(), Some("name"));
         assert!(m.contains("contains `B`"), "{m}");
-        let (m, f) = bad(r#"{"name":"ok","owners":["a@x.io","nope"],"environment":"staging","model":"p/m@1"}"#);
+        let (m, f) =
+            bad(r#"{"name":"ok","owners":["a@x.io","nope"],"environment":"staging","model":"p/m@1"}"#);
         assert_eq!(f.as_deref(), Some("owners[1]"));
         assert!(m.contains("no `@`"), "{m}");
         let (m, f) = bad(r#"{"name":"ok","owners":["a@x.io"],"environment":"prod","model":"p/m@1"}"#);

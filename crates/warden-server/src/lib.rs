@@ -64,12 +64,17 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(resolved.listen)
         .await
         .with_context(|| format!("cannot listen on {}", resolved.listen))?;
-    let addr = listener.local_addr().context("cannot read the listening address")?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
     // A plain line as well: scripts and tests wait for it, whatever the log format.
     eprintln!("warden: listening on http://{addr}");
 
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")?;
     tracing::info!("shutting down: in-flight requests finished");
     store.close().await;
     Ok(())
@@ -80,7 +85,9 @@ fn init_logging(r: &Resolved) -> anyhow::Result<()> {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).context("invalid RUST_LOG filter")?,
         _ => EnvFilter::try_new(&r.log.level).context("invalid log.level filter")?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match r.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -93,7 +100,8 @@ fn init_logging(r: &Resolved) -> anyhow::Result<()> {
 /// Creates the data directory with mode 0700, or checks an existing one.
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
-        let meta = fs::metadata(dir).with_context(|| format!("cannot read data directory {}", dir.display()))?;
+        let meta =
+            fs::metadata(dir).with_context(|| format!("cannot read data directory {}", dir.display()))?;
         if !meta.is_dir() {
             bail!("data directory {} exists and is not a directory", dir.display());
         }
@@ -141,7 +149,9 @@ async fn open_store(target: &DatabaseTarget) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
         // The URL is not put in the context: it may hold a password.
-        DatabaseTarget::Url(url) => warden_store::open(url.expose()).await.context("cannot open the store"),
+        DatabaseTarget::Url(url) => warden_store::open(url.expose())
+            .await
+            .context("cannot open the store"),
     }
 }
 
@@ -150,7 +160,9 @@ async fn open_store(target: &DatabaseTarget) -> anyhow::Result<Arc<dyn Store>> {
 /// into place after it, so a crash leaves either no admin, or an admin whose token is on disk.
 async fn bootstrap(store: &dyn Store, r: &Resolved) -> anyhow::Result<()> {
     let final_path = r.data_dir.join(ADMIN_TOKEN_FILE);
-    let tmp_path: PathBuf = r.data_dir.join(format!(".{ADMIN_TOKEN_FILE}.{}", Uuid::new_v4().simple()));
+    let tmp_path: PathBuf = r
+        .data_dir
+        .join(format!(".{ADMIN_TOKEN_FILE}.{}", Uuid::new_v4().simple()));
     let (secret, hash) = token::generate();
     {
         let mut f = OpenOptions::new()
@@ -177,7 +189,9 @@ async fn bootstrap(store: &dyn Store, r: &Resolved) -> anyhow::Result<()> {
         hash,
         expires_at: now + DEFAULT_TOKEN_TTL,
     };
-    let created = store.bootstrap_admin(&admin, &record, &ChangeContext::new("system:bootstrap", now)).await;
+    let created = store
+        .bootstrap_admin(&admin, &record, &ChangeContext::new("system:bootstrap", now))
+        .await;
     match created {
         Ok(true) => {
             fs::rename(&tmp_path, &final_path)

@@ -24,7 +24,11 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, trust_domain: TrustDomain) -> Self {
         let (events, _) = broadcast::channel(1024);
-        Self { store, trust_domain, events }
+        Self {
+            store,
+            trust_domain,
+            events,
+        }
     }
 
     /// Publishes an event. Having no subscriber is not an error; the event is logged either way.

@@ -30,10 +30,22 @@ impl Api {
         let admin = mint(&store, "admin@example.com", &[Role::Admin], Duration::hours(1)).await;
         let state = AppState::new(store.clone(), TrustDomain::default());
         let app = router(state.clone(), HttpLimits::default());
-        Api { app, state, store, admin, _dir: dir }
+        Api {
+            app,
+            state,
+            store,
+            admin,
+            _dir: dir,
+        }
     }
 
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -65,13 +77,21 @@ impl Api {
     }
 
     async fn agent_count(&self) -> usize {
-        self.store.list_agents(&Default::default()).await.expect("list").len()
+        self.store
+            .list_agents(&Default::default())
+            .await
+            .expect("list")
+            .len()
     }
 
     /// An owner and an upstream, so agents can be registered.
     async fn seed(&self) {
         let (s, _) = self
-            .admin(Method::POST, "/v1/humans", Some(json!({"email": "owner@example.com", "display_name": "Owner", "roles": ["owner"]})))
+            .admin(
+                Method::POST,
+                "/v1/humans",
+                Some(json!({"email": "owner@example.com", "display_name": "Owner", "roles": ["owner"]})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED);
         let (s, b) = self
@@ -91,11 +111,21 @@ async fn mint(store: &Arc<dyn Store>, email: &str, roles: &[Role], ttl: Duration
     let email = Email::parse(email).expect("valid");
     let ctx = ChangeContext::new("test", Utc::now());
     if store.get_human(&email).await.expect("get").is_none() {
-        let new = NewHuman { email: email.clone(), display_name: DisplayName::parse("T").expect("valid"), roles: roles.to_vec() };
+        let new = NewHuman {
+            email: email.clone(),
+            display_name: DisplayName::parse("T").expect("valid"),
+            roles: roles.to_vec(),
+        };
         store.create_human(&new, &ctx).await.expect("human");
     }
     let (secret, hash) = token::generate();
-    let rec = TokenRecord { id: Uuid::new_v4(), human: email, label: "t".into(), hash, expires_at: Utc::now() + ttl };
+    let rec = TokenRecord {
+        id: Uuid::new_v4(),
+        human: email,
+        label: "t".into(),
+        hash,
+        expires_at: Utc::now() + ttl,
+    };
     store.create_api_token(&rec, &ctx).await.expect("token");
     secret.expose().clone()
 }
@@ -152,13 +182,24 @@ async fn health_and_openapi(api: Api) {
     assert_eq!(b["store"], api.store.backend().as_str());
     let (s, doc) = api.call(Method::GET, "/v1/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    for path in ["/v1/agents", "/v1/agents/{name}", "/v1/agents/{name}/retire", "/v1/upstreams/{name}", "/v1/humans/{email}/tokens", "/v1/tokens/{id}", "/healthz"] {
+    for path in [
+        "/v1/agents",
+        "/v1/agents/{name}",
+        "/v1/agents/{name}/retire",
+        "/v1/upstreams/{name}",
+        "/v1/humans/{email}/tokens",
+        "/v1/tokens/{id}",
+        "/healthz",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
     assert!(doc["components"]["schemas"].get("AgentRegistration").is_some());
     assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
     let (s, b) = api.call(Method::GET, "/v1/nope", None, None).await;
-    assert_eq!((s, b["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
 }
 
 async fn authentication_failures_are_401_and_say_why(api: Api) {
@@ -179,15 +220,32 @@ async fn authentication_failures_are_401_and_say_why(api: Api) {
     check(Some("not-a-token".into()), "malformed").await;
     let (unknown, _) = token::generate();
     check(Some(unknown.expose().clone()), "not known").await;
-    let expired = mint(&api.store, "old@example.com", &[Role::Admin], Duration::seconds(-1)).await;
+    let expired = mint(
+        &api.store,
+        "old@example.com",
+        &[Role::Admin],
+        Duration::seconds(-1),
+    )
+    .await;
     check(Some(expired), "expired").await;
     let revoked = mint(&api.store, "gone@example.com", &[Role::Admin], Duration::hours(1)).await;
-    let id = api.store.find_token(&token::TokenHash::of(&revoked.clone().into())).await.expect("find").expect("found").token.id;
+    let id = api
+        .store
+        .find_token(&token::TokenHash::of(&revoked.clone().into()))
+        .await
+        .expect("find")
+        .expect("found")
+        .token
+        .id;
     let (s, _) = api.admin(Method::DELETE, &format!("/v1/tokens/{id}"), None).await;
     assert_eq!(s, StatusCode::OK);
     check(Some(revoked), "revoked").await;
     // Wrong scheme.
-    let req = Request::builder().uri("/v1/agents").header(header::AUTHORIZATION, format!("Basic {}", api.admin)).body(Body::empty()).expect("req");
+    let req = Request::builder()
+        .uri("/v1/agents")
+        .header(header::AUTHORIZATION, format!("Basic {}", api.admin))
+        .body(Body::empty())
+        .expect("req");
     let (s, b) = api.raw(req).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(b["message"].as_str().expect("msg").contains("Bearer"));
@@ -195,16 +253,46 @@ async fn authentication_failures_are_401_and_say_why(api: Api) {
 
 async fn wrong_role_is_403_and_writes_nothing(api: Api) {
     api.seed().await;
-    let auditor = mint(&api.store, "aud@example.com", &[Role::Auditor], Duration::hours(1)).await;
-    let (s, b) = api.call(Method::POST, "/v1/agents", Some(&auditor), Some(agent_body("bot"))).await;
+    let auditor = mint(
+        &api.store,
+        "aud@example.com",
+        &[Role::Auditor],
+        Duration::hours(1),
+    )
+    .await;
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/v1/agents",
+            Some(&auditor),
+            Some(agent_body("bot")),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
-    assert!(b["message"].as_str().expect("msg").contains("needs the `admin` role"), "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .expect("msg")
+            .contains("needs the `admin` role"),
+        "{b}"
+    );
     assert_eq!(api.agent_count().await, 0);
     let (s, _) = api
-        .call(Method::POST, "/v1/humans", Some(&auditor), Some(json!({"email": "x@example.com", "display_name": "X", "roles": ["admin"]})))
+        .call(
+            Method::POST,
+            "/v1/humans",
+            Some(&auditor),
+            Some(json!({"email": "x@example.com", "display_name": "X", "roles": ["admin"]})),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert!(api.store.get_human(&Email::parse("x@example.com").expect("valid")).await.expect("get").is_none());
+    assert!(
+        api.store
+            .get_human(&Email::parse("x@example.com").expect("valid"))
+            .await
+            .expect("get")
+            .is_none()
+    );
     // Reading is allowed.
     let (s, _) = api.call(Method::GET, "/v1/agents", Some(&auditor), None).await;
     assert_eq!(s, StatusCode::OK);
@@ -212,7 +300,9 @@ async fn wrong_role_is_403_and_writes_nothing(api: Api) {
 
 async fn register_list_show_agent(api: Api) {
     api.seed().await;
-    let (s, a) = api.admin(Method::POST, "/v1/agents", Some(agent_body("billing-bot"))).await;
+    let (s, a) = api
+        .admin(Method::POST, "/v1/agents", Some(agent_body("billing-bot")))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{a}");
     assert_eq!(a["spiffe_id"], "spiffe://warden.local/agent/billing-bot");
     assert_eq!(a["state"], "pending_review");
@@ -237,16 +327,56 @@ async fn register_list_show_agent(api: Api) {
 async fn bad_agent_input_is_400_naming_the_field_and_writes_nothing(api: Api) {
     api.seed().await;
     let cases: Vec<(Value, &str, &str)> = vec![
-        (json!({"name": "Bad_Name", "owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1"}), "name", "contains `B`"),
-        (json!({"name": "bot", "owners": ["ghost@example.com"], "environment": "staging", "model": "a/b@1"}), "owners[0]", "not a registered human"),
-        (json!({"name": "bot", "owners": [], "environment": "staging", "model": "a/b@1"}), "owners", "at least one"),
-        (json!({"name": "bot", "owners": ["not-an-email"], "environment": "staging", "model": "a/b@1"}), "owners[0]", "no `@`"),
-        (json!({"name": "bot", "owners": ["owner@example.com"], "environment": "prod", "model": "a/b@1"}), "environment", "unknown variant `prod`"),
-        (json!({"name": "bot", "owners": ["owner@example.com"], "environment": "staging", "model": "gpt"}), "model", "provider/name@version"),
-        (json!({"name": "bot", "owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1", "allowed_upstreams": ["nope"]}), "allowed_upstreams[0]", "not registered"),
-        (json!({"name": "bot", "owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1", "role": "admin"}), "", "unknown field `role`"),
-        (json!({"owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1"}), "", "missing field `name`"),
-        (json!({"name": 7, "owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1"}), "name", "invalid type"),
+        (
+            json!({"name": "Bad_Name", "owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1"}),
+            "name",
+            "contains `B`",
+        ),
+        (
+            json!({"name": "bot", "owners": ["ghost@example.com"], "environment": "staging", "model": "a/b@1"}),
+            "owners[0]",
+            "not a registered human",
+        ),
+        (
+            json!({"name": "bot", "owners": [], "environment": "staging", "model": "a/b@1"}),
+            "owners",
+            "at least one",
+        ),
+        (
+            json!({"name": "bot", "owners": ["not-an-email"], "environment": "staging", "model": "a/b@1"}),
+            "owners[0]",
+            "no `@`",
+        ),
+        (
+            json!({"name": "bot", "owners": ["owner@example.com"], "environment": "prod", "model": "a/b@1"}),
+            "environment",
+            "unknown variant `prod`",
+        ),
+        (
+            json!({"name": "bot", "owners": ["owner@example.com"], "environment": "staging", "model": "gpt"}),
+            "model",
+            "provider/name@version",
+        ),
+        (
+            json!({"name": "bot", "owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1", "allowed_upstreams": ["nope"]}),
+            "allowed_upstreams[0]",
+            "not registered",
+        ),
+        (
+            json!({"name": "bot", "owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1", "role": "admin"}),
+            "",
+            "unknown field `role`",
+        ),
+        (
+            json!({"owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1"}),
+            "",
+            "missing field `name`",
+        ),
+        (
+            json!({"name": 7, "owners": ["owner@example.com"], "environment": "staging", "model": "a/b@1"}),
+            "name",
+            "invalid type",
+        ),
     ];
     for (body, field, want) in cases {
         let (s, b) = api.admin(Method::POST, "/v1/agents", Some(body.clone())).await;
@@ -255,7 +385,10 @@ async fn bad_agent_input_is_400_naming_the_field_and_writes_nothing(api: Api) {
         if !field.is_empty() {
             assert_eq!(b["field"], field, "{body} -> {b}");
         }
-        assert!(b["message"].as_str().expect("msg").contains(want), "{body} -> {b}");
+        assert!(
+            b["message"].as_str().expect("msg").contains(want),
+            "{body} -> {b}"
+        );
     }
     let req = Request::builder()
         .method(Method::POST)
@@ -266,15 +399,22 @@ async fn bad_agent_input_is_400_naming_the_field_and_writes_nothing(api: Api) {
         .expect("req");
     let (s, b) = api.raw(req).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(b["message"].as_str().expect("msg").contains("not valid JSON"), "{b}");
+    assert!(
+        b["message"].as_str().expect("msg").contains("not valid JSON"),
+        "{b}"
+    );
     assert_eq!(api.agent_count().await, 0, "nothing written");
 }
 
 async fn duplicate_agent_is_409(api: Api) {
     api.seed().await;
-    let (s, _) = api.admin(Method::POST, "/v1/agents", Some(agent_body("bot"))).await;
+    let (s, _) = api
+        .admin(Method::POST, "/v1/agents", Some(agent_body("bot")))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, b) = api.admin(Method::POST, "/v1/agents", Some(agent_body("bot"))).await;
+    let (s, b) = api
+        .admin(Method::POST, "/v1/agents", Some(agent_body("bot")))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["error"], "conflict");
     assert_eq!(api.agent_count().await, 1);
@@ -290,7 +430,11 @@ async fn body_limits_and_content_type(api: Api) {
     let mut long = agent_body("bot");
     long["description"] = Value::String("x".repeat(3000));
     let (s, b) = api.admin(Method::POST, "/v1/agents", Some(long)).await;
-    assert_eq!((s, b["field"].as_str()), (StatusCode::BAD_REQUEST, Some("description")), "{b}");
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("description")),
+        "{b}"
+    );
     let req = Request::builder()
         .method(Method::POST)
         .uri("/v1/agents")
@@ -306,12 +450,23 @@ async fn body_limits_and_content_type(api: Api) {
 async fn lifecycle_publishes_revocation_hook(api: Api) {
     api.seed().await;
     let mut events = api.state.events.subscribe();
-    api.admin(Method::POST, "/v1/agents", Some(agent_body("bot"))).await;
+    api.admin(Method::POST, "/v1/agents", Some(agent_body("bot")))
+        .await;
     let (s, a) = api.admin(Method::POST, "/v1/agents/bot/activate", None).await;
     assert_eq!((s, a["state"].as_str()), (StatusCode::OK, Some("active")), "{a}");
     assert!(events.try_recv().is_err(), "activation revokes nothing");
-    let (s, a) = api.admin(Method::POST, "/v1/agents/bot/suspend", Some(json!({"reason": "incident 7"}))).await;
-    assert_eq!((s, a["state"].as_str()), (StatusCode::OK, Some("suspended")), "{a}");
+    let (s, a) = api
+        .admin(
+            Method::POST,
+            "/v1/agents/bot/suspend",
+            Some(json!({"reason": "incident 7"})),
+        )
+        .await;
+    assert_eq!(
+        (s, a["state"].as_str()),
+        (StatusCode::OK, Some("suspended")),
+        "{a}"
+    );
     match events.try_recv() {
         Ok(RegistryEvent::CredentialsInvalidated { agent, reason }) => {
             assert_eq!(agent.as_str(), "bot");
@@ -321,40 +476,103 @@ async fn lifecycle_publishes_revocation_hook(api: Api) {
     }
     let (s, b) = api.admin(Method::POST, "/v1/agents/bot/suspend", None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    let (s, b) = api.admin(Method::POST, "/v1/agents/bot/retire", Some(json!({"reason": "x", "force": true}))).await;
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/agents/bot/retire",
+            Some(json!({"reason": "x", "force": true})),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    let (s, _) = api.admin(Method::POST, "/v1/agents/bot/retire", Some(json!({"reason": "decommissioned"}))).await;
+    let (s, _) = api
+        .admin(
+            Method::POST,
+            "/v1/agents/bot/retire",
+            Some(json!({"reason": "decommissioned"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (_, d) = api.admin(Method::GET, "/v1/agents/bot", None).await;
-    let reasons: Vec<_> = d["history"].as_array().expect("history").iter().map(|h| h["reason"].as_str().unwrap_or("").to_owned()).collect();
+    let reasons: Vec<_> = d["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| h["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
     assert_eq!(reasons, ["registered", "", "incident 7", "decommissioned"]);
 }
 
 async fn model_change_returns_agent_to_review(api: Api) {
     api.seed().await;
     let mut events = api.state.events.subscribe();
-    api.admin(Method::POST, "/v1/agents", Some(agent_body("bot"))).await;
+    api.admin(Method::POST, "/v1/agents", Some(agent_body("bot")))
+        .await;
     api.admin(Method::POST, "/v1/agents/bot/activate", None).await;
-    let (s, a) = api.admin(Method::PATCH, "/v1/agents/bot", Some(json!({"model": "anthropic/claude-opus@5"}))).await;
+    let (s, a) = api
+        .admin(
+            Method::PATCH,
+            "/v1/agents/bot",
+            Some(json!({"model": "anthropic/claude-opus@5"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{a}");
     assert_eq!(a["state"], "pending_review");
-    assert!(matches!(events.try_recv(), Ok(RegistryEvent::CredentialsInvalidated { .. })));
+    assert!(matches!(
+        events.try_recv(),
+        Ok(RegistryEvent::CredentialsInvalidated { .. })
+    ));
     let (s, b) = api.admin(Method::PATCH, "/v1/agents/bot", Some(json!({}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    let (s, b) = api.admin(Method::PATCH, "/v1/agents/bot", Some(json!({"owners": ["ghost@example.com"]}))).await;
-    assert_eq!((s, b["field"].as_str()), (StatusCode::BAD_REQUEST, Some("owners[0]")), "{b}");
+    let (s, b) = api
+        .admin(
+            Method::PATCH,
+            "/v1/agents/bot",
+            Some(json!({"owners": ["ghost@example.com"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("owners[0]")),
+        "{b}"
+    );
 }
 
 async fn tokens_create_use_revoke(api: Api) {
     let (s, _) = api
-        .admin(Method::POST, "/v1/humans", Some(json!({"email": "Bob@Example.com", "display_name": "Bob", "roles": ["approver"]})))
+        .admin(
+            Method::POST,
+            "/v1/humans",
+            Some(json!({"email": "Bob@Example.com", "display_name": "Bob", "roles": ["approver"]})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, b) = api.admin(Method::POST, "/v1/humans", Some(json!({"email": "bob@example.com", "display_name": "Bob", "roles": ["approver"]}))).await;
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/humans",
+            Some(json!({"email": "bob@example.com", "display_name": "Bob", "roles": ["approver"]})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "emails are case-insensitive: {b}");
-    let (s, b) = api.admin(Method::POST, "/v1/humans", Some(json!({"email": "c@example.com", "display_name": "C", "roles": ["root"]}))).await;
-    assert_eq!((s, b["field"].as_str()), (StatusCode::BAD_REQUEST, Some("roles[0]")), "{b}");
-    let (s, created) = api.admin(Method::POST, "/v1/humans/bob@example.com/tokens", Some(json!({"label": "laptop", "ttl_seconds": 3600}))).await;
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/humans",
+            Some(json!({"email": "c@example.com", "display_name": "C", "roles": ["root"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("roles[0]")),
+        "{b}"
+    );
+    let (s, created) = api
+        .admin(
+            Method::POST,
+            "/v1/humans/bob@example.com/tokens",
+            Some(json!({"label": "laptop", "ttl_seconds": 3600})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let bob = created["token"].as_str().expect("token").to_owned();
     assert!(bob.starts_with("wdn_at_"));
@@ -363,16 +581,44 @@ async fn tokens_create_use_revoke(api: Api) {
     assert_eq!(me["human"]["email"], "bob@example.com");
     assert!(!me.to_string().contains(&bob), "whoami must not return the token");
     // Bob may create his own token, not Alice's.
-    let (s, _) = api.call(Method::POST, "/v1/humans/bob@example.com/tokens", Some(&bob), Some(json!({}))).await;
+    let (s, _) = api
+        .call(
+            Method::POST,
+            "/v1/humans/bob@example.com/tokens",
+            Some(&bob),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = api.call(Method::POST, "/v1/humans/admin@example.com/tokens", Some(&bob), Some(json!({}))).await;
+    let (s, _) = api
+        .call(
+            Method::POST,
+            "/v1/humans/admin@example.com/tokens",
+            Some(&bob),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, b) = api.admin(Method::POST, "/v1/humans/bob@example.com/tokens", Some(json!({"ttl_seconds": 0}))).await;
-    assert_eq!((s, b["field"].as_str()), (StatusCode::BAD_REQUEST, Some("ttl_seconds")));
-    let (s, list) = api.call(Method::GET, "/v1/humans/bob@example.com/tokens", Some(&bob), None).await;
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/humans/bob@example.com/tokens",
+            Some(json!({"ttl_seconds": 0})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ttl_seconds"))
+    );
+    let (s, list) = api
+        .call(Method::GET, "/v1/humans/bob@example.com/tokens", Some(&bob), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list["tokens"].as_array().expect("tokens").len(), 2);
-    assert!(!list.to_string().contains("wdn_at_"), "listings never hold token values");
+    assert!(
+        !list.to_string().contains("wdn_at_"),
+        "listings never hold token values"
+    );
     let id = created["info"]["id"].as_str().expect("id");
     let (s, r) = api.admin(Method::DELETE, &format!("/v1/tokens/{id}"), None).await;
     assert_eq!(s, StatusCode::OK);
@@ -395,8 +641,15 @@ async fn upstream_rules(api: Api) {
                         "owner": "owner@example.com", "sensitivity": "regulated"})),
         )
         .await;
-    assert_eq!((s, b["field"].as_str()), (StatusCode::BAD_REQUEST, Some("url")), "{b}");
-    assert!(!b.to_string().contains("hunter2"), "the error must not echo the password");
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("url")),
+        "{b}"
+    );
+    assert!(
+        !b.to_string().contains("hunter2"),
+        "the error must not echo the password"
+    );
     let (s, b) = api
         .admin(
             Method::POST,
@@ -404,9 +657,14 @@ async fn upstream_rules(api: Api) {
             Some(json!({"name": "db", "kind": "mysql", "url": "x", "environment": "production", "owner": "owner@example.com", "sensitivity": "regulated"})),
         )
         .await;
-    assert_eq!((s, b["field"].as_str()), (StatusCode::BAD_REQUEST, Some("kind")), "{b}");
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("kind")),
+        "{b}"
+    );
     assert_eq!(api.store.list_upstreams().await.expect("list").len(), 1);
-    api.admin(Method::POST, "/v1/agents", Some(agent_body("bot"))).await;
+    api.admin(Method::POST, "/v1/agents", Some(agent_body("bot")))
+        .await;
     let (s, b) = api.admin(Method::DELETE, "/v1/upstreams/crm", None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let (s, u) = api.admin(Method::GET, "/v1/upstreams/crm", None).await;

@@ -27,7 +27,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn not_found(what: &'static str, key: impl ToString) -> Self {
-        StoreError::NotFound { what, key: key.to_string() }
+        StoreError::NotFound {
+            what,
+            key: key.to_string(),
+        }
     }
 
     pub(crate) fn corrupt(column: &str, err: impl std::fmt::Display) -> Self {
@@ -41,9 +44,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict("a record with the same key already exists".into())
             }
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                StoreError::Conflict("the change refers to a record that does not exist or is still referenced".into())
-            }
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Conflict(
+                "the change refers to a record that does not exist or is still referenced".into(),
+            ),
             sqlx::Error::Database(db) if db.is_check_violation() => {
                 StoreError::Corrupt(format!("a value violates a database check: {}", db.message()))
             }
@@ -68,7 +71,19 @@ impl From<sqlx::Error> for StoreError {
 fn is_unavailable_code(code: Option<&str>) -> bool {
     matches!(
         code,
-        Some("5" | "6" | "10" | "13" | "517" | "261" | "57P01" | "57P02" | "57P03" | "53300" | "53100" | "25006")
+        Some(
+            "5" | "6"
+                | "10"
+                | "13"
+                | "517"
+                | "261"
+                | "57P01"
+                | "57P02"
+                | "57P03"
+                | "53300"
+                | "53100"
+                | "25006"
+        )
     ) || code.is_some_and(|c| c.starts_with("08"))
 }
 

@@ -34,8 +34,7 @@ use uuid::Uuid;
 use warden_core::token::TokenHash;
 use warden_core::{
     Agent, AgentName, AgentRegistration, AgentState, AgentStateChange, AgentUpdate, ApiTokenInfo,
-    ChangeContext, Email, Human, LifecycleAction, NewHuman, NewUpstream, TrustDomain, Upstream,
-    UpstreamName,
+    ChangeContext, Email, Human, LifecycleAction, NewHuman, NewUpstream, TrustDomain, Upstream, UpstreamName,
 };
 
 pub use error::StoreError;
@@ -112,7 +111,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates the first admin and its token, in one transaction, only if no human exists yet.
     /// Returns `false` (and writes nothing) when the store already has humans, so that several nodes
     /// starting at once bootstrap at most one admin.
-    async fn bootstrap_admin(&self, admin: &NewHuman, token: &TokenRecord, ctx: &ChangeContext) -> Result<bool>;
+    async fn bootstrap_admin(
+        &self,
+        admin: &NewHuman,
+        token: &TokenRecord,
+        ctx: &ChangeContext,
+    ) -> Result<bool>;
     async fn create_api_token(&self, token: &TokenRecord, ctx: &ChangeContext) -> Result<ApiTokenInfo>;
     async fn list_api_tokens(&self, human: &Email) -> Result<Vec<ApiTokenInfo>>;
     async fn get_api_token(&self, id: Uuid) -> Result<Option<ApiTokenInfo>>;
@@ -134,12 +138,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Registers an agent in `pending_review`. Owners must be registered humans and allowed upstreams
     /// registered upstreams; names are never reused, not even a retired agent's.
-    async fn create_agent(&self, new: &AgentRegistration, trust_domain: &TrustDomain, ctx: &ChangeContext)
-    -> Result<Agent>;
+    async fn create_agent(
+        &self,
+        new: &AgentRegistration,
+        trust_domain: &TrustDomain,
+        ctx: &ChangeContext,
+    ) -> Result<Agent>;
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>>;
     async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>>;
     /// Applies a partial update; see [`AgentState::after_update`] for its effect on the state.
-    async fn update_agent(&self, name: &AgentName, update: &AgentUpdate, ctx: &ChangeContext) -> Result<AgentChange>;
+    async fn update_agent(
+        &self,
+        name: &AgentName,
+        update: &AgentUpdate,
+        ctx: &ChangeContext,
+    ) -> Result<AgentChange>;
     /// Applies a lifecycle command; see [`AgentState::apply`].
     async fn transition_agent(
         &self,

@@ -33,9 +33,17 @@ impl PostgresStore {
             .await?;
         MIGRATIONS.run(&pool).await?;
         // One pool serves both roles: PostgreSQL has row locks and MVCC, so writers need no queue.
-        Ok(Self { read: pool.clone(), write: pool })
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+        })
     }
-
 }
 
-crate::sql::impl_store!(PostgresStore, Postgres, sqlx::postgres::PgRow, Backend::Postgres, for_update = " FOR UPDATE");
+crate::sql::impl_store!(
+    PostgresStore,
+    Postgres,
+    sqlx::postgres::PgRow,
+    Backend::Postgres,
+    for_update = " FOR UPDATE"
+);

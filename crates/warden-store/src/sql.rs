@@ -35,7 +35,11 @@ pub(crate) fn roles_to_col(roles: &[warden_core::Role]) -> String {
 }
 
 pub(crate) fn roles_from_col(value: &str) -> Result<Vec<warden_core::Role>> {
-    value.split(',').filter(|s| !s.is_empty()).map(|s| parse_col("roles", s)).collect()
+    value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_col("roles", s))
+        .collect()
 }
 
 pub(crate) fn uuid_col(value: &str) -> Result<uuid::Uuid> {

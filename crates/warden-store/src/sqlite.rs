@@ -59,7 +59,12 @@ impl SqliteStore {
             .await?;
         Ok(Self { read, write })
     }
-
 }
 
-crate::sql::impl_store!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow, Backend::Sqlite, for_update = "");
+crate::sql::impl_store!(
+    SqliteStore,
+    Sqlite,
+    sqlx::sqlite::SqliteRow,
+    Backend::Sqlite,
+    for_update = ""
+);

@@ -146,7 +146,16 @@ async fn start_server() -> Result<Server, String> {
              on a running server)"
         ));
     };
-    let as_postgres = running_as_root().await;
+    // When running as root: the `runuser` that runs PostgreSQL as the `postgres` user.
+    let as_postgres = if running_as_root().await {
+        Some(find_runuser().ok_or(
+            "the tests run as root, and PostgreSQL refuses to run as root, so its server must run as the \
+             `postgres` system user, but `runuser` (util-linux) was found neither on PATH nor in \
+             /usr/sbin or /sbin",
+        )?)
+    } else {
+        None
+    };
 
     // A short base path: a unix socket path must fit in about 100 bytes, and when running as root the
     // `postgres` user must be able to reach the directory (it cannot enter e.g. /root/tmp).
@@ -165,9 +174,9 @@ async fn start_server() -> Result<Server, String> {
     let log = dir.join("server.log");
 
     // The watchdog first, so that the directory goes away whatever happens below.
-    spawn_watchdog(&bin, &dir, &data, as_postgres)?;
+    spawn_watchdog(&bin, &dir, &data, as_postgres.as_deref())?;
 
-    if as_postgres {
+    if as_postgres.is_some() {
         let out = run(Command::new("chown").arg("postgres:").arg(&dir), "chown").await?;
         if !out.status.success() {
             return Err(format!(
@@ -180,7 +189,7 @@ async fn start_server() -> Result<Server, String> {
         }
     }
 
-    let mut initdb = pg_command(&bin, "initdb", as_postgres, &dir);
+    let mut initdb = pg_command(&bin, "initdb", as_postgres.as_deref(), &dir);
     initdb.arg("-D").arg(&data).args([
         "--auth=trust",
         "-U",
@@ -212,7 +221,7 @@ async fn start_server() -> Result<Server, String> {
         .await
         .map_err(|err| format!("cannot write {}: {err}", conf.display()))?;
 
-    let mut pg_ctl = pg_command(&bin, "pg_ctl", as_postgres, &dir);
+    let mut pg_ctl = pg_command(&bin, "pg_ctl", as_postgres.as_deref(), &dir);
     pg_ctl
         .arg("-D")
         .arg(&data)
@@ -244,13 +253,13 @@ async fn start_server() -> Result<Server, String> {
     Ok(Server { admin_url, dir })
 }
 
-/// A command for one of the PostgreSQL binaries in `bin`, run as the `postgres` user when
-/// `as_postgres`, from `cwd` (PostgreSQL tools fail when they cannot read their working directory,
+/// A command for one of the PostgreSQL binaries in `bin`, run as the `postgres` user with the
+/// `runuser` at `as_postgres` if given, from `cwd` (PostgreSQL tools fail when they cannot read their working directory,
 /// e.g. the postgres user in a checkout under /root).
-fn pg_command(bin: &Path, program: &str, as_postgres: bool, cwd: &Path) -> Command {
+fn pg_command(bin: &Path, program: &str, as_postgres: Option<&Path>, cwd: &Path) -> Command {
     let program = bin.join(program);
-    let mut cmd = if as_postgres {
-        let mut cmd = Command::new("runuser");
+    let mut cmd = if let Some(runuser) = as_postgres {
+        let mut cmd = Command::new(runuser);
         cmd.args(["-u", "postgres", "--"]).arg(program);
         cmd
     } else {
@@ -271,15 +280,15 @@ async fn run(cmd: &mut Command, what: &str) -> Result<Output, String> {
 /// A detached shell that waits until this process has exited, then stops the server (if it ever
 /// started) and deletes its directory. It gets a process group of its own so that a Ctrl-C in the
 /// terminal, which signals the test process's group, does not kill it too.
-fn spawn_watchdog(bin: &Path, dir: &Path, data: &Path, as_postgres: bool) -> Result<(), String> {
+fn spawn_watchdog(bin: &Path, dir: &Path, data: &Path, as_postgres: Option<&Path>) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
 
     const SCRIPT: &str = r#"
-        pid=$1 dir=$2 data=$3 pg_ctl=$4 as_postgres=$5
+        pid=$1 dir=$2 data=$3 pg_ctl=$4 runuser=$5
         while kill -0 "$pid" 2>/dev/null; do sleep 1; done
         if [ -f "$data/postmaster.pid" ]; then
-            if [ "$as_postgres" = 1 ]; then
-                runuser -u postgres -- "$pg_ctl" stop -D "$data" -m immediate -w -t 30
+            if [ -n "$runuser" ]; then
+                "$runuser" -u postgres -- "$pg_ctl" stop -D "$data" -m immediate -w -t 30
             else
                 "$pg_ctl" stop -D "$data" -m immediate -w -t 30
             fi
@@ -294,7 +303,7 @@ fn spawn_watchdog(bin: &Path, dir: &Path, data: &Path, as_postgres: bool) -> Res
         .arg(dir)
         .arg(data)
         .arg(bin.join("pg_ctl"))
-        .arg(if as_postgres { "1" } else { "0" })
+        .arg(as_postgres.unwrap_or(Path::new("")))
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -304,6 +313,15 @@ fn spawn_watchdog(bin: &Path, dir: &Path, data: &Path, as_postgres: bool) -> Res
         // Never waited for: it outlives this process, and is then reaped by init.
         .map(drop)
         .map_err(|err| format!("cannot start the watchdog that stops the test PostgreSQL server (sh): {err}"))
+}
+
+/// `runuser`, on `PATH` or in the sbin directories that a non-root `PATH` often lacks.
+fn find_runuser() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("runuser"))
+        .find(|runuser| runuser.is_file())
 }
 
 /// Whether this process's effective user is root, from /proc/self/status or else `id -u`.

@@ -14,7 +14,9 @@ use warden_store::{AgentFilter, Store, StoreError, TokenRecord};
 
 async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = warden_store::SqliteStore::open(&dir.path().join("warden.db")).await.expect("open sqlite");
+    let store = warden_store::SqliteStore::open(&dir.path().join("warden.db"))
+        .await
+        .expect("open sqlite");
     (Arc::new(store), dir)
 }
 
@@ -143,7 +145,10 @@ async fn td() -> TrustDomain {
 async fn seeded(store: &Arc<dyn Store>) {
     add_human(store, "owner@example.com", &[Role::Owner]).await;
     add_human(store, "second@example.com", &[Role::Owner]).await;
-    store.create_upstream(&upstream("crm", "owner@example.com"), &ctx("admin@example.com")).await.expect("upstream");
+    store
+        .create_upstream(&upstream("crm", "owner@example.com"), &ctx("admin@example.com"))
+        .await
+        .expect("upstream");
 }
 
 async fn health_and_migrations(store: Arc<dyn Store>) {
@@ -154,10 +159,20 @@ async fn health_and_migrations(store: Arc<dyn Store>) {
 async fn humans_register_and_list(store: Arc<dyn Store>) {
     let h = add_human(&store, "Alice@Example.com", &[Role::Admin, Role::Approver]).await;
     assert_eq!(h.email.as_str(), "alice@example.com");
-    let got = store.get_human(&email("alice@example.com")).await.expect("get").expect("present");
+    let got = store
+        .get_human(&email("alice@example.com"))
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(got, h, "what was stored is what comes back, timestamps included");
     assert_eq!(store.list_humans().await.expect("list"), vec![h]);
-    assert!(store.get_human(&email("nobody@example.com")).await.expect("get").is_none());
+    assert!(
+        store
+            .get_human(&email("nobody@example.com"))
+            .await
+            .expect("get")
+            .is_none()
+    );
 }
 
 async fn duplicate_human_is_a_conflict(store: Arc<dyn Store>) {
@@ -173,8 +188,15 @@ async fn duplicate_human_is_a_conflict(store: Arc<dyn Store>) {
         )
         .await
         .expect_err("duplicate");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("already registered")), "{err}");
-    let h = store.get_human(&email("a@example.com")).await.expect("get").expect("present");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already registered")),
+        "{err}"
+    );
+    let h = store
+        .get_human(&email("a@example.com"))
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(h.roles, vec![Role::Owner], "the first registration is untouched");
 }
 
@@ -185,61 +207,129 @@ async fn bootstrap_admin_happens_once(store: Arc<dyn Store>) {
         roles: vec![Role::Admin],
     };
     let (secret, rec) = token_record("admin@warden.local", Duration::days(1));
-    assert!(store.bootstrap_admin(&admin, &rec, &ctx("system")).await.expect("bootstrap"));
+    assert!(
+        store
+            .bootstrap_admin(&admin, &rec, &ctx("system"))
+            .await
+            .expect("bootstrap")
+    );
     let (_, rec2) = token_record("admin@warden.local", Duration::days(1));
-    assert!(!store.bootstrap_admin(&admin, &rec2, &ctx("system")).await.expect("second bootstrap"));
-    let found = store.find_token(&TokenHash::of(&secret)).await.expect("find").expect("bootstrap token");
+    assert!(
+        !store
+            .bootstrap_admin(&admin, &rec2, &ctx("system"))
+            .await
+            .expect("second bootstrap")
+    );
+    let found = store
+        .find_token(&TokenHash::of(&secret))
+        .await
+        .expect("find")
+        .expect("bootstrap token");
     assert_eq!(found.human.email.as_str(), "admin@warden.local");
-    assert!(store.find_token(&rec2.hash).await.expect("find").is_none(), "second token never written");
+    assert!(
+        store.find_token(&rec2.hash).await.expect("find").is_none(),
+        "second token never written"
+    );
     assert_eq!(store.list_humans().await.expect("list").len(), 1);
 }
 
 async fn tokens_are_found_by_hash_and_revoked_once(store: Arc<dyn Store>) {
     add_human(&store, "bob@example.com", &[Role::Auditor]).await;
     let (secret, rec) = token_record("bob@example.com", Duration::hours(1));
-    let info = store.create_api_token(&rec, &ctx("admin@example.com")).await.expect("create token");
+    let info = store
+        .create_api_token(&rec, &ctx("admin@example.com"))
+        .await
+        .expect("create token");
     assert_eq!(info.id, rec.id);
     assert_eq!(info.revoked_at, None);
-    let owner = store.find_token(&TokenHash::of(&secret)).await.expect("find").expect("found");
+    let owner = store
+        .find_token(&TokenHash::of(&secret))
+        .await
+        .expect("find")
+        .expect("found");
     assert_eq!(owner.human.roles, vec![Role::Auditor]);
     assert_eq!(owner.token, info);
-    assert_eq!(store.list_api_tokens(&email("bob@example.com")).await.expect("list"), vec![info.clone()]);
+    assert_eq!(
+        store
+            .list_api_tokens(&email("bob@example.com"))
+            .await
+            .expect("list"),
+        vec![info.clone()]
+    );
 
-    let revoked = store.revoke_api_token(rec.id, &ctx("admin@example.com")).await.expect("revoke");
+    let revoked = store
+        .revoke_api_token(rec.id, &ctx("admin@example.com"))
+        .await
+        .expect("revoke");
     assert!(revoked.revoked_at.is_some());
     assert_eq!(revoked.revoked_by.as_deref(), Some("admin@example.com"));
-    let err = store.revoke_api_token(rec.id, &ctx("other")).await.expect_err("second revoke");
+    let err = store
+        .revoke_api_token(rec.id, &ctx("other"))
+        .await
+        .expect_err("second revoke");
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-    let after = store.find_token(&TokenHash::of(&secret)).await.expect("find").expect("still found");
-    assert_eq!(after.token.revoked_by.as_deref(), Some("admin@example.com"), "first revocation kept");
+    let after = store
+        .find_token(&TokenHash::of(&secret))
+        .await
+        .expect("find")
+        .expect("still found");
+    assert_eq!(
+        after.token.revoked_by.as_deref(),
+        Some("admin@example.com"),
+        "first revocation kept"
+    );
     assert!(after.token.unusable_at(Utc::now()).is_some());
-    let err = store.revoke_api_token(Uuid::new_v4(), &ctx("x")).await.expect_err("unknown");
+    let err = store
+        .revoke_api_token(Uuid::new_v4(), &ctx("x"))
+        .await
+        .expect_err("unknown");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 }
 
 async fn token_for_unknown_human_is_refused(store: Arc<dyn Store>) {
     let (_, rec) = token_record("ghost@example.com", Duration::hours(1));
-    let err = store.create_api_token(&rec, &ctx("x")).await.expect_err("unknown human");
+    let err = store
+        .create_api_token(&rec, &ctx("x"))
+        .await
+        .expect_err("unknown human");
     assert!(matches!(err, StoreError::NotFound { what: "human", .. }), "{err}");
     assert!(store.get_api_token(rec.id).await.expect("get").is_none());
 }
 
 async fn upstreams_add_show_remove(store: Arc<dyn Store>) {
     add_human(&store, "owner@example.com", &[Role::Owner]).await;
-    let up = store.create_upstream(&upstream("crm", "owner@example.com"), &ctx("a")).await.expect("create");
-    assert_eq!(store.get_upstream(&up_name("crm")).await.expect("get"), Some(up.clone()));
+    let up = store
+        .create_upstream(&upstream("crm", "owner@example.com"), &ctx("a"))
+        .await
+        .expect("create");
+    assert_eq!(
+        store.get_upstream(&up_name("crm")).await.expect("get"),
+        Some(up.clone())
+    );
     assert_eq!(store.list_upstreams().await.expect("list"), vec![up.clone()]);
-    let err = store.create_upstream(&upstream("crm", "owner@example.com"), &ctx("a")).await.expect_err("dup");
+    let err = store
+        .create_upstream(&upstream("crm", "owner@example.com"), &ctx("a"))
+        .await
+        .expect_err("dup");
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-    let removed = store.remove_upstream(&up_name("crm"), &ctx("a")).await.expect("remove");
+    let removed = store
+        .remove_upstream(&up_name("crm"), &ctx("a"))
+        .await
+        .expect("remove");
     assert_eq!(removed, up);
     assert!(store.list_upstreams().await.expect("list").is_empty());
-    let err = store.remove_upstream(&up_name("crm"), &ctx("a")).await.expect_err("gone");
+    let err = store
+        .remove_upstream(&up_name("crm"), &ctx("a"))
+        .await
+        .expect_err("gone");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 }
 
 async fn upstream_with_unknown_owner_writes_nothing(store: Arc<dyn Store>) {
-    let err = store.create_upstream(&upstream("crm", "ghost@example.com"), &ctx("a")).await.expect_err("owner");
+    let err = store
+        .create_upstream(&upstream("crm", "ghost@example.com"), &ctx("a"))
+        .await
+        .expect_err("owner");
     match err {
         StoreError::Invalid(v) => assert_eq!(v.field, "owner"),
         other => panic!("unexpected {other}"),
@@ -247,145 +337,374 @@ async fn upstream_with_unknown_owner_writes_nothing(store: Arc<dyn Store>) {
     let mut bad = upstream("crm", "ghost@example.com");
     bad.url = "https://user:pw@example.com".into();
     let err = store.create_upstream(&bad, &ctx("a")).await.expect_err("url");
-    assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "url"), "{err}");
+    assert!(
+        matches!(err, StoreError::Invalid(ref v) if v.field == "url"),
+        "{err}"
+    );
     assert!(store.list_upstreams().await.expect("list").is_empty());
 }
 
 async fn upstream_in_use_cannot_be_removed(store: Arc<dyn Store>) {
     seeded(&store).await;
-    store.create_agent(&registration("bot", &["owner@example.com"], &["crm"]), &td().await, &ctx("a")).await.expect("agent");
-    let err = store.remove_upstream(&up_name("crm"), &ctx("a")).await.expect_err("in use");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("`bot`")), "{err}");
+    store
+        .create_agent(
+            &registration("bot", &["owner@example.com"], &["crm"]),
+            &td().await,
+            &ctx("a"),
+        )
+        .await
+        .expect("agent");
+    let err = store
+        .remove_upstream(&up_name("crm"), &ctx("a"))
+        .await
+        .expect_err("in use");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("`bot`")),
+        "{err}"
+    );
     assert!(store.get_upstream(&up_name("crm")).await.expect("get").is_some());
     // A retired agent does not hold the upstream, and keeps naming it afterwards.
-    store.transition_agent(&agent_name("bot"), LifecycleAction::Retire, "done", &ctx("a")).await.expect("retire");
-    store.remove_upstream(&up_name("crm"), &ctx("a")).await.expect("remove");
-    let bot = store.get_agent(&agent_name("bot")).await.expect("get").expect("kept");
+    store
+        .transition_agent(&agent_name("bot"), LifecycleAction::Retire, "done", &ctx("a"))
+        .await
+        .expect("retire");
+    store
+        .remove_upstream(&up_name("crm"), &ctx("a"))
+        .await
+        .expect("remove");
+    let bot = store
+        .get_agent(&agent_name("bot"))
+        .await
+        .expect("get")
+        .expect("kept");
     assert_eq!(bot.allowed_upstreams, vec![up_name("crm")]);
 }
 
 async fn agents_register_with_spiffe_id_and_history(store: Arc<dyn Store>) {
     seeded(&store).await;
     let td = TrustDomain::parse("prod.example.com").expect("valid");
-    let reg = registration("billing-bot", &["owner@example.com", "second@example.com"], &["crm"]);
-    let agent = store.create_agent(&reg, &td, &ctx("admin@example.com")).await.expect("create");
+    let reg = registration(
+        "billing-bot",
+        &["owner@example.com", "second@example.com"],
+        &["crm"],
+    );
+    let agent = store
+        .create_agent(&reg, &td, &ctx("admin@example.com"))
+        .await
+        .expect("create");
     assert_eq!(agent.spiffe_id, "spiffe://prod.example.com/agent/billing-bot");
     assert_eq!(agent.state, AgentState::PendingReview);
     assert_eq!(agent.owners, reg.owners, "owner order is kept");
     assert_eq!(agent.state_changed_by, "admin@example.com");
-    let got = store.get_agent(&agent_name("billing-bot")).await.expect("get").expect("present");
+    let got = store
+        .get_agent(&agent_name("billing-bot"))
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(got, agent);
-    let history = store.agent_history(&agent_name("billing-bot")).await.expect("history");
+    let history = store
+        .agent_history(&agent_name("billing-bot"))
+        .await
+        .expect("history");
     assert_eq!(history.len(), 1);
-    assert_eq!((history[0].from, history[0].to), (None, AgentState::PendingReview));
+    assert_eq!(
+        (history[0].from, history[0].to),
+        (None, AgentState::PendingReview)
+    );
     assert_eq!(history[0].reason, "registered");
 }
 
 async fn agent_with_unknown_owner_writes_nothing(store: Arc<dyn Store>) {
     seeded(&store).await;
     let reg = registration("bot", &["owner@example.com", "ghost@example.com"], &["crm"]);
-    let err = store.create_agent(&reg, &td().await, &ctx("a")).await.expect_err("unknown owner");
+    let err = store
+        .create_agent(&reg, &td().await, &ctx("a"))
+        .await
+        .expect_err("unknown owner");
     match err {
         StoreError::Invalid(v) => {
             assert_eq!(v.field, "owners[1]");
-            assert!(v.message.contains("`ghost@example.com` is not a registered human"), "{}", v.message);
+            assert!(
+                v.message
+                    .contains("`ghost@example.com` is not a registered human"),
+                "{}",
+                v.message
+            );
         }
         other => panic!("unexpected {other}"),
     }
     assert!(store.get_agent(&agent_name("bot")).await.expect("get").is_none());
-    assert!(store.list_agents(&AgentFilter::default()).await.expect("list").is_empty());
-    assert!(store.agent_history(&agent_name("bot")).await.expect("history").is_empty());
+    assert!(
+        store
+            .list_agents(&AgentFilter::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        store
+            .agent_history(&agent_name("bot"))
+            .await
+            .expect("history")
+            .is_empty()
+    );
 }
 
 async fn agent_with_unknown_upstream_writes_nothing(store: Arc<dyn Store>) {
     seeded(&store).await;
     let reg = registration("bot", &["owner@example.com"], &["crm", "nope"]);
-    let err = store.create_agent(&reg, &td().await, &ctx("a")).await.expect_err("unknown upstream");
-    assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "allowed_upstreams[1]"), "{err}");
+    let err = store
+        .create_agent(&reg, &td().await, &ctx("a"))
+        .await
+        .expect_err("unknown upstream");
+    assert!(
+        matches!(err, StoreError::Invalid(ref v) if v.field == "allowed_upstreams[1]"),
+        "{err}"
+    );
     let dup = registration("bot", &["owner@example.com", "owner@example.com"], &[]);
-    let err = store.create_agent(&dup, &td().await, &ctx("a")).await.expect_err("dup owner");
-    assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "owners[1]"), "{err}");
+    let err = store
+        .create_agent(&dup, &td().await, &ctx("a"))
+        .await
+        .expect_err("dup owner");
+    assert!(
+        matches!(err, StoreError::Invalid(ref v) if v.field == "owners[1]"),
+        "{err}"
+    );
     let none = registration("bot", &[], &[]);
-    let err = store.create_agent(&none, &td().await, &ctx("a")).await.expect_err("no owner");
-    assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "owners"), "{err}");
-    assert!(store.list_agents(&AgentFilter::default()).await.expect("list").is_empty());
+    let err = store
+        .create_agent(&none, &td().await, &ctx("a"))
+        .await
+        .expect_err("no owner");
+    assert!(
+        matches!(err, StoreError::Invalid(ref v) if v.field == "owners"),
+        "{err}"
+    );
+    assert!(
+        store
+            .list_agents(&AgentFilter::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 async fn duplicate_agent_and_retired_name_are_conflicts(store: Arc<dyn Store>) {
     seeded(&store).await;
     let reg = registration("bot", &["owner@example.com"], &[]);
-    let first = store.create_agent(&reg, &td().await, &ctx("a")).await.expect("create");
-    let err = store.create_agent(&reg, &td().await, &ctx("a")).await.expect_err("duplicate");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("agent `bot` already exists")), "{err}");
-    store.transition_agent(&agent_name("bot"), LifecycleAction::Retire, "gone", &ctx("a")).await.expect("retire");
-    let err = store.create_agent(&reg, &td().await, &ctx("a")).await.expect_err("retired name");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("never reused")), "{err}");
-    let kept = store.get_agent(&agent_name("bot")).await.expect("get").expect("kept");
+    let first = store
+        .create_agent(&reg, &td().await, &ctx("a"))
+        .await
+        .expect("create");
+    let err = store
+        .create_agent(&reg, &td().await, &ctx("a"))
+        .await
+        .expect_err("duplicate");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("agent `bot` already exists")),
+        "{err}"
+    );
+    store
+        .transition_agent(&agent_name("bot"), LifecycleAction::Retire, "gone", &ctx("a"))
+        .await
+        .expect("retire");
+    let err = store
+        .create_agent(&reg, &td().await, &ctx("a"))
+        .await
+        .expect_err("retired name");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("never reused")),
+        "{err}"
+    );
+    let kept = store
+        .get_agent(&agent_name("bot"))
+        .await
+        .expect("get")
+        .expect("kept");
     assert_eq!(kept.id, first.id);
 }
 
 async fn lifecycle_transitions_are_recorded(store: Arc<dyn Store>) {
     seeded(&store).await;
     let name = agent_name("bot");
-    store.create_agent(&registration("bot", &["owner@example.com"], &[]), &td().await, &ctx("a")).await.expect("create");
-    let c = store.transition_agent(&name, LifecycleAction::Activate, "reviewed", &ctx("rev@example.com")).await.expect("activate");
+    store
+        .create_agent(
+            &registration("bot", &["owner@example.com"], &[]),
+            &td().await,
+            &ctx("a"),
+        )
+        .await
+        .expect("create");
+    let c = store
+        .transition_agent(
+            &name,
+            LifecycleAction::Activate,
+            "reviewed",
+            &ctx("rev@example.com"),
+        )
+        .await
+        .expect("activate");
     assert_eq!(c.agent.state, AgentState::Active);
     assert_eq!(c.credentials_invalidated, None);
     assert_eq!(c.agent.state_changed_by, "rev@example.com");
-    let err = store.transition_agent(&name, LifecycleAction::Activate, "", &ctx("x")).await.expect_err("already");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("already active")), "{err}");
-    let c = store.transition_agent(&name, LifecycleAction::Suspend, "incident 42", &ctx("sec@example.com")).await.expect("suspend");
+    let err = store
+        .transition_agent(&name, LifecycleAction::Activate, "", &ctx("x"))
+        .await
+        .expect_err("already");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already active")),
+        "{err}"
+    );
+    let c = store
+        .transition_agent(
+            &name,
+            LifecycleAction::Suspend,
+            "incident 42",
+            &ctx("sec@example.com"),
+        )
+        .await
+        .expect("suspend");
     assert_eq!(c.agent.state, AgentState::Suspended);
-    assert!(c.credentials_invalidated.is_some(), "suspension must revoke credentials");
-    assert_eq!(store.get_agent(&name).await.expect("get").expect("present"), c.agent);
+    assert!(
+        c.credentials_invalidated.is_some(),
+        "suspension must revoke credentials"
+    );
+    assert_eq!(
+        store.get_agent(&name).await.expect("get").expect("present"),
+        c.agent
+    );
     let history = store.agent_history(&name).await.expect("history");
-    let steps: Vec<_> = history.iter().map(|h| (h.from, h.to, h.by.as_str(), h.reason.as_str())).collect();
+    let steps: Vec<_> = history
+        .iter()
+        .map(|h| (h.from, h.to, h.by.as_str(), h.reason.as_str()))
+        .collect();
     assert_eq!(
         steps,
         vec![
             (None, AgentState::PendingReview, "a", "registered"),
-            (Some(AgentState::PendingReview), AgentState::Active, "rev@example.com", "reviewed"),
-            (Some(AgentState::Active), AgentState::Suspended, "sec@example.com", "incident 42"),
+            (
+                Some(AgentState::PendingReview),
+                AgentState::Active,
+                "rev@example.com",
+                "reviewed"
+            ),
+            (
+                Some(AgentState::Active),
+                AgentState::Suspended,
+                "sec@example.com",
+                "incident 42"
+            ),
         ]
     );
-    let err = store.transition_agent(&agent_name("ghost"), LifecycleAction::Suspend, "", &ctx("x")).await.expect_err("unknown");
+    let err = store
+        .transition_agent(&agent_name("ghost"), LifecycleAction::Suspend, "", &ctx("x"))
+        .await
+        .expect_err("unknown");
     assert!(matches!(err, StoreError::NotFound { what: "agent", .. }), "{err}");
 }
 
 async fn model_change_sends_agent_back_to_review(store: Arc<dyn Store>) {
     seeded(&store).await;
     let name = agent_name("bot");
-    store.create_agent(&registration("bot", &["owner@example.com"], &[]), &td().await, &ctx("a")).await.expect("create");
-    store.transition_agent(&name, LifecycleAction::Activate, "ok", &ctx("a")).await.expect("activate");
-    let update = AgentUpdate { model: Some(Model::parse("anthropic/claude-opus@5").expect("valid")), ..Default::default() };
-    let c = store.update_agent(&name, &update, &ctx("dev@example.com")).await.expect("update");
+    store
+        .create_agent(
+            &registration("bot", &["owner@example.com"], &[]),
+            &td().await,
+            &ctx("a"),
+        )
+        .await
+        .expect("create");
+    store
+        .transition_agent(&name, LifecycleAction::Activate, "ok", &ctx("a"))
+        .await
+        .expect("activate");
+    let update = AgentUpdate {
+        model: Some(Model::parse("anthropic/claude-opus@5").expect("valid")),
+        ..Default::default()
+    };
+    let c = store
+        .update_agent(&name, &update, &ctx("dev@example.com"))
+        .await
+        .expect("update");
     assert_eq!(c.agent.state, AgentState::PendingReview);
     assert_eq!(c.agent.model.to_string(), "anthropic/claude-opus@5");
-    assert!(c.credentials_invalidated.as_deref().is_some_and(|w| w.contains("model changed")));
-    assert_eq!(store.get_agent(&name).await.expect("get").expect("present"), c.agent);
-    let last = store.agent_history(&name).await.expect("history").pop().expect("entry");
-    assert_eq!((last.from, last.to), (Some(AgentState::Active), AgentState::PendingReview));
+    assert!(
+        c.credentials_invalidated
+            .as_deref()
+            .is_some_and(|w| w.contains("model changed"))
+    );
+    assert_eq!(
+        store.get_agent(&name).await.expect("get").expect("present"),
+        c.agent
+    );
+    let last = store
+        .agent_history(&name)
+        .await
+        .expect("history")
+        .pop()
+        .expect("entry");
+    assert_eq!(
+        (last.from, last.to),
+        (Some(AgentState::Active), AgentState::PendingReview)
+    );
     assert!(last.reason.contains("model changed"), "{}", last.reason);
     // A description change does not.
-    store.transition_agent(&name, LifecycleAction::Activate, "ok", &ctx("a")).await.expect("activate");
-    let update = AgentUpdate { description: Some(Description::parse("new").expect("valid")), ..Default::default() };
-    let c = store.update_agent(&name, &update, &ctx("a")).await.expect("update");
-    assert_eq!((c.agent.state, c.credentials_invalidated), (AgentState::Active, None));
+    store
+        .transition_agent(&name, LifecycleAction::Activate, "ok", &ctx("a"))
+        .await
+        .expect("activate");
+    let update = AgentUpdate {
+        description: Some(Description::parse("new").expect("valid")),
+        ..Default::default()
+    };
+    let c = store
+        .update_agent(&name, &update, &ctx("a"))
+        .await
+        .expect("update");
+    assert_eq!(
+        (c.agent.state, c.credentials_invalidated),
+        (AgentState::Active, None)
+    );
 }
 
 async fn retired_agents_are_frozen_and_kept(store: Arc<dyn Store>) {
     seeded(&store).await;
     let name = agent_name("bot");
-    store.create_agent(&registration("bot", &["owner@example.com"], &[]), &td().await, &ctx("a")).await.expect("create");
-    let c = store.transition_agent(&name, LifecycleAction::Retire, "decommissioned", &ctx("a")).await.expect("retire");
+    store
+        .create_agent(
+            &registration("bot", &["owner@example.com"], &[]),
+            &td().await,
+            &ctx("a"),
+        )
+        .await
+        .expect("create");
+    let c = store
+        .transition_agent(&name, LifecycleAction::Retire, "decommissioned", &ctx("a"))
+        .await
+        .expect("retire");
     assert!(c.credentials_invalidated.is_some());
-    for action in [LifecycleAction::Activate, LifecycleAction::Suspend, LifecycleAction::Retire] {
-        let err = store.transition_agent(&name, action, "", &ctx("a")).await.expect_err("terminal");
+    for action in [
+        LifecycleAction::Activate,
+        LifecycleAction::Suspend,
+        LifecycleAction::Retire,
+    ] {
+        let err = store
+            .transition_agent(&name, action, "", &ctx("a"))
+            .await
+            .expect_err("terminal");
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     }
-    let update = AgentUpdate { description: Some(Description::parse("x").expect("valid")), ..Default::default() };
-    let err = store.update_agent(&name, &update, &ctx("a")).await.expect_err("frozen");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("retired")), "{err}");
+    let update = AgentUpdate {
+        description: Some(Description::parse("x").expect("valid")),
+        ..Default::default()
+    };
+    let err = store
+        .update_agent(&name, &update, &ctx("a"))
+        .await
+        .expect_err("frozen");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("retired")),
+        "{err}"
+    );
     let all = store.list_agents(&AgentFilter::default()).await.expect("list");
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].state, AgentState::Retired);
@@ -394,8 +713,14 @@ async fn retired_agents_are_frozen_and_kept(store: Arc<dyn Store>) {
 async fn failed_update_changes_nothing(store: Arc<dyn Store>) {
     seeded(&store).await;
     let name = agent_name("bot");
-    let before =
-        store.create_agent(&registration("bot", &["owner@example.com"], &["crm"]), &td().await, &ctx("a")).await.expect("create");
+    let before = store
+        .create_agent(
+            &registration("bot", &["owner@example.com"], &["crm"]),
+            &td().await,
+            &ctx("a"),
+        )
+        .await
+        .expect("create");
     // Valid model change, but an unknown owner in the same update: the whole update is refused.
     let update = AgentUpdate {
         model: Some(Model::parse("p/m@9").expect("valid")),
@@ -403,34 +728,71 @@ async fn failed_update_changes_nothing(store: Arc<dyn Store>) {
         allowed_upstreams: Some(vec![]),
         ..Default::default()
     };
-    let err = store.update_agent(&name, &update, &ctx("a")).await.expect_err("unknown owner");
-    assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "owners[1]"), "{err}");
-    assert_eq!(store.get_agent(&name).await.expect("get").expect("present"), before);
+    let err = store
+        .update_agent(&name, &update, &ctx("a"))
+        .await
+        .expect_err("unknown owner");
+    assert!(
+        matches!(err, StoreError::Invalid(ref v) if v.field == "owners[1]"),
+        "{err}"
+    );
+    assert_eq!(
+        store.get_agent(&name).await.expect("get").expect("present"),
+        before
+    );
     assert_eq!(store.agent_history(&name).await.expect("history").len(), 1);
-    let err = store.update_agent(&name, &AgentUpdate::default(), &ctx("a")).await.expect_err("empty");
+    let err = store
+        .update_agent(&name, &AgentUpdate::default(), &ctx("a"))
+        .await
+        .expect_err("empty");
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
-    let err = store.update_agent(&agent_name("ghost"), &update, &ctx("a")).await.expect_err("unknown agent");
+    let err = store
+        .update_agent(&agent_name("ghost"), &update, &ctx("a"))
+        .await
+        .expect_err("unknown agent");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 }
 
 async fn list_filters(store: Arc<dyn Store>) {
     seeded(&store).await;
-    for (name, owner) in [("a1", "owner@example.com"), ("a2", "second@example.com"), ("a3", "owner@example.com")] {
-        store.create_agent(&registration(name, &[owner], &[]), &td().await, &ctx("a")).await.expect("create");
+    for (name, owner) in [
+        ("a1", "owner@example.com"),
+        ("a2", "second@example.com"),
+        ("a3", "owner@example.com"),
+    ] {
+        store
+            .create_agent(&registration(name, &[owner], &[]), &td().await, &ctx("a"))
+            .await
+            .expect("create");
     }
-    store.transition_agent(&agent_name("a3"), LifecycleAction::Activate, "", &ctx("a")).await.expect("activate");
+    store
+        .transition_agent(&agent_name("a3"), LifecycleAction::Activate, "", &ctx("a"))
+        .await
+        .expect("activate");
     let names = |v: Vec<Agent>| v.into_iter().map(|a| a.name.to_string()).collect::<Vec<_>>();
     let all = store.list_agents(&AgentFilter::default()).await.expect("list");
     assert_eq!(names(all), ["a1", "a2", "a3"]);
-    let active = store.list_agents(&AgentFilter { state: Some(AgentState::Active), owner: None }).await.expect("list");
+    let active = store
+        .list_agents(&AgentFilter {
+            state: Some(AgentState::Active),
+            owner: None,
+        })
+        .await
+        .expect("list");
     assert_eq!(names(active), ["a3"]);
     let owned = store
-        .list_agents(&AgentFilter { state: None, owner: Some(email("owner@example.com")) })
+        .list_agents(&AgentFilter {
+            state: None,
+            owner: Some(email("owner@example.com")),
+        })
         .await
         .expect("list");
     assert_eq!(names(owned), ["a1", "a3"]);
     let both = store
-        .list_agents(&AgentFilter { state: Some(AgentState::PendingReview), owner: Some(email("owner@example.com")) })
+        .list_agents(&AgentFilter {
+            state: Some(AgentState::PendingReview),
+            owner: Some(email("owner@example.com")),
+        })
         .await
         .expect("list");
     assert_eq!(names(both), ["a1"]);
@@ -441,14 +803,27 @@ async fn list_filters(store: Arc<dyn Store>) {
 async fn concurrent_transitions_do_not_lose_updates(store: Arc<dyn Store>) {
     seeded(&store).await;
     let name = agent_name("bot");
-    store.create_agent(&registration("bot", &["owner@example.com"], &[]), &td().await, &ctx("a")).await.expect("create");
+    store
+        .create_agent(
+            &registration("bot", &["owner@example.com"], &[]),
+            &td().await,
+            &ctx("a"),
+        )
+        .await
+        .expect("create");
     let mut tasks = Vec::new();
     for i in 0..16 {
         let store = store.clone();
         let name = name.clone();
         tasks.push(tokio::spawn(async move {
-            let action = if i % 2 == 0 { LifecycleAction::Activate } else { LifecycleAction::Suspend };
-            store.transition_agent(&name, action, &format!("r{i}"), &ctx("a")).await
+            let action = if i % 2 == 0 {
+                LifecycleAction::Activate
+            } else {
+                LifecycleAction::Suspend
+            };
+            store
+                .transition_agent(&name, action, &format!("r{i}"), &ctx("a"))
+                .await
         }));
     }
     let mut accepted = 0;
@@ -460,7 +835,11 @@ async fn concurrent_transitions_do_not_lose_updates(store: Arc<dyn Store>) {
         }
     }
     let history = store.agent_history(&name).await.expect("history");
-    assert_eq!(history.len(), accepted + 1, "every accepted transition is recorded once");
+    assert_eq!(
+        history.len(),
+        accepted + 1,
+        "every accepted transition is recorded once"
+    );
     for pair in history.windows(2) {
         assert_eq!(pair[1].from, Some(pair[0].to), "broken chain: {history:?}");
     }

@@ -63,7 +63,10 @@ pub async fn register(
     ApiJson(body): ApiJson<AgentRegistration>,
 ) -> Result<(StatusCode, Json<Agent>), ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
-    let agent = state.store.create_agent(&body, &state.trust_domain, &permit.context()).await?;
+    let agent = state
+        .store
+        .create_agent(&body, &state.trust_domain, &permit.context())
+        .await?;
     tracing::info!(agent = %agent.name, spiffe_id = %agent.spiffe_id, by = %caller.human.email, "agent registered");
     Ok((StatusCode::CREATED, Json(agent)))
 }
@@ -79,7 +82,13 @@ pub async fn list(
     ApiQuery(q): ApiQuery<AgentListQuery>,
 ) -> Result<Json<AgentList>, ApiError> {
     caller.require(Permission::ReadRegistry)?;
-    let agents = state.store.list_agents(&AgentFilter { state: q.state, owner: q.owner }).await?;
+    let agents = state
+        .store
+        .list_agents(&AgentFilter {
+            state: q.state,
+            owner: q.owner,
+        })
+        .await?;
     Ok(Json(AgentList { agents }))
 }
 
@@ -144,7 +153,10 @@ async fn lifecycle(
             field: Some("reason".into()),
         });
     }
-    let change = state.store.transition_agent(&name, action, &reason, &permit.context()).await?;
+    let change = state
+        .store
+        .transition_agent(&name, action, &reason, &permit.context())
+        .await?;
     tracing::info!(agent = %name, state = %change.agent.state, by = %caller.human.email, "agent lifecycle change");
     Ok(Json(publish(&state, change)))
 }
@@ -152,13 +164,19 @@ async fn lifecycle(
 /// Publishes the revocation hook when a change invalidates the agent's credentials.
 fn publish(state: &AppState, change: AgentChange) -> Agent {
     if let Some(reason) = change.credentials_invalidated {
-        state.publish(RegistryEvent::CredentialsInvalidated { agent: change.agent.name.clone(), reason });
+        state.publish(RegistryEvent::CredentialsInvalidated {
+            agent: change.agent.name.clone(),
+            reason,
+        });
     }
     change.agent
 }
 
 /// An optional JSON body: absent (or empty) means the default.
-async fn optional_body(req: axum::extract::Request, state: &AppState) -> Result<Option<LifecycleRequest>, ApiError> {
+async fn optional_body(
+    req: axum::extract::Request,
+    state: &AppState,
+) -> Result<Option<LifecycleRequest>, ApiError> {
     use axum::extract::FromRequest as _;
     let empty = req
         .headers()
@@ -176,16 +194,16 @@ macro_rules! lifecycle_handler {
     ($fn:ident, $action:expr, $path:literal, $doc:literal) => {
         #[doc = $doc]
         #[utoipa::path(
-            post, path = $path, tag = "agents",
-            params(("name" = String, Path, description = "Agent name")),
-            request_body(content = Option<LifecycleRequest>, description = "Optional reason"),
-            responses(
-                (status = 200, body = Agent),
-                (status = 404, body = ErrorBody),
-                (status = 409, description = "Not allowed from the current state", body = ErrorBody),
-            ),
-            security(("bearer" = []))
-        )]
+                    post, path = $path, tag = "agents",
+                    params(("name" = String, Path, description = "Agent name")),
+                    request_body(content = Option<LifecycleRequest>, description = "Optional reason"),
+                    responses(
+                        (status = 200, body = Agent),
+                        (status = 404, body = ErrorBody),
+                        (status = 409, description = "Not allowed from the current state", body = ErrorBody),
+                    ),
+                    security(("bearer" = []))
+                )]
         pub async fn $fn(
             State(state): State<AppState>,
             caller: Caller,
@@ -198,6 +216,21 @@ macro_rules! lifecycle_handler {
     };
 }
 
-lifecycle_handler!(activate, LifecycleAction::Activate, "/v1/agents/{name}/activate", "Activates a reviewed or suspended agent.");
-lifecycle_handler!(suspend, LifecycleAction::Suspend, "/v1/agents/{name}/suspend", "Suspends an agent; its credentials stop working.");
-lifecycle_handler!(retire, LifecycleAction::Retire, "/v1/agents/{name}/retire", "Retires an agent for good; it is kept for audit.");
+lifecycle_handler!(
+    activate,
+    LifecycleAction::Activate,
+    "/v1/agents/{name}/activate",
+    "Activates a reviewed or suspended agent."
+);
+lifecycle_handler!(
+    suspend,
+    LifecycleAction::Suspend,
+    "/v1/agents/{name}/suspend",
+    "Suspends an agent; its credentials stop working."
+);
+lifecycle_handler!(
+    retire,
+    LifecycleAction::Retire,
+    "/v1/agents/{name}/retire",
+    "Retires an agent for good; it is kept for audit."
+);

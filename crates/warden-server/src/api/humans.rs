@@ -35,7 +35,10 @@ pub struct CreatedToken {
 
 impl std::fmt::Debug for CreatedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedToken").field("token", &"REDACTED").field("info", &self.info).finish()
+        f.debug_struct("CreatedToken")
+            .field("token", &"REDACTED")
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -55,7 +58,10 @@ fn parse_email(raw: &str) -> Result<Email, ApiError> {
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)), security(("bearer" = []))
 )]
 pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
-    Json(WhoAmI { human: caller.human, token: caller.token })
+    Json(WhoAmI {
+        human: caller.human,
+        token: caller.token,
+    })
 }
 
 #[utoipa::path(
@@ -83,7 +89,9 @@ pub async fn add(
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<HumanList>, ApiError> {
     caller.require(Permission::ReadRegistry)?;
-    Ok(Json(HumanList { humans: state.store.list_humans().await? }))
+    Ok(Json(HumanList {
+        humans: state.store.list_humans().await?,
+    }))
 }
 
 #[utoipa::path(
@@ -98,8 +106,11 @@ pub async fn show(
 ) -> Result<Json<Human>, ApiError> {
     caller.require(Permission::ReadRegistry)?;
     let email = parse_email(&email)?;
-    let human =
-        state.store.get_human(&email).await?.ok_or_else(|| ApiError::NotFound(format!("human `{email}` not found")))?;
+    let human = state
+        .store
+        .get_human(&email)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("human `{email}` not found")))?;
     Ok(Json(human))
 }
 
@@ -131,7 +142,13 @@ pub async fn create_token(
     };
     let info = state.store.create_api_token(&record, &permit.context()).await?;
     tracing::info!(token_id = %info.id, human = %email, by = %caller.human.email, expires_at = %info.expires_at, "API token created");
-    Ok((StatusCode::CREATED, Json(CreatedToken { token: secret.into_inner(), info })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token: secret.into_inner(),
+            info,
+        }),
+    ))
 }
 
 #[utoipa::path(
@@ -149,7 +166,9 @@ pub async fn list_tokens(
     if state.store.get_human(&email).await?.is_none() {
         return Err(ApiError::NotFound(format!("human `{email}` not found")));
     }
-    Ok(Json(TokenList { tokens: state.store.list_api_tokens(&email).await? }))
+    Ok(Json(TokenList {
+        tokens: state.store.list_api_tokens(&email).await?,
+    }))
 }
 
 #[utoipa::path(
@@ -178,7 +197,8 @@ pub async fn revoke_token(
         .get_api_token(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("token `{id}` not found")))?;
-    let permit = caller.require_self_or(&info.human, Permission::ManageOwnTokens, Permission::ManageHumans)?;
+    let permit =
+        caller.require_self_or(&info.human, Permission::ManageOwnTokens, Permission::ManageHumans)?;
     let revoked = state.store.revoke_api_token(id, &permit.context()).await?;
     tracing::info!(token_id = %id, human = %revoked.human, by = %caller.human.email, "API token revoked");
     Ok(Json(revoked))

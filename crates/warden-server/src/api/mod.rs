@@ -38,7 +38,10 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self { max_body_bytes: 64 * 1024, request_timeout: Duration::from_secs(30) }
+        Self {
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -88,10 +91,16 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/agents/{name}/suspend", post(agents::suspend))
         .route("/agents/{name}/retire", post(agents::retire))
         .route("/upstreams", post(upstreams::add).get(upstreams::list))
-        .route("/upstreams/{name}", get(upstreams::show).delete(upstreams::remove))
+        .route(
+            "/upstreams/{name}",
+            get(upstreams::show).delete(upstreams::remove),
+        )
         .route("/humans", post(humans::add).get(humans::list))
         .route("/humans/{email}", get(humans::show))
-        .route("/humans/{email}/tokens", post(humans::create_token).get(humans::list_tokens))
+        .route(
+            "/humans/{email}/tokens",
+            post(humans::create_token).get(humans::list_tokens),
+        )
         .route("/tokens/{id}", delete(humans::revoke_token))
         .route("/whoami", get(humans::whoami))
         .route("/openapi.json", get(openapi));
@@ -101,7 +110,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -145,12 +157,23 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             tracing::warn!(error = %e, "health check: store unhealthy");
             Some("the store did not answer a query".to_owned())
         }
-        Err(_) => Some(format!("the store did not answer within {} s", HEALTH_TIMEOUT.as_secs())),
+        Err(_) => Some(format!(
+            "the store did not answer within {} s",
+            HEALTH_TIMEOUT.as_secs()
+        )),
     };
     let (code, status) = if error.is_none() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
-    (code, Json(Health { status, store, version, error }))
+    (
+        code,
+        Json(Health {
+            status,
+            store,
+            version,
+            error,
+        }),
+    )
 }

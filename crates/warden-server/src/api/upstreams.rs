@@ -42,7 +42,9 @@ pub async fn add(
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<UpstreamList>, ApiError> {
     caller.require(Permission::ReadRegistry)?;
-    Ok(Json(UpstreamList { upstreams: state.store.list_upstreams().await? }))
+    Ok(Json(UpstreamList {
+        upstreams: state.store.list_upstreams().await?,
+    }))
 }
 
 #[utoipa::path(
