@@ -506,18 +506,14 @@ impl AgentState {
             });
         }
         let mut why = Vec::new();
-        if let Some(m) = &update.model {
-            if *m != current.model {
-                why.push(format!("model changed from {} to {}", current.model, m));
-            }
+        if let Some(m) = update.model.as_ref().filter(|m| **m != current.model) {
+            why.push(format!("model changed from {} to {}", current.model, m));
         }
-        if let Some(e) = update.environment {
-            if e != current.environment {
-                why.push(format!(
-                    "environment changed from {} to {}",
-                    current.environment, e
-                ));
-            }
+        if let Some(e) = update.environment.filter(|e| *e != current.environment) {
+            why.push(format!(
+                "environment changed from {} to {}",
+                current.environment, e
+            ));
         }
         if why.is_empty() {
             return Ok((self, None));

@@ -2,6 +2,9 @@
 //! store, once on SQLite and once on PostgreSQL (`api_tests!`). Every bad-input case checks both the
 //! answer and that nothing was written.
 
+// Test code: a failed expectation should panic with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -4,6 +4,9 @@
 //! and `postgres::<name>`. The PostgreSQL run needs the server binaries; without them it fails with a
 //! message saying how to install them (it never skips).
 
+// Test code: a failed expectation should panic with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};

@@ -1,1 +1,41 @@
-fn main() {}
+//! `warden`: the Warden server (`warden serve`) and the command-line client of its REST API (`agent`,
+//! `upstream`, `human`, `whoami`).
+//!
+//! Exit codes: 0 success; 1 error (the server refused the request with any 4xx or 5xx, could not be
+//! reached, or a local file could not be read); 2 usage error (clap's own, and flag values this client
+//! refuses before sending anything). Errors are printed as `error: <message>` on stderr.
+
+mod cli;
+mod client;
+mod commands;
+mod output;
+mod request;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::request::UsageError;
+
+fn main() -> ExitCode {
+    // Usage errors exit here with code 2, `--help` and `--version` with 0.
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,763 @@
+//! The command-line grammar: every verb and flag of `warden`, declared with clap.
+//!
+//! Flag values are parsed straight into `warden-core`'s validated types by [`Flag`], a clap value parser,
+//! so a bad value is refused while the command line is parsed, before any request is sent, with an error
+//! that names the flag (`error: --environment: unknown environment `prod`; expected one of ...`) and exit
+//! code 2. Rules that involve several flags (duplicates in a repeated flag, an update that changes
+//! nothing, a URL that does not fit the upstream kind) are checked in `request.rs`, also before sending.
+
+use std::ffi::OsStr;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
+use warden_core::token::MAX_TOKEN_TTL;
+use warden_core::{
+    AgentName, AgentState, Description, DisplayName, Email, Environment, Model, Role, Sensitivity,
+    UpstreamKind, UpstreamName,
+};
+
+/// Where the client looks for the server when neither `--server` nor `WARDEN_SERVER` is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8700";
+
+/// The bootstrap admin token that `warden serve` writes on first start with the default data directory;
+/// the client falls back to it when no token is configured.
+pub const DEFAULT_TOKEN_FILE: &str = "warden-data/admin.token";
+
+/// The help heading of the flags every verb accepts.
+const GLOBAL: &str = "Global options";
+
+const AFTER_HELP: &str = "\
+Authentication (every verb but `serve`):
+  The API token is taken from the first of:
+    1. --token-file FILE
+    2. the WARDEN_TOKEN environment variable (the token itself)
+    3. the WARDEN_TOKEN_FILE environment variable (a file holding the token)
+    4. ./warden-data/admin.token, if it exists: the bootstrap admin token that
+       `warden serve` writes into its default data directory on first start
+  Surrounding whitespace in a token file is ignored. A token is never accepted
+  as a command-line argument, and never printed in errors.
+
+Output:
+  -o table (default) prints aligned columns for lists and `key: value` lines for
+  single objects. -o json prints the object, or the JSON array for lists, as
+  pretty JSON on stdout, for scripts.
+
+Exit codes:
+  0  success
+  1  error: the server refused the request (any HTTP 4xx or 5xx), could not be
+     reached, or a local file (e.g. the token file) could not be read
+  2  usage error: unknown verb or flag, missing argument, or a flag value that
+     is not valid (checked before any request is sent)";
+
+/// `warden`: the Warden server and its command-line client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Warden: a runtime access governor for AI agents. Runs the server and manages its registry.",
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Base URL of the Warden server.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "WARDEN_SERVER",
+        default_value = DEFAULT_SERVER,
+        value_name = "URL",
+        value_parser = Flag::<ServerUrl>::new()
+    )]
+    pub server: ServerUrl,
+
+    /// File holding the API token (also WARDEN_TOKEN_FILE; see "Authentication" below).
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        help_heading = GLOBAL,
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = Format::Table
+    )]
+    pub output: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for lists, `key: value` lines for single objects.
+    Table,
+    /// Pretty JSON: the object, or the array for lists.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Warden server.
+    Serve(ServeArgs),
+    /// Register, list, change, suspend, activate and retire agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Register, list and remove upstreams (the MCP servers, HTTP APIs and databases agents reach).
+    #[command(subcommand)]
+    Upstream(UpstreamCommand),
+    /// Register humans and manage their API tokens.
+    #[command(subcommand)]
+    Human(HumanCommand),
+    /// Show the human and the API token this client authenticates as.
+    Whoami,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (SQLite database, bootstrap admin token).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8700 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// PostgreSQL URL (instead of the embedded SQLite); must not contain a password.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register an agent; it starts in state `pending_review`.
+    Register(AgentRegisterArgs),
+    /// List agents.
+    List(AgentListArgs),
+    /// Show an agent with its lifecycle history.
+    Show(AgentNameArg),
+    /// Change an agent; a new model or environment sends an active agent back to review.
+    Update(AgentUpdateArgs),
+    /// Suspend an agent.
+    Suspend(LifecycleArgs),
+    /// Activate an agent (from `pending_review` or `suspended`).
+    Activate(LifecycleArgs),
+    /// Retire an agent for good; it stays listed for audit and its name is never reused.
+    Retire(LifecycleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentRegisterArgs {
+    /// Agent name: a DNS label (lowercase letters, digits, `-`).
+    #[arg(value_name = "NAME", value_parser = Flag::<AgentName>::new())]
+    pub name: AgentName,
+    /// Email of a registered human accountable for the agent (repeat for several).
+    #[arg(long = "owner", value_name = "EMAIL", required = true, value_parser = Flag::<Email>::new())]
+    pub owners: Vec<Email>,
+    /// Where the agent runs.
+    #[arg(long, value_name = "ENV", value_parser = Flag::<Environment>::new())]
+    pub environment: Environment,
+    /// The agent's model, `provider/name@version`.
+    #[arg(long, value_name = "MODEL", value_parser = Flag::<Model>::new())]
+    pub model: Model,
+    /// What the agent does.
+    #[arg(long, value_name = "TEXT", value_parser = Flag::<Description>::new())]
+    pub description: Option<Description>,
+    /// An upstream the agent may reach (repeat for several).
+    #[arg(long = "upstream", value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
+    pub upstreams: Vec<UpstreamName>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentListArgs {
+    /// Only agents in this state.
+    #[arg(long, value_name = "STATE", value_parser = Flag::<AgentState>::new())]
+    pub state: Option<AgentState>,
+    /// Only agents this human owns.
+    #[arg(long, value_name = "EMAIL", value_parser = Flag::<Email>::new())]
+    pub owner: Option<Email>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentNameArg {
+    /// Agent name.
+    #[arg(value_name = "NAME", value_parser = Flag::<AgentName>::new())]
+    pub name: AgentName,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentUpdateArgs {
+    /// Agent name.
+    #[arg(value_name = "NAME", value_parser = Flag::<AgentName>::new())]
+    pub name: AgentName,
+    /// New owners: replaces the whole list (repeat for several).
+    #[arg(long = "owner", value_name = "EMAIL", value_parser = Flag::<Email>::new())]
+    pub owners: Vec<Email>,
+    /// New environment.
+    #[arg(long, value_name = "ENV", value_parser = Flag::<Environment>::new())]
+    pub environment: Option<Environment>,
+    /// New model, `provider/name@version`.
+    #[arg(long, value_name = "MODEL", value_parser = Flag::<Model>::new())]
+    pub model: Option<Model>,
+    /// New description (`""` clears it).
+    #[arg(long, value_name = "TEXT", value_parser = Flag::<Description>::new())]
+    pub description: Option<Description>,
+    /// New allowed upstreams: replaces the whole list (repeat for several).
+    #[arg(long = "upstream", value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
+    pub upstreams: Vec<UpstreamName>,
+    /// Remove all allowed upstreams.
+    #[arg(long, conflicts_with = "upstreams")]
+    pub no_upstreams: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    /// Agent name.
+    #[arg(value_name = "NAME", value_parser = Flag::<AgentName>::new())]
+    pub name: AgentName,
+    /// Why; recorded in the agent's history.
+    #[arg(long, value_name = "TEXT", value_parser = Flag::<Description>::new())]
+    pub reason: Option<Description>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpstreamCommand {
+    /// Register an upstream.
+    Add(UpstreamAddArgs),
+    /// List upstreams.
+    List,
+    /// Show an upstream.
+    Show(UpstreamNameArg),
+    /// Remove an upstream.
+    Remove(UpstreamNameArg),
+}
+
+#[derive(Debug, Args)]
+pub struct UpstreamAddArgs {
+    /// Upstream name: a DNS label (lowercase letters, digits, `-`).
+    #[arg(value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
+    pub name: UpstreamName,
+    /// Protocol Warden speaks to it.
+    #[arg(long, value_name = "KIND", value_parser = Flag::<UpstreamKind>::new())]
+    pub kind: UpstreamKind,
+    /// Its URL: http(s):// for mcp and http, postgres:// for postgres; never with credentials.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// Where it runs.
+    #[arg(long, value_name = "ENV", value_parser = Flag::<Environment>::new())]
+    pub environment: Environment,
+    /// Email of the registered human accountable for it.
+    #[arg(long, value_name = "EMAIL", value_parser = Flag::<Email>::new())]
+    pub owner: Email,
+    /// The most sensitive data it holds.
+    #[arg(long, value_name = "LEVEL", value_parser = Flag::<Sensitivity>::new())]
+    pub sensitivity: Sensitivity,
+    /// What it is.
+    #[arg(long, value_name = "TEXT", value_parser = Flag::<Description>::new())]
+    pub description: Option<Description>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpstreamNameArg {
+    /// Upstream name.
+    #[arg(value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
+    pub name: UpstreamName,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HumanCommand {
+    /// Register a human.
+    Add(HumanAddArgs),
+    /// List humans.
+    List,
+    /// Show a human.
+    Show(EmailArg),
+    /// Create, list and revoke a human's API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct HumanAddArgs {
+    /// The human's email, their identity in Warden.
+    #[arg(value_name = "EMAIL", value_parser = Flag::<Email>::new())]
+    pub email: Email,
+    /// Display name.
+    #[arg(long, value_name = "NAME", value_parser = Flag::<DisplayName>::new())]
+    pub name: DisplayName,
+    /// A role (repeat for several).
+    #[arg(long = "role", value_name = "ROLE", required = true, value_parser = Flag::<Role>::new())]
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Args)]
+pub struct EmailArg {
+    /// The human's email.
+    #[arg(value_name = "EMAIL", value_parser = Flag::<Email>::new())]
+    pub email: Email,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a human; the token is printed once and never again.
+    Create(TokenCreateArgs),
+    /// List a human's API tokens (never the tokens themselves).
+    List(EmailArg),
+    /// Revoke an API token by its id.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The human the token is for.
+    #[arg(value_name = "EMAIL", value_parser = Flag::<Email>::new())]
+    pub email: Email,
+    /// A label for the token, e.g. `laptop`.
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// Lifetime: a number and a unit, `s`, `m`, `h` or `d` (e.g. `30d`); default 30 days, at most 365 days.
+    #[arg(long, value_name = "TTL", value_parser = Flag::<Ttl>::new())]
+    pub ttl: Option<Ttl>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (a UUID, as shown by `human token list`).
+    #[arg(value_name = "TOKEN_ID", value_parser = Flag::<TokenId>::new())]
+    pub id: TokenId,
+}
+
+/// A value that can be parsed from one command-line argument, with a message (without the flag name)
+/// when it cannot.
+pub trait FlagValue: Sized + Clone + Send + Sync + 'static {
+    fn parse_flag(value: &str) -> Result<Self, String>;
+
+    /// The accepted spellings, for `--help`, when there is a fixed set.
+    fn choices() -> Vec<&'static str> {
+        Vec::new()
+    }
+}
+
+/// Implements [`FlagValue`] for `warden-core` types, keeping their message and dropping their API field
+/// name (the flag name replaces it).
+macro_rules! core_flag_value {
+    ($($ty:ty => $parse:expr),+ $(,)?) => {$(
+        impl FlagValue for $ty {
+            fn parse_flag(value: &str) -> Result<Self, String> {
+                ($parse)(value).map_err(|e: warden_core::ValidationError| e.message)
+            }
+        }
+    )+};
+    (enums: $($ty:ty),+ $(,)?) => {$(
+        impl FlagValue for $ty {
+            fn parse_flag(value: &str) -> Result<Self, String> {
+                <$ty>::from_str(value).map_err(|e| e.message)
+            }
+            fn choices() -> Vec<&'static str> {
+                <$ty>::ALL.iter().map(|v| v.as_str()).collect()
+            }
+        }
+    )+};
+}
+
+core_flag_value!(
+    AgentName => AgentName::parse,
+    UpstreamName => UpstreamName::parse,
+    Email => Email::parse,
+    Model => Model::parse,
+    Description => Description::parse,
+    DisplayName => DisplayName::parse,
+);
+core_flag_value!(enums: Environment, AgentState, UpstreamKind, Sensitivity, Role);
+
+/// The server's base URL: `http` or `https`, without credentials, query or fragment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerUrl(pub Url);
+
+impl FlagValue for ServerUrl {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        let scheme_hint = "the server URL must start with http:// or https://";
+        if !value.contains("://") {
+            return Err(format!("{scheme_hint}, e.g. `{DEFAULT_SERVER}`"));
+        }
+        let url = Url::parse(value).map_err(|e| format!("`{}` is not a URL: {e}", value.escape_debug()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("{scheme_hint}, not `{}://`", url.scheme()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("the server URL must not carry credentials; use WARDEN_TOKEN or --token-file".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("the server URL must not have a query or a fragment".into());
+        }
+        if url.cannot_be_a_base() || url.host().is_none() {
+            return Err(format!("`{}` has no host", value.escape_debug()));
+        }
+        Ok(Self(url))
+    }
+}
+
+/// An API token's lifetime in seconds, written `<n>s`, `<n>m`, `<n>h` or `<n>d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ttl(pub u64);
+
+impl FlagValue for Ttl {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        let shown = value.escape_debug();
+        let usage = "use a whole number followed by `s`, `m`, `h` or `d`, e.g. `30d`";
+        let Some(unit) = value.chars().last() else {
+            return Err(format!("the lifetime is empty; {usage}"));
+        };
+        let seconds_per_unit: u64 = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            _ => return Err(format!("`{shown}` has no unit; {usage}")),
+        };
+        let digits = &value[..value.len() - 1];
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("`{shown}` is not a lifetime; {usage}"));
+        }
+        let max = MAX_TOKEN_TTL.num_seconds().unsigned_abs();
+        let seconds = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(seconds_per_unit));
+        match seconds {
+            Some(0) => Err("the lifetime must be at least 1s".into()),
+            Some(s) if s <= max => Ok(Self(s)),
+            _ => Err(format!("`{shown}` is longer than the limit of {}d", max / 86_400)),
+        }
+    }
+}
+
+/// An API token's id: a UUID, checked for shape so that a typo is caught before the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenId(pub String);
+
+impl FlagValue for TokenId {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        let groups: Vec<&str> = value.split('-').collect();
+        let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+        let hex = groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
+        if lengths != [8, 4, 4, 4, 12] || !hex {
+            return Err(format!(
+                "`{}` is not a token id; a token id is a UUID such as `1b4e28ba-2fa1-11d2-883f-0016d3cca427` \
+                 (see `warden human token list EMAIL`)",
+                value.escape_debug()
+            ));
+        }
+        Ok(Self(value.to_ascii_lowercase()))
+    }
+}
+
+/// A clap value parser for any [`FlagValue`]: on failure, the error names the flag (or the positional
+/// argument) and clap exits with code 2.
+#[derive(Debug)]
+pub struct Flag<T>(PhantomData<fn() -> T>);
+
+impl<T> Flag<T> {
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T> Default for Flag<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for Flag<T> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+/// How an argument is named in an error: `--flag` for flags, `NAME` for positional arguments.
+pub fn arg_display(arg: Option<&clap::Arg>) -> String {
+    match arg {
+        Some(a) => match a.get_long() {
+            Some(long) => format!("--{long}"),
+            None => a
+                .get_value_names()
+                .and_then(|names| names.first())
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| a.get_id().to_string().to_uppercase()),
+        },
+        None => "value".into(),
+    }
+}
+
+impl<T: FlagValue> TypedValueParser for Flag<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg_display(arg);
+        let result = match value.to_str() {
+            Some(s) => T::parse_flag(s),
+            None => Err("the value is not valid UTF-8".into()),
+        };
+        result.map_err(|message| {
+            cmd.clone()
+                .error(ErrorKind::ValueValidation, format!("{name}: {message}"))
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        let choices = T::choices();
+        if choices.is_empty() {
+            None
+        } else {
+            Some(Box::new(choices.into_iter().map(PossibleValue::new)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("warden").chain(args.iter().copied()))
+    }
+
+    /// The rendered error for a command line that must fail with a usage error (exit code 2).
+    fn usage_error(args: &[&str]) -> String {
+        let err = parse(args).expect_err("must be refused");
+        assert_eq!(err.exit_code(), 2, "{err}");
+        err.render().to_string()
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(Ttl::parse_flag("30d"), Ok(Ttl(30 * 86_400)));
+        assert_eq!(Ttl::parse_flag("90s"), Ok(Ttl(90)));
+        assert_eq!(Ttl::parse_flag("15m"), Ok(Ttl(900)));
+        assert_eq!(Ttl::parse_flag("12h"), Ok(Ttl(43_200)));
+        assert_eq!(Ttl::parse_flag("365d"), Ok(Ttl(365 * 86_400)));
+        for (bad, want) in [
+            ("", "empty"),
+            ("30", "no unit"),
+            ("30w", "no unit"),
+            ("d", "not a lifetime"),
+            ("-1d", "not a lifetime"),
+            ("+1d", "not a lifetime"),
+            ("1.5d", "not a lifetime"),
+            ("3 d", "not a lifetime"),
+            ("0s", "at least 1s"),
+            ("366d", "limit of 365d"),
+            ("99999999999999999999999d", "limit of 365d"),
+            ("999999999999999999d", "limit of 365d"),
+            ("٣d", "not a lifetime"),
+        ] {
+            let got = Ttl::parse_flag(bad).expect_err(bad);
+            assert!(got.contains(want), "{bad:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn token_ids() {
+        let id = "1B4E28BA-2FA1-11D2-883F-0016D3CCA427";
+        assert_eq!(TokenId::parse_flag(id), Ok(TokenId(id.to_ascii_lowercase())));
+        for bad in [
+            "",
+            "1b4e28ba",
+            "1b4e28ba-2fa1-11d2-883f-0016d3cca42",
+            "1b4e28ba-2fa1-11d2-883f-0016d3cca42g",
+            "../x",
+        ] {
+            assert!(TokenId::parse_flag(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_urls() {
+        assert!(ServerUrl::parse_flag("http://127.0.0.1:8700").is_ok());
+        assert!(ServerUrl::parse_flag("https://warden.example.com/prefix/").is_ok());
+        for (bad, want) in [
+            ("127.0.0.1:8700", "must start with http"),
+            ("ftp://x", "must start with http"),
+            ("http://user:pw@x", "credentials"),
+            ("http://x/?a=b", "query"),
+            ("not a url", "must start with http"),
+            ("http://exa mple.com", "is not a URL"),
+        ] {
+            let got = ServerUrl::parse_flag(bad).expect_err(bad);
+            assert!(got.contains(want), "{bad:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let base = ["agent", "register", "bot", "--owner", "a@example.com"];
+        let with = |extra: &[&'static str]| {
+            base.iter()
+                .copied()
+                .chain(extra.iter().copied())
+                .collect::<Vec<_>>()
+        };
+
+        let e = usage_error(&with(&["--environment", "prod", "--model", "p/m@1"]));
+        assert!(
+            e.contains(
+                "error: --environment: unknown environment `prod`; expected one of `prototype`, `staging`, `production`"
+            ),
+            "{e}"
+        );
+
+        let e = usage_error(&[
+            "agent",
+            "register",
+            "Bad_Bot",
+            "--owner",
+            "a@example.com",
+            "--environment",
+            "staging",
+            "--model",
+            "p/m@1",
+        ]);
+        assert!(
+            e.contains("error: NAME: agent name `Bad_Bot` contains `B`"),
+            "{e}"
+        );
+
+        let e = usage_error(&[
+            "agent",
+            "register",
+            "bot",
+            "--owner",
+            "nobody",
+            "--environment",
+            "staging",
+            "--model",
+            "p/m@1",
+        ]);
+        assert!(e.contains("error: --owner: email `nobody` has no `@`"), "{e}");
+
+        let e = usage_error(&with(&["--environment", "staging", "--model", "claude"]));
+        assert!(
+            e.contains("error: --model: model `claude` must look like `provider/name@version`"),
+            "{e}"
+        );
+
+        let e = usage_error(&[
+            "upstream",
+            "add",
+            "db",
+            "--kind",
+            "mysql",
+            "--url",
+            "x",
+            "--environment",
+            "staging",
+            "--owner",
+            "a@example.com",
+            "--sensitivity",
+            "internal",
+        ]);
+        assert!(e.contains("error: --kind: unknown kind `mysql`"), "{e}");
+
+        let e = usage_error(&["human", "add", "a@example.com", "--name", "A", "--role", "root"]);
+        assert!(e.contains("error: --role: unknown role `root`"), "{e}");
+
+        let e = usage_error(&["human", "token", "create", "a@example.com", "--ttl", "1y"]);
+        assert!(e.contains("error: --ttl: `1y` has no unit"), "{e}");
+
+        let e = usage_error(&["agent", "list", "--state", "alive"]);
+        assert!(e.contains("error: --state: unknown state `alive`"), "{e}");
+
+        let e = usage_error(&["--server", "localhost:8700", "whoami"]);
+        assert!(
+            e.contains("error: --server: the server URL must start with http"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_and_conflicting_flags_are_usage_errors() {
+        // No owner.
+        usage_error(&[
+            "agent",
+            "register",
+            "bot",
+            "--environment",
+            "staging",
+            "--model",
+            "p/m@1",
+        ]);
+        // No role.
+        usage_error(&["human", "add", "a@example.com", "--name", "A"]);
+        // Both a new upstream list and none.
+        usage_error(&["agent", "update", "bot", "--upstream", "db", "--no-upstreams"]);
+        // A token is never a command-line argument.
+        usage_error(&["--token", "wdn_at_x", "whoami"]);
+    }
+
+    #[test]
+    fn flags_parse_into_core_types() {
+        let cli = parse(&[
+            "agent",
+            "register",
+            "billing-bot",
+            "--owner",
+            "Alice@Example.com",
+            "--owner",
+            "bob@example.com",
+            "--environment",
+            "production",
+            "--model",
+            "anthropic/claude-sonnet@4.5",
+            "--upstream",
+            "crm",
+            "-o",
+            "json",
+        ])
+        .expect("valid");
+        assert_eq!(cli.output, Format::Json);
+        let Command::Agent(AgentCommand::Register(args)) = cli.command else {
+            panic!("wrong verb")
+        };
+        assert_eq!(args.name.as_str(), "billing-bot");
+        assert_eq!(
+            args.owners.iter().map(Email::as_str).collect::<Vec<_>>(),
+            ["alice@example.com", "bob@example.com"]
+        );
+        assert_eq!(args.environment, Environment::Production);
+        assert_eq!(args.model.to_string(), "anthropic/claude-sonnet@4.5");
+        assert_eq!(args.upstreams.len(), 1);
+        assert!(args.description.is_none());
+    }
+
+    #[test]
+    fn help_documents_exit_codes_and_the_token_fallback() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:"), "{help}");
+        assert!(help.contains("./warden-data/admin.token"), "{help}");
+        assert!(help.contains("WARDEN_TOKEN"), "{help}");
+    }
+}

@@ -1,0 +1,423 @@
+//! The HTTP side of the client: finding the API token, sending requests to the REST API, and turning the
+//! server's JSON errors into messages a human can act on.
+//!
+//! The token is held in a [`Secret`] from the moment it is read: it appears in no error, no debug output,
+//! and only in the `Authorization` header (marked sensitive). Errors say where the token came from (e.g.
+//! `token from ./warden-data/admin.token`), never what it is.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+use warden_core::Secret;
+
+use crate::cli::DEFAULT_TOKEN_FILE;
+
+/// Where the API token came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    Flag(PathBuf),
+    Env,
+    EnvFile(PathBuf),
+    DefaultFile(PathBuf),
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::Flag(p) => write!(f, "token from --token-file {}", p.display()),
+            TokenSource::Env => f.write_str("token from WARDEN_TOKEN"),
+            TokenSource::EnvFile(p) => write!(f, "token from WARDEN_TOKEN_FILE {}", p.display()),
+            TokenSource::DefaultFile(p) => write!(f, "token from {}", p.display()),
+        }
+    }
+}
+
+/// Finds the API token: `--token-file`, then `WARDEN_TOKEN`, then `WARDEN_TOKEN_FILE`, then
+/// `./warden-data/admin.token` if it exists. `env` reads an environment variable (injected for tests).
+pub fn find_token(
+    token_file_flag: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<(Secret<String>, TokenSource)> {
+    if let Some(path) = token_file_flag {
+        return Ok((read_token_file(path)?, TokenSource::Flag(path.to_owned())));
+    }
+    if let Some(token) = env("WARDEN_TOKEN") {
+        let token = Secret::new(token.trim().to_owned());
+        if token.expose().is_empty() {
+            bail!("WARDEN_TOKEN is set but empty");
+        }
+        return Ok((token, TokenSource::Env));
+    }
+    if let Some(path) = env("WARDEN_TOKEN_FILE") {
+        if path.is_empty() {
+            bail!("WARDEN_TOKEN_FILE is set but empty");
+        }
+        let path = PathBuf::from(path);
+        return Ok((read_token_file(&path)?, TokenSource::EnvFile(path)));
+    }
+    let default = Path::new(".").join(DEFAULT_TOKEN_FILE);
+    if default.exists() {
+        return Ok((read_token_file(&default)?, TokenSource::DefaultFile(default)));
+    }
+    bail!(
+        "no API token: set WARDEN_TOKEN to a token, or pass --token-file FILE (or set WARDEN_TOKEN_FILE); \
+         {} does not exist in this directory",
+        default.display()
+    )
+}
+
+/// Reads a token file, trimming surrounding whitespace. Errors name the file, never its content.
+fn read_token_file(path: &Path) -> anyhow::Result<Secret<String>> {
+    let raw = Secret::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?,
+    );
+    let token = Secret::new(raw.expose().trim().to_owned());
+    if token.expose().is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    Ok(token)
+}
+
+/// An error the API returned: `{"error": code, "message": ..., "field": ...}` and its HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+    pub field: Option<String>,
+    /// Where the token came from; shown on 401 so the user knows which token was refused.
+    pub token_source: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    message: String,
+    #[serde(default)]
+    field: Option<String>,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&printable(&self.message))?;
+        if let Some(field) = &self.field {
+            write!(f, " (field: {})", printable(field))?;
+        }
+        write!(f, " (HTTP {} {}", self.status.as_u16(), printable(&self.code))?;
+        if let Some(source) = &self.token_source {
+            write!(f, "; {source}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Text from the server, made safe for a terminal: control characters are escaped.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A client of one Warden server, authenticated with one token.
+#[derive(Debug)]
+pub struct Client {
+    base: Url,
+    http: reqwest::Client,
+    token_source: TokenSource,
+}
+
+impl Client {
+    pub fn new(base: Url, token: &Secret<String>, token_source: TokenSource) -> anyhow::Result<Self> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            anyhow!(
+                "the API token ({token_source}) contains characters that cannot be sent in an HTTP header"
+            )
+        })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("warden-cli/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            // Never follow a redirect: it could carry the token somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("setting up the HTTP client")?;
+        Ok(Self {
+            base,
+            http,
+            token_source,
+        })
+    }
+
+    /// The URL of an API path, each segment percent-encoded, below the base URL's own path.
+    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> anyhow::Result<Url> {
+        endpoint(&self.base, segments, query)
+    }
+
+    pub async fn get(&self, segments: &[&str], query: &[(&str, &str)]) -> anyhow::Result<Value> {
+        self.send(Method::GET, segments, query, None::<&()>).await
+    }
+
+    pub async fn post<B: Serialize + ?Sized>(&self, segments: &[&str], body: &B) -> anyhow::Result<Value> {
+        self.send(Method::POST, segments, &[], Some(body)).await
+    }
+
+    pub async fn patch<B: Serialize + ?Sized>(&self, segments: &[&str], body: &B) -> anyhow::Result<Value> {
+        self.send(Method::PATCH, segments, &[], Some(body)).await
+    }
+
+    pub async fn delete(&self, segments: &[&str]) -> anyhow::Result<Value> {
+        self.send(Method::DELETE, segments, &[], None::<&()>).await
+    }
+
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&B>,
+    ) -> anyhow::Result<Value> {
+        let url = self.url(segments, query)?;
+        let mut request = self.http.request(method.clone(), url.clone());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .with_context(|| format!("reading the server's response to {method} {}", url.path()))?;
+        if status.is_success() {
+            if bytes.is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&bytes)
+                .with_context(|| format!("the server's response to {method} {} is not JSON", url.path()));
+        }
+        Err(self.api_error(status, &bytes))
+    }
+
+    fn api_error(&self, status: StatusCode, body: &[u8]) -> anyhow::Error {
+        let token_source = (status == StatusCode::UNAUTHORIZED).then(|| self.token_source.to_string());
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(b) => ApiError {
+                status,
+                code: b.error,
+                message: b.message,
+                field: b.field,
+                token_source,
+            }
+            .into(),
+            Err(_) => {
+                let text = String::from_utf8_lossy(body);
+                let excerpt: String = text.trim().chars().take(200).collect();
+                let reason = status.canonical_reason().unwrap_or("error");
+                if excerpt.is_empty() {
+                    anyhow!("the server answered HTTP {} {reason}", status.as_u16())
+                } else {
+                    anyhow!(
+                        "the server answered HTTP {} {reason}: {}",
+                        status.as_u16(),
+                        printable(&excerpt)
+                    )
+                }
+            }
+        }
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
+        let cause = root_cause(e);
+        if e.is_connect() {
+            anyhow!(
+                "cannot connect to the Warden server at {}: {cause}; is it running? (start one with `warden serve`, \
+                 or point --server or WARDEN_SERVER at it)",
+                self.base
+            )
+        } else if e.is_timeout() {
+            anyhow!("the Warden server at {} did not answer in time", self.base)
+        } else {
+            anyhow!("talking to the Warden server at {}: {cause}", self.base)
+        }
+    }
+}
+
+/// The innermost error of a chain: for a refused connection, `Connection refused (os error 111)`.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+/// `base` + `segments` (each percent-encoded as one path segment) + `query`.
+pub fn endpoint(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> anyhow::Result<Url> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| anyhow!("the server URL {base} cannot have a path"))?
+        .pop_if_empty()
+        .extend(segments);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_encode_segments_and_keep_the_base_path() {
+        let base = Url::parse("http://127.0.0.1:8700").unwrap();
+        assert_eq!(
+            endpoint(&base, &["v1", "agents"], &[]).unwrap().as_str(),
+            "http://127.0.0.1:8700/v1/agents"
+        );
+        let url = endpoint(
+            &base,
+            &["v1", "agents"],
+            &[("state", "active"), ("owner", "a+b@x.io")],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8700/v1/agents?state=active&owner=a%2Bb%40x.io"
+        );
+        let url = endpoint(&base, &["v1", "humans", "a/b?c@x.io"], &[]).unwrap();
+        assert_eq!(url.path(), "/v1/humans/a%2Fb%3Fc@x.io");
+        let prefixed = Url::parse("https://gw.example.com/warden/").unwrap();
+        assert_eq!(
+            endpoint(&prefixed, &["healthz"], &[]).unwrap().as_str(),
+            "https://gw.example.com/warden/healthz"
+        );
+    }
+
+    #[test]
+    fn token_lookup_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        std::fs::write(&file, "  wdn_at_from_file \n").unwrap();
+        let no_env = |_: &str| None;
+
+        let (t, src) = find_token(Some(&file), |_| Some("wdn_at_env".into())).unwrap();
+        assert_eq!(
+            (t.expose().as_str(), src),
+            ("wdn_at_from_file", TokenSource::Flag(file.clone()))
+        );
+
+        let env_file = file.display().to_string();
+        let env = |k: &str| match k {
+            "WARDEN_TOKEN" => Some("wdn_at_env\n".to_string()),
+            "WARDEN_TOKEN_FILE" => Some(env_file.clone()),
+            _ => None,
+        };
+        let (t, src) = find_token(None, env).unwrap();
+        assert_eq!((t.expose().as_str(), src), ("wdn_at_env", TokenSource::Env));
+
+        let env = |k: &str| (k == "WARDEN_TOKEN_FILE").then(|| env_file.clone());
+        let (t, src) = find_token(None, env).unwrap();
+        assert_eq!(
+            (t.expose().as_str(), src),
+            ("wdn_at_from_file", TokenSource::EnvFile(file.clone()))
+        );
+
+        // Set but empty is an error, never a silent fall back to the bootstrap admin token.
+        for var in ["WARDEN_TOKEN", "WARDEN_TOKEN_FILE"] {
+            let e = find_token(None, |k: &str| (k == var).then(String::new)).unwrap_err();
+            assert_eq!(e.to_string(), format!("{var} is set but empty"));
+        }
+
+        let missing = dir.path().join("missing");
+        let e = find_token(Some(&missing), no_env).unwrap_err();
+        assert!(format!("{e:#}").contains("reading the token file"), "{e:#}");
+
+        std::fs::write(&file, " \n").unwrap();
+        let e = find_token(Some(&file), no_env).unwrap_err();
+        assert!(format!("{e:#}").contains("is empty"), "{e:#}");
+    }
+
+    #[test]
+    fn errors_never_show_the_token() {
+        let secret = Secret::new("wdn_at_secret\nvalue".to_string());
+        let url = Url::parse("http://127.0.0.1:1").unwrap();
+        let e = Client::new(url, &secret, TokenSource::Env).unwrap_err();
+        let shown = format!("{e:#} {e:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("WARDEN_TOKEN"), "{shown}");
+
+        let ok = Client::new(
+            Url::parse("http://127.0.0.1:1").unwrap(),
+            &Secret::new("wdn_at_x".into()),
+            TokenSource::Env,
+        )
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("wdn_at_x"));
+    }
+
+    #[test]
+    fn api_errors_read_like_sentences() {
+        let client = Client::new(
+            Url::parse("http://127.0.0.1:1").unwrap(),
+            &Secret::new("t".into()),
+            TokenSource::Env,
+        )
+        .unwrap();
+        let body = br#"{"error":"invalid_request","message":"unknown owner `x@y.io`","field":"owners[0]"}"#;
+        let e = client.api_error(StatusCode::BAD_REQUEST, body);
+        assert_eq!(
+            e.to_string(),
+            "unknown owner `x@y.io` (field: owners[0]) (HTTP 400 invalid_request)"
+        );
+
+        let body = br#"{"error":"unauthorized","message":"the token has been revoked"}"#;
+        let e = client.api_error(StatusCode::UNAUTHORIZED, body);
+        assert_eq!(
+            e.to_string(),
+            "the token has been revoked (HTTP 401 unauthorized; token from WARDEN_TOKEN)"
+        );
+
+        let e = client.api_error(StatusCode::BAD_GATEWAY, b"<html>\x1b[31mbad</html>");
+        assert_eq!(
+            e.to_string(),
+            "the server answered HTTP 502 Bad Gateway: <html>\\u{1b}[31mbad</html>"
+        );
+    }
+
+    #[tokio::test]
+    async fn connection_refused_names_the_server() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let client = Client::new(url, &Secret::new("t".into()), TokenSource::Env).unwrap();
+        let e = client.get(&["v1", "whoami"], &[]).await.unwrap_err();
+        let shown = format!("{e:#}");
+        assert!(
+            shown.contains(&format!(
+                "cannot connect to the Warden server at http://127.0.0.1:{port}/"
+            )),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,448 @@
+//! Runs one parsed command line: builds the request (refusing bad input before anything is sent), finds
+//! the token, calls the REST API and prints the result.
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use serde_json::Value;
+use warden_core::{Agent, AgentDetail, ApiTokenInfo, Human, Upstream};
+
+use crate::cli::{
+    AgentCommand, Cli, Command, Format, HumanCommand, ServeArgs, TokenCommand, UpstreamCommand,
+};
+use crate::client::{Client, find_token};
+use crate::output::{self, Fields, Table, list, time};
+use crate::request::{self, LifecycleBody};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli {
+        server,
+        token_file,
+        output: format,
+        command,
+    } = cli;
+    // Every request body is built, and checked, before the token is read or anything is sent.
+    let call = match command {
+        Command::Serve(args) => return serve(args).await,
+        Command::Agent(c) => Call::Agent(agent_call(c)?),
+        Command::Upstream(c) => Call::Upstream(upstream_call(c)?),
+        Command::Human(c) => Call::Human(human_call(c)?),
+        Command::Whoami => Call::Whoami,
+    };
+    let (token, source) = find_token(token_file.as_deref(), |k| std::env::var(k).ok())?;
+    let client = Client::new(server.0, &token, source)?;
+    drop(token);
+    match call {
+        Call::Agent(c) => run_agent(&client, format, c).await,
+        Call::Upstream(c) => run_upstream(&client, format, c).await,
+        Call::Human(c) => run_human(&client, format, c).await,
+        Call::Whoami => whoami(&client, format).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        config,
+        data_dir,
+        listen,
+        database,
+    } = args;
+    warden_server::run(warden_server::ServeOptions {
+        config,
+        data_dir,
+        listen,
+        database,
+    })
+    .await
+}
+
+/// A validated request, ready to send.
+enum Call {
+    Agent(AgentCall),
+    Upstream(UpstreamCall),
+    Human(HumanCall),
+    Whoami,
+}
+
+enum AgentCall {
+    Register(warden_core::AgentRegistration),
+    List {
+        state: Option<String>,
+        owner: Option<String>,
+    },
+    Show(String),
+    Update(String, warden_core::AgentUpdate),
+    Lifecycle(String, &'static str, LifecycleBody),
+}
+
+enum UpstreamCall {
+    Add(warden_core::NewUpstream),
+    List,
+    Show(String),
+    Remove(String),
+}
+
+enum HumanCall {
+    Add(warden_core::NewHuman),
+    List,
+    Show(String),
+    TokenCreate(String, warden_core::token::NewApiToken),
+    TokenList(String),
+    TokenRevoke(String),
+}
+
+fn agent_call(c: AgentCommand) -> anyhow::Result<AgentCall> {
+    let lifecycle = |a: crate::cli::LifecycleArgs, action| {
+        AgentCall::Lifecycle(a.name.to_string(), action, LifecycleBody { reason: a.reason })
+    };
+    Ok(match c {
+        AgentCommand::Register(a) => AgentCall::Register(request::agent_registration(a)?),
+        AgentCommand::List(a) => AgentCall::List {
+            state: a.state.map(|s| s.as_str().to_owned()),
+            owner: a.owner.map(|o| o.to_string()),
+        },
+        AgentCommand::Show(a) => AgentCall::Show(a.name.to_string()),
+        AgentCommand::Update(a) => AgentCall::Update(a.name.to_string(), request::agent_update(a)?),
+        AgentCommand::Suspend(a) => lifecycle(a, "suspend"),
+        AgentCommand::Activate(a) => lifecycle(a, "activate"),
+        AgentCommand::Retire(a) => lifecycle(a, "retire"),
+    })
+}
+
+fn upstream_call(c: UpstreamCommand) -> anyhow::Result<UpstreamCall> {
+    Ok(match c {
+        UpstreamCommand::Add(a) => UpstreamCall::Add(request::new_upstream(a)?),
+        UpstreamCommand::List => UpstreamCall::List,
+        UpstreamCommand::Show(a) => UpstreamCall::Show(a.name.to_string()),
+        UpstreamCommand::Remove(a) => UpstreamCall::Remove(a.name.to_string()),
+    })
+}
+
+fn human_call(c: HumanCommand) -> anyhow::Result<HumanCall> {
+    Ok(match c {
+        HumanCommand::Add(a) => HumanCall::Add(request::new_human(a)?),
+        HumanCommand::List => HumanCall::List,
+        HumanCommand::Show(a) => HumanCall::Show(a.email.to_string()),
+        HumanCommand::Token(TokenCommand::Create(a)) => {
+            let body = request::new_api_token(&a)?;
+            HumanCall::TokenCreate(a.email.to_string(), body)
+        }
+        HumanCommand::Token(TokenCommand::List(a)) => HumanCall::TokenList(a.email.to_string()),
+        HumanCommand::Token(TokenCommand::Revoke(a)) => HumanCall::TokenRevoke(a.id.0),
+    })
+}
+
+const AGENT: &str = "agent";
+const AGENTS: &str = "agents";
+
+async fn run_agent(client: &Client, format: Format, call: AgentCall) -> anyhow::Result<()> {
+    match call {
+        AgentCall::Register(body) => {
+            let v = client.post(&["v1", AGENTS], &body).await?;
+            output::one(format, v, AGENT, agent_fields)
+        }
+        AgentCall::List { state, owner } => {
+            let mut query = Vec::new();
+            if let Some(s) = &state {
+                query.push(("state", s.as_str()));
+            }
+            if let Some(o) = &owner {
+                query.push(("owner", o.as_str()));
+            }
+            let v = client.get(&["v1", AGENTS], &query).await?;
+            output::many(
+                format,
+                v,
+                AGENTS,
+                AGENTS,
+                &[
+                    "NAME",
+                    "STATE",
+                    "ENVIRONMENT",
+                    "MODEL",
+                    "OWNERS",
+                    "UPSTREAMS",
+                    "SPIFFE ID",
+                ],
+                |a: &Agent| {
+                    vec![
+                        a.name.to_string(),
+                        a.state.to_string(),
+                        a.environment.to_string(),
+                        a.model.to_string(),
+                        list(&a.owners),
+                        list(&a.allowed_upstreams),
+                        a.spiffe_id.clone(),
+                    ]
+                },
+            )
+        }
+        AgentCall::Show(name) => {
+            let v = client.get(&["v1", AGENTS, &name], &[]).await?;
+            output::one(format, v, AGENT, |d: &AgentDetail| {
+                let mut history = Table::new(&["AT", "FROM", "TO", "BY", "REASON"]);
+                for h in &d.history {
+                    history.row(vec![
+                        time(&h.at),
+                        h.from.map(|s| s.to_string()).unwrap_or_default(),
+                        h.to.to_string(),
+                        h.by.clone(),
+                        h.reason.clone(),
+                    ]);
+                }
+                format!("{}\nhistory:\n{}", agent_fields(&d.agent), history.render())
+            })
+        }
+        AgentCall::Update(name, body) => {
+            let v = client.patch(&["v1", AGENTS, &name], &body).await?;
+            output::one(format, v, AGENT, agent_fields)
+        }
+        AgentCall::Lifecycle(name, action, body) => {
+            let v = client.post(&["v1", AGENTS, &name, action], &body).await?;
+            output::one(format, v, AGENT, agent_fields)
+        }
+    }
+}
+
+fn agent_fields(a: &Agent) -> String {
+    Fields::new()
+        .add("name", a.name.to_string())
+        .add("spiffe_id", a.spiffe_id.clone())
+        .add("state", a.state.to_string())
+        .add("environment", a.environment.to_string())
+        .add("model", a.model.to_string())
+        .add("owners", list(&a.owners))
+        .add("allowed_upstreams", list(&a.allowed_upstreams))
+        .add("description", a.description.as_str())
+        .add("state_changed_at", time(&a.state_changed_at))
+        .add("state_changed_by", a.state_changed_by.clone())
+        .add("created_at", time(&a.created_at))
+        .add("created_by", a.created_by.clone())
+        .add("updated_at", time(&a.updated_at))
+        .add("updated_by", a.updated_by.clone())
+        .add("id", a.id.to_string())
+        .render()
+}
+
+const UPSTREAM: &str = "upstream";
+const UPSTREAMS: &str = "upstreams";
+
+async fn run_upstream(client: &Client, format: Format, call: UpstreamCall) -> anyhow::Result<()> {
+    let v = match call {
+        UpstreamCall::Add(body) => client.post(&["v1", UPSTREAMS], &body).await?,
+        UpstreamCall::List => {
+            let v = client.get(&["v1", UPSTREAMS], &[]).await?;
+            return output::many(
+                format,
+                v,
+                UPSTREAMS,
+                UPSTREAMS,
+                &["NAME", "KIND", "ENVIRONMENT", "SENSITIVITY", "OWNER", "URL"],
+                |u: &Upstream| {
+                    vec![
+                        u.name.to_string(),
+                        u.kind.to_string(),
+                        u.environment.to_string(),
+                        u.sensitivity.to_string(),
+                        u.owner.to_string(),
+                        u.url.clone(),
+                    ]
+                },
+            );
+        }
+        UpstreamCall::Show(name) => client.get(&["v1", UPSTREAMS, &name], &[]).await?,
+        UpstreamCall::Remove(name) => client.delete(&["v1", UPSTREAMS, &name]).await?,
+    };
+    output::one(format, v, UPSTREAM, upstream_fields)
+}
+
+fn upstream_fields(u: &Upstream) -> String {
+    Fields::new()
+        .add("name", u.name.to_string())
+        .add("kind", u.kind.to_string())
+        .add("url", u.url.clone())
+        .add("environment", u.environment.to_string())
+        .add("owner", u.owner.to_string())
+        .add("sensitivity", u.sensitivity.to_string())
+        .add("description", u.description.as_str())
+        .add("created_at", time(&u.created_at))
+        .add("created_by", u.created_by.clone())
+        .add("id", u.id.to_string())
+        .render()
+}
+
+const HUMAN: &str = "human";
+const HUMANS: &str = "humans";
+const TOKEN: &str = "API token";
+const TOKENS: &str = "tokens";
+
+async fn run_human(client: &Client, format: Format, call: HumanCall) -> anyhow::Result<()> {
+    match call {
+        HumanCall::Add(body) => {
+            let v = client.post(&["v1", HUMANS], &body).await?;
+            output::one(format, v, HUMAN, human_fields)
+        }
+        HumanCall::List => {
+            let v = client.get(&["v1", HUMANS], &[]).await?;
+            output::many(
+                format,
+                v,
+                HUMANS,
+                HUMANS,
+                &["EMAIL", "NAME", "ROLES", "CREATED"],
+                |h: &Human| {
+                    vec![
+                        h.email.to_string(),
+                        h.display_name.as_str().to_owned(),
+                        list(&h.roles),
+                        time(&h.created_at),
+                    ]
+                },
+            )
+        }
+        HumanCall::Show(email) => {
+            let v = client.get(&["v1", HUMANS, &email], &[]).await?;
+            output::one(format, v, HUMAN, human_fields)
+        }
+        HumanCall::TokenCreate(email, body) => {
+            let v = client.post(&["v1", HUMANS, &email, TOKENS], &body).await?;
+            created_token(format, v)
+        }
+        HumanCall::TokenList(email) => {
+            let v = client.get(&["v1", HUMANS, &email, TOKENS], &[]).await?;
+            let now = chrono::Utc::now();
+            output::many(
+                format,
+                v,
+                TOKENS,
+                "API tokens",
+                &["ID", "LABEL", "STATUS", "CREATED", "EXPIRES"],
+                |t: &ApiTokenInfo| {
+                    vec![
+                        t.id.to_string(),
+                        t.label.clone(),
+                        token_status(t, now).to_owned(),
+                        time(&t.created_at),
+                        time(&t.expires_at),
+                    ]
+                },
+            )
+        }
+        HumanCall::TokenRevoke(id) => {
+            let v = client.delete(&["v1", TOKENS, &id]).await?;
+            output::one(format, v, TOKEN, |t: &ApiTokenInfo| {
+                token_fields(t, chrono::Utc::now()).render()
+            })
+        }
+    }
+}
+
+fn human_fields(h: &Human) -> String {
+    Fields::new()
+        .add("email", h.email.to_string())
+        .add("display_name", h.display_name.as_str())
+        .add("roles", list(&h.roles))
+        .add("created_at", time(&h.created_at))
+        .add("created_by", h.created_by.clone())
+        .render()
+}
+
+fn token_status(t: &ApiTokenInfo, now: chrono::DateTime<chrono::Utc>) -> &'static str {
+    if t.revoked_at.is_some() {
+        "revoked"
+    } else if t.unusable_at(now).is_some() {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+fn token_fields(t: &ApiTokenInfo, now: chrono::DateTime<chrono::Utc>) -> Fields {
+    let mut f = Fields::new();
+    f.add("id", t.id.to_string())
+        .add("human", t.human.to_string())
+        .add("label", t.label.clone())
+        .add("status", token_status(t, now))
+        .add("created_at", time(&t.created_at))
+        .add("created_by", t.created_by.clone())
+        .add("expires_at", time(&t.expires_at));
+    if let Some(at) = &t.revoked_at {
+        f.add("revoked_at", time(at));
+        f.add("revoked_by", t.revoked_by.clone().unwrap_or_default());
+    }
+    f
+}
+
+/// The answer to `POST /v1/humans/{email}/tokens`.
+#[derive(Deserialize)]
+struct CreatedToken {
+    token: String,
+    info: ApiTokenInfo,
+}
+
+/// Prints a new token. JSON mode prints the whole response. Table mode says on stderr that the token is
+/// shown only once (with its id and expiry), and puts the token alone on stdout, so that
+/// `warden human token create ... > file` captures exactly the token.
+fn created_token(format: Format, v: Value) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return output::one(format, v, TOKEN, |_: &Value| String::new());
+    }
+    let created: CreatedToken = output::decode(v, "new API token")?;
+    eprintln!(
+        "API token {} for {} created, expires {}. It is shown only once, below; store it now:",
+        created.info.id,
+        created.info.human,
+        time(&created.info.expires_at)
+    );
+    output::stdout(&format!("{}\n", created.token)).context("printing the token")
+}
+
+async fn whoami(client: &Client, format: Format) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct WhoAmI {
+        human: Human,
+        token: ApiTokenInfo,
+    }
+    let v = client.get(&["v1", "whoami"], &[]).await?;
+    output::one(format, v, "whoami answer", |w: &WhoAmI| {
+        Fields::new()
+            .add("email", w.human.email.to_string())
+            .add("display_name", w.human.display_name.as_str())
+            .add("roles", list(&w.human.roles))
+            .add("token_id", w.token.id.to_string())
+            .add("token_label", w.token.label.clone())
+            .add("token_expires_at", time(&w.token.expires_at))
+            .render()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+    use warden_core::Email;
+
+    fn token(revoked: bool, expires_in: Duration) -> ApiTokenInfo {
+        let now = Utc::now();
+        ApiTokenInfo {
+            id: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".parse().unwrap(),
+            human: Email::parse("a@example.com").unwrap(),
+            label: "ci".into(),
+            created_at: now,
+            created_by: "admin@example.com".into(),
+            expires_at: now + expires_in,
+            revoked_at: revoked.then_some(now),
+            revoked_by: revoked.then(|| "admin@example.com".into()),
+        }
+    }
+
+    #[test]
+    fn token_states() {
+        let now = Utc::now();
+        assert_eq!(token_status(&token(false, Duration::days(1)), now), "active");
+        assert_eq!(token_status(&token(false, Duration::days(-1)), now), "expired");
+        assert_eq!(token_status(&token(true, Duration::days(1)), now), "revoked");
+        let shown = token_fields(&token(true, Duration::days(1)), now).render();
+        assert!(shown.contains("status:     revoked\n"), "{shown}");
+        assert!(shown.contains("revoked_by: admin@example.com\n"), "{shown}");
+    }
+}

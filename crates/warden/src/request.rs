@@ -1,0 +1,299 @@
+//! Turns parsed command lines into API request bodies, checking the rules that span several flags
+//! (duplicates in a repeated flag, an update that changes nothing, a URL that does not suit the upstream
+//! kind) with `warden-core`'s own validation, so the client refuses exactly what the server would refuse,
+//! before sending anything. A refusal is a [`UsageError`] naming the flag: exit code 2.
+
+use std::fmt;
+
+use serde::Serialize;
+use warden_core::token::NewApiToken;
+use warden_core::{AgentRegistration, AgentUpdate, Description, NewHuman, NewUpstream, ValidationError};
+
+use crate::cli::{AgentRegisterArgs, AgentUpdateArgs, HumanAddArgs, TokenCreateArgs, UpstreamAddArgs};
+
+/// The command line asks for something invalid; reported as `error: <message>` with exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The flag a field of a request body comes from (`owners[2]` → `--owner`).
+fn flag_for(field: &str) -> Option<&'static str> {
+    let base = field.split('[').next().unwrap_or(field);
+    Some(match base {
+        "name" => "NAME",
+        "owners" | "owner" => "--owner",
+        "allowed_upstreams" => "--upstream",
+        "environment" => "--environment",
+        "model" => "--model",
+        "description" => "--description",
+        "url" => "--url",
+        "kind" => "--kind",
+        "sensitivity" => "--sensitivity",
+        "email" => "EMAIL",
+        "display_name" => "--name",
+        "roles" => "--role",
+        "label" => "--label",
+        "ttl_seconds" => "--ttl",
+        "reason" => "--reason",
+        _ => return None,
+    })
+}
+
+/// A validation error from `warden-core`, restated in terms of the command line.
+pub fn usage(e: ValidationError) -> UsageError {
+    match flag_for(&e.field) {
+        Some(flag) => UsageError(format!("{flag}: {}", e.message)),
+        None => UsageError(e.message),
+    }
+}
+
+pub fn agent_registration(args: AgentRegisterArgs) -> Result<AgentRegistration, UsageError> {
+    let reg = AgentRegistration {
+        name: args.name,
+        owners: args.owners,
+        environment: args.environment,
+        model: args.model,
+        description: args.description.unwrap_or_default(),
+        allowed_upstreams: args.upstreams,
+    };
+    reg.validate().map_err(usage)?;
+    Ok(reg)
+}
+
+pub fn agent_update(args: AgentUpdateArgs) -> Result<AgentUpdate, UsageError> {
+    let allowed_upstreams = if args.no_upstreams {
+        Some(Vec::new())
+    } else if args.upstreams.is_empty() {
+        None
+    } else {
+        Some(args.upstreams)
+    };
+    let update = AgentUpdate {
+        owners: (!args.owners.is_empty()).then_some(args.owners),
+        environment: args.environment,
+        model: args.model,
+        description: args.description,
+        allowed_upstreams,
+    };
+    update.validate().map_err(|e| {
+        if e.field.is_empty() {
+            UsageError(
+                "the update changes nothing; give at least one of --owner, --environment, --model, \
+                 --description, --upstream or --no-upstreams"
+                    .into(),
+            )
+        } else {
+            usage(e)
+        }
+    })?;
+    Ok(update)
+}
+
+/// The body of `POST /v1/agents/{name}/{activate,suspend,retire}`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LifecycleBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Description>,
+}
+
+pub fn new_upstream(args: UpstreamAddArgs) -> Result<NewUpstream, UsageError> {
+    let upstream = NewUpstream {
+        name: args.name,
+        kind: args.kind,
+        url: args.url,
+        environment: args.environment,
+        owner: args.owner,
+        sensitivity: args.sensitivity,
+        description: args.description.unwrap_or_default(),
+    };
+    upstream.validate().map_err(usage)?;
+    Ok(upstream)
+}
+
+pub fn new_human(args: HumanAddArgs) -> Result<NewHuman, UsageError> {
+    let human = NewHuman {
+        email: args.email,
+        display_name: args.name,
+        roles: args.roles,
+    };
+    human.validate().map_err(usage)?;
+    Ok(human)
+}
+
+pub fn new_api_token(args: &TokenCreateArgs) -> Result<NewApiToken, UsageError> {
+    let token = NewApiToken {
+        label: args.label.clone().unwrap_or_default(),
+        ttl_seconds: args.ttl.map(|t| t.0),
+    };
+    token.ttl().map_err(usage)?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{AgentCommand, Cli, Command, HumanCommand, TokenCommand, UpstreamCommand};
+
+    fn cli(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("warden").chain(args.iter().copied()))
+            .expect("parses")
+            .command
+    }
+
+    fn register(extra: &[&str]) -> Result<AgentRegistration, UsageError> {
+        let mut args = vec![
+            "agent",
+            "register",
+            "bot",
+            "--environment",
+            "staging",
+            "--model",
+            "p/m@1",
+        ];
+        args.extend_from_slice(extra);
+        let Command::Agent(AgentCommand::Register(a)) = cli(&args) else {
+            panic!("wrong verb")
+        };
+        agent_registration(a)
+    }
+
+    fn update(extra: &[&str]) -> Result<AgentUpdate, UsageError> {
+        let mut args = vec!["agent", "update", "bot"];
+        args.extend_from_slice(extra);
+        let Command::Agent(AgentCommand::Update(a)) = cli(&args) else {
+            panic!("wrong verb")
+        };
+        agent_update(a)
+    }
+
+    #[test]
+    fn registration() {
+        let reg = register(&[
+            "--owner",
+            "a@example.com",
+            "--upstream",
+            "crm",
+            "--description",
+            "bills",
+        ])
+        .expect("ok");
+        let json = serde_json::to_value(&reg).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "bot", "owners": ["a@example.com"], "environment": "staging", "model": "p/m@1",
+                "description": "bills", "allowed_upstreams": ["crm"]
+            })
+        );
+        let dup = register(&["--owner", "a@example.com", "--owner", "A@example.com"]).expect_err("duplicate");
+        assert_eq!(dup.0, "--owner: `a@example.com` is listed twice");
+        let dup = register(&["--owner", "a@example.com", "--upstream", "x", "--upstream", "x"])
+            .expect_err("duplicate");
+        assert_eq!(dup.0, "--upstream: `x` is listed twice");
+    }
+
+    #[test]
+    fn updates() {
+        let nothing = update(&[]).expect_err("empty");
+        assert!(nothing.0.contains("changes nothing"), "{}", nothing.0);
+        let json = |u: AgentUpdate| serde_json::to_value(u).expect("serializes");
+        assert_eq!(
+            json(update(&["--model", "p/m@2"]).expect("ok")),
+            serde_json::json!({"model": "p/m@2"})
+        );
+        assert_eq!(
+            json(update(&["--no-upstreams"]).expect("ok")),
+            serde_json::json!({"allowed_upstreams": []})
+        );
+        assert_eq!(
+            json(update(&["--owner", "a@example.com", "--upstream", "x"]).expect("ok")),
+            serde_json::json!({"owners": ["a@example.com"], "allowed_upstreams": ["x"]})
+        );
+        assert_eq!(
+            json(update(&["--description", ""]).expect("ok")),
+            serde_json::json!({"description": ""})
+        );
+    }
+
+    #[test]
+    fn upstream_url_must_suit_the_kind() {
+        let add = |kind: &str, url: &str| {
+            let args = [
+                "upstream",
+                "add",
+                "db",
+                "--kind",
+                kind,
+                "--url",
+                url,
+                "--environment",
+                "staging",
+                "--owner",
+                "a@example.com",
+                "--sensitivity",
+                "internal",
+            ];
+            let Command::Upstream(UpstreamCommand::Add(a)) = cli(&args) else {
+                panic!("wrong verb")
+            };
+            new_upstream(a)
+        };
+        assert!(add("postgres", "postgres://db.internal/app").is_ok());
+        let e = add("postgres", "https://db.internal").expect_err("wrong scheme");
+        assert!(
+            e.0.starts_with("--url: a postgres upstream needs a postgres or postgresql url"),
+            "{}",
+            e.0
+        );
+        let e = add("http", "https://u:p@x").expect_err("credentials");
+        assert!(
+            e.0.starts_with("--url: url must not carry credentials"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn humans_and_tokens() {
+        let Command::Human(HumanCommand::Add(a)) = cli(&[
+            "human",
+            "add",
+            "a@example.com",
+            "--name",
+            "A",
+            "--role",
+            "owner",
+            "--role",
+            "owner",
+        ]) else {
+            panic!("wrong verb")
+        };
+        assert_eq!(
+            new_human(a).expect_err("duplicate").0,
+            "--role: `owner` is listed twice"
+        );
+
+        let token = |extra: &[&str]| {
+            let mut args = vec!["human", "token", "create", "a@example.com"];
+            args.extend_from_slice(extra);
+            let Command::Human(HumanCommand::Token(TokenCommand::Create(a))) = cli(&args) else {
+                panic!("wrong verb")
+            };
+            new_api_token(&a)
+        };
+        let t = token(&["--ttl", "2h", "--label", "ci"]).expect("ok");
+        assert_eq!((t.label.as_str(), t.ttl_seconds), ("ci", Some(7_200)));
+        assert_eq!(token(&[]).expect("ok").ttl_seconds, None);
+        let e = token(&["--label", "a\u{1b}[31m"]).expect_err("control character");
+        assert!(e.0.starts_with("--label: "), "{}", e.0);
+    }
+}
