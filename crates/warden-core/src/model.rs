@@ -100,6 +100,19 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// A task's state. An `active` task past its `expires_at` is expired: it is reported as `active`
+    /// in the record but no credential for it verifies.
+    TaskState, "state" {
+        Active = "active",
+        /// Ended by the agent or an admin.
+        Ended = "ended",
+        /// Killed because of something else: its agent was suspended, retired or changed, its parent
+        /// task ended, its agent's last owner left.
+        Revoked = "revoked",
+    }
+);
+
 /// An agent's model: `provider/name@version`, e.g. `anthropic/claude-sonnet@4.5`. A change of model is a
 /// change of identity as far as risk goes, so the agent goes back to review (see [`AgentState`]).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -638,6 +651,12 @@ pub struct Human {
     pub roles: Vec<crate::Role>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// When the human was removed (left the organisation). Removed humans keep their record for audit,
+    /// cannot authenticate, and own nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_by: Option<String>,
 }
 
 impl Human {
@@ -670,6 +689,41 @@ impl ApiTokenInfo {
         } else {
             None
         }
+    }
+}
+
+/// One unit of agent work, with its declared intent. All task credentials hang off a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    pub id: Uuid,
+    pub agent: AgentName,
+    pub agent_spiffe_id: String,
+    /// The task this one was delegated from.
+    pub parent_id: Option<Uuid>,
+    /// 0 for a task an agent started itself, parent's depth + 1 for a delegated one.
+    pub depth: u8,
+    /// The intent (RFC 9396 `authorization_details`) the task was granted.
+    #[schema(value_type = Object)]
+    pub intent: serde_json::Value,
+    /// The delegation chain (`act` claim), if delegated.
+    #[schema(value_type = Option<Object>)]
+    pub act: Option<serde_json::Value>,
+    /// The DPoP key thumbprint its tokens are bound to, if any.
+    pub cnf_jkt: Option<String>,
+    pub state: TaskState,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    /// The task's hard end: no credential for it outlives this.
+    pub expires_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_by: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+impl Task {
+    /// Whether credentials of this task may be used at `now`.
+    pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
+        self.state == TaskState::Active && now < self.expires_at
     }
 }
 

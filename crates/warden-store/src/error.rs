@@ -67,7 +67,8 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Database error codes that mean "try later", not "your request is wrong": SQLite busy/locked/full/IO,
-/// PostgreSQL admin shutdown, connection failures, too many connections, disk full, read-only.
+/// PostgreSQL admin shutdown, connection failures, too many connections, disk full, read-only, and
+/// serialization failures and deadlocks (the transaction was rolled back; retrying is safe).
 fn is_unavailable_code(code: Option<&str>) -> bool {
     matches!(
         code,
@@ -83,6 +84,8 @@ fn is_unavailable_code(code: Option<&str>) -> bool {
                 | "53300"
                 | "53100"
                 | "25006"
+                | "40001"
+                | "40P01"
         )
     ) || code.is_some_and(|c| c.starts_with("08"))
 }

@@ -34,7 +34,8 @@ use uuid::Uuid;
 use warden_core::token::TokenHash;
 use warden_core::{
     Agent, AgentName, AgentRegistration, AgentState, AgentStateChange, AgentUpdate, ApiTokenInfo,
-    ChangeContext, Email, Human, LifecycleAction, NewHuman, NewUpstream, TrustDomain, Upstream, UpstreamName,
+    ChangeContext, Email, Human, LifecycleAction, NewHuman, NewUpstream, Task, TaskState, TrustDomain, Upstream,
+    UpstreamName,
 };
 
 pub use error::StoreError;
@@ -42,6 +43,12 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The PostgreSQL `NOTIFY` channel [`StoreEvent`]s travel on.
+pub const EVENT_CHANNEL: &str = "warden_events";
+
+/// How many events a slow subscriber may fall behind before it is told to resync.
+const EVENT_BUFFER: usize = 4096;
 
 /// Which backend a store is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,11 +67,85 @@ impl Backend {
 }
 
 /// The result of a change to an agent. When `credentials_invalidated` says why, every credential the
-/// agent holds must stop working at once: the caller publishes that (the hook later issues revoke on).
+/// agent holds stopped working in the same transaction: `revoked_tasks` lists the tasks (the agent's
+/// own and every task delegated from them) that were revoked, and a [`StoreEvent::TasksRevoked`] went
+/// out to every node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentChange {
     pub agent: Agent,
     pub credentials_invalidated: Option<String>,
+    pub revoked_tasks: Vec<Uuid>,
+}
+
+/// A one-time enrollment secret for an agent: its hash and expiry (the value is shown once).
+#[derive(Clone, Debug)]
+pub struct JoinTokenRecord {
+    pub hash: TokenHash,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The public key an agent enrolled with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentKey {
+    pub kid: String,
+    /// base64url of the 32-byte Ed25519 public key.
+    pub public_x: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A task to create. The store re-checks, inside its transaction, that the agent is active and (for
+/// a delegated task) that the parent is live, so a concurrent suspension or end cannot slip past.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub id: Uuid,
+    pub agent: AgentName,
+    pub parent_id: Option<Uuid>,
+    pub depth: u8,
+    pub intent: serde_json::Value,
+    pub act: Option<serde_json::Value>,
+    pub cnf_jkt: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    pub agent: Option<AgentName>,
+    pub state: Option<TaskState>,
+}
+
+/// The public half of a signing key a Warden node uses (the private half never leaves the node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub public_x: String,
+    pub node: String,
+    pub created_at: DateTime<Utc>,
+    /// After this time tokens signed with the key no longer verify (rotation overlap).
+    pub retire_after: Option<DateTime<Utc>>,
+}
+
+/// What a human's removal did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HumanRemoval {
+    pub human: Human,
+    /// API tokens of the human that were revoked.
+    pub revoked_api_tokens: usize,
+    /// Agents left without any owner, and therefore suspended.
+    pub orphaned_agents: Vec<AgentName>,
+    pub revoked_tasks: Vec<Uuid>,
+}
+
+/// Changes every node must learn about at once. Sent in-process on the node that made the change and,
+/// on PostgreSQL, to every other node by `NOTIFY` (delivered at commit).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum StoreEvent {
+    /// These tasks were ended or revoked: their credentials must stop verifying.
+    TasksRevoked { ids: Vec<Uuid> },
+    /// The set of published signing keys changed (rotation, a new node).
+    SigningKeysChanged,
+    /// Events may have been lost (the notification connection dropped): forget everything cached.
+    Resync,
 }
 
 /// A token presented for authentication, with the human it belongs to.
@@ -142,6 +223,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         new: &AgentRegistration,
         trust_domain: &TrustDomain,
+        join: &JoinTokenRecord,
         ctx: &ChangeContext,
     ) -> Result<Agent>;
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>>;
@@ -163,6 +245,44 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<AgentChange>;
     /// The agent's lifecycle history, oldest first.
     async fn agent_history(&self, name: &AgentName) -> Result<Vec<AgentStateChange>>;
+
+    // ---- identity ----
+
+    /// Issues a new join token for an agent that is not retired; unused older ones stop working.
+    async fn issue_join_token(&self, agent: &AgentName, join: &JoinTokenRecord, ctx: &ChangeContext) -> Result<()>;
+    /// Consumes a join token and records the agent's public key (replacing an earlier one). Unknown,
+    /// used or expired tokens are refused and nothing changes.
+    async fn enroll_agent(&self, join: &TokenHash, key: &AgentKey, now: DateTime<Utc>) -> Result<Agent>;
+    /// The agent with this SPIFFE ID and its active enrolled key, if any.
+    async fn agent_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<(Agent, Option<AgentKey>)>>;
+    /// Records a one-time id (assertion or proof `jti`) until `expires_at`. `false`: seen before (replay).
+    async fn remember_jti(&self, issuer: &str, jti: &str, expires_at: DateTime<Utc>) -> Result<bool>;
+    /// Forgets one-time ids that have expired. Returns how many.
+    async fn purge_expired_jtis(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    // ---- tasks ----
+
+    async fn create_task(&self, new: &NewTask, ctx: &ChangeContext) -> Result<Task>;
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
+    /// Ends an active task and revokes every active task delegated from it, transitively. Returns the
+    /// ids of all tasks that stopped. Ending a task that is not active is a conflict.
+    async fn end_task(&self, id: Uuid, reason: &str, ctx: &ChangeContext) -> Result<Vec<Uuid>>;
+
+    // ---- signing keys ----
+
+    async fn publish_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+    async fn retire_signing_key(&self, kid: &str, retire_after: DateTime<Utc>) -> Result<()>;
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+
+    // ---- humans leaving ----
+
+    /// Removes a human (they left): kept for audit, their API tokens revoked, removed from the owners of
+    /// every agent; agents left with no owner are suspended and their tasks revoked.
+    async fn remove_human(&self, email: &Email, ctx: &ChangeContext) -> Result<HumanRemoval>;
+
+    /// Subscribes to [`StoreEvent`]s.
+    fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (or `sqlite:PATH`) or `postgres://…`, and

@@ -6,10 +6,11 @@
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::broadcast;
 use sqlx::{PgPool, Postgres};
 
-use crate::{Backend, Result, StoreError};
+use crate::{Backend, Result, StoreError, StoreEvent};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -17,6 +18,19 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgr
 pub struct PostgresStore {
     read: PgPool,
     write: PgPool,
+    /// Events of this node (sent after commit) and of every other node (forwarded by the listener).
+    events: broadcast::Sender<StoreEvent>,
+    /// Stops the listener task when the last clone of the store is dropped.
+    _listener: std::sync::Arc<AbortOnDrop>,
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl PostgresStore {
@@ -32,11 +46,55 @@ impl PostgresStore {
             .connect_with(opts)
             .await?;
         MIGRATIONS.run(&pool).await?;
+        let (events, _) = broadcast::channel(crate::EVENT_BUFFER);
+        let listener = PgListener::connect_with(&pool).await?;
+        let task = tokio::spawn(listen(listener, events.clone()));
         // One pool serves both roles: PostgreSQL has row locks and MVCC, so writers need no queue.
-        Ok(Self {
-            read: pool.clone(),
-            write: pool,
-        })
+        Ok(Self { read: pool.clone(), write: pool, events, _listener: std::sync::Arc::new(AbortOnDrop(task)) })
+    }
+}
+
+/// Forwards other nodes' notifications to this node's subscribers. When the connection drops,
+/// notifications sent meanwhile are lost, so subscribers are told to resync (forget what they cached)
+/// when the loss is seen and again when the listener is back.
+async fn listen(mut listener: PgListener, events: broadcast::Sender<StoreEvent>) {
+    if let Err(e) = listener.listen(crate::EVENT_CHANNEL).await {
+        tracing::error!(error = %e, "cannot LISTEN for store events; revocations from other nodes will not be seen");
+        let _ = events.send(StoreEvent::Resync);
+        return;
+    }
+    let mut lost = false;
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) => {
+                if lost {
+                    lost = false;
+                    let _ = events.send(StoreEvent::Resync);
+                }
+                match serde_json::from_str::<StoreEvent>(n.payload()) {
+                    Ok(event) => {
+                        let _ = events.send(event);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable store event; resyncing");
+                        let _ = events.send(StoreEvent::Resync);
+                    }
+                }
+            }
+            Ok(None) => {
+                tracing::warn!("store event connection lost; reconnecting and resyncing");
+                lost = true;
+                let _ = events.send(StoreEvent::Resync);
+            }
+            // The store was closed: nothing left to listen for.
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "store event listener error; retrying");
+                lost = true;
+                let _ = events.send(StoreEvent::Resync);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 

@@ -62,6 +62,47 @@ macro_rules! impl_store {
                     roles: roles_from_col(row.try_get::<&str, _>("roles")?)?,
                     created_at: row.try_get("created_at")?,
                     created_by: row.try_get("created_by")?,
+                    disabled_at: row.try_get("disabled_at")?,
+                    disabled_by: row.try_get("disabled_by")?,
+                })
+            }
+
+            pub(super) fn task(row: &$row) -> crate::Result<Task> {
+                let depth: i64 = row.try_get("depth")?;
+                let act: Option<String> = row.try_get("act")?;
+                Ok(Task {
+                    id: uuid_col(row.try_get::<&str, _>("id")?)?,
+                    agent: parse_col("agent", row.try_get::<&str, _>("agent_name")?)?,
+                    agent_spiffe_id: row.try_get("agent_spiffe_id")?,
+                    parent_id: row
+                        .try_get::<Option<&str>, _>("parent_id")?
+                        .map(uuid_col)
+                        .transpose()?,
+                    depth: u8::try_from(depth).map_err(|e| crate::StoreError::corrupt("depth", e))?,
+                    intent: serde_json::from_str(row.try_get::<&str, _>("intent")?)
+                        .map_err(|e| crate::StoreError::corrupt("intent", e))?,
+                    act: act
+                        .map(|a| serde_json::from_str(&a))
+                        .transpose()
+                        .map_err(|e| crate::StoreError::corrupt("act", e))?,
+                    cnf_jkt: row.try_get("cnf_jkt")?,
+                    state: parse_col("state", row.try_get::<&str, _>("state")?)?,
+                    created_at: row.try_get("created_at")?,
+                    created_by: row.try_get("created_by")?,
+                    expires_at: row.try_get("expires_at")?,
+                    ended_at: row.try_get("ended_at")?,
+                    ended_by: row.try_get("ended_by")?,
+                    end_reason: row.try_get("end_reason")?,
+                })
+            }
+
+            pub(super) fn signing_key(row: &$row) -> crate::Result<crate::SigningKeyRecord> {
+                Ok(crate::SigningKeyRecord {
+                    kid: row.try_get("kid")?,
+                    public_x: row.try_get("public_x")?,
+                    node: row.try_get("node")?,
+                    created_at: row.try_get("created_at")?,
+                    retire_after: row.try_get("retire_after")?,
                 })
             }
 
@@ -130,6 +171,10 @@ macro_rules! impl_store {
 
         const AGENT_COLUMNS: &str = "a.id, a.name, a.spiffe_id, a.environment, a.model, a.description, a.state, \
              a.state_changed_at, a.state_changed_by, a.created_at, a.created_by, a.updated_at, a.updated_by";
+        const HUMAN_COLUMNS: &str = "email, display_name, roles, created_at, created_by, disabled_at, disabled_by";
+        const TASK_COLUMNS: &str = "t.id, a.name AS agent_name, a.spiffe_id AS agent_spiffe_id, t.parent_id, t.depth, \
+             t.intent, t.act, t.cnf_jkt, t.state, t.created_at, t.created_by, t.expires_at, t.ended_at, t.ended_by, \
+             t.end_reason";
         const TOKEN_COLUMNS: &str =
             "t.id, t.human_email, t.label, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.revoked_by";
 
@@ -191,14 +236,14 @@ macro_rules! impl_store {
                 owners: &[warden_core::Email],
             ) -> crate::Result<()> {
                 for (i, owner) in owners.iter().enumerate() {
-                    let found = sqlx::query("SELECT 1 FROM humans WHERE email = $1")
+                    let found = sqlx::query("SELECT 1 FROM humans WHERE email = $1 AND disabled_at IS NULL")
                         .bind(owner.as_str())
                         .fetch_optional(&mut **tx)
                         .await?;
                     if found.is_none() {
                         return Err(warden_core::ValidationError::new(
                             format!("owners[{i}]"),
-                            format!("owner `{owner}` is not a registered human; add them with `warden human add`"),
+                            format!("owner `{owner}` is not a registered human (or was removed); add them with `warden human add`"),
                         )
                         .into());
                     }
@@ -284,6 +329,106 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Revokes, in the transaction, the active tasks selected by `seed` (a condition on `tasks`
+            /// with `$1` its parameter) and every active task delegated from them, transitively.
+            /// Returns their ids. Both backends accept `WITH RECURSIVE … UPDATE … RETURNING`.
+            async fn revoke_task_tree(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                seed: &str,
+                param: &str,
+                reason: &str,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<Vec<uuid::Uuid>> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(&format!(
+                    "WITH RECURSIVE doomed(id) AS ( \
+                         SELECT id FROM tasks WHERE {seed} AND state = 'active' \
+                         UNION \
+                         SELECT t.id FROM tasks t JOIN doomed d ON t.parent_id = d.id WHERE t.state = 'active' \
+                     ) \
+                     UPDATE tasks SET state = 'revoked', ended_at = $2, ended_by = $3, end_reason = $4 \
+                     WHERE id IN (SELECT id FROM doomed) RETURNING id"
+                ))
+                .bind(param)
+                .bind(crate::sql::ts(ctx.at))
+                .bind(&ctx.actor)
+                .bind(reason)
+                .fetch_all(&mut **tx)
+                .await?;
+                rows.iter().map(|r| crate::sql::uuid_col(r.try_get::<&str, _>("id")?)).collect()
+            }
+
+            /// Tells other nodes, at commit, that these tasks stopped (PostgreSQL `NOTIFY`; a no-op on
+            /// SQLite, which has one node). Ids go in chunks to stay under NOTIFY's 8000-byte payload.
+            async fn notify_revoked(tx: &mut sqlx::Transaction<'_, $db>, ids: &[uuid::Uuid]) -> crate::Result<()> {
+                if $backend != crate::Backend::Postgres {
+                    return Ok(());
+                }
+                for chunk in ids.chunks(100) {
+                    let event = crate::StoreEvent::TasksRevoked { ids: chunk.to_vec() };
+                    Self::notify(tx, &event).await?;
+                }
+                Ok(())
+            }
+
+            async fn notify(tx: &mut sqlx::Transaction<'_, $db>, event: &crate::StoreEvent) -> crate::Result<()> {
+                if $backend != crate::Backend::Postgres {
+                    return Ok(());
+                }
+                let payload = serde_json::to_string(event).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::EVENT_CHANNEL)
+                    .bind(payload)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// Tells this node's subscribers (after commit).
+            fn emit(&self, event: crate::StoreEvent) {
+                let _ = self.events.send(event);
+            }
+
+            async fn insert_join_token(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                agent_id: &str,
+                join: &crate::JoinTokenRecord,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<()> {
+                // Older unused tokens stop working: only the newest join token enrolls.
+                sqlx::query("DELETE FROM join_tokens WHERE agent_id = $1 AND used_at IS NULL")
+                    .bind(agent_id)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO join_tokens (token_hash, agent_id, created_at, created_by, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(join.hash.as_str())
+                .bind(agent_id)
+                .bind(crate::sql::ts(ctx.at))
+                .bind(&ctx.actor)
+                .bind(crate::sql::ts(join.expires_at))
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn task_by_id<'c, E>(exec: E, id: uuid::Uuid, lock: bool) -> crate::Result<Option<warden_core::Task>>
+            where
+                E: sqlx::Executor<'c, Database = $db>,
+            {
+                // A row lock needs `FOR UPDATE OF t` (the join reads agents too, which it must not lock).
+                let suffix = if lock && $backend == crate::Backend::Postgres { " FOR UPDATE OF t" } else { "" };
+                let row = sqlx::query(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks t JOIN agents a ON a.id = t.agent_id WHERE t.id = $1{suffix}"
+                ))
+                .bind(id.to_string())
+                .fetch_optional(exec)
+                .await?;
+                row.as_ref().map(decode::task).transpose()
+            }
+
             async fn insert_token(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 token: &crate::TokenRecord,
@@ -324,6 +469,8 @@ macro_rules! impl_store {
                     roles: new.roles.clone(),
                     created_at: crate::sql::ts(ctx.at),
                     created_by: ctx.actor.clone(),
+                    disabled_at: None,
+                    disabled_by: None,
                 };
                 sqlx::query(
                     "INSERT INTO humans (email, display_name, roles, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
@@ -369,7 +516,7 @@ macro_rules! impl_store {
             }
 
             async fn get_human(&self, email: &warden_core::Email) -> crate::Result<Option<warden_core::Human>> {
-                let row = sqlx::query("SELECT email, display_name, roles, created_at, created_by FROM humans WHERE email = $1")
+                let row = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans WHERE email = $1"))
                     .bind(email.as_str())
                     .fetch_optional(&self.read)
                     .await?;
@@ -377,7 +524,7 @@ macro_rules! impl_store {
             }
 
             async fn list_humans(&self) -> crate::Result<Vec<warden_core::Human>> {
-                let rows = sqlx::query("SELECT email, display_name, roles, created_at, created_by FROM humans ORDER BY email")
+                let rows = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans ORDER BY email"))
                     .fetch_all(&self.read)
                     .await?;
                 rows.iter().map(decode::human).collect()
@@ -472,25 +619,15 @@ macro_rules! impl_store {
                 &self,
                 hash: &warden_core::token::TokenHash,
             ) -> crate::Result<Option<crate::TokenOwner>> {
-                let row = sqlx::query(&format!(
-                    "SELECT {TOKEN_COLUMNS}, h.email, h.display_name, h.roles, h.created_at AS h_created_at, \
-                     h.created_by AS h_created_by \
-                     FROM api_tokens t JOIN humans h ON h.email = t.human_email WHERE t.token_hash = $1"
-                ))
-                .bind(hash.as_str())
-                .fetch_optional(&self.read)
-                .await?;
+                let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.token_hash = $1"))
+                    .bind(hash.as_str())
+                    .fetch_optional(&self.read)
+                    .await?;
                 let Some(row) = row else { return Ok(None) };
-                use sqlx::Row as _;
                 let token = decode::token(&row)?;
-                let human = warden_core::Human {
-                    email: crate::sql::parse_col("email", row.try_get::<&str, _>("email")?)?,
-                    display_name: warden_core::DisplayName::parse(row.try_get::<&str, _>("display_name")?)
-                        .map_err(|e| crate::StoreError::corrupt("display_name", e))?,
-                    roles: crate::sql::roles_from_col(row.try_get::<&str, _>("roles")?)?,
-                    created_at: row.try_get("h_created_at")?,
-                    created_by: row.try_get("h_created_by")?,
-                };
+                let human = crate::Store::get_human(self, &token.human)
+                    .await?
+                    .ok_or_else(|| crate::StoreError::Corrupt(format!("token `{}` belongs to no human", token.id)))?;
                 Ok(Some(crate::TokenOwner { human, token }))
             }
 
@@ -603,6 +740,7 @@ macro_rules! impl_store {
                 &self,
                 new: &warden_core::AgentRegistration,
                 trust_domain: &warden_core::TrustDomain,
+                join: &crate::JoinTokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Agent> {
                 new.validate()?;
@@ -665,6 +803,7 @@ macro_rules! impl_store {
                 Self::write_owners(&mut tx, &id, &agent.owners).await?;
                 Self::write_upstreams(&mut tx, &id, &agent.allowed_upstreams).await?;
                 Self::write_history(&mut tx, &id, None, agent.state, "registered", ctx).await?;
+                Self::insert_join_token(&mut tx, &id, join, ctx).await?;
                 tx.commit().await?;
                 Ok(agent)
             }
@@ -756,8 +895,16 @@ macro_rules! impl_store {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
+                let revoked = match &invalidated {
+                    Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
+                    None => Vec::new(),
+                };
+                Self::notify_revoked(&mut tx, &revoked).await?;
                 tx.commit().await?;
-                Ok(crate::AgentChange { agent, credentials_invalidated: invalidated })
+                if !revoked.is_empty() {
+                    self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                }
+                Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
             }
 
             async fn transition_agent(
@@ -786,19 +933,27 @@ macro_rules! impl_store {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await?;
                 let invalidated = match next {
                     warden_core::AgentState::Suspended | warden_core::AgentState::Retired => {
                         Some(format!("agent {next} by {}", ctx.actor))
                     }
                     _ => None,
                 };
+                let revoked = match &invalidated {
+                    Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
+                    None => Vec::new(),
+                };
+                Self::notify_revoked(&mut tx, &revoked).await?;
+                tx.commit().await?;
+                if !revoked.is_empty() {
+                    self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                }
                 agent.state = next;
                 agent.state_changed_at = at;
                 agent.state_changed_by = ctx.actor.clone();
                 agent.updated_at = at;
                 agent.updated_by = ctx.actor.clone();
-                Ok(crate::AgentChange { agent, credentials_invalidated: invalidated })
+                Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
             }
 
             async fn agent_history(
@@ -813,6 +968,369 @@ macro_rules! impl_store {
                 .fetch_all(&self.read)
                 .await?;
                 rows.iter().map(decode::state_change).collect()
+            }
+
+            async fn issue_join_token(
+                &self,
+                agent: &warden_core::AgentName,
+                join: &crate::JoinTokenRecord,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<()> {
+                let mut tx = self.write.begin().await?;
+                let found = Self::agent_for_update(&mut tx, agent).await?;
+                if found.state == warden_core::AgentState::Retired {
+                    return Err(crate::StoreError::Conflict(format!("agent `{agent}` is retired and cannot enroll")));
+                }
+                Self::insert_join_token(&mut tx, &found.id.to_string(), join, ctx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn enroll_agent(
+                &self,
+                join: &warden_core::token::TokenHash,
+                key: &crate::AgentKey,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> crate::Result<warden_core::Agent> {
+                use sqlx::Row as _;
+                let mut tx = self.write.begin().await?;
+                let row = sqlx::query(&format!(
+                    "SELECT j.agent_id, j.expires_at, j.used_at, a.name FROM join_tokens j \
+                     JOIN agents a ON a.id = j.agent_id WHERE j.token_hash = $1{}",
+                    if $backend == crate::Backend::Postgres { " FOR UPDATE OF j" } else { "" }
+                ))
+                .bind(join.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| crate::StoreError::NotFound { what: "join token", key: "(presented)".into() })?;
+                let used: Option<chrono::DateTime<chrono::Utc>> = row.try_get("used_at")?;
+                if used.is_some() {
+                    return Err(crate::StoreError::Conflict("the join token has already been used".into()));
+                }
+                let expires: chrono::DateTime<chrono::Utc> = row.try_get("expires_at")?;
+                if now >= expires {
+                    return Err(crate::StoreError::Conflict("the join token has expired".into()));
+                }
+                let agent_id: String = row.try_get("agent_id")?;
+                let name: warden_core::AgentName = crate::sql::parse_col("name", row.try_get::<&str, _>("name")?)?;
+                let agent = Self::agent_for_update(&mut tx, &name).await?;
+                if agent.state == warden_core::AgentState::Retired {
+                    return Err(crate::StoreError::Conflict(format!("agent `{name}` is retired and cannot enroll")));
+                }
+                let at = crate::sql::ts(now);
+                sqlx::query("UPDATE join_tokens SET used_at = $1 WHERE token_hash = $2")
+                    .bind(at)
+                    .bind(join.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
+                    .bind(at)
+                    .bind(&agent_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO agent_keys (kid, agent_id, public_x, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&key.kid)
+                    .bind(&agent_id)
+                    .bind(&key.public_x)
+                    .bind(crate::sql::ts(key.created_at))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(agent)
+            }
+
+            async fn agent_by_spiffe_id(
+                &self,
+                spiffe_id: &str,
+            ) -> crate::Result<Option<(warden_core::Agent, Option<crate::AgentKey>)>> {
+                use sqlx::Row as _;
+                let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents a WHERE a.spiffe_id = $1"))
+                    .bind(spiffe_id)
+                    .fetch_optional(&self.read)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let mut agents = [decode::agent(&row)?];
+                self.attach_lists(&mut agents).await?;
+                let [agent] = agents;
+                let key = sqlx::query(
+                    "SELECT kid, public_x, created_at FROM agent_keys WHERE agent_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(agent.id.to_string())
+                .fetch_optional(&self.read)
+                .await?
+                .map(|r| -> crate::Result<crate::AgentKey> {
+                    Ok(crate::AgentKey {
+                        kid: r.try_get("kid")?,
+                        public_x: r.try_get("public_x")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .transpose()?;
+                Ok(Some((agent, key)))
+            }
+
+            async fn remember_jti(
+                &self,
+                issuer: &str,
+                jti: &str,
+                expires_at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO used_jtis (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(issuer)
+                .bind(jti)
+                .bind(crate::sql::ts(expires_at))
+                .execute(&self.write)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn purge_expired_jtis(&self, now: chrono::DateTime<chrono::Utc>) -> crate::Result<u64> {
+                let done = sqlx::query("DELETE FROM used_jtis WHERE expires_at < $1")
+                    .bind(crate::sql::ts(now))
+                    .execute(&self.write)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn create_task(
+                &self,
+                new: &crate::NewTask,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<warden_core::Task> {
+                let mut tx = self.write.begin().await?;
+                // Locks the agent row: a concurrent suspension waits, or this waits for it and then
+                // sees the new state.
+                let agent = Self::agent_for_update(&mut tx, &new.agent).await?;
+                if agent.state != warden_core::AgentState::Active {
+                    return Err(crate::StoreError::Conflict(format!(
+                        "agent `{}` is {}; only active agents start tasks",
+                        agent.name, agent.state
+                    )));
+                }
+                if let Some(parent_id) = new.parent_id {
+                    let parent = Self::task_by_id(&mut *tx, parent_id, true)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::not_found("task", parent_id))?;
+                    if !parent.is_live_at(ctx.at) {
+                        return Err(crate::StoreError::Conflict(format!("parent task `{parent_id}` is not active")));
+                    }
+                    if new.depth != parent.depth.saturating_add(1) || new.expires_at > parent.expires_at {
+                        return Err(crate::StoreError::Conflict(
+                            "a delegated task must be one level deeper than its parent and end no later".into(),
+                        ));
+                    }
+                }
+                let intent = serde_json::to_string(&new.intent).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                let act = new
+                    .act
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO tasks (id, agent_id, parent_id, depth, intent, act, cnf_jkt, state, created_at, \
+                     created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $10)",
+                )
+                .bind(new.id.to_string())
+                .bind(agent.id.to_string())
+                .bind(new.parent_id.map(|p| p.to_string()))
+                .bind(i64::from(new.depth))
+                .bind(intent)
+                .bind(act)
+                .bind(&new.cnf_jkt)
+                .bind(crate::sql::ts(ctx.at))
+                .bind(&ctx.actor)
+                .bind(crate::sql::ts(new.expires_at))
+                .execute(&mut *tx)
+                .await?;
+                let task = Self::task_by_id(&mut *tx, new.id, false)
+                    .await?
+                    .ok_or_else(|| crate::StoreError::Internal("inserted task not found".into()))?;
+                tx.commit().await?;
+                Ok(task)
+            }
+
+            async fn get_task(&self, id: uuid::Uuid) -> crate::Result<Option<warden_core::Task>> {
+                Self::task_by_id(&self.read, id, false).await
+            }
+
+            async fn list_tasks(&self, filter: &crate::TaskFilter) -> crate::Result<Vec<warden_core::Task>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks t JOIN agents a ON a.id = t.agent_id \
+                     WHERE (CAST($1 AS TEXT) IS NULL OR a.name = $1) AND (CAST($2 AS TEXT) IS NULL OR t.state = $2) \
+                     ORDER BY t.created_at DESC, t.id LIMIT 1000"
+                ))
+                .bind(filter.agent.as_ref().map(|a| a.as_str()))
+                .bind(filter.state.map(|s| s.as_str()))
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter().map(decode::task).collect()
+            }
+
+            async fn end_task(
+                &self,
+                id: uuid::Uuid,
+                reason: &str,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<Vec<uuid::Uuid>> {
+                let mut tx = self.write.begin().await?;
+                let task = Self::task_by_id(&mut *tx, id, true)
+                    .await?
+                    .ok_or_else(|| crate::StoreError::not_found("task", id))?;
+                if task.state != warden_core::TaskState::Active {
+                    return Err(crate::StoreError::Conflict(format!("task `{id}` is already {}", task.state)));
+                }
+                sqlx::query("UPDATE tasks SET state = 'ended', ended_at = $1, ended_by = $2, end_reason = $3 WHERE id = $4")
+                    .bind(crate::sql::ts(ctx.at))
+                    .bind(&ctx.actor)
+                    .bind(reason)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let why = format!("parent task {id} ended");
+                let mut stopped = vec![id];
+                stopped.extend(Self::revoke_task_tree(&mut tx, "parent_id = $1", &id.to_string(), &why, ctx).await?);
+                Self::notify_revoked(&mut tx, &stopped).await?;
+                tx.commit().await?;
+                self.emit(crate::StoreEvent::TasksRevoked { ids: stopped.clone() });
+                Ok(stopped)
+            }
+
+            async fn publish_signing_key(&self, key: &crate::SigningKeyRecord) -> crate::Result<()> {
+                let mut tx = self.write.begin().await?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, public_x, node, created_at, retire_after) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (kid) DO NOTHING",
+                )
+                .bind(&key.kid)
+                .bind(&key.public_x)
+                .bind(&key.node)
+                .bind(crate::sql::ts(key.created_at))
+                .bind(key.retire_after.map(crate::sql::ts))
+                .execute(&mut *tx)
+                .await?;
+                Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
+                tx.commit().await?;
+                self.emit(crate::StoreEvent::SigningKeysChanged);
+                Ok(())
+            }
+
+            async fn retire_signing_key(&self, kid: &str, retire_after: chrono::DateTime<chrono::Utc>) -> crate::Result<()> {
+                let mut tx = self.write.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE signing_keys SET retire_after = $1 WHERE kid = $2 AND (retire_after IS NULL OR retire_after > $1)",
+                )
+                .bind(crate::sql::ts(retire_after))
+                .bind(kid)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    let exists = sqlx::query("SELECT 1 FROM signing_keys WHERE kid = $1").bind(kid).fetch_optional(&mut *tx).await?;
+                    if exists.is_none() {
+                        return Err(crate::StoreError::not_found("signing key", kid));
+                    }
+                }
+                Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
+                tx.commit().await?;
+                self.emit(crate::StoreEvent::SigningKeysChanged);
+                Ok(())
+            }
+
+            async fn signing_keys(&self) -> crate::Result<Vec<crate::SigningKeyRecord>> {
+                let rows = sqlx::query(
+                    "SELECT kid, public_x, node, created_at, retire_after FROM signing_keys ORDER BY created_at, kid",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter().map(decode::signing_key).collect()
+            }
+
+            async fn remove_human(
+                &self,
+                email: &warden_core::Email,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<crate::HumanRemoval> {
+                use sqlx::Row as _;
+                let mut tx = self.write.begin().await?;
+                let row = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans WHERE email = $1{}", $for_update))
+                    .bind(email.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| crate::StoreError::not_found("human", email))?;
+                let mut human = decode::human(&row)?;
+                if human.disabled_at.is_some() {
+                    return Err(crate::StoreError::Conflict(format!("human `{email}` was already removed")));
+                }
+                let at = crate::sql::ts(ctx.at);
+                sqlx::query("UPDATE humans SET disabled_at = $1, disabled_by = $2 WHERE email = $3")
+                    .bind(at)
+                    .bind(&ctx.actor)
+                    .bind(email.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                human.disabled_at = Some(at);
+                human.disabled_by = Some(ctx.actor.clone());
+                let tokens = sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE human_email = $3 AND revoked_at IS NULL",
+                )
+                .bind(at)
+                .bind(&ctx.actor)
+                .bind(email.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let owned = sqlx::query(
+                    "SELECT a.name FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE o.human_email = $1 ORDER BY a.name",
+                )
+                .bind(email.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM agent_owners WHERE human_email = $1")
+                    .bind(email.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                let mut orphaned = Vec::new();
+                let mut revoked = Vec::new();
+                let why = format!("last owner {email} removed");
+                for r in &owned {
+                    let name: warden_core::AgentName = crate::sql::parse_col("name", r.try_get::<&str, _>("name")?)?;
+                    let agent = Self::agent_for_update(&mut tx, &name).await?;
+                    if !agent.owners.is_empty() || agent.state == warden_core::AgentState::Retired {
+                        continue;
+                    }
+                    let id = agent.id.to_string();
+                    if agent.state != warden_core::AgentState::Suspended {
+                        Self::write_history(&mut tx, &id, Some(agent.state), warden_core::AgentState::Suspended, &why, ctx).await?;
+                        sqlx::query(
+                            "UPDATE agents SET state = 'suspended', state_changed_at = $1, state_changed_by = $2, \
+                             updated_at = $1, updated_by = $2 WHERE id = $3",
+                        )
+                        .bind(at)
+                        .bind(&ctx.actor)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    revoked.extend(Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, &why, ctx).await?);
+                    orphaned.push(name);
+                }
+                Self::notify_revoked(&mut tx, &revoked).await?;
+                tx.commit().await?;
+                if !revoked.is_empty() {
+                    self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                }
+                Ok(crate::HumanRemoval {
+                    human,
+                    revoked_api_tokens: usize::try_from(tokens).unwrap_or(usize::MAX),
+                    orphaned_agents: orphaned,
+                    revoked_tasks: revoked,
+                })
+            }
+
+            fn events(&self) -> tokio::sync::broadcast::Receiver<crate::StoreEvent> {
+                self.events.subscribe()
             }
         }
     };

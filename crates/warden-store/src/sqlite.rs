@@ -23,6 +23,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// One node: events only need to reach this process.
+    events: tokio::sync::broadcast::Sender<crate::StoreEvent>,
 }
 
 impl SqliteStore {
@@ -57,7 +59,8 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(Self { read, write })
+        let (events, _) = tokio::sync::broadcast::channel(crate::EVENT_BUFFER);
+        Ok(Self { read, write, events })
     }
 }
 
