@@ -7,6 +7,7 @@
 //! therefore rely on what they hold, and a bad value is reported once, precisely, with the field it came
 //! from.
 
+pub mod decision;
 pub mod error;
 pub mod model;
 pub mod names;
@@ -14,6 +15,7 @@ pub mod roles;
 pub mod secret;
 pub mod token;
 
+pub use decision::{Allowed, Decision, Outcome};
 pub use error::ValidationError;
 pub use model::*;
 pub use names::{AgentName, Email, TrustDomain, UpstreamName};

@@ -71,6 +71,8 @@ pub enum Permission {
     ManageHumans,
     /// Create, list and revoke one's own API tokens.
     ManageOwnTokens,
+    /// End the tasks of agents one owns (checked together with ownership).
+    ManageOwnAgents,
 }
 
 impl Permission {
@@ -81,6 +83,7 @@ impl Permission {
             Permission::ReadRegistry => &[Role::Admin, Role::Approver, Role::Auditor, Role::Owner],
             Permission::WriteRegistry | Permission::ManageHumans => &[Role::Admin],
             Permission::ManageOwnTokens => &[Role::Admin, Role::Approver, Role::Auditor, Role::Owner],
+            Permission::ManageOwnAgents => &[Role::Admin, Role::Owner],
         }
     }
 
@@ -94,6 +97,7 @@ impl Permission {
             Permission::WriteRegistry => "change the registry",
             Permission::ManageHumans => "manage humans and their tokens",
             Permission::ManageOwnTokens => "manage your own API tokens",
+            Permission::ManageOwnAgents => "manage the agents you own",
         }
     }
 }

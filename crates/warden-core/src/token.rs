@@ -17,6 +17,9 @@ use utoipa::ToSchema;
 use crate::{Secret, ValidationError};
 
 pub const TOKEN_PREFIX: &str = "wdn_at_";
+/// Prefix of agents' one-time enrollment (join) tokens: same shape, another kind, so one is never
+/// mistaken for the other.
+pub const JOIN_TOKEN_PREFIX: &str = "wdn_jt_";
 const TOKEN_RANDOM_BYTES: usize = 32;
 /// Length of a well-formed token; anything else is rejected before hashing.
 pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + 43;
@@ -56,22 +59,40 @@ fn hex_lower(bytes: &[u8]) -> String {
         })
 }
 
-/// Makes a fresh token. The caller shows it once and stores only its hash.
+/// Makes a fresh API token. The caller shows it once and stores only its hash.
 pub fn generate() -> (Secret<String>, TokenHash) {
+    generate_with(TOKEN_PREFIX)
+}
+
+/// Makes a fresh join token for an agent's enrollment.
+pub fn generate_join() -> (Secret<String>, TokenHash) {
+    generate_with(JOIN_TOKEN_PREFIX)
+}
+
+fn generate_with(prefix: &str) -> (Secret<String>, TokenHash) {
     let mut bytes = [0u8; TOKEN_RANDOM_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = Secret::new(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)));
+    let token = Secret::new(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)));
     let hash = TokenHash::of(&token);
     (token, hash)
 }
 
-/// Checks the shape of a presented token. A wrong shape is rejected without a store lookup, and the
-/// error never repeats the presented value.
+/// Checks the shape of a presented API token. A wrong shape is rejected without a store lookup, and
+/// the error never repeats the presented value.
 pub fn check_shape(presented: &str) -> Result<(), &'static str> {
-    if presented.len() != TOKEN_LEN || !presented.starts_with(TOKEN_PREFIX) {
+    check_shape_with(presented, TOKEN_PREFIX)
+}
+
+/// Checks the shape of a presented join token.
+pub fn check_join_shape(presented: &str) -> Result<(), &'static str> {
+    check_shape_with(presented, JOIN_TOKEN_PREFIX)
+}
+
+fn check_shape_with(presented: &str, prefix: &str) -> Result<(), &'static str> {
+    if presented.len() != TOKEN_LEN || !presented.starts_with(prefix) {
         return Err("the token is malformed");
     }
-    let body = &presented[TOKEN_PREFIX.len()..];
+    let body = &presented[prefix.len()..];
     if !body
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -132,6 +153,22 @@ mod tests {
         assert_eq!(ha, TokenHash::of(&a));
         assert_eq!(ha.as_str().len(), 64);
         assert!(!format!("{a:?}").contains(TOKEN_PREFIX));
+    }
+
+    #[test]
+    fn join_tokens_are_a_different_kind() {
+        let (j, _) = generate_join();
+        assert!(j.expose().starts_with(JOIN_TOKEN_PREFIX));
+        assert!(check_join_shape(j.expose()).is_ok());
+        assert!(
+            check_shape(j.expose()).is_err(),
+            "a join token is not an API token"
+        );
+        let (a, _) = generate();
+        assert!(
+            check_join_shape(a.expose()).is_err(),
+            "an API token is not a join token"
+        );
     }
 
     #[test]

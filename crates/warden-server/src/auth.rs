@@ -97,6 +97,11 @@ where
         let Some(owner) = found else {
             return Err(ApiError::Unauthorized("the token is not known".into()));
         };
+        if owner.human.disabled_at.is_some() {
+            return Err(ApiError::Unauthorized(
+                "the token's human has been removed".into(),
+            ));
+        }
         if let Some(why) = owner.token.unusable_at(Utc::now()) {
             tracing::info!(token_id = %owner.token.id, human = %owner.human.email, why, "refused API token");
             return Err(ApiError::Unauthorized(why.into()));

@@ -31,10 +31,85 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// SPIFFE trust domain of agent identities.
     pub trust_domain: TrustDomain,
+    /// The URL agents and clients reach this Warden at: the `iss` of task tokens, the audience agents'
+    /// assertions must name, the base of DPoP `htu`s. Default: `http://<listen address>`. Behind a
+    /// load balancer or TLS terminator, set it to the public URL. Every node of a deployment must use
+    /// the same value.
+    pub public_url: Option<String>,
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
     pub bootstrap: BootstrapConfig,
+    pub tokens: TokenConfig,
+    /// External issuers whose tokens agents may present instead of their own assertions.
+    pub federation: Vec<FederationConfig>,
+}
+
+/// Lifetimes and limits of agent credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// Lifetime of a task token, seconds. Default 300 (5 min), at most 3600.
+    pub task_token_ttl_secs: u64,
+    /// Longest a task may last (tokens are renewable until then), seconds. Default 3600, at most 86400.
+    /// A task may ask for less.
+    pub task_max_duration_secs: u64,
+    /// Lifetime of an enrollment join token, seconds. Default 3600, at most 7 days.
+    pub join_token_ttl_secs: u64,
+    /// How deep delegation chains may go. Default 2.
+    pub max_delegation_depth: u8,
+    /// How long a rotated-out signing key still verifies, seconds. Default: the task token lifetime
+    /// plus one minute, so no token signed before the rotation dies early.
+    pub key_overlap_secs: Option<u64>,
+    /// How long a node trusts its cached view of a task without asking the store, milliseconds. Revocations
+    /// reach every node at once by event; this bounds staleness if an event is ever lost. Default 2000.
+    pub revocation_cache_ttl_ms: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            task_token_ttl_secs: 300,
+            task_max_duration_secs: 3600,
+            join_token_ttl_secs: 3600,
+            max_delegation_depth: 2,
+            key_overlap_secs: None,
+            revocation_cache_ttl_ms: 2000,
+        }
+    }
+}
+
+/// One trusted external issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// A name for logs and errors.
+    pub name: String,
+    /// `oidc` (an OpenID Connect issuer, e.g. Kubernetes service-account tokens) or `spiffe` (JWT-SVIDs
+    /// of a SPIFFE trust domain).
+    pub kind: warden_identity::FederationKind,
+    /// For `oidc`: the exact `iss` of its tokens.
+    pub issuer: Option<String>,
+    /// For `spiffe`: the trust domain whose SPIFFE IDs (`sub`) are accepted.
+    pub trust_domain: Option<String>,
+    /// Accepted `aud` values; at least one.
+    pub audiences: Vec<String>,
+    /// Allowed signature algorithms, e.g. `["RS256", "ES256"]`. `none` and `HS*` are refused.
+    pub algorithms: Vec<String>,
+    /// The issuer's JWK Set, from a file…
+    pub jwks_file: Option<PathBuf>,
+    /// …or fetched from a URL at start and every `jwks_refresh_secs`.
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    /// The claim whose value names the agent (e.g. `sub`).
+    pub claim: String,
+    /// Claim value → registered agent name.
+    pub mapping: std::collections::BTreeMap<String, String>,
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
 }
 
 impl Default for Config {
@@ -47,6 +122,9 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             bootstrap: BootstrapConfig::default(),
+            public_url: None,
+            tokens: TokenConfig::default(),
+            federation: Vec::new(),
         }
     }
 }
@@ -148,6 +226,10 @@ pub struct Resolved {
     pub log: LogConfig,
     pub limits: HttpLimits,
     pub admin_email: Email,
+    /// `None`: derived from the bound address once listening.
+    pub public_url: Option<url::Url>,
+    pub tokens: TokenConfig,
+    pub federation: Vec<FederationConfig>,
 }
 
 impl Config {
@@ -199,7 +281,44 @@ impl Config {
         if self.http.request_timeout_secs == 0 || self.http.request_timeout_secs > MAX_REQUEST_TIMEOUT_SECS {
             bail!("http.request_timeout_secs must be between 1 and {MAX_REQUEST_TIMEOUT_SECS}");
         }
+        let public_url = match self.public_url {
+            None => None,
+            Some(raw) => {
+                let u = url::Url::parse(&raw).with_context(|| format!("public_url `{raw}` is not a URL"))?;
+                if !matches!(u.scheme(), "http" | "https") || u.host().is_none() || u.query().is_some() {
+                    bail!("public_url `{raw}` must be an http(s) URL with a host and no query");
+                }
+                Some(u)
+            }
+        };
+        let t = &self.tokens;
+        if !(1..=3600).contains(&t.task_token_ttl_secs) {
+            bail!("tokens.task_token_ttl_secs must be between 1 and 3600");
+        }
+        if !(1..=86_400).contains(&t.task_max_duration_secs) {
+            bail!("tokens.task_max_duration_secs must be between 1 and 86400");
+        }
+        if !(60..=7 * 86_400).contains(&t.join_token_ttl_secs) {
+            bail!("tokens.join_token_ttl_secs must be between 60 and 604800");
+        }
+        if t.max_delegation_depth > 8 {
+            bail!("tokens.max_delegation_depth must be at most 8");
+        }
+        if !(100..=60_000).contains(&t.revocation_cache_ttl_ms) {
+            bail!("tokens.revocation_cache_ttl_ms must be between 100 and 60000");
+        }
+        for (i, f) in self.federation.iter().enumerate() {
+            if f.jwks_file.is_some() == f.jwks_url.is_some() {
+                bail!(
+                    "federation[{i}] (`{}`): set exactly one of jwks_file and jwks_url",
+                    f.name
+                );
+            }
+        }
         Ok(Resolved {
+            public_url,
+            tokens: self.tokens,
+            federation: self.federation,
             listen,
             data_dir,
             trust_domain: self.trust_domain,

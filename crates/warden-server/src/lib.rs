@@ -13,9 +13,14 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod decide;
 pub mod error;
+pub mod federation;
 pub mod json;
+pub mod keys;
+pub mod oauth;
 mod state;
+pub mod tasks;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
@@ -33,7 +38,7 @@ use warden_store::{SqliteStore, Store, TokenRecord};
 
 pub use api::{HttpLimits, router};
 pub use config::{Config, ServeOptions};
-pub use state::{AppState, RegistryEvent};
+pub use state::{AppState, Identity, RegistryEvent, TokenSettings};
 
 use config::{DatabaseTarget, LogFormat, Resolved};
 
@@ -59,14 +64,20 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let store = open_store(&resolved.database).await?;
     bootstrap(store.as_ref(), &resolved).await?;
 
-    let state = AppState::new(store.clone(), resolved.trust_domain.clone());
-    let app = router(state, resolved.limits);
     let listener = tokio::net::TcpListener::bind(resolved.listen)
         .await
         .with_context(|| format!("cannot listen on {}", resolved.listen))?;
     let addr = listener
         .local_addr()
         .context("cannot read the listening address")?;
+    let public_url = match &resolved.public_url {
+        Some(u) => u.clone(),
+        None => url::Url::parse(&format!("http://{addr}")).context("cannot make the public URL")?,
+    };
+    let identity = Arc::new(build_identity(&resolved, &public_url, store.clone()).await?);
+    spawn_background(store.clone(), identity.clone());
+    let state = AppState::new(store.clone(), resolved.trust_domain.clone(), identity);
+    let app = router(state, resolved.limits);
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
     // A plain line as well: scripts and tests wait for it, whatever the log format.
     eprintln!("warden: listening on http://{addr}");
@@ -78,6 +89,83 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down: in-flight requests finished");
     store.close().await;
     Ok(())
+}
+
+/// Keys, the task cache and trusted issuers.
+async fn build_identity(
+    r: &Resolved,
+    public_url: &url::Url,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Identity> {
+    let settings = TokenSettings::new(public_url, &r.tokens);
+    let overlap = match r.tokens.key_overlap_secs {
+        Some(s) => chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)),
+        None => settings.task_token_ttl + chrono::Duration::seconds(60),
+    };
+    let node = format!("{}@{}", hostname(), public_url);
+    let keys = keys::KeyManager::open(&r.data_dir, node, overlap, store).await?;
+    let federation = federation::Federation::load(r.federation.clone()).await?;
+    let tasks = tasks::TaskCache::new(std::time::Duration::from_millis(r.tokens.revocation_cache_ttl_ms));
+    Ok(Identity {
+        settings,
+        keys,
+        tasks,
+        federation,
+    })
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "node".into())
+}
+
+/// Applies store events to the caches, refreshes trusted issuers' keys, and forgets expired jtis.
+/// `run` starts it; tests that build their own state start it too.
+pub fn spawn_background(store: Arc<dyn Store>, identity: Arc<Identity>) {
+    let mut events = store.events();
+    let id = identity.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    id.tasks.apply(&event);
+                    let keys_changed = matches!(
+                        event,
+                        warden_store::StoreEvent::SigningKeysChanged | warden_store::StoreEvent::Resync
+                    );
+                    if keys_changed && let Err(e) = id.keys.reload().await {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot reload signing keys");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "fell behind on store events; resyncing");
+                    id.tasks.apply(&warden_store::StoreEvent::Resync);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let federation_identity = identity.clone();
+    tokio::spawn(async move {
+        // The loop borrows the federation inside the shared identity.
+        federation_refresh(federation_identity).await;
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match store.purge_expired_jtis(Utc::now()).await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "forgot expired one-time ids"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot purge expired one-time ids"),
+            }
+        }
+    });
+}
+
+async fn federation_refresh(identity: Arc<Identity>) {
+    identity.federation.refresh().await;
 }
 
 fn init_logging(r: &Resolved) -> anyhow::Result<()> {

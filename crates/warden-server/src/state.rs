@@ -2,16 +2,62 @@
 
 use std::sync::Arc;
 
+use chrono::Duration;
 use tokio::sync::broadcast;
 use warden_core::{AgentName, TrustDomain};
 use warden_store::Store;
 
+use crate::federation::Federation;
+use crate::keys::KeyManager;
+use crate::tasks::TaskCache;
+
 /// An event other parts of Warden react to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RegistryEvent {
-    /// Every credential of this agent must stop working now: it was suspended or retired, or its model or
-    /// environment changed. (The credential issue subscribes and revokes; until then it is logged.)
-    CredentialsInvalidated { agent: AgentName, reason: String },
+    /// Every credential of this agent stopped working: it was suspended or retired, its model or
+    /// environment changed, or its last owner left. Its tasks were revoked in the same transaction.
+    CredentialsInvalidated {
+        agent: AgentName,
+        reason: String,
+        revoked_tasks: usize,
+    },
+}
+
+/// Where Warden is and how long its credentials live.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    /// The public URL without a trailing slash: `iss` and `aud` of task tokens.
+    pub issuer: String,
+    /// `<issuer>/v1/token`: the other audience agents' assertions may name, and the DPoP `htu` there.
+    pub token_endpoint: String,
+    pub task_token_ttl: Duration,
+    pub task_max_duration: Duration,
+    pub join_token_ttl: Duration,
+    pub max_delegation_depth: u8,
+}
+
+impl TokenSettings {
+    pub fn new(public_url: &url::Url, tokens: &crate::config::TokenConfig) -> Self {
+        let issuer = public_url.as_str().trim_end_matches('/').to_owned();
+        let secs = |s: u64| Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+        Self {
+            token_endpoint: format!("{issuer}/v1/token"),
+            issuer,
+            task_token_ttl: secs(tokens.task_token_ttl_secs),
+            task_max_duration: secs(tokens.task_max_duration_secs),
+            join_token_ttl: secs(tokens.join_token_ttl_secs),
+            max_delegation_depth: tokens.max_delegation_depth,
+        }
+    }
+}
+
+/// Everything the credential flows need.
+#[derive(Debug)]
+pub struct Identity {
+    pub settings: TokenSettings,
+    pub keys: KeyManager,
+    pub tasks: TaskCache,
+    pub federation: Federation,
 }
 
 #[derive(Clone, Debug)]
@@ -19,23 +65,39 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub trust_domain: TrustDomain,
     pub events: broadcast::Sender<RegistryEvent>,
+    pub identity: Arc<Identity>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, trust_domain: TrustDomain) -> Self {
+    pub fn new(store: Arc<dyn Store>, trust_domain: TrustDomain, identity: Arc<Identity>) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
             store,
             trust_domain,
             events,
+            identity,
+        }
+    }
+
+    /// Makes this node forget cached tasks it just stopped, before it answers: read-your-writes on this
+    /// node does not wait for the event loop (other nodes hear through the store's events).
+    pub fn forget_tasks(&self, ids: &[uuid::Uuid]) {
+        if !ids.is_empty() {
+            self.identity
+                .tasks
+                .apply(&warden_store::StoreEvent::TasksRevoked { ids: ids.to_vec() });
         }
     }
 
     /// Publishes an event. Having no subscriber is not an error; the event is logged either way.
     pub fn publish(&self, event: RegistryEvent) {
         match &event {
-            RegistryEvent::CredentialsInvalidated { agent, reason } => {
-                tracing::warn!(%agent, %reason, "agent credentials invalidated");
+            RegistryEvent::CredentialsInvalidated {
+                agent,
+                reason,
+                revoked_tasks,
+            } => {
+                tracing::warn!(%agent, %reason, revoked_tasks, "agent credentials invalidated");
             }
         }
         let _ = self.events.send(event);

@@ -5,163 +5,17 @@
 // Test code: a failed expectation should panic with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod common;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use chrono::{Duration, Utc};
-use http_body_util::BodyExt as _;
+use chrono::Duration;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
-use uuid::Uuid;
 use warden_core::token;
-use warden_core::{ChangeContext, DisplayName, Email, NewHuman, Role, TrustDomain};
-use warden_server::{AppState, HttpLimits, RegistryEvent, router};
-use warden_store::{Store, TokenRecord};
+use warden_core::{Email, Role};
+use warden_server::RegistryEvent;
 
-struct Api {
-    app: Router,
-    state: AppState,
-    store: Arc<dyn Store>,
-    admin: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Api {
-    async fn new(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Self {
-        let admin = mint(&store, "admin@example.com", &[Role::Admin], Duration::hours(1)).await;
-        let state = AppState::new(store.clone(), TrustDomain::default());
-        let app = router(state.clone(), HttpLimits::default());
-        Api {
-            app,
-            state,
-            store,
-            admin,
-            _dir: dir,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.raw(req.body(body).expect("request")).await
-    }
-
-    async fn raw(&self, req: Request<Body>) -> (StatusCode, Value) {
-        let resp = self.app.clone().oneshot(req).await.expect("infallible");
-        let status = resp.status();
-        let www = resp.headers().get(header::WWW_AUTHENTICATE).cloned();
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status == StatusCode::UNAUTHORIZED {
-            assert!(www.is_some(), "401 without WWW-Authenticate");
-        }
-        (status, value)
-    }
-
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call(method, path, Some(&self.admin.clone()), body).await
-    }
-
-    async fn agent_count(&self) -> usize {
-        self.store
-            .list_agents(&Default::default())
-            .await
-            .expect("list")
-            .len()
-    }
-
-    /// An owner and an upstream, so agents can be registered.
-    async fn seed(&self) {
-        let (s, _) = self
-            .admin(
-                Method::POST,
-                "/v1/humans",
-                Some(json!({"email": "owner@example.com", "display_name": "Owner", "roles": ["owner"]})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED);
-        let (s, b) = self
-            .admin(
-                Method::POST,
-                "/v1/upstreams",
-                Some(json!({"name": "crm", "kind": "mcp", "url": "https://crm.example.com/mcp", "environment": "production",
-                            "owner": "owner@example.com", "sensitivity": "confidential"})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
-    }
-}
-
-/// Creates a human (if needed) and an API token for them directly in the store.
-async fn mint(store: &Arc<dyn Store>, email: &str, roles: &[Role], ttl: Duration) -> String {
-    let email = Email::parse(email).expect("valid");
-    let ctx = ChangeContext::new("test", Utc::now());
-    if store.get_human(&email).await.expect("get").is_none() {
-        let new = NewHuman {
-            email: email.clone(),
-            display_name: DisplayName::parse("T").expect("valid"),
-            roles: roles.to_vec(),
-        };
-        store.create_human(&new, &ctx).await.expect("human");
-    }
-    let (secret, hash) = token::generate();
-    let rec = TokenRecord {
-        id: Uuid::new_v4(),
-        human: email,
-        label: "t".into(),
-        hash,
-        expires_at: Utc::now() + ttl,
-    };
-    store.create_api_token(&rec, &ctx).await.expect("token");
-    secret.expose().clone()
-}
-
-fn agent_body(name: &str) -> Value {
-    json!({"name": name, "owners": ["owner@example.com"], "environment": "staging",
-           "model": "anthropic/claude-sonnet@4.5", "allowed_upstreams": ["crm"]})
-}
-
-macro_rules! api_tests {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let store = warden_store::SqliteStore::open(&dir.path().join("w.db")).await.expect("sqlite");
-                    super::$name(super::Api::new(std::sync::Arc::new(store), Some(dir)).await).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let url = warden_store::testing::fresh_postgres_url().await;
-                    let store = warden_store::open(&url).await.expect("postgres");
-                    super::$name(super::Api::new(store, None).await).await;
-                }
-            )+
-        }
-    };
-}
+use common::{Api, agent_body, mint};
 
 api_tests!(
     health_and_openapi,
@@ -471,7 +325,7 @@ async fn lifecycle_publishes_revocation_hook(api: Api) {
         "{a}"
     );
     match events.try_recv() {
-        Ok(RegistryEvent::CredentialsInvalidated { agent, reason }) => {
+        Ok(RegistryEvent::CredentialsInvalidated { agent, reason, .. }) => {
             assert_eq!(agent.as_str(), "bot");
             assert!(reason.contains("suspended"), "{reason}");
         }

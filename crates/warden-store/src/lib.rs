@@ -34,8 +34,8 @@ use uuid::Uuid;
 use warden_core::token::TokenHash;
 use warden_core::{
     Agent, AgentName, AgentRegistration, AgentState, AgentStateChange, AgentUpdate, ApiTokenInfo,
-    ChangeContext, Email, Human, LifecycleAction, NewHuman, NewUpstream, Task, TaskState, TrustDomain, Upstream,
-    UpstreamName,
+    ChangeContext, Email, Human, LifecycleAction, NewHuman, NewUpstream, Task, TaskState, TrustDomain,
+    Upstream, UpstreamName,
 };
 
 pub use error::StoreError;
@@ -249,7 +249,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // ---- identity ----
 
     /// Issues a new join token for an agent that is not retired; unused older ones stop working.
-    async fn issue_join_token(&self, agent: &AgentName, join: &JoinTokenRecord, ctx: &ChangeContext) -> Result<()>;
+    async fn issue_join_token(
+        &self,
+        agent: &AgentName,
+        join: &JoinTokenRecord,
+        ctx: &ChangeContext,
+    ) -> Result<()>;
     /// Consumes a join token and records the agent's public key (replacing an earlier one). Unknown,
     /// used or expired tokens are refused and nothing changes.
     async fn enroll_agent(&self, join: &TokenHash, key: &AgentKey, now: DateTime<Utc>) -> Result<Agent>;

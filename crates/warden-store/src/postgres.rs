@@ -7,8 +7,8 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use tokio::sync::broadcast;
 use sqlx::{PgPool, Postgres};
+use tokio::sync::broadcast;
 
 use crate::{Backend, Result, StoreError, StoreEvent};
 
@@ -50,7 +50,12 @@ impl PostgresStore {
         let listener = PgListener::connect_with(&pool).await?;
         let task = tokio::spawn(listen(listener, events.clone()));
         // One pool serves both roles: PostgreSQL has row locks and MVCC, so writers need no queue.
-        Ok(Self { read: pool.clone(), write: pool, events, _listener: std::sync::Arc::new(AbortOnDrop(task)) })
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+            events,
+            _listener: std::sync::Arc::new(AbortOnDrop(task)),
+        })
     }
 }
 

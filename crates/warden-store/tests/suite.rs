@@ -14,8 +14,8 @@ use uuid::Uuid;
 use warden_core::token::{self, TokenHash};
 use warden_core::*;
 use warden_store::{
-    AgentFilter, AgentKey, JoinTokenRecord, NewTask, SigningKeyRecord, Store, StoreError, StoreEvent, TaskFilter,
-    TokenRecord,
+    AgentFilter, AgentKey, JoinTokenRecord, NewTask, SigningKeyRecord, Store, StoreError, StoreEvent,
+    TaskFilter, TokenRecord,
 };
 
 async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -158,17 +158,32 @@ fn join() -> JoinTokenRecord {
 
 fn join_with(ttl: Duration) -> (Secret<String>, JoinTokenRecord) {
     let (secret, hash) = token::generate();
-    (secret, JoinTokenRecord { hash, expires_at: Utc::now() + ttl })
+    (
+        secret,
+        JoinTokenRecord {
+            hash,
+            expires_at: Utc::now() + ttl,
+        },
+    )
 }
 
 fn key(kid: &str) -> AgentKey {
-    AgentKey { kid: kid.into(), public_x: format!("x-{kid}"), created_at: Utc::now() }
+    AgentKey {
+        kid: kid.into(),
+        public_x: format!("x-{kid}"),
+        created_at: Utc::now(),
+    }
 }
 
 /// An active agent named `name` owned by owner@example.com (call `seeded` first).
 async fn active_agent(store: &Arc<dyn Store>, name: &str) -> Agent {
     store
-        .create_agent(&registration(name, &["owner@example.com"], &["crm"]), &TrustDomain::default(), &join(), &ctx("a"))
+        .create_agent(
+            &registration(name, &["owner@example.com"], &["crm"]),
+            &TrustDomain::default(),
+            &join(),
+            &ctx("a"),
+        )
         .await
         .expect("create");
     store
@@ -418,7 +433,8 @@ async fn upstream_in_use_cannot_be_removed(store: Arc<dyn Store>) {
         .create_agent(
             &registration("bot", &["owner@example.com"], &["crm"]),
             &td().await,
-            &join(), &ctx("a"),
+            &join(),
+            &ctx("a"),
         )
         .await
         .expect("agent");
@@ -598,7 +614,8 @@ async fn lifecycle_transitions_are_recorded(store: Arc<dyn Store>) {
         .create_agent(
             &registration("bot", &["owner@example.com"], &[]),
             &td().await,
-            &join(), &ctx("a"),
+            &join(),
+            &ctx("a"),
         )
         .await
         .expect("create");
@@ -677,7 +694,8 @@ async fn model_change_sends_agent_back_to_review(store: Arc<dyn Store>) {
         .create_agent(
             &registration("bot", &["owner@example.com"], &[]),
             &td().await,
-            &join(), &ctx("a"),
+            &join(),
+            &ctx("a"),
         )
         .await
         .expect("create");
@@ -741,7 +759,8 @@ async fn retired_agents_are_frozen_and_kept(store: Arc<dyn Store>) {
         .create_agent(
             &registration("bot", &["owner@example.com"], &[]),
             &td().await,
-            &join(), &ctx("a"),
+            &join(),
+            &ctx("a"),
         )
         .await
         .expect("create");
@@ -785,7 +804,8 @@ async fn failed_update_changes_nothing(store: Arc<dyn Store>) {
         .create_agent(
             &registration("bot", &["owner@example.com"], &["crm"]),
             &td().await,
-            &join(), &ctx("a"),
+            &join(),
+            &ctx("a"),
         )
         .await
         .expect("create");
@@ -829,7 +849,12 @@ async fn list_filters(store: Arc<dyn Store>) {
         ("a3", "owner@example.com"),
     ] {
         store
-            .create_agent(&registration(name, &[owner], &[]), &td().await, &join(), &ctx("a"))
+            .create_agent(
+                &registration(name, &[owner], &[]),
+                &td().await,
+                &join(),
+                &ctx("a"),
+            )
             .await
             .expect("create");
     }
@@ -875,7 +900,8 @@ async fn concurrent_transitions_do_not_lose_updates(store: Arc<dyn Store>) {
         .create_agent(
             &registration("bot", &["owner@example.com"], &[]),
             &td().await,
-            &join(), &ctx("a"),
+            &join(),
+            &ctx("a"),
         )
         .await
         .expect("create");
@@ -915,80 +941,205 @@ async fn concurrent_transitions_do_not_lose_updates(store: Arc<dyn Store>) {
     assert_eq!(Some(agent.state), history.last().map(|h| h.to));
 }
 
-
 async fn enrollment_consumes_the_join_token_once(store: Arc<dyn Store>) {
     seeded(&store).await;
     let (secret, rec) = join_with(Duration::hours(1));
     let agent = store
-        .create_agent(&registration("bot", &["owner@example.com"], &[]), &TrustDomain::default(), &rec, &ctx("a"))
+        .create_agent(
+            &registration("bot", &["owner@example.com"], &[]),
+            &TrustDomain::default(),
+            &rec,
+            &ctx("a"),
+        )
         .await
         .expect("create");
-    let (a, k) = store.agent_by_spiffe_id(&agent.spiffe_id).await.expect("lookup").expect("found");
+    let (a, k) = store
+        .agent_by_spiffe_id(&agent.spiffe_id)
+        .await
+        .expect("lookup")
+        .expect("found");
     assert_eq!((a.id, k), (agent.id, None), "no key before enrollment");
     let hash = token::TokenHash::of(&secret);
-    let enrolled = store.enroll_agent(&hash, &key("k1"), Utc::now()).await.expect("enroll");
+    let enrolled = store
+        .enroll_agent(&hash, &key("k1"), Utc::now())
+        .await
+        .expect("enroll");
     assert_eq!(enrolled.id, agent.id);
-    let (_, k) = store.agent_by_spiffe_id(&agent.spiffe_id).await.expect("lookup").expect("found");
+    let (_, k) = store
+        .agent_by_spiffe_id(&agent.spiffe_id)
+        .await
+        .expect("lookup")
+        .expect("found");
     assert_eq!(k.map(|k| k.kid), Some("k1".to_owned()));
-    let err = store.enroll_agent(&hash, &key("k2"), Utc::now()).await.expect_err("reuse");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("already been used")), "{err}");
-    let (_, k) = store.agent_by_spiffe_id(&agent.spiffe_id).await.expect("lookup").expect("found");
-    assert_eq!(k.map(|k| k.kid), Some("k1".to_owned()), "a refused enrollment changes nothing");
+    let err = store
+        .enroll_agent(&hash, &key("k2"), Utc::now())
+        .await
+        .expect_err("reuse");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already been used")),
+        "{err}"
+    );
+    let (_, k) = store
+        .agent_by_spiffe_id(&agent.spiffe_id)
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(
+        k.map(|k| k.kid),
+        Some("k1".to_owned()),
+        "a refused enrollment changes nothing"
+    );
     // Re-enrollment with a new join token replaces the key.
     let (secret2, rec2) = join_with(Duration::hours(1));
-    store.issue_join_token(&agent_name("bot"), &rec2, &ctx("a")).await.expect("reissue");
-    store.enroll_agent(&token::TokenHash::of(&secret2), &key("k3"), Utc::now()).await.expect("re-enroll");
-    let (_, k) = store.agent_by_spiffe_id(&agent.spiffe_id).await.expect("lookup").expect("found");
+    store
+        .issue_join_token(&agent_name("bot"), &rec2, &ctx("a"))
+        .await
+        .expect("reissue");
+    store
+        .enroll_agent(&token::TokenHash::of(&secret2), &key("k3"), Utc::now())
+        .await
+        .expect("re-enroll");
+    let (_, k) = store
+        .agent_by_spiffe_id(&agent.spiffe_id)
+        .await
+        .expect("lookup")
+        .expect("found");
     assert_eq!(k.map(|k| k.kid), Some("k3".to_owned()));
     let (unknown, _) = token::generate();
-    let err = store.enroll_agent(&token::TokenHash::of(&unknown), &key("k4"), Utc::now()).await.expect_err("unknown");
+    let err = store
+        .enroll_agent(&token::TokenHash::of(&unknown), &key("k4"), Utc::now())
+        .await
+        .expect_err("unknown");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
-    assert!(store.agent_by_spiffe_id("spiffe://warden.local/agent/nobody").await.expect("lookup").is_none());
+    assert!(
+        store
+            .agent_by_spiffe_id("spiffe://warden.local/agent/nobody")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
 }
 
 async fn expired_and_replaced_join_tokens_do_not_enroll(store: Arc<dyn Store>) {
     seeded(&store).await;
     let (old, rec) = join_with(Duration::hours(1));
     store
-        .create_agent(&registration("bot", &["owner@example.com"], &[]), &TrustDomain::default(), &rec, &ctx("a"))
+        .create_agent(
+            &registration("bot", &["owner@example.com"], &[]),
+            &TrustDomain::default(),
+            &rec,
+            &ctx("a"),
+        )
         .await
         .expect("create");
     let (short, rec2) = join_with(Duration::seconds(1));
-    store.issue_join_token(&agent_name("bot"), &rec2, &ctx("a")).await.expect("reissue");
-    let err = store.enroll_agent(&token::TokenHash::of(&old), &key("k1"), Utc::now()).await.expect_err("replaced");
+    store
+        .issue_join_token(&agent_name("bot"), &rec2, &ctx("a"))
+        .await
+        .expect("reissue");
+    let err = store
+        .enroll_agent(&token::TokenHash::of(&old), &key("k1"), Utc::now())
+        .await
+        .expect_err("replaced");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
     let later = Utc::now() + Duration::seconds(5);
-    let err = store.enroll_agent(&token::TokenHash::of(&short), &key("k1"), later).await.expect_err("expired");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("expired")), "{err}");
-    store.transition_agent(&agent_name("bot"), LifecycleAction::Retire, "", &ctx("a")).await.expect("retire");
-    let err = store.issue_join_token(&agent_name("bot"), &join(), &ctx("a")).await.expect_err("retired");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("retired")), "{err}");
+    let err = store
+        .enroll_agent(&token::TokenHash::of(&short), &key("k1"), later)
+        .await
+        .expect_err("expired");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("expired")),
+        "{err}"
+    );
+    store
+        .transition_agent(&agent_name("bot"), LifecycleAction::Retire, "", &ctx("a"))
+        .await
+        .expect("retire");
+    let err = store
+        .issue_join_token(&agent_name("bot"), &join(), &ctx("a"))
+        .await
+        .expect_err("retired");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("retired")),
+        "{err}"
+    );
 }
 
 async fn jti_replays_are_refused(store: Arc<dyn Store>) {
     let exp = Utc::now() + Duration::minutes(5);
-    assert!(store.remember_jti("spiffe://x/agent/a", "j1", exp).await.expect("first"));
-    assert!(!store.remember_jti("spiffe://x/agent/a", "j1", exp).await.expect("replay"));
-    assert!(store.remember_jti("spiffe://x/agent/b", "j1", exp).await.expect("other issuer"));
-    assert!(store.remember_jti("spiffe://x/agent/a", "old", Utc::now() - Duration::minutes(1)).await.expect("old"));
+    assert!(
+        store
+            .remember_jti("spiffe://x/agent/a", "j1", exp)
+            .await
+            .expect("first")
+    );
+    assert!(
+        !store
+            .remember_jti("spiffe://x/agent/a", "j1", exp)
+            .await
+            .expect("replay")
+    );
+    assert!(
+        store
+            .remember_jti("spiffe://x/agent/b", "j1", exp)
+            .await
+            .expect("other issuer")
+    );
+    assert!(
+        store
+            .remember_jti("spiffe://x/agent/a", "old", Utc::now() - Duration::minutes(1))
+            .await
+            .expect("old")
+    );
     assert_eq!(store.purge_expired_jtis(Utc::now()).await.expect("purge"), 1);
-    assert!(!store.remember_jti("spiffe://x/agent/a", "j1", exp).await.expect("still remembered"));
+    assert!(
+        !store
+            .remember_jti("spiffe://x/agent/a", "j1", exp)
+            .await
+            .expect("still remembered")
+    );
 }
 
 async fn tasks_need_an_active_agent(store: Arc<dyn Store>) {
     seeded(&store).await;
     store
-        .create_agent(&registration("bot", &["owner@example.com"], &[]), &TrustDomain::default(), &join(), &ctx("a"))
+        .create_agent(
+            &registration("bot", &["owner@example.com"], &[]),
+            &TrustDomain::default(),
+            &join(),
+            &ctx("a"),
+        )
         .await
         .expect("create");
-    let err = store.create_task(&new_task("bot", None), &ctx("bot")).await.expect_err("pending");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("pending_review")), "{err}");
-    store.transition_agent(&agent_name("bot"), LifecycleAction::Activate, "", &ctx("a")).await.expect("activate");
-    let t = store.create_task(&new_task("bot", None), &ctx("spiffe://warden.local/agent/bot")).await.expect("task");
-    assert_eq!((t.state, t.depth, t.agent.as_str()), (TaskState::Active, 0, "bot"));
+    let err = store
+        .create_task(&new_task("bot", None), &ctx("bot"))
+        .await
+        .expect_err("pending");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("pending_review")),
+        "{err}"
+    );
+    store
+        .transition_agent(&agent_name("bot"), LifecycleAction::Activate, "", &ctx("a"))
+        .await
+        .expect("activate");
+    let t = store
+        .create_task(&new_task("bot", None), &ctx("spiffe://warden.local/agent/bot"))
+        .await
+        .expect("task");
+    assert_eq!(
+        (t.state, t.depth, t.agent.as_str()),
+        (TaskState::Active, 0, "bot")
+    );
     assert_eq!(t.agent_spiffe_id, "spiffe://warden.local/agent/bot");
     assert_eq!(store.get_task(t.id).await.expect("get"), Some(t.clone()));
-    let listed = store.list_tasks(&TaskFilter { agent: Some(agent_name("bot")), state: None }).await.expect("list");
+    let listed = store
+        .list_tasks(&TaskFilter {
+            agent: Some(agent_name("bot")),
+            state: None,
+        })
+        .await
+        .expect("list");
     assert_eq!(listed, vec![t.clone()]);
     let mut bad = new_task("bot", Some(&t));
     bad.depth = 5;
@@ -997,9 +1148,20 @@ async fn tasks_need_an_active_agent(store: Arc<dyn Store>) {
     let mut orphan = new_task("bot", None);
     orphan.parent_id = Some(Uuid::new_v4());
     orphan.depth = 1;
-    let err = store.create_task(&orphan, &ctx("x")).await.expect_err("no parent");
+    let err = store
+        .create_task(&orphan, &ctx("x"))
+        .await
+        .expect_err("no parent");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
-    assert_eq!(store.list_tasks(&TaskFilter::default()).await.expect("list").len(), 1, "refusals wrote nothing");
+    assert_eq!(
+        store
+            .list_tasks(&TaskFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        1,
+        "refusals wrote nothing"
+    );
 }
 
 async fn ending_a_task_revokes_its_delegations(store: Arc<dyn Store>) {
@@ -1008,26 +1170,54 @@ async fn ending_a_task_revokes_its_delegations(store: Arc<dyn Store>) {
     active_agent(&store, "child").await;
     active_agent(&store, "grandchild").await;
     let mut events = store.events();
-    let p = store.create_task(&new_task("parent", None), &ctx("p")).await.expect("parent task");
-    let c = store.create_task(&new_task("child", Some(&p)), &ctx("c")).await.expect("child task");
-    let g = store.create_task(&new_task("grandchild", Some(&c)), &ctx("g")).await.expect("grandchild task");
-    let other = store.create_task(&new_task("child", None), &ctx("c")).await.expect("unrelated task");
+    let p = store
+        .create_task(&new_task("parent", None), &ctx("p"))
+        .await
+        .expect("parent task");
+    let c = store
+        .create_task(&new_task("child", Some(&p)), &ctx("c"))
+        .await
+        .expect("child task");
+    let g = store
+        .create_task(&new_task("grandchild", Some(&c)), &ctx("g"))
+        .await
+        .expect("grandchild task");
+    let other = store
+        .create_task(&new_task("child", None), &ctx("c"))
+        .await
+        .expect("unrelated task");
     let mut stopped = store.end_task(p.id, "done", &ctx("p")).await.expect("end");
     stopped.sort();
     let mut want = vec![p.id, c.id, g.id];
     want.sort();
     assert_eq!(stopped, want);
-    assert_eq!(revoked_ids(&mut events), want, "an event announces every stopped task");
+    assert_eq!(
+        revoked_ids(&mut events),
+        want,
+        "an event announces every stopped task"
+    );
     let p2 = store.get_task(p.id).await.expect("get").expect("kept");
-    assert_eq!((p2.state, p2.end_reason.as_deref()), (TaskState::Ended, Some("done")));
+    assert_eq!(
+        (p2.state, p2.end_reason.as_deref()),
+        (TaskState::Ended, Some("done"))
+    );
     let g2 = store.get_task(g.id).await.expect("get").expect("kept");
     assert_eq!(g2.state, TaskState::Revoked);
     assert!(g2.end_reason.as_deref().is_some_and(|r| r.contains("ended")));
-    assert_eq!(store.get_task(other.id).await.expect("get").expect("kept").state, TaskState::Active);
+    assert_eq!(
+        store.get_task(other.id).await.expect("get").expect("kept").state,
+        TaskState::Active
+    );
     let err = store.end_task(p.id, "again", &ctx("p")).await.expect_err("ended");
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-    let err = store.create_task(&new_task("child", Some(&p2)), &ctx("c")).await.expect_err("parent ended");
-    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("not active")), "{err}");
+    let err = store
+        .create_task(&new_task("child", Some(&p2)), &ctx("c"))
+        .await
+        .expect_err("parent ended");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("not active")),
+        "{err}"
+    );
 }
 
 async fn suspension_revokes_the_agent_tasks_and_their_delegations(store: Arc<dyn Store>) {
@@ -1035,11 +1225,25 @@ async fn suspension_revokes_the_agent_tasks_and_their_delegations(store: Arc<dyn
     active_agent(&store, "parent").await;
     active_agent(&store, "child").await;
     let mut events = store.events();
-    let p = store.create_task(&new_task("parent", None), &ctx("p")).await.expect("parent task");
-    let c = store.create_task(&new_task("child", Some(&p)), &ctx("c")).await.expect("child task");
-    let own = store.create_task(&new_task("child", None), &ctx("c")).await.expect("child's own task");
+    let p = store
+        .create_task(&new_task("parent", None), &ctx("p"))
+        .await
+        .expect("parent task");
+    let c = store
+        .create_task(&new_task("child", Some(&p)), &ctx("c"))
+        .await
+        .expect("child task");
+    let own = store
+        .create_task(&new_task("child", None), &ctx("c"))
+        .await
+        .expect("child's own task");
     let change = store
-        .transition_agent(&agent_name("parent"), LifecycleAction::Suspend, "incident", &ctx("sec"))
+        .transition_agent(
+            &agent_name("parent"),
+            LifecycleAction::Suspend,
+            "incident",
+            &ctx("sec"),
+        )
         .await
         .expect("suspend");
     let mut got = change.revoked_tasks.clone();
@@ -1048,24 +1252,53 @@ async fn suspension_revokes_the_agent_tasks_and_their_delegations(store: Arc<dyn
     want.sort();
     assert_eq!(got, want, "the agent's task and the task delegated from it");
     assert_eq!(revoked_ids(&mut events), want);
-    assert_eq!(store.get_task(own.id).await.expect("get").expect("kept").state, TaskState::Active);
-    let err = store.create_task(&new_task("parent", None), &ctx("p")).await.expect_err("suspended");
+    assert_eq!(
+        store.get_task(own.id).await.expect("get").expect("kept").state,
+        TaskState::Active
+    );
+    let err = store
+        .create_task(&new_task("parent", None), &ctx("p"))
+        .await
+        .expect_err("suspended");
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
 }
 
 async fn model_change_revokes_tasks(store: Arc<dyn Store>) {
     seeded(&store).await;
     active_agent(&store, "bot").await;
-    let t = store.create_task(&new_task("bot", None), &ctx("b")).await.expect("task");
-    let update = AgentUpdate { description: Some(Description::parse("x").expect("valid")), ..Default::default() };
-    let change = store.update_agent(&agent_name("bot"), &update, &ctx("a")).await.expect("update");
-    assert!(change.revoked_tasks.is_empty(), "a description change revokes nothing");
-    let update = AgentUpdate { model: Some(Model::parse("p/m@2").expect("valid")), ..Default::default() };
-    let change = store.update_agent(&agent_name("bot"), &update, &ctx("a")).await.expect("update");
+    let t = store
+        .create_task(&new_task("bot", None), &ctx("b"))
+        .await
+        .expect("task");
+    let update = AgentUpdate {
+        description: Some(Description::parse("x").expect("valid")),
+        ..Default::default()
+    };
+    let change = store
+        .update_agent(&agent_name("bot"), &update, &ctx("a"))
+        .await
+        .expect("update");
+    assert!(
+        change.revoked_tasks.is_empty(),
+        "a description change revokes nothing"
+    );
+    let update = AgentUpdate {
+        model: Some(Model::parse("p/m@2").expect("valid")),
+        ..Default::default()
+    };
+    let change = store
+        .update_agent(&agent_name("bot"), &update, &ctx("a"))
+        .await
+        .expect("update");
     assert_eq!(change.revoked_tasks, vec![t.id]);
     let t2 = store.get_task(t.id).await.expect("get").expect("kept");
     assert_eq!(t2.state, TaskState::Revoked);
-    assert!(t2.end_reason.as_deref().is_some_and(|r| r.contains("model changed")), "{t2:?}");
+    assert!(
+        t2.end_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("model changed")),
+        "{t2:?}"
+    );
 }
 
 async fn removing_the_last_owner_suspends_the_agent(store: Arc<dyn Store>) {
@@ -1080,33 +1313,85 @@ async fn removing_the_last_owner_suspends_the_agent(store: Arc<dyn Store>) {
         )
         .await
         .expect("create");
-    store.transition_agent(&agent_name("shared"), LifecycleAction::Activate, "", &ctx("a")).await.expect("activate");
-    let t = store.create_task(&new_task("solo", None), &ctx("s")).await.expect("task");
-    let shared_task = store.create_task(&new_task("shared", None), &ctx("s")).await.expect("task");
+    store
+        .transition_agent(&agent_name("shared"), LifecycleAction::Activate, "", &ctx("a"))
+        .await
+        .expect("activate");
+    let t = store
+        .create_task(&new_task("solo", None), &ctx("s"))
+        .await
+        .expect("task");
+    let shared_task = store
+        .create_task(&new_task("shared", None), &ctx("s"))
+        .await
+        .expect("task");
     let (tok, rec) = token_record("owner@example.com", Duration::hours(1));
     store.create_api_token(&rec, &ctx("a")).await.expect("token");
 
-    let removal = store.remove_human(&email("owner@example.com"), &ctx("hr@example.com")).await.expect("remove");
+    let removal = store
+        .remove_human(&email("owner@example.com"), &ctx("hr@example.com"))
+        .await
+        .expect("remove");
     assert_eq!(removal.orphaned_agents, vec![agent_name("solo")]);
     assert_eq!(removal.revoked_tasks, vec![t.id]);
     assert_eq!(removal.revoked_api_tokens, 1);
     assert_eq!(removal.human.disabled_by.as_deref(), Some("hr@example.com"));
-    let solo = store.get_agent(&agent_name("solo")).await.expect("get").expect("kept");
+    let solo = store
+        .get_agent(&agent_name("solo"))
+        .await
+        .expect("get")
+        .expect("kept");
     assert_eq!((solo.state, solo.owners.len()), (AgentState::Suspended, 0));
-    let last = store.agent_history(&agent_name("solo")).await.expect("history").pop().expect("entry");
+    let last = store
+        .agent_history(&agent_name("solo"))
+        .await
+        .expect("history")
+        .pop()
+        .expect("entry");
     assert!(last.reason.contains("last owner"), "{}", last.reason);
-    let shared = store.get_agent(&agent_name("shared")).await.expect("get").expect("kept");
-    assert_eq!((shared.state, shared.owners.clone()), (AgentState::Active, vec![email("second@example.com")]));
-    assert_eq!(store.get_task(shared_task.id).await.expect("get").expect("kept").state, TaskState::Active);
-    let found = store.find_token(&TokenHash::of(&tok)).await.expect("find").expect("kept for audit");
+    let shared = store
+        .get_agent(&agent_name("shared"))
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        (shared.state, shared.owners.clone()),
+        (AgentState::Active, vec![email("second@example.com")])
+    );
+    assert_eq!(
+        store
+            .get_task(shared_task.id)
+            .await
+            .expect("get")
+            .expect("kept")
+            .state,
+        TaskState::Active
+    );
+    let found = store
+        .find_token(&TokenHash::of(&tok))
+        .await
+        .expect("find")
+        .expect("kept for audit");
     assert!(found.token.revoked_at.is_some());
     assert!(found.human.disabled_at.is_some());
-    let err = store.remove_human(&email("owner@example.com"), &ctx("hr")).await.expect_err("twice");
+    let err = store
+        .remove_human(&email("owner@example.com"), &ctx("hr"))
+        .await
+        .expect_err("twice");
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     // A removed human cannot become an owner again.
-    let update = AgentUpdate { owners: Some(vec![email("owner@example.com")]), ..Default::default() };
-    let err = store.update_agent(&agent_name("solo"), &update, &ctx("a")).await.expect_err("removed owner");
-    assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "owners[0]"), "{err}");
+    let update = AgentUpdate {
+        owners: Some(vec![email("owner@example.com")]),
+        ..Default::default()
+    };
+    let err = store
+        .update_agent(&agent_name("solo"), &update, &ctx("a"))
+        .await
+        .expect_err("removed owner");
+    assert!(
+        matches!(err, StoreError::Invalid(ref v) if v.field == "owners[0]"),
+        "{err}"
+    );
 }
 
 async fn signing_keys_publish_and_retire(store: Arc<dyn Store>) {
@@ -1119,7 +1404,10 @@ async fn signing_keys_publish_and_retire(store: Arc<dyn Store>) {
         retire_after: None,
     };
     store.publish_signing_key(&k).await.expect("publish");
-    store.publish_signing_key(&k).await.expect("publishing twice is harmless");
+    store
+        .publish_signing_key(&k)
+        .await
+        .expect("publishing twice is harmless");
     assert!(matches!(events.try_recv(), Ok(StoreEvent::SigningKeysChanged)));
     let at = Utc::now() + Duration::minutes(10);
     store.retire_signing_key("kid-1", at).await.expect("retire");
@@ -1127,8 +1415,16 @@ async fn signing_keys_publish_and_retire(store: Arc<dyn Store>) {
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].retire_after.map(|t| t.timestamp()), Some(at.timestamp()));
     // Retiring later than already scheduled does not extend the key's life.
-    store.retire_signing_key("kid-1", at + Duration::hours(1)).await.expect("no-op");
-    assert_eq!(store.signing_keys().await.expect("list")[0].retire_after.map(|t| t.timestamp()), Some(at.timestamp()));
+    store
+        .retire_signing_key("kid-1", at + Duration::hours(1))
+        .await
+        .expect("no-op");
+    assert_eq!(
+        store.signing_keys().await.expect("list")[0]
+            .retire_after
+            .map(|t| t.timestamp()),
+        Some(at.timestamp())
+    );
     let err = store.retire_signing_key("nope", at).await.expect_err("unknown");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 }
@@ -1143,7 +1439,10 @@ async fn postgres_revocations_reach_other_nodes() {
     let mut on_b = node_b.events();
     seeded(&node_a).await;
     active_agent(&node_a, "bot").await;
-    let t = node_a.create_task(&new_task("bot", None), &ctx("b")).await.expect("task");
+    let t = node_a
+        .create_task(&new_task("bot", None), &ctx("b"))
+        .await
+        .expect("task");
     node_a.end_task(t.id, "done", &ctx("b")).await.expect("end");
     let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {

@@ -9,7 +9,7 @@ use warden_core::{
     Agent, AgentDetail, AgentName, AgentRegistration, AgentState, AgentUpdate, Email, LifecycleAction,
     Permission,
 };
-use warden_store::{AgentChange, AgentFilter};
+use warden_store::{AgentChange, AgentFilter, JoinTokenRecord};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
@@ -46,11 +46,52 @@ pub(crate) fn parse_name(raw: &str) -> Result<AgentName, ApiError> {
     Ok(AgentName::parse(raw)?)
 }
 
+/// A registered agent and its one-time join token.
+#[derive(Serialize, ToSchema)]
+pub struct AgentRegistered {
+    #[serde(flatten)]
+    pub agent: Agent,
+    /// Shown once: the agent enrolls its own key with it (`warden agent enroll`). Single use.
+    pub join_token: String,
+    pub join_token_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Debug for AgentRegistered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentRegistered")
+            .field("agent", &self.agent)
+            .field("join_token", &"REDACTED")
+            .finish()
+    }
+}
+
+/// A fresh join token.
+#[derive(Serialize, ToSchema)]
+pub struct JoinToken {
+    pub join_token: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinToken")
+            .field("join_token", &"REDACTED")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+fn new_join(state: &AppState) -> (warden_core::Secret<String>, JoinTokenRecord) {
+    let (secret, hash) = warden_core::token::generate_join();
+    let expires_at = chrono::Utc::now() + state.identity.settings.join_token_ttl;
+    (secret, JoinTokenRecord { hash, expires_at })
+}
+
 #[utoipa::path(
     post, path = "/v1/agents", tag = "agents",
     request_body = AgentRegistration,
     responses(
-        (status = 201, description = "Registered, in `pending_review`", body = Agent),
+        (status = 201, description = "Registered, in `pending_review`, with a one-time join token", body = AgentRegistered),
         (status = 400, description = "Invalid field", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "Name taken (also by a retired agent)", body = ErrorBody),
@@ -61,14 +102,53 @@ pub async fn register(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<AgentRegistration>,
-) -> Result<(StatusCode, Json<Agent>), ApiError> {
+) -> Result<(StatusCode, Json<AgentRegistered>), ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
+    let (secret, join) = new_join(&state);
     let agent = state
         .store
-        .create_agent(&body, &state.trust_domain, &permit.context())
+        .create_agent(&body, &state.trust_domain, &join, &permit.context())
         .await?;
     tracing::info!(agent = %agent.name, spiffe_id = %agent.spiffe_id, by = %caller.human.email, "agent registered");
-    Ok((StatusCode::CREATED, Json(agent)))
+    Ok((
+        StatusCode::CREATED,
+        Json(AgentRegistered {
+            agent,
+            join_token: secret.into_inner(),
+            join_token_expires_at: join.expires_at,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/v1/agents/{name}/join-token", tag = "agents",
+    params(("name" = String, Path, description = "Agent name")),
+    responses(
+        (status = 201, description = "A new join token (older unused ones stop working); enrolling with it replaces the agent's key", body = JoinToken),
+        (status = 404, body = ErrorBody), (status = 409, description = "The agent is retired", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn join_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<(StatusCode, Json<JoinToken>), ApiError> {
+    let permit = caller.require(Permission::WriteRegistry)?;
+    let name = parse_name(&name)?;
+    let (secret, join) = new_join(&state);
+    state
+        .store
+        .issue_join_token(&name, &join, &permit.context())
+        .await?;
+    tracing::info!(agent = %name, by = %caller.human.email, "join token issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinToken {
+            join_token: secret.into_inner(),
+            expires_at: join.expires_at,
+        }),
+    ))
 }
 
 #[utoipa::path(
@@ -163,10 +243,12 @@ async fn lifecycle(
 
 /// Publishes the revocation hook when a change invalidates the agent's credentials.
 fn publish(state: &AppState, change: AgentChange) -> Agent {
+    state.forget_tasks(&change.revoked_tasks);
     if let Some(reason) = change.credentials_invalidated {
         state.publish(RegistryEvent::CredentialsInvalidated {
             agent: change.agent.name.clone(),
             reason,
+            revoked_tasks: change.revoked_tasks.len(),
         });
     }
     change.agent

@@ -114,6 +114,55 @@ pub async fn show(
     Ok(Json(human))
 }
 
+/// What removing a human did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HumanRemoved {
+    pub human: Human,
+    pub revoked_api_tokens: usize,
+    /// Agents left without an owner, now suspended.
+    pub orphaned_agents: Vec<warden_core::AgentName>,
+    pub revoked_tasks: usize,
+}
+
+#[utoipa::path(
+    delete, path = "/v1/humans/{email}", tag = "humans",
+    params(("email" = String, Path)),
+    responses(
+        (status = 200, description = "Removed (kept for audit): tokens revoked, owned agents without another owner suspended", body = HumanRemoved),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Already removed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(email): ApiPath<String>,
+) -> Result<Json<HumanRemoved>, ApiError> {
+    let permit = caller.require(Permission::ManageHumans)?;
+    let email = parse_email(&email)?;
+    if email == caller.human.email {
+        return Err(ApiError::Conflict(
+            "you cannot remove yourself; ask another admin".into(),
+        ));
+    }
+    let removal = state.store.remove_human(&email, &permit.context()).await?;
+    state.forget_tasks(&removal.revoked_tasks);
+    for agent in &removal.orphaned_agents {
+        state.publish(crate::RegistryEvent::CredentialsInvalidated {
+            agent: agent.clone(),
+            reason: format!("last owner {email} removed"),
+            revoked_tasks: removal.revoked_tasks.len(),
+        });
+    }
+    tracing::info!(human = %email, by = %caller.human.email, orphaned = removal.orphaned_agents.len(), "human removed");
+    Ok(Json(HumanRemoved {
+        human: removal.human,
+        revoked_api_tokens: removal.revoked_api_tokens,
+        orphaned_agents: removal.orphaned_agents,
+        revoked_tasks: removal.revoked_tasks.len(),
+    }))
+}
+
 #[utoipa::path(
     post, path = "/v1/humans/{email}/tokens", tag = "humans",
     params(("email" = String, Path)), request_body = NewApiToken,

@@ -9,6 +9,8 @@
 
 pub mod agents;
 pub mod humans;
+pub mod tasks;
+pub mod tokens;
 pub mod upstreams;
 
 use std::time::Duration;
@@ -51,10 +53,12 @@ impl Default for HttpLimits {
     paths(
         health,
         agents::register, agents::list, agents::show, agents::update,
-        agents::activate, agents::suspend, agents::retire,
+        agents::activate, agents::suspend, agents::retire, agents::join_token,
         upstreams::add, upstreams::list, upstreams::show, upstreams::remove,
-        humans::whoami, humans::add, humans::list, humans::show,
+        humans::whoami, humans::add, humans::list, humans::show, humans::remove,
         humans::create_token, humans::list_tokens, humans::revoke_token,
+        tokens::enroll, tokens::token, tokens::jwks, tokens::metadata,
+        tasks::current, tasks::end_current, tasks::list, tasks::show, tasks::end, tasks::rotate_keys,
     ),
     components(schemas(ErrorBody, Health)),
     modifiers(&BearerAuth),
@@ -62,6 +66,8 @@ impl Default for HttpLimits {
         (name = "agents", description = "Non-human identities"),
         (name = "upstreams", description = "Systems agents reach through Warden"),
         (name = "humans", description = "People and their API tokens"),
+        (name = "identity", description = "Agent enrollment, RFC 8693 token exchange, signing keys"),
+        (name = "tasks", description = "Tasks and their credentials"),
         (name = "health", description = "Liveness and store health"),
     )
 )]
@@ -76,7 +82,23 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A human's API token"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "task_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An agent's task token (with a DPoP proof when it is DPoP-bound)",
+                    ))
+                    .build(),
+            ),
         );
     }
 }
@@ -90,13 +112,22 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/agents/{name}/activate", post(agents::activate))
         .route("/agents/{name}/suspend", post(agents::suspend))
         .route("/agents/{name}/retire", post(agents::retire))
+        .route("/agents/{name}/join-token", post(agents::join_token))
+        .route("/enroll", post(tokens::enroll))
+        .route("/token", post(tokens::token))
+        .route("/task", get(tasks::current))
+        .route("/task/end", post(tasks::end_current))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{id}", get(tasks::show))
+        .route("/tasks/{id}/end", post(tasks::end))
+        .route("/keys/rotate", post(tasks::rotate_keys))
         .route("/upstreams", post(upstreams::add).get(upstreams::list))
         .route(
             "/upstreams/{name}",
             get(upstreams::show).delete(upstreams::remove),
         )
         .route("/humans", post(humans::add).get(humans::list))
-        .route("/humans/{email}", get(humans::show))
+        .route("/humans/{email}", get(humans::show).delete(humans::remove))
         .route(
             "/humans/{email}/tokens",
             post(humans::create_token).get(humans::list_tokens),
@@ -106,6 +137,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/openapi.json", get(openapi));
     Router::new()
         .route("/healthz", get(health))
+        .route("/.well-known/jwks.json", get(tokens::jwks))
+        .route("/.well-known/oauth-authorization-server", get(tokens::metadata))
         .nest("/v1", v1)
         .fallback(not_found)
         .with_state(state)

@@ -1,0 +1,547 @@
+//! The credential endpoints agents use: enrollment (`POST /v1/enroll`), RFC 8693 token exchange
+//! (`POST /v1/token`: start a task, renew its token, delegate part of it), the JWKS and the RFC 8414
+//! discovery document.
+//!
+//! Start: `subject_token` is the agent's own assertion (RFC 7523 style, signed with its enrolled key) or
+//! a token from a trusted issuer; `authorization_details` carries the task's intent. Renewal:
+//! `subject_token` is the task token, `actor_token` the same agent's assertion. Delegation:
+//! `subject_token` is the parent's task token, `actor_token` the child agent's assertion; the child's
+//! scope is the parent's narrowed to what the child may do, and the chain goes into `act`.
+//!
+//! DPoP (RFC 9449): a proof sent when starting a task binds the task's tokens to its key (`cnf.jkt`).
+//! A bound task token must come with a proof by that key, at renewal as everywhere. A delegated token
+//! is bound to the proof's key only when the parent token was not bound (a bound parent token's proof
+//! proves the parent's key, which the child does not hold).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use warden_core::token::{self, TokenHash};
+use warden_core::{Agent, AgentState, Allowed, ChangeContext, Secret, Task};
+use warden_identity::{
+    Actor, Confirmation, PublicKey, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT, TOKEN_TYPE_TASK, TaskClaims,
+    TaskIntent, TokenError, TokenExchangeRequest, TokenExchangeResponse,
+};
+use warden_store::{AgentKey, NewTask, StoreError};
+
+use crate::oauth::{OAuthError, OAuthErrorBody};
+use crate::tasks::{remember_proof, verify_task_credential};
+use crate::{AppState, decide};
+
+/// Largest token request body (form-encoded); tokens are at most 8 KiB each, intents 16 KiB.
+const MAX_TOKEN_REQUEST_BYTES: usize = 48 * 1024;
+
+// ---------------------------------------------------------------------------------------------------
+// Enrollment
+
+/// An agent's enrollment: the one-time join token and its own public key.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The join token `agent register` returned (`wdn_jt_…`).
+    pub join_token: String,
+    /// The agent's Ed25519 public key as a JWK (`{"kty":"OKP","crv":"Ed25519","x":…}`).
+    #[schema(value_type = Object)]
+    pub public_key: serde_json::Value,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("join_token", &"REDACTED")
+            .field("public_key", &self.public_key)
+            .finish()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Enrolled {
+    pub agent: String,
+    pub spiffe_id: String,
+    /// The key id Warden recorded (RFC 7638 thumbprint).
+    pub kid: String,
+    /// The audience assertions must name (`aud`), and the `iss` of task tokens.
+    pub issuer: String,
+    pub token_endpoint: String,
+}
+
+#[utoipa::path(
+    post, path = "/v1/enroll", tag = "identity", request_body = EnrollRequest,
+    responses(
+        (status = 200, description = "Enrolled; from now on the agent authenticates with assertions signed by this key", body = Enrolled),
+        (status = 400, body = OAuthErrorBody),
+        (status = 401, description = "Unknown, used or expired join token", body = OAuthErrorBody),
+    )
+)]
+pub async fn enroll(State(state): State<AppState>, body: Bytes) -> Result<Json<Enrolled>, OAuthError> {
+    let req: EnrollRequest = serde_json::from_slice(&body)
+        .map_err(|e| OAuthError::invalid_request(format!("the enrollment request is not valid: {e}")))?;
+    let join = Secret::new(req.join_token);
+    token::check_join_shape(join.expose())
+        .map_err(|m| OAuthError::invalid_grant(format!("join token: {m}")))?;
+    let key = PublicKey::from_jwk(&req.public_key)
+        .map_err(|e| OAuthError::invalid_request(format!("public_key: {e}")))?;
+    let now = Utc::now();
+    let record = AgentKey {
+        kid: key.kid().to_owned(),
+        public_x: key.x_b64(),
+        created_at: now,
+    };
+    let agent = state
+        .store
+        .enroll_agent(&TokenHash::of(&join), &record, now)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                OAuthError::invalid_grant("the join token is not known (or was replaced by a newer one)")
+            }
+            StoreError::Conflict(m) => OAuthError::invalid_grant(m),
+            other => other.into(),
+        })?;
+    tracing::info!(agent = %agent.name, kid = key.kid(), "agent enrolled");
+    let s = &state.identity.settings;
+    Ok(Json(Enrolled {
+        agent: agent.name.to_string(),
+        spiffe_id: agent.spiffe_id,
+        kid: key.kid().to_owned(),
+        issuer: s.issuer.clone(),
+        token_endpoint: s.token_endpoint.clone(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Discovery and keys
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "identity",
+    responses((status = 200, description = "Public keys task tokens are signed with (JWK Set)")))]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut resp = Json(state.identity.keys.jwks(Utc::now())).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    resp
+}
+
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "identity",
+    responses((status = 200, description = "RFC 8414 metadata")))]
+pub async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let s = &state.identity.settings;
+    Json(serde_json::json!({
+        "issuer": s.issuer,
+        "token_endpoint": s.token_endpoint,
+        "jwks_uri": format!("{}/.well-known/jwks.json", s.issuer),
+        "grant_types_supported": [warden_identity::GRANT_TYPE_TOKEN_EXCHANGE],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "authorization_details_types_supported": ["warden_task"],
+        "warden_trust_domain": state.trust_domain.as_str(),
+        "warden_enroll_endpoint": format!("{}/v1/enroll", s.issuer),
+        "warden_task_token_type": TOKEN_TYPE_TASK,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Token exchange
+
+#[utoipa::path(
+    post, path = "/v1/token", tag = "identity",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "RFC 8693 token exchange"),
+    responses(
+        (status = 200, description = "A task token"),
+        (status = 400, body = OAuthErrorBody), (status = 401, body = OAuthErrorBody),
+        (status = 403, description = "Not allowed: agent not active, outside its scope, delegation limits", body = OAuthErrorBody),
+    )
+)]
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !form_type {
+        return Err(OAuthError::invalid_request(
+            "the token request must be `application/x-www-form-urlencoded`",
+        ));
+    }
+    if body.len() > MAX_TOKEN_REQUEST_BYTES {
+        return Err(OAuthError::invalid_request(format!(
+            "the token request is larger than {MAX_TOKEN_REQUEST_BYTES} bytes"
+        )));
+    }
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let req = TokenExchangeRequest::from_form(&pairs).map_err(|e| OAuthError::from_grant(&e))?;
+    let proof = dpop_header(&headers)?;
+    let now = Utc::now();
+    let issued = match req.subject_token_type.as_str() {
+        TOKEN_TYPE_JWT => start_task(&state, &req, proof.as_deref(), now).await?,
+        TOKEN_TYPE_TASK => renew_or_delegate(&state, &req, proof.as_deref(), now).await?,
+        other => {
+            return Err(OAuthError::invalid_request(format!(
+                "subject_token_type `{}` is not supported",
+                other.escape_debug()
+            )));
+        }
+    };
+    let mut resp = Json(TokenExchangeResponse {
+        access_token: issued.token.into_inner(),
+        issued_token_type: if req.requested_token_type.as_deref() == Some(TOKEN_TYPE_TASK) {
+            TOKEN_TYPE_TASK
+        } else {
+            TOKEN_TYPE_ACCESS
+        },
+        token_type: if issued.bound { "DPoP" } else { "Bearer" },
+        expires_in: issued.expires_in,
+        task_id: issued.task_id,
+        authorization_details: issued.authorization_details,
+    })
+    .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+struct Issued {
+    token: Secret<String>,
+    bound: bool,
+    expires_in: i64,
+    task_id: Uuid,
+    authorization_details: Vec<serde_json::Value>,
+}
+
+fn dpop_header(headers: &HeaderMap) -> Result<Option<String>, OAuthError> {
+    let mut all = headers.get_all("dpop").iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(OAuthError::invalid_request("more than one DPoP header"));
+    }
+    first
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| OAuthError::invalid_request("the DPoP header is not ASCII"))
+        })
+        .transpose()
+}
+
+/// Verifies a DPoP proof made for the token endpoint (no access token in it) and remembers its jti.
+async fn token_endpoint_proof(
+    state: &AppState,
+    proof: &str,
+    now: DateTime<Utc>,
+) -> Result<String, OAuthError> {
+    let p =
+        warden_identity::verify_dpop_proof(proof, "POST", &state.identity.settings.token_endpoint, None, now)
+            .map_err(|e| OAuthError::from_grant(&e))?;
+    remember_proof(state, &p).await?;
+    Ok(p.jkt)
+}
+
+/// Authenticates the agent behind an assertion or a federated token, refusing replays.
+async fn authenticate_agent(
+    state: &AppState,
+    presented: &Secret<String>,
+    now: DateTime<Utc>,
+) -> Result<Agent, OAuthError> {
+    let token = presented.expose();
+    if let Some(result) = state.identity.federation.verify(token, now) {
+        let fed = result.map_err(|e| OAuthError::from_grant(&e))?;
+        if let Some(jti) = &fed.jti {
+            let until = DateTime::<Utc>::from_timestamp(fed.exp, 0).unwrap_or(now)
+                + Duration::seconds(warden_identity::LEEWAY_SECS);
+            if !state.store.remember_jti(&fed.issuer, jti, until).await? {
+                return Err(OAuthError::invalid_grant("the token was already used (replay)"));
+            }
+        }
+        let agent = state.store.get_agent(&fed.agent).await?.ok_or_else(|| {
+            OAuthError::invalid_grant(format!(
+                "the token maps to agent `{}`, which is not registered",
+                fed.agent
+            ))
+        })?;
+        tracing::info!(agent = %agent.name, issuer = %fed.issuer, subject = %fed.subject, "agent authenticated by a federated token");
+        return Ok(agent);
+    }
+    let iss = warden_identity::assertion_issuer(token).map_err(|e| OAuthError::from_grant(&e))?;
+    let shown: String = iss
+        .chars()
+        .take(200)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    let (agent, key) = state
+        .store
+        .agent_by_spiffe_id(&iss)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant(format!("no agent has the SPIFFE ID `{shown}`")))?;
+    let key = key
+        .ok_or_else(|| OAuthError::invalid_grant(format!("agent `{}` has not enrolled a key", agent.name)))?;
+    let public = PublicKey::from_x_b64(Some(&key.kid), &key.public_x).map_err(|e| {
+        tracing::error!(agent = %agent.name, error = %e, "stored agent key is unreadable");
+        OAuthError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error; the server log has the details",
+        )
+    })?;
+    let s = &state.identity.settings;
+    let claims = match warden_identity::verify_assertion(token, &public, &s.token_endpoint, now) {
+        Err(TokenError::WrongAudience) => warden_identity::verify_assertion(token, &public, &s.issuer, now),
+        other => other,
+    }
+    .map_err(|e| OAuthError::from_grant(&e))?;
+    let until = DateTime::<Utc>::from_timestamp(claims.exp, 0).unwrap_or(now)
+        + Duration::seconds(warden_identity::LEEWAY_SECS);
+    if !state
+        .store
+        .remember_jti(&claims.spiffe_id, &claims.jti, until)
+        .await?
+    {
+        return Err(OAuthError::invalid_grant(
+            "the assertion was already used (replay)",
+        ));
+    }
+    Ok(agent)
+}
+
+fn refuse_inactive(agent: &Agent) -> Result<(), OAuthError> {
+    if agent.state == AgentState::Active {
+        Ok(())
+    } else {
+        Err(OAuthError::access_denied(format!(
+            "agent `{}` is {}; only active agents get task tokens",
+            agent.name, agent.state
+        )))
+    }
+}
+
+/// Acts on an allow: creates the task. Taking the [`Allowed`] makes "no task without a decision" a
+/// type-level fact.
+async fn create_task(
+    state: &AppState,
+    _allowed: &Allowed,
+    new: NewTask,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Task, OAuthError> {
+    state
+        .store
+        .create_task(&new, &ChangeContext::new(actor, now))
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => OAuthError::access_denied(m),
+            StoreError::NotFound { .. } => OAuthError::invalid_grant("the parent task no longer exists"),
+            other => other.into(),
+        })
+}
+
+async fn start_task(
+    state: &AppState,
+    req: &TokenExchangeRequest,
+    proof: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Issued, OAuthError> {
+    if req.actor_token.is_some() {
+        return Err(OAuthError::invalid_request(
+            "actor_token is only used with a task token as subject_token",
+        ));
+    }
+    let agent = authenticate_agent(state, &req.subject_token, now).await?;
+    refuse_inactive(&agent)?;
+    let intent = req.intent.clone().ok_or_else(|| {
+        OAuthError::invalid_request("authorization_details (the task's intent) is required to start a task")
+    })?;
+    let jkt = match proof {
+        Some(p) => Some(token_endpoint_proof(state, p, now).await?),
+        None => None,
+    };
+    let decision = decide::task_start(&agent, &intent);
+    tracing::info!(agent = %agent.name, outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version, "task start decided");
+    let allowed = decision
+        .allowed()
+        .map_err(|d| OAuthError::access_denied(d.reasons.join("; ")))?;
+    let s = &state.identity.settings;
+    let duration = clamp_duration(intent.max_duration_secs, s.task_max_duration);
+    let new = NewTask {
+        id: Uuid::new_v4(),
+        agent: agent.name.clone(),
+        parent_id: None,
+        depth: 0,
+        intent: serde_json::Value::Array(intent_details(&intent)),
+        act: None,
+        cnf_jkt: jkt,
+        expires_at: now + duration,
+    };
+    let task = create_task(state, &allowed, new, &agent.spiffe_id, now).await?;
+    tracing::info!(agent = %agent.name, task = %task.id, expires_at = %task.expires_at, bound = task.cnf_jkt.is_some(), "task started");
+    issue(state, &task, None, now)
+}
+
+async fn renew_or_delegate(
+    state: &AppState,
+    req: &TokenExchangeRequest,
+    proof: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Issued, OAuthError> {
+    let actor_token = req.actor_token.as_ref().ok_or_else(|| {
+        OAuthError::invalid_request(
+            "actor_token (the acting agent's assertion) is required with a task token",
+        )
+    })?;
+    let s = &state.identity.settings;
+    // Peek at the binding: a proof goes to the subject token if it is bound, else to the new token.
+    let subject_bound = warden_identity::verify_task_token(
+        req.subject_token.expose(),
+        &state.identity.keys.lookup(now),
+        &s.issuer,
+        &s.issuer,
+        now,
+    )
+    .map(|c| c.cnf.is_some())
+    .unwrap_or(true);
+    let subject_proof = if subject_bound { proof } else { None };
+    let (claims, parent) = verify_task_credential(
+        state,
+        &req.subject_token,
+        subject_proof,
+        "POST",
+        &s.token_endpoint,
+        now,
+    )
+    .await?;
+    let actor = authenticate_agent(state, actor_token, now).await?;
+    refuse_inactive(&actor)?;
+    if actor.spiffe_id == claims.sub {
+        if req.intent.is_some() {
+            return Err(OAuthError::invalid_request(
+                "a renewal cannot change the task's intent; start a new task",
+            ));
+        }
+        if proof.is_some() && !subject_bound {
+            return Err(OAuthError::invalid_request(
+                "a DPoP proof was sent to renew a token that is not DPoP-bound",
+            ));
+        }
+        let issued = issue(state, &parent, claims.act.clone(), now)?;
+        tracing::info!(agent = %actor.name, task = %parent.id, "task token renewed");
+        return Ok(issued);
+    }
+    // Delegation.
+    let depth = claims.depth.saturating_add(1);
+    let parent_intent = TaskIntent::from_authorization_details(&parent.intent.to_string()).map_err(|e| {
+        tracing::error!(task = %parent.id, error = %e, "stored task intent is unreadable");
+        OAuthError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error; the server log has the details",
+        )
+    })?;
+    let requested = req.intent.clone().unwrap_or_else(|| TaskIntent {
+        upstreams: vec![],
+        tools: vec![],
+        datasets: vec![],
+        max_duration_secs: None,
+        ..parent_intent.clone()
+    });
+    let narrowed = parent_intent
+        .narrow(&requested, &actor.allowed_upstreams)
+        .map_err(|e| OAuthError::access_denied(format!("delegation beyond the parent's scope: {e}")))?;
+    let decision = decide::delegation(&actor, depth, s.max_delegation_depth, &narrowed);
+    tracing::info!(parent = %claims.sub, child = %actor.name, depth, outcome = ?decision.outcome, reasons = ?decision.reasons, "delegation decided");
+    let allowed = decision
+        .allowed()
+        .map_err(|d| OAuthError::access_denied(d.reasons.join("; ")))?;
+    let jkt = match (proof, subject_bound) {
+        (Some(p), false) => Some(token_endpoint_proof(state, p, now).await?),
+        _ => None,
+    };
+    let act = Actor {
+        sub: claims.sub.clone(),
+        act: claims.act.clone().map(Box::new),
+    };
+    let duration = clamp_duration(narrowed.max_duration_secs, s.task_max_duration);
+    let new = NewTask {
+        id: Uuid::new_v4(),
+        agent: actor.name.clone(),
+        parent_id: Some(parent.id),
+        depth,
+        intent: serde_json::Value::Array(intent_details(&narrowed)),
+        act: Some(serde_json::to_value(&act).map_err(|e| {
+            OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string())
+        })?),
+        cnf_jkt: jkt,
+        expires_at: (now + duration).min(parent.expires_at),
+    };
+    let task = create_task(state, &allowed, new, &actor.spiffe_id, now).await?;
+    tracing::info!(parent_task = %parent.id, task = %task.id, child = %actor.name, depth, "task delegated");
+    issue(state, &task, Some(act), now)
+}
+
+fn clamp_duration(requested: Option<u64>, cap: Duration) -> Duration {
+    match requested {
+        Some(secs) => Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX).max(1)).min(cap),
+        None => cap,
+    }
+}
+
+fn intent_details(intent: &TaskIntent) -> Vec<serde_json::Value> {
+    match intent.to_authorization_details() {
+        serde_json::Value::Array(v) => v,
+        other => vec![other],
+    }
+}
+
+/// Signs a task token for `task`: lifetime capped by the task's own end.
+fn issue(
+    state: &AppState,
+    task: &Task,
+    act: Option<Actor>,
+    now: DateTime<Utc>,
+) -> Result<Issued, OAuthError> {
+    let s = &state.identity.settings;
+    let exp = (now + s.task_token_ttl).min(task.expires_at);
+    let details = match &task.intent {
+        serde_json::Value::Array(v) => v.clone(),
+        other => vec![other.clone()],
+    };
+    let claims = TaskClaims {
+        iss: s.issuer.clone(),
+        sub: task.agent_spiffe_id.clone(),
+        aud: s.issuer.clone(),
+        iat: now.timestamp(),
+        exp: exp.timestamp(),
+        jti: Uuid::new_v4().to_string(),
+        task_id: task.id,
+        depth: task.depth,
+        authorization_details: details.clone(),
+        act,
+        cnf: task.cnf_jkt.clone().map(|jkt| Confirmation { jkt }),
+    };
+    let token = warden_identity::issue_task_token(&state.identity.keys.active(), &claims).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign a task token");
+        OAuthError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error; the server log has the details",
+        )
+    })?;
+    Ok(Issued {
+        token,
+        bound: task.cnf_jkt.is_some(),
+        expires_in: (exp - now).num_seconds().max(0),
+        task_id: task.id,
+        authorization_details: details,
+    })
+}
