@@ -358,6 +358,16 @@ mod tests {
         c["iss"] = json!("spiffe://warden.local/agent/admin");
         parts[1] = jws::b64(c.to_string().as_bytes());
         assert_eq!(verify(&parts.join("."), NOW), Err(TokenError::BadSignature));
+        // One flipped bit in the signature.
+        let token = signed(&claims(NOW, NOW + 60));
+        let (head, sig) = token.rsplit_once('.').expect("three parts");
+        let mut sig =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).expect("b64");
+        sig[17] ^= 0x01;
+        assert_eq!(
+            verify(&format!("{head}.{}", jws::b64(&sig)), NOW),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]

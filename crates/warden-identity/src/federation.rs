@@ -309,7 +309,10 @@ impl FederatedIssuer {
             }
         }
 
-        let claims: Map<String, Value> = jws::parse_json(&jws.payload()?, "payload")?;
+        let payload = jws.payload()?;
+        let claims: Map<String, Value> = jws::parse_json(&payload, "payload")?;
+        jws::reject_duplicate_members(&payload)
+            .map_err(|m| TokenError::Malformed(format!("the payload: {m}")))?;
         let string = |name: &'static str| -> Result<Option<String>, TokenError> {
             match claims.get(name) {
                 None | Some(Value::Null) => Ok(None),

@@ -126,6 +126,77 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8], part: &str) -> Resul
     })
 }
 
+/// Refuses a JSON document whose top-level object, or any object directly inside a top-level array,
+/// has a member twice. `serde_json::Value` keeps the last of duplicate members silently; where a map is
+/// read as a `Value` (external claims, `authorization_details`), this closes the parser differential
+/// ("which `sub` did you read?"). Derived structs need no help: serde refuses duplicate fields.
+pub(crate) fn reject_duplicate_members(bytes: &[u8]) -> Result<(), String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::collections::HashSet;
+
+    /// Visits an object (checking its keys) or an array of values visited the same way one level down.
+    struct Check {
+        descend: bool,
+    }
+    impl<'de> Visitor<'de> for Check {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "the member `{}` is given twice",
+                        shorten(&key)
+                    )));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            if self.descend {
+                while seq.next_element_seed(Check { descend: false })?.is_some() {}
+            } else {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+            }
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    impl<'de> serde::de::DeserializeSeed<'de> for Check {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_any(Check { descend: true }).map_err(|e| {
+        let message = e.to_string();
+        // serde_json appends " at line L column C"; the member name is what matters.
+        message.split(" at line ").next().unwrap_or(&message).to_owned()
+    })
+}
+
 /// Escapes control characters and cuts a message derived from untrusted input to a sane length.
 pub(crate) fn shorten(s: &str) -> String {
     const MAX: usize = 160;
@@ -333,6 +404,22 @@ mod tests {
             check_audience(None, |_| true),
             Err(TokenError::MissingClaim("aud"))
         );
+    }
+
+    #[test]
+    fn duplicate_members() {
+        assert_eq!(reject_duplicate_members(br#"{"a":1,"b":{"a":1,"a":2}}"#), Ok(()));
+        assert_eq!(reject_duplicate_members(br#"[{"a":1},{"a":2}]"#), Ok(()));
+        assert_eq!(
+            reject_duplicate_members(br#"{"sub":"a","x":[1],"sub":"b"}"#),
+            Err("the member `sub` is given twice".into())
+        );
+        assert_eq!(
+            reject_duplicate_members(br#"[{"tools":[],"tools":["x"]}]"#),
+            Err("the member `tools` is given twice".into())
+        );
+        assert!(reject_duplicate_members(b"[1, \"x\", null, true, 2.5, -3]").is_ok());
+        assert!(reject_duplicate_members(b"{").is_err());
     }
 
     #[test]

@@ -574,6 +574,25 @@ mod tests {
         assert_eq!(a.public_key(b.kid()), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn jwk_parsing_never_panics(
+            kty in "(OKP|EC|RSA|oct|\\PC{0,3})",
+            crv in "(Ed25519|P-256|\\PC{0,3})",
+            x in "[A-Za-z0-9_-]{0,50}",
+            kid in proptest::option::of("\\PC{0,10}"),
+        ) {
+            let mut jwk = json!({"kty": kty, "crv": crv, "x": x, "y": x, "n": x, "e": "AQAB", "k": x});
+            if let Some(kid) = kid {
+                jwk["kid"] = json!(kid);
+            }
+            let _ = jwk_thumbprint(&jwk);
+            if let Ok(key) = PublicKey::from_jwk(&jwk) {
+                proptest::prop_assert_eq!(jwk_thumbprint(&key.to_jwk()), Ok(key.kid().to_owned()));
+            }
+        }
+    }
+
     #[cfg(unix)]
     mod files {
         use super::*;

@@ -10,6 +10,7 @@
 //! | [`assertion`] | agents prove who they are with a short-lived JWT signed by their enrolled key | RFC 7523 |
 //! | [`federation`] | tokens from trusted external issuers (OIDC, SPIFFE JWT-SVID) mapped to agents | OIDC, SPIFFE |
 //! | [`task`] | the task token Warden issues: agent + task + intent, EdDSA-signed | RFC 8693 `act`, RFC 9396 |
+//! | [`task_cache`] | opt-in memory of task tokens already verified, for the gateway's hot path | |
 //! | [`dpop`] | proof of possession of a key bound to a task token | RFC 9449 |
 //! | [`exchange`] | parsing of the token-exchange request and the response body | RFC 8693 |
 //!
@@ -43,6 +44,7 @@ mod jws;
 pub mod keys;
 pub mod spiffe;
 pub mod task;
+pub mod task_cache;
 #[cfg(test)]
 mod test_support;
 
@@ -66,6 +68,7 @@ pub use task::{
     MAX_TASK_DURATION_SECS, MAX_TASK_TOKEN_LIFETIME_SECS, TASK_TOKEN_TYP, TaskClaims, TaskIntent,
     issue_task_token, verify_task_token,
 };
+pub use task_cache::TaskTokenCache;
 
 /// Max size of any token/proof/assertion we parse; longer input is rejected before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -80,6 +83,7 @@ const _: () = {
     shareable::<SigningKey>();
     shareable::<PublicKey>();
     shareable::<FederatedIssuer>();
+    shareable::<TaskTokenCache>();
     shareable::<TokenError>();
     shareable::<KeyFileError>();
 };

@@ -156,4 +156,13 @@ mod tests {
         let long = format!("spiffe://td/{}", "a".repeat(MAX_SPIFFE_ID_LEN));
         assert!(SpiffeId::parse(&long).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_and_parts_add_up(s in "(spiffe://)?\\PC{0,60}") {
+            if let Ok(id) = SpiffeId::parse(&s) {
+                proptest::prop_assert_eq!(format!("spiffe://{}{}", id.trust_domain(), id.path()), s);
+            }
+        }
+    }
 }

@@ -311,6 +311,29 @@ fn claim_refusals() {
 }
 
 #[test]
+fn duplicate_claims_are_refused() {
+    // `{"sub": <mapped>, ..., "sub": <other>}`: which one would a log reader see? Refuse instead.
+    let payload = format!(
+        r#"{{"iss":"{GITHUB}","sub":"{REPO_SUB}","aud":"{AUDIENCE}","exp":{},"sub":"repo:acme/other"}}"#,
+        NOW + 300
+    );
+    let input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"RS256","kid":"rsa-1"}"#),
+        b64(payload.as_bytes())
+    );
+    let key = EncodingKey::from_rsa_der(&vectors().rsa_der);
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256).unwrap();
+    let err = oidc(&["RS256"])
+        .verify(&format!("{input}.{sig}"), at(NOW))
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("the member `sub` is given twice"),
+        "{err}"
+    );
+}
+
+#[test]
 fn warden_token_types_are_not_federated_tokens() {
     let issuer = oidc(&["RS256"]);
     for typ in ["wdn-task+jwt", "dpop+jwt"] {

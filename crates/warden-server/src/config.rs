@@ -64,6 +64,10 @@ pub struct TokenConfig {
     /// How long a node trusts its cached view of a task without asking the store, milliseconds. Revocations
     /// reach every node at once by event; this bounds staleness if an event is ever lost. Default 2000.
     pub revocation_cache_ttl_ms: u64,
+    /// Sign with this key file instead of keys generated in `<data-dir>/keys` (e.g. a key provisioned
+    /// by a secrets manager; mode 0600, format as written by Warden). Rotation is then done by replacing
+    /// the file and restarting; `warden keys rotate` refuses.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl Default for TokenConfig {
@@ -75,6 +79,7 @@ impl Default for TokenConfig {
             max_delegation_depth: 2,
             key_overlap_secs: None,
             revocation_cache_ttl_ms: 2000,
+            signing_key_file: None,
         }
     }
 }

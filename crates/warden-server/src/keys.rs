@@ -37,6 +37,8 @@ pub struct KeyManager {
     node: String,
     overlap: chrono::Duration,
     active: RwLock<Arc<SigningKey>>,
+    /// The active key comes from a configured file: rotation is the file owner's job.
+    pinned: bool,
     verifiers: RwLock<HashMap<String, Verifier>>,
     last_reload: Mutex<Option<Instant>>,
     store: Arc<dyn Store>,
@@ -52,6 +54,33 @@ impl std::fmt::Debug for KeyManager {
 }
 
 impl KeyManager {
+    /// Uses the key in `file` (never generates or rotates) and publishes it.
+    pub async fn open_pinned(
+        file: &Path,
+        node: String,
+        overlap: chrono::Duration,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Self> {
+        let key = SigningKey::load(file)
+            .with_context(|| format!("cannot load the signing key {}", file.display()))?;
+        store
+            .publish_signing_key(&record(&key, &node))
+            .await
+            .context("cannot publish the signing key")?;
+        let manager = Self {
+            dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            node,
+            overlap,
+            active: RwLock::new(Arc::new(key)),
+            pinned: true,
+            verifiers: RwLock::new(HashMap::new()),
+            last_reload: Mutex::new(None),
+            store,
+        };
+        manager.reload().await?;
+        Ok(manager)
+    }
+
     /// Loads (or creates) this node's key and publishes it.
     pub async fn open(
         data_dir: &Path,
@@ -105,12 +134,18 @@ impl KeyManager {
             node,
             overlap,
             active: RwLock::new(Arc::new(active)),
+            pinned: false,
             verifiers: RwLock::new(HashMap::new()),
             last_reload: Mutex::new(None),
             store,
         };
         manager.reload().await?;
         Ok(manager)
+    }
+
+    /// Whether the active key is pinned by configuration (no rotation here).
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
     }
 
     /// The key new tokens are signed with.
@@ -171,6 +206,11 @@ impl KeyManager {
 
     /// Makes a new key active and retires the old one after the overlap window.
     pub async fn rotate(&self) -> anyhow::Result<(String, String)> {
+        if self.pinned {
+            anyhow::bail!(
+                "this node signs with the key file set in tokens.signing_key_file; rotate by replacing that file and restarting"
+            );
+        }
         let old = self.active();
         let new = SigningKey::generate(Utc::now());
         new.save(&key_path(&self.dir, &new))

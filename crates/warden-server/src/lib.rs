@@ -103,15 +103,13 @@ async fn build_identity(
         None => settings.task_token_ttl + chrono::Duration::seconds(60),
     };
     let node = format!("{}@{}", hostname(), public_url);
-    let keys = keys::KeyManager::open(&r.data_dir, node, overlap, store).await?;
+    let keys = match &r.tokens.signing_key_file {
+        Some(file) => keys::KeyManager::open_pinned(file, node, overlap, store).await?,
+        None => keys::KeyManager::open(&r.data_dir, node, overlap, store).await?,
+    };
     let federation = federation::Federation::load(r.federation.clone()).await?;
-    let tasks = tasks::TaskCache::new(std::time::Duration::from_millis(r.tokens.revocation_cache_ttl_ms));
-    Ok(Identity {
-        settings,
-        keys,
-        tasks,
-        federation,
-    })
+    let ttl = std::time::Duration::from_millis(r.tokens.revocation_cache_ttl_ms);
+    Ok(Identity::new(settings, keys, federation, ttl))
 }
 
 fn hostname() -> String {

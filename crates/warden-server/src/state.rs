@@ -51,13 +51,36 @@ impl TokenSettings {
     }
 }
 
+/// How many verified task tokens a node remembers (a hit skips the Ed25519 check; see
+/// `warden_identity::TaskTokenCache`).
+const TOKEN_CACHE_CAPACITY: usize = 50_000;
+
 /// Everything the credential flows need.
 #[derive(Debug)]
 pub struct Identity {
     pub settings: TokenSettings,
     pub keys: KeyManager,
     pub tasks: TaskCache,
+    /// Verified task tokens, by their exact bytes: revocation is still checked by task id on every use.
+    pub tokens: warden_identity::TaskTokenCache,
     pub federation: Federation,
+}
+
+impl Identity {
+    pub fn new(
+        settings: TokenSettings,
+        keys: KeyManager,
+        federation: Federation,
+        revocation_cache_ttl: std::time::Duration,
+    ) -> Self {
+        Self {
+            settings,
+            keys,
+            tasks: TaskCache::new(revocation_cache_ttl),
+            tokens: warden_identity::TaskTokenCache::new(TOKEN_CACHE_CAPACITY),
+            federation,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -512,6 +512,12 @@ fn issue(
 ) -> Result<Issued, OAuthError> {
     let s = &state.identity.settings;
     let exp = (now + s.task_token_ttl).min(task.expires_at);
+    if exp <= now + Duration::seconds(1) {
+        return Err(OAuthError::invalid_grant(format!(
+            "task `{}` ends now; start a new task",
+            task.id
+        )));
+    }
     let details = match &task.intent {
         serde_json::Value::Array(v) => v.clone(),
         other => vec![other.clone()],

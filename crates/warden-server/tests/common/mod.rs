@@ -18,7 +18,6 @@ use warden_core::{ChangeContext, DisplayName, Email, NewHuman, Role, TrustDomain
 use warden_server::config::TokenConfig;
 use warden_server::federation::Federation;
 use warden_server::keys::KeyManager;
-use warden_server::tasks::TaskCache;
 use warden_server::{AppState, HttpLimits, Identity, TokenSettings, router};
 use warden_store::{Store, TokenRecord};
 
@@ -31,12 +30,12 @@ pub async fn identity(store: Arc<dyn Store>, dir: &std::path::Path, tokens: &Tok
     let keys = KeyManager::open(dir, "test-node".into(), Duration::minutes(6), store)
         .await
         .expect("keys");
-    Arc::new(Identity {
+    Arc::new(Identity::new(
         settings,
         keys,
-        tasks: TaskCache::new(std::time::Duration::from_millis(tokens.revocation_cache_ttl_ms)),
-        federation: Federation::default(),
-    })
+        Federation::default(),
+        std::time::Duration::from_millis(tokens.revocation_cache_ttl_ms),
+    ))
 }
 
 pub struct Api {
