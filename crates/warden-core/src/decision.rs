@@ -22,6 +22,13 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// The version (content hash, or a built-in rule set's name) of the rules that decided.
     pub policy_version: String,
+    /// Evaluation errors met on the way (an error never allows: a decision with errors that would
+    /// otherwise allow is a deny).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// For `needs_approval`: how many distinct approvers must approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u8>,
 }
 
 /// Proof that a decision allowed an action. Private field: only [`Decision::allowed`] makes one.
