@@ -49,6 +49,8 @@ impl Decision {
             outcome: Outcome::Allow,
             reasons: vec![reason.into()],
             policy_version: policy_version.into(),
+            errors: Vec::new(),
+            quorum: None,
         }
     }
 
@@ -57,6 +59,8 @@ impl Decision {
             outcome: Outcome::Deny,
             reasons: vec![reason.into()],
             policy_version: policy_version.into(),
+            errors: Vec::new(),
+            quorum: None,
         }
     }
 
