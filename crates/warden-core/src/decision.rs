@@ -85,8 +85,8 @@ mod tests {
         assert_eq!(denied.reasons, vec!["no".to_owned()]);
         let pending = Decision {
             outcome: Outcome::NeedsApproval,
-            reasons: vec![],
-            policy_version: "v".into(),
+            quorum: Some(2),
+            ..Decision::deny("r", "v")
         };
         assert!(pending.allowed().is_err());
     }
