@@ -131,7 +131,7 @@ impl TaskCache {
                     m.clear();
                 }
             }
-            StoreEvent::SigningKeysChanged => {}
+            StoreEvent::SigningKeysChanged | StoreEvent::PoliciesChanged => {}
         }
     }
 }

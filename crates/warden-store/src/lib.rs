@@ -144,8 +144,57 @@ pub enum StoreEvent {
     TasksRevoked { ids: Vec<Uuid> },
     /// The set of published signing keys changed (rotation, a new node).
     SigningKeysChanged,
+    /// The active or shadow policy set changed: load the current ones.
+    PoliciesChanged,
     /// Events may have been lost (the notification connection dropped): forget everything cached.
     Resync,
+}
+
+/// A policy set as uploaded: its content hash and its files (name → text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyVersion {
+    pub version: String,
+    pub files: std::collections::BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// What a policy set is used as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyRole {
+    /// Enforced.
+    Active,
+    /// Evaluated beside the active set, differences counted, never enforced.
+    Shadow,
+}
+
+impl PolicyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyRole::Active => "active",
+            PolicyRole::Shadow => "shadow",
+        }
+    }
+}
+
+/// One entry of the policy history.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyActivation {
+    pub seq: i64,
+    /// `None`: the shadow set was cleared.
+    pub version: Option<String>,
+    pub role: PolicyRole,
+    pub at: DateTime<Utc>,
+    pub by: String,
+    pub comment: String,
+}
+
+/// The policy sets in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CurrentPolicies {
+    pub active: Option<PolicyVersion>,
+    pub shadow: Option<PolicyVersion>,
 }
 
 /// A token presented for authentication, with the human it belongs to.
@@ -285,6 +334,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Removes a human (they left): kept for audit, their API tokens revoked, removed from the owners of
     /// every agent; agents left with no owner are suspended and their tasks revoked.
     async fn remove_human(&self, email: &Email, ctx: &ChangeContext) -> Result<HumanRemoval>;
+
+    // ---- policies ----
+
+    /// Records `policies` (if this version is new) and makes it the active or shadow set, in one
+    /// transaction; every node hears of it.
+    async fn activate_policies(
+        &self,
+        policies: &PolicyVersion,
+        role: PolicyRole,
+        comment: &str,
+        ctx: &ChangeContext,
+    ) -> Result<()>;
+    /// Stops shadow evaluation.
+    async fn clear_shadow_policies(&self, comment: &str, ctx: &ChangeContext) -> Result<()>;
+    async fn current_policies(&self) -> Result<CurrentPolicies>;
+    /// The newest `limit` activations, newest first.
+    async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyActivation>>;
 
     /// Subscribes to [`StoreEvent`]s.
     fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;

@@ -1329,6 +1329,109 @@ macro_rules! impl_store {
                 })
             }
 
+            async fn activate_policies(
+                &self,
+                policies: &crate::PolicyVersion,
+                role: crate::PolicyRole,
+                comment: &str,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<()> {
+                let files = serde_json::to_string(&policies.files).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                let mut tx = self.write.begin().await?;
+                sqlx::query(
+                    "INSERT INTO policy_versions (version, files, created_at, created_by) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (version) DO NOTHING",
+                )
+                .bind(&policies.version)
+                .bind(files)
+                .bind(crate::sql::ts(ctx.at))
+                .bind(&ctx.actor)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&policies.version)
+                    .bind(role.as_str())
+                    .bind(crate::sql::ts(ctx.at))
+                    .bind(&ctx.actor)
+                    .bind(comment)
+                    .execute(&mut *tx)
+                    .await?;
+                Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
+                tx.commit().await?;
+                self.emit(crate::StoreEvent::PoliciesChanged);
+                Ok(())
+            }
+
+            async fn clear_shadow_policies(&self, comment: &str, ctx: &warden_core::ChangeContext) -> crate::Result<()> {
+                let mut tx = self.write.begin().await?;
+                sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES (NULL, 'shadow', $1, $2, $3)")
+                    .bind(crate::sql::ts(ctx.at))
+                    .bind(&ctx.actor)
+                    .bind(comment)
+                    .execute(&mut *tx)
+                    .await?;
+                Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
+                tx.commit().await?;
+                self.emit(crate::StoreEvent::PoliciesChanged);
+                Ok(())
+            }
+
+            async fn current_policies(&self) -> crate::Result<crate::CurrentPolicies> {
+                use sqlx::Row as _;
+                let mut current = crate::CurrentPolicies::default();
+                for role in [crate::PolicyRole::Active, crate::PolicyRole::Shadow] {
+                    let row = sqlx::query(
+                        "SELECT v.version, v.files, v.created_at, v.created_by FROM policy_activations a \
+                         LEFT JOIN policy_versions v ON v.version = a.version \
+                         WHERE a.role = $1 ORDER BY a.seq DESC LIMIT 1",
+                    )
+                    .bind(role.as_str())
+                    .fetch_optional(&self.read)
+                    .await?;
+                    let version = match row {
+                        Some(r) => match r.try_get::<Option<String>, _>("version")? {
+                            Some(version) => Some(crate::PolicyVersion {
+                                version,
+                                files: serde_json::from_str(r.try_get::<&str, _>("files")?)
+                                    .map_err(|e| crate::StoreError::corrupt("files", e))?,
+                                created_at: r.try_get("created_at")?,
+                                created_by: r.try_get("created_by")?,
+                            }),
+                            None => None,
+                        },
+                        None => None,
+                    };
+                    match role {
+                        crate::PolicyRole::Active => current.active = version,
+                        crate::PolicyRole::Shadow => current.shadow = version,
+                    }
+                }
+                Ok(current)
+            }
+
+            async fn policy_history(&self, limit: u32) -> crate::Result<Vec<crate::PolicyActivation>> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(
+                    "SELECT seq, version, role, at, by_actor, comment FROM policy_activations ORDER BY seq DESC LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let role: String = r.try_get("role")?;
+                        Ok(crate::PolicyActivation {
+                            seq: r.try_get("seq")?,
+                            version: r.try_get("version")?,
+                            role: if role == "active" { crate::PolicyRole::Active } else { crate::PolicyRole::Shadow },
+                            at: r.try_get("at")?,
+                            by: r.try_get("by_actor")?,
+                            comment: r.try_get("comment")?,
+                        })
+                    })
+                    .collect()
+            }
+
             fn events(&self) -> tokio::sync::broadcast::Receiver<crate::StoreEvent> {
                 self.events.subscribe()
             }

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use warden_core::token::{self, TokenHash};
 use warden_core::*;
 use warden_store::{
-    AgentFilter, AgentKey, JoinTokenRecord, NewTask, SigningKeyRecord, Store, StoreError, StoreEvent,
-    TaskFilter, TokenRecord,
+    AgentFilter, AgentKey, JoinTokenRecord, NewTask, PolicyRole, PolicyVersion, SigningKeyRecord, Store,
+    StoreError, StoreEvent, TaskFilter, TokenRecord,
 };
 
 async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -85,6 +85,7 @@ store_tests!(
     model_change_revokes_tasks,
     removing_the_last_owner_suspends_the_agent,
     signing_keys_publish_and_retire,
+    policies_activate_shadow_and_history,
 );
 
 fn ctx(actor: &str) -> ChangeContext {
@@ -1455,4 +1456,74 @@ async fn postgres_revocations_reach_other_nodes() {
     .await
     .expect("node b heard of the revocation");
     assert_eq!(event, vec![t.id]);
+}
+
+async fn policies_activate_shadow_and_history(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.current_policies().await.expect("current"),
+        Default::default()
+    );
+    let mut events = store.events();
+    let v1 = PolicyVersion {
+        version: "v1hash".into(),
+        files: [(
+            "a.cedar".to_owned(),
+            "permit(principal, action, resource);".to_owned(),
+        )]
+        .into(),
+        created_at: Utc::now(),
+        created_by: "admin@example.com".into(),
+    };
+    let v2 = PolicyVersion {
+        version: "v2hash".into(),
+        ..v1.clone()
+    };
+    store
+        .activate_policies(&v1, PolicyRole::Active, "first", &ctx("admin@example.com"))
+        .await
+        .expect("activate");
+    assert!(matches!(events.try_recv(), Ok(StoreEvent::PoliciesChanged)));
+    store
+        .activate_policies(&v2, PolicyRole::Shadow, "candidate", &ctx("admin@example.com"))
+        .await
+        .expect("shadow");
+    let cur = store.current_policies().await.expect("current");
+    assert_eq!(cur.active.as_ref().map(|p| p.version.as_str()), Some("v1hash"));
+    assert_eq!(
+        cur.active.as_ref().map(|p| p.files.clone()),
+        Some(v1.files.clone())
+    );
+    assert_eq!(cur.shadow.as_ref().map(|p| p.version.as_str()), Some("v2hash"));
+    // Promote the candidate; re-activating a known version stores it once.
+    store
+        .activate_policies(&v2, PolicyRole::Active, "promote", &ctx("admin@example.com"))
+        .await
+        .expect("promote");
+    store
+        .clear_shadow_policies("done", &ctx("admin@example.com"))
+        .await
+        .expect("clear");
+    store
+        .activate_policies(&v1, PolicyRole::Active, "rollback", &ctx("admin@example.com"))
+        .await
+        .expect("rollback");
+    let cur = store.current_policies().await.expect("current");
+    assert_eq!(cur.active.map(|p| p.version), Some("v1hash".to_owned()));
+    assert_eq!(cur.shadow, None);
+    let history = store.policy_history(10).await.expect("history");
+    let steps: Vec<_> = history
+        .iter()
+        .map(|h| (h.version.as_deref(), h.role, h.comment.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (Some("v1hash"), PolicyRole::Active, "rollback"),
+            (None, PolicyRole::Shadow, "done"),
+            (Some("v2hash"), PolicyRole::Active, "promote"),
+            (Some("v2hash"), PolicyRole::Shadow, "candidate"),
+            (Some("v1hash"), PolicyRole::Active, "first"),
+        ]
+    );
+    assert_eq!(store.policy_history(2).await.expect("history").len(), 2);
 }
