@@ -272,21 +272,31 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Replaces an agent's ordered list (`agent_owners.human_email` or
+            /// `agent_upstreams.upstream_name`). `table` and `column` are constants of this module,
+            /// never input.
+            async fn write_list(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                table: &str,
+                column: &str,
+                agent_id: &str,
+                values: &[&str],
+            ) -> crate::Result<()> {
+                sqlx::query(&format!("DELETE FROM {table} WHERE agent_id = $1")).bind(agent_id).execute(&mut **tx).await?;
+                let insert = format!("INSERT INTO {table} (agent_id, {column}, position) VALUES ($1, $2, $3)");
+                for (pos, value) in (0_i64..).zip(values) {
+                    sqlx::query(&insert).bind(agent_id).bind(*value).bind(pos).execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
             async fn write_owners(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 agent_id: &str,
                 owners: &[warden_core::Email],
             ) -> crate::Result<()> {
-                sqlx::query("DELETE FROM agent_owners WHERE agent_id = $1").bind(agent_id).execute(&mut **tx).await?;
-                for (pos, owner) in (0_i64..).zip(owners) {
-                    sqlx::query("INSERT INTO agent_owners (agent_id, human_email, position) VALUES ($1, $2, $3)")
-                        .bind(agent_id)
-                        .bind(owner.as_str())
-                        .bind(pos)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                Ok(())
+                let values: Vec<&str> = owners.iter().map(|o| o.as_str()).collect();
+                Self::write_list(tx, "agent_owners", "human_email", agent_id, &values).await
             }
 
             async fn write_upstreams(
@@ -294,16 +304,8 @@ macro_rules! impl_store {
                 agent_id: &str,
                 ups: &[warden_core::UpstreamName],
             ) -> crate::Result<()> {
-                sqlx::query("DELETE FROM agent_upstreams WHERE agent_id = $1").bind(agent_id).execute(&mut **tx).await?;
-                for (pos, up) in (0_i64..).zip(ups) {
-                    sqlx::query("INSERT INTO agent_upstreams (agent_id, upstream_name, position) VALUES ($1, $2, $3)")
-                        .bind(agent_id)
-                        .bind(up.as_str())
-                        .bind(pos)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                Ok(())
+                let values: Vec<&str> = ups.iter().map(|u| u.as_str()).collect();
+                Self::write_list(tx, "agent_upstreams", "upstream_name", agent_id, &values).await
             }
 
             async fn write_history(
