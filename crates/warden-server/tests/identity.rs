@@ -167,6 +167,16 @@ async fn exchange(
     api.form("/v1/token", &pairs, &headers).await
 }
 
+async fn task_dpop(api: &Api, auth: &str, proof: &str) -> (StatusCode, Value) {
+    api.with_headers(
+        Method::GET,
+        "/v1/task",
+        &[("authorization", auth), ("dpop", proof)],
+        None,
+    )
+    .await
+}
+
 async fn task_with(api: &Api, token: &str) -> (StatusCode, Value) {
     api.with_headers(
         Method::GET,
@@ -633,34 +643,13 @@ async fn dpop_binds_the_token(api: Api) {
     let url = format!("{ISSUER}/v1/task");
     let good = create_dpop_proof(&holder, "GET", &url, Some(&token), Utc::now()).expect("proof");
     let auth = format!("DPoP {token}");
-    let (s, b) = api
-        .with_headers(
-            Method::GET,
-            "/v1/task",
-            &[("authorization", &auth), ("dpop", good.expose())],
-            None,
-        )
-        .await;
+    let (s, b) = task_dpop(&api, &auth, good.expose()).await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, _) = api
-        .with_headers(
-            Method::GET,
-            "/v1/task",
-            &[("authorization", &auth), ("dpop", good.expose())],
-            None,
-        )
-        .await;
+    let (s, _) = task_dpop(&api, &auth, good.expose()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "a proof is single use");
     let thief = SigningKey::generate(Utc::now());
     let stolen = create_dpop_proof(&thief, "GET", &url, Some(&token), Utc::now()).expect("proof");
-    let (s, b) = api
-        .with_headers(
-            Method::GET,
-            "/v1/task",
-            &[("authorization", &auth), ("dpop", stolen.expose())],
-            None,
-        )
-        .await;
+    let (s, b) = task_dpop(&api, &auth, stolen.expose()).await;
     assert_oauth(s, &b, StatusCode::UNAUTHORIZED, "invalid_token", "another key");
     let wrong_url = create_dpop_proof(
         &holder,
@@ -670,14 +659,7 @@ async fn dpop_binds_the_token(api: Api) {
         Utc::now(),
     )
     .expect("proof");
-    let (s, _) = api
-        .with_headers(
-            Method::GET,
-            "/v1/task",
-            &[("authorization", &auth), ("dpop", wrong_url.expose())],
-            None,
-        )
-        .await;
+    let (s, _) = task_dpop(&api, &auth, wrong_url.expose()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Renewal of a bound token needs the holder's proof.
     let (s, _) = exchange(&api, &token, &bot, None, None).await;
