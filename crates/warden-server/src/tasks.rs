@@ -131,7 +131,9 @@ impl TaskCache {
                     m.clear();
                 }
             }
-            StoreEvent::SigningKeysChanged | StoreEvent::PoliciesChanged => {}
+            StoreEvent::SigningKeysChanged
+            | StoreEvent::PoliciesChanged
+            | StoreEvent::RegistryChanged { .. } => {}
         }
     }
 }

@@ -146,6 +146,13 @@ pub enum StoreEvent {
     SigningKeysChanged,
     /// The active or shadow policy set changed: load the current ones.
     PoliciesChanged,
+    /// These registry records were created, changed or removed: reload them (policy entity data).
+    RegistryChanged {
+        #[serde(default)]
+        agents: Vec<String>,
+        #[serde(default)]
+        upstreams: Vec<String>,
+    },
     /// Events may have been lost (the notification connection dropped): forget everything cached.
     Resync,
 }

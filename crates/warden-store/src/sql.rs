@@ -686,7 +686,10 @@ macro_rules! impl_store {
                 .bind(&up.created_by)
                 .execute(&mut *tx)
                 .await?;
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![], upstreams: vec![new.name.to_string()] };
+                Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
+                self.emit(registry_event);
                 Ok(up)
             }
 
@@ -734,7 +737,10 @@ macro_rules! impl_store {
                     )));
                 }
                 sqlx::query("DELETE FROM upstreams WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![], upstreams: vec![name.to_string()] };
+                Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
+                self.emit(registry_event);
                 Ok(up)
             }
 
@@ -806,7 +812,10 @@ macro_rules! impl_store {
                 Self::write_upstreams(&mut tx, &id, &agent.allowed_upstreams).await?;
                 Self::write_history(&mut tx, &id, None, agent.state, "registered", ctx).await?;
                 Self::insert_join_token(&mut tx, &id, join, ctx).await?;
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![new.name.to_string()], upstreams: vec![] };
+                Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
+                self.emit(registry_event);
                 Ok(agent)
             }
 
@@ -902,7 +911,10 @@ macro_rules! impl_store {
                     None => Vec::new(),
                 };
                 Self::notify_revoked(&mut tx, &revoked).await?;
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![] };
+                Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
+                self.emit(registry_event);
                 if !revoked.is_empty() {
                     self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
                 }
@@ -946,7 +958,10 @@ macro_rules! impl_store {
                     None => Vec::new(),
                 };
                 Self::notify_revoked(&mut tx, &revoked).await?;
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![] };
+                Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
+                self.emit(registry_event);
                 if !revoked.is_empty() {
                     self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
                 }
@@ -1319,7 +1334,10 @@ macro_rules! impl_store {
                     orphaned.push(name);
                 }
                 Self::notify_revoked(&mut tx, &revoked).await?;
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: owned.iter().filter_map(|r| r.try_get::<String, _>("name").ok()).collect(), upstreams: vec![] };
+                Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
+                self.emit(registry_event);
                 if !revoked.is_empty() {
                     self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
                 }

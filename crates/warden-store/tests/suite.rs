@@ -86,6 +86,7 @@ store_tests!(
     removing_the_last_owner_suspends_the_agent,
     signing_keys_publish_and_retire,
     policies_activate_shadow_and_history,
+    registry_changes_are_announced,
 );
 
 fn ctx(actor: &str) -> ChangeContext {
@@ -1526,4 +1527,23 @@ async fn policies_activate_shadow_and_history(store: Arc<dyn Store>) {
         ]
     );
     assert_eq!(store.policy_history(2).await.expect("history").len(), 2);
+}
+
+async fn registry_changes_are_announced(store: Arc<dyn Store>) {
+    let mut events = store.events();
+    seeded(&store).await;
+    active_agent(&store, "bot").await;
+    store.remove_upstream(&up_name("crm"), &ctx("a")).await.expect_err("still used");
+    let mut agents = Vec::new();
+    let mut upstreams = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let StoreEvent::RegistryChanged { agents: a, upstreams: u } = e {
+            agents.extend(a);
+            upstreams.extend(u);
+        }
+    }
+    agents.dedup();
+    upstreams.dedup();
+    assert_eq!(agents, ["bot"], "created then activated: announced (duplicates collapsed)");
+    assert_eq!(upstreams, ["crm"], "a refused removal announces nothing");
 }
