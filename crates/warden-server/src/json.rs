@@ -21,32 +21,64 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-            });
+        if !json_content_type(&req) {
+            return Err(ApiError::UnsupportedMediaType(
+                "the request body must be `application/json`".into(),
+            ));
+        }
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON body that may be absent: an empty body is `T::default()`; a non-empty one must be JSON.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = json_content_type(&req);
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJson(T::default()));
+        }
         if !is_json {
             return Err(ApiError::UnsupportedMediaType(
                 "the request body must be `application/json`".into(),
             ));
         }
-        // `Bytes` honours the router's body limit (DefaultBodyLimit).
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e: BytesRejection| {
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge("the request body is larger than the server accepts".into())
-                } else {
-                    ApiError::bad_request(format!("could not read the request body: {}", e.body_text()))
-                }
-            })?;
-        parse_json(&bytes).map(ApiJson)
+        parse_json(&bytes).map(OptionalJson)
     }
+}
+
+fn json_content_type(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+}
+
+/// Reads the body within the router's limit (DefaultBodyLimit), mapping an oversized one to 413.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|e: BytesRejection| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("the request body is larger than the server accepts".into())
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {}", e.body_text()))
+            }
+        })
 }
 
 /// Parses JSON, naming the field that failed. Public for the property test.

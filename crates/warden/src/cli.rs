@@ -17,9 +17,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 use warden_core::token::MAX_TOKEN_TTL;
 use warden_core::{
-    AgentName, AgentState, Description, DisplayName, Email, Environment, Model, Role, Sensitivity,
+    AgentName, AgentState, Description, DisplayName, Email, Environment, Model, Role, Sensitivity, TaskState,
     UpstreamKind, UpstreamName,
 };
+use warden_identity::{MAX_TASK_DURATION_SECS, SpiffeId};
 
 /// Where the client looks for the server when neither `--server` nor `WARDEN_SERVER` is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8700";
@@ -32,7 +33,7 @@ pub const DEFAULT_TOKEN_FILE: &str = "warden-data/admin.token";
 const GLOBAL: &str = "Global options";
 
 const AFTER_HELP: &str = "\
-Authentication (every verb but `serve`):
+Authentication (every verb but `serve` and the agent-side verbs below):
   The API token is taken from the first of:
     1. --token-file FILE
     2. the WARDEN_TOKEN environment variable (the token itself)
@@ -41,6 +42,13 @@ Authentication (every verb but `serve`):
        `warden serve` writes into its default data directory on first start
   Surrounding whitespace in a token file is ignored. A token is never accepted
   as a command-line argument, and never printed in errors.
+
+Agents (`agent enroll`, `task start|renew|delegate|current`, `task end --task-token-file`):
+  These act as an agent, not as a human: they need no API token. An agent proves
+  who it is with its private key (--key, written by `agent enroll`), and uses
+  its task token from --task-token-file. Secrets an agent receives (task tokens,
+  join tokens) are written with --token-out / --out as new files of mode 0600,
+  or, without those, printed once on stdout.
 
 Output:
   -o table (default) prints aligned columns for lists and `key: value` lines for
@@ -120,6 +128,12 @@ pub enum Command {
     /// Register humans and manage their API tokens.
     #[command(subcommand)]
     Human(HumanCommand),
+    /// Start, renew, delegate, inspect and end tasks and their task tokens.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Manage the keys Warden signs task tokens with.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Show the human and the API token this client authenticates as.
     Whoami,
 }
@@ -156,6 +170,11 @@ pub enum AgentCommand {
     Activate(LifecycleArgs),
     /// Retire an agent for good; it stays listed for audit and its name is never reused.
     Retire(LifecycleArgs),
+    /// Issue a new one-time join token for an agent (re-enrollment: enrolling replaces its key).
+    JoinToken(JoinTokenArgs),
+    /// Enroll as an agent: generate a key pair here, register its public key with a join token, and
+    /// write the private key to a new file (mode 0600). Needs no API token.
+    Enroll(EnrollArgs),
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +197,29 @@ pub struct AgentRegisterArgs {
     /// An upstream the agent may reach (repeat for several).
     #[arg(long = "upstream", value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
     pub upstreams: Vec<UpstreamName>,
+    /// Write the one-time join token to this new file (mode 0600) instead of showing it.
+    #[arg(long, value_name = "FILE")]
+    pub join_token_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// Agent name.
+    #[arg(value_name = "NAME", value_parser = Flag::<AgentName>::new())]
+    pub name: AgentName,
+    /// Write the join token to this new file (mode 0600) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// File holding the join token (else the WARDEN_JOIN_TOKEN environment variable holds it).
+    #[arg(long, value_name = "FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// Where to write the new private key: a new file, mode 0600 (an existing file is never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub key_out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -284,6 +326,9 @@ pub enum HumanCommand {
     List,
     /// Show a human.
     Show(EmailArg),
+    /// Remove a human (kept for audit): revokes their API tokens, suspends the agents they were the last
+    /// owner of, and revokes those agents' tasks.
+    Remove(EmailArg),
     /// Create, list and revoke a human's API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -339,6 +384,165 @@ pub struct TokenRevokeArgs {
     pub id: TokenId,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make this node sign with a new key; the old key keeps verifying until its tokens have expired.
+    Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Start a task (as an agent): exchange a signed assertion for a task token.
+    Start(TaskStartArgs),
+    /// Renew a task token (as the agent that holds it): a new token for the same task and scope.
+    Renew(TaskRenewArgs),
+    /// Hand part of a task to another agent (as that agent): its scope is the parent's, narrowed.
+    Delegate(TaskDelegateArgs),
+    /// Show the task a task token belongs to (as the agent that holds it).
+    Current(TaskTokenArgs),
+    /// End a task and every task delegated from it: `task end TASK_ID` as an admin or an owner of the
+    /// agent (API token), or `task end --task-token-file FILE` as the agent itself.
+    End(TaskEndArgs),
+    /// List tasks.
+    List(TaskListArgs),
+    /// Show a task.
+    Show(TaskIdArg),
+}
+
+/// Who the agent is and how it proves it.
+#[derive(Debug, Args)]
+pub struct AgentKeyArgs {
+    /// The agent's private key file, as written by `warden agent enroll`.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// The agent: its SPIFFE ID, or its name (completed with the server's trust domain).
+    #[arg(long, value_name = "SPIFFE_ID|NAME", value_parser = Flag::<AgentId>::new())]
+    pub agent_id: AgentId,
+}
+
+/// A task's declared intent (RFC 9396 `authorization_details`).
+#[derive(Debug, Args)]
+pub struct IntentArgs {
+    /// What the task is for, in words.
+    #[arg(long, value_name = "TEXT")]
+    pub purpose: Option<String>,
+    /// The kind of task: `a-z 0-9 _ . -`, e.g. `billing.reconcile`.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub task_type: Option<String>,
+    /// An upstream the task needs (repeat for several).
+    #[arg(long = "upstream", value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
+    pub upstreams: Vec<UpstreamName>,
+    /// A tool the task expects to call (repeat for several).
+    #[arg(long = "tool", value_name = "TOOL")]
+    pub tools: Vec<String>,
+    /// A dataset the task expects to touch (repeat for several).
+    #[arg(long = "dataset", value_name = "DATASET")]
+    pub datasets: Vec<String>,
+    /// Longest the whole task may last: a number and a unit, `s`, `m`, `h` or `d` (e.g. `30m`); the
+    /// server may cap it. Default: the server's limit.
+    #[arg(long, value_name = "DURATION", value_parser = Flag::<TaskDuration>::new())]
+    pub duration: Option<TaskDuration>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+--purpose and --type are required. The agent's key signs a short-lived assertion that the server
+exchanges for a task token (RFC 8693); the intent flags become its authorization_details (RFC 9396).
+Without --token-out, the token is printed once on stdout (a notice goes to stderr).")]
+pub struct TaskStartArgs {
+    #[command(flatten)]
+    pub agent: AgentKeyArgs,
+    #[command(flatten)]
+    pub intent: IntentArgs,
+    /// Bind the task's tokens to the agent's key (DPoP, RFC 9449): a stolen token is useless without it.
+    #[arg(long)]
+    pub dpop: bool,
+    /// Write the task token to this new file (mode 0600) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub token_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskRenewArgs {
+    #[command(flatten)]
+    pub agent: AgentKeyArgs,
+    /// File holding the task token to renew. A DPoP-bound token is renewed with a proof made with --key.
+    #[arg(long, value_name = "FILE")]
+    pub task_token_file: PathBuf,
+    /// Write the new task token to this new file (mode 0600) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub token_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Run as the child agent: --key and --agent-id are the child's. Narrowing: without any of --purpose,
+--type, --upstream, --tool, --dataset, --duration the child gets the parent's scope, limited to its own
+allowed upstreams; --purpose and --type default to the parent's. Asking for an upstream, tool or
+dataset the parent does not hold is refused. Ending the parent ends the child.")]
+pub struct TaskDelegateArgs {
+    #[command(flatten)]
+    pub agent: AgentKeyArgs,
+    /// File holding the parent's task token.
+    #[arg(long, value_name = "FILE")]
+    pub task_token_file: PathBuf,
+    /// The parent agent's key, needed when the parent's token is DPoP-bound (to prove possession).
+    #[arg(long, value_name = "FILE", conflicts_with = "dpop")]
+    pub parent_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub intent: IntentArgs,
+    /// Bind the child's tokens to the child's key (only when the parent's token is not DPoP-bound).
+    #[arg(long)]
+    pub dpop: bool,
+    /// Write the child's task token to this new file (mode 0600) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub token_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskTokenArgs {
+    /// File holding the task token.
+    #[arg(long, value_name = "FILE")]
+    pub task_token_file: PathBuf,
+    /// The agent's key, needed when the token is DPoP-bound (to prove possession).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "task_token_file"])))]
+pub struct TaskEndArgs {
+    /// The task's id (admin or owner of the agent; uses the API token).
+    #[arg(value_name = "TASK_ID", value_parser = Flag::<TaskId>::new())]
+    pub id: Option<TaskId>,
+    /// End the task this task token belongs to (as the agent; no API token needed).
+    #[arg(long, value_name = "FILE", conflicts_with = "id")]
+    pub task_token_file: Option<PathBuf>,
+    /// The agent's key, needed with a DPoP-bound task token.
+    #[arg(long, value_name = "FILE", conflicts_with = "id")]
+    pub key: Option<PathBuf>,
+    /// Why; recorded with the task.
+    #[arg(long, value_name = "TEXT", value_parser = Flag::<EndReason>::new())]
+    pub reason: Option<EndReason>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskListArgs {
+    /// Only tasks of this agent.
+    #[arg(long, value_name = "NAME", value_parser = Flag::<AgentName>::new())]
+    pub agent: Option<AgentName>,
+    /// Only tasks in this state.
+    #[arg(long, value_name = "STATE", value_parser = Flag::<TaskState>::new())]
+    pub state: Option<TaskState>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskIdArg {
+    /// The task's id (a UUID, as shown by `task list`).
+    #[arg(value_name = "TASK_ID", value_parser = Flag::<TaskId>::new())]
+    pub id: TaskId,
+}
+
 /// A value that can be parsed from one command-line argument, with a message (without the flag name)
 /// when it cannot.
 pub trait FlagValue: Sized + Clone + Send + Sync + 'static {
@@ -380,7 +584,7 @@ core_flag_value!(
     Description => Description::parse,
     DisplayName => DisplayName::parse,
 );
-core_flag_value!(enums: Environment, AgentState, UpstreamKind, Sensitivity, Role);
+core_flag_value!(enums: Environment, AgentState, UpstreamKind, Sensitivity, Role, TaskState);
 
 /// The server's base URL: `http` or `https`, without credentials, query or fragment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -409,39 +613,60 @@ impl FlagValue for ServerUrl {
     }
 }
 
+/// A duration in whole seconds written `<n>s`, `<n>m`, `<n>h` or `<n>d`, from 1 s to `max` seconds.
+fn parse_duration(value: &str, what: &str, max: u64) -> Result<u64, String> {
+    let shown = value.escape_debug();
+    let usage = "use a whole number followed by `s`, `m`, `h` or `d`, e.g. `30d`";
+    let Some(unit) = value.chars().last() else {
+        return Err(format!("the {what} is empty; {usage}"));
+    };
+    let seconds_per_unit: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(format!("`{shown}` has no unit; {usage}")),
+    };
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{shown}` is not a {what}; {usage}"));
+    }
+    let seconds = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds_per_unit));
+    match seconds {
+        Some(0) => Err(format!("the {what} must be at least 1s")),
+        Some(s) if s <= max => Ok(s),
+        _ => Err(format!("`{shown}` is longer than the limit of {}d", max / 86_400)),
+    }
+}
+
 /// An API token's lifetime in seconds, written `<n>s`, `<n>m`, `<n>h` or `<n>d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ttl(pub u64);
 
 impl FlagValue for Ttl {
     fn parse_flag(value: &str) -> Result<Self, String> {
-        let shown = value.escape_debug();
-        let usage = "use a whole number followed by `s`, `m`, `h` or `d`, e.g. `30d`";
-        let Some(unit) = value.chars().last() else {
-            return Err(format!("the lifetime is empty; {usage}"));
-        };
-        let seconds_per_unit: u64 = match unit {
-            's' => 1,
-            'm' => 60,
-            'h' => 3_600,
-            'd' => 86_400,
-            _ => return Err(format!("`{shown}` has no unit; {usage}")),
-        };
-        let digits = &value[..value.len() - 1];
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("`{shown}` is not a lifetime; {usage}"));
-        }
-        let max = MAX_TOKEN_TTL.num_seconds().unsigned_abs();
-        let seconds = digits
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(seconds_per_unit));
-        match seconds {
-            Some(0) => Err("the lifetime must be at least 1s".into()),
-            Some(s) if s <= max => Ok(Self(s)),
-            _ => Err(format!("`{shown}` is longer than the limit of {}d", max / 86_400)),
-        }
+        parse_duration(value, "lifetime", MAX_TOKEN_TTL.num_seconds().unsigned_abs()).map(Self)
     }
+}
+
+/// A task's longest duration in seconds, written like a [`Ttl`]; at most 30 days.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskDuration(pub u64);
+
+impl FlagValue for TaskDuration {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        parse_duration(value, "duration", MAX_TASK_DURATION_SECS).map(Self)
+    }
+}
+
+/// Whether `value` looks like a UUID (`8-4-4-4-12` hex digits).
+fn is_uuid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    lengths == [8, 4, 4, 4, 12] && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// An API token's id: a UUID, checked for shape so that a typo is caught before the request.
@@ -450,10 +675,7 @@ pub struct TokenId(pub String);
 
 impl FlagValue for TokenId {
     fn parse_flag(value: &str) -> Result<Self, String> {
-        let groups: Vec<&str> = value.split('-').collect();
-        let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-        let hex = groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
-        if lengths != [8, 4, 4, 4, 12] || !hex {
+        if !is_uuid(value) {
             return Err(format!(
                 "`{}` is not a token id; a token id is a UUID such as `1b4e28ba-2fa1-11d2-883f-0016d3cca427` \
                  (see `warden human token list EMAIL`)",
@@ -461,6 +683,67 @@ impl FlagValue for TokenId {
             ));
         }
         Ok(Self(value.to_ascii_lowercase()))
+    }
+}
+
+/// A task's id: a UUID, checked for shape so that a typo is caught before the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskId(pub String);
+
+impl FlagValue for TaskId {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        if !is_uuid(value) {
+            return Err(format!(
+                "`{}` is not a task id; a task id is a UUID (see `warden task list`)",
+                value.escape_debug()
+            ));
+        }
+        Ok(Self(value.to_ascii_lowercase()))
+    }
+}
+
+/// Why a task was ended: at most 1000 bytes, no control characters but newlines (the server's rule).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndReason(pub String);
+
+/// Longest reason the server records when a task ends.
+const MAX_END_REASON_BYTES: usize = 1_000;
+
+impl FlagValue for EndReason {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        if value.len() > MAX_END_REASON_BYTES {
+            return Err(format!(
+                "the reason is {} bytes long; the limit is {MAX_END_REASON_BYTES}",
+                value.len()
+            ));
+        }
+        if value.chars().any(|c| c.is_control() && c != '\n') {
+            return Err("the reason contains a control character".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// An agent named on the command line: a SPIFFE ID, or a bare agent name that becomes
+/// `spiffe://<the server's trust domain>/agent/<name>` once the server's trust domain is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentId {
+    Spiffe(SpiffeId),
+    Name(AgentName),
+}
+
+impl FlagValue for AgentId {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        if value.starts_with("spiffe:") || value.contains('/') {
+            SpiffeId::parse(value).map(Self::Spiffe).map_err(|e| e.message)
+        } else {
+            AgentName::parse(value).map(Self::Name).map_err(|e| {
+                format!(
+                    "{}; give the agent's SPIFFE ID (`spiffe://<trust domain>/agent/<name>`) or its name",
+                    e.message
+                )
+            })
+        }
     }
 }
 
@@ -578,6 +861,89 @@ mod tests {
             let got = Ttl::parse_flag(bad).expect_err(bad);
             assert!(got.contains(want), "{bad:?}: {got}");
         }
+    }
+
+    #[test]
+    fn task_durations_and_reasons() {
+        assert_eq!(TaskDuration::parse_flag("30m"), Ok(TaskDuration(1_800)));
+        assert_eq!(TaskDuration::parse_flag("30d"), Ok(TaskDuration(30 * 86_400)));
+        let e = TaskDuration::parse_flag("31d").unwrap_err();
+        assert!(e.contains("limit of 30d"), "{e}");
+        let e = TaskDuration::parse_flag("0s").unwrap_err();
+        assert!(e.contains("duration must be at least 1s"), "{e}");
+        assert!(EndReason::parse_flag("done\nfor today").is_ok());
+        assert!(EndReason::parse_flag("a\tb").is_err());
+        assert!(EndReason::parse_flag(&"x".repeat(1_001)).is_err());
+        assert!(TaskId::parse_flag("1b4e28ba-2fa1-11d2-883f-0016d3cca427").is_ok());
+        assert!(TaskId::parse_flag("latest").is_err());
+    }
+
+    #[test]
+    fn task_verbs_parse() {
+        let key = ["--key", "k.json", "--agent-id", "bot"];
+        let start = |extra: &[&'static str]| {
+            let mut args = vec!["task", "start"];
+            args.extend(key);
+            args.extend(extra);
+            parse(&args)
+        };
+        let cli = start(&["--purpose", "p", "--type", "t", "--upstream", "crm", "--dpop"]).expect("valid");
+        let Command::Task(TaskCommand::Start(a)) = cli.command else {
+            panic!("wrong verb")
+        };
+        assert!(a.dpop);
+        assert_eq!(a.agent.agent_id, AgentId::Name(AgentName::parse("bot").unwrap()));
+        assert_eq!(a.intent.upstreams.len(), 1);
+        let e = usage_error(&["task", "start", "--key", "k", "--agent-id", "spiffe://x/../y"]);
+        assert!(e.contains("error: --agent-id: "), "{e}");
+        let e = usage_error(&[
+            "task",
+            "start",
+            "--key",
+            "k",
+            "--agent-id",
+            "bot",
+            "--upstream",
+            "Bad",
+        ]);
+        assert!(e.contains("error: --upstream: "), "{e}");
+        // `task end`: exactly one of TASK_ID and --task-token-file.
+        usage_error(&["task", "end"]);
+        usage_error(&[
+            "task",
+            "end",
+            "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "--task-token-file",
+            "t",
+        ]);
+        usage_error(&["task", "end", "not-a-uuid"]);
+        usage_error(&[
+            "task",
+            "end",
+            "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "--key",
+            "k",
+        ]);
+        assert!(parse(&["task", "end", "--task-token-file", "t", "--key", "k"]).is_ok());
+        // A delegation from a bound parent token cannot also bind the child.
+        usage_error(&[
+            "task",
+            "delegate",
+            "--key",
+            "k",
+            "--agent-id",
+            "w",
+            "--task-token-file",
+            "t",
+            "--parent-key",
+            "p",
+            "--dpop",
+        ]);
+        // Task tokens come from files only.
+        usage_error(&["task", "current", "--task-token", "x"]);
+        usage_error(&["agent", "enroll", "--join-token", "wdn_jt_x", "--key-out", "k"]);
+        let e = usage_error(&["task", "list", "--state", "done"]);
+        assert!(e.contains("error: --state: unknown state `done`"), "{e}");
     }
 
     #[test]

@@ -19,13 +19,15 @@ use warden_core::Secret;
 
 use crate::cli::DEFAULT_TOKEN_FILE;
 
-/// Where the API token came from, for error messages.
+/// Where the token sent with a request came from, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenSource {
     Flag(PathBuf),
     Env,
     EnvFile(PathBuf),
     DefaultFile(PathBuf),
+    /// An agent's task token, from `--task-token-file`.
+    TaskTokenFile(PathBuf),
 }
 
 impl fmt::Display for TokenSource {
@@ -35,6 +37,7 @@ impl fmt::Display for TokenSource {
             TokenSource::Env => f.write_str("token from WARDEN_TOKEN"),
             TokenSource::EnvFile(p) => write!(f, "token from WARDEN_TOKEN_FILE {}", p.display()),
             TokenSource::DefaultFile(p) => write!(f, "token from {}", p.display()),
+            TokenSource::TaskTokenFile(p) => write!(f, "task token from {}", p.display()),
         }
     }
 }
@@ -75,18 +78,25 @@ pub fn find_token(
 
 /// Reads a token file, trimming surrounding whitespace. Errors name the file, never its content.
 fn read_token_file(path: &Path) -> anyhow::Result<Secret<String>> {
+    read_secret_file(path, "token file")
+}
+
+/// Reads a file holding one secret (`what`, e.g. `task token file`), trimming surrounding whitespace.
+/// Errors name the file, never its content.
+pub fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<Secret<String>> {
     let raw = Secret::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token file {}", path.display()))?,
+        std::fs::read_to_string(path).with_context(|| format!("reading the {what} {}", path.display()))?,
     );
     let token = Secret::new(raw.expose().trim().to_owned());
     if token.expose().is_empty() {
-        bail!("the token file {} is empty", path.display());
+        bail!("the {what} {} is empty", path.display());
     }
     Ok(token)
 }
 
-/// An error the API returned: `{"error": code, "message": ..., "field": ...}` and its HTTP status.
+/// An error the API returned, and its HTTP status: `{"error": code, "message": ..., "field": ...}` from
+/// the REST API, or `{"error": code, "error_description": ...}` (OAuth style) from the token endpoint
+/// and the agent-side endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -100,7 +110,10 @@ pub struct ApiError {
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
-    message: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
     #[serde(default)]
     field: Option<String>,
 }
@@ -134,24 +147,42 @@ pub fn printable(s: &str) -> String {
         .collect()
 }
 
-/// A client of one Warden server, authenticated with one token.
+/// An `Authorization` header value (`<scheme> <token>`), marked sensitive so that it is never logged.
+pub fn authorization(
+    scheme: &str,
+    token: &Secret<String>,
+    token_source: &TokenSource,
+) -> anyhow::Result<HeaderValue> {
+    let mut auth = HeaderValue::from_str(&format!("{scheme} {}", token.expose())).map_err(|_| {
+        anyhow!("the token ({token_source}) contains characters that cannot be sent in an HTTP header")
+    })?;
+    auth.set_sensitive(true);
+    Ok(auth)
+}
+
+/// A client of one Warden server: authenticated with one API token ([`Client::new`]), or without one
+/// ([`Client::anonymous`], for the agent-side endpoints, which take credentials per request).
 #[derive(Debug)]
 pub struct Client {
     base: Url,
     http: reqwest::Client,
-    token_source: TokenSource,
+    token_source: Option<TokenSource>,
 }
 
 impl Client {
     pub fn new(base: Url, token: &Secret<String>, token_source: TokenSource) -> anyhow::Result<Self> {
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-            anyhow!(
-                "the API token ({token_source}) contains characters that cannot be sent in an HTTP header"
-            )
-        })?;
-        auth.set_sensitive(true);
+        let auth = authorization("Bearer", token, &token_source)?;
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
+        Self::build(base, headers, Some(token_source))
+    }
+
+    /// A client that sends no `Authorization` header of its own.
+    pub fn anonymous(base: Url) -> anyhow::Result<Self> {
+        Self::build(base, HeaderMap::new(), None)
+    }
+
+    fn build(base: Url, headers: HeaderMap, token_source: Option<TokenSource>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .user_agent(concat!("warden-cli/", env!("CARGO_PKG_VERSION")))
@@ -201,6 +232,29 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
+        self.execute(&method, &url, request, self.token_source.as_ref())
+            .await
+    }
+
+    /// Starts a request to an API path, for callers that add their own headers and body.
+    pub fn request(
+        &self,
+        method: Method,
+        segments: &[&str],
+    ) -> anyhow::Result<(reqwest::RequestBuilder, Url)> {
+        let url = self.url(segments, &[])?;
+        Ok((self.http.request(method, url.clone()), url))
+    }
+
+    /// Sends a request and reads the answer: the JSON body on success, else an error built from the
+    /// server's error body. `token_source` is named in the error on a 401.
+    pub async fn execute(
+        &self,
+        method: &Method,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+        token_source: Option<&TokenSource>,
+    ) -> anyhow::Result<Value> {
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         let bytes = response
@@ -214,35 +268,12 @@ impl Client {
             return serde_json::from_slice(&bytes)
                 .with_context(|| format!("the server's response to {method} {} is not JSON", url.path()));
         }
-        Err(self.api_error(status, &bytes))
+        Err(api_error(status, &bytes, token_source))
     }
 
+    #[cfg(test)]
     fn api_error(&self, status: StatusCode, body: &[u8]) -> anyhow::Error {
-        let token_source = (status == StatusCode::UNAUTHORIZED).then(|| self.token_source.to_string());
-        match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(b) => ApiError {
-                status,
-                code: b.error,
-                message: b.message,
-                field: b.field,
-                token_source,
-            }
-            .into(),
-            Err(_) => {
-                let text = String::from_utf8_lossy(body);
-                let excerpt: String = text.trim().chars().take(200).collect();
-                let reason = status.canonical_reason().unwrap_or("error");
-                if excerpt.is_empty() {
-                    anyhow!("the server answered HTTP {} {reason}", status.as_u16())
-                } else {
-                    anyhow!(
-                        "the server answered HTTP {} {reason}: {}",
-                        status.as_u16(),
-                        printable(&excerpt)
-                    )
-                }
-            }
-        }
+        api_error(status, body, self.token_source.as_ref())
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
@@ -257,6 +288,41 @@ impl Client {
             anyhow!("the Warden server at {} did not answer in time", self.base)
         } else {
             anyhow!("talking to the Warden server at {}: {cause}", self.base)
+        }
+    }
+}
+
+/// The error for a non-success answer: the server's own error body when it has one (REST or OAuth
+/// style), else the status and an escaped excerpt of the body.
+fn api_error(status: StatusCode, body: &[u8], token_source: Option<&TokenSource>) -> anyhow::Error {
+    let token_source = token_source
+        .filter(|_| status == StatusCode::UNAUTHORIZED)
+        .map(ToString::to_string);
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => ApiError {
+            status,
+            message: b
+                .message
+                .or(b.error_description)
+                .unwrap_or_else(|| b.error.clone()),
+            code: b.error,
+            field: b.field,
+            token_source,
+        }
+        .into(),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let excerpt: String = text.trim().chars().take(200).collect();
+            let reason = status.canonical_reason().unwrap_or("error");
+            if excerpt.is_empty() {
+                anyhow!("the server answered HTTP {} {reason}", status.as_u16())
+            } else {
+                anyhow!(
+                    "the server answered HTTP {} {reason}: {}",
+                    status.as_u16(),
+                    printable(&excerpt)
+                )
+            }
         }
     }
 }
@@ -396,6 +462,18 @@ mod tests {
             e.to_string(),
             "the token has been revoked (HTTP 401 unauthorized; token from WARDEN_TOKEN)"
         );
+
+        // OAuth-style errors (token endpoint, task-token endpoints) read the same way.
+        let body = br#"{"error":"invalid_token","error_description":"task `1` is ended"}"#;
+        let source = TokenSource::TaskTokenFile("bot.tt".into());
+        let e = api_error(StatusCode::UNAUTHORIZED, body, Some(&source));
+        assert_eq!(
+            e.to_string(),
+            "task `1` is ended (HTTP 401 invalid_token; task token from bot.tt)"
+        );
+        let body = br#"{"error":"access_denied","error_description":"agent `bot` is suspended"}"#;
+        let e = api_error(StatusCode::FORBIDDEN, body, Some(&source));
+        assert_eq!(e.to_string(), "agent `bot` is suspended (HTTP 403 access_denied)");
 
         let e = client.api_error(StatusCode::BAD_GATEWAY, b"<html>\x1b[31mbad</html>");
         assert_eq!(

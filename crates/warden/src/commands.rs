@@ -1,17 +1,22 @@
 //! Runs one parsed command line: builds the request (refusing bad input before anything is sent), finds
 //! the token, calls the REST API and prints the result.
 
+use std::path::PathBuf;
+
 use anyhow::Context as _;
 use serde::Deserialize;
-use serde_json::Value;
-use warden_core::{Agent, AgentDetail, ApiTokenInfo, Human, Upstream};
+use serde_json::{Value, json};
+use warden_core::{Agent, AgentDetail, ApiTokenInfo, Human, Task, Upstream};
 
+use crate::agent;
 use crate::cli::{
-    AgentCommand, Cli, Command, Format, HumanCommand, ServeArgs, TokenCommand, UpstreamCommand,
+    AgentCommand, Cli, Command, Format, HumanCommand, KeysCommand, ServeArgs, TaskCommand, TokenCommand,
+    UpstreamCommand,
 };
 use crate::client::{Client, find_token};
 use crate::output::{self, Fields, Table, list, time};
 use crate::request::{self, LifecycleBody};
+use crate::secret_file::NewSecretFile;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli {
@@ -23,6 +28,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Every request body is built, and checked, before the token is read or anything is sent.
     let call = match command {
         Command::Serve(args) => return serve(args).await,
+        // The agent side: no API token.
+        Command::Agent(AgentCommand::Enroll(a)) => return agent::enroll(&server, format, a).await,
+        Command::Task(TaskCommand::Start(a)) => return agent::start(&server, format, a).await,
+        Command::Task(TaskCommand::Renew(a)) => return agent::renew(&server, format, a).await,
+        Command::Task(TaskCommand::Delegate(a)) => return agent::delegate(&server, format, a).await,
+        Command::Task(TaskCommand::Current(a)) => return agent::current(&server, format, a).await,
+        Command::Task(TaskCommand::End(a)) => match (a.id, a.task_token_file) {
+            (Some(id), _) => Call::Task(TaskCall::End(id.0, end_body(a.reason))),
+            (None, Some(file)) => {
+                let reason = a.reason.map(|r| r.0);
+                return agent::end(&server, format, &file, a.key.as_deref(), reason).await;
+            }
+            // clap's argument group requires one of the two.
+            (None, None) => {
+                return Err(request::UsageError("give a TASK_ID or --task-token-file".into()).into());
+            }
+        },
+        Command::Task(TaskCommand::List(a)) => Call::Task(TaskCall::List {
+            agent: a.agent.map(|n| n.to_string()),
+            state: a.state.map(|s| s.as_str().to_owned()),
+        }),
+        Command::Task(TaskCommand::Show(a)) => Call::Task(TaskCall::Show(a.id.0)),
+        Command::Keys(KeysCommand::Rotate) => Call::KeysRotate,
         Command::Agent(c) => Call::Agent(agent_call(c)?),
         Command::Upstream(c) => Call::Upstream(upstream_call(c)?),
         Command::Human(c) => Call::Human(human_call(c)?),
@@ -35,8 +63,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Call::Agent(c) => run_agent(&client, format, c).await,
         Call::Upstream(c) => run_upstream(&client, format, c).await,
         Call::Human(c) => run_human(&client, format, c).await,
+        Call::Task(c) => run_task(&client, format, c).await,
+        Call::KeysRotate => keys_rotate(&client, format).await,
         Call::Whoami => whoami(&client, format).await,
     }
+}
+
+fn end_body(reason: Option<crate::cli::EndReason>) -> Value {
+    json!({ "reason": reason.map(|r| r.0).unwrap_or_default() })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -60,11 +94,23 @@ enum Call {
     Agent(AgentCall),
     Upstream(UpstreamCall),
     Human(HumanCall),
+    Task(TaskCall),
+    KeysRotate,
     Whoami,
 }
 
+enum TaskCall {
+    List {
+        agent: Option<String>,
+        state: Option<String>,
+    },
+    Show(String),
+    End(String, Value),
+}
+
 enum AgentCall {
-    Register(warden_core::AgentRegistration),
+    Register(warden_core::AgentRegistration, Option<PathBuf>),
+    JoinToken(String, Option<PathBuf>),
     List {
         state: Option<String>,
         owner: Option<String>,
@@ -85,6 +131,7 @@ enum HumanCall {
     Add(warden_core::NewHuman),
     List,
     Show(String),
+    Remove(String),
     TokenCreate(String, warden_core::token::NewApiToken),
     TokenList(String),
     TokenRevoke(String),
@@ -95,7 +142,14 @@ fn agent_call(c: AgentCommand) -> anyhow::Result<AgentCall> {
         AgentCall::Lifecycle(a.name.to_string(), action, LifecycleBody { reason: a.reason })
     };
     Ok(match c {
-        AgentCommand::Register(a) => AgentCall::Register(request::agent_registration(a)?),
+        AgentCommand::Register(mut a) => {
+            let out = a.join_token_out.take();
+            AgentCall::Register(request::agent_registration(a)?, out)
+        }
+        AgentCommand::JoinToken(a) => AgentCall::JoinToken(a.name.to_string(), a.out),
+        AgentCommand::Enroll(_) => {
+            return Err(request::UsageError("`agent enroll` needs no API token".into()).into());
+        }
         AgentCommand::List(a) => AgentCall::List {
             state: a.state.map(|s| s.as_str().to_owned()),
             owner: a.owner.map(|o| o.to_string()),
@@ -122,6 +176,7 @@ fn human_call(c: HumanCommand) -> anyhow::Result<HumanCall> {
         HumanCommand::Add(a) => HumanCall::Add(request::new_human(a)?),
         HumanCommand::List => HumanCall::List,
         HumanCommand::Show(a) => HumanCall::Show(a.email.to_string()),
+        HumanCommand::Remove(a) => HumanCall::Remove(a.email.to_string()),
         HumanCommand::Token(TokenCommand::Create(a)) => {
             let body = request::new_api_token(&a)?;
             HumanCall::TokenCreate(a.email.to_string(), body)
@@ -136,9 +191,17 @@ const AGENTS: &str = "agents";
 
 async fn run_agent(client: &Client, format: Format, call: AgentCall) -> anyhow::Result<()> {
     match call {
-        AgentCall::Register(body) => {
+        AgentCall::Register(body, out) => {
+            let out = out.map(|p| NewSecretFile::create(&p, "join token")).transpose()?;
             let v = client.post(&["v1", AGENTS], &body).await?;
-            output::one(format, v, AGENT, agent_fields)
+            registered(format, v, out)
+        }
+        AgentCall::JoinToken(name, out) => {
+            let out = out.map(|p| NewSecretFile::create(&p, "join token")).transpose()?;
+            let v = client
+                .post(&["v1", AGENTS, &name, "join-token"], &json!({}))
+                .await?;
+            new_join_token(format, &name, v, out)
         }
         AgentCall::List { state, owner } => {
             let mut query = Vec::new();
@@ -223,6 +286,170 @@ fn agent_fields(a: &Agent) -> String {
         .render()
 }
 
+/// The answer of `POST /v1/agents`: the agent and its one-time join token.
+#[derive(Deserialize)]
+struct Registered {
+    #[serde(flatten)]
+    agent: Agent,
+    join_token: String,
+    join_token_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Prints a registration. The join token is shown once: with `out`, it is written there (and JSON mode
+/// prints the answer without it, with `join_token_file`); without, JSON mode prints the whole answer,
+/// and table mode prints the agent on stdout and the join token, labelled, on stderr, so stdout stays
+/// the agent's `key: value` lines.
+fn registered(format: Format, mut v: Value, out: Option<NewSecretFile>) -> anyhow::Result<()> {
+    let reg: Registered = output::decode(v.clone(), AGENT)?;
+    let token = warden_core::Secret::new(reg.join_token);
+    let expires = time(&reg.join_token_expires_at);
+    let Some(out) = out else {
+        if format == Format::Table {
+            output::stdout(&agent_fields(&reg.agent))?;
+            eprintln!(
+                "join token for {} (shown only once; single use; expires {expires}; the agent enrolls with \
+                 `warden agent enroll --join-token-file FILE --key-out KEY`):\n{}",
+                reg.agent.name,
+                token.expose()
+            );
+            return Ok(());
+        }
+        return output::one(format, v, AGENT, |_: &Value| String::new());
+    };
+    let file = out.write(&token)?.display().to_string();
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("join_token");
+        obj.insert("join_token_file".into(), json!(file));
+    }
+    output::one(format, v, AGENT, |_: &Value| {
+        let mut f = agent_fields(&reg.agent);
+        f.push_str(
+            &Fields::new()
+                .add("join_token_file", file.clone())
+                .add("join_token_expires_at", expires.clone())
+                .render(),
+        );
+        f
+    })
+}
+
+/// Prints a new join token: like an API token, alone on stdout in table mode (notice on stderr), or
+/// written to `out`.
+fn new_join_token(
+    format: Format,
+    agent: &str,
+    mut v: Value,
+    out: Option<NewSecretFile>,
+) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct JoinToken {
+        join_token: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    }
+    let j: JoinToken = output::decode(v.clone(), "join token answer")?;
+    let token = warden_core::Secret::new(j.join_token);
+    let Some(out) = out else {
+        if format == Format::Json {
+            return output::one(format, v, "join token answer", |_: &Value| String::new());
+        }
+        eprintln!(
+            "join token for {agent} created (single use; older unused ones stop working; enrolling with it \
+             replaces the agent's key), expires {}. It is shown only once, below; store it now:",
+            time(&j.expires_at)
+        );
+        return output::stdout(&format!("{}\n", token.expose())).context("printing the token");
+    };
+    let file = out.write(&token)?.display().to_string();
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("join_token");
+        obj.insert("agent".into(), json!(agent));
+        obj.insert("join_token_file".into(), json!(file));
+    }
+    output::one(format, v, "join token answer", |_: &Value| {
+        Fields::new()
+            .add("agent", agent)
+            .add("join_token_file", file.clone())
+            .add("expires_at", time(&j.expires_at))
+            .render()
+    })
+}
+
+const TASKS: &str = "tasks";
+
+async fn run_task(client: &Client, format: Format, call: TaskCall) -> anyhow::Result<()> {
+    match call {
+        TaskCall::List { agent, state } => {
+            let mut query = Vec::new();
+            if let Some(a) = &agent {
+                query.push(("agent", a.as_str()));
+            }
+            if let Some(s) = &state {
+                query.push(("state", s.as_str()));
+            }
+            let v = client.get(&["v1", TASKS], &query).await?;
+            output::many(
+                format,
+                v,
+                TASKS,
+                TASKS,
+                &[
+                    "ID",
+                    "AGENT",
+                    "STATE",
+                    "TYPE",
+                    "UPSTREAMS",
+                    "DEPTH",
+                    "PARENT",
+                    "EXPIRES",
+                ],
+                |t: &Task| {
+                    let intent = t.intent.as_array().and_then(|a| a.first());
+                    let field = |name: &str| intent.and_then(|i| i.get(name));
+                    vec![
+                        t.id.to_string(),
+                        t.agent.to_string(),
+                        t.state.to_string(),
+                        field("task_type")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        field("upstreams")
+                            .and_then(Value::as_array)
+                            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                            .unwrap_or_default(),
+                        t.depth.to_string(),
+                        t.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+                        time(&t.expires_at),
+                    ]
+                },
+            )
+        }
+        TaskCall::Show(id) => {
+            let v = client.get(&["v1", TASKS, &id], &[]).await?;
+            output::one(format, v, "task", |t: &Task| agent::task_fields(t).render())
+        }
+        TaskCall::End(id, body) => {
+            let v = client.post(&["v1", TASKS, &id, "end"], &body).await?;
+            agent::stopped(format, v)
+        }
+    }
+}
+
+async fn keys_rotate(client: &Client, format: Format) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct Rotated {
+        old_kid: String,
+        new_kid: String,
+    }
+    let v = client.post(&["v1", "keys", "rotate"], &json!({})).await?;
+    output::one(format, v, "key rotation answer", |r: &Rotated| {
+        Fields::new()
+            .add("old_kid", r.old_kid.clone())
+            .add("new_kid", r.new_kid.clone())
+            .render()
+    })
+}
+
 const UPSTREAM: &str = "upstream";
 const UPSTREAMS: &str = "upstreams";
 
@@ -302,6 +529,24 @@ async fn run_human(client: &Client, format: Format, call: HumanCall) -> anyhow::
         HumanCall::Show(email) => {
             let v = client.get(&["v1", HUMANS, &email], &[]).await?;
             output::one(format, v, HUMAN, human_fields)
+        }
+        HumanCall::Remove(email) => {
+            #[derive(Deserialize)]
+            struct Removed {
+                human: Human,
+                revoked_api_tokens: usize,
+                orphaned_agents: Vec<warden_core::AgentName>,
+                revoked_tasks: usize,
+            }
+            let v = client.delete(&["v1", HUMANS, &email]).await?;
+            output::one(format, v, "human removal answer", |r: &Removed| {
+                Fields::new()
+                    .add("removed", r.human.email.to_string())
+                    .add("revoked_api_tokens", r.revoked_api_tokens.to_string())
+                    .add("suspended_agents", list(&r.orphaned_agents))
+                    .add("revoked_tasks", r.revoked_tasks.to_string())
+                    .render()
+            })
         }
         HumanCall::TokenCreate(email, body) => {
             let v = client.post(&["v1", HUMANS, &email, TOKENS], &body).await?;

@@ -1,15 +1,19 @@
 //! `warden`: the Warden server (`warden serve`) and the command-line client of its REST API (`agent`,
-//! `upstream`, `human`, `whoami`).
+//! `upstream`, `human`, `task`, `keys`, `whoami`), including the agent side (`agent enroll`,
+//! `task start|renew|delegate|current|end`), which authenticates with the agent's own key instead of an
+//! API token.
 //!
 //! Exit codes: 0 success; 1 error (the server refused the request with any 4xx or 5xx, could not be
 //! reached, or a local file could not be read); 2 usage error (clap's own, and flag values this client
 //! refuses before sending anything). Errors are printed as `error: <message>` on stderr.
 
+mod agent;
 mod cli;
 mod client;
 mod commands;
 mod output;
 mod request;
+mod secret_file;
 
 use std::process::ExitCode;
 

@@ -6,10 +6,14 @@
 use std::fmt;
 
 use serde::Serialize;
+use serde_json::{Value, json};
 use warden_core::token::NewApiToken;
 use warden_core::{AgentRegistration, AgentUpdate, Description, NewHuman, NewUpstream, ValidationError};
+use warden_identity::{AUTHORIZATION_DETAILS_TYPE, TaskIntent, TokenError};
 
-use crate::cli::{AgentRegisterArgs, AgentUpdateArgs, HumanAddArgs, TokenCreateArgs, UpstreamAddArgs};
+use crate::cli::{
+    AgentRegisterArgs, AgentUpdateArgs, HumanAddArgs, IntentArgs, TokenCreateArgs, UpstreamAddArgs,
+};
 
 /// The command line asks for something invalid; reported as `error: <message>` with exit code 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,12 @@ fn flag_for(field: &str) -> Option<&'static str> {
         "label" => "--label",
         "ttl_seconds" => "--ttl",
         "reason" => "--reason",
+        "purpose" => "--purpose",
+        "task_type" => "--type",
+        "upstreams" => "--upstream",
+        "tools" => "--tool",
+        "datasets" => "--dataset",
+        "max_duration_secs" => "--duration",
         _ => return None,
     })
 }
@@ -65,6 +75,58 @@ pub fn agent_registration(args: AgentRegisterArgs) -> Result<AgentRegistration, 
     };
     reg.validate().map_err(usage)?;
     Ok(reg)
+}
+
+/// Whether any intent flag was given (for `task delegate`: none means "the parent's scope").
+pub fn intent_given(args: &IntentArgs) -> bool {
+    args.purpose.is_some()
+        || args.task_type.is_some()
+        || !args.upstreams.is_empty()
+        || !args.tools.is_empty()
+        || !args.datasets.is_empty()
+        || args.duration.is_some()
+}
+
+/// The task's intent from the intent flags, checked by the same parser the server uses. `defaults`
+/// supplies `--purpose` and `--type` when they are not given (a delegation inherits the parent's);
+/// without defaults both are required.
+pub fn task_intent(args: &IntentArgs, defaults: Option<(&str, &str)>) -> Result<TaskIntent, UsageError> {
+    let purpose = match (&args.purpose, defaults) {
+        (Some(p), _) => p.as_str(),
+        (None, Some((p, _))) => p,
+        (None, None) => {
+            return Err(UsageError(
+                "--purpose is required: say what the task is for".into(),
+            ));
+        }
+    };
+    let task_type = match (&args.task_type, defaults) {
+        (Some(t), _) => t.as_str(),
+        (None, Some((_, t))) => t,
+        (None, None) => {
+            return Err(UsageError(
+                "--type is required: the kind of task, e.g. `billing.reconcile`".into(),
+            ));
+        }
+    };
+    let mut entry = json!({
+        "type": AUTHORIZATION_DETAILS_TYPE,
+        "purpose": purpose,
+        "task_type": task_type,
+        "upstreams": args.upstreams.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        "tools": args.tools,
+        "datasets": args.datasets,
+    });
+    if let (Some(d), Some(obj)) = (args.duration, entry.as_object_mut()) {
+        obj.insert("max_duration_secs".into(), json!(d.0));
+    }
+    TaskIntent::from_authorization_details(&Value::Array(vec![entry]).to_string()).map_err(|e| match e {
+        TokenError::InvalidAuthorizationDetails { field, message } => {
+            let field = field.rsplit('.').next().unwrap_or(&field);
+            usage(ValidationError::new(field, message))
+        }
+        other => UsageError(other.to_string()),
+    })
 }
 
 pub fn agent_update(args: AgentUpdateArgs) -> Result<AgentUpdate, UsageError> {
@@ -260,6 +322,70 @@ mod tests {
             "{}",
             e.0
         );
+    }
+
+    fn intent(extra: &[&str], defaults: Option<(&str, &str)>) -> Result<TaskIntent, UsageError> {
+        let mut args = vec!["task", "start", "--key", "k", "--agent-id", "bot"];
+        args.extend_from_slice(extra);
+        let Command::Task(crate::cli::TaskCommand::Start(a)) = cli(&args) else {
+            panic!("wrong verb")
+        };
+        task_intent(&a.intent, defaults)
+    }
+
+    #[test]
+    fn task_intents() {
+        let i = intent(
+            &[
+                "--purpose",
+                "p",
+                "--type",
+                "billing",
+                "--upstream",
+                "crm",
+                "--tool",
+                "search",
+                "--duration",
+                "1h",
+            ],
+            None,
+        )
+        .expect("ok");
+        assert_eq!(i.task_type, "billing");
+        assert_eq!(i.tools, ["search"]);
+        assert_eq!(i.max_duration_secs, Some(3_600));
+        assert_eq!(i.to_authorization_details()[0]["type"], "warden_task");
+
+        let e = intent(&["--type", "t"], None).expect_err("no purpose");
+        assert!(e.0.starts_with("--purpose is required"), "{}", e.0);
+        let e = intent(&["--purpose", "p"], None).expect_err("no type");
+        assert!(e.0.starts_with("--type is required"), "{}", e.0);
+        let i = intent(&["--tool", "search"], Some(("inherited", "billing"))).expect("defaults");
+        assert_eq!(
+            (i.purpose.as_str(), i.task_type.as_str()),
+            ("inherited", "billing")
+        );
+
+        for (extra, want) in [
+            (&["--type", "Billing"][..], "--type: "),
+            (&["--type", "t", "--dataset", " padded "][..], "--dataset: "),
+            (
+                &["--type", "t", "--tool", "a", "--tool", "a"][..],
+                "--tool: `a` is listed twice",
+            ),
+            (
+                &["--type", "t", "--upstream", "crm", "--upstream", "crm"][..],
+                "--upstream: ",
+            ),
+        ] {
+            let mut args = vec!["--purpose", "p"];
+            args.extend_from_slice(extra);
+            let e = intent(&args, None).expect_err("invalid");
+            assert!(e.0.starts_with(want), "{extra:?}: {}", e.0);
+        }
+        let long = "x".repeat(501);
+        let e = intent(&["--purpose", &long, "--type", "t"], None).expect_err("too long");
+        assert!(e.0.starts_with("--purpose: "), "{}", e.0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use warden_store::{AgentChange, AgentFilter, JoinTokenRecord};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::json::{ApiJson, ApiPath, ApiQuery};
+use crate::json::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::{AppState, RegistryEvent};
 
 /// Longest lifecycle reason we record.
@@ -221,12 +221,12 @@ async fn lifecycle(
     state: AppState,
     caller: Caller,
     name: String,
-    body: Option<LifecycleRequest>,
+    body: LifecycleRequest,
     action: LifecycleAction,
 ) -> Result<Json<Agent>, ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
     let name = parse_name(&name)?;
-    let reason = body.unwrap_or_default().reason;
+    let reason = body.reason;
     if reason.len() > MAX_REASON_LEN || reason.chars().any(|c| c.is_control() && c != '\n') {
         return Err(ApiError::BadRequest {
             message: format!("reason must be at most {MAX_REASON_LEN} bytes without control characters"),
@@ -254,24 +254,6 @@ fn publish(state: &AppState, change: AgentChange) -> Agent {
     change.agent
 }
 
-/// An optional JSON body: absent (or empty) means the default.
-async fn optional_body(
-    req: axum::extract::Request,
-    state: &AppState,
-) -> Result<Option<LifecycleRequest>, ApiError> {
-    use axum::extract::FromRequest as _;
-    let empty = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() == b"0")
-        || !req.headers().contains_key(axum::http::header::CONTENT_TYPE);
-    if empty {
-        return Ok(None);
-    }
-    let ApiJson(body) = ApiJson::<LifecycleRequest>::from_request(req, state).await?;
-    Ok(Some(body))
-}
-
 macro_rules! lifecycle_handler {
     ($fn:ident, $action:expr, $path:literal, $doc:literal) => {
         #[doc = $doc]
@@ -290,9 +272,8 @@ macro_rules! lifecycle_handler {
             State(state): State<AppState>,
             caller: Caller,
             ApiPath(name): ApiPath<String>,
-            req: axum::extract::Request,
+            OptionalJson(body): OptionalJson<LifecycleRequest>,
         ) -> Result<Json<Agent>, ApiError> {
-            let body = optional_body(req, &state).await?;
             lifecycle(state, caller, name, body, $action).await
         }
     };

@@ -13,7 +13,7 @@ use warden_store::TaskFilter;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::json::{ApiJson, ApiPath, ApiQuery};
+use crate::json::{ApiPath, ApiQuery, OptionalJson};
 use crate::oauth::{OAuthError, OAuthErrorBody};
 use crate::tasks::TaskCaller;
 
@@ -183,7 +183,7 @@ pub async fn end(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-    ApiJson(body): ApiJson<EndTask>,
+    OptionalJson(body): OptionalJson<EndTask>,
 ) -> Result<Json<TaskEnded>, ApiError> {
     let id = parse_id(&id)?;
     check_reason(&body.reason)?;

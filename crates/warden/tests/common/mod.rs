@@ -1,0 +1,366 @@
+//! What the end-to-end tests share: starting a real `warden serve` as a child process (SQLite in a
+//! temporary data directory, or PostgreSQL through `warden_store::testing`; with a config file, or as a
+//! second node on another node's database), and running `warden` commands as separate processes
+//! against it.
+//!
+//! Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const READY_LINE: &str = "warden: listening on ";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Turns each scenario `async fn name(Backend)` into `name::sqlite` and `name::postgres` tests.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$scenario(super::Backend::Sqlite).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$scenario(super::Backend::Postgres).await
+            }
+        }
+    )+};
+}
+
+/// A running `warden serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub backend: Backend,
+    /// e.g. `http://127.0.0.1:41234`
+    pub url: String,
+    /// Holds `warden-data/` (the server's data directory) and `cwd/` (where CLI commands run).
+    pub dir: tempfile::TempDir,
+    /// The bootstrap admin's token: in this server's data directory, or another node's (see
+    /// [`Spawn::admin_token_file`]).
+    pub admin_token_file: PathBuf,
+    /// Everything the server printed, for failure messages.
+    log: Arc<Mutex<String>>,
+}
+
+/// How to start a server, beyond the defaults of [`Server::start`].
+#[derive(Debug, Default)]
+pub struct Spawn {
+    /// The PostgreSQL URL to use (e.g. another node's); default: a fresh database for
+    /// `Backend::Postgres`, the embedded SQLite for `Backend::Sqlite`.
+    pub database: Option<String>,
+    /// The contents of a config file passed with `--config`.
+    pub config: Option<String>,
+    /// The admin token of an already bootstrapped store (a second node): this server writes none, so
+    /// start does not wait for one.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// What a CLI run produced.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub args: Vec<String>,
+}
+
+impl Out {
+    /// Asserts success and returns self.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            0,
+            "`warden {}` failed:\nstdout: {}\nstderr: {}",
+            self.args.join(" "),
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts the exit code and returns stderr.
+    #[track_caller]
+    pub fn fails(self, code: i32) -> String {
+        assert_eq!(
+            self.code,
+            code,
+            "`warden {}`: wrong exit code\nstdout: {}\nstderr: {}",
+            self.args.join(" "),
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.starts_with("error: "),
+            "`warden {}`: stderr: {}",
+            self.args.join(" "),
+            self.stderr
+        );
+        self.stderr
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "`warden {}` printed no JSON ({e}): {}",
+                self.args.join(" "),
+                self.stdout
+            )
+        })
+    }
+}
+
+/// Environment variables `warden` reads; removed so that only what a test passes counts.
+pub const WARDEN_ENV: &[&str] = &[
+    "WARDEN_TOKEN",
+    "WARDEN_TOKEN_FILE",
+    "WARDEN_SERVER",
+    "WARDEN_DATABASE_URL",
+    "WARDEN_JOIN_TOKEN",
+];
+
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
+    for var in WARDEN_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Copies lines from a child's pipe into `log`, sending the server URL once the ready line appears.
+fn drain(pipe: impl Read + Send + 'static, log: Arc<Mutex<String>>, ready: Option<mpsc::Sender<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let (Some(tx), Some(at)) = (&ready, line.find(READY_LINE)) {
+                let _ = tx.send(line[at + READY_LINE.len()..].trim().to_owned());
+            }
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+impl Server {
+    /// Starts `warden serve` on `backend` with the default configuration, and waits for it to listen
+    /// and to write the bootstrap admin token.
+    pub async fn start(backend: Backend) -> Server {
+        Self::spawn(backend, Spawn::default()).await
+    }
+
+    /// Starts `warden serve` as `how` says.
+    pub async fn spawn(backend: Backend, how: Spawn) -> Server {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let data_dir = dir.path().join("warden-data");
+        std::fs::create_dir(dir.path().join("cwd")).expect("cwd");
+        let mut cmd = Command::new(WARDEN);
+        clean_env(&mut cmd)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0"]);
+        if let Some(config) = &how.config {
+            let path = dir.path().join("warden.toml");
+            std::fs::write(&path, config).expect("writing the config file");
+            cmd.arg("--config").arg(path);
+        }
+        match (&how.database, backend) {
+            (Some(url), _) => {
+                cmd.arg("--database").arg(url);
+            }
+            (None, Backend::Postgres) => {
+                cmd.arg("--database")
+                    .arg(warden_store::testing::fresh_postgres_url().await);
+            }
+            (None, Backend::Sqlite) => {}
+        }
+        let mut child = cmd
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning `warden serve`");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        drain(
+            child.stderr.take().expect("stderr is piped"),
+            log.clone(),
+            Some(tx),
+        );
+        drain(child.stdout.take().expect("stdout is piped"), log.clone(), None);
+
+        let wait_for_bootstrap = how.admin_token_file.is_none();
+        let mut server = Server {
+            child,
+            backend,
+            url: String::new(),
+            admin_token_file: how
+                .admin_token_file
+                .unwrap_or_else(|| data_dir.join("admin.token")),
+            dir,
+            log,
+        };
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(url) => server.url = url,
+            Err(e) => panic!(
+                "`warden serve` ({backend:?}) did not print `{READY_LINE}...` ({e}); exit status: {:?}; output:\n{}",
+                server.child.try_wait(),
+                server.log()
+            ),
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while wait_for_bootstrap && !server.admin_token_file.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no {} after start; output:\n{}",
+                server.admin_token_file.display(),
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `warden <args>` in `cwd` with nothing but `--server`: no token unless `args` gives one.
+    pub async fn run_in(&self, cwd: &Path, args: &[&str]) -> Out {
+        self.run_env(cwd, args, &[]).await
+    }
+
+    /// Runs `warden <args>` in `cwd` with `--server` and the environment variables `env`.
+    pub async fn run_env(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut cmd = tokio::process::Command::new(WARDEN);
+        for var in WARDEN_ENV {
+            cmd.env_remove(var);
+        }
+        let output = cmd
+            .envs(env.iter().copied())
+            .args(["--server", &self.url])
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("running warden");
+        Out {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn cwd(&self) -> PathBuf {
+        self.dir.path().join("cwd")
+    }
+
+    /// Runs `warden --token-file <token_file> <args>`.
+    pub async fn run_as(&self, token_file: &Path, args: &[&str]) -> Out {
+        let token_file = token_file.to_str().expect("UTF-8 path");
+        let all: Vec<&str> = ["--token-file", token_file]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        self.run_in(&self.cwd(), &all).await
+    }
+
+    /// Runs `warden <args>` as the bootstrap admin.
+    pub async fn run(&self, args: &[&str]) -> Out {
+        self.run_as(&self.admin_token_file, args).await
+    }
+
+    /// Runs `warden <args> -o json` as the bootstrap admin, asserts success and returns the JSON.
+    pub async fn json(&self, args: &[&str]) -> Value {
+        let all: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
+        self.run(&all).await.ok().json()
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(&self.admin_token_file)
+            .expect("admin token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Writes `token` to a new file and returns its path.
+    pub fn token_file(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.token"));
+        std::fs::write(&path, format!("{token}\n")).expect("writing token file");
+        path
+    }
+
+    /// Adds a human with one role and returns a file holding a fresh token of theirs.
+    pub async fn human_with_token(&self, email: &str, role: &str) -> PathBuf {
+        self.run(&["human", "add", email, "--name", "Test Human", "--role", role])
+            .await
+            .ok();
+        let created = self
+            .json(&["human", "token", "create", email, "--label", "test"])
+            .await;
+        let token = created["token"].as_str().expect("token in the response");
+        self.token_file(email, token)
+    }
+
+    /// The bootstrap admin's owner, a registered human to own agents and upstreams.
+    pub async fn add_owner(&self) {
+        self.run(&[
+            "human",
+            "add",
+            "alice@example.com",
+            "--name",
+            "Alice Example",
+            "--role",
+            "owner",
+        ])
+        .await
+        .ok();
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+
+    /// Runs `warden <args>` with no API token (the agent-side verbs), in `cwd/`.
+    pub async fn agent(&self, args: &[&str]) -> Out {
+        self.run_in(&self.cwd(), args).await
+    }
+
+    /// A path in `cwd/`, where the agent-side verbs run.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.cwd().join(name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- output of `warden serve` ({:?}) ---\n{}",
+                self.backend,
+                self.log()
+            );
+        }
+    }
+}
