@@ -1533,17 +1533,28 @@ async fn registry_changes_are_announced(store: Arc<dyn Store>) {
     let mut events = store.events();
     seeded(&store).await;
     active_agent(&store, "bot").await;
-    store.remove_upstream(&up_name("crm"), &ctx("a")).await.expect_err("still used");
+    store
+        .remove_upstream(&up_name("crm"), &ctx("a"))
+        .await
+        .expect_err("still used");
     let mut agents = Vec::new();
     let mut upstreams = Vec::new();
     while let Ok(e) = events.try_recv() {
-        if let StoreEvent::RegistryChanged { agents: a, upstreams: u } = e {
+        if let StoreEvent::RegistryChanged {
+            agents: a,
+            upstreams: u,
+        } = e
+        {
             agents.extend(a);
             upstreams.extend(u);
         }
     }
     agents.dedup();
     upstreams.dedup();
-    assert_eq!(agents, ["bot"], "created then activated: announced (duplicates collapsed)");
+    assert_eq!(
+        agents,
+        ["bot"],
+        "created then activated: announced (duplicates collapsed)"
+    );
     assert_eq!(upstreams, ["crm"], "a refused removal announces nothing");
 }
