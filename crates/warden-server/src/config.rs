@@ -43,6 +43,17 @@ pub struct Config {
     pub tokens: TokenConfig,
     /// External issuers whose tokens agents may present instead of their own assertions.
     pub federation: Vec<FederationConfig>,
+    pub policy: PolicyConfig,
+}
+
+/// Where the first policy set comes from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// On a first start (no active policy set in the store), compile and activate the `.cedar` files of
+    /// this directory. Unset: no set is active until `warden policy activate`, and every decision is
+    /// deny.
+    pub bootstrap_dir: Option<PathBuf>,
 }
 
 /// Lifetimes and limits of agent credentials.
@@ -130,6 +141,7 @@ impl Default for Config {
             public_url: None,
             tokens: TokenConfig::default(),
             federation: Vec::new(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -235,6 +247,7 @@ pub struct Resolved {
     pub public_url: Option<url::Url>,
     pub tokens: TokenConfig,
     pub federation: Vec<FederationConfig>,
+    pub policy_bootstrap_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -322,6 +335,7 @@ impl Config {
         }
         Ok(Resolved {
             public_url,
+            policy_bootstrap_dir: self.policy.bootstrap_dir,
             tokens: self.tokens,
             federation: self.federation,
             listen,

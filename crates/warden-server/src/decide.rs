@@ -1,117 +1,97 @@
-//! The decision seam for starting and delegating tasks.
+//! The decisions the credential flows need: may this agent start this task, may this agent take over
+//! part of that one. Both go through the active Cedar policy set ([`crate::policy::Policies`]); the
+//! token endpoint acts only on the [`warden_core::Allowed`] an allowing decision yields.
 //!
-//! Until the policy engine lands (Cedar, issue 4), these built-in rules decide: an agent may start a task
-//! only while active and only within its allowed upstreams; a delegation may not go deeper than the
-//! configured depth and never wider than the parent task and the child's own allowed upstreams. The
-//! token endpoint calls these functions and acts only on the [`Allowed`] they yield; the policy issue
-//! replaces their bodies, not their callers.
+//! `needs_approval` cannot be satisfied for starting or delegating a task yet (approvals apply to
+//! actions, issue 6), so here it is reported as a deny that says an approval would be needed.
 
-use warden_core::{Agent, AgentState, Decision};
+use chrono::{DateTime, Utc};
+use warden_core::{Agent, AgentName, Decision, Outcome};
 use warden_identity::TaskIntent;
+use warden_policy::{Action, PolicyContext, PolicyRequest, ResourceRef, TaskContext};
 
-/// The version recorded on decisions made by these built-in rules.
-pub const BUILTIN_RULES: &str = "builtin:task-scope-v1";
+use crate::policy::Policies;
 
-/// May `agent` start a task with `intent`?
-pub fn task_start(agent: &Agent, intent: &TaskIntent) -> Decision {
-    if agent.state != AgentState::Active {
-        return Decision::deny(
-            format!("agent-not-active: agent `{}` is {}", agent.name, agent.state),
-            BUILTIN_RULES,
-        );
+/// The hard cap on delegation depth from the configuration, checked before policy (which may be
+/// stricter, never looser).
+pub const DEPTH_CAP_RULE: &str = "config:max_delegation_depth";
+
+fn task_context(task_id: &str, intent: &TaskIntent, depth: u8, chain: Vec<AgentName>) -> TaskContext {
+    TaskContext {
+        id: task_id.to_owned(),
+        purpose: intent.purpose.clone(),
+        task_type: intent.task_type.clone(),
+        upstreams: intent.upstreams.clone(),
+        tools: intent.tools.clone(),
+        datasets: intent.datasets.clone(),
+        depth,
+        chain,
     }
-    if let Some(up) = intent
-        .upstreams
-        .iter()
-        .find(|u| !agent.allowed_upstreams.contains(u))
-    {
-        return Decision::deny(
-            format!(
-                "upstream-not-allowed: `{up}` is not among agent `{}`'s allowed upstreams",
-                agent.name
-            ),
-            BUILTIN_RULES,
-        );
-    }
-    Decision::allow("task-scope: within the agent's allowed upstreams", BUILTIN_RULES)
 }
 
-/// May `child` take over part of a task at `depth` (the child task's depth)?
-pub fn delegation(child: &Agent, depth: u8, max_depth: u8, narrowed: &TaskIntent) -> Decision {
+fn request(agent: &Agent, action: Action, task: TaskContext) -> PolicyRequest {
+    PolicyRequest {
+        principal: agent.name.clone(),
+        action,
+        resource: ResourceRef::Task(task.id.clone()),
+        context: PolicyContext {
+            task: Some(task),
+            ..Default::default()
+        },
+    }
+}
+
+fn no_pending(mut d: Decision) -> Decision {
+    if d.outcome == Outcome::NeedsApproval {
+        d.outcome = Outcome::Deny;
+        d.reasons.push(
+            "an approval would be needed, and starting or delegating a task cannot wait for one".into(),
+        );
+    }
+    d
+}
+
+/// May `agent` start task `task_id` with `intent`?
+pub fn task_start(
+    policies: &Policies,
+    agent: &Agent,
+    task_id: &str,
+    intent: &TaskIntent,
+    now: DateTime<Utc>,
+) -> Decision {
+    let req = request(
+        agent,
+        Action::TaskStart,
+        task_context(task_id, intent, 0, Vec::new()),
+    );
+    no_pending(policies.decide(&req, now))
+}
+
+/// May `child` take over part of a task as `task_id` at `depth`, with the chain of delegating agents?
+#[expect(clippy::too_many_arguments, reason = "one value per fact the decision needs")]
+pub fn delegation(
+    policies: &Policies,
+    child: &Agent,
+    task_id: &str,
+    narrowed: &TaskIntent,
+    depth: u8,
+    max_depth: u8,
+    chain: Vec<AgentName>,
+    now: DateTime<Utc>,
+) -> Decision {
     if depth > max_depth {
         return Decision::deny(
-            format!("delegation-depth: a chain of depth {depth} exceeds the limit of {max_depth}"),
-            BUILTIN_RULES,
+            format!("{DEPTH_CAP_RULE}: a chain of depth {depth} exceeds the configured limit of {max_depth}"),
+            policies
+                .versions()
+                .0
+                .unwrap_or_else(|| crate::policy::NO_POLICY.to_owned()),
         );
     }
-    task_start(child, narrowed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::Utc;
-    use warden_core::*;
-
-    fn agent(state: AgentState, ups: &[&str]) -> Agent {
-        let now = Utc::now();
-        Agent {
-            id: uuid::Uuid::new_v4(),
-            name: AgentName::parse("bot").expect("valid"),
-            spiffe_id: "spiffe://warden.local/agent/bot".into(),
-            owners: vec![],
-            environment: Environment::Staging,
-            model: Model::parse("p/m@1").expect("valid"),
-            description: Description::default(),
-            allowed_upstreams: ups
-                .iter()
-                .map(|u| UpstreamName::parse(u).expect("valid"))
-                .collect(),
-            state,
-            state_changed_at: now,
-            state_changed_by: "x".into(),
-            created_at: now,
-            created_by: "x".into(),
-            updated_at: now,
-            updated_by: "x".into(),
-        }
-    }
-
-    fn intent(ups: &[&str]) -> TaskIntent {
-        TaskIntent {
-            purpose: "p".into(),
-            task_type: "t".into(),
-            upstreams: ups
-                .iter()
-                .map(|u| UpstreamName::parse(u).expect("valid"))
-                .collect(),
-            tools: vec![],
-            datasets: vec![],
-            max_duration_secs: None,
-        }
-    }
-
-    #[test]
-    fn rules() {
-        assert_eq!(
-            task_start(&agent(AgentState::Active, &["crm"]), &intent(&["crm"])).outcome,
-            Outcome::Allow
-        );
-        assert_eq!(
-            task_start(&agent(AgentState::Active, &["crm"]), &intent(&[])).outcome,
-            Outcome::Allow
-        );
-        let d = task_start(&agent(AgentState::Active, &["crm"]), &intent(&["db"]));
-        assert_eq!(d.outcome, Outcome::Deny);
-        assert!(d.reasons[0].starts_with("upstream-not-allowed"), "{d:?}");
-        assert_eq!(d.policy_version, BUILTIN_RULES);
-        let d = task_start(&agent(AgentState::Suspended, &["crm"]), &intent(&["crm"]));
-        assert!(d.reasons[0].starts_with("agent-not-active"), "{d:?}");
-        let d = delegation(&agent(AgentState::Active, &["crm"]), 3, 2, &intent(&["crm"]));
-        assert!(d.reasons[0].starts_with("delegation-depth"), "{d:?}");
-        assert_eq!(
-            delegation(&agent(AgentState::Active, &["crm"]), 2, 2, &intent(&["crm"])).outcome,
-            Outcome::Allow
-        );
-    }
+    let req = request(
+        child,
+        Action::TaskDelegate,
+        task_context(task_id, narrowed, depth, chain),
+    );
+    no_pending(policies.decide(&req, now))
 }

@@ -19,6 +19,7 @@ pub mod federation;
 pub mod json;
 pub mod keys;
 pub mod oauth;
+pub mod policy;
 mod state;
 pub mod tasks;
 
@@ -75,8 +76,12 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         None => url::Url::parse(&format!("http://{addr}")).context("cannot make the public URL")?,
     };
     let identity = Arc::new(build_identity(&resolved, &public_url, store.clone()).await?);
-    spawn_background(store.clone(), identity.clone());
-    let state = AppState::new(store.clone(), resolved.trust_domain.clone(), identity);
+    if let Some(dir) = &resolved.policy_bootstrap_dir {
+        policy::bootstrap(store.as_ref(), dir).await?;
+    }
+    let policies = Arc::new(policy::Policies::load(store.as_ref()).await?);
+    spawn_background(store.clone(), identity.clone(), policies.clone());
+    let state = AppState::new(store.clone(), resolved.trust_domain.clone(), identity, policies);
     let app = router(state, resolved.limits);
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
     // A plain line as well: scripts and tests wait for it, whatever the log format.
@@ -120,14 +125,16 @@ fn hostname() -> String {
 
 /// Applies store events to the caches, refreshes trusted issuers' keys, and forgets expired jtis.
 /// `run` starts it; tests that build their own state start it too.
-pub fn spawn_background(store: Arc<dyn Store>, identity: Arc<Identity>) {
+pub fn spawn_background(store: Arc<dyn Store>, identity: Arc<Identity>, policies: Arc<policy::Policies>) {
     let mut events = store.events();
     let id = identity.clone();
+    let event_store = store.clone();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(event) => {
                     id.tasks.apply(&event);
+                    apply_to_policies(&policies, event_store.as_ref(), &event).await;
                     let keys_changed = matches!(
                         event,
                         warden_store::StoreEvent::SigningKeysChanged | warden_store::StoreEvent::Resync
@@ -139,6 +146,8 @@ pub fn spawn_background(store: Arc<dyn Store>, identity: Arc<Identity>) {
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "fell behind on store events; resyncing");
                     id.tasks.apply(&warden_store::StoreEvent::Resync);
+                    apply_to_policies(&policies, event_store.as_ref(), &warden_store::StoreEvent::Resync)
+                        .await;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
@@ -160,6 +169,23 @@ pub fn spawn_background(store: Arc<dyn Store>, identity: Arc<Identity>) {
             }
         }
     });
+}
+
+/// Keeps the policy sets and entities current.
+async fn apply_to_policies(policies: &policy::Policies, store: &dyn Store, event: &warden_store::StoreEvent) {
+    use warden_store::StoreEvent;
+    let result = match event {
+        StoreEvent::PoliciesChanged => policies.reload_policies(store, false).await,
+        StoreEvent::RegistryChanged { agents, upstreams } => policies.refresh(store, agents, upstreams).await,
+        StoreEvent::Resync => match policies.reload_policies(store, false).await {
+            Ok(()) => policies.reload_registry(store).await,
+            Err(e) => Err(e),
+        },
+        StoreEvent::TasksRevoked { .. } | StoreEvent::SigningKeysChanged => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %format!("{e:#}"), "cannot refresh policy data");
+    }
 }
 
 async fn federation_refresh(identity: Arc<Identity>) {

@@ -9,6 +9,7 @@ use warden_store::Store;
 
 use crate::federation::Federation;
 use crate::keys::KeyManager;
+use crate::policy::Policies;
 use crate::tasks::TaskCache;
 
 /// An event other parts of Warden react to.
@@ -89,16 +90,23 @@ pub struct AppState {
     pub trust_domain: TrustDomain,
     pub events: broadcast::Sender<RegistryEvent>,
     pub identity: Arc<Identity>,
+    pub policies: Arc<Policies>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, trust_domain: TrustDomain, identity: Arc<Identity>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        trust_domain: TrustDomain,
+        identity: Arc<Identity>,
+        policies: Arc<Policies>,
+    ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
             store,
             trust_domain,
             events,
             identity,
+            policies,
         }
     }
 

@@ -480,7 +480,7 @@ async fn task_outside_allowed_upstreams_is_denied(api: Api) {
         &b,
         StatusCode::FORBIDDEN,
         "access_denied",
-        "upstream-not-allowed",
+        "task-upstreams-must-be-allowed",
     );
     let (s, b) = start(&api, &bot, "[{\"type\": \"other\"}]", None).await;
     assert_eq!(
@@ -613,7 +613,13 @@ async fn delegation_beyond_depth_or_scope_is_refused(api: Api) {
     let (s, tc) = exchange(&api, tb["access_token"].as_str().expect("t"), &c, None, None).await;
     assert_eq!(s, StatusCode::OK, "depth 2 is allowed: {tc}");
     let (s, e) = exchange(&api, tc["access_token"].as_str().expect("t"), &d, None, None).await;
-    assert_oauth(s, &e, StatusCode::FORBIDDEN, "access_denied", "delegation-depth");
+    assert_oauth(
+        s,
+        &e,
+        StatusCode::FORBIDDEN,
+        "access_denied",
+        "max_delegation_depth",
+    );
     let (_, listed) = api.admin(Method::GET, "/v1/tasks", None).await;
     assert_eq!(
         listed["tasks"].as_array().expect("tasks").len(),

@@ -102,7 +102,8 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "public_url = \"{PUBLIC_URL}\"\n\n[log]\nlevel = \"warn\"\n\n[tokens]\nrevocation_cache_ttl_ms = 60000\n"
+                "public_url = \"{PUBLIC_URL}\"\n\n[log]\nlevel = \"warn\"\n\n[tokens]\nrevocation_cache_ttl_ms = 60000\n\n[policy]\nbootstrap_dir = {:?}\n",
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default")
             ),
         )?;
         let mut child = Command::new(std::env::current_exe()?)

@@ -109,6 +109,7 @@ pub async fn register(
         .store
         .create_agent(&body, &state.trust_domain, &join, &permit.context())
         .await?;
+    state.policies.agent_changed(&agent);
     tracing::info!(agent = %agent.name, spiffe_id = %agent.spiffe_id, by = %caller.human.email, "agent registered");
     Ok((
         StatusCode::CREATED,
@@ -244,6 +245,7 @@ async fn lifecycle(
 /// Publishes the revocation hook when a change invalidates the agent's credentials.
 fn publish(state: &AppState, change: AgentChange) -> Agent {
     state.forget_tasks(&change.revoked_tasks);
+    state.policies.agent_changed(&change.agent);
     if let Some(reason) = change.credentials_invalidated {
         state.publish(RegistryEvent::CredentialsInvalidated {
             agent: change.agent.name.clone(),

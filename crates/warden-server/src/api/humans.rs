@@ -147,6 +147,11 @@ pub async fn remove(
     }
     let removal = state.store.remove_human(&email, &permit.context()).await?;
     state.forget_tasks(&removal.revoked_tasks);
+    // Owners changed for every agent the human owned; re-read them now for this node's policies.
+    let owned: Vec<String> = removal.orphaned_agents.iter().map(ToString::to_string).collect();
+    if let Err(e) = state.policies.refresh(state.store.as_ref(), &owned, &[]).await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot refresh policy data after a human's removal");
+    }
     for agent in &removal.orphaned_agents {
         state.publish(crate::RegistryEvent::CredentialsInvalidated {
             agent: agent.clone(),

@@ -367,7 +367,8 @@ async fn start_task(
         Some(p) => Some(token_endpoint_proof(state, p, now).await?),
         None => None,
     };
-    let decision = decide::task_start(&agent, &intent);
+    let task_id = Uuid::new_v4();
+    let decision = decide::task_start(&state.policies, &agent, &task_id.to_string(), &intent, now);
     tracing::info!(agent = %agent.name, outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version, "task start decided");
     let allowed = decision
         .allowed()
@@ -375,7 +376,7 @@ async fn start_task(
     let s = &state.identity.settings;
     let duration = clamp_duration(intent.max_duration_secs, s.task_max_duration);
     let new = NewTask {
-        id: Uuid::new_v4(),
+        id: task_id,
         agent: agent.name.clone(),
         parent_id: None,
         depth: 0,
@@ -458,7 +459,18 @@ async fn renew_or_delegate(
     let narrowed = parent_intent
         .narrow(&requested, &actor.allowed_upstreams)
         .map_err(|e| OAuthError::access_denied(format!("delegation beyond the parent's scope: {e}")))?;
-    let decision = decide::delegation(&actor, depth, s.max_delegation_depth, &narrowed);
+    let task_id = Uuid::new_v4();
+    let chain = delegation_chain(&claims);
+    let decision = decide::delegation(
+        &state.policies,
+        &actor,
+        &task_id.to_string(),
+        &narrowed,
+        depth,
+        s.max_delegation_depth,
+        chain,
+        now,
+    );
     tracing::info!(parent = %claims.sub, child = %actor.name, depth, outcome = ?decision.outcome, reasons = ?decision.reasons, "delegation decided");
     let allowed = decision
         .allowed()
@@ -473,7 +485,7 @@ async fn renew_or_delegate(
     };
     let duration = clamp_duration(narrowed.max_duration_secs, s.task_max_duration);
     let new = NewTask {
-        id: Uuid::new_v4(),
+        id: task_id,
         agent: actor.name.clone(),
         parent_id: Some(parent.id),
         depth,
@@ -487,6 +499,25 @@ async fn renew_or_delegate(
     let task = create_task(state, &allowed, new, &actor.spiffe_id, now).await?;
     tracing::info!(parent_task = %parent.id, task = %task.id, child = %actor.name, depth, "task delegated");
     issue(state, &task, Some(act), now)
+}
+
+/// The agents that delegated, nearest first, from the token's `sub` and `act` chain.
+fn delegation_chain(claims: &TaskClaims) -> Vec<warden_core::AgentName> {
+    let mut chain = Vec::new();
+    let mut next = Some(claims.sub.as_str());
+    let mut act = claims.act.as_ref();
+    while let Some(spiffe) = next {
+        if let Some(name) = spiffe
+            .rsplit('/')
+            .next()
+            .and_then(|n| warden_core::AgentName::parse(n).ok())
+        {
+            chain.push(name);
+        }
+        next = act.map(|a| a.sub.as_str());
+        act = act.and_then(|a| a.act.as_deref());
+    }
+    chain
 }
 
 fn clamp_duration(requested: Option<u64>, cap: Duration) -> Duration {

@@ -32,6 +32,7 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<Upstream>), ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
     let up = state.store.create_upstream(&body, &permit.context()).await?;
+    state.policies.upstream_changed(&up.name, Some(&up));
     tracing::info!(upstream = %up.name, kind = %up.kind, by = %caller.human.email, "upstream added");
     Ok((StatusCode::CREATED, Json(up)))
 }
@@ -85,6 +86,7 @@ pub async fn remove(
     let permit = caller.require(Permission::WriteRegistry)?;
     let name = UpstreamName::parse(&name)?;
     let up = state.store.remove_upstream(&name, &permit.context()).await?;
+    state.policies.upstream_changed(&up.name, None);
     tracing::info!(upstream = %up.name, by = %caller.human.email, "upstream removed");
     Ok(Json(up))
 }

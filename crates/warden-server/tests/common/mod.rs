@@ -21,6 +21,11 @@ use warden_server::keys::KeyManager;
 use warden_server::{AppState, HttpLimits, Identity, TokenSettings, router};
 use warden_store::{Store, TokenRecord};
 
+/// The repository's default policy pack (what the quickstart activates).
+pub fn default_policies() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default")
+}
+
 /// The public URL the router tests pretend to be served at.
 pub const ISSUER: &str = "http://warden.test";
 
@@ -54,8 +59,16 @@ impl Api {
     pub async fn with_tokens(store: Arc<dyn Store>, dir: tempfile::TempDir, tokens: &TokenConfig) -> Self {
         let admin = mint(&store, "admin@example.com", &[Role::Admin], Duration::hours(1)).await;
         let identity = identity(store.clone(), dir.path(), tokens).await;
-        warden_server::spawn_background(store.clone(), identity.clone());
-        let state = AppState::new(store.clone(), TrustDomain::default(), identity);
+        warden_server::policy::bootstrap(store.as_ref(), &default_policies())
+            .await
+            .expect("default policies");
+        let policies = Arc::new(
+            warden_server::policy::Policies::load(store.as_ref())
+                .await
+                .expect("policies"),
+        );
+        warden_server::spawn_background(store.clone(), identity.clone(), policies.clone());
+        let state = AppState::new(store.clone(), TrustDomain::default(), identity, policies);
         let app = router(state.clone(), HttpLimits::default());
         Api {
             app,

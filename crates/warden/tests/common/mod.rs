@@ -42,6 +42,11 @@ macro_rules! on_both_backends {
     )+};
 }
 
+/// The repository's default policy pack.
+pub fn default_policies_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default")
+}
+
 /// A running `warden serve`, killed when dropped.
 pub struct Server {
     child: Child,
@@ -175,11 +180,17 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--listen", "127.0.0.1:0"]);
-        if let Some(config) = &how.config {
-            let path = dir.path().join("warden.toml");
-            std::fs::write(&path, config).expect("writing the config file");
-            cmd.arg("--config").arg(path);
-        }
+        // Every test server activates the repository's default policy pack on first start (as the
+        // quickstart does), unless the test's own config says otherwise.
+        let policy = format!("\n[policy]\nbootstrap_dir = {:?}\n", default_policies_dir());
+        let config = match &how.config {
+            Some(c) if c.contains("[policy]") => c.clone(),
+            Some(c) => format!("{c}{policy}"),
+            None => policy,
+        };
+        let path = dir.path().join("warden.toml");
+        std::fs::write(&path, config).expect("writing the config file");
+        cmd.arg("--config").arg(path);
         match (&how.database, backend) {
             (Some(url), _) => {
                 cmd.arg("--database").arg(url);

@@ -1,0 +1,531 @@
+//! Generated registries, policy sets and requests for the index-equivalence property test, the
+//! three-engine equality gate and the benchmarks (included by path from `benches/`).
+//!
+//! Policies come from a few realistic templates — per-agent permits and forbids, per-upstream
+//! approval rules, per-tool permits, argument checks, a few action-wide rules — each emitted both as
+//! Cedar and as the equivalent Rego rule, so the same rules run in Warden, in plain Cedar and in
+//! regorus. Rule bodies never read `context.approval` (approval lives in `@approval`/`@quorum`), which
+//! lets the Rego side decide `needs_approval` in one pass.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+use rand::Rng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde_json::{Value as Json, json};
+use warden_core::{
+    AgentName, AgentState, Email, Environment, Model, Sensitivity, UpstreamKind, UpstreamName,
+};
+use warden_policy::{
+    Action, AgentFacts, Approval, DatasetFacts, EntityStore, PolicyContext, PolicyRequest, ResourceRef, Risk,
+    TaskContext, ToolClass, ToolFacts, UpstreamFacts,
+};
+
+pub const ENVS: [Environment; 3] = [
+    Environment::Prototype,
+    Environment::Staging,
+    Environment::Production,
+];
+pub const SENS: [Sensitivity; 4] = [
+    Sensitivity::Public,
+    Sensitivity::Internal,
+    Sensitivity::Confidential,
+    Sensitivity::Regulated,
+];
+pub const TOOLS_PER_UPSTREAM: usize = 4;
+pub const DATASETS_PER_UPSTREAM: usize = 2;
+const CLASSES: [ToolClass; 4] = [
+    ToolClass::Read,
+    ToolClass::Write,
+    ToolClass::Destructive,
+    ToolClass::Admin,
+];
+
+/// A generated registry. Agents and upstreams are `a<i>` and `u<j>`; tools `u<j>/t<k>`, datasets
+/// `u<j>/d<k>`. Policies and requests use the first `hot_agents` agents and `hot_upstreams`
+/// upstreams, so they meet however large the registry is.
+pub struct World {
+    pub store: EntityStore,
+    pub agents: usize,
+    pub upstreams: usize,
+    pub hot_agents: usize,
+    pub hot_upstreams: usize,
+}
+
+fn agent_name(i: usize) -> AgentName {
+    AgentName::parse(&format!("a{i}")).expect("agent name")
+}
+
+fn upstream_name(j: usize) -> UpstreamName {
+    UpstreamName::parse(&format!("u{j}")).expect("upstream name")
+}
+
+/// A registry of `agents` agents and `upstreams` upstreams (with 4 tools and 2 datasets each):
+/// `agents + 7 × upstreams` entities.
+pub fn world(
+    rng: &mut StdRng,
+    agents: usize,
+    upstreams: usize,
+    hot_agents: usize,
+    hot_upstreams: usize,
+) -> World {
+    let mut store = EntityStore::new();
+    let owner = Email::parse("owner@example.com").expect("email");
+    for j in 0..upstreams {
+        let up = upstream_name(j);
+        store
+            .upsert_upstream(UpstreamFacts {
+                name: up.clone(),
+                kind: UpstreamKind::Mcp,
+                environment: *ENVS.choose(rng).expect("env"),
+                sensitivity: *SENS.choose(rng).expect("sens"),
+                owner: owner.clone(),
+            })
+            .expect("upstream");
+        for k in 0..TOOLS_PER_UPSTREAM {
+            store
+                .upsert_tool(ToolFacts {
+                    upstream: up.clone(),
+                    name: format!("t{k}"),
+                    class: CLASSES[k % 4],
+                })
+                .expect("tool");
+        }
+        for k in 0..DATASETS_PER_UPSTREAM {
+            store
+                .upsert_dataset(DatasetFacts {
+                    upstream: up.clone(),
+                    name: format!("d{k}"),
+                    sensitivity: *SENS.choose(rng).expect("sens"),
+                })
+                .expect("dataset");
+        }
+    }
+    let hot_up = hot_upstreams.min(upstreams).max(1);
+    for i in 0..agents {
+        let allowed: Vec<UpstreamName> = (0..hot_up)
+            .filter(|_| rng.gen_bool(0.6))
+            .map(upstream_name)
+            .collect();
+        let state = if rng.gen_bool(0.9) {
+            AgentState::Active
+        } else {
+            AgentState::Suspended
+        };
+        store
+            .upsert_agent(AgentFacts {
+                name: agent_name(i),
+                environment: *ENVS.choose(rng).expect("env"),
+                model: Model::parse("anthropic/claude-sonnet@4.5").expect("model"),
+                state,
+                owners: vec![owner.clone()],
+                allowed_upstreams: allowed,
+            })
+            .expect("agent");
+    }
+    World {
+        store,
+        agents,
+        upstreams,
+        hot_agents: hot_agents.min(agents).max(1),
+        hot_upstreams: hot_up,
+    }
+}
+
+/// A generated policy set in both languages, plus the approval quorums (for Rego's `data`).
+#[derive(Default)]
+pub struct Generated {
+    pub cedar: String,
+    pub rego: String,
+    pub quorum: BTreeMap<String, u8>,
+}
+
+/// The default pack (`policies/default/*.cedar`) as Rego.
+pub const DEFAULT_PACK_REGO: &str = include_str!("default_pack.rego");
+
+/// The default pack's approval quorums.
+pub fn default_pack_quorum() -> BTreeMap<String, u8> {
+    BTreeMap::from([
+        ("production-writes-need-approval".to_owned(), 1),
+        ("destructive-needs-two-approvals".to_owned(), 2),
+    ])
+}
+
+/// The default pack's Cedar files.
+pub fn default_pack_files() -> Vec<(String, String)> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/default");
+    let src = warden_policy::load_dir(&dir).expect("default pack");
+    src.files()
+        .iter()
+        .map(|f| (f.name.clone(), f.text.clone()))
+        .collect()
+}
+
+/// `n` generated policies. With `with_errors`, about 1 in 50 is a policy that fails to evaluate
+/// (integer overflow) when it applies — Cedar only (Rego has no such error), for the index test.
+pub fn policies(rng: &mut StdRng, w: &World, n: usize, with_errors: bool) -> Generated {
+    let mut g = Generated::default();
+    for i in 0..n {
+        let id = format!("g{i}");
+        let a = rng.gen_range(0..w.hot_agents);
+        let u = rng.gen_range(0..w.hot_upstreams);
+        let t = rng.gen_range(0..TOOLS_PER_UPSTREAM);
+        let roll = rng.gen_range(0..100);
+        let (cedar, rego) = if with_errors && roll < 2 {
+            (
+                format!(
+                    "@id(\"{id}\")\npermit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ context.time.unix * 10000000000 > 0 }};\n"
+                ),
+                String::new(),
+            )
+        } else if roll < 25 {
+            let score = rng.gen_range(10..100);
+            (
+                format!(
+                    "@id(\"{id}\")\npermit(principal == Warden::Agent::\"a{a}\", action in [Warden::Action::\"read\", Warden::Action::\"write\"], resource in Warden::Upstream::\"u{u}\")\nwhen {{ context.risk.score < {score} }};\n"
+                ),
+                format!(
+                    "permits contains \"{id}\" if {{\n  input.principal.name == \"a{a}\"\n  input.action in {{\"read\", \"write\"}}\n  \"Upstream::u{u}\" in input.resource.closure\n  input.context.risk.score < {score}\n}}\n"
+                ),
+            )
+        } else if roll < 40 {
+            let from = rng.gen_range(0..12);
+            let to = rng.gen_range(12..24);
+            (
+                format!(
+                    "@id(\"{id}\")\nforbid(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"destructive\", resource)\nwhen {{ context.time.hour < {from} || context.time.hour > {to} }};\n"
+                ),
+                format!(
+                    "forbids contains \"{id}\" if {{\n  input.principal.name == \"a{a}\"\n  input.action == \"destructive\"\n  outside_hours({from}, {to})\n}}\n"
+                ),
+            )
+        } else if roll < 55 {
+            let q = rng.gen_range(1..=3u8);
+            let level = rng.gen_range(0..4);
+            g.quorum.insert(id.clone(), q);
+            (
+                format!(
+                    "@id(\"{id}\")\n@approval(\"required\")\n@quorum(\"{q}\")\npermit(principal, action == Warden::Action::\"write\", resource in Warden::Upstream::\"u{u}\")\nwhen {{ context.sensitivity_level >= {level} }};\n"
+                ),
+                format!(
+                    "permits contains \"{id}\" if {{\n  input.action == \"write\"\n  \"Upstream::u{u}\" in input.resource.closure\n  input.context.sensitivity_level >= {level}\n}}\n"
+                ),
+            )
+        } else if roll < 70 {
+            let env = ENVS.choose(rng).expect("env").as_str();
+            (
+                format!(
+                    "@id(\"{id}\")\npermit(principal, action == Warden::Action::\"read\", resource == Warden::Tool::\"u{u}/t{t}\")\nwhen {{ principal.environment == \"{env}\" }};\n"
+                ),
+                format!(
+                    "permits contains \"{id}\" if {{\n  input.action == \"read\"\n  input.resource.uid == \"Tool::u{u}/t{t}\"\n  input.principal.environment == \"{env}\"\n}}\n"
+                ),
+            )
+        } else if roll < 82 {
+            let k = rng.gen_range(0..10);
+            let v = rng.gen_range(0..5);
+            (
+                format!(
+                    "@id(\"{id}\")\nforbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ context has args && context.args.hasTag(\"k{k}\") && context.args.getTag(\"k{k}\") == \"v{v}\" }};\n"
+                ),
+                format!(
+                    "forbids contains \"{id}\" if {{\n  \"Upstream::u{u}\" in input.resource.closure\n  input.context.args[\"k{k}\"] == \"v{v}\"\n}}\n"
+                ),
+            )
+        } else if roll < 93 {
+            let ty = ["report", "support", "maintenance"].choose(rng).expect("type");
+            (
+                format!(
+                    "@id(\"{id}\")\npermit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ context has task && context.task.task_type == \"{ty}\" }};\n"
+                ),
+                format!(
+                    "permits contains \"{id}\" if {{\n  input.principal.name == \"a{a}\"\n  input.action == \"read\"\n  input.context.task.task_type == \"{ty}\"\n}}\n"
+                ),
+            )
+        } else if roll < 99 {
+            (
+                format!(
+                    "@id(\"{id}\")\npermit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"task.start\", resource)\nwhen {{ context has task && context.task.upstreams.contains(Warden::Upstream::\"u{u}\") }};\n"
+                ),
+                format!(
+                    "permits contains \"{id}\" if {{\n  input.principal.name == \"a{a}\"\n  input.action == \"task.start\"\n  \"u{u}\" in input.context.task.upstreams\n}}\n"
+                ),
+            )
+        } else {
+            let d = rng.gen_range(0..3);
+            (
+                format!(
+                    "@id(\"{id}\")\nforbid(principal, action == Warden::Action::\"task.delegate\", resource)\nwhen {{ context.delegation.depth > {d} && principal.environment == \"staging\" }};\n"
+                ),
+                format!(
+                    "forbids contains \"{id}\" if {{\n  input.action == \"task.delegate\"\n  input.context.delegation.depth > {d}\n  input.principal.environment == \"staging\"\n}}\n"
+                ),
+            )
+        };
+        g.cedar.push_str(&cedar);
+        g.cedar.push('\n');
+        g.rego.push_str(&rego);
+        g.rego.push('\n');
+    }
+    g
+}
+
+/// A fixed time: 2025-06-02 (a Monday) at a random hour.
+pub fn time(rng: &mut StdRng) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 6, 2, rng.gen_range(0..24), 17, 0)
+        .single()
+        .expect("time")
+}
+
+/// Tool arguments of about `bytes` bytes: keys `k0`…`k9` with values `v0`…`v4`, then filler.
+pub fn args(rng: &mut StdRng, bytes: usize) -> Json {
+    let mut map = serde_json::Map::new();
+    for k in 0..10 {
+        if rng.gen_bool(0.5) {
+            map.insert(format!("k{k}"), json!(format!("v{}", rng.gen_range(0..5))));
+        }
+    }
+    let mut i = 0;
+    let mut size = 60;
+    while size < bytes {
+        map.insert(
+            format!("field_{i}"),
+            json!({"text": "lorem ipsum dolor sit amet", "n": i, "ok": true}),
+        );
+        size += 52;
+        i += 1;
+    }
+    Json::Object(map)
+}
+
+/// A random request over the hot part of the registry. `args_bytes`: `None` for no arguments.
+pub fn request(rng: &mut StdRng, w: &World, args_bytes: Option<usize>) -> PolicyRequest {
+    let action = *[
+        Action::Read,
+        Action::Read,
+        Action::Read,
+        Action::Write,
+        Action::Write,
+        Action::Destructive,
+        Action::Admin,
+        Action::TaskStart,
+        Action::TaskDelegate,
+    ]
+    .choose(rng)
+    .expect("action");
+    let u = rng.gen_range(0..w.hot_upstreams);
+    let up = upstream_name(u);
+    let resource = if action.is_task_action() {
+        ResourceRef::Task(format!("task-{}", rng.gen_range(0..1000)))
+    } else {
+        match rng.gen_range(0..10) {
+            0..=1 => ResourceRef::Upstream(up.clone()),
+            2..=6 => ResourceRef::tool(&up, &format!("t{}", rng.gen_range(0..TOOLS_PER_UPSTREAM))),
+            7..=8 => ResourceRef::dataset(&up, &format!("d{}", rng.gen_range(0..DATASETS_PER_UPSTREAM))),
+            _ => ResourceRef::Agent(agent_name(rng.gen_range(0..w.hot_agents))),
+        }
+    };
+    let task = if action.is_task_action() || rng.gen_bool(0.85) {
+        let mut set = std::collections::BTreeSet::new();
+        for _ in 0..w.hot_upstreams.min(6) {
+            set.insert(upstream_name(rng.gen_range(0..w.hot_upstreams)));
+        }
+        if rng.gen_bool(0.7) {
+            set.insert(up.clone());
+        }
+        let ups: Vec<UpstreamName> = set.into_iter().take(3).collect();
+        Some(TaskContext {
+            id: "t".into(),
+            purpose: "generated".into(),
+            task_type: ["report", "support", "maintenance"]
+                .choose(rng)
+                .expect("type")
+                .to_string(),
+            upstreams: ups,
+            tools: (0..TOOLS_PER_UPSTREAM)
+                .filter(|_| rng.gen_bool(0.5))
+                .map(|k| format!("t{k}"))
+                .collect(),
+            datasets: (0..DATASETS_PER_UPSTREAM)
+                .filter(|_| rng.gen_bool(0.5))
+                .map(|k| format!("d{k}"))
+                .collect(),
+            depth: rng.gen_range(0..4),
+            chain: vec![],
+        })
+    } else {
+        None
+    };
+    let granted = rng.gen_bool(0.3);
+    PolicyRequest {
+        principal: agent_name(rng.gen_range(0..w.hot_agents)),
+        action,
+        resource,
+        context: PolicyContext {
+            task,
+            approval: Approval {
+                granted,
+                approvers: if granted { rng.gen_range(1..4) } else { 0 },
+            },
+            args: args_bytes.map(|b| args(rng, b)),
+            risk: Risk {
+                secret_in_args: rng.gen_bool(0.05),
+                score: rng.gen_range(0..100),
+            },
+        },
+    }
+}
+
+fn env_rank(e: Environment) -> u8 {
+    match e {
+        Environment::Prototype => 0,
+        Environment::Staging => 1,
+        Environment::Production => 2,
+    }
+}
+
+fn sens_level(s: Sensitivity) -> i64 {
+    match s {
+        Sensitivity::Public => 0,
+        Sensitivity::Internal => 1,
+        Sensitivity::Confidential => 2,
+        Sensitivity::Regulated => 3,
+    }
+}
+
+fn flatten(v: &Json, path: &str, out: &mut serde_json::Map<String, Json>) {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match v {
+        Json::Object(m) => m.iter().for_each(|(k, v)| flatten(v, &join(k), out)),
+        Json::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| flatten(v, &join(&i.to_string()), out)),
+        Json::String(s) => {
+            out.insert(path.to_owned(), json!(s));
+        }
+        other => {
+            out.insert(path.to_owned(), json!(other.to_string()));
+        }
+    }
+}
+
+/// The Rego engine's input for a request: the same facts Warden puts into the Cedar request. `None`
+/// when the request names something unknown (Warden denies those before evaluating).
+pub fn rego_input(store: &EntityStore, req: &PolicyRequest, now: DateTime<Utc>) -> Option<Json> {
+    let agent = store.agent(req.principal.as_str())?;
+    let (resource, env, sens) = match &req.resource {
+        ResourceRef::Upstream(u) => {
+            let f = store.upstream(u.as_str())?;
+            (
+                json!({"type": "upstream", "uid": format!("Upstream::{u}"), "name": u.as_str(), "closure": [format!("Upstream::{u}")]}),
+                f.environment,
+                f.sensitivity,
+            )
+        }
+        ResourceRef::Tool(id) => {
+            let t = store.tool(id)?;
+            let f = store.upstream(t.upstream.as_str())?;
+            (
+                json!({"type": "tool", "uid": format!("Tool::{id}"), "name": t.name, "upstream": t.upstream.as_str(),
+                       "closure": [format!("Tool::{id}"), format!("Upstream::{}", t.upstream)]}),
+                f.environment,
+                f.sensitivity,
+            )
+        }
+        ResourceRef::Dataset(id) => {
+            let d = store.dataset(id)?;
+            let f = store.upstream(d.upstream.as_str())?;
+            (
+                json!({"type": "dataset", "uid": format!("Dataset::{id}"), "name": d.name, "upstream": d.upstream.as_str(),
+                       "sensitivity": d.sensitivity.as_str(),
+                       "closure": [format!("Dataset::{id}"), format!("Upstream::{}", d.upstream)]}),
+                f.environment,
+                d.sensitivity,
+            )
+        }
+        ResourceRef::Agent(a) => {
+            let f = store.agent(a.as_str())?;
+            (
+                json!({"type": "agent", "uid": format!("Agent::{a}"), "name": a.as_str(), "closure": [format!("Agent::{a}")]}),
+                f.environment,
+                Sensitivity::Internal,
+            )
+        }
+        ResourceRef::Task(id) => {
+            let task = req.context.task.as_ref()?;
+            let mut env: Option<Environment> = None;
+            let mut sens = Sensitivity::Public;
+            for u in &task.upstreams {
+                let f = store.upstream(u.as_str())?;
+                if env.is_none_or(|e| env_rank(f.environment) > env_rank(e)) {
+                    env = Some(f.environment);
+                }
+                sens = sens.max(f.sensitivity);
+            }
+            (
+                json!({"type": "task", "uid": format!("Task::{id}"), "name": id, "closure": [format!("Task::{id}")]}),
+                env.unwrap_or(agent.environment),
+                sens,
+            )
+        }
+    };
+    let c = &req.context;
+    let mut context = json!({
+        "delegation": {"depth": c.task.as_ref().map_or(0, |t| t.depth)},
+        "environment": {"agent": agent.environment.as_str(), "resource": env.as_str()},
+        "sensitivity": sens.as_str(),
+        "sensitivity_level": sens_level(sens),
+        "time": {"hour": now.hour(), "weekday": now.weekday().number_from_monday(), "unix": now.timestamp()},
+        "approval": {"granted": c.approval.granted, "approvers": c.approval.approvers},
+        "risk": {"secret_in_args": c.risk.secret_in_args, "score": c.risk.score},
+    });
+    if let Some(t) = &c.task {
+        context["task"] = json!({
+            "purpose": t.purpose, "task_type": t.task_type,
+            "upstreams": t.upstreams.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+            "tools": t.tools, "datasets": t.datasets,
+        });
+    }
+    if let Some(a) = &c.args {
+        let mut flat = serde_json::Map::new();
+        flatten(a, "", &mut flat);
+        context["args"] = Json::Object(flat);
+    }
+    Some(json!({
+        "principal": {
+            "name": agent.name.as_str(),
+            "environment": agent.environment.as_str(),
+            "state": agent.state.as_str(),
+            "allowed_upstreams": agent.allowed_upstreams.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        },
+        "action": req.action.as_str(),
+        "resource": resource,
+        "context": context,
+    }))
+}
+
+/// The Rego module for a generated set: the decision logic, the default pack, the generated rules.
+pub fn rego_module(generated: &Generated) -> String {
+    let mut m = String::from(include_str!("decision.rego"));
+    m.push('\n');
+    m.push_str(DEFAULT_PACK_REGO);
+    m.push('\n');
+    m.push_str(&generated.rego);
+    m
+}
+
+/// Rego `data` for a generated set: the approval quorums.
+pub fn rego_data(generated: &Generated) -> Json {
+    let mut q = default_pack_quorum();
+    q.extend(generated.quorum.iter().map(|(k, v)| (k.clone(), *v)));
+    json!({ "quorum": q })
+}

@@ -1,0 +1,42 @@
+//! The index never changes a decision: on generated policy sets (per-agent, per-upstream, per-tool,
+//! action-wide and unconstrained policies, some of which fail to evaluate) and generated requests,
+//! Warden's indexed decision equals plain Cedar's (`Authorizer::is_authorized` over the whole set)
+//! — outcome, quorum, reasons and errors — both on the request's entity slice and on the whole
+//! registry.
+
+// A benchmark or test harness: a broken fixture should stop the run loudly.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use common::generate as r#gen;
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use warden_policy::{PolicySource, compile};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn indexed_equals_unindexed(seed in any::<u64>(), n in 1usize..400, agents in 2usize..30, upstreams in 1usize..10) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let world = r#gen::world(&mut rng, agents, upstreams, agents, upstreams);
+        let generated = r#gen::policies(&mut rng, &world, n, true);
+        let mut files = r#gen::default_pack_files();
+        files.push(("generated.cedar".into(), generated.cedar.clone()));
+        let compiled = compile(&PolicySource::from_files(files).expect("source")).expect("compiles");
+        for i in 0..40 {
+            let args = if i % 3 == 0 { Some(200) } else { None };
+            let req = r#gen::request(&mut rng, &world, args);
+            let now = r#gen::time(&mut rng);
+            let indexed = compiled.decide(&world.store, &req, now);
+            let plain = compiled.decide_unindexed(&world.store, &req, now, false);
+            prop_assert_eq!(&indexed, &plain, "request {:?}", req);
+            if i % 4 == 0 {
+                let whole = compiled.decide_unindexed(&world.store, &req, now, true);
+                prop_assert_eq!(&indexed, &whole, "request {:?}", req);
+            }
+        }
+    }
+}
