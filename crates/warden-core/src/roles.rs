@@ -73,6 +73,10 @@ pub enum Permission {
     ManageOwnTokens,
     /// End the tasks of agents one owns (checked together with ownership).
     ManageOwnAgents,
+    /// Read policy sets, their history, and explain decisions.
+    ReadPolicies,
+    /// Validate, activate and shadow policy sets.
+    ManagePolicies,
 }
 
 impl Permission {
@@ -84,6 +88,8 @@ impl Permission {
             Permission::WriteRegistry | Permission::ManageHumans => &[Role::Admin],
             Permission::ManageOwnTokens => &[Role::Admin, Role::Approver, Role::Auditor, Role::Owner],
             Permission::ManageOwnAgents => &[Role::Admin, Role::Owner],
+            Permission::ReadPolicies => &[Role::Admin, Role::Auditor, Role::Approver, Role::Owner],
+            Permission::ManagePolicies => &[Role::Admin],
         }
     }
 
@@ -98,6 +104,8 @@ impl Permission {
             Permission::ManageHumans => "manage humans and their tokens",
             Permission::ManageOwnTokens => "manage your own API tokens",
             Permission::ManageOwnAgents => "manage the agents you own",
+            Permission::ReadPolicies => "read policies",
+            Permission::ManagePolicies => "change policies",
         }
     }
 }

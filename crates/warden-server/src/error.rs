@@ -29,6 +29,24 @@ pub enum ApiError {
     Unavailable(String),
     /// 500: a bug or corrupt data. The detail is logged, the client gets a generic message.
     Internal(String),
+    /// 400 with a list of located problems (policy files that do not compile).
+    Invalid {
+        message: String,
+        errors: Vec<LocatedError>,
+    },
+}
+
+/// A problem in an uploaded file, where it is.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LocatedError {
+    pub file: String,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    /// 1-based; 0 when unknown.
+    pub column: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
+    pub message: String,
 }
 
 /// The JSON body of every error response.
@@ -41,6 +59,9 @@ pub struct ErrorBody {
     /// The request field the error is about, when there is one (e.g. `owners[1]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Located problems (policy files), when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<LocatedError>,
 }
 
 impl ApiError {
@@ -53,7 +74,9 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::BadRequest { .. } | ApiError::Invalid { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -95,8 +118,16 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
+        let mut errors = Vec::new();
         let (message, field) = match self {
             ApiError::BadRequest { message, field } => (message, field),
+            ApiError::Invalid {
+                message,
+                errors: list,
+            } => {
+                errors = list;
+                (message, None)
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ("internal error; the server log has the details".to_owned(), None)
@@ -121,6 +152,7 @@ impl IntoResponse for ApiError {
                 error: code,
                 message,
                 field,
+                errors,
             }),
         )
             .into_response();

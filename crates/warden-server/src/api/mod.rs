@@ -8,7 +8,9 @@
 //! - body limit: bounds the memory an unauthenticated client can make us buffer.
 
 pub mod agents;
+pub mod authorize;
 pub mod humans;
+pub mod policies;
 pub mod tasks;
 pub mod tokens;
 pub mod upstreams;
@@ -59,6 +61,9 @@ impl Default for HttpLimits {
         humans::create_token, humans::list_tokens, humans::revoke_token,
         tokens::enroll, tokens::token, tokens::jwks, tokens::metadata,
         tasks::current, tasks::end_current, tasks::list, tasks::show, tasks::end, tasks::rotate_keys,
+        authorize::authorize, authorize::authorize_batch,
+        policies::status, policies::validate, policies::activate, policies::shadow, policies::clear_shadow,
+        policies::explain,
     ),
     components(schemas(ErrorBody, Health)),
     modifiers(&BearerAuth),
@@ -68,6 +73,7 @@ impl Default for HttpLimits {
         (name = "humans", description = "People and their API tokens"),
         (name = "identity", description = "Agent enrollment, RFC 8693 token exchange, signing keys"),
         (name = "tasks", description = "Tasks and their credentials"),
+        (name = "policy", description = "Decisions, and the policy sets that make them"),
         (name = "health", description = "Liveness and store health"),
     )
 )]
@@ -121,6 +127,16 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/tasks/{id}", get(tasks::show))
         .route("/tasks/{id}/end", post(tasks::end))
         .route("/keys/rotate", post(tasks::rotate_keys))
+        .route("/authorize", post(authorize::authorize))
+        .route("/authorize/batch", post(authorize::authorize_batch))
+        .route("/policies", get(policies::status))
+        .route("/policies/validate", post(policies::validate))
+        .route("/policies/activate", post(policies::activate))
+        .route(
+            "/policies/shadow",
+            axum::routing::put(policies::shadow).delete(policies::clear_shadow),
+        )
+        .route("/policies/explain", post(policies::explain))
         .route("/upstreams", post(upstreams::add).get(upstreams::list))
         .route(
             "/upstreams/{name}",
