@@ -185,6 +185,8 @@ pub enum LogFormat {
 pub struct HttpConfig {
     /// Largest request body, bytes. Default 64 KiB.
     pub max_body_bytes: usize,
+    /// Largest policy upload (`/v1/policies/*`), bytes. Default 8 MiB.
+    pub max_policy_bytes: usize,
     /// Per-request timeout, seconds. Default 30.
     pub request_timeout_secs: u64,
 }
@@ -194,6 +196,7 @@ impl Default for HttpConfig {
         let d = HttpLimits::default();
         Self {
             max_body_bytes: d.max_body_bytes,
+            max_policy_bytes: d.max_policy_bytes,
             request_timeout_secs: d.request_timeout.as_secs(),
         }
     }
@@ -296,6 +299,12 @@ impl Config {
         if self.http.max_body_bytes == 0 || self.http.max_body_bytes > MAX_BODY_LIMIT {
             bail!("http.max_body_bytes must be between 1 and {MAX_BODY_LIMIT}");
         }
+        if self.http.max_policy_bytes == 0 || self.http.max_policy_bytes > 4 * MAX_BODY_LIMIT {
+            bail!(
+                "http.max_policy_bytes must be between 1 and {}",
+                4 * MAX_BODY_LIMIT
+            );
+        }
         if self.http.request_timeout_secs == 0 || self.http.request_timeout_secs > MAX_REQUEST_TIMEOUT_SECS {
             bail!("http.request_timeout_secs must be between 1 and {MAX_REQUEST_TIMEOUT_SECS}");
         }
@@ -345,6 +354,7 @@ impl Config {
             log: self.log,
             limits: HttpLimits {
                 max_body_bytes: self.http.max_body_bytes,
+                max_policy_bytes: self.http.max_policy_bytes,
                 request_timeout: Duration::from_secs(self.http.request_timeout_secs),
             },
             admin_email: self.bootstrap.admin_email,

@@ -213,6 +213,16 @@ async fn bad_requests_are_denials_with_reasons(api: Api) {
     .await;
     assert_eq!((s, d["outcome"].as_str()), (StatusCode::OK, Some("deny")), "{d}");
     assert!(d["reasons"].to_string().contains("limit-exceeded"), "{d}");
+    // Oversized arguments reach the engine (the route accepts more than the engine does) and are a deny.
+    let big = json!({ "blob": "x".repeat(100 * 1024) });
+    let (s, d) = authorize(
+        &api,
+        &token,
+        json!({"action": "read", "resource": {"upstream": "crm"}, "args": big}),
+    )
+    .await;
+    assert_eq!((s, d["outcome"].as_str()), (StatusCode::OK, Some("deny")), "{d}");
+    assert!(d["reasons"].to_string().contains("limit-exceeded"), "{d}");
     let (_, d) = authorize(
         &api,
         &token,

@@ -161,7 +161,7 @@ fn peek_claims(token: &str) -> Option<Value> {
 }
 
 /// A client for the agent-side endpoints, and the server's discovery document.
-async fn connect(server: &ServerUrl) -> anyhow::Result<(Client, Discovery)> {
+pub async fn connect(server: &ServerUrl) -> anyhow::Result<(Client, Discovery)> {
     let client = Client::anonymous(server.0.clone())?;
     let discovery = Discovery::fetch(&client).await?;
     Ok((client, discovery))
@@ -217,7 +217,7 @@ async fn exchange(
 }
 
 /// Calls an agent-side endpoint with a task token (`Bearer`, or `DPoP` with a proof by `proof_key`).
-async fn with_task_token(
+pub async fn with_task_token(
     client: &Client,
     d: &Discovery,
     method: Method,

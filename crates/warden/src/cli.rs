@@ -7,6 +7,7 @@
 //! nothing, a URL that does not fit the upstream kind) are checked in `request.rs`, also before sending.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -21,6 +22,7 @@ use warden_core::{
     UpstreamKind, UpstreamName,
 };
 use warden_identity::{MAX_TASK_DURATION_SECS, SpiffeId};
+use warden_policy::Action;
 
 /// Where the client looks for the server when neither `--server` nor `WARDEN_SERVER` is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8700";
@@ -33,7 +35,7 @@ pub const DEFAULT_TOKEN_FILE: &str = "warden-data/admin.token";
 const GLOBAL: &str = "Global options";
 
 const AFTER_HELP: &str = "\
-Authentication (every verb but `serve` and the agent-side verbs below):
+Authentication (every verb but `serve`, `policy validate|test` and the agent-side verbs below):
   The API token is taken from the first of:
     1. --token-file FILE
     2. the WARDEN_TOKEN environment variable (the token itself)
@@ -43,12 +45,18 @@ Authentication (every verb but `serve` and the agent-side verbs below):
   Surrounding whitespace in a token file is ignored. A token is never accepted
   as a command-line argument, and never printed in errors.
 
-Agents (`agent enroll`, `task start|renew|delegate|current`, `task end --task-token-file`):
+Agents (`agent enroll`, `task start|renew|delegate|current`, `task end --task-token-file`,
+`authorize`):
   These act as an agent, not as a human: they need no API token. An agent proves
   who it is with its private key (--key, written by `agent enroll`), and uses
   its task token from --task-token-file. Secrets an agent receives (task tokens,
   join tokens) are written with --token-out / --out as new files of mode 0600,
   or, without those, printed once on stdout.
+
+Policies (`policy validate`, `policy test`):
+  These work on local files and need neither a server nor a token.
+  `policy activate` and `policy shadow` validate locally first and send nothing
+  when the set does not compile.
 
 Output:
   -o table (default) prints aligned columns for lists and `key: value` lines for
@@ -60,7 +68,11 @@ Exit codes:
   1  error: the server refused the request (any HTTP 4xx or 5xx), could not be
      reached, or a local file (e.g. the token file) could not be read
   2  usage error: unknown verb or flag, missing argument, or a flag value that
-     is not valid (checked before any request is sent)";
+     is not valid (checked before any request is sent)
+  3  `warden authorize`: the decision is deny
+  4  `warden authorize`: the decision is needs_approval
+  `warden policy validate|test` exit 1 when the policies do not compile or a
+  test case fails.";
 
 /// `warden`: the Warden server and its command-line client.
 #[derive(Debug, Parser)]
@@ -134,6 +146,11 @@ pub enum Command {
     /// Manage the keys Warden signs task tokens with.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Validate and test Cedar policies (locally), activate them, run them in shadow, explain decisions.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Ask the decision point whether a task may do an action (exit 0 allow, 3 deny, 4 needs_approval).
+    Authorize(AuthorizeArgs),
     /// Show the human and the API token this client authenticates as.
     Whoami,
 }
@@ -543,6 +560,164 @@ pub struct TaskIdArg {
     pub id: TaskId,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy directory here, without a server.
+    ///
+    /// Parses every `*.cedar` file in DIR, checks Warden's annotations (`@id` on every policy,
+    /// `@approval`, `@quorum`) and validates against Warden's schema in strict mode, with the engine the
+    /// server runs. Prints the version (a content hash of the files) or every problem as
+    /// `DIR/FILE:LINE:COLUMN: ...` and exits 1. Validator warnings go to stderr.
+    Validate(PolicyDirArgs),
+    /// Run policy test files here, without a server (like `opa test`).
+    ///
+    /// Compiles the policies, runs every case of every test file, prints PASS or FAIL with the
+    /// differences and a summary, and exits 1 when a case fails or a file cannot be used.
+    Test(PolicyTestArgs),
+    /// Validate a policy directory here, then make it the active set on every node (admins).
+    ///
+    /// Nothing is sent when the set does not compile. The server compiles it again, records it in the
+    /// history with --comment, and every node decides with it from then on.
+    Activate(PolicyInstallArgs),
+    /// Run a candidate policy set in shadow mode beside the active one, or stop it (--clear).
+    ///
+    /// Every decision is also made with the candidate; differences (outcome or quorum) are counted and
+    /// logged, and nothing it decides is enforced. The counters are per node (`policy status`).
+    Shadow(PolicyShadowArgs),
+    /// Show the active and shadow sets, the shadow counters and the recent history.
+    ///
+    /// `shadow_evaluated` and `shadow_differed` count the decisions the node that answers made with the
+    /// shadow set since it loaded it.
+    Status,
+    /// Explain how the active set decides a request, policy by policy (file and line).
+    Explain(PolicyExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyDirArgs {
+    /// The policy directory: its `*.cedar` files (not subdirectories) are the policy set.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+PATH is a test file (TOML) or a directory of `*.toml` test files. The policies are those of --dir, or,
+when PATH is in (or is) a directory named `tests`, of that directory's parent: `warden policy test
+policies/default/tests` tests `policies/default`. The test-file format is documented in warden-policy's
+`testing` module (fixtures: agents, upstreams, tools, datasets, named tasks; cases with `expect`).
+Exit codes: 0 every case passed; 1 a case failed, a file could not be used, or the policies do not
+compile; 2 usage error.")]
+pub struct PolicyTestArgs {
+    /// A test file, or a directory of `*.toml` test files.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The policy directory to test (default: the parent of the `tests` directory PATH is in).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyInstallArgs {
+    /// The policy directory: its `*.cedar` files are the set.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Why; recorded in the policy history.
+    #[arg(long, value_name = "TEXT", value_parser = Flag::<Note>::new())]
+    pub comment: Option<Note>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["dir", "clear"])))]
+pub struct PolicyShadowArgs {
+    /// The candidate policy directory.
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Stop shadow evaluation.
+    #[arg(long, conflicts_with = "dir")]
+    pub clear: bool,
+    /// Why; recorded in the policy history.
+    #[arg(long, value_name = "TEXT", value_parser = Flag::<Note>::new())]
+    pub comment: Option<Note>,
+}
+
+/// What an action targets: exactly one of an upstream, a tool or a dataset.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ResourceArgs {
+    /// The action targets this upstream.
+    #[arg(long, value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
+    pub upstream: Option<UpstreamName>,
+    /// The action targets this tool, named `UPSTREAM/TOOL`.
+    #[arg(long, value_name = "UPSTREAM/TOOL", value_parser = Flag::<QualifiedName>::new())]
+    pub tool: Option<QualifiedName>,
+    /// The action targets this dataset, named `UPSTREAM/DATASET`.
+    #[arg(long, value_name = "UPSTREAM/DATASET", value_parser = Flag::<QualifiedName>::new())]
+    pub dataset: Option<QualifiedName>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Explains the decision of the server's active policy set for a request that is not made: the agent,
+the action and the resource, with the context of a recorded task (--task-id; without it, no task), an
+approval (--approved, by --approvers people, default 1) and tool arguments (--args-file, JSON; `-`
+reads stdin). Prints the decision, its reasons, the policies the index selected (considered) and those
+whose condition held (matched), each with its file and line, and evaluation errors. -o json prints the
+explanation as the server sends it.")]
+pub struct PolicyExplainArgs {
+    /// The agent acting.
+    #[arg(long, value_name = "NAME", value_parser = Flag::<AgentName>::new())]
+    pub agent: AgentName,
+    /// The action: read, write, destructive or admin.
+    #[arg(long, value_name = "ACTION", value_parser = Flag::<Action>::new())]
+    pub action: Action,
+    #[command(flatten)]
+    pub resource: ResourceArgs,
+    /// Take the task context (intent, delegation) from this recorded task.
+    #[arg(long, value_name = "TASK_ID", value_parser = Flag::<TaskId>::new())]
+    pub task_id: Option<TaskId>,
+    /// Explain the request as if it had been approved.
+    #[arg(long)]
+    pub approved: bool,
+    /// How many distinct people approved (with --approved; default 1).
+    #[arg(long, value_name = "N", requires = "approved", value_parser = Flag::<Approvers>::new())]
+    pub approvers: Option<Approvers>,
+    /// The tool arguments: a JSON file (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub args_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Asks the server's decision point (POST /v1/authorize) whether the task the token belongs to may do
+ACTION to the resource, with the tool arguments of --args-file (JSON; `-` reads stdin). The task's
+intent comes from Warden's record of the task, not from this command. A DPoP-bound task token needs
+the agent's key (--key) to prove possession.
+
+Exit codes (so that scripts can branch on the decision):
+  0  allow
+  3  deny
+  4  needs_approval (the decision's quorum says how many approvers)
+  1  error: no decision was made (token refused, server unreachable, unreadable file)
+  2  usage error (checked before anything is sent)
+With -o json the decision is printed as the server sent it, and the exit code is the same.")]
+pub struct AuthorizeArgs {
+    /// File holding the task token.
+    #[arg(long, value_name = "FILE")]
+    pub task_token_file: PathBuf,
+    /// The agent's key, needed when the task token is DPoP-bound.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The action: read, write, destructive or admin.
+    #[arg(long, value_name = "ACTION", value_parser = Flag::<Action>::new())]
+    pub action: Action,
+    #[command(flatten)]
+    pub resource: ResourceArgs,
+    /// The tool arguments: a JSON file (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub args_file: Option<PathBuf>,
+}
+
 /// A value that can be parsed from one command-line argument, with a message (without the flag name)
 /// when it cannot.
 pub trait FlagValue: Sized + Clone + Send + Sync + 'static {
@@ -721,6 +896,110 @@ impl FlagValue for EndReason {
             return Err("the reason contains a control character".into());
         }
         Ok(Self(value.to_owned()))
+    }
+}
+
+/// A comment recorded with a policy change: at most 1000 bytes, no control characters but newlines (the
+/// server's rule).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note(pub String);
+
+impl FlagValue for Note {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        if value.len() > MAX_END_REASON_BYTES {
+            return Err(format!(
+                "the comment is {} bytes long; the limit is {MAX_END_REASON_BYTES}",
+                value.len()
+            ));
+        }
+        if value.chars().any(|c| c.is_control() && c != '\n') {
+            return Err("the comment contains a control character".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// The actions a task's agent does to upstreams, tools and datasets. `task.start` and `task.delegate`
+/// are decided at the token endpoint (`warden task start|delegate`), so they are refused here.
+impl FlagValue for Action {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        match value.parse::<Action>() {
+            Ok(a) if a.is_task_action() => Err(format!(
+                "`{a}` is decided when a task starts or is delegated (`warden task start|delegate`), not \
+                 per action; expected one of `read`, `write`, `destructive`, `admin`"
+            )),
+            Ok(a) => Ok(a),
+            Err(_) => Err(format!(
+                "unknown action `{}`; expected one of `read`, `write`, `destructive`, `admin`",
+                value.escape_debug()
+            )),
+        }
+    }
+
+    fn choices() -> Vec<&'static str> {
+        Action::ALL
+            .iter()
+            .filter(|a| !a.is_task_action())
+            .map(|a| a.as_str())
+            .collect()
+    }
+}
+
+/// A tool or dataset: `UPSTREAM/NAME`, the upstream a valid upstream name, the name 1 to 200 bytes
+/// without `/`, control characters or surrounding spaces (the policy registry's rule).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QualifiedName {
+    pub upstream: UpstreamName,
+    pub name: String,
+}
+
+impl fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.upstream, self.name)
+    }
+}
+
+impl FlagValue for QualifiedName {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        let Some((upstream, name)) = value.split_once('/') else {
+            return Err(format!(
+                "`{}` must be `UPSTREAM/NAME`, e.g. `crm/search`",
+                value.escape_debug()
+            ));
+        };
+        let upstream = UpstreamName::parse(upstream).map_err(|e| e.message)?;
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && !name.contains('/')
+            && name.trim() == name
+            && !name.chars().any(char::is_control);
+        if !ok {
+            return Err(format!(
+                "the name after `{upstream}/` must be 1 to 200 bytes without `/`, control characters or \
+                 surrounding spaces, not `{}`",
+                name.escape_debug()
+            ));
+        }
+        Ok(Self {
+            upstream,
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// How many distinct people approved: 1 to 255.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Approvers(pub u8);
+
+impl FlagValue for Approvers {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        match value.parse::<u8>() {
+            Ok(n) if n >= 1 && value.bytes().all(|b| b.is_ascii_digit()) => Ok(Self(n)),
+            _ => Err(format!(
+                "`{}` is not a number of approvers from 1 to 255",
+                value.escape_debug()
+            )),
+        }
     }
 }
 
@@ -947,6 +1226,96 @@ mod tests {
     }
 
     #[test]
+    fn policy_values() {
+        assert_eq!(Action::parse_flag("write"), Ok(Action::Write));
+        let e = Action::parse_flag("task.delegate").unwrap_err();
+        assert!(e.contains("decided when a task starts"), "{e}");
+        assert!(Action::parse_flag("Read").is_err());
+        assert_eq!(
+            <Action as FlagValue>::choices(),
+            ["read", "write", "destructive", "admin"]
+        );
+        let t = QualifiedName::parse_flag("crm/search").unwrap();
+        assert_eq!((t.upstream.as_str(), t.name.as_str()), ("crm", "search"));
+        assert_eq!(t.to_string(), "crm/search");
+        assert_eq!(
+            QualifiedName::parse_flag("db/public.orders").unwrap().name,
+            "public.orders"
+        );
+        for bad in ["crm", "crm/", "/x", "Crm/x", "crm/a/b", "crm/ x", "crm/a\u{1b}"] {
+            assert!(QualifiedName::parse_flag(bad).is_err(), "{bad:?}");
+        }
+        assert!(QualifiedName::parse_flag(&format!("crm/{}", "x".repeat(201))).is_err());
+        assert_eq!(Approvers::parse_flag("2"), Ok(Approvers(2)));
+        for bad in ["0", "256", "+1", "-1", "", "two"] {
+            assert!(Approvers::parse_flag(bad).is_err(), "{bad:?}");
+        }
+        assert!(Note::parse_flag("line one\nline two").is_ok());
+        assert!(Note::parse_flag("a\tb").is_err());
+        assert!(Note::parse_flag(&"x".repeat(1_001)).is_err());
+    }
+
+    #[test]
+    fn policy_verbs_parse() {
+        let cli = parse(&["policy", "shadow", "--clear", "--comment", "done"]).expect("valid");
+        let Command::Policy(PolicyCommand::Shadow(a)) = cli.command else {
+            panic!("wrong verb")
+        };
+        assert!(a.clear && a.dir.is_none());
+        usage_error(&["policy", "shadow"]);
+        usage_error(&["policy", "shadow", "dir", "--clear"]);
+        let cli = parse(&[
+            "policy",
+            "explain",
+            "--agent",
+            "bot",
+            "--action",
+            "write",
+            "--tool",
+            "crm/x",
+            "--approved",
+            "--approvers",
+            "2",
+        ])
+        .expect("valid");
+        let Command::Policy(PolicyCommand::Explain(a)) = cli.command else {
+            panic!("wrong verb")
+        };
+        assert_eq!(a.action, Action::Write);
+        assert_eq!(a.approvers, Some(Approvers(2)));
+        assert!(a.resource.tool.is_some() && a.resource.upstream.is_none());
+        // Exactly one resource.
+        let base = ["authorize", "--task-token-file", "t", "--action", "read"];
+        usage_error(&base);
+        let mut two = base.to_vec();
+        two.extend(["--upstream", "crm", "--dataset", "crm/d"]);
+        usage_error(&two);
+        let e = usage_error(&[
+            "authorize",
+            "--task-token-file",
+            "t",
+            "--action",
+            "task.start",
+            "--upstream",
+            "crm",
+        ]);
+        assert!(e.contains("error: --action: `task.start` is decided"), "{e}");
+        // --approvers only with --approved.
+        usage_error(&[
+            "policy",
+            "explain",
+            "--agent",
+            "bot",
+            "--action",
+            "read",
+            "--upstream",
+            "crm",
+            "--approvers",
+            "2",
+        ]);
+    }
+
+    #[test]
     fn token_ids() {
         let id = "1B4E28BA-2FA1-11D2-883F-0016D3CCA427";
         assert_eq!(TokenId::parse_flag(id), Ok(TokenId(id.to_ascii_lowercase())));
@@ -1125,5 +1494,16 @@ mod tests {
         assert!(help.contains("Exit codes:"), "{help}");
         assert!(help.contains("./warden-data/admin.token"), "{help}");
         assert!(help.contains("WARDEN_TOKEN"), "{help}");
+        assert!(
+            help.contains("3  `warden authorize`: the decision is deny"),
+            "{help}"
+        );
+        let mut cmd = Cli::command();
+        let authorize = cmd
+            .find_subcommand_mut("authorize")
+            .expect("authorize")
+            .render_long_help()
+            .to_string();
+        assert!(authorize.contains("4  needs_approval"), "{authorize}");
     }
 }

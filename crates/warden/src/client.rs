@@ -105,6 +105,37 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Where the token came from; shown on 401 so the user knows which token was refused.
     pub token_source: Option<String>,
+    /// Located problems (`file:line:column: message`), from an error body's `errors` list (a policy
+    /// set that does not compile).
+    pub located: Vec<String>,
+}
+
+/// One located problem in an error body (`POST /v1/policies/*`).
+#[derive(Deserialize)]
+struct LocatedBody {
+    #[serde(default)]
+    file: String,
+    #[serde(default)]
+    line: usize,
+    #[serde(default)]
+    column: usize,
+    #[serde(default)]
+    policy_id: Option<String>,
+    message: String,
+}
+
+impl LocatedBody {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        if !self.file.is_empty() {
+            out.push_str(&format!("{}:{}:{}: ", self.file, self.line, self.column));
+        }
+        if let Some(id) = &self.policy_id {
+            out.push_str(&format!("policy `{id}`: "));
+        }
+        out.push_str(&self.message);
+        printable(&out)
+    }
 }
 
 #[derive(Deserialize)]
@@ -116,6 +147,9 @@ struct ErrorBody {
     error_description: Option<String>,
     #[serde(default)]
     field: Option<String>,
+    /// Kept loose: an unexpected shape here must not hide the error's message.
+    #[serde(default)]
+    errors: Vec<Value>,
 }
 
 impl fmt::Display for ApiError {
@@ -128,7 +162,11 @@ impl fmt::Display for ApiError {
         if let Some(source) = &self.token_source {
             write!(f, "; {source}")?;
         }
-        f.write_str(")")
+        f.write_str(")")?;
+        for l in &self.located {
+            write!(f, "\n{l}")?;
+        }
+        Ok(())
     }
 }
 
@@ -216,8 +254,21 @@ impl Client {
         self.send(Method::PATCH, segments, &[], Some(body)).await
     }
 
+    pub async fn put<B: Serialize + ?Sized>(&self, segments: &[&str], body: &B) -> anyhow::Result<Value> {
+        self.send(Method::PUT, segments, &[], Some(body)).await
+    }
+
     pub async fn delete(&self, segments: &[&str]) -> anyhow::Result<Value> {
         self.send(Method::DELETE, segments, &[], None::<&()>).await
+    }
+
+    /// `DELETE` with a JSON body (e.g. a comment for the history).
+    pub async fn delete_with<B: Serialize + ?Sized>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> anyhow::Result<Value> {
+        self.send(Method::DELETE, segments, &[], Some(body)).await
     }
 
     async fn send<B: Serialize + ?Sized>(
@@ -308,6 +359,12 @@ fn api_error(status: StatusCode, body: &[u8], token_source: Option<&TokenSource>
             code: b.error,
             field: b.field,
             token_source,
+            located: b
+                .errors
+                .into_iter()
+                .filter_map(|e| serde_json::from_value::<LocatedBody>(e).ok())
+                .map(|e| e.render())
+                .collect(),
         }
         .into(),
         Err(_) => {
@@ -474,6 +531,17 @@ mod tests {
         let body = br#"{"error":"access_denied","error_description":"agent `bot` is suspended"}"#;
         let e = api_error(StatusCode::FORBIDDEN, body, Some(&source));
         assert_eq!(e.to_string(), "agent `bot` is suspended (HTTP 403 access_denied)");
+
+        // A policy set that does not compile: every located problem, one per line.
+        let body = br#"{"error":"invalid_request","message":"the policy set does not compile: a.cedar:3:7: x (and 1 more)",
+            "errors":[{"file":"a.cedar","line":3,"column":7,"message":"x"},
+                      {"file":"b.cedar","line":1,"column":1,"policy_id":"p","message":"y\u001b"}]}"#;
+        let e = client.api_error(StatusCode::BAD_REQUEST, body);
+        assert_eq!(
+            e.to_string(),
+            "the policy set does not compile: a.cedar:3:7: x (and 1 more) (HTTP 400 invalid_request)\n\
+             a.cedar:3:7: x\nb.cedar:1:1: policy `p`: y\\u{1b}"
+        );
 
         let e = client.api_error(StatusCode::BAD_GATEWAY, b"<html>\x1b[31mbad</html>");
         assert_eq!(

@@ -10,15 +10,23 @@ use warden_core::{Agent, AgentDetail, ApiTokenInfo, Human, Task, Upstream};
 
 use crate::agent;
 use crate::cli::{
-    AgentCommand, Cli, Command, Format, HumanCommand, KeysCommand, ServeArgs, TaskCommand, TokenCommand,
-    UpstreamCommand,
+    AgentCommand, Cli, Command, Format, HumanCommand, KeysCommand, PolicyCommand, ServeArgs, TaskCommand,
+    TokenCommand, UpstreamCommand,
 };
 use crate::client::{Client, find_token};
 use crate::output::{self, Fields, Table, list, time};
+use crate::policy::{self, PolicyCall};
 use crate::request::{self, LifecycleBody};
 use crate::secret_file::NewSecretFile;
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// The exit code of a command that succeeded.
+fn done((): ()) -> u8 {
+    0
+}
+
+/// Runs a command line; on success, the exit code: 0, or for `warden authorize` the decision's
+/// ([`policy::exit_code`]).
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let Cli {
         server,
         token_file,
@@ -27,18 +35,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     } = cli;
     // Every request body is built, and checked, before the token is read or anything is sent.
     let call = match command {
-        Command::Serve(args) => return serve(args).await,
+        Command::Serve(args) => return serve(args).await.map(done),
+        // As the agent, with its task token; exits with the decision's code.
+        Command::Authorize(a) => return policy::authorize(&server, format, a).await,
+        // Local: no server, no token.
+        Command::Policy(PolicyCommand::Validate(a)) => return policy::validate(format, &a.dir).map(done),
+        Command::Policy(PolicyCommand::Test(a)) => return policy::test(format, a).map(done),
+        // Compiled here first; nothing is sent when the set does not compile.
+        Command::Policy(PolicyCommand::Activate(a)) => {
+            Call::Policy(policy::install(format, &a.dir, false, a.comment)?)
+        }
+        Command::Policy(PolicyCommand::Shadow(a)) => match a.dir {
+            Some(dir) => Call::Policy(policy::install(format, &dir, true, a.comment)?),
+            None => Call::Policy(PolicyCall::ClearShadow(a.comment)),
+        },
+        Command::Policy(PolicyCommand::Status) => Call::Policy(PolicyCall::Status),
+        Command::Policy(PolicyCommand::Explain(a)) => Call::Policy(policy::explain_call(a)?),
         // The agent side: no API token.
-        Command::Agent(AgentCommand::Enroll(a)) => return agent::enroll(&server, format, a).await,
-        Command::Task(TaskCommand::Start(a)) => return agent::start(&server, format, a).await,
-        Command::Task(TaskCommand::Renew(a)) => return agent::renew(&server, format, a).await,
-        Command::Task(TaskCommand::Delegate(a)) => return agent::delegate(&server, format, a).await,
-        Command::Task(TaskCommand::Current(a)) => return agent::current(&server, format, a).await,
+        Command::Agent(AgentCommand::Enroll(a)) => return agent::enroll(&server, format, a).await.map(done),
+        Command::Task(TaskCommand::Start(a)) => return agent::start(&server, format, a).await.map(done),
+        Command::Task(TaskCommand::Renew(a)) => return agent::renew(&server, format, a).await.map(done),
+        Command::Task(TaskCommand::Delegate(a)) => {
+            return agent::delegate(&server, format, a).await.map(done);
+        }
+        Command::Task(TaskCommand::Current(a)) => return agent::current(&server, format, a).await.map(done),
         Command::Task(TaskCommand::End(a)) => match (a.id, a.task_token_file) {
             (Some(id), _) => Call::Task(TaskCall::End(id.0, end_body(a.reason))),
             (None, Some(file)) => {
                 let reason = a.reason.map(|r| r.0);
-                return agent::end(&server, format, &file, a.key.as_deref(), reason).await;
+                return agent::end(&server, format, &file, a.key.as_deref(), reason)
+                    .await
+                    .map(done);
             }
             // clap's argument group requires one of the two.
             (None, None) => {
@@ -59,14 +86,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let (token, source) = find_token(token_file.as_deref(), |k| std::env::var(k).ok())?;
     let client = Client::new(server.0, &token, source)?;
     drop(token);
-    match call {
+    let result = match call {
         Call::Agent(c) => run_agent(&client, format, c).await,
         Call::Upstream(c) => run_upstream(&client, format, c).await,
         Call::Human(c) => run_human(&client, format, c).await,
         Call::Task(c) => run_task(&client, format, c).await,
         Call::KeysRotate => keys_rotate(&client, format).await,
+        Call::Policy(c) => policy::run(&client, format, c).await,
         Call::Whoami => whoami(&client, format).await,
-    }
+    };
+    result.map(done)
 }
 
 fn end_body(reason: Option<crate::cli::EndReason>) -> Value {
@@ -96,6 +125,7 @@ enum Call {
     Human(HumanCall),
     Task(TaskCall),
     KeysRotate,
+    Policy(PolicyCall),
     Whoami,
 }
 

@@ -76,6 +76,19 @@ pub fn task_context(task: &Task) -> Result<TaskContext, String> {
 }
 
 fn decide_one(state: &AppState, caller: &TaskCaller, req: AuthorizeRequest) -> Decision {
+    let resource = req.resource.to_string();
+    let action = req.action.clone();
+    let decision = decide_request(state, caller, req);
+    // Every decision, refusals of malformed requests included, leaves a trace.
+    tracing::info!(
+        agent = %caller.task.agent, task = %caller.task.id, action = %action.escape_debug(), %resource,
+        outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version,
+        "authorize"
+    );
+    decision
+}
+
+fn decide_request(state: &AppState, caller: &TaskCaller, req: AuthorizeRequest) -> Decision {
     let version = || {
         state
             .policies
@@ -110,13 +123,7 @@ fn decide_one(state: &AppState, caller: &TaskCaller, req: AuthorizeRequest) -> D
             ..Default::default()
         },
     };
-    let decision = state.policies.decide(&request, Utc::now());
-    tracing::info!(
-        agent = %request.principal, task = %caller.task.id, action = %request.action, resource = %request.resource,
-        outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version,
-        "authorize"
-    );
-    decision
+    state.policies.decide(&request, Utc::now())
 }
 
 #[utoipa::path(

@@ -37,13 +37,20 @@ use crate::error::{ApiError, ErrorBody};
 #[derive(Clone, Copy, Debug)]
 pub struct HttpLimits {
     pub max_body_bytes: usize,
+    /// Larger bodies for policy uploads (`/v1/policies/*`).
+    pub max_policy_bytes: usize,
     pub request_timeout: Duration,
 }
+
+/// `/v1/authorize` bodies may exceed the engine's argument limit (64 KiB) so that oversized arguments
+/// get a decision (a deny, with the reason) rather than a 413.
+const MAX_AUTHORIZE_BYTES: usize = 1024 * 1024;
 
 impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
+            max_policy_bytes: 8 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -127,16 +134,33 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/tasks/{id}", get(tasks::show))
         .route("/tasks/{id}/end", post(tasks::end))
         .route("/keys/rotate", post(tasks::rotate_keys))
-        .route("/authorize", post(authorize::authorize))
-        .route("/authorize/batch", post(authorize::authorize_batch))
+        .route(
+            "/authorize",
+            post(authorize::authorize).layer(DefaultBodyLimit::max(MAX_AUTHORIZE_BYTES)),
+        )
+        .route(
+            "/authorize/batch",
+            post(authorize::authorize_batch).layer(DefaultBodyLimit::max(MAX_AUTHORIZE_BYTES)),
+        )
         .route("/policies", get(policies::status))
-        .route("/policies/validate", post(policies::validate))
-        .route("/policies/activate", post(policies::activate))
+        .route(
+            "/policies/validate",
+            post(policies::validate).layer(DefaultBodyLimit::max(limits.max_policy_bytes)),
+        )
+        .route(
+            "/policies/activate",
+            post(policies::activate).layer(DefaultBodyLimit::max(limits.max_policy_bytes)),
+        )
         .route(
             "/policies/shadow",
-            axum::routing::put(policies::shadow).delete(policies::clear_shadow),
+            axum::routing::put(policies::shadow)
+                .delete(policies::clear_shadow)
+                .layer(DefaultBodyLimit::max(limits.max_policy_bytes)),
         )
-        .route("/policies/explain", post(policies::explain))
+        .route(
+            "/policies/explain",
+            post(policies::explain).layer(DefaultBodyLimit::max(MAX_AUTHORIZE_BYTES)),
+        )
         .route("/upstreams", post(upstreams::add).get(upstreams::list))
         .route(
             "/upstreams/{name}",

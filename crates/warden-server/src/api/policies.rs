@@ -292,6 +292,15 @@ pub async fn explain(
                 .get_task(id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("task `{id}` not found")))?;
+            if t.agent != req.principal {
+                return Err(ApiError::BadRequest {
+                    message: format!(
+                        "task `{id}` belongs to agent `{}`, not `{}`",
+                        t.agent, req.principal
+                    ),
+                    field: Some("task_id".into()),
+                });
+            }
             Some(super::authorize::task_context(&t).map_err(ApiError::Internal)?)
         }
         (None, None) => None,
