@@ -197,9 +197,12 @@ fn init_logging(r: &Resolved) -> anyhow::Result<()> {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).context("invalid RUST_LOG filter")?,
         _ => EnvFilter::try_new(&r.log.level).context("invalid log.level filter")?,
     };
+    // Colours only on a terminal: log files and shippers get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = match r.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
