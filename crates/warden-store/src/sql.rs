@@ -230,46 +230,46 @@ macro_rules! impl_store {
                 Ok(agent)
             }
 
-            /// Checks that every owner is a registered human, naming the first that is not.
-            async fn check_owners(
+            /// Checks that every value names an existing row (`query` selects by `$1`), naming the first
+            /// that does not: `field[i]` and `missing(value)` make the error.
+            async fn check_refs(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                owners: &[warden_core::Email],
+                query: &str,
+                values: &[&str],
+                field: &str,
+                missing: impl Fn(&str) -> String,
             ) -> crate::Result<()> {
-                for (i, owner) in owners.iter().enumerate() {
-                    let found = sqlx::query("SELECT 1 FROM humans WHERE email = $1 AND disabled_at IS NULL")
-                        .bind(owner.as_str())
-                        .fetch_optional(&mut **tx)
-                        .await?;
+                for (i, value) in values.iter().enumerate() {
+                    let found = sqlx::query(query).bind(*value).fetch_optional(&mut **tx).await?;
                     if found.is_none() {
-                        return Err(warden_core::ValidationError::new(
-                            format!("owners[{i}]"),
-                            format!("owner `{owner}` is not a registered human (or was removed); add them with `warden human add`"),
-                        )
-                        .into());
+                        return Err(warden_core::ValidationError::new(format!("{field}[{i}]"), missing(value)).into());
                     }
                 }
                 Ok(())
             }
 
-            /// Checks that every allowed upstream is registered, naming the first that is not.
+            /// Checks that every owner is a registered, not removed human.
+            async fn check_owners(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                owners: &[warden_core::Email],
+            ) -> crate::Result<()> {
+                let values: Vec<&str> = owners.iter().map(|o| o.as_str()).collect();
+                Self::check_refs(tx, "SELECT 1 FROM humans WHERE email = $1 AND disabled_at IS NULL", &values, "owners", |o| {
+                    format!("owner `{o}` is not a registered human (or was removed); add them with `warden human add`")
+                })
+                .await
+            }
+
+            /// Checks that every allowed upstream is registered.
             async fn check_upstreams(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 ups: &[warden_core::UpstreamName],
             ) -> crate::Result<()> {
-                for (i, up) in ups.iter().enumerate() {
-                    let found = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
-                        .bind(up.as_str())
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                    if found.is_none() {
-                        return Err(warden_core::ValidationError::new(
-                            format!("allowed_upstreams[{i}]"),
-                            format!("upstream `{up}` is not registered; add it with `warden upstream add`"),
-                        )
-                        .into());
-                    }
-                }
-                Ok(())
+                let values: Vec<&str> = ups.iter().map(|u| u.as_str()).collect();
+                Self::check_refs(tx, "SELECT 1 FROM upstreams WHERE name = $1", &values, "allowed_upstreams", |u| {
+                    format!("upstream `{u}` is not registered; add it with `warden upstream add`")
+                })
+                .await
             }
 
             /// Replaces an agent's ordered list (`agent_owners.human_email` or
