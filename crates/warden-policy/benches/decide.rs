@@ -22,21 +22,24 @@ use warden_policy::{PolicySource, compile};
 
 fn bench(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(42);
-    let world = r#gen::world(&mut rng, 20_000, 11_430, 500, 100);
-    let typed: Vec<_> = (0..256)
-        .map(|_| (r#gen::request(&mut rng, &world, None), r#gen::time(&mut rng)))
-        .collect();
-    let args: Vec<_> = (0..256)
-        .map(|_| {
-            (
-                r#gen::request(&mut rng, &world, Some(3300)),
-                r#gen::time(&mut rng),
-            )
-        })
-        .collect();
+    // The workload of `benches/latency.rs`: n policies about n/2 agents and n/10 upstreams.
+    let mut world = r#gen::world(&mut rng, 20_000, 11_430, 5_000, 1_000);
     for n in [10usize, 100, 1_000, 10_000] {
+        world.hot_agents = (n / 2).clamp(1, 5_000);
+        world.hot_upstreams = (n / 10).clamp(1, 1_000);
+        let typed: Vec<_> = (0..256)
+            .map(|_| (r#gen::request(&mut rng, &world, None), r#gen::time(&mut rng)))
+            .collect();
+        let args: Vec<_> = (0..256)
+            .map(|_| {
+                (
+                    r#gen::request(&mut rng, &world, Some(3300)),
+                    r#gen::time(&mut rng),
+                )
+            })
+            .collect();
         let mut prng = StdRng::seed_from_u64(7 + n as u64);
-        let generated = r#gen::policies(&mut prng, &world, n, false);
+        let generated = r#gen::policies(&mut prng, &world, n, 0);
         let mut files = r#gen::default_pack_files();
         files.push(("generated.cedar".into(), generated.cedar.clone()));
         let compiled = compile(&PolicySource::from_files(files).expect("source")).expect("compiles");

@@ -3,8 +3,16 @@
 //! rules in Rego, RVM), at 10 / 100 / 1,000 / 10,000 generated policies plus the default pack, with
 //! typed input and with ~4 KB JSON tool arguments, over a registry of ~100k entities.
 //!
+//! The workload scales like a deployment: N generated policies are about N/2 agents and N/10
+//! upstreams (the first ones of the registry; agents work with upstreams of their team, see
+//! `tests/common/generate.rs`), and requests come from those agents to those upstreams. So the
+//! number of policies a request can meet stays about the same at every size; the harness prints it
+//! (the index's candidates per request, mean and p99) with the outcome mix.
+//!
 //! `cargo bench -p warden-policy --bench latency` (criterion gives means; this harness times every
 //! call with `Instant` and sorts). Each cell runs up to 100,000 calls or 2 s, after a warm-up.
+//! `WARDEN_BENCH_SIZES=10,100`, `WARDEN_BENCH_ENGINES=warden` and `WARDEN_BENCH_INPUTS=typed` narrow
+//! the run (for profiling).
 
 // A benchmark or test harness: a broken fixture should stop the run loudly.
 #![allow(clippy::expect_used)]
@@ -20,6 +28,7 @@ use common::generate as r#gen;
 use common::rego::RegoEngine;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use warden_core::Outcome;
 use warden_policy::{EntityStore, PolicyRequest, PolicySource, compile};
 
 const MAX_CALLS: usize = 100_000;
@@ -69,35 +78,35 @@ fn main() {
         return;
     }
     let mut rng = StdRng::seed_from_u64(42);
-    // 20,000 agents + 11,430 upstreams × (1 + 4 tools + 2 datasets) = 100,010 entities.
+    // 20,000 agents + 11,430 upstreams × (1 + 4 tools + 2 datasets) = 100,010 entities; teams of
+    // 5 agents per upstream over the first 5,000 agents and 1,000 upstreams.
     let t = Instant::now();
-    let world = r#gen::world(&mut rng, 20_000, 11_430, 500, 100);
+    let mut world = r#gen::world(&mut rng, 20_000, 11_430, 5_000, 1_000);
     println!(
         "registry: {} entities (built in {:?})",
         world.store.len(),
         t.elapsed()
     );
-    let typed = requests(&mut rng, &world, None);
-    let with_args = requests(&mut rng, &world, Some(3300));
-    let args_len = serde_json::to_string(&with_args[0].0.context.args)
-        .map(|s| s.len())
-        .unwrap_or(0);
-    println!("tool arguments: {args_len} bytes of JSON");
-    println!();
-    println!(
-        "{:>7} {:<8} {:<8} {:>9} {:>9} {:>7}",
-        "policies", "input", "engine", "p50 µs", "p99 µs", "calls"
-    );
-    // `WARDEN_BENCH_SIZES=10,100` and `WARDEN_BENCH_ENGINES=warden` narrow the run (for profiling).
     let sizes: Vec<usize> = std::env::var("WARDEN_BENCH_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10, 100, 1_000, 10_000]);
     let engines = std::env::var("WARDEN_BENCH_ENGINES").unwrap_or_else(|_| "warden,cedar,regorus".into());
+    let inputs = std::env::var("WARDEN_BENCH_INPUTS").unwrap_or_else(|_| "typed,args4k".into());
     let on = |e: &str| engines.split(',').any(|x| x == e);
+    println!(
+        "{:>7} {:<8} {:<8} {:>9} {:>9} {:>7}",
+        "policies", "input", "engine", "p50 µs", "p99 µs", "calls"
+    );
     for n in sizes {
+        // Policies (and requests) about n/2 agents and n/10 upstreams.
+        world.hot_agents = (n / 2).clamp(1, 5_000);
+        world.hot_upstreams = (n / 10).clamp(1, 1_000);
+        let mut rng = StdRng::seed_from_u64(42 + n as u64);
+        let typed = requests(&mut rng, &world, None);
+        let with_args = requests(&mut rng, &world, Some(3300));
         let mut prng = StdRng::seed_from_u64(7 + n as u64);
-        let generated = r#gen::policies(&mut prng, &world, n, false);
+        let generated = r#gen::policies(&mut prng, &world, n, 0);
         let mut files = r#gen::default_pack_files();
         files.push(("generated.cedar".into(), generated.cedar.clone()));
         let t = Instant::now();
@@ -115,7 +124,33 @@ fn main() {
             stats.by_action,
             if rego.is_vm() { "vm" } else { "interpreter" }
         );
+        let args_len = serde_json::to_string(&with_args[0].0.context.args)
+            .map(|s| s.len())
+            .unwrap_or(0);
+        let mut considered: Vec<usize> = Vec::with_capacity(typed.len());
+        let mut outcomes = [0usize; 3];
+        for (r, now) in &typed {
+            let e = compiled.explain(&world.store, r, *now);
+            considered.push(e.considered.len());
+            outcomes[match e.decision.outcome {
+                Outcome::Allow => 0,
+                Outcome::Deny => 1,
+                Outcome::NeedsApproval => 2,
+            }] += 1;
+        }
+        considered.sort_unstable();
+        println!(
+            "#   {} agents × {} upstreams; candidates per request: mean {:.1}, p99 {}; typed outcomes allow/deny/needs_approval {:?}; args {args_len} bytes",
+            world.hot_agents,
+            world.hot_upstreams,
+            considered.iter().sum::<usize>() as f64 / considered.len() as f64,
+            considered[considered.len() * 99 / 100],
+            outcomes
+        );
         for (label, reqs) in [("typed", &typed), ("args4k", &with_args)] {
+            if !inputs.split(',').any(|x| x == label) {
+                continue;
+            }
             let store: &EntityStore = &world.store;
             if on("warden") {
                 let s = measure(|i| {
@@ -143,11 +178,12 @@ fn main() {
             println!("{:>7} {:<8} {:<8} {}", n, label, "regorus", fmt(&s));
         }
     }
-    // Entity count: the same 1,000-policy set over a registry of ~1,000 entities.
+    // Entity count: a 1,000-policy set over a registry of 1,200 entities (the same 500 agents ×
+    // 100 upstreams window as at 1,000 policies above).
     let mut rng = StdRng::seed_from_u64(42);
-    let small = r#gen::world(&mut rng, 300, 100, 300, 100);
+    let small = r#gen::world(&mut rng, 500, 100, 500, 100);
     let mut prng = StdRng::seed_from_u64(7 + 1_000);
-    let generated = r#gen::policies(&mut prng, &small, 1_000, false);
+    let generated = r#gen::policies(&mut prng, &small, 1_000, 0);
     let mut files = r#gen::default_pack_files();
     files.push(("generated.cedar".into(), generated.cedar));
     let compiled = compile(&PolicySource::from_files(files).expect("source")).expect("compiles");

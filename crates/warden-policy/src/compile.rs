@@ -18,11 +18,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{Effect, PolicyId, PolicySet, Schema, ValidationMode, Validator};
-use cedar_policy_core::ast::{self, Expr};
+use cedar_policy_core::ast;
 use miette::Diagnostic;
 
-use crate::index::Index;
-use crate::request::Action;
+use crate::analysis::{Variant, variants};
+use crate::index::{self, Index};
+use crate::request::{Action, RESOURCE_KINDS};
 use crate::schema::{ToolArgTypes, schema_text};
 use crate::source::PolicySource;
 use crate::vocab::vocab;
@@ -70,16 +71,15 @@ pub(crate) struct CompiledPolicy {
     pub effect: Effect,
     /// `Some(quorum)` for an `@approval("required")` permit.
     pub approval: Option<u8>,
-    /// Whether the policy can depend on the approval state (annotated, or reads `approval`).
-    pub mentions_approval: bool,
-    /// Whether the policy may read the generic arguments view (its text mentions `args`).
-    pub mentions_args: bool,
+    /// The request actions (bit `Action as usize`) the action scope admits.
+    pub action_mask: u8,
+    /// The resource types (bit [`ResourceRef::kind`](crate::ResourceRef)) for which the condition
+    /// can hold.
+    pub kind_mask: u8,
     /// How decisions cite it: `id (forbid)`, `id (permit)`, `id (permit, approval, quorum 2)`, plus
     /// `: <@reason>` when given.
     pub reason: String,
     pub ast: ast::Policy,
-    /// The policy's whole condition (scope and body), built once instead of per evaluation.
-    pub condition: Expr,
 }
 
 /// A validated, indexed policy set. Cheap to share (`Arc`) and immutable: activation swaps sets.
@@ -91,13 +91,16 @@ pub struct CompiledPolicies {
     pub(crate) policies: Vec<CompiledPolicy>,
     pub(crate) by_id: HashMap<String, u32>,
     pub(crate) index: Index,
+    /// Per policy and resource type (`policy * RESOURCE_KINDS + kind`,
+    /// [`ResourceRef::kind`](crate::ResourceRef)), the condition evaluated on the hot path and what
+    /// it reads, built once: scope and body without source locations, without the scopes the index
+    /// decides, type tests folded ([`crate::analysis`]).
+    pub(crate) hot: Vec<Arc<Variant>>,
     /// The action entities (with their groups), by `Action as usize`.
     pub(crate) action_entities: Vec<Arc<ast::Entity>>,
-    /// The ancestors of each action (action groups), by `Action as usize`, the action first.
-    pub(crate) action_closure: Vec<Vec<ast::EntityUID>>,
     pub(crate) tool_types: ToolArgTypes,
+    /// Whether any policy can need approval (`@approval`, or reads `context.approval`).
     pub(crate) any_mentions_approval: bool,
-    pub(crate) any_mentions_args: bool,
     warnings: Vec<PolicyError>,
 }
 
@@ -289,10 +292,31 @@ pub fn compile_with_tools(
         return Err(errors);
     }
 
+    // Action entities and their groups, from the schema.
+    let actions = schema
+        .action_entities()
+        .map_err(|e| vec![bare(format!("the schema's actions: {e}"))])?;
+    let mut action_entities = Vec::with_capacity(Action::ALL.len());
+    let mut action_closure = Vec::with_capacity(Action::ALL.len());
+    for a in Action::ALL {
+        let uid = vocab.action(*a);
+        let api_uid = cedar_policy::EntityUid::from((**uid).clone());
+        let Some(e) = actions.get(&api_uid) else {
+            return Err(vec![bare(format!("the schema lacks action `{a}`"))]);
+        };
+        let core: &ast::Entity = e.as_ref();
+        let mut closure = vec![(**uid).clone()];
+        closure.extend(core.ancestors().cloned());
+        action_closure.push(closure);
+        action_entities.push(Arc::new(core.clone()));
+    }
+
     // Compile each policy for the hot path, in file order.
+    let resource_types = vocab.resource_types();
     let mut ids: Vec<(&String, &(usize, usize))> = origin.iter().collect();
     ids.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)));
     let mut policies = Vec::with_capacity(ids.len());
+    let mut hot = Vec::with_capacity(ids.len() * RESOURCE_KINDS);
     for (id, (fi, line)) in ids {
         let Some(p) = set.policy(&PolicyId::new(id.as_str())) else {
             continue;
@@ -313,7 +337,22 @@ pub fn compile_with_tools(
             reason.push_str(r);
         }
         let core: &ast::Policy = p.as_ref();
-        let text = p.to_cedar().unwrap_or_default();
+        let (action_mask, exact) = index::action_mask(core.action_constraint(), &action_closure);
+        let variants = variants(
+            core,
+            effect,
+            approval,
+            exact,
+            &vocab.agent,
+            &resource_types,
+            &vocab.args,
+        );
+        let kind_mask = variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.live)
+            .fold(0u8, |m, (k, _)| m | (1 << k));
+        hot.extend(variants);
         policies.push(CompiledPolicy {
             id: id.clone(),
             file: source
@@ -324,11 +363,10 @@ pub fn compile_with_tools(
             line: *line,
             effect,
             approval,
-            mentions_approval: approval.is_some() || text.contains("approval"),
-            mentions_args: text.contains("args"),
+            action_mask,
+            kind_mask,
             reason,
             ast: core.clone(),
-            condition: core.condition(),
         });
     }
     let by_id = policies
@@ -337,27 +375,8 @@ pub fn compile_with_tools(
         .map(|(i, p)| (p.id.clone(), i as u32))
         .collect();
 
-    // Action entities and their groups, from the schema.
-    let actions = schema
-        .action_entities()
-        .map_err(|e| vec![bare(format!("the schema's actions: {e}"))])?;
-    let mut action_entities = Vec::with_capacity(Action::ALL.len());
-    let mut action_closure = Vec::with_capacity(Action::ALL.len());
-    for a in Action::ALL {
-        let uid = vocab.action(*a);
-        let api_uid = cedar_policy::EntityUid::from(uid.clone());
-        let Some(e) = actions.get(&api_uid) else {
-            return Err(vec![bare(format!("the schema lacks action `{a}`"))]);
-        };
-        let core: &ast::Entity = e.as_ref();
-        let mut closure = vec![uid.clone()];
-        closure.extend(core.ancestors().cloned());
-        action_closure.push(closure);
-        action_entities.push(Arc::new(core.clone()));
-    }
     let index = Index::build(&policies, &action_closure);
-    let any_mentions_approval = policies.iter().any(|p| p.mentions_approval);
-    let any_mentions_args = policies.iter().any(|p| p.mentions_args);
+    let any_mentions_approval = hot.iter().any(|v| v.approval.is_some() || v.reads_approval);
     Ok(CompiledPolicies {
         version: source.version(),
         schema,
@@ -365,11 +384,10 @@ pub fn compile_with_tools(
         policies,
         by_id,
         index,
+        hot,
         action_entities,
-        action_closure,
         tool_types: tools.clone(),
         any_mentions_approval,
-        any_mentions_args,
         warnings,
     })
 }

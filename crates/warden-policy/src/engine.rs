@@ -6,24 +6,33 @@
 //! sensitivity, the resource's upstream), so a context never disagrees with the schema. Anything that
 //! cannot be built — an unknown agent or resource, an action that does not apply to the resource,
 //! arguments over the limits or not matching the tool's declared type — is a deny naming the problem.
+//! These checks run on every request; the context itself is built with only the attributes (and
+//! argument tags) that a candidate policy can read (`analysis.rs`).
 //!
 //! **Evaluation.** Only the policies the [index](crate::index) selects are evaluated, each with one
 //! Cedar evaluator (`cedar-policy-core`'s `Evaluator`, the same one `Authorizer::is_authorized`
 //! uses) over a precomputed condition, against an `Entities` holding just the entities the request
 //! touches. [`CompiledPolicies::decide_unindexed`] does the same with plain `Authorizer::is_authorized`
-//! over the full set; the two agree on every decision (property-tested).
+//! over the full set, the full context and always both passes; the two agree on every decision
+//! (property-tested).
 //!
 //! **Three values.** Let *counted permits* be the satisfied permits, where an `@approval("required")`
 //! permit counts only if `context.approval.granted` and `approvers >= @quorum`:
 //! 1. any evaluation error → `deny` (an error never allows), errors listed;
 //! 2. no satisfied forbid and at least one counted permit → `allow`, reasons = those permits;
 //! 3. otherwise, if the request would be allowed with `approval = { granted: true, approvers: max }`
-//!    (evaluated again, only when some candidate policy can depend on approval) → `needs_approval`,
-//!    quorum = the highest `@quorum` among the approval permits that would allow it (1 if none);
+//!    → `needs_approval`, quorum = the highest `@quorum` among the approval permits that would allow
+//!    it (1 if none);
 //! 4. otherwise `deny`, reasons = the satisfied forbids, or `default-deny` when nothing permits.
+//!
+//! Step 3 is a second pass only over the candidates that can read the approval state
+//! (`context.approval`, or the context as a whole); every other policy's result cannot change with
+//! the approval, so the first pass's result stands for it. With the default pack and most policy
+//! sets no policy reads it (approval is expressed by `@approval`), and step 3 costs nothing.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -32,36 +41,47 @@ use smol_str::SmolStr;
 
 use cedar_policy::{Authorizer, Effect};
 use cedar_policy_core::ast::{
-    Context, Entity, EntityUID, EntityUIDEntry, Literal, PartialValue, Request, Value, ValueKind,
+    Context, Entity, EntityUID, EntityUIDEntry, ExprKind, Literal, PartialValue, Request, SlotEnv, Value,
+    ValueKind,
 };
 use cedar_policy_core::entities::{Entities, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 use warden_core::{Decision, Environment, Outcome, Sensitivity};
 
+use crate::analysis::{CtxUse, TagUse, Variant, attr, task_field};
 use crate::compile::CompiledPolicies;
-use crate::request::{Action, ArgLimits, PolicyRequest, ResourceRef};
+use crate::request::{ArgLimits, PolicyRequest, RESOURCE_KINDS, ResourceRef};
 use crate::store::{EntityStore, sensitivity_level};
 use crate::vocab::{Vocab, vocab};
 
-/// A request turned into Cedar terms.
+type ContextMap = Arc<BTreeMap<SmolStr, Value>>;
+
+/// A request resolved against the registry and checked: everything but the context.
 pub(crate) struct Prepared {
-    principal: EntityUID,
-    action: EntityUID,
-    resource: EntityUID,
-    context: Arc<BTreeMap<SmolStr, Value>>,
-    /// The entities the request touches (principal, resource, its upstream, task, arguments, action).
+    principal: Arc<EntityUID>,
+    action: Arc<EntityUID>,
+    resource: Arc<EntityUID>,
+    principal_entity: Arc<Entity>,
+    /// The resource's entity, when the registry holds it (not for a task).
+    resource_entity: Option<Arc<Entity>>,
+    /// The entities the request touches (principal, resource, its upstream, task, action); the
+    /// arguments entity comes with the context.
     slice: Vec<Arc<Entity>>,
-    /// Built for this request (task, arguments): not in the store.
+    /// Built for this request (the task): not in the store.
     extra: Vec<Arc<Entity>>,
-    principal_closure: Vec<EntityUID>,
-    resource_closure: Vec<EntityUID>,
+    agent_env: Environment,
+    resource_env: Environment,
+    sensitivity: Sensitivity,
+    upstream: Option<Arc<EntityUID>>,
+    /// `context.tool_args`, for a tool that declares typed arguments.
+    tool_args: Option<Value>,
     granted: bool,
     approvers: u8,
 }
 
 /// What one evaluation pass found.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Pass {
     permits: Vec<u32>,
     forbids: Vec<u32>,
@@ -76,40 +96,6 @@ fn record<const N: usize>(pairs: [(&'static str, Value); N]) -> Value {
     Value::record(pairs.into_iter().map(|(k, v)| (SmolStr::new_static(k), v)), None)
 }
 
-fn flatten_args(json: &serde_json::Value, path: &mut String, out: &mut BTreeMap<SmolStr, PartialValue>) {
-    let push = |path: &mut String, key: &str, f: &mut dyn FnMut(&mut String)| {
-        let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(key);
-        f(path);
-        path.truncate(len);
-    };
-    match json {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                push(path, k, &mut |p| flatten_args(v, p, out));
-            }
-        }
-        serde_json::Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                let key = i.to_string();
-                push(path, &key, &mut |p| flatten_args(v, p, out));
-            }
-        }
-        serde_json::Value::String(s) => {
-            out.insert(SmolStr::new(path.as_str()), PartialValue::from(lit(s.as_str())));
-        }
-        other => {
-            out.insert(
-                SmolStr::new(path.as_str()),
-                PartialValue::from(lit(other.to_string())),
-            );
-        }
-    }
-}
-
 fn env_rank(e: Environment) -> u8 {
     match e {
         Environment::Prototype => 0,
@@ -118,49 +104,128 @@ fn env_rank(e: Environment) -> u8 {
     }
 }
 
+/// Context values that do not depend on the request, built once.
+struct Statics {
+    /// `context.environment` by (agent, resource) environment rank.
+    environments: [[Value; 3]; 3],
+    /// `context.approval` as the approval pass sees it.
+    approved: Value,
+    /// `context.approval` when nothing was approved.
+    not_approved: Value,
+    empty_set: Value,
+    /// `context.risk` by `secret_in_args as usize * 256 + score`, built on first use.
+    risk: Vec<OnceLock<Value>>,
+    /// `context.delegation` with an empty chain, by depth, built on first use.
+    delegation: Vec<OnceLock<Value>>,
+    /// The slot environment of a static policy: empty.
+    slots: SlotEnv,
+}
+
+static STATICS: LazyLock<Statics> = LazyLock::new(|| {
+    let envs = [
+        Environment::Prototype,
+        Environment::Staging,
+        Environment::Production,
+    ];
+    let env = |a: usize, r: usize| {
+        record([
+            ("agent", lit(envs[a].as_str())),
+            ("resource", lit(envs[r].as_str())),
+        ])
+    };
+    Statics {
+        environments: [0, 1, 2].map(|a| [0, 1, 2].map(|r| env(a, r))),
+        approved: record([("granted", lit(true)), ("approvers", lit(i64::from(u8::MAX)))]),
+        not_approved: record([("granted", lit(false)), ("approvers", lit(0i64))]),
+        empty_set: Value::set(std::iter::empty(), None),
+        risk: (0..512).map(|_| OnceLock::new()).collect(),
+        delegation: (0..256).map(|_| OnceLock::new()).collect(),
+        slots: SlotEnv::new(),
+    }
+});
+
+/// Whether a tag path can be, or lead to, one of `keys` (sorted): it is one, or a prefix of one
+/// followed by `.`. The empty path leads anywhere (an empty key adds no `.`).
+fn leads_to(path: &str, keys: &[SmolStr]) -> bool {
+    if path.is_empty() {
+        return true;
+    }
+    let from = keys.partition_point(|k| k.as_str() < path);
+    keys.get(from..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|k| k.starts_with(path))
+        .any(|k| k.len() == path.len() || k.as_bytes().get(path.len()) == Some(&b'.'))
+}
+
+/// The leaves of the arguments as tags: dotted path → the string, or the JSON text of a number,
+/// boolean or null, in document order (a later duplicate path replaces an earlier one, as in a
+/// map). With `keys`, only the leaves at those paths, skipping subtrees that cannot hold one.
+fn flatten_args(
+    json: &serde_json::Value,
+    path: &mut String,
+    keys: Option<&[SmolStr]>,
+    out: &mut Vec<(SmolStr, PartialValue)>,
+    text: &mut String,
+) {
+    let child = |path: &mut String, key: &str, f: &mut dyn FnMut(&mut String)| {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+        if keys.is_none_or(|k| leads_to(path, k)) {
+            f(path);
+        }
+        path.truncate(len);
+    };
+    let wanted = |path: &str| keys.is_none_or(|k| k.binary_search_by(|x| x.as_str().cmp(path)).is_ok());
+    match json {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                child(path, k, &mut |p| flatten_args(v, p, keys, out, text));
+            }
+        }
+        serde_json::Value::Array(items) => {
+            let mut index = String::new();
+            for (i, v) in items.iter().enumerate() {
+                index.clear();
+                let _ = write!(index, "{i}");
+                child(path, &index, &mut |p| flatten_args(v, p, keys, out, text));
+            }
+        }
+        serde_json::Value::String(s) => {
+            if wanted(path) {
+                out.push((SmolStr::new(path.as_str()), PartialValue::from(lit(s.as_str()))));
+            }
+        }
+        other => {
+            if wanted(path) {
+                text.clear();
+                let _ = write!(text, "{other}");
+                out.push((
+                    SmolStr::new(path.as_str()),
+                    PartialValue::from(lit(text.as_str())),
+                ));
+            }
+        }
+    }
+}
+
 impl CompiledPolicies {
     fn vocab(&self) -> Result<&'static Vocab, String> {
         vocab().map_err(|e| format!("internal: {e}"))
     }
 
-    /// Adds the generic view of the tool arguments (`context.args`, an `Args` entity with one tag per
-    /// leaf). Built only when a policy that may apply reads it: flattening 4 KB of JSON costs more
-    /// than the rest of a decision, and a policy that cannot apply cannot observe it.
-    fn add_args_view(p: &mut Prepared, req: &PolicyRequest) -> Result<(), String> {
-        let Some(args) = &req.context.args else {
-            return Ok(());
-        };
-        let v = vocab().map_err(|e| format!("internal: {e}"))?;
-        let mut tags = BTreeMap::new();
-        flatten_args(args, &mut String::new(), &mut tags);
-        let uid = v.uid(&v.args, "call");
-        let e = Arc::new(Entity::new_with_attr_partial_value(
-            uid.clone(),
-            std::iter::empty(),
-            HashSet::new(),
-            HashSet::new(),
-            tags,
-        ));
-        p.slice.push(e.clone());
-        p.extra.push(e);
-        Arc::make_mut(&mut p.context).insert(SmolStr::new_static("args"), lit(uid));
-        Ok(())
-    }
-
-    /// Builds the Cedar request (without the generic arguments view). `Err` is a reason to deny.
-    pub(crate) fn prepare(
-        &self,
-        store: &EntityStore,
-        req: &PolicyRequest,
-        now: DateTime<Utc>,
-    ) -> Result<Prepared, String> {
+    /// Resolves and checks the request. `Err` is a reason to deny.
+    pub(crate) fn prepare(&self, store: &EntityStore, req: &PolicyRequest) -> Result<Prepared, String> {
         let v = self.vocab()?;
         let ctx = &req.context;
         let agent = store
             .agents
             .get(req.principal.as_str())
             .ok_or_else(|| format!("unknown-agent: agent `{}` is not registered", req.principal))?;
-        let principal = agent.entity.uid().clone();
+        let principal = agent.uid.clone();
         let mut slice: Vec<Arc<Entity>> = Vec::with_capacity(6);
         let mut extra: Vec<Arc<Entity>> = Vec::new();
         slice.push(agent.entity.clone());
@@ -176,8 +241,9 @@ impl CompiledPolicies {
         }
 
         // The resource, its upstream, and what the context says about them.
-        let mut upstream_uid: Option<EntityUID> = None;
-        let resource;
+        let mut upstream: Option<Arc<EntityUID>> = None;
+        let mut resource_entity = None;
+        let resource: Arc<EntityUID>;
         let resource_env;
         let sensitivity;
         match &req.resource {
@@ -186,19 +252,20 @@ impl CompiledPolicies {
                     .upstreams
                     .get(name.as_str())
                     .ok_or_else(|| format!("unknown-resource: upstream `{name}` is not registered"))?;
-                resource = up.entity.uid().clone();
-                upstream_uid = Some(resource.clone());
+                resource = up.uid.clone();
+                upstream = Some(resource.clone());
                 resource_env = up.facts.environment;
                 sensitivity = up.facts.sensitivity;
+                resource_entity = Some(up.entity.clone());
                 slice.push(up.entity.clone());
             }
             ResourceRef::Tool(id) | ResourceRef::Dataset(id) => {
-                let (entity, up_name, own_sensitivity) = match &req.resource {
+                let (entity, uid, up_name, own_sensitivity) = match &req.resource {
                     ResourceRef::Tool(_) => {
                         let t = store.tools.get(id).ok_or_else(|| {
                             format!("unknown-resource: tool `{}` is not registered", id.escape_debug())
                         })?;
-                        (&t.entity, &t.facts.upstream, None)
+                        (&t.entity, &t.uid, &t.facts.upstream, None)
                     }
                     _ => {
                         let d = store.datasets.get(id).ok_or_else(|| {
@@ -207,7 +274,7 @@ impl CompiledPolicies {
                                 id.escape_debug()
                             )
                         })?;
-                        (&d.entity, &d.facts.upstream, Some(d.facts.sensitivity))
+                        (&d.entity, &d.uid, &d.facts.upstream, Some(d.facts.sensitivity))
                     }
                 };
                 let up = store.upstreams.get(up_name.as_str()).ok_or_else(|| {
@@ -216,10 +283,11 @@ impl CompiledPolicies {
                         req.resource
                     )
                 })?;
-                resource = entity.uid().clone();
-                upstream_uid = Some(up.entity.uid().clone());
+                resource = uid.clone();
+                upstream = Some(up.uid.clone());
                 resource_env = up.facts.environment;
                 sensitivity = own_sensitivity.unwrap_or(up.facts.sensitivity);
+                resource_entity = Some(entity.clone());
                 slice.push(entity.clone());
                 slice.push(up.entity.clone());
             }
@@ -228,9 +296,10 @@ impl CompiledPolicies {
                     .agents
                     .get(name.as_str())
                     .ok_or_else(|| format!("unknown-resource: agent `{name}` is not registered"))?;
-                resource = a.entity.uid().clone();
+                resource = a.uid.clone();
                 resource_env = a.facts.environment;
                 sensitivity = Sensitivity::Internal;
+                resource_entity = Some(a.entity.clone());
                 if resource != principal {
                     slice.push(a.entity.clone());
                 }
@@ -253,11 +322,11 @@ impl CompiledPolicies {
                     }
                     sens = sens.max(up.facts.sensitivity);
                 }
-                resource = v.uid(&v.task, id);
+                resource = Arc::new(v.uid(&v.task, id));
                 resource_env = env.unwrap_or(agent.facts.environment);
                 sensitivity = sens;
                 let e = Arc::new(Entity::new_with_attr_partial_value(
-                    resource.clone(),
+                    (*resource).clone(),
                     [
                         (
                             SmolStr::new_static("purpose"),
@@ -281,80 +350,9 @@ impl CompiledPolicies {
             }
         }
 
-        let mut context: BTreeMap<SmolStr, Value> = BTreeMap::new();
-        if let Some(task) = &ctx.task {
-            context.insert(
-                SmolStr::new_static("task"),
-                record([
-                    ("id", lit(task.id.as_str())),
-                    ("purpose", lit(task.purpose.as_str())),
-                    ("task_type", lit(task.task_type.as_str())),
-                    (
-                        "upstreams",
-                        Value::set(
-                            task.upstreams.iter().map(|u| lit(v.uid(&v.upstream, u.as_str()))),
-                            None,
-                        ),
-                    ),
-                    (
-                        "tools",
-                        Value::set(task.tools.iter().map(|t| lit(t.as_str())), None),
-                    ),
-                    (
-                        "datasets",
-                        Value::set(task.datasets.iter().map(|d| lit(d.as_str())), None),
-                    ),
-                ]),
-            );
-        }
-        let (depth, chain) = match &ctx.task {
-            Some(t) => (
-                i64::from(t.depth),
-                Value::set(t.chain.iter().map(|a| lit(v.uid(&v.agent, a.as_str()))), None),
-            ),
-            None => (0, Value::set(std::iter::empty(), None)),
-        };
-        context.insert(
-            SmolStr::new_static("delegation"),
-            record([("depth", lit(depth)), ("chain", chain)]),
-        );
-        context.insert(
-            SmolStr::new_static("environment"),
-            record([
-                ("agent", lit(agent.facts.environment.as_str())),
-                ("resource", lit(resource_env.as_str())),
-            ]),
-        );
-        context.insert(SmolStr::new_static("sensitivity"), lit(sensitivity.as_str()));
-        context.insert(
-            SmolStr::new_static("sensitivity_level"),
-            lit(sensitivity_level(sensitivity)),
-        );
-        if let Some(up) = upstream_uid {
-            context.insert(SmolStr::new_static("upstream"), lit(up));
-        }
-        context.insert(
-            SmolStr::new_static("time"),
-            record([
-                ("hour", lit(i64::from(now.hour()))),
-                ("weekday", lit(i64::from(now.weekday().number_from_monday()))),
-                ("unix", lit(now.timestamp())),
-            ]),
-        );
-        context.insert(
-            SmolStr::new_static("approval"),
-            record([
-                ("granted", lit(ctx.approval.granted)),
-                ("approvers", lit(i64::from(ctx.approval.approvers))),
-            ]),
-        );
-        context.insert(
-            SmolStr::new_static("risk"),
-            record([
-                ("secret_in_args", lit(ctx.risk.secret_in_args)),
-                ("score", lit(i64::from(ctx.risk.score))),
-            ]),
-        );
+        // The arguments: bounded (always, whatever the policies read) and, for a tool that
+        // declares typed arguments, checked against the type.
+        let mut tool_args = None;
         if let Some(args) = &ctx.args {
             ArgLimits::default()
                 .check(args)
@@ -368,82 +366,236 @@ impl CompiledPolicies {
                         id.escape_debug()
                     )
                 })?;
-                context.insert(
-                    SmolStr::new_static("tool_args"),
-                    Value::record([(SmolStr::new(id), typed)], None),
-                );
+                tool_args = Some(Value::record([(SmolStr::new(id), typed)], None));
             }
         }
 
         let action = v.action(req.action).clone();
-        let ai = req.action as usize;
-        if let Some(a) = self.action_entities.get(ai) {
+        if let Some(a) = self.action_entities.get(req.action as usize) {
             slice.push(a.clone());
         }
-        let principal_closure: Vec<EntityUID> = std::iter::once(principal.clone())
-            .chain(agent.entity.ancestors().cloned())
-            .collect();
-        let resource_closure: Vec<EntityUID> = match slice.get(1) {
-            Some(r) if *r.uid() == resource => std::iter::once(resource.clone())
-                .chain(r.ancestors().cloned())
-                .collect(),
-            _ => vec![resource.clone()],
-        };
         Ok(Prepared {
             principal,
             action,
             resource,
-            context: Arc::new(context),
+            principal_entity: agent.entity.clone(),
+            resource_entity,
             slice,
             extra,
-            principal_closure,
-            resource_closure,
+            agent_env: agent.facts.environment,
+            resource_env,
+            sensitivity,
+            upstream,
+            tool_args,
             granted: ctx.approval.granted,
             approvers: ctx.approval.approvers,
         })
     }
 
-    fn request(p: &Prepared, context: Arc<BTreeMap<SmolStr, Value>>) -> Request {
+    /// The Cedar context with the attributes in `need` (and of the generic argument view, the tags
+    /// `need` names), and the arguments entity when the context refers to it.
+    fn context(
+        &self,
+        p: &Prepared,
+        req: &PolicyRequest,
+        now: DateTime<Utc>,
+        need: &CtxUse,
+    ) -> Result<(ContextMap, Option<Arc<Entity>>), String> {
+        let v = self.vocab()?;
+        let st = &*STATICS;
+        let ctx = &req.context;
+        let want = |bit: u16| need.attrs & bit != 0;
+        let mut c: Vec<(SmolStr, Value)> = Vec::with_capacity(11);
+        let key = SmolStr::new_static;
+        if want(attr::APPROVAL) {
+            let a = &ctx.approval;
+            let value = if !a.granted && a.approvers == 0 {
+                st.not_approved.clone()
+            } else {
+                record([
+                    ("granted", lit(a.granted)),
+                    ("approvers", lit(i64::from(a.approvers))),
+                ])
+            };
+            c.push((key("approval"), value));
+        }
+        let mut args_entity = None;
+        if want(attr::ARGS)
+            && let Some(args) = &ctx.args
+        {
+            let keys: Option<&[SmolStr]> = match &need.tags {
+                TagUse::All => None,
+                TagUse::Keys(k) => Some(k),
+                TagUse::None => Some(&[]),
+            };
+            let mut tags = Vec::new();
+            flatten_args(args, &mut String::new(), keys, &mut tags, &mut String::new());
+            let uid = v.uid(&v.args, "call");
+            args_entity = Some(Arc::new(Entity::new_with_attr_partial_value(
+                uid.clone(),
+                std::iter::empty(),
+                HashSet::new(),
+                HashSet::new(),
+                tags,
+            )));
+            c.push((key("args"), lit(uid)));
+        }
+        if want(attr::DELEGATION) {
+            let delegation =
+                |depth: u8, chain: Value| record([("depth", lit(i64::from(depth))), ("chain", chain)]);
+            let value = match &ctx.task {
+                Some(t) if !t.chain.is_empty() => delegation(
+                    t.depth,
+                    Value::set(t.chain.iter().map(|a| lit(v.uid(&v.agent, a.as_str()))), None),
+                ),
+                _ => {
+                    let depth = ctx.task.as_ref().map_or(0, |t| t.depth);
+                    match st.delegation.get(usize::from(depth)) {
+                        Some(cell) => cell
+                            .get_or_init(|| delegation(depth, st.empty_set.clone()))
+                            .clone(),
+                        None => delegation(depth, st.empty_set.clone()),
+                    }
+                }
+            };
+            c.push((key("delegation"), value));
+        }
+        if want(attr::ENVIRONMENT) {
+            let a = usize::from(env_rank(p.agent_env));
+            let r = usize::from(env_rank(p.resource_env));
+            let value = st
+                .environments
+                .get(a)
+                .and_then(|row| row.get(r))
+                .cloned()
+                .unwrap_or_else(|| {
+                    record([
+                        ("agent", lit(p.agent_env.as_str())),
+                        ("resource", lit(p.resource_env.as_str())),
+                    ])
+                });
+            c.push((key("environment"), value));
+        }
+        if want(attr::RISK) {
+            let r = ctx.risk;
+            let risk = || {
+                record([
+                    ("secret_in_args", lit(r.secret_in_args)),
+                    ("score", lit(i64::from(r.score))),
+                ])
+            };
+            let value = match st
+                .risk
+                .get(usize::from(r.secret_in_args) * 256 + usize::from(r.score))
+            {
+                Some(cell) => cell.get_or_init(risk).clone(),
+                None => risk(),
+            };
+            c.push((key("risk"), value));
+        }
+        if want(attr::SENSITIVITY) {
+            c.push((key("sensitivity"), lit(p.sensitivity.as_str())));
+        }
+        if want(attr::SENSITIVITY_LEVEL) {
+            c.push((key("sensitivity_level"), lit(sensitivity_level(p.sensitivity))));
+        }
+        if want(attr::TASK)
+            && let Some(task) = &ctx.task
+        {
+            // Only the fields a candidate reads.
+            let field = |bit: u8| need.task & bit != 0;
+            let strings = |items: &[String]| {
+                if items.is_empty() {
+                    st.empty_set.clone()
+                } else {
+                    Value::set(items.iter().map(|s| lit(s.as_str())), None)
+                }
+            };
+            let mut fields: Vec<(SmolStr, Value)> = Vec::with_capacity(6);
+            if field(task_field::DATASETS) {
+                fields.push((key("datasets"), strings(&task.datasets)));
+            }
+            if field(task_field::ID) {
+                fields.push((key("id"), lit(task.id.as_str())));
+            }
+            if field(task_field::PURPOSE) {
+                fields.push((key("purpose"), lit(task.purpose.as_str())));
+            }
+            if field(task_field::TASK_TYPE) {
+                fields.push((key("task_type"), lit(task.task_type.as_str())));
+            }
+            if field(task_field::TOOLS) {
+                fields.push((key("tools"), strings(&task.tools)));
+            }
+            if field(task_field::UPSTREAMS) {
+                let ups = task.upstreams.iter().map(|u| lit(v.uid(&v.upstream, u.as_str())));
+                fields.push((key("upstreams"), Value::set(ups, None)));
+            }
+            c.push((key("task"), Value::record(fields, None)));
+        }
+        if want(attr::TIME) {
+            c.push((
+                key("time"),
+                record([
+                    ("hour", lit(i64::from(now.hour()))),
+                    ("weekday", lit(i64::from(now.weekday().number_from_monday()))),
+                    ("unix", lit(now.timestamp())),
+                ]),
+            ));
+        }
+        if want(attr::TOOL_ARGS)
+            && let Some(t) = &p.tool_args
+        {
+            c.push((key("tool_args"), t.clone()));
+        }
+        if want(attr::UPSTREAM)
+            && let Some(up) = &p.upstream
+        {
+            c.push((key("upstream"), Value::from(Literal::EntityUID(up.clone()))));
+        }
+        Ok((Arc::new(c.into_iter().collect()), args_entity))
+    }
+
+    fn request(p: &Prepared, context: ContextMap) -> Request {
+        let known = |euid: &Arc<EntityUID>| EntityUIDEntry::Known {
+            euid: euid.clone(),
+            loc: None,
+        };
         Request::new_unchecked(
-            EntityUIDEntry::from(p.principal.clone()),
-            EntityUIDEntry::from(p.action.clone()),
-            EntityUIDEntry::from(p.resource.clone()),
+            known(&p.principal),
+            known(&p.action),
+            known(&p.resource),
             Some(Context::Value(context)),
         )
     }
 
-    fn approved_context(p: &Prepared) -> Arc<BTreeMap<SmolStr, Value>> {
-        let mut c = (*p.context).clone();
-        c.insert(
-            SmolStr::new_static("approval"),
-            record([("granted", lit(true)), ("approvers", lit(i64::from(u8::MAX)))]),
-        );
+    /// `context` as the approval pass sees it: approved by the most approvers there can be.
+    fn approved_context(context: &ContextMap) -> ContextMap {
+        let mut c = (**context).clone();
+        c.insert(SmolStr::new_static("approval"), STATICS.approved.clone());
         Arc::new(c)
     }
 
-    fn candidates(&self, p: &Prepared, action: Action) -> Vec<u32> {
-        let empty = Vec::new();
-        let actions = self.action_closure.get(action as usize).unwrap_or(&empty);
-        self.index.candidates(
-            &p.principal_closure,
-            &p.resource_closure,
-            action as usize,
-            actions,
-        )
-    }
-
-    fn eval_pass(&self, entities: &Entities, request: Request, candidates: &[u32]) -> Pass {
+    /// Evaluates the candidates' conditions for resource type `kind`.
+    fn eval_pass(&self, entities: &Entities, request: Request, candidates: &[u32], kind: usize) -> Pass {
         let eval = Evaluator::new(request, entities, Extensions::all_available());
         let mut pass = Pass::default();
         for &i in candidates {
-            let Some(pol) = self.policies.get(i as usize) else {
+            let Some(variant) = self.variant(i, kind) else {
                 continue;
             };
-            match eval.interpret(&pol.condition, pol.ast.env()) {
+            // A condition that folded to a constant needs no evaluator. Policies are static (no
+            // templates), so their slot environment is empty.
+            let result = match variant.condition.expr_kind() {
+                ExprKind::Lit(Literal::Bool(b)) => Ok(Value::from(*b)),
+                _ => eval.interpret(&variant.condition, &STATICS.slots),
+            };
+            let id = || self.policies.get(i as usize).map_or("?", |p| p.id.as_str());
+            match result {
                 Ok(Value {
                     value: ValueKind::Lit(Literal::Bool(true)),
                     ..
-                }) => match pol.effect {
+                }) => match variant.effect {
                     Effect::Permit => pass.permits.push(i),
                     Effect::Forbid => pass.forbids.push(i),
                 },
@@ -453,19 +605,62 @@ impl CompiledPolicies {
                 }) => {}
                 Ok(_) => pass
                     .errors
-                    .push(format!("{}: the policy's condition is not a boolean", pol.id)),
-                Err(e) => pass.errors.push(format!("{}: {e}", pol.id)),
+                    .push(format!("{}: the policy's condition is not a boolean", id())),
+                Err(e) => pass.errors.push(format!("{}: {e}", id())),
             }
         }
         pass
     }
 
-    fn slice_entities(p: &Prepared) -> Result<Entities, String> {
-        let mut seen: HashSet<&EntityUID> = HashSet::with_capacity(p.slice.len());
-        let unique: Vec<Arc<Entity>> = p.slice.iter().filter(|e| seen.insert(e.uid())).cloned().collect();
+    /// The approval pass over the candidates: only the policies that can read the approval state
+    /// are evaluated again (with `approved`); every other candidate's result is the first pass's.
+    fn approval_pass(
+        &self,
+        p: &Prepared,
+        entities: &Entities,
+        context: &ContextMap,
+        candidates: &[u32],
+        kind: usize,
+        first: &Pass,
+    ) -> Pass {
+        let readers: Vec<u32> = candidates
+            .iter()
+            .copied()
+            .filter(|i| self.variant(*i, kind).is_some_and(|v| v.reads_approval))
+            .collect();
+        if readers.is_empty() {
+            return first.clone();
+        }
+        let again = self.eval_pass(
+            entities,
+            Self::request(p, Self::approved_context(context)),
+            &readers,
+            kind,
+        );
+        let merge = |old: &[u32], new: Vec<u32>| -> Vec<u32> {
+            let mut ids: Vec<u32> = old
+                .iter()
+                .copied()
+                .filter(|i| readers.binary_search(i).is_err())
+                .chain(new)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let mut errors = first.errors.clone();
+        errors.extend(again.errors);
+        Pass {
+            permits: merge(&first.permits, again.permits),
+            forbids: merge(&first.forbids, again.forbids),
+            errors,
+        }
+    }
+
+    /// The request's entities: `slice` (already free of duplicates) and the arguments entity.
+    fn entities(slice: &[Arc<Entity>], args: Option<&Arc<Entity>>) -> Result<Entities, String> {
         Entities::new()
             .add_entities(
-                unique,
+                slice.iter().chain(args).cloned(),
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::all_available(),
@@ -473,21 +668,32 @@ impl CompiledPolicies {
             .map_err(|e| format!("internal: entities: {e}"))
     }
 
+    /// Policy `i`'s condition for resource type `kind`, and what it reads.
+    fn variant(&self, i: u32, kind: usize) -> Option<&Variant> {
+        self.hot.get(i as usize * RESOURCE_KINDS + kind).map(|v| &**v)
+    }
+
+    /// Policy `i`'s `@quorum` if it is an `@approval` permit (the same for every resource type).
+    fn approval(&self, i: u32) -> Option<u8> {
+        self.variant(i, 0).and_then(|v| v.approval)
+    }
+
     fn counts(&self, i: u32, granted: bool, approvers: u8) -> bool {
-        match self.policies.get(i as usize).and_then(|p| p.approval) {
+        match self.approval(i) {
             None => true,
             Some(q) => granted && approvers >= q,
         }
     }
 
-    /// Steps 1-4 of the module doc, over any evaluator of passes.
+    /// Steps 1-4 of the module doc. `second` computes the approval pass from the first pass; it
+    /// runs only when the first pass neither errs nor allows and `mentions_approval`.
     fn combine(
         &self,
         p: &Prepared,
         req: &PolicyRequest,
         first: Pass,
         mentions_approval: bool,
-        second: impl FnOnce() -> Pass,
+        second: impl FnOnce(&Pass) -> Pass,
     ) -> (Decision, Option<Pass>, Pass) {
         let reasons = |ids: &[u32]| -> Vec<String> {
             let mut r: Vec<String> = ids
@@ -513,25 +719,23 @@ impl CompiledPolicies {
             d.errors = errors;
             return (d, None, first);
         }
-        let counted: Vec<u32> = first
+        let counted = first
             .permits
             .iter()
-            .copied()
-            .filter(|i| self.counts(*i, p.granted, p.approvers))
-            .collect();
-        if first.forbids.is_empty() && !counted.is_empty() {
+            .filter(|i| self.counts(**i, p.granted, p.approvers));
+        if first.forbids.is_empty() && counted.clone().next().is_some() {
             d.outcome = Outcome::Allow;
-            d.reasons = reasons(&counted);
+            d.reasons = reasons(&counted.copied().collect::<Vec<u32>>());
             return (d, None, first);
         }
         let mut second_pass = None;
         if mentions_approval {
-            let s = second();
+            let s = second(&first);
             if s.errors.is_empty() && s.forbids.is_empty() && !s.permits.is_empty() {
                 let quorum = s
                     .permits
                     .iter()
-                    .filter_map(|i| self.policies.get(*i as usize).and_then(|p| p.approval))
+                    .filter_map(|i| self.approval(*i))
                     .max()
                     .unwrap_or(1);
                 d.outcome = Outcome::NeedsApproval;
@@ -577,26 +781,28 @@ impl CompiledPolicies {
         req: &PolicyRequest,
         now: DateTime<Utc>,
     ) -> Result<(Decision, Vec<u32>, Pass, Option<Pass>), String> {
-        let mut p = self.prepare(store, req, now)?;
-        let candidates = self.candidates(&p, req.action);
-        let (mut mentions_approval, mut mentions_args) = (false, false);
+        let p = self.prepare(store, req)?;
+        let kind = req.resource.kind();
+        // The closures: each entity, then its ancestors.
+        let principal_closure = std::iter::once(&*p.principal).chain(p.principal_entity.ancestors());
+        let resource_closure =
+            std::iter::once(&*p.resource).chain(p.resource_entity.iter().flat_map(|e| e.ancestors()));
+        let candidates =
+            self.index
+                .candidates(principal_closure, resource_closure, req.action as usize, kind);
+        let mut need = CtxUse::default();
+        let mut mentions_approval = false;
         for i in &candidates {
-            if let Some(pol) = self.policies.get(*i as usize) {
-                mentions_approval |= pol.mentions_approval;
-                mentions_args |= pol.mentions_args;
+            if let Some(variant) = self.variant(*i, kind) {
+                need.merge(&variant.ctx);
+                mentions_approval |= variant.approval.is_some() || variant.reads_approval;
             }
         }
-        if mentions_args {
-            Self::add_args_view(&mut p, req)?;
-        }
-        let entities = Self::slice_entities(&p)?;
-        let first = self.eval_pass(&entities, Self::request(&p, p.context.clone()), &candidates);
-        let (decision, second, first) = self.combine(&p, req, first, mentions_approval, || {
-            self.eval_pass(
-                &entities,
-                Self::request(&p, Self::approved_context(&p)),
-                &candidates,
-            )
+        let (context, args) = self.context(&p, req, now, &need)?;
+        let entities = Self::entities(&p.slice, args.as_ref())?;
+        let first = self.eval_pass(&entities, Self::request(&p, context.clone()), &candidates, kind);
+        let (decision, second, first) = self.combine(&p, req, first, mentions_approval, |first| {
+            self.approval_pass(&p, &entities, &context, &candidates, kind, first)
         });
         Ok((decision, candidates, first, second))
     }
@@ -645,10 +851,29 @@ impl CompiledPolicies {
         }
     }
 
+    /// The request fully built, as the reference path sees it: every context attribute, every
+    /// argument tag; the entities of the request (the slice, with the arguments entity).
+    pub(crate) fn build_full(
+        &self,
+        store: &EntityStore,
+        req: &PolicyRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(Prepared, ContextMap, Vec<Arc<Entity>>), String> {
+        let mut p = self.prepare(store, req)?;
+        let (context, args) = self.context(&p, req, now, &CtxUse::everything())?;
+        let mut slice = p.slice.clone();
+        if let Some(a) = args {
+            slice.push(a.clone());
+            p.extra.push(a);
+        }
+        Ok((p, context, slice))
+    }
+
     /// The decision by plain Cedar: `Authorizer::is_authorized` over the *whole* policy set, on the
-    /// same request and entities, combined by the same rules. The reference the index is tested
-    /// against, and the "raw Cedar" of the benchmarks. With `all_entities`, the whole registry is
-    /// given to Cedar instead of the request's slice.
+    /// same request and entities with the full context (every attribute, every argument tag), both
+    /// passes whenever the set has a policy that can need approval, combined by the same rules. The
+    /// reference the indexed path is tested against, and the "raw Cedar" of the benchmarks. With
+    /// `all_entities`, the whole registry is given to Cedar instead of the request's slice.
     pub fn decide_unindexed(
         &self,
         store: &EntityStore,
@@ -656,15 +881,10 @@ impl CompiledPolicies {
         now: DateTime<Utc>,
         all_entities: bool,
     ) -> Decision {
-        let mut p = match self.prepare(store, req, now) {
-            Ok(p) => p,
+        let (p, context, slice) = match self.build_full(store, req, now) {
+            Ok(built) => built,
             Err(reason) => return self.denied(reason),
         };
-        if self.any_mentions_args
-            && let Err(reason) = Self::add_args_view(&mut p, req)
-        {
-            return self.denied(reason);
-        }
         let entities = if all_entities {
             let mut all: Vec<Arc<Entity>> = store.all_entities().cloned().collect();
             all.extend(p.extra.iter().cloned());
@@ -678,14 +898,14 @@ impl CompiledPolicies {
                 )
                 .map_err(|e| format!("internal: entities: {e}"))
         } else {
-            Self::slice_entities(&p)
+            Self::entities(&slice, None)
         };
         let entities = match entities {
             Ok(e) => cedar_policy::Entities::from(e),
             Err(reason) => return self.denied(reason),
         };
         let authorizer = Authorizer::new();
-        let pass = |ctx: Arc<BTreeMap<SmolStr, Value>>| -> Pass {
+        let pass = |ctx: ContextMap| -> Pass {
             let r = cedar_policy::Request::from(Self::request(&p, ctx));
             let resp = authorizer.is_authorized(&r, &self.set, &entities);
             let ids: Vec<u32> = resp
@@ -716,9 +936,9 @@ impl CompiledPolicies {
                 },
             }
         };
-        let first = pass(p.context.clone());
-        let (decision, _, _) = self.combine(&p, req, first, self.any_mentions_approval, || {
-            pass(Self::approved_context(&p))
+        let first = pass(context.clone());
+        let (decision, _, _) = self.combine(&p, req, first, self.any_mentions_approval, |_| {
+            pass(Self::approved_context(&context))
         });
         decision
     }
@@ -852,7 +1072,7 @@ impl PolicyEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{Approval, PolicyContext, Risk, TaskContext};
+    use crate::request::{Action, Approval, PolicyContext, Risk, TaskContext};
     use crate::store::{AgentFacts, DatasetFacts, ToolClass, ToolFacts, UpstreamFacts};
     use crate::{PolicySource, ToolArgTypes, compile, compile_with_tools};
     use serde_json::json;
@@ -955,27 +1175,64 @@ mod tests {
             (Action::TaskDelegate, ResourceRef::Task("t2".into())),
         ] {
             let r = req(action, resource.clone());
-            let mut p = c.prepare(&s, &r, now()).expect("prepares");
-            CompiledPolicies::add_args_view(&mut p, &r).expect("args view");
-            assert!(p.context.contains_key("args"));
-            assert_eq!(p.context.contains_key("tool_args"), action == Action::Write);
-            let context = cedar_policy::Context::from(Context::Value(p.context.clone()));
+            let (p, context, slice) = c.build_full(&s, &r, now()).expect("prepares");
+            assert!(context.contains_key("args"));
+            assert_eq!(context.contains_key("tool_args"), action == Action::Write);
+            let context = cedar_policy::Context::from(Context::Value(context.clone()));
             cedar_policy::Request::new(
-                cedar_policy::EntityUid::from(p.principal.clone()),
-                cedar_policy::EntityUid::from(p.action.clone()),
-                cedar_policy::EntityUid::from(p.resource.clone()),
+                cedar_policy::EntityUid::from((*p.principal).clone()),
+                cedar_policy::EntityUid::from((*p.action).clone()),
+                cedar_policy::EntityUid::from((*p.resource).clone()),
                 context,
                 Some(c.schema()),
             )
             .unwrap_or_else(|e| panic!("{resource}: context does not conform: {e}"));
-            let entities: Vec<cedar_policy::Entity> = p
-                .slice
+            let entities: Vec<cedar_policy::Entity> = slice
                 .iter()
                 .filter(|e| !e.uid().entity_type().is_action())
                 .map(|e| cedar_policy::Entity::from((**e).clone()))
                 .collect();
             cedar_policy::Entities::from_entities(entities, Some(c.schema()))
                 .unwrap_or_else(|e| panic!("{resource}: entities do not conform: {e}"));
+        }
+    }
+
+    /// Flattening only some tags yields exactly those tags of the full flattening, including
+    /// dotted keys, empty keys, arrays and a later key that collides with an earlier nested path.
+    #[test]
+    fn targeted_flattening_equals_full_flattening() {
+        let args = json!({
+            "a": {"b": "nested", "": {"c": 1}},
+            "a.b": "dotted wins",
+            "": {"x": true, "": null},
+            "items": [{"id": "a"}, {"id": 2.5}, []],
+            "k": "v",
+            "long_key_name_beyond_twenty_three_bytes": {"and_another_long_segment": "z"}
+        });
+        let full = |keys: Option<&[SmolStr]>| {
+            let mut out = Vec::new();
+            flatten_args(&args, &mut String::new(), keys, &mut out, &mut String::new());
+            let map: BTreeMap<SmolStr, PartialValue> = out.into_iter().collect();
+            map
+        };
+        let all = full(None);
+        assert_eq!(all.get("a.b"), Some(&PartialValue::from(lit("dotted wins"))));
+        assert_eq!(all.get("a..c"), Some(&PartialValue::from(lit("1"))));
+        assert_eq!(all.get("items.1.id"), Some(&PartialValue::from(lit("2.5"))));
+        let mut keys: Vec<SmolStr> = all.keys().cloned().collect();
+        keys.extend(["a".into(), "items.2".into(), "missing".into(), "items.0".into()]);
+        for n in 0..keys.len() {
+            for start in 0..keys.len() {
+                let mut wanted: Vec<SmolStr> = keys.iter().cycle().skip(start).take(n).cloned().collect();
+                wanted.sort();
+                wanted.dedup();
+                let want: BTreeMap<SmolStr, PartialValue> = all
+                    .iter()
+                    .filter(|(k, _)| wanted.contains(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(full(Some(&wanted)), want, "{wanted:?}");
+            }
         }
     }
 

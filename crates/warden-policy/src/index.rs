@@ -11,8 +11,15 @@
 //! 3. each action of its action constraint (`action == A`, `action in [A, B]`), else
 //! 4. the "always" bucket.
 //!
-//! Every entry also carries the set of request actions its action constraint admits, so a bucket hit
-//! only yields the policies about the request's action.
+//! Every entry also carries the set of request actions its action constraint admits — exactly: a
+//! request's action is one of the schema's six, so whether `action == A` or `action in [A, B]` holds
+//! is known per action at compile time (the action and its groups, from the schema) — so a bucket hit
+//! only yields the policies about the request's action, and the evaluated condition can leave the
+//! action scope out ([`crate::analysis::hot_condition`]). It can also leave out the principal or
+//! resource scope a policy is filed under, which a bucket hit implies ([`Filed`]). Likewise each
+//! entry carries the resource types its condition can hold for ([`crate::analysis::variants`]). The
+//! "always" and by-action buckets do not depend on the request's entities, so they are merged per
+//! action and resource type at compile time.
 //!
 //! A request's candidates are the "always" bucket plus the buckets of its principal and the
 //! principal's ancestors, its resource and the resource's ancestors, and its action and the action's
@@ -24,48 +31,127 @@
 //! this against unindexed Cedar on generated policy sets and requests.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use cedar_policy_core::ast::{ActionConstraint, EntityReference, EntityUID, PrincipalOrResourceConstraint};
 
 use crate::compile::{CompiledPolicy, IndexStats};
+use crate::request::RESOURCE_KINDS;
 
 /// A policy in a bucket, with the set of request actions its action constraint admits (bit `a` for
-/// `Action as usize == a`), so a bucket hit evaluates only the policies about the request's action.
-type Entry = (u32, u8);
+/// `Action as usize == a`) and the resource types its condition can hold for (bit
+/// `ResourceRef::kind`), so a bucket hit evaluates only the policies that can apply.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    policy: u32,
+    actions: u8,
+    kinds: u8,
+    /// Filed by `principal == E` / `resource == E`: applies only when E is the request's entity
+    /// itself, not one of its ancestors.
+    self_only: bool,
+}
+
+/// Which scope the index files a policy under. The scope constraint a bucket hit implies is left
+/// out of the evaluated condition ([`crate::analysis::hot_condition`]): `== E` and `in E` hold for
+/// every policy the bucket of E yields (an `== E` policy is yielded only for E itself), and of
+/// `is T in E` only `is T` remains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Filed {
+    Principal,
+    Resource,
+    /// By action, or always: the principal and resource scopes stay in the condition.
+    Elsewhere,
+}
+
+/// Where [`Index::build`] files `p`.
+pub(crate) fn filed(p: &cedar_policy_core::ast::Policy) -> Filed {
+    if scope_entity(p.principal_constraint().as_inner()).is_some() {
+        Filed::Principal
+    } else if scope_entity(p.resource_constraint().as_inner()).is_some() {
+        Filed::Resource
+    } else {
+        Filed::Elsewhere
+    }
+}
+
+/// A fast non-cryptographic hash (FxHash's mixing) for the index's maps. Their keys are the
+/// entities policies name (the policy author's, not a requester's choice), so flooding is not a
+/// concern; lookups hash a request's entities on every decision.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    always: Vec<Entry>,
-    by_principal: HashMap<EntityUID, Vec<Entry>>,
-    by_resource: HashMap<EntityUID, Vec<Entry>>,
-    by_action: HashMap<EntityUID, Vec<Entry>>,
+    /// Per request action and resource type (`action * RESOURCE_KINDS + kind`): the "always" and
+    /// by-action policies that can apply, ascending.
+    per_action: Vec<Vec<u32>>,
+    by_principal: FxMap<EntityUID, Vec<Entry>>,
+    by_resource: FxMap<EntityUID, Vec<Entry>>,
     stats: (usize, usize, usize, usize),
 }
 
-/// The request actions (bits) an action constraint admits: those whose closure (the action and its
-/// groups) meets the constraint.
-fn action_mask(c: &ActionConstraint, closures: &[Vec<EntityUID>]) -> u8 {
+/// The request actions (bits) an action constraint admits, and whether that is exact (the
+/// constraint holds for exactly those actions). `closures[a]` lists request action `a` and its
+/// groups (ancestors), the action first.
+pub(crate) fn action_mask(c: &ActionConstraint, closures: &[Vec<EntityUID>]) -> (u8, bool) {
     let mut mask = 0u8;
+    let mut exact = true;
     for (a, closure) in closures.iter().enumerate().take(8) {
         let admits = match c {
-            ActionConstraint::Eq(x) => closure.contains(x),
+            ActionConstraint::Any => true,
+            // `action == A`: the request's action is A.
+            ActionConstraint::Eq(x) => closure.first() == Some(&**x),
+            // `action in [A, B]`: the request's action is, or is a descendant of, one of them.
             ActionConstraint::In(list) => list.iter().any(|x| closure.contains(x)),
-            // `Any`, and anything this version of the index does not understand: admit every action.
+            // Anything this version of the index does not understand: admit every action, and keep
+            // the constraint in the evaluated condition.
             #[allow(unreachable_patterns)]
-            _ => true,
+            _ => {
+                exact = false;
+                true
+            }
         };
         if admits {
             mask |= 1 << a;
         }
     }
-    mask
+    (mask, exact)
 }
 
-fn scope_entity(c: &PrincipalOrResourceConstraint) -> Option<&EntityUID> {
+/// Whether an entry can apply to action `action` on a resource of type `kind`.
+fn admits(e: &Entry, action: usize, kind: usize) -> bool {
+    let bit = |i: usize| 1u8.checked_shl(i as u32).unwrap_or(0);
+    e.actions & bit(action) != 0 && e.kinds & bit(kind) != 0
+}
+
+/// The entity a principal or resource scope names, and whether the scope is `==` (rather than
+/// `in` or `is … in`).
+fn scope_entity(c: &PrincipalOrResourceConstraint) -> Option<(&EntityUID, bool)> {
     match c {
-        PrincipalOrResourceConstraint::Eq(EntityReference::EUID(e))
-        | PrincipalOrResourceConstraint::In(EntityReference::EUID(e))
-        | PrincipalOrResourceConstraint::IsIn(_, EntityReference::EUID(e)) => Some(e),
+        PrincipalOrResourceConstraint::Eq(EntityReference::EUID(e)) => Some((e, true)),
+        PrincipalOrResourceConstraint::In(EntityReference::EUID(e))
+        | PrincipalOrResourceConstraint::IsIn(_, EntityReference::EUID(e)) => Some((e, false)),
         _ => None,
     }
 }
@@ -74,35 +160,56 @@ impl Index {
     /// `action_closures[a]` lists request action `a` (as `Action as usize`) and its groups.
     pub fn build(policies: &[CompiledPolicy], action_closures: &[Vec<EntityUID>]) -> Self {
         let mut ix = Index::default();
+        let mut always: Vec<Entry> = Vec::new();
+        let mut by_action: HashMap<EntityUID, Vec<Entry>> = HashMap::new();
         for (i, p) in policies.iter().enumerate() {
             let i = i as u32;
-            let mask = action_mask(p.ast.action_constraint(), action_closures);
-            if let Some(e) = scope_entity(p.ast.principal_constraint().as_inner()) {
-                ix.by_principal.entry(e.clone()).or_default().push((i, mask));
+            let entry = |self_only: bool| Entry {
+                policy: i,
+                actions: p.action_mask,
+                kinds: p.kind_mask,
+                self_only,
+            };
+            if let Some((e, eq)) = scope_entity(p.ast.principal_constraint().as_inner()) {
+                ix.by_principal.entry(e.clone()).or_default().push(entry(eq));
                 ix.stats.1 += 1;
-            } else if let Some(e) = scope_entity(p.ast.resource_constraint().as_inner()) {
-                ix.by_resource.entry(e.clone()).or_default().push((i, mask));
+            } else if let Some((e, eq)) = scope_entity(p.ast.resource_constraint().as_inner()) {
+                ix.by_resource.entry(e.clone()).or_default().push(entry(eq));
                 ix.stats.2 += 1;
             } else {
                 match p.ast.action_constraint() {
                     ActionConstraint::Eq(a) => {
-                        ix.by_action.entry((**a).clone()).or_default().push((i, mask));
+                        by_action.entry((**a).clone()).or_default().push(entry(false));
                         ix.stats.3 += 1;
                     }
                     ActionConstraint::In(list) if !list.is_empty() => {
                         for a in list {
-                            let bucket = ix.by_action.entry((**a).clone()).or_default();
-                            if bucket.last().map(|e| e.0) != Some(i) {
-                                bucket.push((i, mask));
+                            let bucket = by_action.entry((**a).clone()).or_default();
+                            if bucket.last().map(|e| e.policy) != Some(i) {
+                                bucket.push(entry(false));
                             }
                         }
                         ix.stats.3 += 1;
                     }
                     _ => {
-                        ix.always.push((i, mask));
+                        always.push(entry(false));
                         ix.stats.0 += 1;
                     }
                 }
+            }
+        }
+        for (a, closure) in action_closures.iter().enumerate() {
+            for kind in 0..RESOURCE_KINDS {
+                let applies = |e: &&Entry| admits(e, a, kind);
+                let mut list: Vec<u32> = always.iter().filter(applies).map(|e| e.policy).collect();
+                for uid in closure {
+                    if let Some(b) = by_action.get(uid) {
+                        list.extend(b.iter().filter(applies).map(|e| e.policy));
+                    }
+                }
+                list.sort_unstable();
+                list.dedup();
+                ix.per_action.push(list);
             }
         }
         ix
@@ -117,41 +224,50 @@ impl Index {
         }
     }
 
-    /// The policies that can apply to a request for action number `action`, ascending, without
-    /// duplicates. Each closure lists an entity and its ancestors.
-    pub fn candidates(
+    /// The policies that can apply to a request for action number `action` on a resource of type
+    /// `kind`, ascending, without duplicates. Each closure lists an entity and then its ancestors.
+    pub fn candidates<'a>(
         &self,
-        principal: &[EntityUID],
-        resource: &[EntityUID],
+        principal: impl Iterator<Item = &'a EntityUID>,
+        resource: impl Iterator<Item = &'a EntityUID>,
         action: usize,
-        action_closure: &[EntityUID],
+        kind: usize,
     ) -> Vec<u32> {
-        let bit = 1u8.checked_shl(action as u32).unwrap_or(0);
-        let mut out: Vec<u32> = Vec::with_capacity(self.always.len() + 8);
-        let mut add = |entries: &[Entry]| {
-            out.extend(entries.iter().filter(|e| e.1 & bit != 0).map(|e| e.0));
-        };
-        add(&self.always);
-        let mut buckets = 1usize;
-        for (map, keys) in [
-            (&self.by_principal, principal),
-            (&self.by_resource, resource),
-            (&self.by_action, action_closure),
-        ] {
-            if map.is_empty() {
-                continue;
-            }
-            for k in keys {
-                if let Some(b) = map.get(k) {
-                    add(b);
-                    buckets += 1;
-                }
-            }
-        }
-        if buckets > 1 {
+        let base: &[u32] = self
+            .per_action
+            .get(action * RESOURCE_KINDS + kind)
+            .map_or(&[], Vec::as_slice);
+        let mut out: Vec<u32> = Vec::with_capacity(base.len() + 8);
+        out.extend_from_slice(base);
+        let before = out.len();
+        Self::add(&mut out, &self.by_principal, principal, action, kind);
+        Self::add(&mut out, &self.by_resource, resource, action, kind);
+        if out.len() > before {
             out.sort_unstable();
             out.dedup();
         }
         out
+    }
+
+    /// Adds the entries of the buckets of `closure` that apply.
+    fn add<'a>(
+        out: &mut Vec<u32>,
+        map: &FxMap<EntityUID, Vec<Entry>>,
+        closure: impl Iterator<Item = &'a EntityUID>,
+        action: usize,
+        kind: usize,
+    ) {
+        if map.is_empty() {
+            return;
+        }
+        for (at, k) in closure.enumerate() {
+            if let Some(b) = map.get(k) {
+                out.extend(
+                    b.iter()
+                        .filter(|e| admits(e, action, kind) && (at == 0 || !e.self_only))
+                        .map(|e| e.policy),
+                );
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@
 //! takes the time as an argument. Nothing here panics on input: every problem is a deny with the
 //! reason, or an error value.
 
+mod analysis;
 pub mod compile;
 pub mod engine;
 mod index;

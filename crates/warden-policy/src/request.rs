@@ -105,7 +105,21 @@ impl ResourceRef {
     pub fn dataset(upstream: &UpstreamName, dataset: &str) -> Self {
         ResourceRef::Dataset(format!("{upstream}/{dataset}"))
     }
+
+    /// The resource's type as an index: upstream 0, tool 1, dataset 2, agent 3, task 4.
+    pub(crate) fn kind(&self) -> usize {
+        match self {
+            ResourceRef::Upstream(_) => 0,
+            ResourceRef::Tool(_) => 1,
+            ResourceRef::Dataset(_) => 2,
+            ResourceRef::Agent(_) => 3,
+            ResourceRef::Task(_) => 4,
+        }
+    }
 }
+
+/// Number of resource types ([`ResourceRef::kind`]).
+pub(crate) const RESOURCE_KINDS: usize = 5;
 
 impl fmt::Display for ResourceRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -165,6 +165,15 @@ pub(crate) fn sensitivity_level(s: Sensitivity) -> i64 {
 pub(crate) struct Stored<F> {
     pub facts: F,
     pub entity: Arc<Entity>,
+    /// The entity's uid, shared: a decision names it in the request without copying it.
+    pub uid: Arc<EntityUID>,
+}
+
+impl<F> Stored<F> {
+    fn new(facts: F, entity: Arc<Entity>) -> Self {
+        let uid = Arc::new(entity.uid().clone());
+        Self { facts, entity, uid }
+    }
 }
 
 /// Most entities the store holds (agents, upstreams, tools and datasets together).
@@ -265,7 +274,7 @@ impl EntityStore {
             HashSet::new(),
         );
         self.agents
-            .insert(facts.name.as_str().to_owned(), Stored { facts, entity: e });
+            .insert(facts.name.as_str().to_owned(), Stored::new(facts, e));
         Ok(())
     }
 
@@ -291,7 +300,7 @@ impl EntityStore {
             HashSet::new(),
         );
         self.upstreams
-            .insert(facts.name.as_str().to_owned(), Stored { facts, entity: e });
+            .insert(facts.name.as_str().to_owned(), Stored::new(facts, e));
         Ok(())
     }
 
@@ -314,7 +323,7 @@ impl EntityStore {
             ]),
             HashSet::from([up]),
         );
-        self.tools.insert(id, Stored { facts, entity: e });
+        self.tools.insert(id, Stored::new(facts, e));
         Ok(())
     }
 
@@ -340,7 +349,7 @@ impl EntityStore {
             ]),
             HashSet::from([up]),
         );
-        self.datasets.insert(id, Stored { facts, entity: e });
+        self.datasets.insert(id, Stored::new(facts, e));
         Ok(())
     }
 

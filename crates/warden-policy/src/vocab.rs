@@ -5,7 +5,7 @@
 //! `LazyLock`, keeps the hot path free of parsing and of `expect` — a failure (which a unit test rules
 //! out) turns every decision into a deny naming it, never a panic.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use cedar_policy_core::ast::{Eid, EntityType, EntityUID};
 
@@ -21,7 +21,7 @@ pub(crate) struct Vocab {
     pub task: EntityType,
     pub human: EntityType,
     pub args: EntityType,
-    actions: Vec<EntityUID>,
+    actions: Vec<Arc<EntityUID>>,
 }
 
 impl Vocab {
@@ -41,16 +41,33 @@ impl Vocab {
             args: ty("Warden::Args")?,
             actions: Action::ALL
                 .iter()
-                .map(|a| EntityUID::from_components(action_ty.clone(), Eid::new(a.as_str()), None))
+                .map(|a| {
+                    Arc::new(EntityUID::from_components(
+                        action_ty.clone(),
+                        Eid::new(a.as_str()),
+                        None,
+                    ))
+                })
                 .collect(),
         })
+    }
+
+    /// The resource types, by `ResourceRef::kind` index.
+    pub fn resource_types(&self) -> [EntityType; crate::request::RESOURCE_KINDS] {
+        [
+            self.upstream.clone(),
+            self.tool.clone(),
+            self.dataset.clone(),
+            self.agent.clone(),
+            self.task.clone(),
+        ]
     }
 
     pub fn uid(&self, ty: &EntityType, id: &str) -> EntityUID {
         EntityUID::from_components(ty.clone(), Eid::new(id), None)
     }
 
-    pub fn action(&self, a: Action) -> &EntityUID {
+    pub fn action(&self, a: Action) -> &Arc<EntityUID> {
         // `Action::ALL` lists every variant in declaration order, so the index is in range.
         &self.actions[a as usize]
     }

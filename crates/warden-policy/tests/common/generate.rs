@@ -46,12 +46,21 @@ const CLASSES: [ToolClass; 4] = [
 /// A generated registry. Agents and upstreams are `a<i>` and `u<j>`; tools `u<j>/t<k>`, datasets
 /// `u<j>/d<k>`. Policies and requests use the first `hot_agents` agents and `hot_upstreams`
 /// upstreams, so they meet however large the registry is.
+///
+/// Agents work in teams: agent `i` of the hot window has a home upstream `i × hot_upstreams /
+/// hot_agents` and is allowed its home and some of its neighbours (plus, sometimes, one upstream
+/// anywhere). The hot window may be narrowed after the world is built (`hot_agents` and
+/// `hot_upstreams` are public): any prefix of the agents, in the same proportion to a prefix of the
+/// upstreams, still holds agents together with the upstreams they work with. The benchmarks use
+/// this to scale the agents and upstreams that policies are about with the number of policies.
 pub struct World {
     pub store: EntityStore,
     pub agents: usize,
     pub upstreams: usize,
     pub hot_agents: usize,
     pub hot_upstreams: usize,
+    /// Each agent's allowed upstreams, by index.
+    pub allowed: Vec<Vec<usize>>,
 }
 
 fn agent_name(i: usize) -> AgentName {
@@ -104,11 +113,19 @@ pub fn world(
         }
     }
     let hot_up = hot_upstreams.min(upstreams).max(1);
+    let hot_ag = hot_agents.min(agents).max(1);
+    let mut all_allowed = Vec::with_capacity(agents);
     for i in 0..agents {
-        let allowed: Vec<UpstreamName> = (0..hot_up)
+        let home = (i % hot_ag) * hot_up / hot_ag;
+        let mut set: std::collections::BTreeSet<usize> = (home.saturating_sub(4)..(home + 5).min(hot_up))
             .filter(|_| rng.gen_bool(0.6))
-            .map(upstream_name)
             .collect();
+        set.insert(home);
+        if rng.gen_bool(0.3) {
+            set.insert(rng.gen_range(0..hot_up));
+        }
+        let allowed: Vec<UpstreamName> = set.iter().copied().map(upstream_name).collect();
+        all_allowed.push(set.into_iter().collect());
         let state = if rng.gen_bool(0.9) {
             AgentState::Active
         } else {
@@ -129,8 +146,23 @@ pub fn world(
         store,
         agents,
         upstreams,
-        hot_agents: hot_agents.min(agents).max(1),
+        hot_agents: hot_ag,
         hot_upstreams: hot_up,
+        allowed: all_allowed,
+    }
+}
+
+/// An upstream agent `a` works with: one of its allowed upstreams in the hot window (80%), else any
+/// upstream of the window.
+fn upstream_for(rng: &mut StdRng, w: &World, a: usize) -> usize {
+    let mine: Vec<usize> = w
+        .allowed
+        .get(a)
+        .map(|v| v.iter().copied().filter(|u| *u < w.hot_upstreams).collect())
+        .unwrap_or_default();
+    match mine.choose(rng) {
+        Some(u) if rng.gen_bool(0.8) => *u,
+        _ => rng.gen_range(0..w.hot_upstreams),
     }
 }
 
@@ -163,31 +195,100 @@ pub fn default_pack_files() -> Vec<(String, String)> {
         .collect()
 }
 
-/// `n` generated policies. With `with_errors`, about 1 in 50 is a policy that fails to evaluate
-/// (integer overflow) when it applies — Cedar only (Rego has no such error), for the index test.
-pub fn policies(rng: &mut StdRng, w: &World, n: usize, with_errors: bool) -> Generated {
+/// A policy only Cedar runs (no Rego twin), exercising what the engine's fast paths must get right:
+/// evaluation errors, conditions that read the approval state (the approval pass), the arguments
+/// read in ways the context analysis cannot narrow to literal tag keys, and the context used as a
+/// whole.
+fn cedar_only(rng: &mut StdRng, id: &str, a: usize, u: usize) -> String {
+    let k = rng.gen_range(0..10);
+    let body = match rng.gen_range(0..14) {
+        // Fails to evaluate (integer overflow) when it applies.
+        0 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ context.time.unix * 10000000000 > 0 }};"
+        ),
+        // Reads the approval state: a plain permit that holds once enough people approved.
+        1 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action in [Warden::Action::\"write\", Warden::Action::\"destructive\"], resource)\nwhen {{ context.approval.granted && context.approval.approvers >= {} }};",
+            rng.gen_range(1..4)
+        ),
+        // A forbid lifted by approval.
+        2 => format!(
+            "forbid(principal, action == Warden::Action::\"destructive\", resource in Warden::Upstream::\"u{u}\")\nunless {{ context.approval.granted }};"
+        ),
+        // An `@approval` permit whose condition also reads the approval state.
+        3 => format!(
+            "@approval(\"required\")\n@quorum(\"{}\")\npermit(principal, action == Warden::Action::\"write\", resource in Warden::Upstream::\"u{u}\")\nwhen {{ context.approval.approvers < 3 || context.risk.score < 50 }};",
+            rng.gen_range(1..=3)
+        ),
+        // A tag key that is not a literal.
+        4 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ context has args && context has task && context.args.hasTag(context.task.task_type) }};"
+        ),
+        // The arguments entity named directly.
+        5 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ Warden::Args::\"call\".hasTag(\"k{k}\") }};"
+        ),
+        // Only whether there are arguments.
+        6 => format!(
+            "forbid(principal, action == Warden::Action::\"destructive\", resource in Warden::Upstream::\"u{u}\")\nwhen {{ context has args && context.risk.score > 50 }};"
+        ),
+        // The context as a whole value.
+        7 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action, resource)\nwhen {{ {{c: context}}.c.approval.granted && {{c: context}}.c.risk.score < 60 }};"
+        ),
+        // Resource and principal type tests, folded per resource type by the engine.
+        9 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ if resource is Warden::Tool then resource.class == \"read\" else (resource is Warden::Upstream && context.sensitivity_level < 2) }};"
+        ),
+        10 => format!(
+            "forbid(principal is Warden::Agent, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ (resource is Warden::Dataset || resource is Warden::Tool) && context has task && context.task.task_type == \"report\" && !(resource is Warden::Tool) }};"
+        ),
+        // Fields of the task tested with `has`.
+        11 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action, resource)\nwhen {{ context has task.tools && context.task has datasets && context.task.tools.containsAny([\"t1\", \"t2\"]) && (resource is Warden::Task || context.task.datasets.isEmpty()) }};"
+        ),
+        // `resource == upstream` (not its tools and datasets) and `resource is T in upstream`:
+        // the index files both under the upstream, which a tool's request also looks up.
+        12 => format!(
+            "permit(principal, action in [Warden::Action::\"read\", Warden::Action::\"write\"], resource == Warden::Upstream::\"u{u}\")\nwhen {{ context.risk.score < 70 }};"
+        ),
+        13 => format!(
+            "forbid(principal, action, resource is Warden::Dataset in Warden::Upstream::\"u{u}\")\nwhen {{ resource.sensitivity_level > {} }};",
+            rng.gen_range(0..4)
+        ),
+        // Literal tag keys that lead into nested arguments.
+        _ => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ context has args && context.args.hasTag(\"field_{k}.n\") && context.args.getTag(\"field_{k}.n\") == \"{k}\" && context.args.hasTag(\"nested.k{k}\") }};"
+        ),
+    };
+    format!("@id(\"{id}\")\n{body}\n")
+}
+
+/// `n` generated policies. `cedar_only` percent of them (0 for the equality gate and the
+/// benchmarks) are Cedar-only kinds for the index test ([`cedar_only`]).
+pub fn policies(rng: &mut StdRng, w: &World, n: usize, cedar_only_percent: u32) -> Generated {
     let mut g = Generated::default();
+    // Action-wide rules are about the deployment, not about agents or upstreams: 1 in 100 policies,
+    // but at most 10 in a set (a request meets every one for its action).
+    let mut action_wide = 0;
     for i in 0..n {
         let id = format!("g{i}");
         let a = rng.gen_range(0..w.hot_agents);
+        // Per-agent policies name an upstream the agent works with; per-upstream policies any.
+        let ua = upstream_for(rng, w, a);
         let u = rng.gen_range(0..w.hot_upstreams);
         let t = rng.gen_range(0..TOOLS_PER_UPSTREAM);
         let roll = rng.gen_range(0..100);
-        let (cedar, rego) = if with_errors && roll < 2 {
-            (
-                format!(
-                    "@id(\"{id}\")\npermit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ context.time.unix * 10000000000 > 0 }};\n"
-                ),
-                String::new(),
-            )
+        let (cedar, rego) = if rng.gen_range(0..100) < cedar_only_percent {
+            (cedar_only(rng, &id, a, u), String::new())
         } else if roll < 25 {
             let score = rng.gen_range(10..100);
             (
                 format!(
-                    "@id(\"{id}\")\npermit(principal == Warden::Agent::\"a{a}\", action in [Warden::Action::\"read\", Warden::Action::\"write\"], resource in Warden::Upstream::\"u{u}\")\nwhen {{ context.risk.score < {score} }};\n"
+                    "@id(\"{id}\")\npermit(principal == Warden::Agent::\"a{a}\", action in [Warden::Action::\"read\", Warden::Action::\"write\"], resource in Warden::Upstream::\"u{ua}\")\nwhen {{ context.risk.score < {score} }};\n"
                 ),
                 format!(
-                    "permits contains \"{id}\" if {{\n  input.principal.name == \"a{a}\"\n  input.action in {{\"read\", \"write\"}}\n  \"Upstream::u{u}\" in input.resource.closure\n  input.context.risk.score < {score}\n}}\n"
+                    "permits contains \"{id}\" if {{\n  input.principal.name == \"a{a}\"\n  input.action in {{\"read\", \"write\"}}\n  \"Upstream::u{ua}\" in input.resource.closure\n  input.context.risk.score < {score}\n}}\n"
                 ),
             )
         } else if roll < 40 {
@@ -244,16 +345,17 @@ pub fn policies(rng: &mut StdRng, w: &World, n: usize, with_errors: bool) -> Gen
                     "permits contains \"{id}\" if {{\n  input.principal.name == \"a{a}\"\n  input.action == \"read\"\n  input.context.task.task_type == \"{ty}\"\n}}\n"
                 ),
             )
-        } else if roll < 99 {
+        } else if roll < 99 || action_wide >= 10 {
             (
                 format!(
-                    "@id(\"{id}\")\npermit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"task.start\", resource)\nwhen {{ context has task && context.task.upstreams.contains(Warden::Upstream::\"u{u}\") }};\n"
+                    "@id(\"{id}\")\npermit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"task.start\", resource)\nwhen {{ context has task && context.task.upstreams.contains(Warden::Upstream::\"u{ua}\") }};\n"
                 ),
                 format!(
-                    "permits contains \"{id}\" if {{\n  input.principal.name == \"a{a}\"\n  input.action == \"task.start\"\n  \"u{u}\" in input.context.task.upstreams\n}}\n"
+                    "permits contains \"{id}\" if {{\n  input.principal.name == \"a{a}\"\n  input.action == \"task.start\"\n  \"u{ua}\" in input.context.task.upstreams\n}}\n"
                 ),
             )
         } else {
+            action_wide += 1;
             let d = rng.gen_range(0..3);
             (
                 format!(
@@ -287,6 +389,22 @@ pub fn args(rng: &mut StdRng, bytes: usize) -> Json {
             map.insert(format!("k{k}"), json!(format!("v{}", rng.gen_range(0..5))));
         }
     }
+    // Keys a Cedar-only policy of the index test looks up by a non-literal key (the task type),
+    // nested objects, and a dotted key that collides with a nested path (the later one wins).
+    if rng.gen_bool(0.3) {
+        let ty = ["report", "support", "maintenance"].choose(rng).expect("type");
+        map.insert((*ty).to_owned(), json!("x"));
+    }
+    if rng.gen_bool(0.5) {
+        let k = rng.gen_range(0..10);
+        map.insert(
+            "nested".into(),
+            json!({format!("k{k}"): "v", "list": [1, {"a": null}]}),
+        );
+        if rng.gen_bool(0.3) {
+            map.insert(format!("nested.k{k}"), json!(true));
+        }
+    }
     let mut i = 0;
     let mut size = 60;
     while size < bytes {
@@ -315,7 +433,8 @@ pub fn request(rng: &mut StdRng, w: &World, args_bytes: Option<usize>) -> Policy
     ]
     .choose(rng)
     .expect("action");
-    let u = rng.gen_range(0..w.hot_upstreams);
+    let principal = rng.gen_range(0..w.hot_agents);
+    let u = upstream_for(rng, w, principal);
     let up = upstream_name(u);
     let resource = if action.is_task_action() {
         ResourceRef::Task(format!("task-{}", rng.gen_range(0..1000)))
@@ -329,13 +448,13 @@ pub fn request(rng: &mut StdRng, w: &World, args_bytes: Option<usize>) -> Policy
     };
     let task = if action.is_task_action() || rng.gen_bool(0.85) {
         let mut set = std::collections::BTreeSet::new();
-        for _ in 0..w.hot_upstreams.min(6) {
-            set.insert(upstream_name(rng.gen_range(0..w.hot_upstreams)));
+        for _ in 0..rng.gen_range(1..=3) {
+            set.insert(upstream_name(upstream_for(rng, w, principal)));
         }
         if rng.gen_bool(0.7) {
             set.insert(up.clone());
         }
-        let ups: Vec<UpstreamName> = set.into_iter().take(3).collect();
+        let ups: Vec<UpstreamName> = set.into_iter().collect();
         Some(TaskContext {
             id: "t".into(),
             purpose: "generated".into(),
@@ -360,7 +479,7 @@ pub fn request(rng: &mut StdRng, w: &World, args_bytes: Option<usize>) -> Policy
     };
     let granted = rng.gen_bool(0.3);
     PolicyRequest {
-        principal: agent_name(rng.gen_range(0..w.hot_agents)),
+        principal: agent_name(principal),
         action,
         resource,
         context: PolicyContext {
