@@ -118,6 +118,14 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
+        // Authentication and authorization refusals are recorded; other 4xx are the client's typos.
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let message = match &self {
+                ApiError::Unauthorized(m) | ApiError::Forbidden(m) => m.as_str(),
+                _ => "",
+            };
+            tracing::info!(status = status.as_u16(), error = code, %message, "request refused");
+        }
         let mut errors = Vec::new();
         let (message, field) = match self {
             ApiError::BadRequest { message, field } => (message, field),

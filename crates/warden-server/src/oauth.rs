@@ -115,6 +115,11 @@ impl From<StoreError> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
+        // Every refusal is recorded, not only at the trace layer's debug level. The description never
+        // holds a token (see `warden_identity::TokenError`).
+        if self.status.is_client_error() {
+            tracing::info!(status = self.status.as_u16(), error = self.code, description = %self.description, "credential request refused");
+        }
         let mut resp = (
             self.status,
             Json(OAuthErrorBody {
