@@ -20,6 +20,7 @@
 //! uses a real server (see [`testing`]).
 
 mod error;
+mod ledger;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -39,6 +40,7 @@ use warden_core::{
 };
 
 pub use error::StoreError;
+pub use ledger::{ProofError, consistency_proof, inclusion_proof};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -228,6 +230,54 @@ pub struct AgentFilter {
     pub owner: Option<Email>,
 }
 
+/// How an append signs a checkpoint of the tree it leaves: the log's origin and this node's key.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointSigner<'a> {
+    pub origin: &'a str,
+    pub signer: &'a warden_ledger::NoteSigner,
+    pub at: DateTime<Utc>,
+}
+
+/// What one committed append did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerAppend {
+    /// Sequence number of the batch's first entry (the tree size before it).
+    pub first_seq: u64,
+    /// Tree size after the batch.
+    pub tree_size: u64,
+    pub root: warden_ledger::Hash,
+    /// The size of the checkpoint signed in the same transaction, if one was.
+    pub checkpoint: Option<u64>,
+}
+
+/// Which entries to read. Every filter narrows; none reads every entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerFilter {
+    /// Entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Entries strictly before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Entries about this agent (the `agent` member of their body).
+    pub agent: Option<String>,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    /// The C2SP signed note.
+    pub note: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A node's ledger verifier key (a C2SP `vkey` string: name, key id, public key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerKeyRecord {
+    pub vkey: String,
+    pub node: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// The storage interface. Every implementation must pass `tests/suite.rs`.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -358,6 +408,40 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn current_policies(&self) -> Result<CurrentPolicies>;
     /// The newest `limit` activations, newest first.
     async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyActivation>>;
+
+    /// One stored policy set by version (decisions name it; evidence bundles carry it).
+    async fn policy_version(&self, version: &str) -> Result<Option<PolicyVersion>>;
+
+    // ---- ledger (append-only; see `warden_ledger`) ----
+
+    /// Appends `batch` after the current head in one transaction: the entries, the Merkle nodes they
+    /// complete and the new head, and — when `checkpoint` is given and the new size has none yet — a
+    /// signed checkpoint. The head is locked for the transaction, so concurrent appends (from any
+    /// node) serialize into one log. When this returns `Ok`, every entry is durable; on `Err`, none
+    /// was written. An empty batch with a signer only checkpoints the current head.
+    async fn ledger_append(
+        &self,
+        batch: Vec<warden_ledger::NewEntry>,
+        checkpoint: Option<CheckpointSigner<'_>>,
+    ) -> Result<LedgerAppend>;
+    /// The persisted frontier: tree size and the hashes to extend it.
+    async fn ledger_head(&self) -> Result<warden_ledger::Frontier>;
+    /// Up to `limit` entries with `seq >= from_seq` that pass `filter`, in sequence order.
+    async fn ledger_records(
+        &self,
+        from_seq: u64,
+        limit: u32,
+        filter: &LedgerFilter,
+    ) -> Result<Vec<warden_ledger::LogRecord>>;
+    /// Stored perfect-subtree hashes (level 0: leaf hashes), in the order asked. A missing node is
+    /// `NotFound`.
+    async fn ledger_nodes(&self, ids: &[warden_ledger::NodeId]) -> Result<Vec<warden_ledger::Hash>>;
+    /// Up to `limit` checkpoints of size `>= from_size`, smallest first.
+    async fn ledger_checkpoints(&self, from_size: u64, limit: u32) -> Result<Vec<StoredCheckpoint>>;
+    async fn latest_ledger_checkpoint(&self) -> Result<Option<StoredCheckpoint>>;
+    /// Records a node's checkpoint verifier key (idempotent).
+    async fn publish_ledger_key(&self, vkey: &str, node: &str, at: DateTime<Utc>) -> Result<()>;
+    async fn ledger_keys(&self) -> Result<Vec<LedgerKeyRecord>>;
 
     /// Subscribes to [`StoreEvent`]s.
     fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;

@@ -1452,6 +1452,224 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn policy_version(&self, version: &str) -> crate::Result<Option<crate::PolicyVersion>> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT version, files, created_at, created_by FROM policy_versions WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&self.read)
+                    .await?;
+                row.map(|r| {
+                    Ok(crate::PolicyVersion {
+                        version: r.try_get("version")?,
+                        files: serde_json::from_str(r.try_get::<&str, _>("files")?)
+                            .map_err(|e| crate::StoreError::corrupt("files", e))?,
+                        created_at: r.try_get("created_at")?,
+                        created_by: r.try_get("created_by")?,
+                    })
+                })
+                .transpose()
+            }
+
+            // ---- ledger ----
+
+            async fn ledger_append(
+                &self,
+                batch: Vec<warden_ledger::NewEntry>,
+                checkpoint: Option<crate::CheckpointSigner<'_>>,
+            ) -> crate::Result<crate::LedgerAppend> {
+                use sqlx::Row as _;
+                let mut tx = self.write.begin().await?;
+                let head = sqlx::query(&format!("SELECT size, frontier FROM ledger_head WHERE id = 1{}", $for_update))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let frontier = crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)?;
+                let prepared = warden_ledger::prepare_append(&frontier, batch).map_err(crate::ledger::append_error)?;
+                for chunk in prepared.entries.chunks(crate::ledger::INSERT_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO ledger_entries (seq, at, kind, actor, subject, agent, canonical, leaf_hash) ",
+                    );
+                    q.push_values(chunk, |mut b, e| {
+                        let entry = e.entry();
+                        b.push_bind(crate::ledger::to_i64(e.seq()))
+                            .push_bind(entry.at)
+                            .push_bind(entry.kind.as_str().to_owned())
+                            .push_bind(entry.actor.clone())
+                            .push_bind(entry.subject.clone())
+                            .push_bind(crate::ledger::agent_of(entry))
+                            .push_bind(e.bytes().to_vec())
+                            .push_bind(e.leaf_hash().as_bytes().to_vec());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in prepared.nodes.chunks(crate::ledger::INSERT_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO ledger_nodes (level, idx, hash) ");
+                    q.push_values(chunk, |mut b, (id, hash)| {
+                        b.push_bind(i32::from(id.level))
+                            .push_bind(crate::ledger::to_i64(id.index))
+                            .push_bind(hash.as_bytes().to_vec());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                let size = prepared.tree_size();
+                if !prepared.entries.is_empty() {
+                    let state = serde_json::to_string(&prepared.frontier)
+                        .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                    sqlx::query("UPDATE ledger_head SET size = $1, frontier = $2 WHERE id = 1")
+                        .bind(crate::ledger::to_i64(size))
+                        .bind(state)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let mut signed = None;
+                if let Some(cs) = checkpoint
+                    && size > 0
+                {
+                    let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if latest != Some(crate::ledger::to_i64(size)) {
+                        let note = prepared
+                            .sign_checkpoint(cs.origin, &[cs.signer])
+                            .map_err(|e| crate::StoreError::Internal(format!("cannot sign a checkpoint: {e}")))?;
+                        sqlx::query("INSERT INTO ledger_checkpoints (size, note, at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING")
+                            .bind(crate::ledger::to_i64(size))
+                            .bind(&note)
+                            .bind(crate::sql::ts(cs.at))
+                            .execute(&mut *tx)
+                            .await?;
+                        signed = Some(size);
+                    }
+                }
+                tx.commit().await?;
+                Ok(crate::LedgerAppend {
+                    first_seq: prepared.first_seq(),
+                    tree_size: size,
+                    root: prepared.root(),
+                    checkpoint: signed,
+                })
+            }
+
+            async fn ledger_head(&self) -> crate::Result<warden_ledger::Frontier> {
+                use sqlx::Row as _;
+                let head = sqlx::query("SELECT size, frontier FROM ledger_head WHERE id = 1")
+                    .fetch_one(&self.read)
+                    .await?;
+                crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)
+            }
+
+            async fn ledger_records(
+                &self,
+                from_seq: u64,
+                limit: u32,
+                filter: &crate::LedgerFilter,
+            ) -> crate::Result<Vec<warden_ledger::LogRecord>> {
+                use sqlx::Row as _;
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT seq, canonical, leaf_hash FROM ledger_entries WHERE seq >= ");
+                q.push_bind(crate::ledger::to_i64(from_seq));
+                if let Some(since) = filter.since {
+                    q.push(" AND at >= ").push_bind(crate::sql::ts(since));
+                }
+                if let Some(until) = filter.until {
+                    q.push(" AND at < ").push_bind(crate::sql::ts(until));
+                }
+                if let Some(agent) = &filter.agent {
+                    q.push(" AND agent = ").push_bind(agent.clone());
+                }
+                q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(&self.read).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(warden_ledger::LogRecord {
+                            seq: crate::ledger::seq_col(r.try_get("seq")?)?,
+                            bytes: r.try_get("canonical")?,
+                            stored_hash: Some(crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?)),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn ledger_nodes(&self, ids: &[warden_ledger::NodeId]) -> crate::Result<Vec<warden_ledger::Hash>> {
+                use sqlx::Row as _;
+                let mut conn = self.read.acquire().await?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let row = if id.level == 0 {
+                        sqlx::query("SELECT leaf_hash AS hash FROM ledger_entries WHERE seq = $1")
+                            .bind(crate::ledger::to_i64(id.index))
+                            .fetch_optional(&mut *conn)
+                            .await?
+                    } else {
+                        sqlx::query("SELECT hash FROM ledger_nodes WHERE level = $1 AND idx = $2")
+                            .bind(i32::from(id.level))
+                            .bind(crate::ledger::to_i64(id.index))
+                            .fetch_optional(&mut *conn)
+                            .await?
+                    };
+                    let row = row.ok_or_else(|| crate::StoreError::not_found("ledger node", format!("{}/{}", id.level, id.index)))?;
+                    out.push(crate::ledger::stored_hash(row.try_get::<&[u8], _>("hash")?));
+                }
+                Ok(out)
+            }
+
+            async fn ledger_checkpoints(&self, from_size: u64, limit: u32) -> crate::Result<Vec<crate::StoredCheckpoint>> {
+                use sqlx::Row as _;
+                let rows = sqlx::query("SELECT size, note, at FROM ledger_checkpoints WHERE size >= $1 ORDER BY size LIMIT $2")
+                    .bind(crate::ledger::to_i64(from_size))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.read)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(crate::StoredCheckpoint {
+                            size: crate::ledger::seq_col(r.try_get("size")?)?,
+                            note: r.try_get("note")?,
+                            at: r.try_get("at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn latest_ledger_checkpoint(&self) -> crate::Result<Option<crate::StoredCheckpoint>> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT size, note, at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+                    .fetch_optional(&self.read)
+                    .await?;
+                row.map(|r| {
+                    Ok(crate::StoredCheckpoint {
+                        size: crate::ledger::seq_col(r.try_get("size")?)?,
+                        note: r.try_get("note")?,
+                        at: r.try_get("at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn publish_ledger_key(&self, vkey: &str, node: &str, at: chrono::DateTime<chrono::Utc>) -> crate::Result<()> {
+                sqlx::query("INSERT INTO ledger_keys (vkey, node, created_at) VALUES ($1, $2, $3) ON CONFLICT (vkey) DO NOTHING")
+                    .bind(vkey)
+                    .bind(node)
+                    .bind(crate::sql::ts(at))
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn ledger_keys(&self) -> crate::Result<Vec<crate::LedgerKeyRecord>> {
+                use sqlx::Row as _;
+                let rows = sqlx::query("SELECT vkey, node, created_at FROM ledger_keys ORDER BY created_at, vkey")
+                    .fetch_all(&self.read)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(crate::LedgerKeyRecord {
+                            vkey: r.try_get("vkey")?,
+                            node: r.try_get("node")?,
+                            created_at: r.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
             fn events(&self) -> tokio::sync::broadcast::Receiver<crate::StoreEvent> {
                 self.events.subscribe()
             }

@@ -87,6 +87,10 @@ store_tests!(
     signing_keys_publish_and_retire,
     policies_activate_shadow_and_history,
     registry_changes_are_announced,
+    ledger_appends_checkpoint_and_prove,
+    ledger_filters_by_time_and_agent,
+    concurrent_ledger_appends_form_one_log,
+    ledger_keys_and_policy_versions,
 );
 
 fn ctx(actor: &str) -> ChangeContext {
@@ -1557,4 +1561,273 @@ async fn registry_changes_are_announced(store: Arc<dyn Store>) {
         "created then activated: announced (duplicates collapsed)"
     );
     assert_eq!(upstreams, ["crm"], "a refused removal announces nothing");
+}
+
+// ---- ledger ----
+
+const ORIGIN: &str = "warden.test/ledger";
+
+fn ledger_signer(seed: u8) -> warden_ledger::NoteSigner {
+    warden_ledger::NoteSigner::new(
+        &format!("node-{seed}.warden.test"),
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+    )
+    .unwrap()
+}
+
+fn new_entry(i: u64, agent: &str) -> warden_ledger::NewEntry {
+    warden_ledger::NewEntry::new(
+        Utc::now(),
+        warden_ledger::EntryKind::Decision,
+        format!("spiffe://warden.test/agent/{agent}"),
+    )
+    .subject(format!("task-{i}"))
+    .body(serde_json::json!({"agent": agent, "i": i, "outcome": "allow"}))
+}
+
+async fn all_records(store: &dyn Store) -> Vec<warden_ledger::LogRecord> {
+    let mut out = Vec::new();
+    loop {
+        let from = out.len() as u64;
+        let page = store
+            .ledger_records(from, 7, &warden_store::LedgerFilter::default())
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+async fn verify_stored(
+    store: &dyn Store,
+    keys: Vec<warden_ledger::VerifierKey>,
+) -> warden_ledger::VerifyReport {
+    let notes: Vec<String> = store
+        .ledger_checkpoints(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.note)
+        .collect();
+    let verifier = warden_ledger::CheckpointVerifier::new(ORIGIN, keys).unwrap();
+    let records = all_records(store).await;
+    warden_ledger::verify_log(
+        records.into_iter().map(Ok::<_, std::convert::Infallible>),
+        &notes,
+        &verifier,
+        warden_ledger::VerifyOptions {
+            decode_entries: true,
+            progress_every: 0,
+        },
+        |_| {},
+    )
+    .unwrap()
+}
+
+async fn ledger_appends_checkpoint_and_prove(store: Arc<dyn Store>) {
+    let signer = ledger_signer(1);
+    assert_eq!(store.ledger_head().await.unwrap().size(), 0);
+    let sign = || warden_store::CheckpointSigner {
+        origin: ORIGIN,
+        signer: &signer,
+        at: Utc::now(),
+    };
+    // An empty log has nothing to checkpoint.
+    let empty = store.ledger_append(Vec::new(), Some(sign())).await.unwrap();
+    assert_eq!((empty.tree_size, empty.checkpoint), (0, None));
+
+    let mut next = 0u64;
+    let mut sizes = Vec::new();
+    for (n, checkpoint) in [(3u64, true), (1, false), (5, true), (8, true)] {
+        let batch = (next..next + n)
+            .map(|i| new_entry(i, if i % 2 == 0 { "even" } else { "odd" }))
+            .collect();
+        let appended = store.ledger_append(batch, checkpoint.then(sign)).await.unwrap();
+        assert_eq!(appended.first_seq, next);
+        next += n;
+        assert_eq!(appended.tree_size, next);
+        assert_eq!(appended.checkpoint, checkpoint.then_some(next));
+        if checkpoint {
+            sizes.push(next);
+        }
+    }
+    // Checkpointing again at the same size adds nothing; an empty batch never moves the head.
+    let again = store.ledger_append(Vec::new(), Some(sign())).await.unwrap();
+    assert_eq!((again.tree_size, again.checkpoint), (17, None));
+
+    let head = store.ledger_head().await.unwrap();
+    assert_eq!(head.size(), 17);
+    let report = verify_stored(store.as_ref(), vec![signer.verifier_key()]).await;
+    assert_eq!(report.entries, 17);
+    assert_eq!(report.root, head.root());
+    assert_eq!(report.checkpoints, 3);
+    assert_eq!(report.unsigned_tail, 0);
+    let latest = store.latest_ledger_checkpoint().await.unwrap().unwrap();
+    assert_eq!(latest.size, 17);
+    assert_eq!(
+        store
+            .ledger_checkpoints(4, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.size)
+            .collect::<Vec<_>>(),
+        vec![9, 17]
+    );
+
+    // Every entry's inclusion proof, from stored nodes, checks against the root of every later size.
+    let records = all_records(store.as_ref()).await;
+    for size in [1u64, 3, 9, 16, 17] {
+        let root = warden_ledger::root(
+            &records[..size as usize]
+                .iter()
+                .map(|r| warden_ledger::leaf_hash(&r.bytes))
+                .collect::<Vec<_>>(),
+        );
+        for r in &records[..size as usize] {
+            let proof = warden_store::inclusion_proof(store.as_ref(), r.seq, size)
+                .await
+                .unwrap();
+            warden_ledger::verify_inclusion(&warden_ledger::leaf_hash(&r.bytes), r.seq, size, &proof, &root)
+                .unwrap();
+        }
+    }
+    for pair in sizes.windows(2) {
+        let leaves: Vec<_> = records
+            .iter()
+            .map(|r| warden_ledger::leaf_hash(&r.bytes))
+            .collect();
+        let (a, b) = (pair[0], pair[1]);
+        let proof = warden_store::consistency_proof(store.as_ref(), a, b)
+            .await
+            .unwrap();
+        warden_ledger::verify_consistency(
+            a,
+            b,
+            &warden_ledger::root(&leaves[..a as usize]),
+            &warden_ledger::root(&leaves[..b as usize]),
+            &proof,
+        )
+        .unwrap();
+    }
+    // A proof past the tree is a bad request, not a store failure.
+    assert!(matches!(
+        warden_store::inclusion_proof(store.as_ref(), 17, 17).await,
+        Err(warden_store::ProofError::Request(_))
+    ));
+}
+
+async fn ledger_filters_by_time_and_agent(store: Arc<dyn Store>) {
+    let t0 = Utc::now() - Duration::hours(2);
+    let batch = (0..6u64)
+        .map(|i| {
+            let mut e = new_entry(i, if i < 4 { "alpha" } else { "beta" });
+            e.at =
+                warden_ledger::NewEntry::new(t0 + Duration::minutes(i as i64 * 10), e.kind.clone(), "x").at;
+            e
+        })
+        .collect();
+    store.ledger_append(batch, None).await.unwrap();
+    let seqs = |f: warden_store::LedgerFilter, from: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .ledger_records(from, 100, &f)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    let agent = |a: &str| warden_store::LedgerFilter {
+        agent: Some(a.into()),
+        ..Default::default()
+    };
+    assert_eq!(seqs(agent("alpha"), 0).await, vec![0, 1, 2, 3]);
+    assert_eq!(seqs(agent("beta"), 0).await, vec![4, 5]);
+    assert_eq!(seqs(agent("alpha"), 2).await, vec![2, 3]);
+    assert_eq!(seqs(agent("gamma"), 0).await, Vec::<u64>::new());
+    let window = warden_store::LedgerFilter {
+        since: Some(t0 + Duration::minutes(10)),
+        until: Some(t0 + Duration::minutes(30)),
+        agent: None,
+    };
+    assert_eq!(seqs(window, 0).await, vec![1, 2]);
+    // The entries themselves are untouched by the filter: still verifiable bytes with their hashes.
+    let r = &store.ledger_records(4, 1, &Default::default()).await.unwrap()[0];
+    assert_eq!(r.stored_hash, Some(warden_ledger::leaf_hash(&r.bytes)));
+}
+
+async fn concurrent_ledger_appends_form_one_log(store: Arc<dyn Store>) {
+    let signer = Arc::new(ledger_signer(2));
+    let mut handles = Vec::new();
+    for w in 0..6u64 {
+        let store = store.clone();
+        let signer = signer.clone();
+        handles.push(tokio::spawn(async move {
+            let mut firsts = Vec::new();
+            for i in 0..15u64 {
+                let batch = (0..3).map(|k| new_entry(w * 1000 + i * 10 + k, "c")).collect();
+                let sign = warden_store::CheckpointSigner {
+                    origin: ORIGIN,
+                    signer: &signer,
+                    at: Utc::now(),
+                };
+                let a = store
+                    .ledger_append(batch, (i % 4 == 0).then_some(sign))
+                    .await
+                    .unwrap();
+                firsts.push(a.first_seq);
+            }
+            firsts
+        }));
+    }
+    let mut firsts = Vec::new();
+    for h in handles {
+        firsts.extend(h.await.unwrap());
+    }
+    firsts.sort_unstable();
+    // Every batch got its own contiguous range: no two appends read the same head.
+    assert_eq!(firsts, (0..90u64).map(|b| b * 3).collect::<Vec<_>>());
+    let report = verify_stored(store.as_ref(), vec![signer.verifier_key()]).await;
+    assert_eq!(report.entries, 270);
+}
+
+async fn ledger_keys_and_policy_versions(store: Arc<dyn Store>) {
+    let a = ledger_signer(3).verifier_key().to_string();
+    let b = ledger_signer(4).verifier_key().to_string();
+    let now = Utc::now();
+    store.publish_ledger_key(&a, "node-a", now).await.unwrap();
+    store.publish_ledger_key(&a, "node-a", now).await.unwrap();
+    store.publish_ledger_key(&b, "node-b", now).await.unwrap();
+    let keys = store.ledger_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().any(|k| k.vkey == a && k.node == "node-a"));
+    for k in &keys {
+        warden_ledger::VerifierKey::parse(&k.vkey).unwrap();
+    }
+
+    assert_eq!(store.policy_version("nope").await.unwrap(), None);
+    let v = PolicyVersion {
+        version: "v1".into(),
+        files: [(
+            "a.cedar".to_owned(),
+            "permit(principal, action, resource);".to_owned(),
+        )]
+        .into(),
+        created_at: Utc::now(),
+        created_by: "admin@example.com".into(),
+    };
+    store
+        .activate_policies(&v, PolicyRole::Active, "", &ctx("admin@example.com"))
+        .await
+        .unwrap();
+    let got = store.policy_version("v1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.version, got.files, got.created_by),
+        (v.version, v.files, v.created_by)
+    );
 }

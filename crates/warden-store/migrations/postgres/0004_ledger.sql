@@ -1,0 +1,50 @@
+-- The tamper-evident ledger (see crates/warden-ledger). Append-only: Warden never updates or deletes
+-- a row of ledger_entries, ledger_nodes or ledger_checkpoints; ledger_head is the one row that moves.
+--
+-- ledger_head: the tree's size and frontier (the perfect-subtree hashes of [0, size)), changed in the
+-- same transaction as the entries it covers. Appends lock it (PostgreSQL: FOR UPDATE), so every node
+-- of a deployment extends one log.
+CREATE TABLE ledger_head (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    size     BIGINT NOT NULL CHECK (size >= 0),
+    frontier TEXT NOT NULL
+);
+INSERT INTO ledger_head (id, size, frontier) VALUES (1, 0, '{"size":0,"nodes":[]}');
+
+-- One row per entry: its canonical bytes (the Merkle leaf data) and leaf hash. The other columns are
+-- copies of envelope fields, for filtering exports; verification reads only seq, canonical and
+-- leaf_hash, and the bytes are what is proven.
+CREATE TABLE ledger_entries (
+    seq       BIGINT PRIMARY KEY CHECK (seq >= 0),
+    at        TIMESTAMPTZ NOT NULL,
+    kind      TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    subject   TEXT,
+    agent     TEXT,
+    canonical BYTEA NOT NULL,
+    leaf_hash BYTEA NOT NULL
+);
+CREATE INDEX ledger_entries_at ON ledger_entries (at);
+CREATE INDEX ledger_entries_agent ON ledger_entries (agent, seq);
+
+-- Interior nodes (level >= 1) of perfect subtrees, for proofs without rehashing the log.
+CREATE TABLE ledger_nodes (
+    level INTEGER NOT NULL,
+    idx   BIGINT NOT NULL,
+    hash  BYTEA NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+
+-- Signed checkpoints (C2SP signed notes) of tree sizes.
+CREATE TABLE ledger_checkpoints (
+    size BIGINT PRIMARY KEY,
+    note TEXT NOT NULL,
+    at   TIMESTAMPTZ NOT NULL
+);
+
+-- The verifier keys (C2SP vkey strings) of the nodes that sign checkpoints.
+CREATE TABLE ledger_keys (
+    vkey       TEXT PRIMARY KEY,
+    node       TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);
