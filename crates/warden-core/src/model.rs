@@ -452,6 +452,14 @@ pub enum LifecycleAction {
 }
 
 impl LifecycleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleAction::Activate => "activate",
+            LifecycleAction::Suspend => "suspend",
+            LifecycleAction::Retire => "retire",
+        }
+    }
+
     pub fn target(self) -> AgentState {
         match self {
             LifecycleAction::Activate => AgentState::Active,

@@ -77,6 +77,8 @@ pub enum Permission {
     ReadPolicies,
     /// Validate, activate and shadow policy sets.
     ManagePolicies,
+    /// Read the audit ledger: entries, checkpoints and proofs.
+    ReadAudit,
 }
 
 impl Permission {
@@ -90,6 +92,7 @@ impl Permission {
             Permission::ManageOwnAgents => &[Role::Admin, Role::Owner],
             Permission::ReadPolicies => &[Role::Admin, Role::Auditor, Role::Approver, Role::Owner],
             Permission::ManagePolicies => &[Role::Admin],
+            Permission::ReadAudit => &[Role::Admin, Role::Auditor],
         }
     }
 
@@ -106,6 +109,7 @@ impl Permission {
             Permission::ManageOwnAgents => "manage the agents you own",
             Permission::ReadPolicies => "read policies",
             Permission::ManagePolicies => "change policies",
+            Permission::ReadAudit => "read the audit ledger",
         }
     }
 }

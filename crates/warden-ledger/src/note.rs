@@ -239,6 +239,20 @@ impl NoteSigner {
         Ok(signer)
     }
 
+    /// The key in Go's private-key form, for a key file ([`NoteSigner::parse`] reads it back). The
+    /// buffer is wiped when dropped.
+    pub fn to_private_string(&self) -> Zeroizing<String> {
+        let mut data = Zeroizing::new(Vec::with_capacity(33));
+        data.push(ALG_ED25519);
+        data.extend_from_slice(self.key.as_bytes());
+        Zeroizing::new(format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.id,
+            B64.encode(data.as_slice())
+        ))
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -412,6 +426,12 @@ mod tests {
     use super::*;
 
     // golang.org/x/mod/sumdb/note: the example of the package documentation and its tests.
+    #[test]
+    fn private_string_round_trips() {
+        let signer = NoteSigner::parse(GO_SKEY).unwrap();
+        assert_eq!(signer.to_private_string().as_str(), GO_SKEY);
+    }
+
     const GO_SKEY: &str = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
     const GO_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
     const GO_TEXT: &str = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";

@@ -13,6 +13,8 @@ use warden_core::{ApiTokenInfo, ChangeContext, Email, Human, Permission, Secret}
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::ledger::AuditSlot;
+use warden_ledger::EntryKind;
 
 /// Longest Authorization header we read; anything longer is refused before parsing.
 const MAX_AUTH_HEADER: usize = 1024;
@@ -23,6 +25,7 @@ const MAX_AUTH_HEADER: usize = 1024;
 pub struct Caller {
     pub human: Human,
     pub token: ApiTokenInfo,
+    audit: AuditSlot,
 }
 
 /// Proof that the caller holds a permission. The only way for a handler to get the [`ChangeContext`]
@@ -31,12 +34,56 @@ pub struct Caller {
 pub struct Permit {
     permission: Permission,
     actor: String,
+    audit: AuditSlot,
 }
 
 impl Permit {
-    /// Who is acting, and when, for the store.
-    pub fn context(&self) -> ChangeContext {
-        ChangeContext::new(self.actor.clone(), Utc::now())
+    /// Records the change about to be made in the audit ledger and waits until the entry is durable;
+    /// only then does the handler get the [`ChangeContext`] the store write needs (fail closed: if
+    /// the ledger cannot record, nothing is changed). `op` names the change (`agent.register`),
+    /// `subject` what it is about, `details` what is asked (never a secret). If the change then
+    /// fails, the audit layer appends an entry saying so.
+    pub async fn record(
+        &self,
+        state: &AppState,
+        kind: EntryKind,
+        op: &str,
+        subject: &str,
+        mut details: serde_json::Value,
+    ) -> Result<ChangeContext, ApiError> {
+        let at = Utc::now();
+        if !details.is_object() {
+            details = serde_json::json!({ "details": details });
+        }
+        details["op"] = op.into();
+        details["permission"] = format!("{:?}", self.permission).into();
+        let entry = warden_ledger::NewEntry::new(at, kind.clone(), self.actor.clone())
+            .subject(subject)
+            .body(details);
+        let seq = state.ledger.record(entry).await?;
+        self.audit.set_change(seq, kind, op);
+        Ok(ChangeContext::new(self.actor.clone(), at))
+    }
+
+    /// Like [`Permit::record`], for changes that take privileges away (suspending, ending a task,
+    /// revoking a token, removing a human): those must work even while the ledger cannot record —
+    /// refusing a revocation would fail open. The entry is still written first when it can be; when
+    /// it cannot, the change goes ahead and the failure is logged at error level.
+    pub async fn record_revocation(
+        &self,
+        state: &AppState,
+        kind: EntryKind,
+        op: &str,
+        subject: &str,
+        details: serde_json::Value,
+    ) -> ChangeContext {
+        match self.record(state, kind, op, subject, details).await {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                tracing::error!(%op, %subject, by = %self.actor, error = ?e, "revocation not recorded in the audit ledger; it goes ahead");
+                ChangeContext::new(self.actor.clone(), Utc::now())
+            }
+        }
     }
 
     pub fn permission(&self) -> Permission {
@@ -51,6 +98,7 @@ impl Caller {
             Ok(Permit {
                 permission,
                 actor: self.human.email.to_string(),
+                audit: self.audit.clone(),
             })
         } else {
             let roles = permission
@@ -106,9 +154,12 @@ where
             tracing::info!(token_id = %owner.token.id, human = %owner.human.email, why, "refused API token");
             return Err(ApiError::Unauthorized(why.into()));
         }
+        let audit = parts.extensions.get::<AuditSlot>().cloned().unwrap_or_default();
+        audit.set_actor(owner.human.email.as_str());
         Ok(Caller {
             human: owner.human,
             token: owner.token,
+            audit,
         })
     }
 }

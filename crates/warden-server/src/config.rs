@@ -44,6 +44,44 @@ pub struct Config {
     /// External issuers whose tokens agents may present instead of their own assertions.
     pub federation: Vec<FederationConfig>,
     pub policy: PolicyConfig,
+    pub ledger: LedgerConfig,
+}
+
+/// The audit ledger: how entries are committed and checkpoints signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Sign checkpoints at least this often while entries arrive (and on shutdown), milliseconds.
+    /// Default 1000, between 10 and 60000.
+    pub checkpoint_interval_ms: u64,
+    /// Most entries committed in one transaction (group commit). Default 1024, between 1 and 16384.
+    pub max_batch: usize,
+    /// Entries that may wait for the writer before callers are held back (backpressure, never drops).
+    /// Default 65536.
+    pub queue: usize,
+    /// How long an action waits for its entry to become durable before it is denied, milliseconds.
+    /// Default 5000.
+    pub append_timeout_ms: u64,
+    /// This node's checkpoint signing key (C2SP private key line, mode 0600). Default
+    /// `<data-dir>/ledger.key`, created on first start.
+    pub signing_key_file: Option<PathBuf>,
+    /// The per-deployment key sensitive values are HMAC'd with (64 hex characters, mode 0600). Every
+    /// node of a deployment must use the same file. Default `<data-dir>/ledger-redaction.key`,
+    /// created on first start.
+    pub redaction_key_file: Option<PathBuf>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_ms: 1000,
+            max_batch: 1024,
+            queue: 65_536,
+            append_timeout_ms: 5000,
+            signing_key_file: None,
+            redaction_key_file: None,
+        }
+    }
 }
 
 /// Where the first policy set comes from.
@@ -142,6 +180,7 @@ impl Default for Config {
             tokens: TokenConfig::default(),
             federation: Vec::new(),
             policy: PolicyConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -251,6 +290,7 @@ pub struct Resolved {
     pub tokens: TokenConfig,
     pub federation: Vec<FederationConfig>,
     pub policy_bootstrap_dir: Option<PathBuf>,
+    pub ledger: LedgerConfig,
 }
 
 impl Config {
@@ -319,6 +359,19 @@ impl Config {
             }
         };
         let t = &self.tokens;
+        let l = &self.ledger;
+        if !(10..=60_000).contains(&l.checkpoint_interval_ms) {
+            bail!("ledger.checkpoint_interval_ms must be between 10 and 60000");
+        }
+        if !(1..=16_384).contains(&l.max_batch) {
+            bail!("ledger.max_batch must be between 1 and 16384");
+        }
+        if !(1..=1 << 24).contains(&l.queue) {
+            bail!("ledger.queue must be between 1 and 16777216");
+        }
+        if !(1..=600_000).contains(&l.append_timeout_ms) {
+            bail!("ledger.append_timeout_ms must be between 1 and 600000");
+        }
         if !(1..=3600).contains(&t.task_token_ttl_secs) {
             bail!("tokens.task_token_ttl_secs must be between 1 and 3600");
         }
@@ -345,6 +398,7 @@ impl Config {
         Ok(Resolved {
             public_url,
             policy_bootstrap_dir: self.policy.bootstrap_dir,
+            ledger: self.ledger,
             tokens: self.tokens,
             federation: self.federation,
             listen,

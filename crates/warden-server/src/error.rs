@@ -27,6 +27,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// 503: a dependency (the store) is down. Nothing was done.
     Unavailable(String),
+    /// 503: the audit ledger cannot record, so the action was not taken (fail closed).
+    LedgerUnavailable(String),
     /// 500: a bug or corrupt data. The detail is logged, the client gets a generic message.
     Internal(String),
     /// 400 with a list of located problems (policy files that do not compile).
@@ -53,7 +55,7 @@ pub struct LocatedError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `payload_too_large`, `unsupported_media_type`, `unavailable`, `internal`.
+    /// `payload_too_large`, `unsupported_media_type`, `unavailable`, `ledger_unavailable`, `internal`.
     pub error: &'static str,
     pub message: String,
     /// The request field the error is about, when there is one (e.g. `owners[1]`).
@@ -86,6 +88,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::LedgerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -126,6 +129,7 @@ impl IntoResponse for ApiError {
             };
             tracing::info!(status = status.as_u16(), error = code, %message, "request refused");
         }
+        let refusal = crate::ledger::Refusal::of(status, code, &self);
         let mut errors = Vec::new();
         let (message, field) = match self {
             ApiError::BadRequest { message, field } => (message, field),
@@ -147,7 +151,8 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
-            ApiError::Unauthorized(m)
+            ApiError::LedgerUnavailable(m)
+            | ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
@@ -169,6 +174,9 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"warden\""),
             );
+        }
+        if let Some(r) = refusal {
+            resp.extensions_mut().insert(r);
         }
         resp
     }

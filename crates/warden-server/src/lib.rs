@@ -18,6 +18,7 @@ pub mod error;
 pub mod federation;
 pub mod json;
 pub mod keys;
+pub mod ledger;
 pub mod oauth;
 pub mod policy;
 mod state;
@@ -81,7 +82,14 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     }
     let policies = Arc::new(policy::Policies::load(store.as_ref()).await?);
     spawn_background(store.clone(), identity.clone(), policies.clone());
-    let state = AppState::new(store.clone(), resolved.trust_domain.clone(), identity, policies);
+    let ledger = open_ledger(&resolved, store.clone(), &public_url).await?;
+    let state = AppState::new(
+        store.clone(),
+        resolved.trust_domain.clone(),
+        identity,
+        policies,
+        ledger.clone(),
+    );
     let app = router(state, resolved.limits);
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
     // A plain line as well: scripts and tests wait for it, whatever the log format.
@@ -92,8 +100,30 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .context("server error")?;
     tracing::info!("shutting down: in-flight requests finished");
+    ledger.shutdown().await;
     store.close().await;
     Ok(())
+}
+
+/// The audit ledger's writer, with this node's checkpoint key and the deployment's redaction key.
+async fn open_ledger(
+    r: &Resolved,
+    store: Arc<dyn Store>,
+    public_url: &url::Url,
+) -> anyhow::Result<Arc<ledger::Ledger>> {
+    let name = ledger::key_name(&r.trust_domain, &hostname());
+    let signer = ledger::load_signer(&r.data_dir, r.ledger.signing_key_file.as_ref(), &name)?;
+    let redactor = ledger::load_redactor(&r.data_dir, r.ledger.redaction_key_file.as_ref())?;
+    let node = format!("{}@{}", hostname(), public_url);
+    ledger::Ledger::start(
+        store,
+        signer,
+        ledger::origin(&r.trust_domain),
+        redactor,
+        (&r.ledger).into(),
+        &node,
+    )
+    .await
 }
 
 /// Keys, the task cache and trusted issuers.

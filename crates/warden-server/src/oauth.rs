@@ -17,6 +17,8 @@ pub struct OAuthError {
     pub description: String,
     /// Answer 401s with the `DPoP` scheme (the token was DPoP-bound).
     pub dpop: bool,
+    /// The handler recorded this refusal in the ledger itself (with the policy decision).
+    pub recorded: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -32,6 +34,7 @@ impl OAuthError {
             code,
             description: description.into(),
             dpop: false,
+            recorded: false,
         }
     }
 
@@ -54,6 +57,12 @@ impl OAuthError {
     /// Authenticated, but not allowed (agent not active, policy, delegation limits).
     pub fn access_denied(description: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "access_denied", description)
+    }
+
+    /// Marks the refusal as already in the ledger.
+    pub fn recorded(mut self) -> Self {
+        self.recorded = true;
+        self
     }
 
     pub fn with_dpop(mut self, dpop: bool) -> Self {
@@ -128,6 +137,16 @@ impl IntoResponse for OAuthError {
             }),
         )
             .into_response();
+        if self.recorded {
+            resp.extensions_mut().insert(crate::ledger::Recorded);
+        }
+        if self.status.is_client_error() {
+            resp.extensions_mut().insert(crate::ledger::Refusal {
+                status: self.status.as_u16(),
+                code: self.code,
+                message: self.description.clone(),
+            });
+        }
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status == StatusCode::UNAUTHORIZED {

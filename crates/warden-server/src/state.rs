@@ -9,6 +9,7 @@ use warden_store::Store;
 
 use crate::federation::Federation;
 use crate::keys::KeyManager;
+use crate::ledger::Ledger;
 use crate::policy::Policies;
 use crate::tasks::TaskCache;
 
@@ -91,6 +92,7 @@ pub struct AppState {
     pub events: broadcast::Sender<RegistryEvent>,
     pub identity: Arc<Identity>,
     pub policies: Arc<Policies>,
+    pub ledger: Arc<Ledger>,
 }
 
 impl AppState {
@@ -99,6 +101,7 @@ impl AppState {
         trust_domain: TrustDomain,
         identity: Arc<Identity>,
         policies: Arc<Policies>,
+        ledger: Arc<Ledger>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
@@ -107,6 +110,7 @@ impl AppState {
             events,
             identity,
             policies,
+            ledger,
         }
     }
 

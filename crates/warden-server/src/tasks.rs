@@ -297,6 +297,7 @@ where
             Utc::now(),
         )
         .await?;
+        crate::ledger::set_actor(&parts.extensions, &task.agent_spiffe_id);
         Ok(TaskCaller { claims, task, token })
     }
 }

@@ -1511,15 +1511,15 @@ macro_rules! impl_store {
                     q.build().execute(&mut *tx).await?;
                 }
                 let size = prepared.tree_size();
-                if !prepared.entries.is_empty() {
-                    let state = serde_json::to_string(&prepared.frontier)
-                        .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-                    sqlx::query("UPDATE ledger_head SET size = $1, frontier = $2 WHERE id = 1")
-                        .bind(crate::ledger::to_i64(size))
-                        .bind(state)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                // Written even for an empty batch: an empty append is the writer's probe, and it must
+                // prove the head can still be written, not only read.
+                let state = serde_json::to_string(&prepared.frontier)
+                    .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                sqlx::query("UPDATE ledger_head SET size = $1, frontier = $2 WHERE id = 1")
+                    .bind(crate::ledger::to_i64(size))
+                    .bind(state)
+                    .execute(&mut *tx)
+                    .await?;
                 let mut signed = None;
                 if let Some(cs) = checkpoint
                     && size > 0

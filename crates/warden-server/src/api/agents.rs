@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::{AppState, RegistryEvent};
+use warden_ledger::EntryKind;
 
 /// Longest lifecycle reason we record.
 const MAX_REASON_LEN: usize = 1_000;
@@ -107,7 +108,20 @@ pub async fn register(
     let (secret, join) = new_join(&state);
     let agent = state
         .store
-        .create_agent(&body, &state.trust_domain, &join, &permit.context())
+        .create_agent(
+            &body,
+            &state.trust_domain,
+            &join,
+            &permit
+                .record(
+                    &state,
+                    EntryKind::RegistryChange,
+                    "agent.register",
+                    body.name.as_str(),
+                    serde_json::to_value(&body).unwrap_or_default(),
+                )
+                .await?,
+        )
         .await?;
     state.policies.agent_changed(&agent);
     tracing::info!(agent = %agent.name, spiffe_id = %agent.spiffe_id, by = %caller.human.email, "agent registered");
@@ -138,10 +152,16 @@ pub async fn join_token(
     let permit = caller.require(Permission::WriteRegistry)?;
     let name = parse_name(&name)?;
     let (secret, join) = new_join(&state);
-    state
-        .store
-        .issue_join_token(&name, &join, &permit.context())
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "agent.join_token",
+            name.as_str(),
+            serde_json::json!({"agent": name.as_str(), "expires_at": join.expires_at}),
+        )
         .await?;
+    state.store.issue_join_token(&name, &join, &ctx).await?;
     tracing::info!(agent = %name, by = %caller.human.email, "join token issued");
     Ok((
         StatusCode::CREATED,
@@ -214,7 +234,18 @@ pub async fn update(
 ) -> Result<Json<Agent>, ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
     let name = parse_name(&name)?;
-    let change = state.store.update_agent(&name, &body, &permit.context()).await?;
+    let mut details = serde_json::to_value(&body).unwrap_or_default();
+    details["agent"] = name.as_str().into();
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "agent.update",
+            name.as_str(),
+            details,
+        )
+        .await?;
+    let change = state.store.update_agent(&name, &body, &ctx).await?;
     Ok(Json(publish(&state, change)))
 }
 
@@ -234,9 +265,30 @@ async fn lifecycle(
             field: Some("reason".into()),
         });
     }
+    let op = format!("agent.{}", action.as_str());
+    let details = serde_json::json!({"agent": name.as_str(), "reason": reason});
     let change = state
         .store
-        .transition_agent(&name, action, &reason, &permit.context())
+        .transition_agent(
+            &name,
+            action,
+            &reason,
+            &if action == LifecycleAction::Activate {
+                permit
+                    .record(
+                        &state,
+                        EntryKind::RegistryChange,
+                        "agent.activate",
+                        name.as_str(),
+                        details,
+                    )
+                    .await?
+            } else {
+                permit
+                    .record_revocation(&state, EntryKind::RegistryChange, &op, name.as_str(), details)
+                    .await
+            },
+        )
         .await?;
     tracing::info!(agent = %name, state = %change.agent.state, by = %caller.human.email, "agent lifecycle change");
     Ok(Json(publish(&state, change)))

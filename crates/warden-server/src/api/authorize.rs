@@ -33,7 +33,15 @@ pub struct AuthorizeRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub args: Option<serde_json::Value>,
+    /// JSON pointers (RFC 6901) into `args` whose values are sensitive: the ledger keeps them only as
+    /// HMAC-SHA256 with the deployment's key (matchable, not readable). A pointer that does not
+    /// exist is a deny (a typo must not put a secret into the ledger in clear).
+    #[serde(default)]
+    pub sensitive: Vec<String>,
 }
+
+/// Most sensitive pointers per request.
+pub const MAX_SENSITIVE: usize = 64;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,27 +83,84 @@ pub fn task_context(task: &Task) -> Result<TaskContext, String> {
     })
 }
 
-fn decide_one(state: &AppState, caller: &TaskCaller, req: AuthorizeRequest) -> Decision {
+/// Decides one request and builds its ledger entry.
+fn decide_one(
+    state: &AppState,
+    caller: &TaskCaller,
+    req: AuthorizeRequest,
+    request_id: Option<&str>,
+) -> (Decision, warden_ledger::NewEntry) {
+    let started = std::time::Instant::now();
     let resource = req.resource.to_string();
+    let upstream = match &req.resource {
+        ResourceRef::Upstream(u) => Some(u.to_string()),
+        ResourceRef::Tool(t) | ResourceRef::Dataset(t) => t.split('/').next().map(str::to_owned),
+        _ => None,
+    };
     let action = req.action.clone();
-    let decision = decide_request(state, caller, req);
+    let recorded = match &req.args {
+        None if req.sensitive.is_empty() => Ok(None),
+        None => Err("bad-request: `sensitive` names arguments, but there are none".to_owned()),
+        Some(_) if req.sensitive.len() > MAX_SENSITIVE => {
+            Err(format!("bad-request: at most {MAX_SENSITIVE} sensitive pointers"))
+        }
+        Some(args) => state
+            .ledger
+            .recorded_arguments(args, &req.sensitive)
+            .map(Some)
+            .map_err(|e| format!("bad-request: {e}")),
+    };
+    let (decision, arguments) = match recorded {
+        Ok(arguments) => (decide_request(state, caller, req), arguments),
+        Err(reason) => (Decision::deny(reason, policy_version(state)), None),
+    };
     // Every decision, refusals of malformed requests included, leaves a trace.
     tracing::info!(
         agent = %caller.task.agent, task = %caller.task.id, action = %action.escape_debug(), %resource,
         outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version,
         "authorize"
     );
-    decision
+    let facts = crate::ledger::DecisionFacts {
+        actor: caller.task.agent_spiffe_id.clone(),
+        agent: caller.task.agent.to_string(),
+        task: Some(caller.task.id.to_string()),
+        action: crate::ledger::clip_str(&action, 64),
+        upstream,
+        resource: Some(resource),
+        arguments,
+        request_id: request_id.map(str::to_owned),
+    };
+    let entry = crate::ledger::decision_entry(facts, &decision, started.elapsed());
+    (decision, entry)
 }
 
+fn policy_version(state: &AppState) -> String {
+    state
+        .policies
+        .versions()
+        .0
+        .unwrap_or_else(|| crate::policy::NO_POLICY.to_owned())
+}
+
+fn request_id(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok())
+}
+
+/// The response of a recorded decision: the ledger sequence number of its (first) entry rides in a
+/// header, so an enforcement point can cite the evidence.
+fn recorded<T: Serialize>(body: T, seq: u64) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut resp = Json(body).into_response();
+    resp.headers_mut()
+        .insert(LEDGER_SEQ_HEADER, axum::http::HeaderValue::from(seq));
+    resp
+}
+
+/// Response header carrying the ledger sequence number of the decision.
+pub const LEDGER_SEQ_HEADER: &str = "warden-ledger-seq";
+
 fn decide_request(state: &AppState, caller: &TaskCaller, req: AuthorizeRequest) -> Decision {
-    let version = || {
-        state
-            .policies
-            .versions()
-            .0
-            .unwrap_or_else(|| crate::policy::NO_POLICY.to_owned())
-    };
+    let version = || policy_version(state);
     let action = match req.action.parse::<Action>() {
         Ok(a) if a.is_task_action() => {
             return Decision::deny(
@@ -137,10 +202,14 @@ fn decide_request(state: &AppState, caller: &TaskCaller, req: AuthorizeRequest) 
 )]
 pub async fn authorize(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     caller: TaskCaller,
     ApiJson(req): ApiJson<AuthorizeRequest>,
-) -> Json<Decision> {
-    Json(decide_one(&state, &caller, req))
+) -> Result<axum::response::Response, ApiError> {
+    let (decision, entry) = decide_one(&state, &caller, req, request_id(&headers));
+    // Fail closed: no answer (least of all an allow) before the decision is durable.
+    let seq = state.ledger.record(entry).await?;
+    Ok(recorded(decision, seq))
 }
 
 #[utoipa::path(
@@ -154,9 +223,10 @@ pub async fn authorize(
 )]
 pub async fn authorize_batch(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     caller: TaskCaller,
     ApiJson(batch): ApiJson<AuthorizeBatch>,
-) -> Result<Json<Decisions>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     if batch.requests.is_empty() || batch.requests.len() > MAX_BATCH {
         return Err(ApiError::BadRequest {
             message: format!(
@@ -166,10 +236,11 @@ pub async fn authorize_batch(
             field: Some("requests".into()),
         });
     }
-    let decisions = batch
+    let (decisions, entries): (Vec<_>, Vec<_>) = batch
         .requests
         .into_iter()
-        .map(|r| decide_one(&state, &caller, r))
-        .collect();
-    Ok(Json(Decisions { decisions }))
+        .map(|r| decide_one(&state, &caller, r, request_id(&headers)))
+        .unzip();
+    let seq = state.ledger.record_all(entries).await?;
+    Ok(recorded(Decisions { decisions }, seq))
 }

@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiPath};
+use warden_ledger::EntryKind;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HumanList {
@@ -78,7 +79,16 @@ pub async fn add(
     ApiJson(body): ApiJson<NewHuman>,
 ) -> Result<(StatusCode, Json<Human>), ApiError> {
     let permit = caller.require(Permission::ManageHumans)?;
-    let human = state.store.create_human(&body, &permit.context()).await?;
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "human.add",
+            body.email.as_str(),
+            serde_json::to_value(&body).unwrap_or_default(),
+        )
+        .await?;
+    let human = state.store.create_human(&body, &ctx).await?;
     tracing::info!(human = %human.email, roles = ?human.roles, by = %caller.human.email, "human added");
     Ok((StatusCode::CREATED, Json(human)))
 }
@@ -145,7 +155,16 @@ pub async fn remove(
             "you cannot remove yourself; ask another admin".into(),
         ));
     }
-    let removal = state.store.remove_human(&email, &permit.context()).await?;
+    let ctx = permit
+        .record_revocation(
+            &state,
+            EntryKind::RegistryChange,
+            "human.remove",
+            email.as_str(),
+            serde_json::json!({}),
+        )
+        .await;
+    let removal = state.store.remove_human(&email, &ctx).await?;
     state.forget_tasks(&removal.revoked_tasks);
     // Owners changed for every agent the human owned; re-read them now for this node's policies.
     let owned: Vec<String> = removal.orphaned_agents.iter().map(ToString::to_string).collect();
@@ -194,7 +213,16 @@ pub async fn create_token(
         hash,
         expires_at: Utc::now() + ttl,
     };
-    let info = state.store.create_api_token(&record, &permit.context()).await?;
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::TokenIssued,
+            "api_token.create",
+            email.as_str(),
+            serde_json::json!({"token_id": record.id, "label": record.label, "expires_at": record.expires_at}),
+        )
+        .await?;
+    let info = state.store.create_api_token(&record, &ctx).await?;
     tracing::info!(token_id = %info.id, human = %email, by = %caller.human.email, expires_at = %info.expires_at, "API token created");
     Ok((
         StatusCode::CREATED,
@@ -253,7 +281,16 @@ pub async fn revoke_token(
         .ok_or_else(|| ApiError::NotFound(format!("token `{id}` not found")))?;
     let permit =
         caller.require_self_or(&info.human, Permission::ManageOwnTokens, Permission::ManageHumans)?;
-    let revoked = state.store.revoke_api_token(id, &permit.context()).await?;
+    let ctx = permit
+        .record_revocation(
+            &state,
+            EntryKind::TokenRevoked,
+            "api_token.revoke",
+            info.human.as_str(),
+            serde_json::json!({"token_id": id}),
+        )
+        .await;
+    let revoked = state.store.revoke_api_token(id, &ctx).await?;
     tracing::info!(token_id = %id, human = %revoked.human, by = %caller.human.email, "API token revoked");
     Ok(Json(revoked))
 }

@@ -8,6 +8,7 @@
 //! - body limit: bounds the memory an unauthenticated client can make us buffer.
 
 pub mod agents;
+pub mod audit;
 pub mod authorize;
 pub mod humans;
 pub mod policies;
@@ -71,8 +72,9 @@ impl Default for HttpLimits {
         authorize::authorize, authorize::authorize_batch,
         policies::status, policies::validate, policies::activate, policies::shadow, policies::clear_shadow,
         policies::explain,
+        audit::checkpoint, audit::inclusion, audit::consistency, audit::entries,
     ),
-    components(schemas(ErrorBody, Health)),
+    components(schemas(ErrorBody, Health, crate::ledger::LedgerStatus)),
     modifiers(&BearerAuth),
     tags(
         (name = "agents", description = "Non-human identities"),
@@ -82,6 +84,7 @@ impl Default for HttpLimits {
         (name = "tasks", description = "Tasks and their credentials"),
         (name = "policy", description = "Decisions, and the policy sets that make them"),
         (name = "health", description = "Liveness and store health"),
+        (name = "audit", description = "The tamper-evident ledger: checkpoints, proofs, entries"),
     )
 )]
 #[derive(Debug)]
@@ -174,6 +177,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         )
         .route("/tokens/{id}", delete(humans::revoke_token))
         .route("/whoami", get(humans::whoami))
+        .route("/audit/checkpoint", get(audit::checkpoint))
+        .route("/audit/proof/inclusion", get(audit::inclusion))
+        .route("/audit/proof/consistency", get(audit::consistency))
+        .route("/audit/entries", get(audit::entries))
         .route("/openapi.json", get(openapi));
     Router::new()
         .route("/healthz", get(health))
@@ -181,6 +188,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/.well-known/oauth-authorization-server", get(tokens::metadata))
         .nest("/v1", v1)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ledger::audit_refusals,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -211,6 +222,9 @@ pub struct Health {
     /// Why the store is unhealthy (no internals).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The audit ledger's writer. While it cannot commit, actions are denied and this endpoint
+    /// answers 503.
+    pub ledger: crate::ledger::LedgerStatus,
 }
 
 /// How long `/healthz` waits for the store before calling it unavailable.
@@ -235,6 +249,10 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             HEALTH_TIMEOUT.as_secs()
         )),
     };
+    let ledger = state.ledger.status();
+    let error = error.or_else(|| {
+        (ledger.status != "ok").then(|| "the audit ledger cannot commit: actions are denied".to_owned())
+    });
     let (code, status) = if error.is_none() {
         (StatusCode::OK, "ok")
     } else {
@@ -247,6 +265,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             store,
             version,
             error,
+            ledger,
         }),
     )
 }

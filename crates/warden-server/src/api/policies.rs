@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, LocatedError};
 use crate::json::{ApiJson, OptionalJson};
+use warden_ledger::EntryKind;
 
 /// Most history entries returned.
 const HISTORY: u32 = 50;
@@ -154,9 +155,18 @@ async fn install(
     let permit = caller.require(Permission::ManagePolicies)?;
     check_comment(&upload.comment)?;
     let names: Vec<String> = upload.files.keys().cloned().collect();
-    let ctx = permit.context();
     let (version, compiled) =
-        crate::policy::compile_files(upload.files, &ctx.actor, ctx.at).map_err(located)?;
+        crate::policy::compile_files(upload.files, caller.human.email.as_str(), chrono::Utc::now())
+            .map_err(located)?;
+    let ctx = permit
+        .record(
+            state,
+            EntryKind::PolicyChange,
+            &format!("policy.{}", role.as_str()),
+            &version.version,
+            serde_json::json!({"policy_version": version.version, "files": names, "comment": upload.comment}),
+        )
+        .await?;
     state
         .store
         .activate_policies(&version, role, &upload.comment, &ctx)
@@ -222,7 +232,18 @@ pub async fn clear_shadow(
     check_comment(&body.comment)?;
     state
         .store
-        .clear_shadow_policies(&body.comment, &permit.context())
+        .clear_shadow_policies(
+            &body.comment,
+            &permit
+                .record(
+                    &state,
+                    EntryKind::PolicyChange,
+                    "policy.shadow_clear",
+                    "shadow",
+                    serde_json::json!({"comment": body.comment}),
+                )
+                .await?,
+        )
         .await?;
     state
         .policies

@@ -16,6 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiPath, ApiQuery, OptionalJson};
 use crate::oauth::{OAuthError, OAuthErrorBody};
 use crate::tasks::TaskCaller;
+use warden_ledger::EntryKind;
 
 /// Longest reason recorded when a task ends.
 const MAX_REASON_LEN: usize = 1_000;
@@ -111,6 +112,18 @@ pub async fn end_current(
     } else {
         reason
     };
+    // Ending a task takes privileges away: it goes ahead even if the ledger cannot record it.
+    let entry = crate::ledger::entry(EntryKind::TaskEnded, &caller.claims.sub)
+        .subject(caller.task.id.to_string())
+        .body(serde_json::json!({
+            "op": "task.end",
+            "agent": caller.task.agent.as_str(),
+            "task": caller.task.id,
+            "reason": reason,
+        }));
+    if let Err(e) = state.ledger.record(entry).await {
+        tracing::error!(task = %caller.task.id, error = %e, "task end not recorded in the audit ledger; it goes ahead");
+    }
     let ctx = warden_core::ChangeContext::new(caller.claims.sub.clone(), Utc::now());
     let stopped = state
         .store
@@ -207,7 +220,16 @@ pub async fn end(
     } else {
         body.reason
     };
-    let stopped = state.store.end_task(id, &reason, &permit.context()).await?;
+    let ctx = permit
+        .record_revocation(
+            &state,
+            EntryKind::TaskEnded,
+            "task.end",
+            &id.to_string(),
+            serde_json::json!({"agent": task.agent.as_str(), "task": id, "reason": reason}),
+        )
+        .await;
+    let stopped = state.store.end_task(id, &reason, &ctx).await?;
     state.forget_tasks(&stopped);
     tracing::info!(task = %id, by = %caller.human.email, stopped = stopped.len(), "task ended");
     Ok(Json(TaskEnded { stopped }))
@@ -225,7 +247,16 @@ pub struct Rotated {
     security(("bearer" = []))
 )]
 pub async fn rotate_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Rotated>, ApiError> {
-    caller.require(Permission::WriteRegistry)?;
+    let permit = caller.require(Permission::WriteRegistry)?;
+    permit
+        .record(
+            &state,
+            EntryKind::KeyChange,
+            "keys.rotate",
+            "token-signing-key",
+            serde_json::json!({}),
+        )
+        .await?;
     let (old_kid, new_kid) = state
         .identity
         .keys

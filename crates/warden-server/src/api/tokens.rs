@@ -28,6 +28,7 @@ use warden_identity::{
     Actor, Confirmation, PublicKey, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT, TOKEN_TYPE_TASK, TaskClaims,
     TaskIntent, TokenError, TokenExchangeRequest, TokenExchangeResponse,
 };
+use warden_ledger::EntryKind;
 use warden_store::{AgentKey, NewTask, StoreError};
 
 use crate::oauth::{OAuthError, OAuthErrorBody};
@@ -105,6 +106,16 @@ pub async fn enroll(State(state): State<AppState>, body: Bytes) -> Result<Json<E
             other => other.into(),
         })?;
     tracing::info!(agent = %agent.name, kid = key.kid(), "agent enrolled");
+    // The join token is spent and the key stored: the enrollment must be in the ledger before the
+    // agent hears it worked (if it cannot be, the agent is told to retry later; its key is kept).
+    state
+        .ledger
+        .record(
+            crate::ledger::entry(EntryKind::Enrollment, &agent.spiffe_id)
+                .subject(agent.name.to_string())
+                .body(serde_json::json!({"agent": agent.name.to_string(), "kid": key.kid()})),
+        )
+        .await?;
     let s = &state.identity.settings;
     Ok(Json(Enrolled {
         agent: agent.name.to_string(),
@@ -368,11 +379,14 @@ async fn start_task(
         None => None,
     };
     let task_id = Uuid::new_v4();
+    let started = std::time::Instant::now();
     let decision = decide::task_start(&state.policies, &agent, &task_id.to_string(), &intent, now);
     tracing::info!(agent = %agent.name, outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version, "task start decided");
-    let allowed = decision
-        .allowed()
-        .map_err(|d| OAuthError::access_denied(d.reasons.join("; ")))?;
+    let decided = decision_entry(&agent, task_id, "task.start", &decision, started);
+    let allowed = match decision.allowed() {
+        Ok(a) => a,
+        Err(d) => return Err(refuse(state, decided, d).await),
+    };
     let s = &state.identity.settings;
     let duration = clamp_duration(intent.max_duration_secs, s.task_max_duration);
     let new = NewTask {
@@ -385,6 +399,11 @@ async fn start_task(
         cnf_jkt: jkt,
         expires_at: now + duration,
     };
+    // The decision and the credential it grants are durable before the task exists.
+    state
+        .ledger
+        .record_all(vec![decided, issued_entry(&agent, &new, None)])
+        .await?;
     let task = create_task(state, &allowed, new, &agent.spiffe_id, now).await?;
     tracing::info!(agent = %agent.name, task = %task.id, expires_at = %task.expires_at, bound = task.cnf_jkt.is_some(), "task started");
     issue(state, &task, None, now)
@@ -435,6 +454,18 @@ async fn renew_or_delegate(
                 "a DPoP proof was sent to renew a token that is not DPoP-bound",
             ));
         }
+        state
+            .ledger
+            .record(
+                crate::ledger::entry(EntryKind::TokenRenewed, &actor.spiffe_id)
+                    .subject(parent.id.to_string())
+                    .body(serde_json::json!({
+                        "agent": actor.name.to_string(),
+                        "task": parent.id.to_string(),
+                        "task_expires_at": parent.expires_at,
+                    })),
+            )
+            .await?;
         let issued = issue(state, &parent, claims.act.clone(), now)?;
         tracing::info!(agent = %actor.name, task = %parent.id, "task token renewed");
         return Ok(issued);
@@ -461,6 +492,7 @@ async fn renew_or_delegate(
         .map_err(|e| OAuthError::access_denied(format!("delegation beyond the parent's scope: {e}")))?;
     let task_id = Uuid::new_v4();
     let chain = delegation_chain(&claims);
+    let started = std::time::Instant::now();
     let decision = decide::delegation(
         &state.policies,
         &actor,
@@ -472,9 +504,11 @@ async fn renew_or_delegate(
         now,
     );
     tracing::info!(parent = %claims.sub, child = %actor.name, depth, outcome = ?decision.outcome, reasons = ?decision.reasons, "delegation decided");
-    let allowed = decision
-        .allowed()
-        .map_err(|d| OAuthError::access_denied(d.reasons.join("; ")))?;
+    let decided = decision_entry(&actor, task_id, "task.delegate", &decision, started);
+    let allowed = match decision.allowed() {
+        Ok(a) => a,
+        Err(d) => return Err(refuse(state, decided, d).await),
+    };
     let jkt = match (proof, subject_bound) {
         (Some(p), false) => Some(token_endpoint_proof(state, p, now).await?),
         _ => None,
@@ -496,9 +530,58 @@ async fn renew_or_delegate(
         cnf_jkt: jkt,
         expires_at: (now + duration).min(parent.expires_at),
     };
+    state
+        .ledger
+        .record_all(vec![decided, issued_entry(&actor, &new, Some(&claims.sub))])
+        .await?;
     let task = create_task(state, &allowed, new, &actor.spiffe_id, now).await?;
     tracing::info!(parent_task = %parent.id, task = %task.id, child = %actor.name, depth, "task delegated");
     issue(state, &task, Some(act), now)
+}
+
+/// The `decision` entry of a task start or delegation.
+fn decision_entry(
+    agent: &Agent,
+    task_id: Uuid,
+    action: &str,
+    decision: &warden_core::Decision,
+    started: std::time::Instant,
+) -> warden_ledger::NewEntry {
+    let facts = crate::ledger::DecisionFacts {
+        actor: agent.spiffe_id.clone(),
+        agent: agent.name.to_string(),
+        task: Some(task_id.to_string()),
+        action: action.to_owned(),
+        ..Default::default()
+    };
+    crate::ledger::decision_entry(facts, decision, started.elapsed())
+}
+
+/// The `token_issued` entry of a new task's first credential.
+fn issued_entry(agent: &Agent, task: &NewTask, delegated_by: Option<&str>) -> warden_ledger::NewEntry {
+    let mut body = serde_json::json!({
+        "agent": agent.name.to_string(),
+        "task": task.id.to_string(),
+        "depth": task.depth,
+        "intent": task.intent,
+        "task_expires_at": task.expires_at,
+        "dpop_bound": task.cnf_jkt.is_some(),
+    });
+    if let (Some(parent), Some(by)) = (task.parent_id, delegated_by) {
+        body["parent_task"] = parent.to_string().into();
+        body["delegated_by"] = by.into();
+    }
+    crate::ledger::entry(EntryKind::TokenIssued, &agent.spiffe_id)
+        .subject(task.id.to_string())
+        .body(body)
+}
+
+/// A refusal by policy: recorded (best effort: it is a refusal either way), then reported.
+async fn refuse(state: &AppState, decided: warden_ledger::NewEntry, d: warden_core::Decision) -> OAuthError {
+    if let Err(e) = state.ledger.record(decided).await {
+        tracing::warn!(error = %e, "a denied credential request could not be recorded in the audit ledger");
+    }
+    OAuthError::access_denied(d.reasons.join("; ")).recorded()
 }
 
 /// The agents that delegated, nearest first, from the token's `sub` and `act` chain.

@@ -11,6 +11,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiPath};
+use warden_ledger::EntryKind;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UpstreamList {
@@ -31,7 +32,16 @@ pub async fn add(
     ApiJson(body): ApiJson<NewUpstream>,
 ) -> Result<(StatusCode, Json<Upstream>), ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
-    let up = state.store.create_upstream(&body, &permit.context()).await?;
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "upstream.add",
+            body.name.as_str(),
+            serde_json::to_value(&body).unwrap_or_default(),
+        )
+        .await?;
+    let up = state.store.create_upstream(&body, &ctx).await?;
     state.policies.upstream_changed(&up.name, Some(&up));
     tracing::info!(upstream = %up.name, kind = %up.kind, by = %caller.human.email, "upstream added");
     Ok((StatusCode::CREATED, Json(up)))
@@ -85,7 +95,16 @@ pub async fn remove(
 ) -> Result<Json<Upstream>, ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
     let name = UpstreamName::parse(&name)?;
-    let up = state.store.remove_upstream(&name, &permit.context()).await?;
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "upstream.remove",
+            name.as_str(),
+            serde_json::json!({}),
+        )
+        .await?;
+    let up = state.store.remove_upstream(&name, &ctx).await?;
     state.policies.upstream_changed(&up.name, None);
     tracing::info!(upstream = %up.name, by = %caller.human.email, "upstream removed");
     Ok(Json(up))

@@ -45,6 +45,25 @@ pub async fn identity(store: Arc<dyn Store>, dir: &std::path::Path, tokens: &Tok
     ))
 }
 
+/// A ledger writer like the server's, with keys in `dir`.
+pub async fn test_ledger(store: Arc<dyn Store>, dir: &std::path::Path) -> Arc<warden_server::ledger::Ledger> {
+    let td = TrustDomain::default();
+    let signer =
+        warden_server::ledger::load_signer(dir, None, &warden_server::ledger::key_name(&td, "test-node"))
+            .expect("ledger key");
+    let redactor = warden_server::ledger::load_redactor(dir, None).expect("redaction key");
+    warden_server::ledger::Ledger::start(
+        store,
+        signer,
+        warden_server::ledger::origin(&td),
+        redactor,
+        (&warden_server::config::LedgerConfig::default()).into(),
+        "test-node",
+    )
+    .await
+    .expect("ledger")
+}
+
 pub struct Api {
     pub app: Router,
     pub state: AppState,
@@ -70,7 +89,8 @@ impl Api {
                 .expect("policies"),
         );
         warden_server::spawn_background(store.clone(), identity.clone(), policies.clone());
-        let state = AppState::new(store.clone(), TrustDomain::default(), identity, policies);
+        let ledger = test_ledger(store.clone(), dir.path()).await;
+        let state = AppState::new(store.clone(), TrustDomain::default(), identity, policies, ledger);
         let app = router(state.clone(), HttpLimits::default());
         Api {
             app,

@@ -1,0 +1,762 @@
+//! The audit ledger as the server uses it: every decision, credential and change becomes an entry of
+//! the tamper-evident log (`warden_ledger`), durable before the action it records is taken.
+//!
+//! **Group commit.** Handlers hand entries to [`Ledger::record`], which queues them for one writer
+//! task per node and waits. The writer takes everything queued (up to `max_batch`), commits it as one
+//! transaction (`Store::ledger_append`: entries, Merkle nodes and the new head; one fsync on SQLite)
+//! and only then answers every waiting handler with its sequence number. While one batch commits, the
+//! next one gathers, so throughput grows with load while a lone entry still commits at once.
+//!
+//! **Fail closed, never drop.** A full queue holds callers back (backpressure); an entry that cannot be
+//! committed (disk full, store down) is reported to its caller, which denies the action — nothing is
+//! acknowledged that is not durable, and nothing acknowledged is lost. A caller that gave up (its
+//! timeout passed) is skipped by the writer, so no decision is recorded for an action that was
+//! denied for want of a record. `/healthz` reports the writer's state.
+//!
+//! **Checkpoints.** A signed checkpoint (C2SP, this node's Ed25519 key) of the new head goes into the
+//! same transaction as a batch whenever `checkpoint_interval` has passed since the last one; an idle
+//! timer signs the tail a quiet period left uncovered, and shutdown signs the final head.
+//!
+//! INVARIANT (record before act): code that acts on an allow first awaits the allow's entry;
+//! secrets never enter an entry (sensitive values go through [`Ledger::redactor`]).
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+use warden_ledger::{EntryKind, NewEntry, NoteSigner, RedactionKey, Redactor, VerifierKey};
+use warden_store::{CheckpointSigner, Store};
+use zeroize::Zeroizing;
+
+use crate::config::LedgerConfig;
+
+/// File name of a node's checkpoint key in the data directory.
+pub const SIGNING_KEY_FILE: &str = "ledger.key";
+/// File name of the deployment's redaction key in the data directory.
+pub const REDACTION_KEY_FILE: &str = "ledger-redaction.key";
+
+/// The log's origin (first line of every checkpoint): one per deployment, the same on every node.
+pub fn origin(trust_domain: &warden_core::TrustDomain) -> String {
+    format!("{trust_domain}/warden-ledger")
+}
+
+/// Why an entry was not recorded. The action it was for must not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the audit ledger cannot record: {0}")]
+    Unavailable(String),
+    #[error("the audit ledger did not confirm the entry within {0} ms")]
+    Timeout(u64),
+    #[error("the audit ledger is shut down")]
+    Closed,
+}
+
+impl From<LedgerError> for crate::error::ApiError {
+    fn from(e: LedgerError) -> Self {
+        crate::error::ApiError::LedgerUnavailable(format!("{e}; the action was not taken"))
+    }
+}
+
+impl From<LedgerError> for crate::oauth::OAuthError {
+    fn from(e: LedgerError) -> Self {
+        crate::oauth::OAuthError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!("{e}; no credential was issued"),
+        )
+    }
+}
+
+/// What `/healthz` and operators see of the writer.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct LedgerStatus {
+    /// `ok`, or `failing` while entries cannot be committed (actions are denied meanwhile).
+    pub status: &'static str,
+    /// Entries in the log as of the last commit this node made.
+    pub size: u64,
+    /// Size covered by the last checkpoint this node signed.
+    pub checkpoint_size: u64,
+    /// Entries waiting for the writer.
+    pub queued: usize,
+    /// The last commit error, while failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    healthy: AtomicBool,
+    size: AtomicU64,
+    checkpoint_size: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+impl State {
+    fn ok(&self, size: u64) {
+        self.size.store(size, Ordering::Relaxed);
+        if !self.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!(size, "audit ledger: committing");
+        }
+        if let Ok(mut e) = self.error.lock() {
+            *e = None;
+        }
+    }
+
+    fn fail(&self, error: String) {
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            tracing::error!(%error, "audit ledger: cannot commit; actions are denied until it can");
+        }
+        if let Ok(mut e) = self.error.lock() {
+            *e = Some(error);
+        }
+    }
+}
+
+struct Job {
+    entries: Vec<NewEntry>,
+    done: oneshot::Sender<Result<u64, LedgerError>>,
+}
+
+enum Msg {
+    Append(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub checkpoint_interval: Duration,
+    pub max_batch: usize,
+    pub queue: usize,
+    pub append_timeout: Duration,
+}
+
+impl From<&LedgerConfig> for WriterSettings {
+    fn from(c: &LedgerConfig) -> Self {
+        Self {
+            checkpoint_interval: Duration::from_millis(c.checkpoint_interval_ms),
+            max_batch: c.max_batch,
+            queue: c.queue,
+            append_timeout: Duration::from_millis(c.append_timeout_ms),
+        }
+    }
+}
+
+/// The node's handle on the ledger.
+pub struct Ledger {
+    tx: mpsc::Sender<Msg>,
+    state: Arc<State>,
+    origin: String,
+    verifier: VerifierKey,
+    redactor: Redactor,
+    append_timeout: Duration,
+    queue: usize,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("origin", &self.origin)
+            .field("key", &self.verifier.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Starts the writer. The node's key is published so verifiers find it.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        signer: NoteSigner,
+        origin: String,
+        redactor: Redactor,
+        settings: WriterSettings,
+        node: &str,
+    ) -> anyhow::Result<Arc<Self>> {
+        let verifier = signer.verifier_key();
+        store
+            .publish_ledger_key(&verifier.to_string(), node, Utc::now())
+            .await
+            .context("cannot publish the ledger's checkpoint key")?;
+        let head = store.ledger_head().await.context("cannot read the ledger head")?;
+        let state = Arc::new(State::default());
+        state.ok(head.size());
+        if let Some(cp) = store
+            .latest_ledger_checkpoint()
+            .await
+            .context("cannot read the ledger")?
+        {
+            state.checkpoint_size.store(cp.size, Ordering::Relaxed);
+        }
+        let (tx, rx) = mpsc::channel(settings.queue);
+        let writer = Writer {
+            store,
+            signer,
+            origin: origin.clone(),
+            state: state.clone(),
+            settings: settings.clone(),
+        };
+        tokio::spawn(writer.run(rx));
+        tracing::info!(%origin, key = %verifier, size = head.size(), "audit ledger open");
+        Ok(Arc::new(Self {
+            tx,
+            state,
+            origin,
+            verifier,
+            redactor,
+            append_timeout: settings.append_timeout,
+            queue: settings.queue,
+        }))
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.verifier
+    }
+
+    /// HMACs sensitive values with the deployment's key (matchable, not readable).
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    pub fn status(&self) -> LedgerStatus {
+        let healthy = self.state.healthy.load(Ordering::Acquire);
+        LedgerStatus {
+            status: if healthy { "ok" } else { "failing" },
+            size: self.state.size.load(Ordering::Relaxed),
+            checkpoint_size: self.state.checkpoint_size.load(Ordering::Relaxed),
+            queued: self.queue.saturating_sub(self.tx.capacity()),
+            error: if healthy {
+                None
+            } else {
+                self.state.error.lock().ok().and_then(|e| e.clone())
+            },
+        }
+    }
+
+    /// Records one entry and waits until it is durable. Returns its sequence number.
+    pub async fn record(&self, entry: NewEntry) -> Result<u64, LedgerError> {
+        self.record_all(vec![entry]).await
+    }
+
+    /// Records entries as one unit (same batch, consecutive numbers) and waits until they are
+    /// durable. Returns the first one's sequence number.
+    pub async fn record_all(&self, entries: Vec<NewEntry>) -> Result<u64, LedgerError> {
+        let (done, answer) = oneshot::channel();
+        let wait = async {
+            self.tx
+                .send(Msg::Append(Job { entries, done }))
+                .await
+                .map_err(|_| LedgerError::Closed)?;
+            answer.await.map_err(|_| LedgerError::Closed)?
+        };
+        match tokio::time::timeout(self.append_timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => {
+                let ms = u64::try_from(self.append_timeout.as_millis()).unwrap_or(u64::MAX);
+                self.state
+                    .fail(format!("an entry waited more than {ms} ms for its commit"));
+                Err(LedgerError::Timeout(ms))
+            }
+        }
+    }
+
+    /// Commits what is queued, signs a checkpoint of the final head and stops the writer. Entries
+    /// recorded afterwards fail with [`LedgerError::Closed`].
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    signer: NoteSigner,
+    origin: String,
+    state: Arc<State>,
+    settings: WriterSettings,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<Msg>) {
+        let interval = self.settings.checkpoint_interval;
+        let mut last_checkpoint: Option<Instant> = None;
+        let mut unsigned = false;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    // Sign what a quiet period left uncovered; while failing, this is also the probe
+                    // that notices the store is back.
+                    let failing = !self.state.healthy.load(Ordering::Acquire);
+                    if (unsigned || failing) && self.commit(Vec::new(), true).await.is_ok() {
+                        unsigned = false;
+                        last_checkpoint = Some(Instant::now());
+                    }
+                    continue;
+                }
+            };
+            let mut jobs = Vec::new();
+            let mut shutdown = None;
+            let mut count = 0usize;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Append(job) => {
+                        count += job.entries.len();
+                        jobs.push(job);
+                    }
+                    Msg::Shutdown(done) => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                }
+                if count < self.settings.max_batch {
+                    next = rx.try_recv().ok();
+                }
+            }
+            // A caller that stopped waiting has denied its action: its entry would record a decision
+            // nobody acted on.
+            jobs.retain(|j| !j.done.is_closed());
+            let due = shutdown.is_some() || last_checkpoint.is_none_or(|t| t.elapsed() >= interval);
+            if !jobs.is_empty() || shutdown.is_some() {
+                let mut entries = Vec::with_capacity(count);
+                let mut sizes = Vec::with_capacity(jobs.len());
+                for job in &mut jobs {
+                    sizes.push(job.entries.len() as u64);
+                    entries.append(&mut job.entries);
+                }
+                let had_entries = !entries.is_empty();
+                match self.commit_batch(entries, due).await {
+                    Ok((first_seq, signed)) => {
+                        let mut seq = first_seq;
+                        for (job, n) in jobs.into_iter().zip(sizes) {
+                            let _ = job.done.send(Ok(seq));
+                            seq += n;
+                        }
+                        if signed {
+                            last_checkpoint = Some(Instant::now());
+                            unsigned = false;
+                        } else if had_entries {
+                            unsigned = true;
+                        }
+                    }
+                    Err(e) => {
+                        for job in jobs {
+                            let _ = job.done.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            if let Some(done) = shutdown {
+                let size = self.state.size.load(Ordering::Relaxed);
+                tracing::info!(size, "audit ledger closed with a final checkpoint");
+                let _ = done.send(());
+                break;
+            }
+        }
+    }
+
+    /// Commits entries (possibly none) and maybe a checkpoint.
+    async fn commit(&self, entries: Vec<NewEntry>, checkpoint: bool) -> Result<(), LedgerError> {
+        self.commit_batch(entries, checkpoint).await.map(|_| ())
+    }
+
+    async fn commit_batch(
+        &self,
+        entries: Vec<NewEntry>,
+        checkpoint: bool,
+    ) -> Result<(u64, bool), LedgerError> {
+        let signer = checkpoint.then(|| CheckpointSigner {
+            origin: &self.origin,
+            signer: &self.signer,
+            at: Utc::now(),
+        });
+        match self.store.ledger_append(entries, signer).await {
+            Ok(a) => {
+                self.state.ok(a.tree_size);
+                if let Some(size) = a.checkpoint {
+                    self.state.checkpoint_size.store(size, Ordering::Relaxed);
+                }
+                Ok((a.first_seq, checkpoint))
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.state.fail(msg.clone());
+                Err(LedgerError::Unavailable(msg))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Keys
+
+/// Reads a secret key file, creating it with `make` (mode 0600, written to a temporary file and
+/// renamed, so a crash never leaves half a key) when it does not exist and `create` allows.
+fn key_file(
+    path: &Path,
+    create: bool,
+    make: impl FnOnce() -> Zeroizing<String>,
+) -> anyhow::Result<Zeroizing<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            if mode & 0o077 != 0 {
+                bail!(
+                    "{} is readable by other users (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            Ok(Zeroizing::new(text.trim().to_owned()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let value = make();
+            let tmp = path.with_extension(format!("tmp.{}", uuid::Uuid::new_v4().simple()));
+            let mut f = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            f.write_all(value.as_bytes())
+                .and_then(|()| f.write_all(b"\n"))
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("cannot create {}", path.display()))?;
+            tracing::info!(file = %path.display(), "created a ledger key");
+            Ok(value)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// A note key name for this node: `<host>.<trust domain>` made of the characters note names allow.
+pub fn key_name(trust_domain: &warden_core::TrustDomain, host: &str) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{}.{trust_domain}", if host.is_empty() { "node" } else { &host })
+}
+
+/// This node's checkpoint signer: the configured file, or `<data-dir>/ledger.key` (created once).
+pub fn load_signer(data_dir: &Path, configured: Option<&PathBuf>, name: &str) -> anyhow::Result<NoteSigner> {
+    let (path, create) = match configured {
+        Some(p) => (p.clone(), false),
+        None => (data_dir.join(SIGNING_KEY_FILE), true),
+    };
+    let text = key_file(&path, create, || {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        match NoteSigner::new(name, key) {
+            Ok(s) => s.to_private_string(),
+            // A name made by key_name is always valid; an invalid one fails at parse below.
+            Err(_) => Zeroizing::new(String::new()),
+        }
+    })?;
+    NoteSigner::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The deployment's redaction key: the configured file, or `<data-dir>/ledger-redaction.key`.
+pub fn load_redactor(data_dir: &Path, configured: Option<&PathBuf>) -> anyhow::Result<Redactor> {
+    let (path, create) = match configured {
+        Some(p) => (p.clone(), false),
+        None => (data_dir.join(REDACTION_KEY_FILE), true),
+    };
+    let text = key_file(&path, create, || {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut_slice());
+        Zeroizing::new(hex::encode(bytes.as_slice()))
+    })?;
+    let bytes = Zeroizing::new(
+        hex::decode(text.as_str()).map_err(|_| anyhow::anyhow!("{}: not hexadecimal", path.display()))?,
+    );
+    let key = RedactionKey::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(Redactor::new(key))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Entries
+
+/// An entry about something an actor did, now.
+pub fn entry(kind: EntryKind, actor: &str) -> NewEntry {
+    NewEntry::new(
+        Utc::now(),
+        kind,
+        if actor.is_empty() { "anonymous" } else { actor },
+    )
+}
+
+/// A refused request, as the error response describes it (a response extension the audit layer
+/// reads). Set for 400, 401, 403, 413 and 415: authentication and authorization refusals, and
+/// malformed input, are decisions too.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub(crate) fn of(
+        status: axum::http::StatusCode,
+        code: &'static str,
+        e: &crate::error::ApiError,
+    ) -> Option<Self> {
+        use crate::error::ApiError as E;
+        let message = match e {
+            E::BadRequest { message, field } => match field {
+                Some(f) => format!("{f}: {message}"),
+                None => message.clone(),
+            },
+            E::Invalid { message, .. } => message.clone(),
+            E::Unauthorized(m) | E::Forbidden(m) | E::PayloadTooLarge(m) | E::UnsupportedMediaType(m) => {
+                m.clone()
+            }
+            _ => return None,
+        };
+        Some(Self {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+}
+
+/// Marks a response whose decision the handler already recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded;
+
+/// What the audit layer learns while a request runs: who it turned out to be from (filled in by the
+/// authentication extractors) and which change it recorded before acting (by [`crate::auth::Permit`]),
+/// so that a refusal names its actor and a change that then fails gets a follow-up entry.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<SlotState>>);
+
+#[derive(Debug, Clone, Default)]
+struct SlotState {
+    actor: Option<String>,
+    change: Option<(u64, EntryKind, String)>,
+}
+
+impl AuditSlot {
+    pub fn set_actor(&self, actor: &str) {
+        if let Ok(mut a) = self.0.lock() {
+            a.actor = Some(actor.to_owned());
+        }
+    }
+
+    pub fn set_change(&self, seq: u64, kind: EntryKind, op: &str) {
+        if let Ok(mut a) = self.0.lock() {
+            a.change = Some((seq, kind, op.to_owned()));
+        }
+    }
+
+    fn get(&self) -> SlotState {
+        self.0.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+/// Names the actor in the request's [`AuditSlot`], if the audit layer put one there.
+pub fn set_actor(extensions: &axum::http::Extensions, actor: &str) {
+    if let Some(slot) = extensions.get::<AuditSlot>() {
+        slot.set_actor(actor);
+    }
+}
+
+/// Longest refusal message kept in an entry.
+const MAX_REASON_BYTES: usize = 512;
+
+/// `s`, cut to at most `max` bytes on a character boundary (with `…` when cut).
+pub fn clip_str(s: &str, max: usize) -> String {
+    clip(s, max)
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The audit layer: every refused request (see [`Refusal`]) becomes a `decision` entry with outcome
+/// `deny`, the route, the status and the reason, unless the handler recorded it already; a change
+/// recorded before it was made that then failed gets a follow-up entry saying so.
+pub async fn audit_refusals(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().to_string();
+    let path = clip(req.uri().path(), MAX_REASON_BYTES);
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let seen = slot.get();
+    let actor = seen.actor.unwrap_or_else(|| "anonymous".to_owned());
+    let status = resp.status();
+    if let Some((seq, kind, op)) = seen.change
+        && !status.is_success()
+    {
+        let message = resp
+            .extensions()
+            .get::<Refusal>()
+            .map(|r| clip(&r.message, MAX_REASON_BYTES));
+        let body = serde_json::json!({
+            "op": op,
+            "outcome": "failed",
+            "recorded_as": seq,
+            "status": status.as_u16(),
+            "error": message,
+            "request_id": request_id,
+        });
+        let e = entry(kind, &actor).subject(path.clone()).body(body);
+        if let Err(e) = state.ledger.record(e).await {
+            tracing::warn!(error = %e, "a failed change could not be recorded in the audit ledger");
+        }
+        return resp;
+    }
+    let Some(refusal) = resp.extensions().get::<Refusal>().cloned() else {
+        return resp;
+    };
+    if resp.extensions().get::<Recorded>().is_some() {
+        return resp;
+    }
+    let reason = format!("{}: {}", refusal.code, clip(&refusal.message, MAX_REASON_BYTES));
+    let record = warden_ledger::DecisionRecord {
+        outcome: warden_ledger::Outcome::Deny,
+        reasons: vec![reason],
+        policy_version: BUILTIN_REQUEST_CHECKS.to_owned(),
+        action: format!("http:{method}"),
+        upstream: None,
+        resource: Some(path.clone()),
+        task: None,
+        request_id,
+        arguments: None,
+        errors: Vec::new(),
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    };
+    let mut body = record.to_body();
+    body["status"] = refusal.status.into();
+    let e = entry(EntryKind::Decision, &actor).subject(path).body(body);
+    if let Err(e) = state.ledger.record(e).await {
+        tracing::warn!(error = %e, "a refused request could not be recorded in the audit ledger");
+    }
+    resp
+}
+
+/// The `policy_version` of decisions made by Warden's request checks (authentication, roles, input
+/// validation) rather than by a policy set.
+pub const BUILTIN_REQUEST_CHECKS: &str = "builtin:request-checks";
+
+/// Arguments recorded in full up to this size (canonical JSON); larger ones are kept as their HMAC,
+/// so a decision on them can still be matched to the exact arguments.
+pub const MAX_RECORDED_ARGS_BYTES: usize = 16 * 1024;
+
+/// What a decision was about, for its entry.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionFacts {
+    /// Who asked: the agent's SPIFFE ID.
+    pub actor: String,
+    /// The agent's name (the entry's `body.agent`, what `--agent` exports filter on).
+    pub agent: String,
+    pub task: Option<String>,
+    pub action: String,
+    pub upstream: Option<String>,
+    pub resource: Option<String>,
+    /// Arguments as recorded: sensitive values already redacted.
+    pub arguments: Option<serde_json::Value>,
+    pub request_id: Option<String>,
+}
+
+/// The `decision` entry of a decision.
+pub fn decision_entry(facts: DecisionFacts, decision: &warden_core::Decision, latency: Duration) -> NewEntry {
+    use warden_core::Outcome as O;
+    let record = warden_ledger::DecisionRecord {
+        outcome: match decision.outcome {
+            O::Allow => warden_ledger::Outcome::Allow,
+            O::Deny => warden_ledger::Outcome::Deny,
+            O::NeedsApproval => warden_ledger::Outcome::NeedsApproval,
+        },
+        reasons: decision.reasons.clone(),
+        policy_version: decision.policy_version.clone(),
+        action: facts.action,
+        upstream: facts.upstream,
+        resource: facts.resource,
+        task: facts.task.clone(),
+        request_id: facts.request_id,
+        arguments: facts.arguments,
+        errors: decision.errors.clone(),
+        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+    };
+    let mut body = record.to_body();
+    body["agent"] = facts.agent.into();
+    if let Some(q) = decision.quorum {
+        body["quorum"] = q.into();
+    }
+    let mut e = entry(EntryKind::Decision, &facts.actor).body(body);
+    if let Some(t) = facts.task {
+        e = e.subject(t);
+    }
+    e
+}
+
+impl Ledger {
+    /// Arguments as they go into an entry: the values at `sensitive` (JSON pointers) replaced by
+    /// their HMAC, and the whole replaced by its HMAC when it is larger than
+    /// [`MAX_RECORDED_ARGS_BYTES`].
+    pub fn recorded_arguments(
+        &self,
+        args: &serde_json::Value,
+        sensitive: &[String],
+    ) -> Result<serde_json::Value, String> {
+        let mut out = args.clone();
+        for pointer in sensitive {
+            self.redactor
+                .redact_at(&mut out, pointer)
+                .map_err(|e| format!("sensitive `{}`: {e}", clip(pointer, 128)))?;
+        }
+        let size = serde_json::to_vec(&out).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > MAX_RECORDED_ARGS_BYTES {
+            let digest = self.redactor.redact_value(&out).map_err(|e| e.to_string())?;
+            return Ok(serde_json::json!({ "hmac": digest, "bytes": size }));
+        }
+        Ok(out)
+    }
+}
