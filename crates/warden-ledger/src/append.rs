@@ -8,7 +8,7 @@
 //! checkpoint) in one transaction, one fsync, and only then answers every request of the batch.
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::entry::{EncodedEntry, EntryError, NewEntry};
+use crate::entry::{EncodedEntry, EntryError, NewEntry, PreEncoded};
 use crate::hash::Hash;
 use crate::merkle::{Frontier, MAX_TREE_SIZE, NodeId};
 use crate::note::NoteSigner;
@@ -56,14 +56,30 @@ pub enum AppendError {
 
 /// Numbers and encodes `batch` after the entries `frontier` covers.
 pub fn prepare_append(frontier: &Frontier, batch: Vec<NewEntry>) -> Result<PreparedAppend, AppendError> {
+    let pre = batch
+        .into_iter()
+        .enumerate()
+        .map(|(index, new)| {
+            new.pre_encode()
+                .map_err(|error| AppendError::Entry { index, error })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    prepare_append_encoded(frontier, pre)
+}
+
+/// Numbers a batch of entries encoded ahead ([`NewEntry::pre_encode`]) after the entries `frontier`
+/// covers: what a commit does under the log's lock (splice the number, hash, extend the frontier).
+pub fn prepare_append_encoded(
+    frontier: &Frontier,
+    batch: Vec<PreEncoded>,
+) -> Result<PreparedAppend, AppendError> {
     let mut next = frontier.clone();
     let mut entries = Vec::with_capacity(batch.len());
     let mut nodes = Vec::new();
-    for (index, new) in batch.into_iter().enumerate() {
+    for (index, pre) in batch.into_iter().enumerate() {
         let seq = next.size();
-        let encoded = new
+        let encoded = pre
             .at_seq(seq)
-            .encode()
             .map_err(|error| AppendError::Entry { index, error })?;
         next.append_with(encoded.leaf_hash(), |id, hash| {
             if id.level > 0 {
@@ -83,7 +99,7 @@ pub fn prepare_append(frontier: &Frontier, batch: Vec<NewEntry>) -> Result<Prepa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::EntryKind;
+    use crate::entry::{EncodedEntry, EntryKind};
     use crate::merkle::{MemoryTree, root};
     use chrono::Utc;
     use serde_json::json;
@@ -113,6 +129,29 @@ mod tests {
         for (id, h) in nodes {
             assert_eq!(tree.node_hash(id).unwrap(), h);
         }
+    }
+
+    #[test]
+    fn pre_encoding_gives_the_canonical_bytes() {
+        let odd = NewEntry::new(Utc::now(), EntryKind::Other("x.y_z".into()), "é\u{1F600}\"\\\n").body(
+            json!({"b": [1, 2.5, -0.0, 1e300, "\u{7f}"], "a": {"z": null, "é": true, "\u{1F600}": false}}),
+        );
+        for (seq, entry) in [
+            (0u64, new(1)),
+            (7, new(2).subject("task-7")),
+            (1 << 40, odd.clone()),
+            ((1 << 53) - 1, odd.subject("s")),
+        ] {
+            let pre = entry.clone().pre_encode().unwrap().at_seq(seq).unwrap();
+            let whole = entry.at_seq(seq).encode().unwrap();
+            assert_eq!(pre, whole);
+            // (Decoding reads -0.0 back as 0: compare what it re-encodes to.)
+            assert_eq!(
+                EncodedEntry::decode(pre.bytes().to_vec()).unwrap().bytes(),
+                whole.bytes()
+            );
+        }
+        assert!(new(3).pre_encode().unwrap().at_seq((1 << 53) + 1).is_err());
     }
 
     #[test]

@@ -386,8 +386,86 @@ fn check_size(bytes: &[u8]) -> Result<(), EntryError> {
     Ok(())
 }
 
-/// An entry with its canonical bytes and leaf hash, which always agree (only [`LedgerEntry::encode`]
-/// and [`EncodedEntry::decode`] make one).
+/// A new entry encoded but for its sequence number: the canonical bytes before and after the
+/// number. The envelope's members sort as `actor, at, body, kind, seq, subject, v`, so the number
+/// sits between two fixed byte strings, and the expensive part of encoding (the body) can be done by
+/// whoever makes the entry, in parallel, before the commit that numbers it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreEncoded {
+    entry: LedgerEntry,
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+}
+
+/// Longest decimal sequence number (2^53 has 16 digits).
+const MAX_SEQ_DIGITS: usize = 16;
+
+impl NewEntry {
+    /// Encodes everything but the sequence number (see [`PreEncoded`]). Fails as
+    /// [`LedgerEntry::encode`] would.
+    pub fn pre_encode(self) -> Result<PreEncoded, EntryError> {
+        let entry = self.at_seq(0);
+        entry.check()?;
+        let mut prefix = Vec::with_capacity(256);
+        prefix.extend_from_slice(b"{\"actor\":");
+        canonical::write_string(&mut prefix, &entry.actor);
+        prefix.extend_from_slice(b",\"at\":");
+        canonical::write_string(&mut prefix, &format_time(&entry.at)?);
+        prefix.extend_from_slice(b",\"body\":");
+        // The body sits one level inside the envelope, as in a whole-value encoding.
+        canonical::write_value(&mut prefix, &entry.body, 1)?;
+        prefix.extend_from_slice(b",\"kind\":");
+        canonical::write_string(&mut prefix, entry.kind.as_str());
+        prefix.extend_from_slice(b",\"seq\":");
+        let mut suffix = Vec::with_capacity(48);
+        if let Some(s) = &entry.subject {
+            suffix.extend_from_slice(b",\"subject\":");
+            canonical::write_string(&mut suffix, s);
+        }
+        suffix.extend_from_slice(format!(",\"v\":{ENTRY_VERSION}}}").as_bytes());
+        if prefix.len() + MAX_SEQ_DIGITS + suffix.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge {
+                size: prefix.len() + suffix.len(),
+                max: MAX_ENTRY_BYTES,
+            });
+        }
+        Ok(PreEncoded {
+            entry,
+            prefix,
+            suffix,
+        })
+    }
+}
+
+impl PreEncoded {
+    /// The entry at `seq` (at most 2^53 − 1), with its canonical bytes and leaf hash.
+    pub fn at_seq(self, seq: u64) -> Result<EncodedEntry, EntryError> {
+        if seq > canonical::MAX_SAFE_INTEGER {
+            return Err(EntryError::InvalidField {
+                field: "seq",
+                reason: "larger than 2^53",
+            });
+        }
+        let mut bytes = self.prefix;
+        bytes.extend_from_slice(seq.to_string().as_bytes());
+        bytes.extend_from_slice(&self.suffix);
+        let leaf_hash = leaf_hash(&bytes);
+        let mut entry = self.entry;
+        entry.seq = seq;
+        Ok(EncodedEntry {
+            entry,
+            bytes,
+            leaf_hash,
+        })
+    }
+
+    pub fn entry(&self) -> &LedgerEntry {
+        &self.entry
+    }
+}
+
+/// An entry with its canonical bytes and leaf hash, which always agree (only [`LedgerEntry::encode`],
+/// [`PreEncoded::at_seq`] and [`EncodedEntry::decode`] make one).
 #[derive(Clone, Debug, PartialEq)]
 pub struct EncodedEntry {
     entry: LedgerEntry,

@@ -36,14 +36,16 @@ pub mod ocsf;
 pub mod redact;
 pub mod verify;
 
-pub use append::{AppendError, PreparedAppend, prepare_append};
+pub use append::{AppendError, PreparedAppend, prepare_append, prepare_append_encoded};
 pub use bundle::{
     Bundle, BundleEntry, BundleError, BundleHeader, BundleReport, BundleTrust, BundleWriter,
     ConsistencyRecord, ExportSpec, PolicyBlob, Scope, export_bundle, read_bundle, verify_bundle,
     write_bundle,
 };
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointVerifier};
-pub use entry::{DecisionRecord, EncodedEntry, EntryError, EntryKind, LedgerEntry, NewEntry, Outcome};
+pub use entry::{
+    DecisionRecord, EncodedEntry, EntryError, EntryKind, LedgerEntry, NewEntry, Outcome, PreEncoded,
+};
 pub use hash::{Hash, empty_root, leaf_hash, node_hash};
 pub use merkle::{
     Frontier, FrontierState, HashSource, MemoryTree, MerkleError, NodeId, ProofPlan, consistency_plan,

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
-use warden_ledger::{EntryKind, NewEntry, NoteSigner, RedactionKey, Redactor, VerifierKey};
+use warden_ledger::{EntryKind, NewEntry, NoteSigner, PreEncoded, RedactionKey, Redactor, VerifierKey};
 use warden_store::{CheckpointSigner, Store};
 use zeroize::Zeroizing;
 
@@ -56,6 +56,9 @@ pub enum LedgerError {
     Timeout(u64),
     #[error("the audit ledger is shut down")]
     Closed,
+    /// An entry Warden built does not encode (a bug; the action is refused all the same).
+    #[error("an audit entry could not be encoded: {0}")]
+    Invalid(String),
 }
 
 impl From<LedgerError> for crate::error::ApiError {
@@ -120,7 +123,7 @@ impl State {
 }
 
 struct Job {
-    entries: Vec<NewEntry>,
+    entries: Vec<PreEncoded>,
     done: oneshot::Sender<Result<u64, LedgerError>>,
 }
 
@@ -251,6 +254,13 @@ impl Ledger {
     /// Records entries as one unit (same batch, consecutive numbers) and waits until they are
     /// durable. Returns the first one's sequence number.
     pub async fn record_all(&self, entries: Vec<NewEntry>) -> Result<u64, LedgerError> {
+        // Encoding happens here, on the caller's task (in parallel across requests); the writer only
+        // numbers, hashes and commits.
+        let entries = entries
+            .into_iter()
+            .map(NewEntry::pre_encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LedgerError::Invalid(e.to_string()))?;
         let (done, answer) = oneshot::channel();
         let wait = async {
             self.tx
@@ -374,13 +384,13 @@ impl Writer {
     }
 
     /// Commits entries (possibly none) and maybe a checkpoint.
-    async fn commit(&self, entries: Vec<NewEntry>, checkpoint: bool) -> Result<(), LedgerError> {
+    async fn commit(&self, entries: Vec<PreEncoded>, checkpoint: bool) -> Result<(), LedgerError> {
         self.commit_batch(entries, checkpoint).await.map(|_| ())
     }
 
     async fn commit_batch(
         &self,
-        entries: Vec<NewEntry>,
+        entries: Vec<PreEncoded>,
         checkpoint: bool,
     ) -> Result<(u64, bool), LedgerError> {
         let signer = checkpoint.then(|| CheckpointSigner {

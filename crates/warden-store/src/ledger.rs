@@ -7,8 +7,15 @@ use warden_ledger::{AppendError, Frontier, Hash, LedgerEntry};
 
 use crate::{Result, StoreError};
 
-/// Rows per multi-row `INSERT` (8 parameters a row: far below both backends' parameter limits).
-pub(crate) const INSERT_CHUNK: usize = 512;
+/// Rows per multi-row `INSERT` (at most 5 parameters a row: far below both backends' parameter
+/// limits).
+pub(crate) const INSERT_CHUNK: usize = 1024;
+
+/// Interior Merkle nodes are stored from this level up (subtrees of 256 leaves). Storing every level
+/// would add about one row per entry to each commit; a proof needs at most a few nodes below this
+/// level, all inside one or two 256-leaf blocks, and hashes them from the stored leaf hashes
+/// (≤ 255 SHA-256 compressions) instead.
+pub(crate) const STORED_NODE_LEVEL: u8 = 8;
 
 /// Sequence numbers and sizes are below 2^53 (the tree's limit), so they always fit.
 pub(crate) fn to_i64(v: u64) -> i64 {

@@ -414,14 +414,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // ---- ledger (append-only; see `warden_ledger`) ----
 
-    /// Appends `batch` after the current head in one transaction: the entries, the Merkle nodes they
+    /// Appends `batch` (entries encoded ahead, [`warden_ledger::NewEntry::pre_encode`]) after the
+    /// current head in one transaction: the entries, the Merkle nodes they
     /// complete and the new head, and — when `checkpoint` is given and the new size has none yet — a
     /// signed checkpoint. The head is locked for the transaction, so concurrent appends (from any
     /// node) serialize into one log. When this returns `Ok`, every entry is durable; on `Err`, none
     /// was written. An empty batch with a signer only checkpoints the current head.
     async fn ledger_append(
         &self,
-        batch: Vec<warden_ledger::NewEntry>,
+        batch: Vec<warden_ledger::PreEncoded>,
         checkpoint: Option<CheckpointSigner<'_>>,
     ) -> Result<LedgerAppend>;
     /// The persisted frontier: tree size and the hashes to extend it.

@@ -1474,7 +1474,7 @@ macro_rules! impl_store {
 
             async fn ledger_append(
                 &self,
-                batch: Vec<warden_ledger::NewEntry>,
+                batch: Vec<warden_ledger::PreEncoded>,
                 checkpoint: Option<crate::CheckpointSigner<'_>>,
             ) -> crate::Result<crate::LedgerAppend> {
                 use sqlx::Row as _;
@@ -1483,25 +1483,27 @@ macro_rules! impl_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 let frontier = crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)?;
-                let prepared = warden_ledger::prepare_append(&frontier, batch).map_err(crate::ledger::append_error)?;
+                let prepared = warden_ledger::prepare_append_encoded(&frontier, batch).map_err(crate::ledger::append_error)?;
                 for chunk in prepared.entries.chunks(crate::ledger::INSERT_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO ledger_entries (seq, at, kind, actor, subject, agent, canonical, leaf_hash) ",
+                        "INSERT INTO ledger_entries (seq, at, agent, canonical, leaf_hash) ",
                     );
                     q.push_values(chunk, |mut b, e| {
                         let entry = e.entry();
                         b.push_bind(crate::ledger::to_i64(e.seq()))
                             .push_bind(entry.at)
-                            .push_bind(entry.kind.as_str().to_owned())
-                            .push_bind(entry.actor.clone())
-                            .push_bind(entry.subject.clone())
                             .push_bind(crate::ledger::agent_of(entry))
-                            .push_bind(e.bytes().to_vec())
+                            .push_bind(e.bytes())
                             .push_bind(e.leaf_hash().as_bytes().to_vec());
                     });
                     q.build().execute(&mut *tx).await?;
                 }
-                for chunk in prepared.nodes.chunks(crate::ledger::INSERT_CHUNK) {
+                let stored: Vec<_> = prepared
+                    .nodes
+                    .iter()
+                    .filter(|(id, _)| id.level >= crate::ledger::STORED_NODE_LEVEL)
+                    .collect();
+                for chunk in stored.chunks(crate::ledger::INSERT_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO ledger_nodes (level, idx, hash) ");
                     q.push_values(chunk, |mut b, (id, hash)| {
                         b.push_bind(i32::from(id.level))
@@ -1593,6 +1595,24 @@ macro_rules! impl_store {
                 let mut conn = self.read.acquire().await?;
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
+                    if id.level > 0 && id.level < crate::ledger::STORED_NODE_LEVEL {
+                        // Not stored: hash it from its leaves (at most 128).
+                        let (start, end) = id.leaf_range().ok_or_else(|| crate::StoreError::Internal(format!("node {}/{} has no leaf range", id.level, id.index)))?;
+                        let rows = sqlx::query("SELECT seq, leaf_hash FROM ledger_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq")
+                            .bind(crate::ledger::to_i64(start))
+                            .bind(crate::ledger::to_i64(end))
+                            .fetch_all(&mut *conn)
+                            .await?;
+                        if rows.len() as u64 != end - start {
+                            return Err(crate::StoreError::not_found("ledger node", format!("{}/{}", id.level, id.index)));
+                        }
+                        let leaves = rows
+                            .iter()
+                            .map(|r| Ok(crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?)))
+                            .collect::<crate::Result<Vec<_>>>()?;
+                        out.push(warden_ledger::root(&leaves));
+                        continue;
+                    }
                     let row = if id.level == 0 {
                         sqlx::query("SELECT leaf_hash AS hash FROM ledger_entries WHERE seq = $1")
                             .bind(crate::ledger::to_i64(id.index))

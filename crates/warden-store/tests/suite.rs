@@ -1575,14 +1575,20 @@ fn ledger_signer(seed: u8) -> warden_ledger::NoteSigner {
     .unwrap()
 }
 
-fn new_entry(i: u64, agent: &str) -> warden_ledger::NewEntry {
+fn new_entry(i: u64, agent: &str) -> warden_ledger::PreEncoded {
+    new_entry_at(i, agent, Utc::now())
+}
+
+fn new_entry_at(i: u64, agent: &str, at: chrono::DateTime<Utc>) -> warden_ledger::PreEncoded {
     warden_ledger::NewEntry::new(
-        Utc::now(),
+        at,
         warden_ledger::EntryKind::Decision,
         format!("spiffe://warden.test/agent/{agent}"),
     )
     .subject(format!("task-{i}"))
     .body(serde_json::json!({"agent": agent, "i": i, "outcome": "allow"}))
+    .pre_encode()
+    .unwrap()
 }
 
 async fn all_records(store: &dyn Store) -> Vec<warden_ledger::LogRecord> {
@@ -1723,10 +1729,11 @@ async fn ledger_filters_by_time_and_agent(store: Arc<dyn Store>) {
     let t0 = Utc::now() - Duration::hours(2);
     let batch = (0..6u64)
         .map(|i| {
-            let mut e = new_entry(i, if i < 4 { "alpha" } else { "beta" });
-            e.at =
-                warden_ledger::NewEntry::new(t0 + Duration::minutes(i as i64 * 10), e.kind.clone(), "x").at;
-            e
+            new_entry_at(
+                i,
+                if i < 4 { "alpha" } else { "beta" },
+                t0 + Duration::minutes(i as i64 * 10),
+            )
         })
         .collect();
     store.ledger_append(batch, None).await.unwrap();

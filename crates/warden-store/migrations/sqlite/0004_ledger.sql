@@ -11,15 +11,12 @@ CREATE TABLE ledger_head (
 ) STRICT;
 INSERT INTO ledger_head (id, size, frontier) VALUES (1, 0, '{"size":0,"nodes":[]}');
 
--- One row per entry: its canonical bytes (the Merkle leaf data) and leaf hash. The other columns are
+-- One row per entry: its canonical bytes (the Merkle leaf data) and leaf hash. `at` and `agent` are
 -- copies of envelope fields, for filtering exports; verification reads only seq, canonical and
 -- leaf_hash, and the bytes are what is proven.
 CREATE TABLE ledger_entries (
     seq       INTEGER PRIMARY KEY CHECK (seq >= 0),
     at        TEXT NOT NULL,
-    kind      TEXT NOT NULL,
-    actor     TEXT NOT NULL,
-    subject   TEXT,
     agent     TEXT,
     canonical BLOB NOT NULL,
     leaf_hash BLOB NOT NULL
@@ -27,7 +24,8 @@ CREATE TABLE ledger_entries (
 CREATE INDEX ledger_entries_at ON ledger_entries (at);
 CREATE INDEX ledger_entries_agent ON ledger_entries (agent, seq);
 
--- Interior nodes (level >= 1) of perfect subtrees, for proofs without rehashing the log.
+-- Interior nodes of perfect subtrees at level >= 8 (subtrees of 256 leaves and up), for proofs without
+-- rehashing the log; a proof's lower nodes are hashed from at most 256 stored leaf hashes.
 CREATE TABLE ledger_nodes (
     level INTEGER NOT NULL,
     idx   INTEGER NOT NULL,
