@@ -190,13 +190,14 @@ impl Ledger {
         let head = store.ledger_head().await.context("cannot read the ledger head")?;
         let state = Arc::new(State::default());
         state.ok(head.size());
-        if let Some(cp) = store
+        let signed = store
             .latest_ledger_checkpoint()
             .await
             .context("cannot read the ledger")?
-        {
-            state.checkpoint_size.store(cp.size, Ordering::Relaxed);
-        }
+            .map_or(0, |cp| cp.size);
+        state.checkpoint_size.store(signed, Ordering::Relaxed);
+        // Entries a crash left unsigned get their checkpoint at the first tick.
+        let unsigned = head.size() > signed;
         let (tx, rx) = mpsc::channel(settings.queue);
         let writer = Writer {
             store,
@@ -204,6 +205,7 @@ impl Ledger {
             origin: origin.clone(),
             state: state.clone(),
             settings: settings.clone(),
+            unsigned,
         };
         tokio::spawn(writer.run(rx));
         tracing::info!(%origin, key = %verifier, size = head.size(), "audit ledger open");
@@ -291,6 +293,8 @@ impl Ledger {
 }
 
 struct Writer {
+    /// Entries exist past the last checkpoint at start.
+    unsigned: bool,
     store: Arc<dyn Store>,
     signer: NoteSigner,
     origin: String,
@@ -302,7 +306,7 @@ impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Msg>) {
         let interval = self.settings.checkpoint_interval;
         let mut last_checkpoint: Option<Instant> = None;
-        let mut unsigned = false;
+        let mut unsigned = self.unsigned;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -60,6 +60,8 @@ pub struct Server {
     pub admin_token_file: PathBuf,
     /// Everything the server printed, for failure messages.
     log: Arc<Mutex<String>>,
+    /// The arguments it was started with (for [`Server::restart`]).
+    args: Vec<std::ffi::OsString>,
 }
 
 /// How to start a server, beyond the defaults of [`Server::start`].
@@ -147,6 +149,32 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// Spawns `warden <args>` in `dir`, its output drained into `log`; the receiver gets the URL once it
+/// listens.
+fn launch(
+    dir: &Path,
+    args: &[std::ffi::OsString],
+    log: &Arc<Mutex<String>>,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(WARDEN);
+    let mut child = clean_env(&mut cmd)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning `warden serve`");
+    let (tx, rx) = mpsc::channel();
+    drain(
+        child.stderr.take().expect("stderr is piped"),
+        log.clone(),
+        Some(tx),
+    );
+    drain(child.stdout.take().expect("stdout is piped"), log.clone(), None);
+    (child, rx)
+}
+
 /// Copies lines from a child's pipe into `log`, sending the server URL once the ready line appears.
 fn drain(pipe: impl Read + Send + 'static, log: Arc<Mutex<String>>, ready: Option<mpsc::Sender<String>>) {
     std::thread::spawn(move || {
@@ -201,21 +229,9 @@ impl Server {
             }
             (None, Backend::Sqlite) => {}
         }
-        let mut child = cmd
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning `warden serve`");
+        let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
         let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        drain(
-            child.stderr.take().expect("stderr is piped"),
-            log.clone(),
-            Some(tx),
-        );
-        drain(child.stdout.take().expect("stdout is piped"), log.clone(), None);
+        let (child, rx) = launch(dir.path(), &args, &log);
 
         let wait_for_bootstrap = how.admin_token_file.is_none();
         let mut server = Server {
@@ -227,6 +243,7 @@ impl Server {
                 .unwrap_or_else(|| data_dir.join("admin.token")),
             dir,
             log,
+            args,
         };
         match rx.recv_timeout(READY_TIMEOUT) {
             Ok(url) => server.url = url,
@@ -247,6 +264,26 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind), as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts `warden serve` again with the same arguments, data directory and database (after
+    /// [`Server::kill9`]); waits until it listens.
+    pub fn restart(&mut self) {
+        let (child, rx) = launch(self.dir.path(), &self.args, &self.log);
+        self.child = child;
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(url) => self.url = url,
+            Err(e) => panic!(
+                "restarted `warden serve` did not listen ({e}); output:\n{}",
+                self.log()
+            ),
+        }
     }
 
     pub fn log(&self) -> String {

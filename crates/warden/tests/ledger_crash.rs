@@ -1,0 +1,216 @@
+//! Crash safety of the ledger, end to end: `warden serve` is killed with SIGKILL in the middle of
+//! heavy decision traffic, restarted on the same data, and every decision it had acknowledged (a 200
+//! with a `warden-ledger-seq`) is in the log, under its request id, and the whole log verifies.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Backend, Server};
+use serde_json::{Value, json};
+
+on_both_backends!(kill_9_loses_no_acknowledged_decision);
+
+/// An owner, an upstream, an enrolled active agent and a task token for it.
+async fn agent_with_task(s: &Server) -> String {
+    s.add_owner().await;
+    s.run(&[
+        "upstream",
+        "add",
+        "crm",
+        "--kind",
+        "mcp",
+        "--url",
+        "https://crm.example.com/mcp",
+        "--environment",
+        "staging",
+        "--owner",
+        "alice@example.com",
+        "--sensitivity",
+        "internal",
+    ])
+    .await
+    .ok();
+    let join = s.path("bot.jt");
+    let join_s = join.to_str().unwrap();
+    s.run(&[
+        "agent",
+        "register",
+        "bot",
+        "--owner",
+        "alice@example.com",
+        "--environment",
+        "staging",
+        "--model",
+        "anthropic/claude-sonnet@4.5",
+        "--upstream",
+        "crm",
+        "--join-token-out",
+        join_s,
+    ])
+    .await
+    .ok();
+    let key = s.path("bot.key");
+    let key_s = key.to_str().unwrap();
+    s.agent(&["agent", "enroll", "--join-token-file", join_s, "--key-out", key_s])
+        .await
+        .ok();
+    s.run(&["agent", "activate", "bot"]).await.ok();
+    let out = s.path("bot.task");
+    s.agent(&[
+        "task",
+        "start",
+        "--key",
+        key_s,
+        "--agent-id",
+        "bot",
+        "--purpose",
+        "load",
+        "--type",
+        "crash-test",
+        "--upstream",
+        "crm",
+        "--token-out",
+        out.to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    std::fs::read_to_string(out).unwrap().trim().to_owned()
+}
+
+async fn kill_9_loses_no_acknowledged_decision(backend: Backend) {
+    let mut s = Server::start(backend).await;
+    let token = agent_with_task(&s).await;
+    let http = reqwest::Client::new();
+    let url = s.endpoint("/v1/authorize");
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..32 {
+        let (http, url, token, stop, count) = (
+            http.clone(),
+            url.clone(),
+            token.clone(),
+            stop.clone(),
+            count.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("crash-{w}-{i}");
+                i += 1;
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("x-request-id", &id)
+                    .json(&json!({"action": "read", "resource": {"upstream": "crm"}}))
+                    .send()
+                    .await;
+                let Ok(r) = r else { break };
+                if r.status() == 200
+                    && let Some(seq) = r.headers().get("warden-ledger-seq")
+                {
+                    let seq: u64 = seq.to_str().unwrap().parse().unwrap();
+                    acked.push((id, seq));
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            acked
+        }));
+    }
+    // Let the load build up, then crash the server in the middle of it.
+    let started = std::time::Instant::now();
+    while count.load(Ordering::Relaxed) < 300 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{} decisions acknowledged in {:?} before the kill",
+        count.load(Ordering::Relaxed),
+        started.elapsed()
+    );
+    s.kill9();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in workers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(
+        acked.len() > 100,
+        "only {} decisions before the crash",
+        acked.len()
+    );
+
+    s.restart();
+    let admin = s.admin_token();
+    // Every acknowledged decision is in the log, at the number it was acknowledged with.
+    let mut entries: Vec<Value> = Vec::new();
+    loop {
+        let page: Value = http
+            .get(s.endpoint(&format!("/v1/audit/entries?from={}&limit=1000", entries.len())))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page = page["entries"].as_array().unwrap().clone();
+        if page.is_empty() {
+            break;
+        }
+        entries.extend(page);
+    }
+    for (id, seq) in &acked {
+        let e = &entries
+            .get(*seq as usize)
+            .unwrap_or_else(|| panic!("acknowledged entry {seq} is missing ({} entries)", entries.len()))["entry"];
+        assert_eq!(e["body"]["request_id"], id.as_str(), "entry {seq}");
+        assert_eq!(e["body"]["outcome"], "allow");
+    }
+
+    // The log verifies, checkpoints included (the restarted node signs what the crash left unsigned).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cp: Value = http
+        .get(s.endpoint("/v1/audit/checkpoint"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let size = cp["size"].as_u64().unwrap();
+    assert!(size >= entries.len() as u64, "{cp}");
+
+    let keys: Vec<warden_ledger::VerifierKey> = cp["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| warden_ledger::VerifierKey::parse(k.as_str().unwrap()).unwrap())
+        .collect();
+    let verifier = warden_ledger::CheckpointVerifier::new(cp["origin"].as_str().unwrap(), keys).unwrap();
+    let checkpoint = verifier.verify(cp["note"].as_str().unwrap()).unwrap();
+    let mut v =
+        warden_ledger::LogVerifier::new(&[cp["note"].as_str().unwrap()], &verifier, Default::default())
+            .unwrap();
+    use base64::Engine as _;
+    for e in entries.iter().take(size as usize) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(e["canonical"].as_str().unwrap())
+            .unwrap();
+        v.push(&warden_ledger::LogRecord {
+            seq: e["seq"].as_u64().unwrap(),
+            bytes,
+            stored_hash: None,
+        })
+        .unwrap();
+    }
+    let report = v.finish().unwrap();
+    assert_eq!(report.root, checkpoint.root);
+}
