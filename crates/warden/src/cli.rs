@@ -12,6 +12,7 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -22,6 +23,7 @@ use warden_core::{
     UpstreamKind, UpstreamName,
 };
 use warden_identity::{MAX_TASK_DURATION_SECS, SpiffeId};
+use warden_ledger::VerifierKey;
 use warden_policy::Action;
 
 /// Where the client looks for the server when neither `--server` nor `WARDEN_SERVER` is given.
@@ -35,7 +37,7 @@ pub const DEFAULT_TOKEN_FILE: &str = "warden-data/admin.token";
 const GLOBAL: &str = "Global options";
 
 const AFTER_HELP: &str = "\
-Authentication (every verb but `serve`, `policy validate|test` and the agent-side verbs below):
+Authentication (every verb but `serve`, `audit`, `policy validate|test` and the agent-side verbs below):
   The API token is taken from the first of:
     1. --token-file FILE
     2. the WARDEN_TOKEN environment variable (the token itself)
@@ -52,6 +54,11 @@ Agents (`agent enroll`, `task start|renew|delegate|current`, `task end --task-to
   its task token from --task-token-file. Secrets an agent receives (task tokens,
   join tokens) are written with --token-out / --out as new files of mode 0600,
   or, without those, printed once on stdout.
+
+Audit (`audit verify`, `audit export`):
+  These read the ledger from the server's database directly (--data-dir, --database
+  or --config, as `warden serve` finds it) or, with `audit verify --bundle FILE`, from
+  an exported evidence bundle. They need neither a server nor a token.
 
 Policies (`policy validate`, `policy test`):
   These work on local files and need neither a server nor a token.
@@ -72,7 +79,7 @@ Exit codes:
   3  `warden authorize`: the decision is deny
   4  `warden authorize`: the decision is needs_approval
   `warden policy validate|test` exit 1 when the policies do not compile or a
-  test case fails.";
+  test case fails; `warden audit verify` exits 1 when verification fails.";
 
 /// `warden`: the Warden server and its command-line client.
 #[derive(Debug, Parser)]
@@ -153,6 +160,9 @@ pub enum Command {
     Authorize(AuthorizeArgs),
     /// Show the human and the API token this client authenticates as.
     Whoami,
+    /// Verify the tamper-evident ledger, or export it as evidence (locally: no server, no token).
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -718,6 +728,109 @@ pub struct AuthorizeArgs {
     pub args_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the whole ledger (every entry, checkpoint and signature), or an evidence bundle.
+    Verify(AuditVerifyArgs),
+    /// Export the ledger, or the entries a filter selects, as an evidence bundle or OCSF events.
+    Export(AuditExportArgs),
+}
+
+/// Where the server's database is: found as `warden serve` finds it.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The server's configuration file (TOML): its data directory and database are used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The server's data directory (its SQLite database `warden.db`, `ledger.key`); default
+    /// `./warden-data`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL instead of the embedded SQLite; must not contain a password (put such a URL in
+    /// WARDEN_DATABASE_URL).
+    #[arg(long, value_name = "URL", value_parser = Flag::<DatabaseUrl>::new())]
+    pub database: Option<DatabaseUrl>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Without --bundle, reads the server's database (no server needed): verifies every signed checkpoint
+(signature, origin, no fork), then every entry in order (sequence, canonical bytes, stored leaf hash),
+recomputes the Merkle root at each checkpoint, and checks that the server's stored head is the tree the
+entries make. With --bundle FILE, verifies an exported evidence bundle offline, in any directory.
+
+Trusted keys: those pinned with --key / --key-file; without them, the keys published in the database
+(`ledger_keys`) and the public half of DATA_DIR/ledger.key, or for a bundle the keys it carries. Keys
+from the evidence itself are reported with a warning: whoever can rewrite the database or the bundle
+can add a key too. Pin the keys to rule that out.
+
+Exit codes: 0 verified; 1 verification failed (the message names the first bad entry where there is
+one), or the database or file could not be read; 2 usage error.")]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Verify this evidence bundle (from `warden audit export`) instead of the database.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "data_dir", "database"])]
+    pub bundle: Option<PathBuf>,
+    /// Trust this checkpoint verifier key, `<name>+<id>+<base64>` (repeat for several).
+    #[arg(long = "key", value_name = "VKEY", value_parser = Flag::<VerifierKey>::new())]
+    pub keys: Vec<VerifierKey>,
+    /// Trust the verifier keys in this file: one per line; blank lines and `#` comments are ignored.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The log's origin (default: the one the checkpoints, or the bundle, name).
+    #[arg(long, value_name = "ORIGIN", value_parser = Flag::<Origin>::new())]
+    pub origin: Option<Origin>,
+    /// Show progress on stderr even when it is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// What `audit export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// A Warden evidence bundle (JSON lines with keys, policies, checkpoints and proofs), verified
+    /// offline with `warden audit verify --bundle`.
+    Bundle,
+    /// OCSF 1.3.0 events, one JSON object per line, for a SIEM.
+    Ocsf,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Exports the entries up to the latest signed checkpoint (entries after it are exported once the server
+has signed a checkpoint that covers them). Without a filter the bundle is complete: every entry, every
+checkpoint and the consistency proofs between them. With --since, --until or --agent it holds the
+matching entries, each with an inclusion proof against the latest checkpoint; it proves each entry is
+in the log, not that no other entry matched. A bundle also carries the verifier keys and the policy
+sets its decisions name.
+
+FILE must not exist; it is written under a temporary name in the same directory and renamed when
+complete (mode 0600). Times are RFC 3339 (`2025-01-31T09:15:00Z`) or a date (`2025-01-31`, midnight
+UTC); --since is inclusive, --until exclusive.")]
+pub struct AuditExportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where to write the export: a new file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// What to write.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = ExportFormat::Bundle)]
+    pub format: ExportFormat,
+    /// Only entries at or after this time.
+    #[arg(long, value_name = "TIME", value_parser = Flag::<Timestamp>::new())]
+    pub since: Option<Timestamp>,
+    /// Only entries before this time.
+    #[arg(long, value_name = "TIME", value_parser = Flag::<Timestamp>::new())]
+    pub until: Option<Timestamp>,
+    /// Only entries about this agent.
+    #[arg(long, value_name = "NAME", value_parser = Flag::<AgentFilterName>::new())]
+    pub agent: Option<AgentFilterName>,
+    /// Show progress on stderr even when it is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+}
+
 /// A value that can be parsed from one command-line argument, with a message (without the flag name)
 /// when it cannot.
 pub trait FlagValue: Sized + Clone + Send + Sync + 'static {
@@ -1026,6 +1139,117 @@ impl FlagValue for AgentId {
     }
 }
 
+/// A checkpoint verifier key, `<name>+<hex id>+<base64>` (C2SP signed-note `vkey`).
+impl FlagValue for VerifierKey {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        VerifierKey::parse(value.trim()).map_err(|e| {
+            format!(
+                "not a verifier key ({e}); expected `<name>+<8 hex digits>+<base64>`, as the server \
+                 publishes it"
+            )
+        })
+    }
+}
+
+/// A log's origin: the first line of its checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin(pub String);
+
+impl FlagValue for Origin {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        if !warden_ledger::note::is_valid_name(value) {
+            return Err(format!(
+                "`{}` is not a log origin; an origin is non-empty, without spaces, `+` or control \
+                 characters",
+                value.escape_debug()
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// A point in time: RFC 3339, or a date (midnight UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl FlagValue for Timestamp {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+            return Ok(Self(t.with_timezone(&Utc)));
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            && value.len() == 10
+        {
+            return Ok(Self(d.and_time(NaiveTime::MIN).and_utc()));
+        }
+        Err(format!(
+            "`{}` is not a time; use RFC 3339 (e.g. `2025-01-31T09:15:00Z`) or a date (`2025-01-31`)",
+            value.escape_debug()
+        ))
+    }
+}
+
+/// The agent an export is filtered on: what entries carry as `body.agent`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentFilterName(pub String);
+
+impl FlagValue for AgentFilterName {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        if value.is_empty()
+            || value.len() > 1024
+            || value.trim() != value
+            || value.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "`{}` is not an agent name (1 to 1024 bytes, no control characters or surrounding spaces)",
+                value.escape_debug()
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// A database URL given on the command line: never with a password (it would be visible to other
+/// users in the process list), as for `warden serve --database`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
+}
+
+impl FlagValue for DatabaseUrl {
+    fn parse_flag(value: &str) -> Result<Self, String> {
+        let has_password = match Url::parse(value) {
+            Ok(u) => {
+                u.password().is_some() || u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password"))
+            }
+            Err(_) => value
+                .split("://")
+                .nth(1)
+                .and_then(|r| r.split('@').next())
+                .is_some_and(|u| u.contains(':')),
+        };
+        if has_password {
+            return Err(
+                "the URL must not contain a password (it would be visible to other users); put \
+                        the URL in the WARDEN_DATABASE_URL environment variable instead"
+                    .into(),
+            );
+        }
+        let lower = value.to_ascii_lowercase();
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
+            return Err("the URL must start with `postgres://` or `sqlite:`".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
 /// A clap value parser for any [`FlagValue`]: on failure, the error names the flag (or the positional
 /// argument) and clap exits with code 2.
 #[derive(Debug)]
@@ -1313,6 +1537,56 @@ mod tests {
             "--approvers",
             "2",
         ]);
+    }
+
+    #[test]
+    fn audit_values() {
+        let t = Timestamp::parse_flag("2025-01-31T09:15:00+01:00").unwrap();
+        assert_eq!(t.0.to_rfc3339(), "2025-01-31T08:15:00+00:00");
+        let d = Timestamp::parse_flag("2025-01-31").unwrap();
+        assert_eq!(d.0.to_rfc3339(), "2025-01-31T00:00:00+00:00");
+        for bad in [
+            "",
+            "yesterday",
+            "2025-1-31",
+            "2025-02-30",
+            "2025-01-31T09:15:00",
+            "1738314900",
+        ] {
+            let e = Timestamp::parse_flag(bad).expect_err(bad);
+            assert!(e.contains("is not a time"), "{bad:?}: {e}");
+        }
+        assert!(DatabaseUrl::parse_flag("postgres://warden@db/warden").is_ok());
+        assert!(DatabaseUrl::parse_flag("sqlite:/var/lib/warden/warden.db").is_ok());
+        for (bad, want) in [
+            ("postgres://u:pw@db/w", "password"),
+            ("postgres://u@db/w?password=pw", "password"),
+            ("mysql://db/w", "must start with"),
+        ] {
+            let e = DatabaseUrl::parse_flag(bad).expect_err(bad);
+            assert!(e.contains(want) && !e.contains("pw@"), "{bad:?}: {e}");
+        }
+        assert!(Origin::parse_flag("warden.example.com/ledger").is_ok());
+        assert!(Origin::parse_flag("a b").is_err());
+        assert!(AgentFilterName::parse_flag("billing-bot").is_ok());
+        assert!(AgentFilterName::parse_flag(" x").is_err());
+        let cli = parse(&[
+            "audit", "export", "--out", "b.jsonl", "--format", "ocsf", "--agent", "bot",
+        ])
+        .unwrap();
+        let Command::Audit(AuditCommand::Export(a)) = cli.command else {
+            panic!("wrong verb")
+        };
+        assert_eq!(a.format, ExportFormat::Ocsf);
+        usage_error(&[
+            "audit",
+            "verify",
+            "--bundle",
+            "b",
+            "--database",
+            "postgres://db/w",
+        ]);
+        usage_error(&["audit", "export", "--out", "b", "--format", "csv"]);
     }
 
     #[test]

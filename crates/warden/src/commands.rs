@@ -8,16 +8,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use warden_core::{Agent, AgentDetail, ApiTokenInfo, Human, Task, Upstream};
 
-use crate::agent;
 use crate::cli::{
-    AgentCommand, Cli, Command, Format, HumanCommand, KeysCommand, PolicyCommand, ServeArgs, TaskCommand,
-    TokenCommand, UpstreamCommand,
+    AgentCommand, AuditCommand, Cli, Command, Format, HumanCommand, KeysCommand, PolicyCommand, ServeArgs,
+    TaskCommand, TokenCommand, UpstreamCommand,
 };
 use crate::client::{Client, find_token};
 use crate::output::{self, Fields, Table, list, time};
 use crate::policy::{self, PolicyCall};
 use crate::request::{self, LifecycleBody};
 use crate::secret_file::NewSecretFile;
+use crate::{agent, audit};
 
 /// The exit code of a command that succeeded.
 fn done((): ()) -> u8 {
@@ -39,6 +39,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         // As the agent, with its task token; exits with the decision's code.
         Command::Authorize(a) => return policy::authorize(&server, format, a).await,
         // Local: no server, no token.
+        Command::Audit(AuditCommand::Verify(a)) => return audit::verify(format, a).await.map(done),
+        Command::Audit(AuditCommand::Export(a)) => return audit::export(format, a).await.map(done),
         Command::Policy(PolicyCommand::Validate(a)) => return policy::validate(format, &a.dir).map(done),
         Command::Policy(PolicyCommand::Test(a)) => return policy::test(format, a).map(done),
         // Compiled here first; nothing is sent when the set does not compile.

@@ -1,15 +1,17 @@
 //! `warden`: the Warden server (`warden serve`) and the command-line client of its REST API (`agent`,
 //! `upstream`, `human`, `task`, `keys`, `policy`, `whoami`), including the agent side (`agent enroll`,
 //! `task start|renew|delegate|current|end`, `authorize`), which authenticates with the agent's own key or
-//! task token instead of an API token. `policy validate` and `policy test` work on local files only.
+//! task token instead of an API token. `policy validate` and `policy test` work on local files only;
+//! `audit verify` and `audit export` read the ledger from the server's database (or a bundle) directly.
 //!
 //! Exit codes: 0 success; 1 error (the server refused the request with any 4xx or 5xx, could not be
 //! reached, or a local file could not be read; a policy set that does not compile; a failed policy
-//! test); 2 usage error (clap's own, and flag values this client refuses before sending anything);
-//! `warden authorize` only: 3 the decision is deny, 4 it is needs_approval. Errors are printed as
+//! test; a ledger or bundle that fails verification); 2 usage error (clap's own, and flag values this
+//! client refuses before sending anything); `warden authorize` only: 3 the decision is deny, 4 it is needs_approval. Errors are printed as
 //! `error: <message>` on stderr.
 
 mod agent;
+mod audit;
 mod cli;
 mod client;
 mod commands;

@@ -213,4 +213,91 @@ async fn kill_9_loses_no_acknowledged_decision(backend: Backend) {
     }
     let report = v.finish().unwrap();
     assert_eq!(report.root, checkpoint.root);
+
+    // The same with the auditor's tool, offline: the whole log in the database verifies; an export
+    // verifies in another directory, with no server and no database.
+    let data_dir = s.dir.path().join("warden-data");
+    let data_dir = data_dir.to_str().unwrap();
+    let db = s.database_url();
+    let env: Vec<(&str, &str)> = db.iter().map(|u| ("WARDEN_DATABASE_URL", u.as_str())).collect();
+    let v = s
+        .run_env(
+            &s.cwd(),
+            &["audit", "verify", "--data-dir", data_dir, "-o", "json"],
+            &env,
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(v["verified"], true, "{v}");
+    assert!(v["entries"].as_u64().unwrap() >= entries.len() as u64, "{v}");
+    let bundle = s.path("evidence.bundle");
+    s.run_env(
+        &s.cwd(),
+        &[
+            "audit",
+            "export",
+            "--data-dir",
+            data_dir,
+            "--out",
+            bundle.to_str().unwrap(),
+            "--agent",
+            "bot",
+        ],
+        &env,
+    )
+    .await
+    .ok();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("evidence.bundle");
+    std::fs::copy(&bundle, &copy).unwrap();
+    let v = s
+        .run_in(
+            elsewhere.path(),
+            &[
+                "audit",
+                "verify",
+                "--bundle",
+                copy.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(v["verified"], true, "{v}");
+
+    // One byte of one entry changed in the database: verification fails and names that entry.
+    let target = acked[acked.len() / 2].1;
+    let sql = format!(
+        "UPDATE ledger_entries SET canonical = CAST(replace(CAST(canonical AS TEXT), '\"allow\"', '\"allOw\"') AS BLOB) WHERE seq = {target}"
+    );
+    match &db {
+        None => {
+            use sqlx::Connection as _;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{data_dir}/warden.db"))
+                .await
+                .unwrap();
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        }
+        Some(url) => {
+            use sqlx::Connection as _;
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            let sql = format!(
+                "UPDATE ledger_entries SET canonical = convert_to(replace(convert_from(canonical, 'UTF8'), '\"allow\"', '\"allOw\"'), 'UTF8') WHERE seq = {target}"
+            );
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        }
+    }
+    let out = s
+        .run_env(
+            &s.cwd(),
+            &["audit", "verify", "--data-dir", data_dir, "-o", "json"],
+            &env,
+        )
+        .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.json()["first_bad_entry"], target, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("entry {target}")), "{}", out.stderr);
 }

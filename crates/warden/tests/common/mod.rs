@@ -266,6 +266,12 @@ impl Server {
         server
     }
 
+    /// The `--database` URL it was started with (PostgreSQL), if any.
+    pub fn database_url(&self) -> Option<String> {
+        let at = self.args.iter().position(|a| a == "--database")?;
+        self.args.get(at + 1).map(|u| u.to_string_lossy().into_owned())
+    }
+
     /// Kills the server with SIGKILL (no shutdown of any kind), as a crash would.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

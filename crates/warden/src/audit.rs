@@ -1,0 +1,1243 @@
+//! `warden audit verify` and `warden audit export`: the ledger, read straight from the server's database
+//! (or from an evidence bundle), with no server and no token.
+//!
+//! The database is found as `warden serve` finds it (`--config`, `--data-dir`, `--database`,
+//! `WARDEN_DATABASE_URL`, default `./warden-data/warden.db`). Conventions shared with the server:
+//! `<data-dir>/ledger.key` holds this node's checkpoint signing key (only its public half is used
+//! here), `<data-dir>/ledger-redaction.key` the deployment's redaction key (64 hex digits; only its
+//! fingerprint goes into a bundle), and every node publishes its verifier key in `ledger_keys`.
+//!
+//! Verification streams the entries page by page through [`LogVerifier`], with the stored head read
+//! first, so that a server appending meanwhile neither fails the check nor goes unnoticed: entries and
+//! checkpoints past that head are left out, and reported as appended during verification when the head
+//! moved (a row past a head that did not move is a failure). Exports are bounded by the latest signed
+//! checkpoint, and written to a temporary file in the target directory that is renamed only when
+//! complete.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io::{BufReader, BufWriter, IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::runtime::Handle;
+use warden_ledger::bundle::peek_checkpoint;
+use warden_ledger::verify::verify_checkpoints;
+use warden_ledger::{
+    BundleReport, BundleTrust, CheckpointVerifier, EncodedEntry, ExportSpec, Frontier, Hash, HashSource,
+    LogRecord, LogVerifier, MerkleError, NodeId, NoteSigner, OcsfOptions, PolicyBlob, RedactionKey, Scope,
+    VerifierKey, VerifyError, VerifyOptions, VerifyReport,
+};
+use warden_server::ServeOptions;
+use warden_server::config::{Config, DatabaseTarget};
+use warden_store::{LedgerFilter, SqliteStore, Store, StoredCheckpoint};
+
+use crate::cli::{AuditExportArgs, AuditVerifyArgs, ExportFormat, Format, StoreArgs};
+use crate::output::{self, Fields};
+use crate::request::UsageError;
+
+/// Entries read per query.
+const PAGE: u32 = 10_000;
+/// Checkpoints read per query.
+const CHECKPOINT_PAGE: u32 = 1_000;
+/// The node signing key's file in the data directory.
+pub const LEDGER_KEY_FILE: &str = "ledger.key";
+/// The deployment's redaction key's file in the data directory.
+pub const REDACTION_KEY_FILE: &str = "ledger-redaction.key";
+/// How a bundle carries a policy set: the JSON object of its files, name → text.
+pub const POLICY_MEDIA_TYPE: &str = "application/vnd.warden.policy-set+json";
+/// Largest key file read.
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
+// ---------------------------------------------------------------------------------------------------
+// The database
+
+/// The opened store and the data directory next to it.
+struct Opened {
+    store: Arc<dyn Store>,
+    data_dir: PathBuf,
+    /// What was opened, for the report: a path, or the backend (a URL may hold a password).
+    described: String,
+}
+
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Opened> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let opts = ServeOptions {
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        listen: None,
+        database: args.database.as_ref().map(|d| d.0.clone()),
+    };
+    let resolved = config.resolve(&opts, std::env::var("WARDEN_DATABASE_URL").ok())?;
+    let (store, described): (Arc<dyn Store>, String) = match &resolved.database {
+        DatabaseTarget::EmbeddedSqlite(path) => {
+            // Opening creates a missing database: check first, so a wrong directory is not "an empty
+            // log that verifies".
+            if !path.is_file() {
+                bail!(
+                    "no Warden database at {}; give the server's data directory with --data-dir, or \
+                     --database / --config",
+                    path.display()
+                );
+            }
+            let store = SqliteStore::open(path)
+                .await
+                .with_context(|| format!("opening the database {}", path.display()))?;
+            (Arc::new(store), path.display().to_string())
+        }
+        DatabaseTarget::Url(url) => {
+            let store = warden_store::open(url.expose())
+                .await
+                .context("opening the database")?;
+            let described = format!("{} database", store.backend().as_str());
+            (store, described)
+        }
+    };
+    Ok(Opened {
+        store,
+        data_dir: resolved.data_dir,
+        described,
+    })
+}
+
+/// Every stored checkpoint, smallest first.
+async fn all_checkpoints(store: &dyn Store) -> anyhow::Result<Vec<StoredCheckpoint>> {
+    let mut out: Vec<StoredCheckpoint> = Vec::new();
+    loop {
+        let from = out.last().map_or(0, |c| c.size + 1);
+        let page = store
+            .ledger_checkpoints(from, CHECKPOINT_PAGE)
+            .await
+            .context("reading the ledger's checkpoints")?;
+        let full = page.len() == CHECKPOINT_PAGE as usize;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Keys
+
+/// A trusted key and where it came from.
+#[derive(Clone, Debug)]
+struct TrustedKey {
+    key: VerifierKey,
+    source: &'static str,
+}
+
+/// `name+id` of a key: enough to tell keys apart in a report.
+fn key_label(k: &VerifierKey) -> String {
+    format!("{}+{:08x}", k.name(), k.id())
+}
+
+fn push_key(keys: &mut Vec<TrustedKey>, key: VerifierKey, source: &'static str) {
+    if !keys.iter().any(|k| k.key == key) {
+        keys.push(TrustedKey { key, source });
+    }
+}
+
+fn read_small(path: &Path, what: &str) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if meta.len() > MAX_KEY_FILE_BYTES {
+        bail!(
+            "{what} {} is larger than {MAX_KEY_FILE_BYTES} bytes",
+            path.display()
+        );
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+/// The keys given on the command line (`--key`, `--key-file`), or `None` when there are none.
+fn pinned_keys(keys: &[VerifierKey], key_file: Option<&Path>) -> anyhow::Result<Option<Vec<TrustedKey>>> {
+    let mut out = Vec::new();
+    for k in keys {
+        push_key(&mut out, k.clone(), "pinned");
+    }
+    if let Some(file) = key_file {
+        let text = read_small(file, "key file")?;
+        let mut found = 0;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let key = VerifierKey::parse(line).map_err(|e| {
+                anyhow!(
+                    "{}:{}: not a verifier key ({e}); expected `<name>+<8 hex digits>+<base64>` per line",
+                    file.display(),
+                    i + 1
+                )
+            })?;
+            push_key(&mut out, key, "pinned");
+            found += 1;
+        }
+        if found == 0 {
+            bail!("{} holds no verifier key", file.display());
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// The public half of `<data-dir>/ledger.key`, if that file exists. A file that cannot be used is a
+/// warning: the published keys may still verify the log.
+fn local_node_key(data_dir: &Path) -> Option<VerifierKey> {
+    let path = data_dir.join(LEDGER_KEY_FILE);
+    if !path.exists() {
+        return None;
+    }
+    let text = match read_small(&path, "signing key") {
+        Ok(t) => warden_core::Secret::new(t),
+        Err(e) => {
+            eprintln!("warning: {e:#}; not using it");
+            return None;
+        }
+    };
+    match NoteSigner::parse(text.expose().trim()) {
+        Ok(signer) => Some(signer.verifier_key()),
+        Err(e) => {
+            eprintln!(
+                "warning: {} is not a ledger signing key ({e}); not using it",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// The keys the deployment publishes: every node's (`ledger_keys`) and this node's own.
+async fn deployment_keys(store: &dyn Store, data_dir: &Path) -> anyhow::Result<Vec<TrustedKey>> {
+    let mut out = Vec::new();
+    for record in store
+        .ledger_keys()
+        .await
+        .context("reading the ledger's verifier keys")?
+    {
+        match VerifierKey::parse(&record.vkey) {
+            Ok(k) => push_key(&mut out, k, "database"),
+            Err(e) => eprintln!(
+                "warning: ignoring the verifier key published by node `{}`: {e}",
+                record.node.escape_debug()
+            ),
+        }
+    }
+    if let Some(k) = local_node_key(data_dir) {
+        push_key(&mut out, k, "ledger.key");
+    }
+    Ok(out)
+}
+
+fn keys_json(keys: &[TrustedKey]) -> Value {
+    keys.iter()
+        .map(|k| json!({"key": key_label(&k.key), "vkey": k.key.to_string(), "source": k.source}))
+        .collect()
+}
+
+fn keys_line(keys: &[TrustedKey]) -> String {
+    keys.iter()
+        .map(|k| format!("{} ({})", key_label(&k.key), k.source))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Progress
+
+/// A progress line on stderr: rewritten in place on a terminal, one line per update otherwise (with
+/// `--progress`), silent when neither.
+struct ProgressLine {
+    mode: ProgressMode,
+    last: Option<Instant>,
+    shown: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ProgressMode {
+    Off,
+    Terminal,
+    Lines,
+}
+
+impl ProgressLine {
+    fn new(forced: bool) -> Self {
+        let mode = if std::io::stderr().is_terminal() {
+            ProgressMode::Terminal
+        } else if forced {
+            ProgressMode::Lines
+        } else {
+            ProgressMode::Off
+        };
+        Self {
+            mode,
+            last: None,
+            shown: false,
+        }
+    }
+
+    fn update(&mut self, text: impl FnOnce() -> String) {
+        let every = match self.mode {
+            ProgressMode::Off => return,
+            ProgressMode::Terminal => Duration::from_millis(200),
+            ProgressMode::Lines => Duration::from_secs(2),
+        };
+        if self.last.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let mut err = std::io::stderr().lock();
+        let _ = match self.mode {
+            ProgressMode::Terminal => write!(err, "\r\x1b[K{}", text()),
+            _ => writeln!(err, "{}", text()),
+        };
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    /// Clears the line, so that what follows starts on a clean one.
+    fn finish(&mut self) {
+        if self.mode == ProgressMode::Terminal && self.shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn of_total(done: u64, total: u64) -> String {
+    match done.saturating_mul(100).checked_div(total) {
+        Some(percent) => format!("{done}/{total} ({percent}%)"),
+        None => format!("{done}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// audit verify
+
+/// A failed verification: the error, and the first bad entry where there is one.
+fn verification_failed(format: Format, what: &str, error: &str, first_bad: Option<u64>) -> anyhow::Error {
+    let message = match first_bad {
+        Some(i) => {
+            let detail = error.strip_prefix(&format!("entry {i}: ")).unwrap_or(error);
+            format!("{what} verification FAILED at entry {i}: {detail}")
+        }
+        None => format!("{what} verification FAILED: {error}"),
+    };
+    if format == Format::Json {
+        let _ = output::stdout(&pretty(&json!({
+            "verified": false,
+            "first_bad_entry": first_bad,
+            "error": message,
+        })));
+    }
+    anyhow!(message)
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+pub async fn verify(format: Format, args: AuditVerifyArgs) -> anyhow::Result<()> {
+    let pinned = pinned_keys(&args.keys, args.key_file.as_deref())?;
+    let origin = args.origin.map(|o| o.0);
+    match args.bundle {
+        Some(file) => verify_bundle_file(format, &file, pinned, origin, args.progress).await,
+        None => verify_store(format, &args.store, pinned, origin, args.progress).await,
+    }
+}
+
+/// What `verify_store` established, beyond the verifier's report.
+struct StoreVerification {
+    report: VerifyReport,
+    origin: Option<String>,
+    /// Entries the server appended while the log was read (past the head read first).
+    appended_meanwhile: u64,
+}
+
+async fn verify_store(
+    format: Format,
+    args: &StoreArgs,
+    pinned: Option<Vec<TrustedKey>>,
+    origin: Option<String>,
+    progress: bool,
+) -> anyhow::Result<()> {
+    let opened = open_store(args).await?;
+    let store = opened.store.as_ref();
+    let keys = match pinned {
+        Some(k) => k,
+        None => deployment_keys(store, &opened.data_dir).await?,
+    };
+    let result = verify_stored_log(store, &keys, origin, &mut ProgressLine::new(progress)).await;
+    opened.store.close().await;
+    let v = match result? {
+        Ok(v) => v,
+        Err(Failure { error, first_bad }) => {
+            return Err(verification_failed(format, "ledger", &error, first_bad));
+        }
+    };
+    let r = &v.report;
+    let latest = r.latest_checkpoint.as_ref().map(|c| c.size);
+    let from_store = keys.iter().any(|k| k.source != "pinned");
+    match format {
+        Format::Json => output::stdout(&pretty(&json!({
+            "verified": true,
+            "database": opened.described,
+            "origin": v.origin,
+            "entries": r.entries,
+            "checkpoints": r.checkpoints,
+            "root": r.root.to_hex(),
+            "latest_checkpoint": latest,
+            "unsigned_tail": r.unsigned_tail,
+            "appended_during_verification": v.appended_meanwhile,
+            "keys": keys_json(&keys),
+            "keys_pinned": !from_store,
+        })))?,
+        Format::Table => {
+            let mut f = Fields::new();
+            f.add("result", "verified")
+                .add("database", opened.described.clone())
+                .add("origin", v.origin.clone().unwrap_or_default())
+                .add("entries", r.entries.to_string())
+                .add("checkpoints", r.checkpoints.to_string())
+                .add("root", r.root.to_hex())
+                .add(
+                    "latest_checkpoint",
+                    latest.map(|s| s.to_string()).unwrap_or_default(),
+                )
+                .add("unsigned_tail", r.unsigned_tail.to_string());
+            if v.appended_meanwhile > 0 {
+                f.add(
+                    "appended_during_verification",
+                    format!(
+                        "{} (not verified; run again to include them)",
+                        v.appended_meanwhile
+                    ),
+                );
+            }
+            f.add("keys", keys_line(&keys));
+            output::stdout(&f.render())?;
+        }
+    }
+    if r.unsigned_tail > 0 {
+        eprintln!(
+            "note: the last {} entries are covered by no signed checkpoint yet (hashed and in order, but \
+             not signed)",
+            r.unsigned_tail
+        );
+    }
+    if from_store && r.checkpoints > 0 {
+        eprintln!(
+            "warning: the trusted keys came from the data directory and database being verified; whoever \
+             can rewrite the database can add a key there too. Pin the keys with --key or --key-file."
+        );
+    }
+    Ok(())
+}
+
+/// Why verification failed: the message, and the first bad entry where one is known.
+struct Failure {
+    error: String,
+    first_bad: Option<u64>,
+}
+
+impl From<VerifyError> for Failure {
+    fn from(e: VerifyError) -> Self {
+        Self {
+            first_bad: e.first_bad_index(),
+            error: e.to_string(),
+        }
+    }
+}
+
+/// Verifies the stored log. The outer error: the store could not be read; the inner: the log is bad.
+async fn verify_stored_log(
+    store: &dyn Store,
+    keys: &[TrustedKey],
+    origin: Option<String>,
+    progress: &mut ProgressLine,
+) -> anyhow::Result<Result<StoreVerification, Failure>> {
+    // The head first: everything up to it is committed, entries and checkpoints alike.
+    let head = store.ledger_head().await.context("reading the ledger's head")?;
+    let checkpoints = all_checkpoints(store).await?;
+    let (covered, later): (Vec<_>, Vec<_>) = checkpoints.into_iter().partition(|c| c.size <= head.size());
+    let origin = match origin {
+        Some(o) => Some(o),
+        None => match covered.first() {
+            None => None,
+            Some(c) => match peek_checkpoint(&c.note) {
+                Some(cp) => Some(cp.origin),
+                None => {
+                    return Ok(Err(Failure {
+                        error: format!(
+                            "the checkpoint of tree size {} is malformed (give --origin to see why)",
+                            c.size
+                        ),
+                        first_bad: None,
+                    }));
+                }
+            },
+        },
+    };
+    let verified = match &origin {
+        Some(origin) if !covered.is_empty() => {
+            if keys.is_empty() {
+                return Ok(Err(Failure {
+                    error: "no trusted key: the database publishes none and there is no ledger.key; give \
+                            the log's verifier keys with --key or --key-file"
+                        .into(),
+                    first_bad: None,
+                }));
+            }
+            let verifier = CheckpointVerifier::new(origin, keys.iter().map(|k| k.key.clone()).collect())
+                .map_err(|e| anyhow!("--origin: {e}"))?;
+            let notes: Vec<&str> = covered.iter().map(|c| c.note.as_str()).collect();
+            match verify_checkpoints(&notes, &verifier) {
+                Ok(v) => v,
+                Err(e) => {
+                    // Name the checkpoint by its size, not its position in this list.
+                    let error = match &e {
+                        VerifyError::Checkpoint { position, error } => format!(
+                            "the checkpoint of tree size {} is not acceptable: {error}",
+                            covered[*position].size
+                        ),
+                        _ => e.to_string(),
+                    };
+                    return Ok(Err(Failure {
+                        error,
+                        first_bad: None,
+                    }));
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
+    let mut verifier = match LogVerifier::with_checkpoints(
+        verified,
+        VerifyOptions {
+            decode_entries: true,
+            progress_every: 0,
+        },
+    ) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e.into())),
+    };
+
+    // Pages are read ahead while the previous one is verified.
+    let total = head.size();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Vec<LogRecord>>>(2);
+    let mut pages = PageReader::new(total);
+    let fetch = async move {
+        while let Some(page) = pages.next(store).await {
+            let stop = page.is_err();
+            if tx.send(page).await.is_err() || stop {
+                break;
+            }
+        }
+    };
+    let mut beyond_head = false;
+    let check = async {
+        let checked = async {
+            while let Some(page) = rx.recv().await {
+                for record in &page? {
+                    if record.seq >= total {
+                        beyond_head = true;
+                        return Ok(Ok(()));
+                    }
+                    if let Err(e) = verifier.push(record) {
+                        return Ok(Err(Failure::from(e)));
+                    }
+                }
+                progress.update(|| format!("verifying entries: {}", of_total(verifier.entries(), total)));
+            }
+            Ok::<_, anyhow::Error>(Ok(()))
+        }
+        .await;
+        // Stops the reader if verification ended first.
+        rx.close();
+        checked
+    };
+    let (_, checked) = tokio::join!(fetch, check);
+    if let Err(failure) = checked? {
+        return Ok(Err(failure));
+    }
+    progress.finish();
+    let report = match verifier.finish() {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    if let Some(failure) = head_mismatch(&head, &report) {
+        return Ok(Err(failure));
+    }
+    // Rows past the head read first: appended since (fine), or written outside an append (not).
+    let mut appended_meanwhile = 0;
+    if beyond_head || !later.is_empty() {
+        let now = store.ledger_head().await.context("reading the ledger's head")?;
+        if now.size() == head.size() {
+            let error = if beyond_head {
+                format!(
+                    "an entry past the stored head ({} entries) is in the database: entries {}.. were \
+                     not appended by Warden",
+                    head.size(),
+                    head.size()
+                )
+            } else {
+                format!(
+                    "a checkpoint of tree size {} is stored but the log has {} entries",
+                    later[0].size,
+                    head.size()
+                )
+            };
+            return Ok(Err(Failure {
+                error,
+                first_bad: beyond_head.then_some(head.size()),
+            }));
+        }
+        appended_meanwhile = now.size() - head.size();
+    }
+    Ok(Ok(StoreVerification {
+        report,
+        origin,
+        appended_meanwhile,
+    }))
+}
+
+/// The stored head must be the tree the entries make.
+fn head_mismatch(head: &Frontier, report: &VerifyReport) -> Option<Failure> {
+    if head.size() != report.entries {
+        return Some(Failure {
+            error: format!(
+                "the stored head says the log has {} entries, but {} were found: entries {}.. are missing",
+                head.size(),
+                report.entries,
+                report.entries
+            ),
+            first_bad: Some(report.entries),
+        });
+    }
+    if head.size() > 0 && head.root() != report.root {
+        return Some(Failure {
+            error: format!(
+                "the stored head (tree size {}) does not match the tree the entries make",
+                head.size()
+            ),
+            first_bad: None,
+        });
+    }
+    None
+}
+
+/// Reads every entry in pages of [`PAGE`], stopping after the first page that reaches `end`.
+struct PageReader {
+    from: u64,
+    end: u64,
+    done: bool,
+}
+
+impl PageReader {
+    fn new(end: u64) -> Self {
+        Self {
+            from: 0,
+            end,
+            done: false,
+        }
+    }
+
+    async fn next(&mut self, store: &dyn Store) -> Option<anyhow::Result<Vec<LogRecord>>> {
+        if self.done {
+            return None;
+        }
+        let page = match store
+            .ledger_records(self.from, PAGE, &LedgerFilter::default())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(
+                    anyhow::Error::new(e).context(format!("reading entries from {}", self.from))
+                ));
+            }
+        };
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize && last.seq < self.end => self.from = last.seq + 1,
+            _ => self.done = true,
+        }
+        (!page.is_empty()).then_some(Ok(page))
+    }
+}
+
+async fn verify_bundle_file(
+    format: Format,
+    file: &Path,
+    pinned: Option<Vec<TrustedKey>>,
+    origin: Option<String>,
+    progress: bool,
+) -> anyhow::Result<()> {
+    let f = std::fs::File::open(file).with_context(|| format!("cannot read bundle {}", file.display()))?;
+    let trust = BundleTrust {
+        origin,
+        keys: pinned.as_ref().map(|k| k.iter().map(|k| k.key.clone()).collect()),
+    };
+    let mut line = ProgressLine::new(progress);
+    let result = tokio::task::spawn_blocking(move || {
+        let r = warden_ledger::verify_bundle(BufReader::new(f), &trust, |p| {
+            line.update(|| format!("verifying bundle entries: {}", p.entries));
+        });
+        line.finish();
+        r
+    })
+    .await
+    .context("the verification thread failed")?;
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let failure = Failure::from(e);
+            return Err(verification_failed(
+                format,
+                "bundle",
+                &failure.error,
+                failure.first_bad,
+            ));
+        }
+    };
+    print_bundle_report(format, file, &r, pinned.as_deref())?;
+    if !r.policy_versions_missing.is_empty() {
+        eprintln!(
+            "note: decisions name policy versions the bundle does not carry: {}",
+            r.policy_versions_missing.join(", ")
+        );
+    }
+    if !r.complete {
+        eprintln!(
+            "note: a filtered bundle proves that each of its entries is in the log at its position; it \
+             cannot prove that no other entry matched the filter"
+        );
+    }
+    if r.keys_from_bundle {
+        eprintln!(
+            "warning: the trusted keys came from the bundle itself; whoever made the bundle could have \
+             put any key there. Pin the log's keys with --key or --key-file."
+        );
+    }
+    Ok(())
+}
+
+fn scope_text(s: &Scope) -> String {
+    if s.complete {
+        return "complete".into();
+    }
+    let mut parts = vec!["filtered".to_owned()];
+    if let Some(t) = &s.since {
+        parts.push(format!("since {}", output::time(t)));
+    }
+    if let Some(t) = &s.until {
+        parts.push(format!("until {}", output::time(t)));
+    }
+    if let Some(a) = &s.agent {
+        parts.push(format!("agent {a}"));
+    }
+    parts.join(", ")
+}
+
+fn print_bundle_report(
+    format: Format,
+    file: &Path,
+    r: &BundleReport,
+    pinned: Option<&[TrustedKey]>,
+) -> anyhow::Result<()> {
+    let keys = match pinned {
+        Some(k) => keys_line(k),
+        None => "the bundle's own".into(),
+    };
+    match format {
+        Format::Json => output::stdout(&pretty(&json!({
+            "verified": true,
+            "bundle": file.display().to_string(),
+            "origin": r.origin,
+            "complete": r.complete,
+            "scope": r.scope,
+            "entries": r.entries,
+            "first_seq": r.first_seq,
+            "last_seq": r.last_seq,
+            "contiguous": r.contiguous,
+            "checkpoints": r.checkpoints,
+            "latest_checkpoint": r.latest_checkpoint.size,
+            "root": r.latest_checkpoint.root.to_hex(),
+            "keys": pinned.map(keys_json),
+            "keys_from_bundle": r.keys_from_bundle,
+            "policy_versions_referenced": r.policy_versions_referenced,
+            "policy_versions_missing": r.policy_versions_missing,
+            "redaction_key": r.redaction_key,
+        }))),
+        Format::Table => {
+            let seqs = match (r.first_seq, r.last_seq) {
+                (Some(a), Some(b)) => format!("{a}..{b}{}", if r.contiguous { "" } else { " (with gaps)" }),
+                _ => String::new(),
+            };
+            output::stdout(
+                &Fields::new()
+                    .add("result", "verified")
+                    .add("bundle", file.display().to_string())
+                    .add("origin", r.origin.clone())
+                    .add("scope", scope_text(&r.scope))
+                    .add("entries", r.entries.to_string())
+                    .add("sequence_numbers", seqs)
+                    .add("checkpoints", r.checkpoints.to_string())
+                    .add("latest_checkpoint", r.latest_checkpoint.size.to_string())
+                    .add("root", r.latest_checkpoint.root.to_hex())
+                    .add("keys", keys)
+                    .add("policy_versions", r.policy_versions_referenced.join(", "))
+                    .add("redaction_key", r.redaction_key.clone().unwrap_or_default())
+                    .render(),
+            )
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// audit export
+
+/// The deployment's redaction key fingerprint, if its file exists and can be read.
+fn redaction_fingerprint(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = data_dir.join(REDACTION_KEY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = match read_small(&path, "redaction key") {
+        Ok(t) => warden_core::Secret::new(t),
+        Err(e) => {
+            eprintln!("warning: {e:#}; the bundle will not name the redaction key");
+            return Ok(None);
+        }
+    };
+    let bytes = warden_core::Secret::new(hex::decode(text.expose().trim()).map_err(|_| {
+        anyhow!(
+            "{} is not a redaction key: expected 64 hexadecimal digits",
+            path.display()
+        )
+    })?);
+    let key = RedactionKey::from_bytes(bytes.expose())
+        .map_err(|e| anyhow!("{} is not a redaction key: {e}", path.display()))?;
+    Ok(Some(key.fingerprint()))
+}
+
+/// The entries an export reads, from the blocking thread: pages from the async store, up to `end`,
+/// each decoded and checked against its stored leaf hash.
+struct ExportEntries {
+    handle: Handle,
+    store: Arc<dyn Store>,
+    filter: LedgerFilter,
+    from: u64,
+    end: u64,
+    buffer: VecDeque<LogRecord>,
+    done: bool,
+    /// For filtered bundles: the nodes of each entry's inclusion proof in the tree of size `end` are
+    /// fetched in one call as the entry is handed out, just before its proof is made.
+    prefetch: Option<Arc<NodeCache>>,
+}
+
+impl ExportEntries {
+    fn new(handle: Handle, store: Arc<dyn Store>, filter: LedgerFilter, end: u64) -> Self {
+        Self {
+            handle,
+            store,
+            filter,
+            from: 0,
+            end,
+            buffer: VecDeque::new(),
+            done: end == 0,
+            prefetch: None,
+        }
+    }
+
+    fn prefetching(mut self, cache: Arc<NodeCache>) -> Self {
+        self.prefetch = Some(cache);
+        self
+    }
+}
+
+impl Iterator for ExportEntries {
+    type Item = Result<EncodedEntry, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffer.is_empty() && !self.done {
+            let page = self
+                .handle
+                .block_on(self.store.ledger_records(self.from, PAGE, &self.filter));
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(format!("reading entries from {}: {e}", self.from)));
+                }
+            };
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize && last.seq + 1 < self.end => {
+                    self.from = last.seq + 1;
+                }
+                _ => self.done = true,
+            }
+            let end = self.end;
+            self.buffer.extend(page.into_iter().filter(|r| r.seq < end));
+        }
+        let record = self.buffer.pop_front()?;
+        let seq = record.seq;
+        let encoded = EncodedEntry::decode(record.bytes)
+            .map_err(|e| format!("entry {seq}: {e}; run `warden audit verify`"))
+            .and_then(|e| match record.stored_hash {
+                Some(h) if h != e.leaf_hash() => Err(format!(
+                    "entry {seq}: its bytes do not hash to the stored leaf hash; run `warden audit verify`"
+                )),
+                _ if e.seq() != seq => Err(format!(
+                    "entry {seq}: its bytes say sequence number {}; run `warden audit verify`",
+                    e.seq()
+                )),
+                _ => Ok(e),
+            });
+        if let (Some(cache), Ok(_)) = (&self.prefetch, &encoded)
+            && let Ok(plan) = warden_ledger::inclusion_plan(seq, self.end)
+        {
+            // A failure here is reported when the proof is made.
+            cache.prefetch(&self.handle, self.store.as_ref(), plan.node_ids());
+        }
+        Some(encoded)
+    }
+}
+
+/// Merkle nodes already read, shared by the entry reader (which prefetches) and [`StoreNodes`].
+/// Proofs of neighbouring entries share most of their nodes. Bounded: cleared when full.
+#[derive(Default)]
+struct NodeCache(Mutex<HashMap<NodeId, Hash>>);
+
+/// Nodes kept at most (about 100 MB).
+const MAX_CACHED_NODES: usize = 1 << 20;
+
+impl NodeCache {
+    fn get(&self, id: &NodeId) -> Option<Hash> {
+        self.0.lock().ok()?.get(id).copied()
+    }
+
+    fn insert_all(&self, nodes: impl IntoIterator<Item = (NodeId, Hash)>) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= MAX_CACHED_NODES {
+                map.clear();
+            }
+            map.extend(nodes);
+        }
+    }
+
+    /// Reads the nodes of `ids` not cached yet, in one call.
+    fn prefetch(&self, handle: &Handle, store: &dyn Store, ids: Vec<NodeId>) {
+        let missing: Vec<NodeId> = ids.into_iter().filter(|id| self.get(id).is_none()).collect();
+        if missing.is_empty() {
+            return;
+        }
+        if let Ok(hashes) = handle.block_on(store.ledger_nodes(&missing)) {
+            self.insert_all(missing.into_iter().zip(hashes));
+        }
+    }
+}
+
+/// Merkle nodes for proofs, read from the async store from the blocking thread, through the cache.
+struct StoreNodes {
+    handle: Handle,
+    store: Arc<dyn Store>,
+    cache: Arc<NodeCache>,
+}
+
+#[derive(Debug)]
+enum NodeError {
+    Merkle(MerkleError),
+    Store(String),
+}
+
+impl From<MerkleError> for NodeError {
+    fn from(e: MerkleError) -> Self {
+        NodeError::Merkle(e)
+    }
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Merkle(e) => write!(f, "{e}"),
+            NodeError::Store(e) => write!(f, "reading the ledger's Merkle nodes: {e}"),
+        }
+    }
+}
+
+impl HashSource for StoreNodes {
+    type Error = NodeError;
+
+    fn node_hash(&self, id: NodeId) -> Result<Hash, NodeError> {
+        if let Some(h) = self.cache.get(&id) {
+            return Ok(h);
+        }
+        let hashes = self
+            .handle
+            .block_on(self.store.ledger_nodes(&[id]))
+            .map_err(|e| NodeError::Store(e.to_string()))?;
+        let h = *hashes
+            .first()
+            .ok_or(NodeError::Merkle(MerkleError::MissingNode(id)))?;
+        self.cache.insert_all([(id, h)]);
+        Ok(h)
+    }
+}
+
+/// The output file: written under a temporary name in its directory, renamed when complete.
+fn temp_output(out: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    if out.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite it (choose a new file)",
+            out.display()
+        );
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // tempfile creates files with mode 0600 on Unix: right for evidence.
+    tempfile::Builder::new()
+        .prefix(".warden-export-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))
+}
+
+fn persist(tmp: tempfile::NamedTempFile, out: &Path) -> anyhow::Result<()> {
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", out.display()))?;
+    tmp.persist_noclobber(out)
+        .map_err(|e| anyhow!("cannot create {}: {}", out.display(), e.error))?;
+    Ok(())
+}
+
+pub async fn export(format: Format, args: AuditExportArgs) -> anyhow::Result<()> {
+    let since = args.since.map(|t| t.0);
+    let until = args.until.map(|t| t.0);
+    if let (Some(s), Some(u)) = (since, until)
+        && s >= u
+    {
+        return Err(UsageError("--since must be before --until".into()).into());
+    }
+    let tmp = temp_output(&args.out)?;
+    let opened = open_store(&args.store).await?;
+    let result = export_from(format, &args, &opened, since, until, tmp).await;
+    opened.store.close().await;
+    result
+}
+
+async fn export_from(
+    format: Format,
+    args: &AuditExportArgs,
+    opened: &Opened,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    tmp: tempfile::NamedTempFile,
+) -> anyhow::Result<()> {
+    let store = opened.store.clone();
+    let latest = store
+        .latest_ledger_checkpoint()
+        .await
+        .context("reading the ledger's checkpoints")?
+        .ok_or_else(|| {
+            anyhow!(
+                "the ledger has no signed checkpoint yet: there is nothing that can be exported with proof"
+            )
+        })?;
+    let cp = peek_checkpoint(&latest.note).ok_or_else(|| {
+        anyhow!(
+            "the latest checkpoint (tree size {}) is malformed; run `warden audit verify`",
+            latest.size
+        )
+    })?;
+    let head = store.ledger_head().await.context("reading the ledger's head")?;
+    let filter = LedgerFilter {
+        since,
+        until,
+        agent: args.agent.as_ref().map(|a| a.0.clone()),
+    };
+    let scope = Scope {
+        complete: filter == LedgerFilter::default(),
+        since,
+        until,
+        agent: filter.agent.clone(),
+    };
+    let handle = Handle::current();
+    let mut progress = ProgressLine::new(args.progress);
+    let out_path = args.out.clone();
+
+    let (entries, extra) = match args.format {
+        ExportFormat::Ocsf => {
+            let options = OcsfOptions {
+                log_name: Some(cp.origin.clone()),
+                ..OcsfOptions::default()
+            };
+            let reader = ExportEntries::new(handle, store.clone(), filter, cp.size);
+            let written =
+                tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, tempfile::NamedTempFile)> {
+                    let mut count = 0u64;
+                    let mut w = BufWriter::new(tmp);
+                    for e in reader {
+                        let e = e.map_err(|e| anyhow!("cannot export: {e}"))?;
+                        warden_ledger::write_ocsf_lines(&mut w, std::iter::once(&e), &options)
+                            .with_context(|| format!("writing {}", out_path.display()))?;
+                        count += 1;
+                        if count.is_multiple_of(1024) {
+                            progress.update(|| format!("exporting entries: {count}"));
+                        }
+                    }
+                    progress.finish();
+                    let tmp = w
+                        .into_inner()
+                        .map_err(|e| anyhow!("writing {}: {}", out_path.display(), e.error()))?;
+                    Ok((count, tmp))
+                })
+                .await
+                .context("the export thread failed")??;
+            persist(written.1, &args.out)?;
+            (written.0, Vec::new())
+        }
+        ExportFormat::Bundle => {
+            let keys = deployment_keys(store.as_ref(), &opened.data_dir).await?;
+            let notes: Vec<String> = if scope.complete {
+                all_checkpoints(store.as_ref())
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.size <= cp.size)
+                    .map(|c| c.note)
+                    .collect()
+            } else {
+                vec![latest.note.clone()]
+            };
+            let redaction_key = redaction_fingerprint(&opened.data_dir)?;
+
+            // First pass: the policy versions the exported entries name (the bundle carries them
+            // before the entries).
+            let reader = ExportEntries::new(handle.clone(), store.clone(), filter.clone(), cp.size);
+            let versions = tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeSet<String>> {
+                let mut versions = BTreeSet::new();
+                for e in reader {
+                    let e = e.map_err(|e| anyhow!("cannot export: {e}"))?;
+                    if let Some(v) = e.entry().body.get("policy_version").and_then(Value::as_str) {
+                        versions.insert(v.to_owned());
+                    }
+                }
+                Ok(versions)
+            })
+            .await
+            .context("the export thread failed")??;
+            let mut policies = Vec::new();
+            let mut missing = Vec::new();
+            for v in versions {
+                match store
+                    .policy_version(&v)
+                    .await
+                    .with_context(|| format!("reading policy version {v}"))?
+                {
+                    Some(p) => policies.push(PolicyBlob {
+                        version: p.version,
+                        media_type: POLICY_MEDIA_TYPE.into(),
+                        data: serde_json::to_vec(&p.files).context("encoding a policy set")?,
+                    }),
+                    None => missing.push(v),
+                }
+            }
+            let spec = ExportSpec {
+                origin: cp.origin.clone(),
+                created_at: Utc::now(),
+                scope: scope.clone(),
+                keys: keys.iter().map(|k| k.key.clone()).collect(),
+                policies,
+                checkpoints: notes,
+                redaction_key,
+                generator: Some(format!("warden {}", env!("CARGO_PKG_VERSION"))),
+            };
+            let cache = Arc::new(NodeCache::default());
+            let mut reader = ExportEntries::new(handle.clone(), store.clone(), filter, cp.size);
+            if !scope.complete {
+                reader = reader.prefetching(cache.clone());
+            }
+            let nodes = StoreNodes {
+                handle,
+                store: store.clone(),
+                cache,
+            };
+            let written =
+                tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, tempfile::NamedTempFile)> {
+                    let mut count = 0u64;
+                    let counted = reader.inspect(|_| {
+                        count += 1;
+                        if count.is_multiple_of(1024) {
+                            progress.update(|| format!("exporting entries: {count}"));
+                        }
+                    });
+                    let w = warden_ledger::export_bundle(BufWriter::new(tmp), &spec, &nodes, counted)
+                        .map_err(|e| anyhow!("{e}"))?;
+                    progress.finish();
+                    let tmp = w
+                        .into_inner()
+                        .map_err(|e| anyhow!("writing {}: {}", out_path.display(), e.error()))?;
+                    Ok((count, tmp))
+                })
+                .await
+                .context("the export thread failed")??;
+            persist(written.1, &args.out)?;
+            if !missing.is_empty() {
+                eprintln!(
+                    "warning: decisions name policy versions the database does not have: {}",
+                    missing.join(", ")
+                );
+            }
+            (written.0, missing)
+        }
+    };
+
+    let unexported = head.size().saturating_sub(cp.size);
+    let format_name = match args.format {
+        ExportFormat::Bundle => "bundle",
+        ExportFormat::Ocsf => "ocsf",
+    };
+    match format {
+        Format::Json => output::stdout(&pretty(&json!({
+            "out": args.out.display().to_string(),
+            "format": format_name,
+            "origin": cp.origin,
+            "scope": scope,
+            "entries": entries,
+            "tree_size": cp.size,
+            "entries_after_latest_checkpoint": unexported,
+            "policy_versions_missing": extra,
+        })))?,
+        Format::Table => output::stdout(
+            &Fields::new()
+                .add("out", args.out.display().to_string())
+                .add("format", format_name)
+                .add("origin", cp.origin.clone())
+                .add("scope", scope_text(&scope))
+                .add("entries", entries.to_string())
+                .add("tree_size", cp.size.to_string())
+                .render(),
+        )?,
+    }
+    if unexported > 0 {
+        eprintln!(
+            "note: {unexported} newer entries are not covered by a signed checkpoint yet and were not exported"
+        );
+    }
+    Ok(())
+}

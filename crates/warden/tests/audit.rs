@@ -1,0 +1,882 @@
+//! End-to-end tests of `warden audit verify` and `warden audit export` through the real binary, on a
+//! SQLite data directory written the way the server writes it: entries appended through
+//! `warden_store` in batches with signed checkpoints, the node's signing key in `ledger.key`, its
+//! verifier key published in `ledger_keys`, a redaction key in `ledger-redaction.key`.
+//!
+//! - verify: a good log (counts, root, keys); one byte changed in entry 41, entry 41 deleted, an entry
+//!   past the head, a checkpoint re-signed by a rogue key (accepted from the database, refused with the
+//!   pinned key), a pinned key that signed nothing;
+//! - export: complete and filtered bundles, verified offline in another directory with and without
+//!   pinned keys; an edited bundle fails; OCSF lines; an unsigned tail is not exported;
+//! - bad input: unknown format, bad times, missing files, passwords in URLs, existing output files.
+
+// Test code: a failed `expect` is a failed test, with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use serde_json::Value;
+use warden_ledger::{EntryKind, NewEntry, NoteSigner};
+use warden_store::{CheckpointSigner, PolicyRole, PolicyVersion, SqliteStore, Store as _};
+
+use common::{Out, WARDEN, clean_env};
+
+const ORIGIN: &str = "warden.test/ledger";
+const POLICY: &str = "0123abcd";
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// Runs `warden <args>` in `cwd`.
+fn warden(cwd: &Path, args: &[&str]) -> Out {
+    let output = clean_env(&mut Command::new(WARDEN))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("running warden");
+    Out {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// A node signing key and its private-key string, as the server writes `ledger.key`.
+fn signer(name: &str, seed: u8) -> (NoteSigner, String) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let signer = NoteSigner::new(name, key).unwrap();
+    let mut data = vec![0x01];
+    data.extend_from_slice(&[seed; 32]);
+    let private = format!(
+        "PRIVATE+KEY+{name}+{:08x}+{}",
+        signer.id(),
+        base64::engine::general_purpose::STANDARD.encode(data)
+    );
+    assert_eq!(
+        NoteSigner::parse(&private).unwrap().verifier_key(),
+        signer.verifier_key()
+    );
+    (signer, private)
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap()
+}
+
+/// Entry `i`: a decision at `t0 + i minutes`, about `alpha` (i % 3 == 0) or `beta`.
+fn entry(i: u64) -> NewEntry {
+    let agent = if i.is_multiple_of(3) { "alpha" } else { "beta" };
+    NewEntry::new(
+        t0() + Duration::minutes(i as i64),
+        EntryKind::Decision,
+        format!("spiffe://warden.test/agent/{agent}"),
+    )
+    .subject(format!("task-{i}"))
+    .body(serde_json::json!({
+        "agent": agent,
+        "action": "read",
+        "outcome": "allow",
+        "policy_version": POLICY,
+        "i": i,
+    }))
+}
+
+/// A data directory with `warden.db` holding `signed` entries in batches of 37, each checkpointed,
+/// then `unsigned` more without a checkpoint.
+struct Ledger {
+    dir: tempfile::TempDir,
+    signer: NoteSigner,
+}
+
+impl Ledger {
+    async fn new(signed: u64, unsigned: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("warden-data");
+        std::fs::create_dir(&data).unwrap();
+        let (signer, private) = signer("node-1.warden.test", 7);
+        std::fs::write(data.join("ledger.key"), format!("{private}\n")).unwrap();
+        std::fs::write(
+            data.join("ledger-redaction.key"),
+            format!("{}\n", "ab".repeat(32)),
+        )
+        .unwrap();
+        let store = SqliteStore::open(&data.join("warden.db")).await.unwrap();
+        store
+            .publish_ledger_key(&signer.verifier_key().to_string(), "node-1", Utc::now())
+            .await
+            .unwrap();
+        let policy = PolicyVersion {
+            version: POLICY.into(),
+            files: [(
+                "all.cedar".to_owned(),
+                "permit(principal, action, resource);".to_owned(),
+            )]
+            .into(),
+            created_at: Utc::now(),
+            created_by: "admin@example.com".into(),
+        };
+        store
+            .activate_policies(
+                &policy,
+                PolicyRole::Active,
+                "",
+                &warden_core::ChangeContext::new("admin@example.com", Utc::now()),
+            )
+            .await
+            .unwrap();
+        let mut next = 0;
+        while next < signed {
+            let end = (next + 37).min(signed);
+            let sign = CheckpointSigner {
+                origin: ORIGIN,
+                signer: &signer,
+                at: Utc::now(),
+            };
+            store
+                .ledger_append(
+                    (next..end).map(|i| entry(i).pre_encode().unwrap()).collect(),
+                    Some(sign),
+                )
+                .await
+                .unwrap();
+            next = end;
+        }
+        if unsigned > 0 {
+            store
+                .ledger_append(
+                    (next..next + unsigned)
+                        .map(|i| entry(i).pre_encode().unwrap())
+                        .collect(),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        store.close().await;
+        Self { dir, signer }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("warden-data")
+    }
+
+    fn cwd(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `warden audit <args>` in the directory holding `warden-data/` (the default data dir).
+    fn audit(&self, args: &[&str]) -> Out {
+        let mut all = vec!["audit"];
+        all.extend(args);
+        warden(self.cwd(), &all)
+    }
+
+    /// Runs SQL on the database directly, as an attacker with write access would.
+    async fn sql(&self, statement: &str, bind: Option<Vec<u8>>) {
+        let url = format!("sqlite:{}", self.data().join("warden.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let q = sqlx::query(statement);
+        let q = match bind {
+            Some(b) => q.bind(b),
+            None => q,
+        };
+        q.execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    async fn canonical(&self, seq: i64) -> Vec<u8> {
+        let url = format!("sqlite:{}", self.data().join("warden.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let bytes: Vec<u8> = sqlx::query_scalar("SELECT canonical FROM ledger_entries WHERE seq = ?")
+            .bind(seq)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        bytes
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// verify
+
+#[tokio::test]
+async fn a_good_log_verifies_with_its_counts() {
+    let ledger = Ledger::new(300, 5).await;
+    let out = ledger.audit(&["verify", "-o", "json"]).ok();
+    let v = out.json();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["entries"], 305);
+    assert_eq!(v["checkpoints"], 9, "{v}"); // 300 / 37, rounded up
+    assert_eq!(v["latest_checkpoint"], 300);
+    assert_eq!(v["unsigned_tail"], 5);
+    assert_eq!(v["origin"], ORIGIN);
+    assert_eq!(v["appended_during_verification"], 0);
+    assert_eq!(v["keys_pinned"], false);
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{v}");
+    assert_eq!(keys[0]["vkey"], ledger.signer.verifier_key().to_string());
+    assert_eq!(keys[0]["source"], "database");
+    assert_eq!(v["root"].as_str().unwrap().len(), 64);
+    // Keys from the evidence itself are flagged.
+    assert!(
+        out.stderr.contains("warning: the trusted keys came from"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("the last 5 entries"), "{}", out.stderr);
+
+    // Table output; pinned keys (flag and file), an explicit data dir from elsewhere.
+    let vkey = ledger.signer.verifier_key().to_string();
+    let out = warden(
+        std::env::temp_dir().as_path(),
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            path_str(&ledger.data()),
+            "--key",
+            &vkey,
+            "--origin",
+            ORIGIN,
+        ],
+    )
+    .ok();
+    assert!(out.stdout.contains("result:"), "{}", out.stdout);
+    assert!(out.stdout.contains("verified"), "{}", out.stdout);
+    assert!(out.stdout.contains("entries:"), "{}", out.stdout);
+    assert!(out.stdout.contains("305"), "{}", out.stdout);
+    assert!(out.stdout.contains("(pinned)"), "{}", out.stdout);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let key_file = ledger.cwd().join("keys.txt");
+    std::fs::write(&key_file, format!("# the log's keys\n\n{vkey}\n")).unwrap();
+    let v = ledger
+        .audit(&["verify", "--key-file", path_str(&key_file), "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(v["keys_pinned"], true);
+    assert_eq!(v["keys"][0]["source"], "pinned");
+
+    // Without ledger_keys, the public half of ledger.key still verifies.
+    ledger.sql("DELETE FROM ledger_keys", None).await;
+    let v = ledger.audit(&["verify", "-o", "json"]).ok().json();
+    assert_eq!(v["keys"][0]["source"], "ledger.key");
+    // With neither, there is nothing to trust.
+    std::fs::remove_file(ledger.data().join("ledger.key")).unwrap();
+    let e = ledger.audit(&["verify"]).fails(1);
+    assert!(e.contains("no trusted key"), "{e}");
+}
+
+#[tokio::test]
+async fn one_changed_byte_fails_naming_the_entry() {
+    let ledger = Ledger::new(300, 0).await;
+    let mut bytes = ledger.canonical(41).await;
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"beta\"")
+        .expect("agent in entry 41");
+    bytes[at] = b'z';
+    ledger
+        .sql(
+            "UPDATE ledger_entries SET canonical = ? WHERE seq = 41",
+            Some(bytes),
+        )
+        .await;
+    let out = ledger.audit(&["verify"]);
+    let e = out.fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED at entry 41: "),
+        "{e}"
+    );
+    // JSON mode also prints the verdict on stdout, for scripts.
+    let out = ledger.audit(&["verify", "-o", "json"]);
+    assert_eq!(out.code, 1);
+    let v = out.json();
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["first_bad_entry"], 41);
+
+    // The stored hash changed along with the bytes: the signed root still catches it, naming the
+    // first entry its checkpoint covers that no earlier checkpoint does (37: batches of 37).
+    let fixed = warden_ledger::leaf_hash(&ledger.canonical(41).await);
+    ledger
+        .sql(
+            "UPDATE ledger_entries SET leaf_hash = ? WHERE seq = 41",
+            Some(fixed.as_bytes().to_vec()),
+        )
+        .await;
+    let e = ledger.audit(&["verify"]).fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED at entry 37: "),
+        "{e}"
+    );
+    assert!(e.contains("tree size 74"), "{e}");
+}
+
+#[tokio::test]
+async fn a_deleted_entry_fails_naming_it() {
+    let ledger = Ledger::new(300, 0).await;
+    ledger
+        .sql("DELETE FROM ledger_entries WHERE seq = 41", None)
+        .await;
+    let e = ledger.audit(&["verify"]).fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED at entry 41: "),
+        "{e}"
+    );
+    assert!(e.contains("missing"), "{e}");
+
+    // The last entries deleted, and their checkpoint: the stored head still counts them.
+    let ledger = Ledger::new(80, 0).await;
+    ledger
+        .sql("DELETE FROM ledger_entries WHERE seq >= 74", None)
+        .await;
+    ledger
+        .sql("DELETE FROM ledger_checkpoints WHERE size > 74", None)
+        .await;
+    let e = ledger.audit(&["verify"]).fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED at entry 74: "),
+        "{e}"
+    );
+    assert!(e.contains("stored head"), "{e}");
+}
+
+#[tokio::test]
+async fn an_entry_past_the_head_fails() {
+    let ledger = Ledger::new(40, 0).await;
+    let bytes = ledger.canonical(39).await;
+    ledger
+        .sql(
+            "INSERT INTO ledger_entries (seq, at, agent, canonical, leaf_hash) \
+             SELECT 40, at, agent, canonical, leaf_hash FROM ledger_entries WHERE seq = 39",
+            None,
+        )
+        .await;
+    assert!(!bytes.is_empty());
+    let e = ledger.audit(&["verify"]).fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED at entry 40: "),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn checkpoints_signed_by_other_keys() {
+    let ledger = Ledger::new(100, 0).await;
+    // A key that signed nothing, pinned: the first checkpoint is refused.
+    let (stranger, _) = signer("node-9.warden.test", 9);
+    let stranger_vkey = stranger.verifier_key().to_string();
+    let e = ledger.audit(&["verify", "--key", &stranger_vkey]).fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED: the checkpoint of tree size 37 is not acceptable"),
+        "{e}"
+    );
+
+    // An attacker with write access re-signs a checkpoint with a key of their own and publishes it: the
+    // database's keys now accept it, the pinned key does not.
+    let (rogue, _) = signer("node-1.warden.test", 66);
+    let body = {
+        let url = format!("sqlite:{}", ledger.data().join("warden.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let note: String = sqlx::query_scalar("SELECT note FROM ledger_checkpoints WHERE size = 74")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        note.split("\n\n").next().unwrap().to_owned() + "\n"
+    };
+    let cp = warden_ledger::Checkpoint::parse_body(&body).unwrap();
+    let forged = cp.sign(&[&rogue]).unwrap();
+    let url = format!("sqlite:{}", ledger.data().join("warden.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE ledger_checkpoints SET note = ? WHERE size = 74")
+        .bind(&forged)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO ledger_keys (vkey, node, created_at) VALUES (?, 'evil', '2025-01-01T00:00:00Z')",
+    )
+    .bind(rogue.verifier_key().to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let out = ledger.audit(&["verify", "-o", "json"]).ok();
+    assert_eq!(out.json()["keys"].as_array().unwrap().len(), 2);
+    assert!(out.stderr.contains("Pin the keys"), "{}", out.stderr);
+    let vkey = ledger.signer.verifier_key().to_string();
+    let e = ledger.audit(&["verify", "--key", &vkey]).fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED: the checkpoint of tree size 74 is not acceptable"),
+        "{e}"
+    );
+}
+
+// ----------------------------------------------------------------------------------------------------
+// export
+
+/// Copies `file` into a fresh directory (nothing else there) and returns both.
+fn elsewhere(file: &Path) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("evidence.jsonl");
+    std::fs::copy(file, &copy).unwrap();
+    (dir, copy)
+}
+
+#[tokio::test]
+async fn complete_and_filtered_bundles_verify_offline() {
+    let ledger = Ledger::new(300, 4).await;
+    let vkey = ledger.signer.verifier_key().to_string();
+
+    // Complete.
+    let bundle = ledger.cwd().join("all.jsonl");
+    let v = ledger
+        .audit(&["export", "--out", path_str(&bundle), "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(v["entries"], 300, "{v}");
+    assert_eq!(v["tree_size"], 300);
+    assert_eq!(v["entries_after_latest_checkpoint"], 4);
+    assert_eq!(v["scope"]["complete"], true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&bundle).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains(r#""type":"checkpoint""#))
+            .count(),
+        9
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains(r#""type":"policy""#)).count(),
+        1
+    );
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(
+        header["redaction_key"].as_str().unwrap().starts_with("sha256:"),
+        "{header}"
+    );
+    // No temporary file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(ledger.cwd())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".warden-export"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let (dir, copy) = elsewhere(&bundle);
+    let out = warden(
+        dir.path(),
+        &["audit", "verify", "--bundle", "evidence.jsonl", "-o", "json"],
+    )
+    .ok();
+    let v = out.json();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["entries"], 300);
+    assert_eq!(v["checkpoints"], 9);
+    assert_eq!(v["keys_from_bundle"], true);
+    assert_eq!(v["policy_versions_missing"], serde_json::json!([]));
+    assert!(
+        out.stderr
+            .contains("warning: the trusted keys came from the bundle"),
+        "{}",
+        out.stderr
+    );
+    let out = warden(
+        dir.path(),
+        &["audit", "verify", "--bundle", "evidence.jsonl", "--key", &vkey],
+    )
+    .ok();
+    assert!(out.stdout.contains("complete"), "{}", out.stdout);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    // The wrong pinned key, the wrong origin.
+    let (stranger, _) = signer("node-9.warden.test", 9);
+    let e = warden(
+        dir.path(),
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            "evidence.jsonl",
+            "--key",
+            &stranger.verifier_key().to_string(),
+        ],
+    )
+    .fails(1);
+    assert!(e.starts_with("error: bundle verification FAILED: "), "{e}");
+    let e = warden(
+        dir.path(),
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            "evidence.jsonl",
+            "--origin",
+            "other.test/log",
+        ],
+    )
+    .fails(1);
+    assert!(e.contains("not `other.test/log`"), "{e}");
+
+    // One edited entry in the bundle.
+    let edited: String = std::fs::read_to_string(&copy)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.contains(r#""type":"entry""#) && l.contains(r#""seq":41,"#) {
+                l.replacen(r#""i":41"#, r#""i":42"#, 1)
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    assert_ne!(edited, std::fs::read_to_string(&copy).unwrap());
+    std::fs::write(&copy, edited).unwrap();
+    let e = warden(dir.path(), &["audit", "verify", "--bundle", "evidence.jsonl"]).fails(1);
+    assert!(
+        e.starts_with("error: bundle verification FAILED at entry 41: "),
+        "{e}"
+    );
+
+    // Filtered by agent: entries 0, 3, 6, … below 300.
+    let alpha = ledger.cwd().join("alpha.jsonl");
+    let v = ledger
+        .audit(&[
+            "export",
+            "--out",
+            path_str(&alpha),
+            "--agent",
+            "alpha",
+            "-o",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["entries"], 100, "{v}");
+    assert_eq!(v["scope"]["complete"], false);
+    let (dir, _) = elsewhere(&alpha);
+    let v = warden(
+        dir.path(),
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            "evidence.jsonl",
+            "--key",
+            &vkey,
+            "-o",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["entries"], 100);
+    assert_eq!(v["first_seq"], 0);
+    assert_eq!(v["last_seq"], 297);
+    assert_eq!(v["contiguous"], false);
+    assert_eq!(v["scope"]["agent"], "alpha");
+    assert_eq!(v["policy_versions_referenced"], serde_json::json!([POLICY]));
+
+    // Filtered by time: minutes 100 (inclusive) to 150 (exclusive).
+    let window = ledger.cwd().join("window.jsonl");
+    let since = (t0() + Duration::minutes(100)).to_rfc3339();
+    let until = (t0() + Duration::minutes(150)).to_rfc3339();
+    let v = ledger
+        .audit(&[
+            "export",
+            "--out",
+            path_str(&window),
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "-o",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["entries"], 50, "{v}");
+    let v = warden(
+        ledger.cwd(),
+        &["audit", "verify", "--bundle", path_str(&window), "-o", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        (v["first_seq"].clone(), v["last_seq"].clone()),
+        (100.into(), 149.into())
+    );
+    assert_eq!(v["contiguous"], true);
+
+    // A bundle cut short.
+    let text = std::fs::read_to_string(&window).unwrap();
+    let cut = ledger.cwd().join("cut.jsonl");
+    std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+    let e = warden(ledger.cwd(), &["audit", "verify", "--bundle", path_str(&cut)]).fails(1);
+    assert!(e.starts_with("error: bundle verification FAILED: "), "{e}");
+}
+
+#[tokio::test]
+async fn ocsf_lines() {
+    let ledger = Ledger::new(90, 3).await;
+    let out_file = ledger.cwd().join("events.ocsf.jsonl");
+    let v = ledger
+        .audit(&[
+            "export",
+            "--format",
+            "ocsf",
+            "--out",
+            path_str(&out_file),
+            "--since",
+            "2025-03-01",
+            "-o",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["entries"], 90);
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 90);
+    for (i, line) in lines.iter().enumerate() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(event["metadata"]["version"], "1.3.0", "{event}");
+        assert_eq!(event["metadata"]["sequence"], i as u64, "{event}");
+    }
+    // A date after every entry: nothing, but still a (empty) file.
+    let empty = ledger.cwd().join("none.jsonl");
+    let v = ledger
+        .audit(&[
+            "export",
+            "--format",
+            "ocsf",
+            "--out",
+            path_str(&empty),
+            "--since",
+            "2030-01-01",
+            "-o",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["entries"], 0);
+    assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
+}
+
+// ----------------------------------------------------------------------------------------------------
+// bad input
+
+#[tokio::test]
+async fn bad_input_is_refused_precisely() {
+    let ledger = Ledger::new(40, 0).await;
+    let out = |name: &str| path_str(&ledger.cwd().join(name)).to_owned();
+
+    let e = ledger
+        .audit(&["export", "--out", &out("x"), "--format", "xml"])
+        .fails(2);
+    assert!(e.contains("invalid value 'xml' for '--format"), "{e}");
+    let e = ledger
+        .audit(&["export", "--out", &out("x"), "--since", "yesterday"])
+        .fails(2);
+    assert!(e.contains("--since: `yesterday` is not a time"), "{e}");
+    let e = ledger
+        .audit(&["export", "--out", &out("x"), "--until", "2025-13-01"])
+        .fails(2);
+    assert!(e.contains("--until: "), "{e}");
+    let e = ledger
+        .audit(&[
+            "export",
+            "--out",
+            &out("x"),
+            "--since",
+            "2025-03-02",
+            "--until",
+            "2025-03-01",
+        ])
+        .fails(2);
+    assert!(e.contains("--since must be before --until"), "{e}");
+    let e = ledger.audit(&["export"]).fails(2);
+    assert!(e.contains("--out <FILE>"), "{e}");
+    let e = ledger
+        .audit(&["verify", "--database", "postgres://u:hunter2@db/w"])
+        .fails(2);
+    assert!(
+        e.contains("--database: the URL must not contain a password"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    let e = ledger.audit(&["verify", "--key", "not-a-key"]).fails(2);
+    assert!(e.contains("--key: not a verifier key"), "{e}");
+    let e = ledger.audit(&["verify", "--origin", "has space"]).fails(2);
+    assert!(e.contains("--origin: "), "{e}");
+    let e = ledger
+        .audit(&["verify", "--bundle", "b.jsonl", "--data-dir", "warden-data"])
+        .fails(2);
+    assert!(e.contains("cannot be used with"), "{e}");
+    assert!(!ledger.cwd().join("x").exists());
+
+    // Files that are not there, or are.
+    let e = ledger.audit(&["verify", "--bundle", "missing.jsonl"]).fails(1);
+    assert!(e.contains("cannot read bundle missing.jsonl"), "{e}");
+    let e = ledger.audit(&["verify", "--data-dir", "nowhere"]).fails(1);
+    assert!(e.contains("no Warden database at nowhere/warden.db"), "{e}");
+    assert!(!ledger.cwd().join("nowhere").exists());
+    let e = ledger.audit(&["verify", "--key-file", "missing.txt"]).fails(1);
+    assert!(e.contains("cannot read key file missing.txt"), "{e}");
+    std::fs::write(ledger.cwd().join("bad-keys.txt"), "garbage\n").unwrap();
+    let e = ledger.audit(&["verify", "--key-file", "bad-keys.txt"]).fails(1);
+    assert!(e.contains("bad-keys.txt:1: not a verifier key"), "{e}");
+    std::fs::write(ledger.cwd().join("taken.jsonl"), "mine\n").unwrap();
+    let e = ledger.audit(&["export", "--out", &out("taken.jsonl")]).fails(1);
+    assert!(e.contains("already exists; refusing to overwrite it"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(ledger.cwd().join("taken.jsonl")).unwrap(),
+        "mine\n"
+    );
+    let e = ledger
+        .audit(&["export", "--out", &out("no-such-dir/b.jsonl")])
+        .fails(1);
+    assert!(e.contains("cannot create a file in"), "{e}");
+    std::fs::write(ledger.cwd().join("not-a-bundle.jsonl"), "{\"hello\": 1}\n").unwrap();
+    let e = ledger
+        .audit(&["verify", "--bundle", "not-a-bundle.jsonl"])
+        .fails(1);
+    assert!(e.starts_with("error: bundle verification FAILED: "), "{e}");
+
+    // An empty log verifies; it has nothing to export with proof.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir(empty.path().join("warden-data")).unwrap();
+    SqliteStore::open(&empty.path().join("warden-data/warden.db"))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let v = warden(empty.path(), &["audit", "verify", "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(v["entries"], 0);
+    let e = warden(empty.path(), &["audit", "export", "--out", "b.jsonl"]).fails(1);
+    assert!(e.contains("no signed checkpoint yet"), "{e}");
+    assert!(!empty.path().join("b.jsonl").exists());
+}
+
+/// The same on PostgreSQL, the database named with --database or WARDEN_DATABASE_URL; the data
+/// directory (with `ledger.key`) still given with --data-dir.
+#[tokio::test]
+async fn postgres_logs_verify_and_export() {
+    let url = warden_store::testing::fresh_postgres_url().await;
+    let store = warden_store::open(&url).await.unwrap();
+    let (signer, private) = signer("node-1.warden.test", 7);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("ledger.key"), format!("{private}\n")).unwrap();
+    for start in (0..120u64).step_by(40) {
+        let sign = CheckpointSigner {
+            origin: ORIGIN,
+            signer: &signer,
+            at: Utc::now(),
+        };
+        store
+            .ledger_append(
+                (start..start + 40)
+                    .map(|i| entry(i).pre_encode().unwrap())
+                    .collect(),
+                Some(sign),
+            )
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    let data_dir = path_str(&data);
+
+    let v = warden(
+        dir.path(),
+        &[
+            "audit",
+            "verify",
+            "--database",
+            &url,
+            "--data-dir",
+            data_dir,
+            "-o",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        (v["entries"].clone(), v["checkpoints"].clone()),
+        (120.into(), 3.into())
+    );
+    assert_eq!(v["database"], "postgres database");
+    assert_eq!(v["keys"][0]["source"], "ledger.key");
+    assert!(!v.to_string().contains(&url), "{v}");
+
+    let out = clean_env(&mut Command::new(WARDEN))
+        .args([
+            "audit",
+            "export",
+            "--out",
+            "beta.jsonl",
+            "--agent",
+            "beta",
+            "--data-dir",
+            data_dir,
+        ])
+        .env("WARDEN_DATABASE_URL", &url)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (other, _) = elsewhere(&dir.path().join("beta.jsonl"));
+    let vkey = signer.verifier_key().to_string();
+    let v = warden(
+        other.path(),
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            "evidence.jsonl",
+            "--key",
+            &vkey,
+            "-o",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(v["entries"], 80);
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE ledger_entries SET canonical = convert_to(replace(convert_from(canonical, 'UTF8'), 'beta', 'betb'), 'UTF8') WHERE seq = 41")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let e = warden(
+        dir.path(),
+        &["audit", "verify", "--database", &url, "--data-dir", data_dir],
+    )
+    .fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED at entry 41: "),
+        "{e}"
+    );
+}
