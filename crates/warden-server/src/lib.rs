@@ -64,7 +64,8 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         DatabaseTarget::Url(_) => None,
     };
     let store = open_store(&resolved.database).await?;
-    bootstrap(store.as_ref(), &resolved).await?;
+    let mut first_start = Vec::new();
+    first_start.extend(bootstrap(store.as_ref(), &resolved).await?);
 
     let listener = tokio::net::TcpListener::bind(resolved.listen)
         .await
@@ -78,11 +79,19 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let identity = Arc::new(build_identity(&resolved, &public_url, store.clone()).await?);
     if let Some(dir) = &resolved.policy_bootstrap_dir {
-        policy::bootstrap(store.as_ref(), dir).await?;
+        first_start.extend(policy::bootstrap(store.as_ref(), dir).await?);
     }
     let policies = Arc::new(policy::Policies::load(store.as_ref()).await?);
     spawn_background(store.clone(), identity.clone(), policies.clone());
     let ledger = open_ledger(&resolved, store.clone(), &public_url).await?;
+    // What the first start did (the admin, the policy set) is the log's first history. (Recorded
+    // after the fact: the ledger's keys live in the data directory the bootstrap prepares.)
+    if !first_start.is_empty() {
+        ledger
+            .record_all(first_start)
+            .await
+            .context("cannot record the first start in the audit ledger")?;
+    }
     let state = AppState::new(
         store.clone(),
         resolved.trust_domain.clone(),
@@ -303,7 +312,7 @@ async fn open_store(target: &DatabaseTarget) -> anyhow::Result<Arc<dyn Store>> {
 /// On first start (no human in the store), creates the admin and writes its token to
 /// `<data-dir>/admin.token` with mode 0600. The file is written before the database commit and renamed
 /// into place after it, so a crash leaves either no admin, or an admin whose token is on disk.
-async fn bootstrap(store: &dyn Store, r: &Resolved) -> anyhow::Result<()> {
+async fn bootstrap(store: &dyn Store, r: &Resolved) -> anyhow::Result<Option<warden_ledger::NewEntry>> {
     let final_path = r.data_dir.join(ADMIN_TOKEN_FILE);
     let tmp_path: PathBuf = r
         .data_dir
@@ -348,11 +357,24 @@ async fn bootstrap(store: &dyn Store, r: &Resolved) -> anyhow::Result<()> {
                 final_path.display(),
                 DEFAULT_TOKEN_TTL.num_days()
             );
-            Ok(())
+            Ok(Some(
+                warden_ledger::NewEntry::new(
+                    now,
+                    warden_ledger::EntryKind::RegistryChange,
+                    "system:bootstrap",
+                )
+                .subject(r.admin_email.to_string())
+                .body(serde_json::json!({
+                    "op": "human.bootstrap_admin",
+                    "roles": ["admin"],
+                    "token_id": record.id,
+                    "expires_at": record.expires_at,
+                })),
+            ))
         }
         Ok(false) => {
             let _ = fs::remove_file(&tmp_path);
-            Ok(())
+            Ok(None)
         }
         Err(e) => {
             let _ = fs::remove_file(&tmp_path);

@@ -300,7 +300,8 @@ pub fn compile_files(
 }
 
 /// On first start (no active set in the store), activates the policy directory named in the config.
-pub async fn bootstrap(store: &dyn Store, dir: &Path) -> anyhow::Result<()> {
+/// Returns the ledger entry of the activation, if there was one (the caller records it).
+pub async fn bootstrap(store: &dyn Store, dir: &Path) -> anyhow::Result<Option<warden_ledger::NewEntry>> {
     if store
         .current_policies()
         .await
@@ -308,7 +309,7 @@ pub async fn bootstrap(store: &dyn Store, dir: &Path) -> anyhow::Result<()> {
         .active
         .is_some()
     {
-        return Ok(());
+        return Ok(None);
     }
     let source = warden_policy::load_dir(dir)
         .with_context(|| format!("cannot load policies from {}", dir.display()))?;
@@ -345,5 +346,15 @@ pub async fn bootstrap(store: &dyn Store, dir: &Path) -> anyhow::Result<()> {
         .await
         .context("cannot activate the bootstrap policies")?;
     tracing::info!(version = %version.version, policies = compiled.len(), dir = %dir.display(), "bootstrap policy set activated");
-    Ok(())
+    let names: Vec<&String> = version.files.keys().collect();
+    Ok(Some(
+        warden_ledger::NewEntry::new(now, warden_ledger::EntryKind::PolicyChange, "system:bootstrap")
+            .subject(version.version.clone())
+            .body(serde_json::json!({
+                "op": "policy.active",
+                "policy_version": version.version,
+                "files": names,
+                "comment": format!("bootstrap from {}", dir.display()),
+            })),
+    ))
 }

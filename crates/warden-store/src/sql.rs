@@ -1592,43 +1592,58 @@ macro_rules! impl_store {
 
             async fn ledger_nodes(&self, ids: &[warden_ledger::NodeId]) -> crate::Result<Vec<warden_ledger::Hash>> {
                 use sqlx::Row as _;
+                use std::collections::HashMap;
+                let missing = |id: &warden_ledger::NodeId| crate::StoreError::not_found("ledger node", format!("{}/{}", id.level, id.index));
                 let mut conn = self.read.acquire().await?;
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if id.level > 0 && id.level < crate::ledger::STORED_NODE_LEVEL {
-                        // Not stored: hash it from its leaves (at most 128).
-                        let (start, end) = id.leaf_range().ok_or_else(|| crate::StoreError::Internal(format!("node {}/{} has no leaf range", id.level, id.index)))?;
-                        let rows = sqlx::query("SELECT seq, leaf_hash FROM ledger_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq")
-                            .bind(crate::ledger::to_i64(start))
-                            .bind(crate::ledger::to_i64(end))
-                            .fetch_all(&mut *conn)
-                            .await?;
-                        if rows.len() as u64 != end - start {
-                            return Err(crate::StoreError::not_found("ledger node", format!("{}/{}", id.level, id.index)));
-                        }
-                        let leaves = rows
-                            .iter()
-                            .map(|r| Ok(crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?)))
-                            .collect::<crate::Result<Vec<_>>>()?;
-                        out.push(warden_ledger::root(&leaves));
-                        continue;
+                let mut found: HashMap<warden_ledger::NodeId, warden_ledger::Hash> = HashMap::with_capacity(ids.len());
+                let leaves: Vec<i64> = ids.iter().filter(|id| id.level == 0).map(|id| crate::ledger::to_i64(id.index)).collect();
+                let stored: Vec<&warden_ledger::NodeId> = ids.iter().filter(|id| id.level >= crate::ledger::STORED_NODE_LEVEL).collect();
+                // One query for the leaves, one for the stored nodes (proofs need ~log2(n) of them).
+                for chunk in leaves.chunks(crate::ledger::INSERT_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT seq, leaf_hash FROM ledger_entries WHERE seq IN (");
+                    let mut list = q.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
                     }
-                    let row = if id.level == 0 {
-                        sqlx::query("SELECT leaf_hash AS hash FROM ledger_entries WHERE seq = $1")
-                            .bind(crate::ledger::to_i64(id.index))
-                            .fetch_optional(&mut *conn)
-                            .await?
-                    } else {
-                        sqlx::query("SELECT hash FROM ledger_nodes WHERE level = $1 AND idx = $2")
-                            .bind(i32::from(id.level))
-                            .bind(crate::ledger::to_i64(id.index))
-                            .fetch_optional(&mut *conn)
-                            .await?
-                    };
-                    let row = row.ok_or_else(|| crate::StoreError::not_found("ledger node", format!("{}/{}", id.level, id.index)))?;
-                    out.push(crate::ledger::stored_hash(row.try_get::<&[u8], _>("hash")?));
+                    q.push(")");
+                    for r in q.build().fetch_all(&mut *conn).await? {
+                        let seq = crate::ledger::seq_col(r.try_get("seq")?)?;
+                        found.insert(warden_ledger::NodeId::leaf(seq), crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?));
+                    }
                 }
-                Ok(out)
+                for chunk in stored.chunks(crate::ledger::INSERT_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT level, idx, hash FROM ledger_nodes WHERE (level, idx) IN (");
+                    q.push_tuples(chunk, |mut b, id| {
+                        b.push_bind(i32::from(id.level)).push_bind(crate::ledger::to_i64(id.index));
+                    });
+                    q.push(")");
+                    for r in q.build().fetch_all(&mut *conn).await? {
+                        let level: i32 = r.try_get("level")?;
+                        let id = warden_ledger::NodeId::new(
+                            u8::try_from(level).map_err(|e| crate::StoreError::corrupt("level", e))?,
+                            crate::ledger::seq_col(r.try_get("idx")?)?,
+                        );
+                        found.insert(id, crate::ledger::stored_hash(r.try_get::<&[u8], _>("hash")?));
+                    }
+                }
+                // Nodes below the stored levels: hashed from their leaves (at most 128 each).
+                for id in ids.iter().filter(|id| id.level > 0 && id.level < crate::ledger::STORED_NODE_LEVEL) {
+                    let (start, end) = id.leaf_range().ok_or_else(|| missing(id))?;
+                    let rows = sqlx::query("SELECT leaf_hash FROM ledger_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq")
+                        .bind(crate::ledger::to_i64(start))
+                        .bind(crate::ledger::to_i64(end))
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    if rows.len() as u64 != end - start {
+                        return Err(missing(id));
+                    }
+                    let hashes = rows
+                        .iter()
+                        .map(|r| Ok(crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?)))
+                        .collect::<crate::Result<Vec<_>>>()?;
+                    found.insert(*id, warden_ledger::root(&hashes));
+                }
+                ids.iter().map(|id| found.get(id).copied().ok_or_else(|| missing(id))).collect()
             }
 
             async fn ledger_checkpoints(&self, from_size: u64, limit: u32) -> crate::Result<Vec<crate::StoredCheckpoint>> {

@@ -1241,3 +1241,94 @@ async fn export_from(
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Tail
+
+/// How long one long poll of `audit tail --follow` waits on the server, seconds.
+const TAIL_WAIT_SECS: &str = "25";
+
+/// One table line for an entry: what a person scanning the log needs.
+fn tail_line(entry: &Value) -> String {
+    let body = &entry["body"];
+    let s = |v: &Value| v.as_str().map(crate::client::printable).unwrap_or_default();
+    let what = if let Some(outcome) = body["outcome"].as_str() {
+        let mut w = format!("{outcome} {}", s(&body["action"]));
+        if let Some(r) = body["resource"].as_str() {
+            w.push(' ');
+            w.push_str(&crate::client::printable(r));
+        }
+        if let Some(reason) = body["reasons"].get(0).and_then(Value::as_str) {
+            w.push_str(" — ");
+            w.push_str(&crate::client::printable(reason));
+        }
+        w
+    } else {
+        s(&body["op"])
+    };
+    format!(
+        "{:>8}  {}  {:<16}  {}  {}  {}",
+        entry["seq"],
+        s(&entry["at"]),
+        s(&entry["kind"]),
+        s(&entry["actor"]),
+        s(&entry["subject"]),
+        what
+    )
+}
+
+/// `warden audit tail`: the newest entries, then (with --follow) new ones as they are committed.
+pub async fn tail(
+    client: &crate::client::Client,
+    format: Format,
+    args: crate::cli::AuditTailArgs,
+) -> anyhow::Result<()> {
+    let agent = args.agent.as_ref().map(|a| a.to_string());
+    let query = |from: u64, wait: Option<&str>| {
+        let mut q = vec![("from", from.to_string()), ("limit", "1000".to_owned())];
+        if let Some(a) = &agent {
+            q.push(("agent", a.clone()));
+        }
+        if let Some(w) = wait {
+            q.push(("wait", w.to_owned()));
+        }
+        q
+    };
+    let get = |q: Vec<(&'static str, String)>| async move {
+        let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        client.get(&["v1", "audit", "entries"], &pairs).await
+    };
+    let mut from = match args.from {
+        Some(f) => f,
+        None => {
+            let probe = get(query(u64::MAX >> 11, None)).await?;
+            let size = probe["size"].as_u64().unwrap_or(0);
+            if agent.is_some() {
+                size
+            } else {
+                size.saturating_sub(u64::from(args.lines))
+            }
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    loop {
+        let wait = args.follow.then_some(TAIL_WAIT_SECS);
+        let page = get(query(from, wait)).await?;
+        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        for e in &entries {
+            let line = match format {
+                Format::Json => e["entry"].to_string(),
+                Format::Table => tail_line(&e["entry"]),
+            };
+            writeln!(out, "{line}").context("writing to stdout")?;
+        }
+        out.flush().context("writing to stdout")?;
+        from = page["next"].as_u64().unwrap_or(from);
+        if entries.is_empty() && !args.follow {
+            return Ok(());
+        }
+        if !args.follow && entries.len() < 1000 {
+            return Ok(());
+        }
+    }
+}

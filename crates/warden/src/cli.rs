@@ -37,7 +37,7 @@ pub const DEFAULT_TOKEN_FILE: &str = "warden-data/admin.token";
 const GLOBAL: &str = "Global options";
 
 const AFTER_HELP: &str = "\
-Authentication (every verb but `serve`, `audit`, `policy validate|test` and the agent-side verbs below):
+Authentication (every verb but `serve`, `audit verify|export`, `policy validate|test` and the agent-side verbs below):
   The API token is taken from the first of:
     1. --token-file FILE
     2. the WARDEN_TOKEN environment variable (the token itself)
@@ -59,6 +59,7 @@ Audit (`audit verify`, `audit export`):
   These read the ledger from the server's database directly (--data-dir, --database
   or --config, as `warden serve` finds it) or, with `audit verify --bundle FILE`, from
   an exported evidence bundle. They need neither a server nor a token.
+  `audit tail` asks the server, with an admin's or auditor's API token.
 
 Policies (`policy validate`, `policy test`):
   These work on local files and need neither a server nor a token.
@@ -734,6 +735,29 @@ pub enum AuditCommand {
     Verify(AuditVerifyArgs),
     /// Export the ledger, or the entries a filter selects, as an evidence bundle or OCSF events.
     Export(AuditExportArgs),
+    /// Show the newest ledger entries from the server, and with --follow keep showing new ones.
+    Tail(AuditTailArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads /v1/audit/entries from the server (an API token of an admin or auditor). Table output: one line
+per entry (sequence number, time, kind, actor, subject, outcome or operation); -o json: one JSON object
+per line, the entry as hashed into the log. With --follow, waits for new entries (long polling) until
+interrupted.")]
+pub struct AuditTailArgs {
+    /// How many of the newest entries to show first (ignored with --from).
+    #[arg(short = 'n', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub lines: u32,
+    /// Start at this sequence number instead.
+    #[arg(long, value_name = "SEQ")]
+    pub from: Option<u64>,
+    /// Only entries about this agent (from the agent's newest entries on; with --follow, new ones).
+    #[arg(long, value_name = "NAME", value_parser = Flag::<AgentName>::new())]
+    pub agent: Option<AgentName>,
+    /// Keep waiting for new entries.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 /// Where the server's database is: found as `warden serve` finds it.

@@ -41,6 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         // Local: no server, no token.
         Command::Audit(AuditCommand::Verify(a)) => return audit::verify(format, a).await.map(done),
         Command::Audit(AuditCommand::Export(a)) => return audit::export(format, a).await.map(done),
+        Command::Audit(AuditCommand::Tail(a)) => Call::AuditTail(a),
         Command::Policy(PolicyCommand::Validate(a)) => return policy::validate(format, &a.dir).map(done),
         Command::Policy(PolicyCommand::Test(a)) => return policy::test(format, a).map(done),
         // Compiled here first; nothing is sent when the set does not compile.
@@ -96,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Call::KeysRotate => keys_rotate(&client, format).await,
         Call::Policy(c) => policy::run(&client, format, c).await,
         Call::Whoami => whoami(&client, format).await,
+        Call::AuditTail(a) => audit::tail(&client, format, a).await,
     };
     result.map(done)
 }
@@ -129,6 +131,7 @@ enum Call {
     KeysRotate,
     Policy(PolicyCall),
     Whoami,
+    AuditTail(crate::cli::AuditTailArgs),
 }
 
 enum TaskCall {

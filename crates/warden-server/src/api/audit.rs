@@ -20,8 +20,8 @@ use crate::json::ApiQuery;
 
 /// Most entries one `GET /v1/audit/entries` returns.
 pub const MAX_ENTRIES_PAGE: u32 = 1000;
-/// Longest `wait` of a long poll, seconds.
-pub const MAX_WAIT_SECS: u64 = 60;
+/// Longest `wait` of a long poll, seconds (below the default 30 s request timeout).
+pub const MAX_WAIT_SECS: u64 = 25;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CheckpointInfo {
@@ -211,7 +211,7 @@ pub struct EntriesQuery {
     pub limit: Option<u32>,
     /// Only entries about this agent.
     pub agent: Option<String>,
-    /// When nothing matches yet, wait up to this many seconds for new entries (at most 60).
+    /// When nothing matches yet, wait up to this many seconds for new entries (at most 25).
     pub wait: Option<u64>,
 }
 
@@ -231,6 +231,8 @@ pub struct AuditEntries {
     pub entries: Vec<AuditEntry>,
     /// Where the next page starts (`from` of the next call).
     pub next: u64,
+    /// Entries in the log when the page was read.
+    pub size: u64,
 }
 
 #[utoipa::path(
@@ -277,6 +279,8 @@ pub async fn entries(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let next = records.last().map_or(from, |r| r.seq + 1);
+    // Read after the entries, so it covers them.
+    let size = state.store.ledger_head().await?.size();
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         let encoded = EncodedEntry::decode(r.bytes.clone())
@@ -291,5 +295,9 @@ pub async fn entries(
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
         });
     }
-    Ok(Json(AuditEntries { entries: out, next }))
+    Ok(Json(AuditEntries {
+        entries: out,
+        next,
+        size,
+    }))
 }

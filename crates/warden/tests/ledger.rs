@@ -1,6 +1,8 @@
-//! Crash safety of the ledger, end to end: `warden serve` is killed with SIGKILL in the middle of
-//! heavy decision traffic, restarted on the same data, and every decision it had acknowledged (a 200
-//! with a `warden-ledger-seq`) is in the log, under its request id, and the whole log verifies.
+//! The ledger end to end, with real processes. Crash safety: `warden serve` is killed with SIGKILL in
+//! the middle of heavy decision traffic, restarted on the same data, and every decision it had
+//! acknowledged (a 200 with a `warden-ledger-seq`) is in the log, under its request id; the whole log
+//! verifies with `warden audit verify`, an export verifies offline elsewhere, and a one-byte edit is
+//! caught naming its entry. `warden audit tail` shows and follows entries.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -14,7 +16,76 @@ use std::time::Duration;
 use common::{Backend, Server};
 use serde_json::{Value, json};
 
-on_both_backends!(kill_9_loses_no_acknowledged_decision);
+on_both_backends!(kill_9_loses_no_acknowledged_decision, tail_shows_and_follows);
+
+async fn tail_shows_and_follows(backend: Backend) {
+    let s = Server::start(backend).await;
+    s.add_owner().await;
+    let lines = s.run(&["audit", "tail", "-n", "2"]).await.ok().stdout;
+    let lines: Vec<_> = lines.lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[1].contains("registry_change") && lines[1].contains("human.add"),
+        "{lines:?}"
+    );
+    let json = s
+        .run(&["audit", "tail", "--from", "0", "-o", "json"])
+        .await
+        .ok()
+        .stdout;
+    let entries: Vec<Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(entries.len() >= 2);
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64);
+    }
+    // --follow prints entries as they are committed.
+    let admin = s.admin_token_file.to_str().unwrap().to_owned();
+    let mut follower = tokio::process::Command::new(common::WARDEN)
+        .args([
+            "--server",
+            &s.url,
+            "--token-file",
+            &admin,
+            "audit",
+            "tail",
+            "-n",
+            "0",
+            "--follow",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(follower.stdout.take().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.run(&[
+        "human",
+        "add",
+        "late@example.com",
+        "--name",
+        "Late Comer",
+        "--role",
+        "auditor",
+    ])
+    .await
+    .ok();
+    let mut line = String::new();
+    use tokio::io::AsyncBufReadExt as _;
+    tokio::time::timeout(Duration::from_secs(20), out.read_line(&mut line))
+        .await
+        .expect("a followed entry within 20 s")
+        .unwrap();
+    assert!(
+        line.contains("human.add") && line.contains("late@example.com"),
+        "{line}"
+    );
+    follower.kill().await.unwrap();
+    // Reading the ledger takes an admin's or auditor's token.
+    let owner = s.human_with_token("o@example.com", "owner").await;
+    let err = s.run_as(&owner, &["audit", "tail"]).await.fails(1);
+    assert!(err.contains("403") || err.contains("may not"), "{err}");
+}
 
 /// An owner, an upstream, an enrolled active agent and a task token for it.
 async fn agent_with_task(s: &Server) -> String {
