@@ -5,6 +5,9 @@
 //! ```sh
 //! cargo run --release -p warden-server --example ledger_load                      # both backends
 //! cargo run --release -p warden-server --example ledger_load -- --backend sqlite --seconds 5 --concurrency 1,64,1024
+//! cargo run --release -p warden-server --example ledger_load -- --raw        # the store alone, 1,024-entry batches
+//! # a 1M-entry database kept for `warden audit verify --data-dir /tmp/l1m`:
+//! cargo run --release -p warden-server --example ledger_load -- --backend sqlite --concurrency 1024 --entries 1000000 --dir /tmp/l1m
 //! ```
 //!
 //! For each backend and concurrency C: a fresh database, the same `Ledger` the server runs (writer
@@ -33,6 +36,10 @@ struct Args {
     concurrency: Vec<usize>,
     proofs: usize,
     raw: bool,
+    /// Stop after this many entries instead of after `seconds`.
+    entries: Option<u64>,
+    /// Keep the SQLite database in this directory (for `warden audit verify --data-dir DIR`).
+    dir: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -42,6 +49,8 @@ fn args() -> Args {
         concurrency: vec![1, 16, 256, 1024],
         proofs: 1000,
         raw: false,
+        entries: None,
+        dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +75,8 @@ fn args() -> Args {
                     .collect()
             }
             "--proofs" => a.proofs = value.parse().expect("--proofs: a number"),
+            "--entries" => a.entries = Some(value.parse().expect("--entries: a number")),
+            "--dir" => a.dir = Some(value.into()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -115,9 +126,12 @@ async fn open(backend: &str, dir: &std::path::Path) -> Arc<dyn Store> {
     }
 }
 
-async fn run(backend: &str, concurrency: usize, seconds: u64, proofs: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path()).await;
+async fn run(a: &Args, backend: &str, concurrency: usize) {
+    let (seconds, proofs) = (a.seconds, a.proofs);
+    let limit = a.entries.unwrap_or(u64::MAX);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let store = open(backend, &dir).await;
     let signer = NoteSigner::new(
         "bench.warden.test",
         ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
@@ -139,16 +153,19 @@ async fn run(backend: &str, concurrency: usize, seconds: u64, proofs: usize) {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let deadline = Instant::now() + Duration::from_secs(if a.entries.is_some() { 3600 } else { seconds });
     let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let ledger = ledger.clone();
+        let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut acked = Vec::new();
             let mut i = w as u64 * 1_000_000_000;
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < limit
+            {
                 let t = Instant::now();
                 let seq = ledger.record(decision(i)).await.unwrap();
                 lat.push(t.elapsed());
@@ -289,7 +306,7 @@ async fn main() {
     println!("|---|---:|---:|---|---:|---:|---:|---|---|");
     for backend in &a.backends {
         for &c in &a.concurrency {
-            run(backend, c, a.seconds, a.proofs).await;
+            run(&a, backend, c).await;
         }
     }
 }

@@ -1612,11 +1612,11 @@ macro_rules! impl_store {
                     }
                 }
                 for chunk in stored.chunks(crate::ledger::INSERT_CHUNK) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT level, idx, hash FROM ledger_nodes WHERE (level, idx) IN (");
+                                        // push_tuples writes the parentheses around the list itself.
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT level, idx, hash FROM ledger_nodes WHERE (level, idx) IN");
                     q.push_tuples(chunk, |mut b, id| {
                         b.push_bind(i32::from(id.level)).push_bind(crate::ledger::to_i64(id.index));
                     });
-                    q.push(")");
                     for r in q.build().fetch_all(&mut *conn).await? {
                         let level: i32 = r.try_get("level")?;
                         let id = warden_ledger::NodeId::new(

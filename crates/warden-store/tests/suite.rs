@@ -1718,6 +1718,42 @@ async fn ledger_appends_checkpoint_and_prove(store: Arc<dyn Store>) {
         )
         .unwrap();
     }
+    // Past 256 entries, proofs mix stored nodes (level ≥ 8) with nodes hashed from leaves.
+    let mut next = 17u64;
+    for n in [300u64, 400, 700] {
+        store
+            .ledger_append((next..n).map(|i| new_entry(i, "bulk")).collect(), Some(sign()))
+            .await
+            .unwrap();
+        next = n;
+    }
+    let records = all_records(store.as_ref()).await;
+    let leaves: Vec<_> = records
+        .iter()
+        .map(|r| warden_ledger::leaf_hash(&r.bytes))
+        .collect();
+    for size in [257u64, 512, 700] {
+        let root = warden_ledger::root(&leaves[..size as usize]);
+        for index in [0, 1, 255, 256, 300, size - 1].into_iter().filter(|i| *i < size) {
+            let proof = warden_store::inclusion_proof(store.as_ref(), index, size)
+                .await
+                .unwrap();
+            warden_ledger::verify_inclusion(&leaves[index as usize], index, size, &proof, &root).unwrap();
+        }
+    }
+    for (a, b) in [(17u64, 700u64), (300, 700), (256, 512), (1, 700)] {
+        let proof = warden_store::consistency_proof(store.as_ref(), a, b)
+            .await
+            .unwrap();
+        warden_ledger::verify_consistency(
+            a,
+            b,
+            &warden_ledger::root(&leaves[..a as usize]),
+            &warden_ledger::root(&leaves[..b as usize]),
+            &proof,
+        )
+        .unwrap();
+    }
     // A proof past the tree is a bad request, not a store failure.
     assert!(matches!(
         warden_store::inclusion_proof(store.as_ref(), 17, 17).await,
