@@ -17,6 +17,24 @@ pub(crate) const INSERT_CHUNK: usize = 1024;
 /// (≤ 255 SHA-256 compressions) instead.
 pub(crate) const STORED_NODE_LEVEL: u8 = 8;
 
+/// Row counts of the multi-row `INSERT`s an append uses. A batch is cut greedily into pieces of these
+/// sizes, so that every statement has one of a few shapes and the driver's prepared-statement cache
+/// serves it (a statement of 1,024 rows takes longer to prepare than to run).
+const INSERT_SHAPES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// `items` in pieces of the sizes of [`INSERT_SHAPES`], largest first.
+pub(crate) fn shaped_chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    for shape in INSERT_SHAPES {
+        while items.len() >= shape {
+            let (head, rest) = items.split_at(shape);
+            out.push(head);
+            items = rest;
+        }
+    }
+    out
+}
+
 /// Sequence numbers and sizes are below 2^53 (the tree's limit), so they always fit.
 pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)

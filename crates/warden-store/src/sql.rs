@@ -1484,7 +1484,7 @@ macro_rules! impl_store {
                     .await?;
                 let frontier = crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)?;
                 let prepared = warden_ledger::prepare_append_encoded(&frontier, batch).map_err(crate::ledger::append_error)?;
-                for chunk in prepared.entries.chunks(crate::ledger::INSERT_CHUNK) {
+                for chunk in crate::ledger::shaped_chunks(&prepared.entries) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO ledger_entries (seq, at, agent, canonical, leaf_hash) ",
                     );
@@ -1503,7 +1503,7 @@ macro_rules! impl_store {
                     .iter()
                     .filter(|(id, _)| id.level >= crate::ledger::STORED_NODE_LEVEL)
                     .collect();
-                for chunk in stored.chunks(crate::ledger::INSERT_CHUNK) {
+                for chunk in crate::ledger::shaped_chunks(&stored) {
                     let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO ledger_nodes (level, idx, hash) ");
                     q.push_values(chunk, |mut b, (id, hash)| {
                         b.push_bind(i32::from(id.level))
