@@ -355,7 +355,7 @@ pub async fn verify(format: Format, args: AuditVerifyArgs) -> anyhow::Result<()>
     let origin = args.origin.map(|o| o.0);
     match args.bundle {
         Some(file) => verify_bundle_file(format, &file, pinned, origin, args.progress).await,
-        None => verify_store(format, &args.store, pinned, origin, args.progress).await,
+        None => verify_store(format, &args.store, pinned, origin, args.progress, args.strict).await,
     }
 }
 
@@ -373,6 +373,7 @@ async fn verify_store(
     pinned: Option<Vec<TrustedKey>>,
     origin: Option<String>,
     progress: bool,
+    strict: bool,
 ) -> anyhow::Result<()> {
     let opened = open_store(args).await?;
     let store = opened.store.as_ref();
@@ -380,7 +381,14 @@ async fn verify_store(
         Some(k) => k,
         None => deployment_keys(store, &opened.data_dir).await?,
     };
-    let result = verify_stored_log(store, &keys, origin, &mut ProgressLine::new(progress)).await;
+    let result = verify_stored_log(
+        &opened.store,
+        &keys,
+        origin,
+        &mut ProgressLine::new(progress),
+        strict,
+    )
+    .await;
     opened.store.close().await;
     let v = match result? {
         Ok(v) => v,
@@ -464,11 +472,13 @@ impl From<VerifyError> for Failure {
 
 /// Verifies the stored log. The outer error: the store could not be read; the inner: the log is bad.
 async fn verify_stored_log(
-    store: &dyn Store,
+    shared: &Arc<dyn Store>,
     keys: &[TrustedKey],
     origin: Option<String>,
     progress: &mut ProgressLine,
+    strict: bool,
 ) -> anyhow::Result<Result<StoreVerification, Failure>> {
+    let store = shared.as_ref();
     // The head first: everything up to it is committed, entries and checkpoints alike.
     let head = store.ledger_head().await.context("reading the ledger's head")?;
     let checkpoints = all_checkpoints(store).await?;
@@ -527,7 +537,7 @@ async fn verify_stored_log(
     let mut verifier = match LogVerifier::with_checkpoints(
         verified,
         VerifyOptions {
-            decode_entries: true,
+            decode_entries: strict,
             progress_every: 0,
         },
     ) {
@@ -537,16 +547,19 @@ async fn verify_stored_log(
 
     // Pages are read ahead while the previous one is verified.
     let total = head.size();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Vec<LogRecord>>>(2);
+    // The reader is a task of its own, so it keeps reading while this one hashes (the verifier is
+    // CPU-bound: polled in the same task, the reader would stall for each page).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Vec<LogRecord>>>(4);
     let mut pages = PageReader::new(total);
-    let fetch = async move {
-        while let Some(page) = pages.next(store).await {
+    let reader = shared.clone();
+    let fetch = tokio::spawn(async move {
+        while let Some(page) = pages.next(reader.as_ref()).await {
             let stop = page.is_err();
             if tx.send(page).await.is_err() || stop {
                 break;
             }
         }
-    };
+    });
     let mut beyond_head = false;
     let check = async {
         let checked = async {
@@ -569,7 +582,8 @@ async fn verify_stored_log(
         rx.close();
         checked
     };
-    let (_, checked) = tokio::join!(fetch, check);
+    let checked = check.await;
+    let _ = fetch.await;
     if let Err(failure) = checked? {
         return Ok(Err(failure));
     }
