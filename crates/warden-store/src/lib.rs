@@ -278,6 +278,121 @@ pub struct LedgerKeyRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// Where an approval request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+        }
+    }
+}
+
+impl std::str::FromStr for ApprovalState {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "pending" => ApprovalState::Pending,
+            "approved" => ApprovalState::Approved,
+            "denied" => ApprovalState::Denied,
+            "expired" => ApprovalState::Expired,
+            other => return Err(format!("unknown approval state `{other}`")),
+        })
+    }
+}
+
+/// A human's answer to an approval request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Vote {
+    Approve,
+    Deny,
+}
+
+/// A vote, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ApprovalVote {
+    #[schema(value_type = String)]
+    pub approver: Email,
+    pub vote: Vote,
+    pub comment: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An approval request to open (or to find, when an identical one is pending).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewApproval {
+    pub id: Uuid,
+    /// Identifies "the same request": agent, task, action, resource and argument digest.
+    pub request_key: String,
+    pub agent: AgentName,
+    pub task_id: Uuid,
+    pub action: String,
+    pub resource: String,
+    pub upstream: Option<String>,
+    /// SHA-256 (hex) of the canonical arguments the decision saw, when it saw any.
+    pub args_digest: Option<String>,
+    /// The arguments an approver needs to judge, sensitive values already redacted.
+    pub arguments: Option<serde_json::Value>,
+    pub reason: String,
+    pub policies: Vec<String>,
+    pub policy_version: String,
+    pub quorum: u8,
+    pub single_use: bool,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An approval request and where it stands.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Approval {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub request_key: String,
+    #[schema(value_type = String)]
+    pub agent: AgentName,
+    pub task_id: Uuid,
+    pub action: String,
+    pub resource: String,
+    pub upstream: Option<String>,
+    pub args_digest: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub arguments: Option<serde_json::Value>,
+    pub reason: String,
+    pub policies: Vec<String>,
+    pub policy_version: String,
+    pub quorum: u8,
+    pub approvals: u8,
+    pub single_use: bool,
+    pub state: ApprovalState,
+    pub created_at: DateTime<Utc>,
+    /// Until when the request may be decided.
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Approved: the grant is good until then (never past its task's end).
+    pub grant_expires_at: Option<DateTime<Utc>>,
+    /// A single-use grant's use.
+    pub used_at: Option<DateTime<Utc>>,
+    pub votes: Vec<ApprovalVote>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ApprovalFilter {
+    pub state: Option<ApprovalState>,
+    pub agent: Option<AgentName>,
+}
+
 /// The storage interface. Every implementation must pass `tests/suite.rs`.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -443,6 +558,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a node's checkpoint verifier key (idempotent).
     async fn publish_ledger_key(&self, vkey: &str, node: &str, at: DateTime<Utc>) -> Result<()>;
     async fn ledger_keys(&self) -> Result<Vec<LedgerKeyRecord>>;
+
+    // ---- approvals ----
+
+    /// Opens an approval request, or returns the pending one with the same `request_key` (`false`:
+    /// reused). A pending request past its expiry is marked expired first, never reused.
+    async fn request_approval(&self, new: &NewApproval) -> Result<(Approval, bool)>;
+    async fn get_approval(&self, id: Uuid) -> Result<Option<Approval>>;
+    /// Newest first, at most 500.
+    async fn list_approvals(&self, filter: &ApprovalFilter) -> Result<Vec<Approval>>;
+    /// Counts one human's vote, with the request locked: refused (conflict) when the request is not
+    /// pending or has expired (it is then marked expired), when the human already voted on it, or
+    /// when the human owns the requesting agent (separation of duties); not found when unknown. A
+    /// deny ends the request; reaching the quorum approves it and opens the grant for `grant_ttl`,
+    /// never past the task's end.
+    async fn vote_approval(
+        &self,
+        id: Uuid,
+        approver: &Email,
+        vote: Vote,
+        comment: &str,
+        now: DateTime<Utc>,
+        grant_ttl: chrono::Duration,
+    ) -> Result<Approval>;
+    /// The newest usable grant for `request_key` at `now` (approved, window open, single-use not yet
+    /// used).
+    async fn find_grant(&self, request_key: &str, now: DateTime<Utc>) -> Result<Option<Approval>>;
+    /// Claims a single-use grant. `false`: already used (or not single use, or not approved).
+    async fn use_grant(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
+    /// Marks pending requests past their expiry as expired and returns them.
+    async fn expire_approvals(&self, now: DateTime<Utc>) -> Result<Vec<Approval>>;
 
     /// Subscribes to [`StoreEvent`]s.
     fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;

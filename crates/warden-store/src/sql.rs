@@ -67,6 +67,38 @@ macro_rules! impl_store {
                 })
             }
 
+            pub(super) fn approval(row: &$row, votes: Vec<crate::ApprovalVote>) -> crate::Result<crate::Approval> {
+                let small = |col: &str, v: i64| u8::try_from(v).map_err(|e| crate::StoreError::corrupt(col, e));
+                let arguments: Option<String> = row.try_get("arguments")?;
+                Ok(crate::Approval {
+                    id: uuid_col(row.try_get::<&str, _>("id")?)?,
+                    request_key: row.try_get("request_key")?,
+                    agent: parse_col("agent_name", row.try_get::<&str, _>("agent_name")?)?,
+                    task_id: uuid_col(row.try_get::<&str, _>("task_id")?)?,
+                    action: row.try_get("action")?,
+                    resource: row.try_get("resource")?,
+                    upstream: row.try_get("upstream")?,
+                    args_digest: row.try_get("args_digest")?,
+                    arguments: arguments
+                        .map(|a| serde_json::from_str(&a).map_err(|e| crate::StoreError::corrupt("arguments", e)))
+                        .transpose()?,
+                    reason: row.try_get("reason")?,
+                    policies: serde_json::from_str(row.try_get::<&str, _>("policies")?)
+                        .map_err(|e| crate::StoreError::corrupt("policies", e))?,
+                    policy_version: row.try_get("policy_version")?,
+                    quorum: small("quorum", row.try_get("quorum")?)?,
+                    approvals: small("approvals", row.try_get("approvals")?)?,
+                    single_use: row.try_get("single_use")?,
+                    state: parse_col("state", row.try_get::<&str, _>("state")?)?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    decided_at: row.try_get("decided_at")?,
+                    grant_expires_at: row.try_get("grant_expires_at")?,
+                    used_at: row.try_get("used_at")?,
+                    votes,
+                })
+            }
+
             pub(super) fn task(row: &$row) -> crate::Result<Task> {
                 let depth: i64 = row.try_get("depth")?;
                 let act: Option<String> = row.try_get("act")?;
@@ -172,6 +204,9 @@ macro_rules! impl_store {
         const AGENT_COLUMNS: &str = "a.id, a.name, a.spiffe_id, a.environment, a.model, a.description, a.state, \
              a.state_changed_at, a.state_changed_by, a.created_at, a.created_by, a.updated_at, a.updated_by";
         const HUMAN_COLUMNS: &str = "email, display_name, roles, created_at, created_by, disabled_at, disabled_by";
+        const APPROVAL_COLUMNS: &str = "id, request_key, agent_name, task_id, action, resource, upstream, args_digest, \
+             arguments, reason, policies, policy_version, quorum, single_use, state, approvals, created_at, expires_at, \
+             decided_at, grant_expires_at, used_at";
         const TASK_COLUMNS: &str = "t.id, a.name AS agent_name, a.spiffe_id AS agent_spiffe_id, t.parent_id, t.depth, \
              t.intent, t.act, t.cnf_jkt, t.state, t.created_at, t.created_by, t.expires_at, t.ended_at, t.ended_by, \
              t.end_reason";
@@ -389,6 +424,97 @@ macro_rules! impl_store {
             /// Tells this node's subscribers (after commit).
             fn emit(&self, event: crate::StoreEvent) {
                 let _ = self.events.send(event);
+            }
+
+            async fn votes_of<'c, E>(exec: E, id: uuid::Uuid) -> crate::Result<Vec<crate::ApprovalVote>>
+            where
+                E: sqlx::Executor<'c, Database = $db>,
+            {
+                use sqlx::Row as _;
+                let rows = sqlx::query("SELECT approver, vote, comment, at FROM approval_votes WHERE approval_id = $1 ORDER BY at, approver")
+                    .bind(id.to_string())
+                    .fetch_all(exec)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let vote: &str = r.try_get("vote")?;
+                        Ok(crate::ApprovalVote {
+                            approver: crate::sql::parse_col("approver", r.try_get::<&str, _>("approver")?)?,
+                            vote: if vote == "deny" { crate::Vote::Deny } else { crate::Vote::Approve },
+                            comment: r.try_get("comment")?,
+                            at: r.try_get("at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn approval_by_id(conn: &mut <$db as sqlx::Database>::Connection, id: uuid::Uuid) -> crate::Result<Option<crate::Approval>> {
+                let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"))
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => {
+                        let votes = Self::votes_of(&mut *conn, id).await?;
+                        Ok(Some(decode::approval(&r, votes)?))
+                    }
+                }
+            }
+
+            async fn approval_in(tx: &mut sqlx::Transaction<'_, $db>, id: uuid::Uuid) -> crate::Result<Option<crate::Approval>> {
+                Self::approval_by_id(&mut **tx, id).await
+            }
+
+            async fn open_approval(&self, new: &crate::NewApproval) -> crate::Result<(crate::Approval, bool)> {
+                let mut tx = self.write.begin().await?;
+                // A pending request past its expiry is over; it is never reused.
+                sqlx::query("UPDATE approvals SET state = 'expired' WHERE request_key = $1 AND state = 'pending' AND expires_at <= $2")
+                    .bind(&new.request_key)
+                    .bind(crate::sql::ts(new.created_at))
+                    .execute(&mut *tx)
+                    .await?;
+                let existing: Option<String> = sqlx::query_scalar(&format!(
+                    "SELECT id FROM approvals WHERE request_key = $1 AND state = 'pending'{}",
+                    $for_update
+                ))
+                .bind(&new.request_key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let (id, created) = match existing {
+                    Some(id) => (crate::sql::uuid_col(&id)?, false),
+                    None => {
+                        let policies = serde_json::to_string(&new.policies).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                        let arguments = new.arguments.as_ref().map(|a| a.to_string());
+                        sqlx::query(
+                            "INSERT INTO approvals (id, request_key, agent_name, task_id, action, resource, upstream, args_digest, \
+                             arguments, reason, policies, policy_version, quorum, single_use, state, approvals, created_at, expires_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending', 0, $15, $16)",
+                        )
+                        .bind(new.id.to_string())
+                        .bind(&new.request_key)
+                        .bind(new.agent.as_str())
+                        .bind(new.task_id.to_string())
+                        .bind(&new.action)
+                        .bind(&new.resource)
+                        .bind(&new.upstream)
+                        .bind(&new.args_digest)
+                        .bind(arguments)
+                        .bind(&new.reason)
+                        .bind(policies)
+                        .bind(&new.policy_version)
+                        .bind(i64::from(new.quorum))
+                        .bind(new.single_use)
+                        .bind(crate::sql::ts(new.created_at))
+                        .bind(crate::sql::ts(new.expires_at))
+                        .execute(&mut *tx)
+                        .await?;
+                        (new.id, true)
+                    }
+                };
+                let approval = Self::approval_in(&mut tx, id).await?.ok_or_else(|| crate::StoreError::not_found("approval", id))?;
+                tx.commit().await?;
+                Ok((approval, created))
             }
 
             async fn insert_join_token(
@@ -1703,6 +1829,202 @@ macro_rules! impl_store {
                         })
                     })
                     .collect()
+            }
+
+            // ---- approvals ----
+
+            async fn request_approval(&self, new: &crate::NewApproval) -> crate::Result<(crate::Approval, bool)> {
+                // Two nodes opening the same request at once: one insert wins the unique index on
+                // pending keys, the other retries and finds it.
+                let mut attempt = 0;
+                loop {
+                    match self.open_approval(new).await {
+                        Err(crate::StoreError::Conflict(_)) if attempt < 3 => attempt += 1,
+                        other => return other,
+                    }
+                }
+            }
+
+            async fn get_approval(&self, id: uuid::Uuid) -> crate::Result<Option<crate::Approval>> {
+                let mut conn = self.read.acquire().await?;
+                Self::approval_by_id(&mut *conn, id).await
+            }
+
+            async fn list_approvals(&self, filter: &crate::ApprovalFilter) -> crate::Result<Vec<crate::Approval>> {
+                use sqlx::Row as _;
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE 1 = 1"));
+                if let Some(s) = filter.state {
+                    q.push(" AND state = ").push_bind(s.as_str());
+                }
+                if let Some(a) = &filter.agent {
+                    q.push(" AND agent_name = ").push_bind(a.as_str().to_owned());
+                }
+                q.push(" ORDER BY created_at DESC, id LIMIT 500");
+                let mut conn = self.read.acquire().await?;
+                let rows = q.build().fetch_all(&mut *conn).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
+                    let votes = Self::votes_of(&mut *conn, id).await?;
+                    out.push(decode::approval(r, votes)?);
+                }
+                Ok(out)
+            }
+
+            async fn vote_approval(
+                &self,
+                id: uuid::Uuid,
+                approver: &warden_core::Email,
+                vote: crate::Vote,
+                comment: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                grant_ttl: chrono::Duration,
+            ) -> crate::Result<crate::Approval> {
+                use sqlx::Row as _;
+                let mut tx = self.write.begin().await?;
+                let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1{}", $for_update))
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
+                let current = decode::approval(&row, Vec::new())?;
+                if current.state != crate::ApprovalState::Pending {
+                    return Err(crate::StoreError::Conflict(format!(
+                        "approval request `{id}` is already {}", current.state.as_str()
+                    )));
+                }
+                if current.expires_at <= now {
+                    sqlx::query("UPDATE approvals SET state = 'expired' WHERE id = $1")
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Err(crate::StoreError::Conflict(format!(
+                        "approval request `{id}` expired at {}", current.expires_at.to_rfc3339()
+                    )));
+                }
+                // Separation of duties: an owner of the agent does not approve its requests.
+                                let owns: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE a.name = $1 AND o.human_email = $2",
+                )
+                .bind(current.agent.as_str())
+                .bind(approver.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                if owns > 0 {
+                    return Err(crate::StoreError::Conflict(format!(
+                        "`{approver}` owns agent `{}` and may not decide its approval requests (separation of duties)",
+                        current.agent
+                    )));
+                }
+                let voted: Option<String> = sqlx::query_scalar("SELECT vote FROM approval_votes WHERE approval_id = $1 AND approver = $2")
+                    .bind(id.to_string())
+                    .bind(approver.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(v) = voted {
+                    return Err(crate::StoreError::Conflict(format!(
+                        "`{approver}` already voted `{v}` on approval request `{id}`; nobody decides twice"
+                    )));
+                }
+                sqlx::query("INSERT INTO approval_votes (approval_id, approver, vote, comment, at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(id.to_string())
+                    .bind(approver.as_str())
+                    .bind(match vote { crate::Vote::Approve => "approve", crate::Vote::Deny => "deny" })
+                    .bind(comment)
+                    .bind(crate::sql::ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                match vote {
+                    crate::Vote::Deny => {
+                        sqlx::query("UPDATE approvals SET state = 'denied', decided_at = $2 WHERE id = $1")
+                            .bind(id.to_string())
+                            .bind(crate::sql::ts(now))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    crate::Vote::Approve => {
+                        let approvals = i64::from(current.approvals) + 1;
+                        if approvals >= i64::from(current.quorum) {
+                            let task_end: chrono::DateTime<chrono::Utc> = sqlx::query("SELECT expires_at FROM tasks WHERE id = $1")
+                                .bind(current.task_id.to_string())
+                                .fetch_one(&mut *tx)
+                                .await?
+                                .try_get("expires_at")?;
+                            let grant_end = (now + grant_ttl).min(task_end);
+                            sqlx::query("UPDATE approvals SET state = 'approved', approvals = $2, decided_at = $3, grant_expires_at = $4 WHERE id = $1")
+                                .bind(id.to_string())
+                                .bind(approvals)
+                                .bind(crate::sql::ts(now))
+                                .bind(crate::sql::ts(grant_end))
+                                .execute(&mut *tx)
+                                .await?;
+                        } else {
+                            sqlx::query("UPDATE approvals SET approvals = $2 WHERE id = $1")
+                                .bind(id.to_string())
+                                .bind(approvals)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                }
+                let approval = Self::approval_in(&mut tx, id).await?.ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
+                tx.commit().await?;
+                Ok(approval)
+            }
+
+            async fn find_grant(&self, request_key: &str, now: chrono::DateTime<chrono::Utc>) -> crate::Result<Option<crate::Approval>> {
+                use sqlx::Row as _;
+                let mut conn = self.read.acquire().await?;
+                let row = sqlx::query(&format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE request_key = $1 AND state = 'approved' \
+                     AND grant_expires_at > $2 AND (single_use = $3 OR used_at IS NULL) ORDER BY decided_at DESC LIMIT 1"
+                ))
+                .bind(request_key)
+                .bind(crate::sql::ts(now))
+                .bind(false)
+                .fetch_optional(&mut *conn)
+                .await?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => {
+                        let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
+                        let votes = Self::votes_of(&mut *conn, id).await?;
+                        Ok(Some(decode::approval(&r, votes)?))
+                    }
+                }
+            }
+
+            async fn use_grant(&self, id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>) -> crate::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE approvals SET used_at = $2 WHERE id = $1 AND state = 'approved' AND single_use = $3 AND used_at IS NULL",
+                )
+                .bind(id.to_string())
+                .bind(crate::sql::ts(now))
+                .bind(true)
+                .execute(&self.write)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn expire_approvals(&self, now: chrono::DateTime<chrono::Utc>) -> crate::Result<Vec<crate::Approval>> {
+                use sqlx::Row as _;
+                let mut tx = self.write.begin().await?;
+                let rows = sqlx::query(
+                    "UPDATE approvals SET state = 'expired' WHERE state = 'pending' AND expires_at <= $1 RETURNING id",
+                )
+                .bind(crate::sql::ts(now))
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
+                    if let Some(a) = Self::approval_in(&mut tx, id).await? {
+                        out.push(a);
+                    }
+                }
+                tx.commit().await?;
+                Ok(out)
             }
 
             fn events(&self) -> tokio::sync::broadcast::Receiver<crate::StoreEvent> {

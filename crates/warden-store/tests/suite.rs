@@ -91,6 +91,9 @@ store_tests!(
     ledger_filters_by_time_and_agent,
     concurrent_ledger_appends_form_one_log,
     ledger_keys_and_policy_versions,
+    approvals_open_reuse_and_decide,
+    approvals_expire_and_single_use_grants_are_used_once,
+    concurrent_votes_count_each_human_once,
 );
 
 fn ctx(actor: &str) -> ChangeContext {
@@ -1873,4 +1876,272 @@ async fn ledger_keys_and_policy_versions(store: Arc<dyn Store>) {
         (got.version, got.files, got.created_by),
         (v.version, v.files, v.created_by)
     );
+}
+
+// ---- approvals ----
+
+fn new_approval(task: &Task, key: &str, quorum: u8, ttl: Duration) -> warden_store::NewApproval {
+    let now = Utc::now();
+    warden_store::NewApproval {
+        id: Uuid::new_v4(),
+        request_key: key.into(),
+        agent: task.agent.clone(),
+        task_id: task.id,
+        action: "write".into(),
+        resource: "crm".into(),
+        upstream: Some("crm".into()),
+        args_digest: Some("ab".repeat(32)),
+        arguments: Some(serde_json::json!({"amount": 12, "note": "hmac-sha256:00"})),
+        reason: "production-writes-need-approval".into(),
+        policies: vec!["production-writes-need-approval".into()],
+        policy_version: "v1".into(),
+        quorum,
+        single_use: false,
+        created_at: now,
+        expires_at: now + ttl,
+    }
+}
+
+/// An active agent `bot` (owned by owner@example.com) with a task, and three approvers.
+async fn approval_setup(store: &Arc<dyn Store>) -> Task {
+    seeded(store).await;
+    for a in ["ann@example.com", "ben@example.com", "cy@example.com"] {
+        add_human(store, a, &[Role::Approver]).await;
+    }
+    active_agent(store, "bot").await;
+    store
+        .create_task(&new_task("bot", None), &ctx("spiffe://warden.local/agent/bot"))
+        .await
+        .expect("task")
+}
+
+async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
+    use warden_store::{ApprovalState, Vote};
+    let task = approval_setup(&store).await;
+    let (a, created) = store
+        .request_approval(&new_approval(&task, "k1", 2, Duration::hours(1)))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!((a.state, a.quorum, a.approvals), (ApprovalState::Pending, 2, 0));
+    assert_eq!(
+        a.arguments,
+        Some(serde_json::json!({"amount": 12, "note": "hmac-sha256:00"}))
+    );
+    // The same request again: the same pending approval.
+    let (again, created) = store
+        .request_approval(&new_approval(&task, "k1", 2, Duration::hours(1)))
+        .await
+        .unwrap();
+    assert_eq!((again.id, created), (a.id, false));
+    let now = Utc::now();
+    let ttl = Duration::minutes(15);
+    // One approval of two: still pending, and no grant.
+    let one = store
+        .vote_approval(a.id, &email("ann@example.com"), Vote::Approve, "ok", now, ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        (one.state, one.approvals, one.votes.len()),
+        (ApprovalState::Pending, 1, 1)
+    );
+    assert!(store.find_grant("k1", now).await.unwrap().is_none());
+    // Nobody decides twice; the agent's owner does not decide at all.
+    let err = store
+        .vote_approval(a.id, &email("ann@example.com"), Vote::Approve, "", now, ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already voted")),
+        "{err}"
+    );
+    let err = store
+        .vote_approval(a.id, &email("owner@example.com"), Vote::Approve, "", now, ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("separation of duties")),
+        "{err}"
+    );
+    let two = store
+        .vote_approval(a.id, &email("ben@example.com"), Vote::Approve, "fine", now, ttl)
+        .await
+        .unwrap();
+    assert_eq!((two.state, two.approvals), (ApprovalState::Approved, 2));
+    let window = two.grant_expires_at.unwrap();
+    assert!(
+        window <= now + ttl && window > now + Duration::minutes(14),
+        "{window}"
+    );
+    // Decided: no more votes.
+    let err = store
+        .vote_approval(a.id, &email("cy@example.com"), Vote::Deny, "", now, ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already approved")),
+        "{err}"
+    );
+    // The grant is found while its window is open, not after.
+    assert_eq!(
+        store.find_grant("k1", now).await.unwrap().map(|g| g.id),
+        Some(a.id)
+    );
+    assert!(
+        store
+            .find_grant("k1", window + Duration::seconds(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.find_grant("other", now).await.unwrap().is_none());
+    // A new identical request after the decision is a new one.
+    let (fresh, created) = store
+        .request_approval(&new_approval(&task, "k1", 2, Duration::hours(1)))
+        .await
+        .unwrap();
+    assert!(created && fresh.id != a.id);
+    // One deny ends a request.
+    let denied = store
+        .vote_approval(fresh.id, &email("cy@example.com"), Vote::Deny, "no", now, ttl)
+        .await
+        .unwrap();
+    assert_eq!(denied.state, ApprovalState::Denied);
+    let listed = store
+        .list_approvals(&warden_store::ApprovalFilter {
+            state: Some(ApprovalState::Approved),
+            agent: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), vec![a.id]);
+    assert_eq!(listed[0].votes.len(), 2);
+    assert!(store.get_approval(Uuid::new_v4()).await.unwrap().is_none());
+    let err = store
+        .vote_approval(
+            Uuid::new_v4(),
+            &email("ann@example.com"),
+            Vote::Approve,
+            "",
+            now,
+            ttl,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+}
+
+async fn approvals_expire_and_single_use_grants_are_used_once(store: Arc<dyn Store>) {
+    use warden_store::{ApprovalState, Vote};
+    let task = approval_setup(&store).await;
+    let now = Utc::now();
+    // Expired before anyone decided: a vote is refused and the request is marked expired.
+    let (old, _) = store
+        .request_approval(&new_approval(&task, "k-old", 1, Duration::seconds(-1)))
+        .await
+        .unwrap();
+    let err = store
+        .vote_approval(
+            old.id,
+            &email("ann@example.com"),
+            Vote::Approve,
+            "",
+            now,
+            Duration::minutes(15),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("expired")),
+        "{err}"
+    );
+    assert_eq!(
+        store.get_approval(old.id).await.unwrap().unwrap().state,
+        ApprovalState::Expired
+    );
+    // The sweep finds pending requests past their time.
+    let (stale, _) = store
+        .request_approval(&new_approval(&task, "k-stale", 1, Duration::seconds(-1)))
+        .await
+        .unwrap();
+    let expired = store.expire_approvals(now).await.unwrap();
+    assert_eq!(expired.iter().map(|a| a.id).collect::<Vec<_>>(), vec![stale.id]);
+    assert!(store.expire_approvals(now).await.unwrap().is_empty());
+    // The grant window never outlives the task.
+    let mut once = new_approval(&task, "k-once", 1, Duration::hours(1));
+    once.single_use = true;
+    let (once, _) = store.request_approval(&once).await.unwrap();
+    let approved = store
+        .vote_approval(
+            once.id,
+            &email("ann@example.com"),
+            Vote::Approve,
+            "",
+            now,
+            Duration::days(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.grant_expires_at, Some(task.expires_at));
+    assert!(store.find_grant("k-once", now).await.unwrap().is_some());
+    // Used once, concurrently: exactly one claim wins, and the grant is gone.
+    let claims = futures_join(store.use_grant(once.id, now), store.use_grant(once.id, now)).await;
+    assert_eq!(
+        [claims.0.unwrap(), claims.1.unwrap()]
+            .iter()
+            .filter(|c| **c)
+            .count(),
+        1
+    );
+    assert!(store.find_grant("k-once", now).await.unwrap().is_none());
+}
+
+async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+    tokio::join!(a, b)
+}
+
+async fn concurrent_votes_count_each_human_once(store: Arc<dyn Store>) {
+    use warden_store::{ApprovalState, Vote};
+    let task = approval_setup(&store).await;
+    let now = Utc::now();
+    let ttl = Duration::minutes(15);
+    let (a, _) = store
+        .request_approval(&new_approval(&task, "k-race", 2, Duration::hours(1)))
+        .await
+        .unwrap();
+    // Two approvers at once reach the quorum of two: both counted, no lost update.
+    let vote = |id: Uuid, who: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .vote_approval(id, &email(who), Vote::Approve, "", now, ttl)
+                .await
+        })
+    };
+    let (x, y) = (vote(a.id, "ann@example.com"), vote(a.id, "ben@example.com"));
+    x.await.unwrap().unwrap();
+    y.await.unwrap().unwrap();
+    let done = store.get_approval(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.state, done.approvals, done.votes.len()),
+        (ApprovalState::Approved, 2, 2)
+    );
+    // The same human twice at once: counted once.
+    let (b, _) = store
+        .request_approval(&new_approval(&task, "k-race2", 2, Duration::hours(1)))
+        .await
+        .unwrap();
+    let (x, y) = (vote(b.id, "cy@example.com"), vote(b.id, "cy@example.com"));
+    let (x, y) = (x.await.unwrap(), y.await.unwrap());
+    assert_eq!([x.is_ok(), y.is_ok()].iter().filter(|ok| **ok).count(), 1);
+    let b = store.get_approval(b.id).await.unwrap().unwrap();
+    assert_eq!((b.state, b.approvals), (ApprovalState::Pending, 1));
+    // Identical requests opened at once: one pending request.
+    let open = || {
+        let store = store.clone();
+        let new = new_approval(&task, "k-open", 1, Duration::hours(1));
+        tokio::spawn(async move { store.request_approval(&new).await })
+    };
+    let (p, q) = (open(), open());
+    assert_eq!(p.await.unwrap().unwrap().0.id, q.await.unwrap().unwrap().0.id);
 }
