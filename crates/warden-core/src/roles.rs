@@ -79,6 +79,8 @@ pub enum Permission {
     ManagePolicies,
     /// Read the audit ledger: entries, checkpoints and proofs.
     ReadAudit,
+    /// Approve or deny approval requests (further limited by separation of duties).
+    DecideApprovals,
 }
 
 impl Permission {
@@ -93,6 +95,7 @@ impl Permission {
             Permission::ReadPolicies => &[Role::Admin, Role::Auditor, Role::Approver, Role::Owner],
             Permission::ManagePolicies => &[Role::Admin],
             Permission::ReadAudit => &[Role::Admin, Role::Auditor],
+            Permission::DecideApprovals => &[Role::Approver],
         }
     }
 
@@ -110,6 +113,7 @@ impl Permission {
             Permission::ReadPolicies => "read policies",
             Permission::ManagePolicies => "change policies",
             Permission::ReadAudit => "read the audit ledger",
+            Permission::DecideApprovals => "decide approval requests",
         }
     }
 }

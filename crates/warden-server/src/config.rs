@@ -45,6 +45,30 @@ pub struct Config {
     pub federation: Vec<FederationConfig>,
     pub policy: PolicyConfig,
     pub ledger: LedgerConfig,
+    pub approvals: ApprovalConfig,
+}
+
+/// Human approval gates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// How long an approval request may be decided, seconds. Default 3600, between 60 and 7 days.
+    pub request_ttl_secs: u64,
+    /// How long an approved request is a grant, seconds (never past its task's end). Default 900,
+    /// between 10 and 86400.
+    pub grant_ttl_secs: u64,
+    /// A grant allows one action, then is spent. Default false (any number within its window).
+    pub single_use: bool,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            request_ttl_secs: 3600,
+            grant_ttl_secs: 900,
+            single_use: false,
+        }
+    }
 }
 
 /// The audit ledger: how entries are committed and checkpoints signed.
@@ -181,6 +205,7 @@ impl Default for Config {
             federation: Vec::new(),
             policy: PolicyConfig::default(),
             ledger: LedgerConfig::default(),
+            approvals: ApprovalConfig::default(),
         }
     }
 }
@@ -291,6 +316,7 @@ pub struct Resolved {
     pub federation: Vec<FederationConfig>,
     pub policy_bootstrap_dir: Option<PathBuf>,
     pub ledger: LedgerConfig,
+    pub approvals: ApprovalConfig,
 }
 
 impl Config {
@@ -359,6 +385,13 @@ impl Config {
             }
         };
         let t = &self.tokens;
+        let a = &self.approvals;
+        if !(60..=7 * 86_400).contains(&a.request_ttl_secs) {
+            bail!("approvals.request_ttl_secs must be between 60 and 604800");
+        }
+        if !(10..=86_400).contains(&a.grant_ttl_secs) {
+            bail!("approvals.grant_ttl_secs must be between 10 and 86400");
+        }
         let l = &self.ledger;
         if !(10..=60_000).contains(&l.checkpoint_interval_ms) {
             bail!("ledger.checkpoint_interval_ms must be between 10 and 60000");
@@ -399,6 +432,7 @@ impl Config {
             public_url,
             policy_bootstrap_dir: self.policy.bootstrap_dir,
             ledger: self.ledger,
+            approvals: self.approvals,
             tokens: self.tokens,
             federation: self.federation,
             listen,

@@ -11,6 +11,7 @@
 //! `ChangeContext` a store write requires.
 
 pub mod api;
+pub mod approvals;
 pub mod auth;
 pub mod config;
 pub mod decide;
@@ -92,13 +93,15 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             .await
             .context("cannot record the first start in the audit ledger")?;
     }
-    let state = AppState::new(
+    let mut state = AppState::new(
         store.clone(),
         resolved.trust_domain.clone(),
         identity,
         policies,
         ledger.clone(),
     );
+    state.approvals = (&resolved.approvals).into();
+    approvals::spawn_expiry(state.clone(), std::time::Duration::from_secs(10));
     let app = router(state, resolved.limits);
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
     // A plain line as well: scripts and tests wait for it, whatever the log format.

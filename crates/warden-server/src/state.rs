@@ -93,6 +93,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     pub policies: Arc<Policies>,
     pub ledger: Arc<Ledger>,
+    /// `[approvals]`: request and grant lifetimes.
+    pub approvals: crate::approvals::ApprovalSettings,
 }
 
 impl AppState {
@@ -111,6 +113,7 @@ impl AppState {
             identity,
             policies,
             ledger,
+            approvals: Default::default(),
         }
     }
 

@@ -51,7 +51,7 @@ pub struct AuthorizeBatch {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Decisions {
-    pub decisions: Vec<Decision>,
+    pub decisions: Vec<AuthorizeResponse>,
 }
 
 /// The task context a decision sees: what Warden recorded for the task.
@@ -83,14 +83,26 @@ pub fn task_context(task: &Task) -> Result<TaskContext, String> {
     })
 }
 
-/// Decides one request and builds its ledger entry.
-fn decide_one(
+/// One answer of the decision point: the decision, and for `needs_approval` (or an allow by a grant)
+/// the approval request behind it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizeResponse {
+    #[serde(flatten)]
+    pub decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approvals::ApprovalRef>,
+}
+
+/// Decides one request (through the approval gate when it needs approval) and builds its ledger
+/// entries: the decision, and an opened approval request.
+async fn decide_one(
     state: &AppState,
     caller: &TaskCaller,
     req: AuthorizeRequest,
     request_id: Option<&str>,
-) -> (Decision, warden_ledger::NewEntry) {
+) -> (AuthorizeResponse, Vec<warden_ledger::NewEntry>) {
     let started = std::time::Instant::now();
+    let now = Utc::now();
     let resource = req.resource.to_string();
     let upstream = match &req.resource {
         ResourceRef::Upstream(u) => Some(u.to_string()),
@@ -110,14 +122,40 @@ fn decide_one(
             .map(Some)
             .map_err(|e| format!("bad-request: {e}")),
     };
+    let mut approval = None;
+    let mut more = Vec::new();
     let (decision, arguments) = match recorded {
-        Ok(arguments) => (decide_request(state, caller, req), arguments),
         Err(reason) => (Decision::deny(reason, policy_version(state)), None),
+        Ok(arguments) => match build_request(state, caller, req) {
+            Err(deny) => (deny, arguments),
+            Ok(request) => {
+                let d = state.policies.decide(&request, now);
+                if d.outcome == warden_core::Outcome::NeedsApproval {
+                    let gate = crate::approvals::gate(
+                        state,
+                        caller,
+                        &request,
+                        d,
+                        arguments.clone(),
+                        upstream.clone(),
+                        &resource,
+                        now,
+                    )
+                    .await;
+                    approval = gate.approval;
+                    more = gate.entries;
+                    (gate.decision, arguments)
+                } else {
+                    (d, arguments)
+                }
+            }
+        },
     };
     // Every decision, refusals of malformed requests included, leaves a trace.
     tracing::info!(
         agent = %caller.task.agent, task = %caller.task.id, action = %action.escape_debug(), %resource,
         outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version,
+        approval = ?approval.as_ref().map(|a| a.id),
         "authorize"
     );
     let facts = crate::ledger::DecisionFacts {
@@ -130,8 +168,14 @@ fn decide_one(
         arguments,
         request_id: request_id.map(str::to_owned),
     };
-    let entry = crate::ledger::decision_entry(facts, &decision, started.elapsed());
-    (decision, entry)
+    let mut entry = crate::ledger::decision_entry(facts, &decision, started.elapsed());
+    if let Some(a) = &approval {
+        entry.body["approval"] = a.id.to_string().into();
+        entry.body["approval_state"] = a.state.as_str().into();
+    }
+    let mut entries = vec![entry];
+    entries.extend(more);
+    (AuthorizeResponse { decision, approval }, entries)
 }
 
 fn policy_version(state: &AppState) -> String {
@@ -159,26 +203,31 @@ fn recorded<T: Serialize>(body: T, seq: u64) -> axum::response::Response {
 /// Response header carrying the ledger sequence number of the decision.
 pub const LEDGER_SEQ_HEADER: &str = "warden-ledger-seq";
 
-fn decide_request(state: &AppState, caller: &TaskCaller, req: AuthorizeRequest) -> Decision {
+/// The policy request for an authorize request, or the deny that answers it when it is malformed.
+fn build_request(
+    state: &AppState,
+    caller: &TaskCaller,
+    req: AuthorizeRequest,
+) -> Result<PolicyRequest, Decision> {
     let version = || policy_version(state);
     let action = match req.action.parse::<Action>() {
         Ok(a) if a.is_task_action() => {
-            return Decision::deny(
+            return Err(Decision::deny(
                 format!(
                     "bad-request: `{}` is decided at the token endpoint, not here",
                     a.as_str()
                 ),
                 version(),
-            );
+            ));
         }
         Ok(a) => a,
-        Err(e) => return Decision::deny(format!("bad-request: {e}"), version()),
+        Err(e) => return Err(Decision::deny(format!("bad-request: {e}"), version())),
     };
     let task = match task_context(&caller.task) {
         Ok(t) => t,
-        Err(e) => return Decision::deny(format!("bad-task: {e}"), version()),
+        Err(e) => return Err(Decision::deny(format!("bad-task: {e}"), version())),
     };
-    let request = PolicyRequest {
+    Ok(PolicyRequest {
         principal: caller.task.agent.clone(),
         action,
         resource: req.resource,
@@ -187,8 +236,7 @@ fn decide_request(state: &AppState, caller: &TaskCaller, req: AuthorizeRequest) 
             args: req.args,
             ..Default::default()
         },
-    };
-    state.policies.decide(&request, Utc::now())
+    })
 }
 
 #[utoipa::path(
@@ -206,10 +254,10 @@ pub async fn authorize(
     caller: TaskCaller,
     ApiJson(req): ApiJson<AuthorizeRequest>,
 ) -> Result<axum::response::Response, ApiError> {
-    let (decision, entry) = decide_one(&state, &caller, req, request_id(&headers));
+    let (answer, entries) = decide_one(&state, &caller, req, request_id(&headers)).await;
     // Fail closed: no answer (least of all an allow) before the decision is durable.
-    let seq = state.ledger.record(entry).await?;
-    Ok(recorded(decision, seq))
+    let seq = state.ledger.record_all(entries).await?;
+    Ok(recorded(answer, seq))
 }
 
 #[utoipa::path(
@@ -236,11 +284,13 @@ pub async fn authorize_batch(
             field: Some("requests".into()),
         });
     }
-    let (decisions, entries): (Vec<_>, Vec<_>) = batch
-        .requests
-        .into_iter()
-        .map(|r| decide_one(&state, &caller, r, request_id(&headers)))
-        .unzip();
+    let mut decisions = Vec::with_capacity(batch.requests.len());
+    let mut entries = Vec::new();
+    for r in batch.requests {
+        let (answer, more) = decide_one(&state, &caller, r, request_id(&headers)).await;
+        decisions.push(answer);
+        entries.extend(more);
+    }
     let seq = state.ledger.record_all(entries).await?;
     Ok(recorded(Decisions { decisions }, seq))
 }

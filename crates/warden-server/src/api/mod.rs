@@ -8,6 +8,7 @@
 //! - body limit: bounds the memory an unauthenticated client can make us buffer.
 
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod authorize;
 pub mod humans;
@@ -72,7 +73,8 @@ impl Default for HttpLimits {
         authorize::authorize, authorize::authorize_batch,
         policies::status, policies::validate, policies::activate, policies::shadow, policies::clear_shadow,
         policies::explain,
-        audit::checkpoint, audit::inclusion, audit::consistency, audit::entries,
+                audit::checkpoint, audit::inclusion, audit::consistency, audit::entries,
+        approvals::list, approvals::show, approvals::approve, approvals::deny,
     ),
     components(schemas(ErrorBody, Health, crate::ledger::LedgerStatus)),
     modifiers(&BearerAuth),
@@ -84,7 +86,8 @@ impl Default for HttpLimits {
         (name = "tasks", description = "Tasks and their credentials"),
         (name = "policy", description = "Decisions, and the policy sets that make them"),
         (name = "health", description = "Liveness and store health"),
-        (name = "audit", description = "The tamper-evident ledger: checkpoints, proofs, entries"),
+                (name = "audit", description = "The tamper-evident ledger: checkpoints, proofs, entries"),
+        (name = "approvals", description = "Human approval requests and their grants"),
     )
 )]
 #[derive(Debug)]
@@ -177,6 +180,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         )
         .route("/tokens/{id}", delete(humans::revoke_token))
         .route("/whoami", get(humans::whoami))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", get(approvals::show))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/deny", post(approvals::deny))
         .route("/audit/checkpoint", get(audit::checkpoint))
         .route("/audit/proof/inclusion", get(audit::inclusion))
         .route("/audit/proof/consistency", get(audit::consistency))
