@@ -19,6 +19,7 @@ pub mod federation;
 pub mod json;
 pub mod keys;
 pub mod ledger;
+pub mod notify;
 pub mod oauth;
 pub mod policy;
 mod state;
