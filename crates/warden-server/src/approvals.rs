@@ -206,6 +206,7 @@ pub async fn gate(
             let mut entries = Vec::new();
             if created {
                 tracing::info!(approval = %a.id, agent = %a.agent, action = %a.action, resource = %a.resource, quorum = a.quorum, "approval requested");
+                notify(state, &a, crate::notify::ApprovalEventKind::Requested, None);
                 entries.push(
                     crate::ledger::entry(EntryKind::ApprovalRequested, &caller.task.agent_spiffe_id)
                         .subject(a.id.to_string())
@@ -219,6 +220,25 @@ pub async fn gate(
             }
         }
     }
+}
+
+/// Tells the webhooks (never blocks; delivery is the notifier's).
+pub fn notify(state: &AppState, a: &Approval, kind: crate::notify::ApprovalEventKind, by: Option<&str>) {
+    state.notifier.notify(crate::notify::ApprovalEvent {
+        kind,
+        approval_id: a.id.to_string(),
+        agent: a.agent.to_string(),
+        task: a.task_id.to_string(),
+        action: a.action.clone(),
+        resource: a.resource.clone(),
+        upstream: a.upstream.clone(),
+        reason: format!("policy {}", a.policies.join(", ")),
+        quorum: a.quorum,
+        approvals: a.approvals,
+        decided_by: by.map(str::to_owned),
+        url: ApprovalRef::of(state, a).url,
+        expires_at: a.expires_at,
+    });
 }
 
 /// The ledger body describing an approval request (secrets are already redacted from its arguments).
@@ -251,6 +271,9 @@ pub fn spawn_expiry(state: AppState, every: std::time::Duration) {
             tick.tick().await;
             match state.store.expire_approvals(Utc::now()).await {
                 Ok(expired) if !expired.is_empty() => {
+                    for a in &expired {
+                        notify(&state, a, crate::notify::ApprovalEventKind::Expired, None);
+                    }
                     let entries = expired
                         .iter()
                         .map(|a| {

@@ -46,6 +46,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub ledger: LedgerConfig,
     pub approvals: ApprovalConfig,
+    pub notify: NotifyConfig,
 }
 
 /// Human approval gates.
@@ -69,6 +70,116 @@ impl Default for ApprovalConfig {
             single_use: false,
         }
     }
+}
+
+/// Notifications to humans: webhooks called when an approval is requested or decided.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `[[notify.webhook]]` entries. None: no notifications.
+    pub webhook: Vec<WebhookConfig>,
+}
+
+/// One webhook (see [`crate::notify`] for the body, the headers and the signature).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// A unique name, for logs and the delivery status (letters, digits, `-`, `_`, `.`; at most 64).
+    pub name: String,
+    /// Where events are POSTed: an `http(s)` URL without credentials (`user:pass@` is refused). Some
+    /// services (Slack) put a token in the path: treat this file accordingly.
+    pub url: String,
+    /// A file holding the HMAC-SHA256 signing key (at least 16 bytes; surrounding whitespace is
+    /// trimmed). Required, and must not be readable by group or others (chmod 600).
+    pub secret_file: Option<PathBuf>,
+    /// Upstreams whose approval requests this webhook receives. Empty (the default): every request,
+    /// including those not tied to an upstream.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Which events: any of `requested`, `approved`, `denied`, `expired`. Default: all of them.
+    #[serde(default = "all_approval_events")]
+    pub events: Vec<crate::notify::ApprovalEventKind>,
+    /// Attempts per event before it is counted as failed. Default 5, between 1 and 20.
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+    /// Timeout of one attempt, milliseconds. Default 5000, between 100 and 60000.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn all_approval_events() -> Vec<crate::notify::ApprovalEventKind> {
+    crate::notify::ApprovalEventKind::ALL.to_vec()
+}
+
+fn default_webhook_attempts() -> u32 {
+    5
+}
+
+fn default_webhook_timeout() -> u64 {
+    5000
+}
+
+/// Longest webhook URL accepted.
+const MAX_WEBHOOK_URL_LEN: usize = 2048;
+
+/// Checks `[[notify.webhook]]` without touching the secret files (which [`crate::notify::Notifier::new`]
+/// reads). Errors name the entry; they never echo a URL, which may hold credentials.
+pub fn validate_webhooks(hooks: &[WebhookConfig]) -> anyhow::Result<()> {
+    let mut names = std::collections::HashSet::new();
+    for (i, h) in hooks.iter().enumerate() {
+        if h.name.is_empty()
+            || h.name.len() > 64
+            || !h
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bail!(
+                "notify.webhook[{i}]: name `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`",
+                h.name.escape_debug()
+            );
+        }
+        let at = format!("notify.webhook[{i}] (`{}`)", h.name);
+        if !names.insert(h.name.as_str()) {
+            bail!("{at}: duplicate name; webhook names must be unique");
+        }
+        if h.url.len() > MAX_WEBHOOK_URL_LEN {
+            bail!("{at}: url is longer than {MAX_WEBHOOK_URL_LEN} bytes");
+        }
+        let Ok(u) = url::Url::parse(&h.url) else {
+            bail!("{at}: url is not a valid URL");
+        };
+        if !u.username().is_empty() || u.password().is_some() {
+            bail!(
+                "{at}: url must not contain credentials (user:password@); the request is signed with \
+                 the key in secret_file instead"
+            );
+        }
+        if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+            bail!("{at}: url must be an http or https URL with a host");
+        }
+        if h.secret_file.is_none() {
+            bail!(
+                "{at}: secret_file is required (a file, mode 0600, holding the key deliveries are \
+                 signed with); unsigned webhooks are refused"
+            );
+        }
+        if h.events.is_empty() {
+            bail!(
+                "{at}: events is empty; list some of requested, approved, denied, expired, or omit it for all"
+            );
+        }
+        if h.upstreams.iter().any(|u| u.trim().is_empty()) {
+            bail!("{at}: upstreams must not contain an empty name");
+        }
+        if !(1..=20).contains(&h.max_attempts) {
+            bail!("{at}: max_attempts must be between 1 and 20");
+        }
+        if !(100..=60_000).contains(&h.timeout_ms) {
+            bail!("{at}: timeout_ms must be between 100 and 60000");
+        }
+    }
+    Ok(())
 }
 
 /// The audit ledger: how entries are committed and checkpoints signed.
@@ -206,6 +317,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             ledger: LedgerConfig::default(),
             approvals: ApprovalConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -317,6 +429,8 @@ pub struct Resolved {
     pub policy_bootstrap_dir: Option<PathBuf>,
     pub ledger: LedgerConfig,
     pub approvals: ApprovalConfig,
+    /// Checked by [`validate_webhooks`]; the secret files are read by [`crate::notify::Notifier::new`].
+    pub notify: NotifyConfig,
 }
 
 impl Config {
@@ -428,8 +542,10 @@ impl Config {
                 );
             }
         }
+        validate_webhooks(&self.notify.webhook)?;
         Ok(Resolved {
             public_url,
+            notify: self.notify,
             policy_bootstrap_dir: self.policy.bootstrap_dir,
             ledger: self.ledger,
             approvals: self.approvals,
@@ -561,6 +677,76 @@ mod tests {
         };
         let err = Config::default().resolve(&opts, None).expect_err("not an ip");
         assert!(format!("{err:#}").contains("not an IP:port"), "{err:#}");
+    }
+
+    fn notify_resolve(toml: &str) -> anyhow::Result<Resolved> {
+        Config::parse(toml)?.resolve(&ServeOptions::default(), None)
+    }
+
+    #[test]
+    fn notify_webhook_defaults() {
+        let r = notify_resolve(
+            "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://hooks.example.com/x\"\nsecret_file = \"/k\"\n",
+        )
+        .expect("resolves");
+        let h = &r.notify.webhook[0];
+        assert_eq!(h.events, crate::notify::ApprovalEventKind::ALL.to_vec());
+        assert!(h.upstreams.is_empty());
+        assert_eq!((h.max_attempts, h.timeout_ms), (5, 5000));
+        assert!(Config::default().notify.webhook.is_empty());
+    }
+
+    #[test]
+    fn notify_config_errors_are_precise() {
+        let hook = |extra: &str| {
+            format!(
+                "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://hooks.example.com/x\"\nsecret_file = \"/k\"\n{extra}"
+            )
+        };
+        let cases: &[(String, &str)] = &[
+            (
+                "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://u:hunter2@hooks.example.com/\"\nsecret_file = \"/k\"\n".into(),
+                "notify.webhook[0] (`ops`): url must not contain credentials",
+            ),
+            (
+                "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://hooks.example.com/\"\n".into(),
+                "notify.webhook[0] (`ops`): secret_file is required",
+            ),
+            (
+                format!("{}{}", hook(""), hook("").replace("https://hooks", "https://other")),
+                "notify.webhook[1] (`ops`): duplicate name",
+            ),
+            (
+                "[[notify.webhook]]\nname = \"ops\"\nurl = \"ftp://hooks.example.com/\"\nsecret_file = \"/k\"\n".into(),
+                "notify.webhook[0] (`ops`): url must be an http or https URL",
+            ),
+            (hook("events = []"), "notify.webhook[0] (`ops`): events is empty"),
+            (hook("max_attempts = 0"), "max_attempts must be between 1 and 20"),
+            (hook("timeout_ms = 10"), "timeout_ms must be between 100 and 60000"),
+            (hook("upstreams = [\"\"]"), "upstreams must not contain an empty name"),
+            (
+                hook("").replace("\"ops\"", "\"a b\""),
+                "notify.webhook[0]: name `a b` must be 1 to 64",
+            ),
+        ];
+        for (toml, want) in cases {
+            let err = notify_resolve(toml).expect_err(want);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(want), "want `{want}`, got: {msg}");
+            assert!(
+                !msg.contains("hunter2"),
+                "the error must not echo the secret: {msg}"
+            );
+        }
+        let err = Config::parse(&hook("events = [\"approved\", \"escalated\"]")).expect_err("unknown event");
+        assert!(
+            err.to_string().contains(
+                "unknown variant `escalated`, expected one of `requested`, `approved`, `denied`, `expired`"
+            ),
+            "{err}"
+        );
+        let err = Config::parse(&hook("secret = \"x\"")).expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field `secret`"), "{err}");
     }
 
     #[test]

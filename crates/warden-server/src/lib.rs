@@ -20,6 +20,7 @@ pub mod federation;
 pub mod json;
 pub mod keys;
 pub mod ledger;
+pub mod notify;
 pub mod oauth;
 pub mod policy;
 mod state;
@@ -101,6 +102,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         ledger.clone(),
     );
     state.approvals = (&resolved.approvals).into();
+    state.notifier = notify::Notifier::new(&resolved.notify.webhook)?;
     approvals::spawn_expiry(state.clone(), std::time::Duration::from_secs(10));
     let app = router(state, resolved.limits);
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");

@@ -95,6 +95,8 @@ pub struct AppState {
     pub ledger: Arc<Ledger>,
     /// `[approvals]`: request and grant lifetimes.
     pub approvals: crate::approvals::ApprovalSettings,
+    /// Webhooks told about approval requests and decisions.
+    pub notifier: crate::notify::Notifier,
 }
 
 impl AppState {
@@ -114,6 +116,7 @@ impl AppState {
             policies,
             ledger,
             approvals: Default::default(),
+            notifier: crate::notify::Notifier::disabled(),
         }
     }
 

@@ -22,7 +22,84 @@ api_tests!(
     a_grant_allows_exactly_the_approved_action,
     bad_votes_are_refused_precisely,
     agents_wait_by_long_polling,
+    webhooks_hear_requests_and_decisions,
 );
+
+/// A local webhook receiver: the events it got, as (X-Warden-Event, body).
+async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let event = headers
+                    .get("x-warden-event")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                sink.lock().unwrap().push((event, value));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), got)
+}
+
+async fn webhooks_hear_requests_and_decisions(api: Api) {
+    let token = bot_with_task(&api).await;
+    let (url, got) = receiver().await;
+    let secret = api.dir.path().join("hook.key");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&secret)
+            .unwrap();
+        f.write_all(b"0123456789abcdef0123456789abcdef").unwrap();
+    }
+    let config: warden_server::config::Config = toml::from_str(&format!(
+        "[[notify.webhook]]\nname = \"approvals\"\nurl = \"{url}\"\nsecret_file = {:?}\nupstreams = [\"crm\"]\n",
+        secret
+    ))
+    .unwrap();
+    let mut state = api.state.clone();
+    state.notifier = warden_server::notify::Notifier::new(&config.notify.webhook).unwrap();
+    let api = Api {
+        app: warden_server::router(state, warden_server::HttpLimits::default()),
+        ..api
+    };
+    let (_, d) = authorize(&api, &token, write_crm()).await;
+    let id = d["approval"]["id"].as_str().unwrap().to_owned();
+    let ann = approver(&api, "ann@example.com").await;
+    vote(&api, &ann, &id, "approve").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while got.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut events = got.lock().unwrap().clone();
+    events.sort_by_key(|(e, _)| e.clone());
+    assert_eq!(
+        events.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(),
+        vec!["approval.approved", "approval.requested"]
+    );
+    for (_, body) in &events {
+        assert_eq!(body["warden"]["approval_id"], id.as_str());
+        assert!(body["text"].as_str().unwrap().contains("bot"), "{body}");
+    }
+    assert_eq!(events[0].1["warden"]["decided_by"], "ann@example.com");
+    let (s, status) = api.admin(Method::GET, "/v1/approvals/webhooks", None).await;
+    assert_eq!(s, StatusCode::OK, "{status}");
+    assert_eq!(status["webhooks"][0]["delivered"], 2, "{status}");
+}
 
 async fn authorize(api: &Api, token: &str, body: Value) -> (StatusCode, Value) {
     api.with_headers(

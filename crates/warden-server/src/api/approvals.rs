@@ -162,6 +162,23 @@ pub async fn show(State(state): State<AppState>, request: Request) -> Result<Jso
     }
 }
 
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<crate::notify::WebhookStatus>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/approvals/webhooks", tag = "approvals",
+    responses((status = 200, description = "Delivery counts and the last error of each webhook", body = WebhookList)),
+    security(("bearer" = []))
+)]
+pub async fn webhooks(State(state): State<AppState>, caller: Caller) -> Result<Json<WebhookList>, ApiError> {
+    caller.require(Permission::ReadRegistry)?;
+    Ok(Json(WebhookList {
+        webhooks: state.notifier.status(),
+    }))
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoteBody {
@@ -208,6 +225,16 @@ async fn vote(
             other => other.into(),
         })?;
     tracing::info!(approval = %id, by = %caller.human.email, vote = ?vote, state = after.state.as_str(), approvals = after.approvals, quorum = after.quorum, "approval vote");
+    let by = Some(caller.human.email.as_str());
+    match after.state {
+        ApprovalState::Approved => {
+            crate::approvals::notify(&state, &after, crate::notify::ApprovalEventKind::Approved, by);
+        }
+        ApprovalState::Denied => {
+            crate::approvals::notify(&state, &after, crate::notify::ApprovalEventKind::Denied, by);
+        }
+        ApprovalState::Pending | ApprovalState::Expired => {}
+    }
     Ok(Json(after))
 }
 

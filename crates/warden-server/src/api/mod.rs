@@ -74,7 +74,7 @@ impl Default for HttpLimits {
         policies::status, policies::validate, policies::activate, policies::shadow, policies::clear_shadow,
         policies::explain,
                 audit::checkpoint, audit::inclusion, audit::consistency, audit::entries,
-        approvals::list, approvals::show, approvals::approve, approvals::deny,
+                approvals::list, approvals::show, approvals::approve, approvals::deny, approvals::webhooks,
     ),
     components(schemas(ErrorBody, Health, crate::ledger::LedgerStatus)),
     modifiers(&BearerAuth),
@@ -181,6 +181,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/tokens/{id}", delete(humans::revoke_token))
         .route("/whoami", get(humans::whoami))
         .route("/approvals", get(approvals::list))
+        .route("/approvals/webhooks", get(approvals::webhooks))
         .route("/approvals/{id}", get(approvals::show))
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
