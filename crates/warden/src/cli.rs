@@ -154,6 +154,9 @@ pub enum Command {
     /// Manage the keys Warden signs task tokens with.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// List, show, approve and deny human approval requests.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Validate and test Cedar policies (locally), activate them, run them in shadow, explain decisions.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -410,6 +413,65 @@ pub struct TokenRevokeArgs {
     /// The token's id (a UUID, as shown by `human token list`).
     #[arg(value_name = "TOKEN_ID", value_parser = Flag::<TokenId>::new())]
     pub id: TokenId,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Approval requests, newest first.
+    List(ApprovalsListArgs),
+    /// One request: the action, its arguments (secrets redacted), the reason, the votes.
+    Show(ApprovalsShowArgs),
+    /// Approve (approvers only; never your own agent's request). The action is allowed once the
+    /// quorum is reached.
+    Approve(ApprovalVoteArgs),
+    /// Deny: one deny ends the request.
+    Deny(ApprovalVoteArgs),
+}
+
+/// States of an approval request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ApprovalStateArg {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl ApprovalStateArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStateArg::Pending => "pending",
+            ApprovalStateArg::Approved => "approved",
+            ApprovalStateArg::Denied => "denied",
+            ApprovalStateArg::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalsListArgs {
+    #[arg(long, value_enum)]
+    pub state: Option<ApprovalStateArg>,
+    #[arg(long, value_name = "NAME", value_parser = Flag::<AgentName>::new())]
+    pub agent: Option<AgentName>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalsShowArgs {
+    /// The request's id.
+    pub id: uuid::Uuid,
+    /// Wait up to this many seconds (at most 25) for a pending request to be decided.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=25))]
+    pub wait: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalVoteArgs {
+    /// The request's id.
+    pub id: uuid::Uuid,
+    /// Why (kept with the vote and in the ledger).
+    #[arg(long, default_value = "")]
+    pub comment: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -85,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Upstream(c) => Call::Upstream(upstream_call(c)?),
         Command::Human(c) => Call::Human(human_call(c)?),
         Command::Whoami => Call::Whoami,
+        Command::Approvals(c) => Call::Approvals(c),
     };
     let (token, source) = find_token(token_file.as_deref(), |k| std::env::var(k).ok())?;
     let client = Client::new(server.0, &token, source)?;
@@ -98,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Call::Policy(c) => policy::run(&client, format, c).await,
         Call::Whoami => whoami(&client, format).await,
         Call::AuditTail(a) => audit::tail(&client, format, a).await,
+        Call::Approvals(c) => crate::approvals::run(&client, format, c).await,
     };
     result.map(done)
 }
@@ -132,6 +134,7 @@ enum Call {
     Policy(PolicyCall),
     Whoami,
     AuditTail(crate::cli::AuditTailArgs),
+    Approvals(crate::cli::ApprovalsCommand),
 }
 
 enum TaskCall {

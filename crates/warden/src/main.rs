@@ -11,6 +11,7 @@
 //! `error: <message>` on stderr.
 
 mod agent;
+mod approvals;
 mod audit;
 mod cli;
 mod client;
