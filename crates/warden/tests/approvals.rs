@@ -15,69 +15,8 @@ on_both_backends!(approve_from_the_cli);
 
 async fn approve_from_the_cli(backend: Backend) {
     let s = Server::start(backend).await;
-    s.add_owner().await;
-    s.run(&[
-        "upstream",
-        "add",
-        "crm",
-        "--kind",
-        "mcp",
-        "--url",
-        "https://crm.example.com/mcp",
-        "--environment",
-        "production",
-        "--owner",
-        "alice@example.com",
-        "--sensitivity",
-        "internal",
-    ])
-    .await
-    .ok();
-    let join = s.path("bot.jt");
-    let join_s = join.to_str().unwrap();
-    s.run(&[
-        "agent",
-        "register",
-        "bot",
-        "--owner",
-        "alice@example.com",
-        "--environment",
-        "staging",
-        "--model",
-        "anthropic/claude-sonnet@4.5",
-        "--upstream",
-        "crm",
-        "--join-token-out",
-        join_s,
-    ])
-    .await
-    .ok();
-    let key = s.path("bot.key");
-    let key_s = key.to_str().unwrap();
-    s.agent(&["agent", "enroll", "--join-token-file", join_s, "--key-out", key_s])
-        .await
-        .ok();
-    s.run(&["agent", "activate", "bot"]).await.ok();
-    let tt = s.path("bot.task");
-    let tt_s = tt.to_str().unwrap();
-    s.agent(&[
-        "task",
-        "start",
-        "--key",
-        key_s,
-        "--agent-id",
-        "bot",
-        "--purpose",
-        "fix invoices",
-        "--type",
-        "billing",
-        "--upstream",
-        "crm",
-        "--token-out",
-        tt_s,
-    ])
-    .await
-    .ok();
+    let (tt, key, _) = s.bot_with_task("production").await;
+    let (tt_s, key_s) = (tt.to_str().unwrap(), key.to_str().unwrap());
     let authorize = [
         "authorize",
         "--task-token-file",

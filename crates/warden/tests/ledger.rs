@@ -176,76 +176,10 @@ async fn tail_shows_and_follows(backend: Backend) {
     assert!(err.contains("403") || err.contains("may not"), "{err}");
 }
 
-/// An owner, an upstream, an enrolled active agent and a task token for it.
-async fn agent_with_task(s: &Server) -> String {
-    s.add_owner().await;
-    s.run(&[
-        "upstream",
-        "add",
-        "crm",
-        "--kind",
-        "mcp",
-        "--url",
-        "https://crm.example.com/mcp",
-        "--environment",
-        "staging",
-        "--owner",
-        "alice@example.com",
-        "--sensitivity",
-        "internal",
-    ])
-    .await
-    .ok();
-    let join = s.path("bot.jt");
-    let join_s = join.to_str().unwrap();
-    s.run(&[
-        "agent",
-        "register",
-        "bot",
-        "--owner",
-        "alice@example.com",
-        "--environment",
-        "staging",
-        "--model",
-        "anthropic/claude-sonnet@4.5",
-        "--upstream",
-        "crm",
-        "--join-token-out",
-        join_s,
-    ])
-    .await
-    .ok();
-    let key = s.path("bot.key");
-    let key_s = key.to_str().unwrap();
-    s.agent(&["agent", "enroll", "--join-token-file", join_s, "--key-out", key_s])
-        .await
-        .ok();
-    s.run(&["agent", "activate", "bot"]).await.ok();
-    let out = s.path("bot.task");
-    s.agent(&[
-        "task",
-        "start",
-        "--key",
-        key_s,
-        "--agent-id",
-        "bot",
-        "--purpose",
-        "load",
-        "--type",
-        "crash-test",
-        "--upstream",
-        "crm",
-        "--token-out",
-        out.to_str().unwrap(),
-    ])
-    .await
-    .ok();
-    std::fs::read_to_string(out).unwrap().trim().to_owned()
-}
-
 async fn kill_9_loses_no_acknowledged_decision(backend: Backend) {
     let mut s = Server::start(backend).await;
-    let token = agent_with_task(&s).await;
+    let (token, _, _) = s.bot_with_task("staging").await;
+    let token = std::fs::read_to_string(token).unwrap().trim().to_owned();
     let http = reqwest::Client::new();
     let url = s.endpoint("/v1/authorize");
     let stop = Arc::new(AtomicBool::new(false));

@@ -390,6 +390,75 @@ impl Server {
         .ok();
     }
 
+    /// An owner (alice), an upstream `crm` in `environment`, the agent `bot` registered, enrolled (its
+    /// key in `cwd/bot.key`) and active, and a task on `crm` (its token in `cwd/bot.task`). Returns the
+    /// task token file, the key file and the agent's name.
+    pub async fn bot_with_task(&self, environment: &str) -> (PathBuf, PathBuf, &'static str) {
+        self.add_owner().await;
+        self.run(&[
+            "upstream",
+            "add",
+            "crm",
+            "--kind",
+            "mcp",
+            "--url",
+            "https://crm.example.com/mcp",
+            "--environment",
+            environment,
+            "--owner",
+            "alice@example.com",
+            "--sensitivity",
+            "internal",
+        ])
+        .await
+        .ok();
+        let join = self.path("bot.jt");
+        let join_s = join.to_str().expect("UTF-8 path");
+        self.run(&[
+            "agent",
+            "register",
+            "bot",
+            "--owner",
+            "alice@example.com",
+            "--environment",
+            "staging",
+            "--model",
+            "anthropic/claude-sonnet@4.5",
+            "--upstream",
+            "crm",
+            "--join-token-out",
+            join_s,
+        ])
+        .await
+        .ok();
+        let key = self.path("bot.key");
+        let key_s = key.to_str().expect("UTF-8 path");
+        self.agent(&["agent", "enroll", "--join-token-file", join_s, "--key-out", key_s])
+            .await
+            .ok();
+        self.run(&["agent", "activate", "bot"]).await.ok();
+        let task = self.path("bot.task");
+        self.agent(&[
+            "task",
+            "start",
+            "--key",
+            key_s,
+            "--agent-id",
+            "bot",
+            "--purpose",
+            "fix invoices",
+            "--type",
+            "billing",
+            "--upstream",
+            "crm",
+            "--token-out",
+            task.to_str().expect("UTF-8 path"),
+        ])
+        .await
+        .ok();
+        (task, key, "bot")
+    }
+
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
