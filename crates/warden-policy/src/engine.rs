@@ -30,6 +30,7 @@
 //! the approval, so the first pass's result stands for it. With the default pack and most policy
 //! sets no policy reads it (approval is expressed by `@approval`), and step 3 costs nothing.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -51,6 +52,7 @@ use warden_core::{Decision, Environment, Outcome, Sensitivity};
 
 use crate::analysis::{CtxUse, TagUse, Variant, attr, task_field};
 use crate::compile::CompiledPolicies;
+use crate::native::{Env, Tags};
 use crate::request::{ArgLimits, PolicyRequest, RESOURCE_KINDS, ResourceRef};
 use crate::store::{EntityStore, sensitivity_level};
 use crate::vocab::{Vocab, vocab};
@@ -78,6 +80,14 @@ pub(crate) struct Prepared {
     tool_args: Option<Value>,
     granted: bool,
     approvers: u8,
+}
+
+/// A request being decided: resolved, its resource type, the time.
+struct Question<'a> {
+    p: &'a Prepared,
+    req: &'a PolicyRequest,
+    now: DateTime<Utc>,
+    kind: usize,
 }
 
 /// What one evaluation pass found.
@@ -576,8 +586,63 @@ impl CompiledPolicies {
         Arc::new(c)
     }
 
-    /// Evaluates the candidates' conditions for resource type `kind`.
-    fn eval_pass(&self, entities: &Entities, request: Request, candidates: &[u32], kind: usize) -> Pass {
+    /// Evaluates the candidates' conditions for resource type `kind`: natively where the native
+    /// evaluator decides ([`crate::native`]), the others with Cedar's evaluator, over a context and
+    /// an `Entities` built only then, with only what those read. `approved`: the approval pass.
+    fn pass(
+        &self,
+        q: &Question<'_>,
+        env: &Env<'_>,
+        candidates: &[u32],
+        approved: bool,
+    ) -> Result<Pass, String> {
+        let (p, req, now, kind) = (q.p, q.req, q.now, q.kind);
+        let mut pass = Pass::default();
+        let mut deferred: Vec<u32> = Vec::new();
+        for &i in candidates {
+            let Some(variant) = self.variant(i, kind) else {
+                continue;
+            };
+            // A condition that folded to a constant needs no evaluator.
+            let result = match variant.condition.expr_kind() {
+                ExprKind::Lit(Literal::Bool(b)) => Some(*b),
+                _ => variant.native.as_ref().and_then(|n| n.eval(env)),
+            };
+            match result {
+                Some(true) => match variant.effect {
+                    Effect::Permit => pass.permits.push(i),
+                    Effect::Forbid => pass.forbids.push(i),
+                },
+                Some(false) => {}
+                None => deferred.push(i),
+            }
+        }
+        if deferred.is_empty() {
+            return Ok(pass);
+        }
+        let mut need = CtxUse::default();
+        for i in &deferred {
+            if let Some(variant) = self.variant(*i, kind) {
+                need.merge(&variant.ctx);
+            }
+        }
+        let (mut context, args) = self.context(p, req, now, &need)?;
+        if approved {
+            context = Self::approved_context(&context);
+        }
+        let entities = Self::entities(&p.slice, args.as_ref())?;
+        let cedar = self.cedar_pass(&entities, Self::request(p, context), &deferred, kind);
+        // Candidates are ascending: sorting restores their order.
+        pass.permits.extend(cedar.permits);
+        pass.permits.sort_unstable();
+        pass.forbids.extend(cedar.forbids);
+        pass.forbids.sort_unstable();
+        pass.errors = cedar.errors;
+        Ok(pass)
+    }
+
+    /// Evaluates the candidates' conditions for resource type `kind` with Cedar's evaluator.
+    fn cedar_pass(&self, entities: &Entities, request: Request, candidates: &[u32], kind: usize) -> Pass {
         let eval = Evaluator::new(request, entities, Extensions::all_available());
         let mut pass = Pass::default();
         for &i in candidates {
@@ -616,27 +681,26 @@ impl CompiledPolicies {
     /// are evaluated again (with `approved`); every other candidate's result is the first pass's.
     fn approval_pass(
         &self,
-        p: &Prepared,
-        entities: &Entities,
-        context: &ContextMap,
+        q: &Question<'_>,
+        env: &Env<'_>,
         candidates: &[u32],
-        kind: usize,
         first: &Pass,
-    ) -> Pass {
+    ) -> Result<Pass, String> {
+        let kind = q.kind;
         let readers: Vec<u32> = candidates
             .iter()
             .copied()
             .filter(|i| self.variant(*i, kind).is_some_and(|v| v.reads_approval))
             .collect();
         if readers.is_empty() {
-            return first.clone();
+            return Ok(first.clone());
         }
-        let again = self.eval_pass(
-            entities,
-            Self::request(p, Self::approved_context(context)),
-            &readers,
-            kind,
-        );
+        let approved = Env {
+            granted: true,
+            approvers: i64::from(u8::MAX),
+            ..*env
+        };
+        let again = self.pass(q, &approved, &readers, true)?;
         let merge = |old: &[u32], new: Vec<u32>| -> Vec<u32> {
             let mut ids: Vec<u32> = old
                 .iter()
@@ -649,11 +713,11 @@ impl CompiledPolicies {
         };
         let mut errors = first.errors.clone();
         errors.extend(again.errors);
-        Pass {
+        Ok(Pass {
             permits: merge(&first.permits, again.permits),
             forbids: merge(&first.forbids, again.forbids),
             errors,
-        }
+        })
     }
 
     /// The request's entities: `slice` (already free of duplicates) and the arguments entity.
@@ -693,8 +757,8 @@ impl CompiledPolicies {
         req: &PolicyRequest,
         first: Pass,
         mentions_approval: bool,
-        second: impl FnOnce(&Pass) -> Pass,
-    ) -> (Decision, Option<Pass>, Pass) {
+        second: impl FnOnce(&Pass) -> Result<Pass, String>,
+    ) -> Result<(Decision, Option<Pass>, Pass), String> {
         let reasons = |ids: &[u32]| -> Vec<String> {
             let mut r: Vec<String> = ids
                 .iter()
@@ -717,7 +781,7 @@ impl CompiledPolicies {
             let mut errors = first.errors.clone();
             errors.sort();
             d.errors = errors;
-            return (d, None, first);
+            return Ok((d, None, first));
         }
         let counted = first
             .permits
@@ -726,11 +790,11 @@ impl CompiledPolicies {
         if first.forbids.is_empty() && counted.clone().next().is_some() {
             d.outcome = Outcome::Allow;
             d.reasons = reasons(&counted.copied().collect::<Vec<u32>>());
-            return (d, None, first);
+            return Ok((d, None, first));
         }
         let mut second_pass = None;
         if mentions_approval {
-            let s = second(&first);
+            let s = second(&first)?;
             if s.errors.is_empty() && s.forbids.is_empty() && !s.permits.is_empty() {
                 let quorum = s
                     .permits
@@ -741,7 +805,7 @@ impl CompiledPolicies {
                 d.outcome = Outcome::NeedsApproval;
                 d.quorum = Some(quorum);
                 d.reasons = reasons(&s.permits);
-                return (d, Some(s), first);
+                return Ok((d, Some(s), first));
             }
             second_pass = Some(s);
         }
@@ -753,7 +817,7 @@ impl CompiledPolicies {
         } else {
             reasons(&first.forbids)
         };
-        (d, second_pass, first)
+        Ok((d, second_pass, first))
     }
 
     fn denied(&self, reason: String) -> Decision {
@@ -790,20 +854,66 @@ impl CompiledPolicies {
         let candidates =
             self.index
                 .candidates(principal_closure, resource_closure, req.action as usize, kind);
-        let mut need = CtxUse::default();
-        let mut mentions_approval = false;
-        for i in &candidates {
-            if let Some(variant) = self.variant(*i, kind) {
-                need.merge(&variant.ctx);
-                mentions_approval |= variant.approval.is_some() || variant.reads_approval;
-            }
-        }
-        let (context, args) = self.context(&p, req, now, &need)?;
-        let entities = Self::entities(&p.slice, args.as_ref())?;
-        let first = self.eval_pass(&entities, Self::request(&p, context.clone()), &candidates, kind);
-        let (decision, second, first) = self.combine(&p, req, first, mentions_approval, |first| {
-            self.approval_pass(&p, &entities, &context, &candidates, kind, first)
+        let mentions_approval = candidates.iter().any(|i| {
+            self.variant(*i, kind)
+                .is_some_and(|v| v.approval.is_some() || v.reads_approval)
         });
+        let v = self.vocab()?;
+        // The argument tags the candidates read, flattened on first use.
+        let tags = OnceCell::new();
+        let make_tags = || -> Tags {
+            let mut out = Vec::new();
+            let Some(args) = &req.context.args else {
+                return out;
+            };
+            let mut keys = TagUse::None;
+            for i in &candidates {
+                if let Some(variant) = self.variant(*i, kind)
+                    && variant.ctx.attrs & attr::ARGS != 0
+                {
+                    keys.merge(&variant.ctx.tags);
+                }
+            }
+            let keys: Option<&[SmolStr]> = match &keys {
+                TagUse::All => None,
+                TagUse::Keys(k) => Some(k),
+                TagUse::None => Some(&[]),
+            };
+            flatten_args(args, &mut String::new(), keys, &mut out, &mut String::new());
+            out
+        };
+        let env = Env {
+            principal: &p.principal,
+            action: &p.action,
+            resource: &p.resource,
+            entities: &p.slice,
+            ctx: &req.context,
+            upstream: p.upstream.as_deref(),
+            has_tool_args: p.tool_args.is_some(),
+            agent_env: p.agent_env.as_str(),
+            resource_env: p.resource_env.as_str(),
+            sensitivity: p.sensitivity.as_str(),
+            sensitivity_level: sensitivity_level(p.sensitivity),
+            hour: i64::from(now.hour()),
+            weekday: i64::from(now.weekday().number_from_monday()),
+            unix: now.timestamp(),
+            granted: p.granted,
+            approvers: i64::from(p.approvers),
+            upstream_type: &v.upstream,
+            agent_type: &v.agent,
+            tags: &tags,
+            make_tags: &make_tags,
+        };
+        let q = Question {
+            p: &p,
+            req,
+            now,
+            kind,
+        };
+        let first = self.pass(&q, &env, &candidates, false)?;
+        let (decision, second, first) = self.combine(&p, req, first, mentions_approval, |first| {
+            self.approval_pass(&q, &env, &candidates, first)
+        })?;
         Ok((decision, candidates, first, second))
     }
 
@@ -937,10 +1047,12 @@ impl CompiledPolicies {
             }
         };
         let first = pass(context.clone());
-        let (decision, _, _) = self.combine(&p, req, first, self.any_mentions_approval, |_| {
-            pass(Self::approved_context(&context))
-        });
-        decision
+        match self.combine(&p, req, first, self.any_mentions_approval, |_| {
+            Ok(pass(Self::approved_context(&context)))
+        }) {
+            Ok((decision, _, _)) => decision,
+            Err(reason) => self.denied(reason),
+        }
     }
 }
 
