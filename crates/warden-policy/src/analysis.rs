@@ -43,7 +43,6 @@ use cedar_policy_core::ast::{
 use smol_str::SmolStr;
 
 use crate::index::Filed;
-use crate::native::Program;
 
 /// The context attributes of Warden's schema, as bits of [`CtxUse::attrs`].
 pub(crate) mod attr {
@@ -523,8 +522,6 @@ pub(crate) struct Variant {
     pub reads_approval: bool,
     /// Whether the condition can hold at all (it did not fold to `false`).
     pub live: bool,
-    /// The condition for the native evaluator, when it is in its subset ([`crate::native`]).
-    pub native: Option<Program>,
 }
 
 /// The hot-path condition of a policy for each resource type of `resource_types` (in that order),
@@ -546,7 +543,6 @@ pub(crate) fn variants(
             approval,
             reads_approval: ctx.attrs & attr::APPROVAL != 0,
             live: as_bool(&condition) != Some(false),
-            native: Program::compile(&condition, args_type),
             ctx,
             condition,
         })

@@ -30,6 +30,7 @@
 //! the approval, so the first pass's result stands for it. With the default pack and most policy
 //! sets no policy reads it (approval is expressed by `@approval`), and step 3 costs nothing.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -52,39 +53,48 @@ use warden_core::{Decision, Environment, Outcome, Sensitivity};
 
 use crate::analysis::{CtxUse, TagUse, Variant, attr, task_field};
 use crate::compile::CompiledPolicies;
-use crate::native::{Env, Tags};
+use crate::native::{Env, Hot, Tags, hot};
 use crate::request::{ArgLimits, PolicyRequest, RESOURCE_KINDS, ResourceRef};
 use crate::store::{EntityStore, sensitivity_level};
 use crate::vocab::{Vocab, vocab};
 
 type ContextMap = Arc<BTreeMap<SmolStr, Value>>;
 
-/// A request resolved against the registry and checked: everything but the context.
-pub(crate) struct Prepared {
-    principal: Arc<EntityUID>,
-    action: Arc<EntityUID>,
-    resource: Arc<EntityUID>,
-    principal_entity: Arc<Entity>,
+/// A request resolved against the registry and checked: everything but the context. It borrows
+/// the registry's entities and uids (no reference counts touched, nothing copied).
+pub(crate) struct Prepared<'a> {
+    principal: &'a Arc<EntityUID>,
+    action: &'a Arc<EntityUID>,
+    /// The registry's, or built for this request (a task).
+    resource: Cow<'a, Arc<EntityUID>>,
+    principal_entity: &'a Entity,
     /// The resource's entity, when the registry holds it (not for a task).
-    resource_entity: Option<Arc<Entity>>,
-    /// The entities the request touches (principal, resource, its upstream, task, action); the
-    /// arguments entity comes with the context.
-    slice: Vec<Arc<Entity>>,
+    resource_entity: Option<&'a Entity>,
+    /// The registry's entities the request touches (principal, resource, its upstream, action), each
+    /// once; the arguments entity comes with the context.
+    slice: [Option<&'a Arc<Entity>>; 4],
     /// Built for this request (the task): not in the store.
-    extra: Vec<Arc<Entity>>,
+    task: Option<Arc<Entity>>,
     agent_env: Environment,
     resource_env: Environment,
     sensitivity: Sensitivity,
-    upstream: Option<Arc<EntityUID>>,
+    upstream: Option<&'a Arc<EntityUID>>,
     /// `context.tool_args`, for a tool that declares typed arguments.
     tool_args: Option<Value>,
     granted: bool,
     approvers: u8,
 }
 
+impl Prepared<'_> {
+    /// The entities of the request: the slice and the task.
+    fn entities(&self) -> impl Iterator<Item = &Arc<Entity>> {
+        self.slice.iter().flatten().copied().chain(self.task.iter())
+    }
+}
+
 /// A request being decided: resolved, its resource type, the time.
 struct Question<'a> {
-    p: &'a Prepared,
+    p: &'a Prepared<'a>,
     req: &'a PolicyRequest,
     now: DateTime<Utc>,
     kind: usize,
@@ -228,17 +238,18 @@ impl CompiledPolicies {
     }
 
     /// Resolves and checks the request. `Err` is a reason to deny.
-    pub(crate) fn prepare(&self, store: &EntityStore, req: &PolicyRequest) -> Result<Prepared, String> {
+    pub(crate) fn prepare<'a>(
+        &'a self,
+        store: &'a EntityStore,
+        req: &PolicyRequest,
+    ) -> Result<Prepared<'a>, String> {
         let v = self.vocab()?;
         let ctx = &req.context;
         let agent = store
             .agents
             .get(req.principal.as_str())
             .ok_or_else(|| format!("unknown-agent: agent `{}` is not registered", req.principal))?;
-        let principal = agent.uid.clone();
-        let mut slice: Vec<Arc<Entity>> = Vec::with_capacity(6);
-        let mut extra: Vec<Arc<Entity>> = Vec::new();
-        slice.push(agent.entity.clone());
+        let mut slice: [Option<&'a Arc<Entity>>; 4] = [Some(&agent.entity), None, None, None];
 
         if req.action.is_task_action() != matches!(req.resource, ResourceRef::Task(_)) {
             return Err(format!(
@@ -251,9 +262,10 @@ impl CompiledPolicies {
         }
 
         // The resource, its upstream, and what the context says about them.
-        let mut upstream: Option<Arc<EntityUID>> = None;
-        let mut resource_entity = None;
-        let resource: Arc<EntityUID>;
+        let mut upstream: Option<&'a Arc<EntityUID>> = None;
+        let mut resource_entity: Option<&'a Entity> = None;
+        let mut task_entity = None;
+        let resource: Cow<'a, Arc<EntityUID>>;
         let resource_env;
         let sensitivity;
         match &req.resource {
@@ -262,12 +274,12 @@ impl CompiledPolicies {
                     .upstreams
                     .get(name.as_str())
                     .ok_or_else(|| format!("unknown-resource: upstream `{name}` is not registered"))?;
-                resource = up.uid.clone();
-                upstream = Some(resource.clone());
+                resource = Cow::Borrowed(&up.uid);
+                upstream = Some(&up.uid);
                 resource_env = up.facts.environment;
                 sensitivity = up.facts.sensitivity;
-                resource_entity = Some(up.entity.clone());
-                slice.push(up.entity.clone());
+                resource_entity = Some(&up.entity);
+                slice[1] = Some(&up.entity);
             }
             ResourceRef::Tool(id) | ResourceRef::Dataset(id) => {
                 let (entity, uid, up_name, own_sensitivity) = match &req.resource {
@@ -293,25 +305,25 @@ impl CompiledPolicies {
                         req.resource
                     )
                 })?;
-                resource = uid.clone();
-                upstream = Some(up.uid.clone());
+                resource = Cow::Borrowed(uid);
+                upstream = Some(&up.uid);
                 resource_env = up.facts.environment;
                 sensitivity = own_sensitivity.unwrap_or(up.facts.sensitivity);
-                resource_entity = Some(entity.clone());
-                slice.push(entity.clone());
-                slice.push(up.entity.clone());
+                resource_entity = Some(entity);
+                slice[1] = Some(entity);
+                slice[2] = Some(&up.entity);
             }
             ResourceRef::Agent(name) => {
                 let a = store
                     .agents
                     .get(name.as_str())
                     .ok_or_else(|| format!("unknown-resource: agent `{name}` is not registered"))?;
-                resource = a.uid.clone();
+                resource = Cow::Borrowed(&a.uid);
                 resource_env = a.facts.environment;
                 sensitivity = Sensitivity::Internal;
-                resource_entity = Some(a.entity.clone());
-                if resource != principal {
-                    slice.push(a.entity.clone());
+                resource_entity = Some(&a.entity);
+                if a.uid != agent.uid {
+                    slice[1] = Some(&a.entity);
                 }
             }
             ResourceRef::Task(id) => {
@@ -332,11 +344,11 @@ impl CompiledPolicies {
                     }
                     sens = sens.max(up.facts.sensitivity);
                 }
-                resource = Arc::new(v.uid(&v.task, id));
+                let uid = v.uid(&v.task, id);
                 resource_env = env.unwrap_or(agent.facts.environment);
                 sensitivity = sens;
-                let e = Arc::new(Entity::new_with_attr_partial_value(
-                    (*resource).clone(),
+                task_entity = Some(Arc::new(Entity::new_with_attr_partial_value(
+                    uid.clone(),
                     [
                         (
                             SmolStr::new_static("purpose"),
@@ -354,9 +366,8 @@ impl CompiledPolicies {
                     HashSet::new(),
                     HashSet::new(),
                     std::iter::empty(),
-                ));
-                slice.push(e.clone());
-                extra.push(e);
+                )));
+                resource = Cow::Owned(Arc::new(uid));
             }
         }
 
@@ -380,18 +391,15 @@ impl CompiledPolicies {
             }
         }
 
-        let action = v.action(req.action).clone();
-        if let Some(a) = self.action_entities.get(req.action as usize) {
-            slice.push(a.clone());
-        }
+        slice[3] = self.action_entities.get(req.action as usize);
         Ok(Prepared {
-            principal,
-            action,
+            principal: &agent.uid,
+            action: v.action(req.action),
             resource,
-            principal_entity: agent.entity.clone(),
+            principal_entity: &agent.entity,
             resource_entity,
             slice,
-            extra,
+            task: task_entity,
             agent_env: agent.facts.environment,
             resource_env,
             sensitivity,
@@ -559,9 +567,9 @@ impl CompiledPolicies {
             c.push((key("tool_args"), t.clone()));
         }
         if want(attr::UPSTREAM)
-            && let Some(up) = &p.upstream
+            && let Some(up) = p.upstream
         {
-            c.push((key("upstream"), Value::from(Literal::EntityUID(up.clone()))));
+            c.push((key("upstream"), Value::from(Literal::EntityUID(Arc::clone(up)))));
         }
         Ok((Arc::new(c.into_iter().collect()), args_entity))
     }
@@ -572,8 +580,8 @@ impl CompiledPolicies {
             loc: None,
         };
         Request::new_unchecked(
-            known(&p.principal),
-            known(&p.action),
+            known(p.principal),
+            known(p.action),
             known(&p.resource),
             Some(Context::Value(context)),
         )
@@ -600,19 +608,22 @@ impl CompiledPolicies {
         let mut pass = Pass::default();
         let mut deferred: Vec<u32> = Vec::new();
         for &i in candidates {
-            let Some(variant) = self.variant(i, kind) else {
+            let Some(h) = self.hot_entry(i, kind) else {
                 continue;
             };
             // A condition that folded to a constant needs no evaluator.
-            let result = match variant.condition.expr_kind() {
-                ExprKind::Lit(Literal::Bool(b)) => Some(*b),
-                _ => variant.native.as_ref().and_then(|n| n.eval(env)),
+            let result = if h.flags & hot::TRUE != 0 {
+                Some(true)
+            } else if h.flags & hot::FALSE != 0 {
+                Some(false)
+            } else if h.flags & hot::NATIVE != 0 {
+                self.programs.eval(h.root, env)
+            } else {
+                None
             };
             match result {
-                Some(true) => match variant.effect {
-                    Effect::Permit => pass.permits.push(i),
-                    Effect::Forbid => pass.forbids.push(i),
-                },
+                Some(true) if h.flags & hot::FORBID != 0 => pass.forbids.push(i),
+                Some(true) => pass.permits.push(i),
                 Some(false) => {}
                 None => deferred.push(i),
             }
@@ -630,7 +641,7 @@ impl CompiledPolicies {
         if approved {
             context = Self::approved_context(&context);
         }
-        let entities = Self::entities(&p.slice, args.as_ref())?;
+        let entities = Self::entities(p, args.as_ref())?;
         let cedar = self.cedar_pass(&entities, Self::request(p, context), &deferred, kind);
         // Candidates are ascending: sorting restores their order.
         pass.permits.extend(cedar.permits);
@@ -690,7 +701,10 @@ impl CompiledPolicies {
         let readers: Vec<u32> = candidates
             .iter()
             .copied()
-            .filter(|i| self.variant(*i, kind).is_some_and(|v| v.reads_approval))
+            .filter(|i| {
+                self.hot_entry(*i, kind)
+                    .is_some_and(|h| h.flags & hot::READS_APPROVAL != 0)
+            })
             .collect();
         if readers.is_empty() {
             return Ok(first.clone());
@@ -720,11 +734,11 @@ impl CompiledPolicies {
         })
     }
 
-    /// The request's entities: `slice` (already free of duplicates) and the arguments entity.
-    fn entities(slice: &[Arc<Entity>], args: Option<&Arc<Entity>>) -> Result<Entities, String> {
+    /// The request's entities (already free of duplicates) and the arguments entity.
+    fn entities(p: &Prepared<'_>, args: Option<&Arc<Entity>>) -> Result<Entities, String> {
         Entities::new()
             .add_entities(
-                slice.iter().chain(args).cloned(),
+                p.entities().chain(args).cloned(),
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::all_available(),
@@ -737,9 +751,16 @@ impl CompiledPolicies {
         self.hot.get(i as usize * RESOURCE_KINDS + kind).map(|v| &**v)
     }
 
+    /// Policy `i`'s compact entry for resource type `kind`.
+    fn hot_entry(&self, i: u32, kind: usize) -> Option<Hot> {
+        self.fast.get(i as usize * RESOURCE_KINDS + kind).copied()
+    }
+
     /// Policy `i`'s `@quorum` if it is an `@approval` permit (the same for every resource type).
     fn approval(&self, i: u32) -> Option<u8> {
-        self.variant(i, 0).and_then(|v| v.approval)
+        self.hot_entry(i, 0)
+            .filter(|h| h.flags & hot::APPROVAL != 0)
+            .map(|h| h.quorum)
     }
 
     fn counts(&self, i: u32, granted: bool, approvers: u8) -> bool {
@@ -848,15 +869,15 @@ impl CompiledPolicies {
         let p = self.prepare(store, req)?;
         let kind = req.resource.kind();
         // The closures: each entity, then its ancestors.
-        let principal_closure = std::iter::once(&*p.principal).chain(p.principal_entity.ancestors());
+        let principal_closure = std::iter::once(&**p.principal).chain(p.principal_entity.ancestors());
         let resource_closure =
-            std::iter::once(&*p.resource).chain(p.resource_entity.iter().flat_map(|e| e.ancestors()));
+            std::iter::once(&**p.resource).chain(p.resource_entity.iter().flat_map(|e| e.ancestors()));
         let candidates =
             self.index
                 .candidates(principal_closure, resource_closure, req.action as usize, kind);
         let mentions_approval = candidates.iter().any(|i| {
-            self.variant(*i, kind)
-                .is_some_and(|v| v.approval.is_some() || v.reads_approval)
+            self.hot_entry(*i, kind)
+                .is_some_and(|h| h.flags & (hot::APPROVAL | hot::READS_APPROVAL) != 0)
         });
         let v = self.vocab()?;
         // The argument tags the candidates read, flattened on first use.
@@ -883,12 +904,18 @@ impl CompiledPolicies {
             out
         };
         let env = Env {
-            principal: &p.principal,
-            action: &p.action,
-            resource: &p.resource,
-            entities: &p.slice,
+            principal: p.principal_entity.uid(),
+            action: p.action,
+            resource: p.resource_entity.map_or(&**p.resource, |e| e.uid()),
+            entities: [
+                p.slice[0].map(|e| &**e),
+                p.slice[1].map(|e| &**e),
+                p.slice[2].map(|e| &**e),
+                p.slice[3].map(|e| &**e),
+                p.task.as_deref(),
+            ],
             ctx: &req.context,
-            upstream: p.upstream.as_deref(),
+            upstream: p.upstream.map(|u| &**u),
             has_tool_args: p.tool_args.is_some(),
             agent_env: p.agent_env.as_str(),
             resource_env: p.resource_env.as_str(),
@@ -963,20 +990,15 @@ impl CompiledPolicies {
 
     /// The request fully built, as the reference path sees it: every context attribute, every
     /// argument tag; the entities of the request (the slice, with the arguments entity).
-    pub(crate) fn build_full(
-        &self,
-        store: &EntityStore,
+    pub(crate) fn build_full<'a>(
+        &'a self,
+        store: &'a EntityStore,
         req: &PolicyRequest,
         now: DateTime<Utc>,
-    ) -> Result<(Prepared, ContextMap, Vec<Arc<Entity>>), String> {
-        let mut p = self.prepare(store, req)?;
+    ) -> Result<(Prepared<'a>, ContextMap, Option<Arc<Entity>>), String> {
+        let p = self.prepare(store, req)?;
         let (context, args) = self.context(&p, req, now, &CtxUse::everything())?;
-        let mut slice = p.slice.clone();
-        if let Some(a) = args {
-            slice.push(a.clone());
-            p.extra.push(a);
-        }
-        Ok((p, context, slice))
+        Ok((p, context, args))
     }
 
     /// The decision by plain Cedar: `Authorizer::is_authorized` over the *whole* policy set, on the
@@ -991,13 +1013,13 @@ impl CompiledPolicies {
         now: DateTime<Utc>,
         all_entities: bool,
     ) -> Decision {
-        let (p, context, slice) = match self.build_full(store, req, now) {
+        let (p, context, args) = match self.build_full(store, req, now) {
             Ok(built) => built,
             Err(reason) => return self.denied(reason),
         };
         let entities = if all_entities {
             let mut all: Vec<Arc<Entity>> = store.all_entities().cloned().collect();
-            all.extend(p.extra.iter().cloned());
+            all.extend(p.task.iter().chain(args.as_ref()).cloned());
             all.extend(self.action_entities.iter().cloned());
             Entities::new()
                 .add_entities(
@@ -1008,7 +1030,7 @@ impl CompiledPolicies {
                 )
                 .map_err(|e| format!("internal: entities: {e}"))
         } else {
-            Self::entities(&slice, None)
+            Self::entities(&p, args.as_ref())
         };
         let entities = match entities {
             Ok(e) => cedar_policy::Entities::from(e),
@@ -1287,14 +1309,15 @@ mod tests {
             (Action::TaskDelegate, ResourceRef::Task("t2".into())),
         ] {
             let r = req(action, resource.clone());
-            let (p, context, slice) = c.build_full(&s, &r, now()).expect("prepares");
+            let (p, context, args) = c.build_full(&s, &r, now()).expect("prepares");
+            let slice: Vec<Arc<Entity>> = p.entities().cloned().chain(args).collect();
             assert!(context.contains_key("args"));
             assert_eq!(context.contains_key("tool_args"), action == Action::Write);
             let context = cedar_policy::Context::from(Context::Value(context.clone()));
             cedar_policy::Request::new(
-                cedar_policy::EntityUid::from((*p.principal).clone()),
-                cedar_policy::EntityUid::from((*p.action).clone()),
-                cedar_policy::EntityUid::from((*p.resource).clone()),
+                cedar_policy::EntityUid::from((**p.principal).clone()),
+                cedar_policy::EntityUid::from((**p.action).clone()),
+                cedar_policy::EntityUid::from((**p.resource).clone()),
                 context,
                 Some(c.schema()),
             )

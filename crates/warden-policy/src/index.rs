@@ -33,7 +33,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use cedar_policy_core::ast::{ActionConstraint, EntityReference, EntityUID, PrincipalOrResourceConstraint};
+use cedar_policy_core::ast::{
+    ActionConstraint, EntityReference, EntityType, EntityUID, PrincipalOrResourceConstraint,
+};
 
 use crate::compile::{CompiledPolicy, IndexStats};
 use crate::request::RESOURCE_KINDS;
@@ -158,7 +160,21 @@ fn scope_entity(c: &PrincipalOrResourceConstraint) -> Option<(&EntityUID, bool)>
 
 impl Index {
     /// `action_closures[a]` lists request action `a` (as `Action as usize`) and its groups.
-    pub fn build(policies: &[CompiledPolicy], action_closures: &[Vec<EntityUID>]) -> Self {
+    /// An entity of a scope is filed under a uid whose type is the equal one of `types` (Warden's
+    /// types, from which the registry's uids are built), so a lookup's comparison finds the type
+    /// names shared instead of comparing their parts.
+    pub fn build(
+        policies: &[CompiledPolicy],
+        action_closures: &[Vec<EntityUID>],
+        types: &[EntityType],
+    ) -> Self {
+        let canonical = |e: &EntityUID| {
+            let ty = types
+                .iter()
+                .find(|t| *t == e.entity_type())
+                .unwrap_or(e.entity_type());
+            EntityUID::from_components(ty.clone(), e.eid().clone(), None)
+        };
         let mut ix = Index::default();
         let mut always: Vec<Entry> = Vec::new();
         let mut by_action: HashMap<EntityUID, Vec<Entry>> = HashMap::new();
@@ -171,10 +187,10 @@ impl Index {
                 self_only,
             };
             if let Some((e, eq)) = scope_entity(p.ast.principal_constraint().as_inner()) {
-                ix.by_principal.entry(e.clone()).or_default().push(entry(eq));
+                ix.by_principal.entry(canonical(e)).or_default().push(entry(eq));
                 ix.stats.1 += 1;
             } else if let Some((e, eq)) = scope_entity(p.ast.resource_constraint().as_inner()) {
-                ix.by_resource.entry(e.clone()).or_default().push(entry(eq));
+                ix.by_resource.entry(canonical(e)).or_default().push(entry(eq));
                 ix.stats.2 += 1;
             } else {
                 match p.ast.action_constraint() {

@@ -120,10 +120,11 @@ enum Node {
     Like(u32, Box<Pattern>),
 }
 
-/// A condition compiled for the native evaluator: its nodes in post-order (the root last).
-#[derive(Clone, Debug)]
-pub(crate) struct Program {
-    nodes: Box<[Node]>,
+/// The conditions of a policy set compiled for the native evaluator, in one arena: each
+/// condition's nodes in post-order (its root last), the conditions of a policy next to each other.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Programs {
+    nodes: Vec<Node>,
 }
 
 /// The fields of each context record, for `has`.
@@ -188,20 +189,12 @@ fn context_attr(e: &Expr) -> Option<&SmolStr> {
     }
 }
 
-fn scalar(l: &Literal, args_type: &EntityType) -> Option<Scalar> {
-    Some(match l {
-        Literal::Bool(b) => Scalar::Bool(*b),
-        Literal::Long(i) => Scalar::Long(*i),
-        Literal::String(s) => Scalar::Str(s.clone()),
-        // The arguments entity exists only when the context carries it: leave it to Cedar.
-        Literal::EntityUID(u) if u.entity_type() == args_type => return None,
-        Literal::EntityUID(u) => Scalar::Entity(u.clone()),
-    })
-}
-
 struct Builder<'t> {
-    nodes: Vec<Node>,
+    nodes: &'t mut Vec<Node>,
     args_type: &'t EntityType,
+    /// Warden's entity types: a type in a condition is replaced by the equal one of this list, so
+    /// that comparing it with a request's (built from the same list) finds the names shared.
+    types: &'t [EntityType],
 }
 
 impl Builder<'_> {
@@ -211,9 +204,28 @@ impl Builder<'_> {
         Some(at)
     }
 
+    fn canonical(&self, t: &EntityType) -> EntityType {
+        self.types.iter().find(|c| *c == t).unwrap_or(t).clone()
+    }
+
+    fn scalar(&self, l: &Literal) -> Option<Scalar> {
+        Some(match l {
+            Literal::Bool(b) => Scalar::Bool(*b),
+            Literal::Long(i) => Scalar::Long(*i),
+            Literal::String(s) => Scalar::Str(s.clone()),
+            // The arguments entity exists only when the context carries it: leave it to Cedar.
+            Literal::EntityUID(u) if u.entity_type() == self.args_type => return None,
+            Literal::EntityUID(u) => Scalar::Entity(Arc::new(EntityUID::from_components(
+                self.canonical(u.entity_type()),
+                u.eid().clone(),
+                None,
+            ))),
+        })
+    }
+
     fn build(&mut self, e: &Expr) -> Option<u32> {
         let node = match e.expr_kind() {
-            ExprKind::Lit(l) => Node::Lit(scalar(l, self.args_type)?),
+            ExprKind::Lit(l) => Node::Lit(self.scalar(l)?),
             ExprKind::Var(Var::Principal) => Node::Principal,
             ExprKind::Var(Var::Action) => Node::Action,
             ExprKind::Var(Var::Resource) => Node::Resource,
@@ -221,7 +233,7 @@ impl Builder<'_> {
                 let lits = items
                     .iter()
                     .map(|i| match i.expr_kind() {
-                        ExprKind::Lit(l) => scalar(l, self.args_type),
+                        ExprKind::Lit(l) => self.scalar(l),
                         _ => None,
                     })
                     .collect::<Option<Vec<Scalar>>>()?;
@@ -336,7 +348,7 @@ impl Builder<'_> {
             },
             ExprKind::Is { expr, entity_type } => {
                 let a = self.build(expr)?;
-                Node::Is(a, Box::new(entity_type.clone()))
+                Node::Is(a, Box::new(self.canonical(entity_type)))
             }
             ExprKind::Like { expr, pattern } => {
                 let a = self.build(expr)?;
@@ -348,18 +360,21 @@ impl Builder<'_> {
     }
 }
 
-impl Program {
-    /// `condition` compiled, or `None` when it uses anything outside the subset. `args_type` is
-    /// `Warden::Args`.
-    pub fn compile(condition: &Expr, args_type: &EntityType) -> Option<Program> {
+impl Programs {
+    /// Compiles `condition` into the arena: its root, or `None` (and nothing added) when it uses
+    /// anything outside the subset. `args_type` is `Warden::Args`; `types` Warden's entity types.
+    pub fn add(&mut self, condition: &Expr, args_type: &EntityType, types: &[EntityType]) -> Option<u32> {
+        let len = self.nodes.len();
         let mut b = Builder {
-            nodes: Vec::new(),
+            nodes: &mut self.nodes,
             args_type,
+            types,
         };
-        b.build(condition)?;
-        Some(Program {
-            nodes: b.nodes.into_boxed_slice(),
-        })
+        let root = b.build(condition);
+        if root.is_none() {
+            self.nodes.truncate(len);
+        }
+        root
     }
 }
 
@@ -372,8 +387,8 @@ pub(crate) struct Env<'a> {
     pub principal: &'a EntityUID,
     pub action: &'a EntityUID,
     pub resource: &'a EntityUID,
-    /// The entities of the request (the slice the Cedar evaluator would be given).
-    pub entities: &'a [Arc<Entity>],
+    /// The entities of the request (those the Cedar evaluator would be given, but the arguments).
+    pub entities: [Option<&'a Entity>; 5],
     pub ctx: &'a PolicyContext,
     pub upstream: Option<&'a EntityUID>,
     pub has_tool_args: bool,
@@ -552,8 +567,9 @@ impl<'a> Env<'a> {
     fn entity(&self, e: &Ent<'_>) -> Option<&'a Entity> {
         self.entities
             .iter()
+            .flatten()
             .find(|x| e.same(&Ent::Uid(x.uid())))
-            .map(|x| &**x)
+            .copied()
     }
 
     fn ctx(&self, c: Ctx) -> Option<V<'a>> {
@@ -590,15 +606,11 @@ impl<'a> Env<'a> {
     }
 }
 
-impl Program {
-    /// The condition's value when it is a boolean Cedar would compute without an error; `None`
-    /// when Cedar must decide.
-    pub fn eval(&self, env: &Env<'_>) -> Option<bool> {
-        let root = self.nodes.len().checked_sub(1)?;
-        match self.value(root, env)? {
-            V::Bool(b) => Some(b),
-            _ => None,
-        }
+impl Programs {
+    /// The value of the condition at `root` when it is a boolean Cedar would compute without an
+    /// error; `None` when Cedar must decide.
+    pub fn eval(&self, root: u32, env: &Env<'_>) -> Option<bool> {
+        self.boolean(root, env)
     }
 
     fn boolean(&self, at: u32, env: &Env<'_>) -> Option<bool> {
@@ -718,4 +730,32 @@ fn binary<'a>(op: BinaryOp, x: V<'a>, y: V<'a>, env: &Env<'a>) -> Option<V<'a>> 
         (BinaryOp::ContainsAny, V::Set(a), V::Set(b)) => V::Bool(b.any(env, |y| a.contains(env, &y))?),
         _ => return None,
     })
+}
+
+/// What a decision reads first about a policy's condition for one resource type (8 bytes: the
+/// five of a policy share a cache line): how it evaluates, and what it means when it holds.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Hot {
+    /// The condition's root in [`Programs`] (with [`hot::NATIVE`]).
+    pub root: u32,
+    /// [`hot`] bits.
+    pub flags: u8,
+    /// The `@quorum` of an `@approval` permit.
+    pub quorum: u8,
+}
+
+/// The bits of [`Hot::flags`].
+pub(crate) mod hot {
+    /// A `forbid` (else a `permit`).
+    pub const FORBID: u8 = 1 << 0;
+    /// The condition can read the approval state.
+    pub const READS_APPROVAL: u8 = 1 << 1;
+    /// An `@approval` permit.
+    pub const APPROVAL: u8 = 1 << 2;
+    /// The condition is the constant `true`.
+    pub const TRUE: u8 = 1 << 3;
+    /// The condition is the constant `false`.
+    pub const FALSE: u8 = 1 << 4;
+    /// The condition is in the native evaluator's subset (`Hot::root`).
+    pub const NATIVE: u8 = 1 << 5;
 }
