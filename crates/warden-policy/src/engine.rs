@@ -53,9 +53,10 @@ use warden_core::{Decision, Environment, Outcome, Sensitivity};
 
 use crate::analysis::{CtxUse, TagUse, Variant, attr, task_field};
 use crate::compile::CompiledPolicies;
+use crate::index::Key;
 use crate::native::{Env, Hot, Tags, hot};
 use crate::request::{ArgLimits, PolicyRequest, RESOURCE_KINDS, ResourceRef};
-use crate::store::{EntityStore, sensitivity_level};
+use crate::store::{AgentFacts, EntityStore, Facts, UpstreamFacts, sensitivity_level};
 use crate::vocab::{Vocab, vocab};
 
 type ContextMap = Arc<BTreeMap<SmolStr, Value>>;
@@ -70,6 +71,13 @@ pub(crate) struct Prepared<'a> {
     principal_entity: &'a Entity,
     /// The resource's entity, when the registry holds it (not for a task).
     resource_entity: Option<&'a Entity>,
+    /// What the registry says about the principal, the resource and its upstream (the facts the
+    /// entities were built from).
+    principal_facts: &'a AgentFacts,
+    resource_facts: Option<Facts<'a>>,
+    upstream_facts: Option<&'a UpstreamFacts>,
+    /// The resource's upstream's entity (the resource itself for an upstream).
+    upstream_entity: Option<&'a Entity>,
     /// The registry's entities the request touches (principal, resource, its upstream, action), each
     /// once; the arguments entity comes with the context.
     slice: [Option<&'a Arc<Entity>>; 4],
@@ -264,6 +272,9 @@ impl CompiledPolicies {
         // The resource, its upstream, and what the context says about them.
         let mut upstream: Option<&'a Arc<EntityUID>> = None;
         let mut resource_entity: Option<&'a Entity> = None;
+        let mut resource_facts = None;
+        let mut upstream_facts = None;
+        let mut upstream_entity: Option<&'a Entity> = None;
         let mut task_entity = None;
         let resource: Cow<'a, Arc<EntityUID>>;
         let resource_env;
@@ -276,18 +287,21 @@ impl CompiledPolicies {
                     .ok_or_else(|| format!("unknown-resource: upstream `{name}` is not registered"))?;
                 resource = Cow::Borrowed(&up.uid);
                 upstream = Some(&up.uid);
+                resource_facts = Some(Facts::Upstream(&up.facts));
+                upstream_facts = Some(&up.facts);
+                upstream_entity = Some(&up.entity);
                 resource_env = up.facts.environment;
                 sensitivity = up.facts.sensitivity;
                 resource_entity = Some(&up.entity);
                 slice[1] = Some(&up.entity);
             }
             ResourceRef::Tool(id) | ResourceRef::Dataset(id) => {
-                let (entity, uid, up_name, own_sensitivity) = match &req.resource {
+                let (entity, uid, up_name, own_sensitivity, facts) = match &req.resource {
                     ResourceRef::Tool(_) => {
                         let t = store.tools.get(id).ok_or_else(|| {
                             format!("unknown-resource: tool `{}` is not registered", id.escape_debug())
                         })?;
-                        (&t.entity, &t.uid, &t.facts.upstream, None)
+                        (&t.entity, &t.uid, &t.facts.upstream, None, Facts::Tool(&t.facts))
                     }
                     _ => {
                         let d = store.datasets.get(id).ok_or_else(|| {
@@ -296,7 +310,13 @@ impl CompiledPolicies {
                                 id.escape_debug()
                             )
                         })?;
-                        (&d.entity, &d.uid, &d.facts.upstream, Some(d.facts.sensitivity))
+                        (
+                            &d.entity,
+                            &d.uid,
+                            &d.facts.upstream,
+                            Some(d.facts.sensitivity),
+                            Facts::Dataset(&d.facts),
+                        )
                     }
                 };
                 let up = store.upstreams.get(up_name.as_str()).ok_or_else(|| {
@@ -307,6 +327,9 @@ impl CompiledPolicies {
                 })?;
                 resource = Cow::Borrowed(uid);
                 upstream = Some(&up.uid);
+                resource_facts = Some(facts);
+                upstream_facts = Some(&up.facts);
+                upstream_entity = Some(&up.entity);
                 resource_env = up.facts.environment;
                 sensitivity = own_sensitivity.unwrap_or(up.facts.sensitivity);
                 resource_entity = Some(entity);
@@ -319,6 +342,7 @@ impl CompiledPolicies {
                     .get(name.as_str())
                     .ok_or_else(|| format!("unknown-resource: agent `{name}` is not registered"))?;
                 resource = Cow::Borrowed(&a.uid);
+                resource_facts = Some(Facts::Agent(&a.facts));
                 resource_env = a.facts.environment;
                 sensitivity = Sensitivity::Internal;
                 resource_entity = Some(&a.entity);
@@ -398,6 +422,10 @@ impl CompiledPolicies {
             resource,
             principal_entity: &agent.entity,
             resource_entity,
+            principal_facts: &agent.facts,
+            resource_facts,
+            upstream_facts,
+            upstream_entity,
             slice,
             task: task_entity,
             agent_env: agent.facts.environment,
@@ -868,18 +896,32 @@ impl CompiledPolicies {
     ) -> Result<(Decision, Vec<u32>, Pass, Option<Pass>), String> {
         let p = self.prepare(store, req)?;
         let kind = req.resource.kind();
-        // The closures: each entity, then its ancestors.
-        let principal_closure = std::iter::once(&**p.principal).chain(p.principal_entity.ancestors());
-        let resource_closure =
-            std::iter::once(&**p.resource).chain(p.resource_entity.iter().flat_map(|e| e.ancestors()));
-        let candidates =
-            self.index
-                .candidates(principal_closure, resource_closure, req.action as usize, kind);
+        let v = self.vocab()?;
+        // The closures: each entity, then its ancestors — in the registry, a tool's and a
+        // dataset's upstream (`store.rs`); by the request's names, without reading the entities.
+        let principal_closure = [Key {
+            ty: &v.agent,
+            eid: req.principal.as_str(),
+        }];
+        let key = |ty, eid| Key { ty, eid };
+        let upstream_key = p.upstream_facts.map(|u| key(&v.upstream, u.name.as_str()));
+        let resource_closure: [Option<Key<'_>>; 2] = match &req.resource {
+            ResourceRef::Upstream(n) => [Some(key(&v.upstream, n.as_str())), None],
+            ResourceRef::Tool(id) => [Some(key(&v.tool, id)), upstream_key],
+            ResourceRef::Dataset(id) => [Some(key(&v.dataset, id)), upstream_key],
+            ResourceRef::Agent(n) => [Some(key(&v.agent, n.as_str())), None],
+            ResourceRef::Task(id) => [Some(key(&v.task, id)), None],
+        };
+        let candidates = self.index.candidates(
+            principal_closure.iter(),
+            resource_closure.iter().flatten(),
+            req.action as usize,
+            kind,
+        );
         let mentions_approval = candidates.iter().any(|i| {
             self.hot_entry(*i, kind)
                 .is_some_and(|h| h.flags & (hot::APPROVAL | hot::READS_APPROVAL) != 0)
         });
-        let v = self.vocab()?;
         // The argument tags the candidates read, flattened on first use.
         let tags = OnceCell::new();
         let make_tags = || -> Tags {
@@ -915,7 +957,10 @@ impl CompiledPolicies {
                 p.task.as_deref(),
             ],
             ctx: &req.context,
-            upstream: p.upstream.map(|u| &**u),
+            upstream: p.upstream_entity.map(Entity::uid),
+            principal_facts: p.principal_facts,
+            resource_facts: p.resource_facts,
+            upstream_facts: p.upstream_facts,
             has_tool_args: p.tool_args.is_some(),
             agent_env: p.agent_env.as_str(),
             resource_env: p.resource_env.as_str(),
@@ -928,6 +973,7 @@ impl CompiledPolicies {
             approvers: i64::from(p.approvers),
             upstream_type: &v.upstream,
             agent_type: &v.agent,
+            human_type: &v.human,
             tags: &tags,
             make_tags: &make_tags,
         };

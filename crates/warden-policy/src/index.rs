@@ -104,6 +104,13 @@ impl Hasher for FxHasher {
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// An entity of a request's closure, by type and id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Key<'a> {
+    pub ty: &'a EntityType,
+    pub eid: &'a str,
+}
+
 /// Buckets keyed by entity, laid out for lookups: per entity type of Warden's schema, a map from
 /// the entity id (compared inline, no type names) to a range of one contiguous entry array.
 #[derive(Debug, Default)]
@@ -139,13 +146,15 @@ impl Buckets {
         b
     }
 
-    fn get(&self, uid: &EntityUID, types: &[EntityType]) -> &[Entry] {
-        let range = match types.iter().position(|t| t == uid.entity_type()) {
-            Some(at) => self
-                .by_type
-                .get(at)
-                .and_then(|m| m.get(<Eid as AsRef<str>>::as_ref(uid.eid()))),
-            None => self.other.get(uid),
+    fn get(&self, key: &Key<'_>, types: &[EntityType]) -> &[Entry] {
+        let range = match types.iter().position(|t| t == key.ty) {
+            Some(at) => self.by_type.get(at).and_then(|m| m.get(key.eid)),
+            None if self.other.is_empty() => None,
+            None => self.other.get(&EntityUID::from_components(
+                key.ty.clone(),
+                Eid::new(key.eid),
+                None,
+            )),
         };
         range
             .and_then(|&(start, len)| self.entries.get(start as usize..start as usize + len as usize))
@@ -311,10 +320,10 @@ impl Index {
 
     /// The policies that can apply to a request for action number `action` on a resource of type
     /// `kind`, ascending, without duplicates. Each closure lists an entity and then its ancestors.
-    pub fn candidates<'a>(
+    pub fn candidates<'a, 'k: 'a>(
         &self,
-        principal: impl Iterator<Item = &'a EntityUID>,
-        resource: impl Iterator<Item = &'a EntityUID>,
+        principal: impl Iterator<Item = &'a Key<'k>>,
+        resource: impl Iterator<Item = &'a Key<'k>>,
         action: usize,
         kind: usize,
     ) -> Vec<u32> {
@@ -335,11 +344,11 @@ impl Index {
     }
 
     /// Adds the entries of the buckets of `closure` that apply.
-    fn add<'a>(
+    fn add<'a, 'k: 'a>(
         &self,
         out: &mut Vec<u32>,
         buckets: &Buckets,
-        closure: impl Iterator<Item = &'a EntityUID>,
+        closure: impl Iterator<Item = &'a Key<'k>>,
         action: usize,
         kind: usize,
     ) {

@@ -44,6 +44,7 @@ use smol_str::SmolStr;
 use warden_core::{AgentName, UpstreamName};
 
 use crate::request::PolicyContext;
+use crate::store::{AgentFacts, Fact, Facts, UpstreamFacts};
 
 /// A literal of the subset.
 #[derive(Clone, Debug)]
@@ -402,8 +403,14 @@ pub(crate) struct Env<'a> {
     /// `context.approval` (the approval pass sets it to granted by the most approvers).
     pub granted: bool,
     pub approvers: i64,
+    /// The facts behind the principal, the resource and its upstream ([`Facts`]): attributes are
+    /// read from them where they hold them, instead of from the entities.
+    pub principal_facts: &'a AgentFacts,
+    pub resource_facts: Option<Facts<'a>>,
+    pub upstream_facts: Option<&'a UpstreamFacts>,
     pub upstream_type: &'a EntityType,
     pub agent_type: &'a EntityType,
+    pub human_type: &'a EntityType,
     /// The flattened argument tags, built on first use by `make_tags`.
     pub tags: &'a OnceCell<Tags>,
     pub make_tags: &'a dyn Fn() -> Tags,
@@ -433,7 +440,7 @@ impl Ent<'_> {
 
     fn same(&self, other: &Ent<'_>) -> bool {
         match (self, other) {
-            (Ent::Uid(a), Ent::Uid(b)) => a == b,
+            (Ent::Uid(a), Ent::Uid(b)) => std::ptr::eq(*a, *b) || a == b,
             _ => self.eid() == other.eid() && self.ty() == other.ty(),
         }
     }
@@ -565,11 +572,60 @@ impl<'a> Env<'a> {
     /// The entity of the request's slice with this uid (`None`: Cedar decides what a missing entity
     /// means).
     fn entity(&self, e: &Ent<'_>) -> Option<&'a Entity> {
+        // The request's own entities are referred to by their uids' addresses: no need to read them.
+        if let Ent::Uid(u) = e
+            && let Some(x) = self.entities.iter().flatten().find(|x| std::ptr::eq(*u, x.uid()))
+        {
+            return Some(x);
+        }
         self.entities
             .iter()
             .flatten()
             .find(|x| e.same(&Ent::Uid(x.uid())))
             .copied()
+    }
+
+    /// The facts behind `e` when it is the principal, the resource or its upstream.
+    fn facts(&self, e: &Ent<'_>) -> Option<Facts<'a>> {
+        let Ent::Uid(u) = e else {
+            return None;
+        };
+        if std::ptr::eq(*u, self.principal) {
+            Some(Facts::Agent(self.principal_facts))
+        } else if std::ptr::eq(*u, self.resource) {
+            self.resource_facts
+        } else if self.upstream.is_some_and(|x| std::ptr::eq(*u, x)) {
+            self.upstream_facts.map(Facts::Upstream)
+        } else {
+            None
+        }
+    }
+
+    /// Attribute `attr` of entity `e`: from the facts behind it, else from the entity (`None`:
+    /// Cedar decides what a missing entity or attribute means).
+    fn attr(&self, e: &Ent<'_>, attr: &str) -> Option<V<'a>> {
+        if let Some(f) = self.facts(e).and_then(|f| f.get(attr)) {
+            return Some(match f {
+                Fact::Str(s) => V::Str(s),
+                Fact::Long(i) => V::Long(i),
+                Fact::Human(h) => V::Entity(Ent::Named(self.human_type, h)),
+                // A tool's or dataset's upstream is the request's upstream (`prepare`).
+                Fact::Upstream(n) => V::Entity(match self.upstream {
+                    Some(u) => Ent::Uid(u),
+                    None => Ent::Named(self.upstream_type, n),
+                }),
+                Fact::Upstreams(list) => V::Set(SetRef::Upstreams(list)),
+            });
+        }
+        from_partial(self.entity(e)?.get(attr)?)
+    }
+
+    /// Whether entity `e` has attribute `attr` (`None`: Cedar decides for a missing entity).
+    fn has(&self, e: &Ent<'_>, attr: &str) -> Option<bool> {
+        if self.facts(e).and_then(|f| f.get(attr)).is_some() {
+            return Some(true);
+        }
+        Some(self.entity(e)?.get(attr).is_some())
     }
 
     fn ctx(&self, c: Ctx) -> Option<V<'a>> {
@@ -650,12 +706,12 @@ impl Programs {
             Node::HasTag(key) => V::Bool(env.tag(key)?.is_some()),
             Node::GetTag(key) => from_partial(env.tag(key)??)?,
             Node::Attr(of, attr) => match self.value(*of as usize, env)? {
-                V::Entity(e) => from_partial(env.entity(&e)?.get(attr)?)?,
+                V::Entity(e) => env.attr(&e, attr)?,
                 V::Record(r) => from_value(r.get(attr)?)?,
                 _ => return None,
             },
             Node::Has(of, attr) => match self.value(*of as usize, env)? {
-                V::Entity(e) => V::Bool(env.entity(&e)?.get(attr).is_some()),
+                V::Entity(e) => V::Bool(env.has(&e, attr)?),
                 V::Record(r) => V::Bool(r.contains_key(attr)),
                 _ => return None,
             },
