@@ -298,13 +298,13 @@ impl CompiledPolicies {
             ResourceRef::Tool(id) | ResourceRef::Dataset(id) => {
                 let (entity, uid, up_name, own_sensitivity, facts) = match &req.resource {
                     ResourceRef::Tool(_) => {
-                        let t = store.tools.get(id).ok_or_else(|| {
+                        let t = store.tools.get(id.as_str()).ok_or_else(|| {
                             format!("unknown-resource: tool `{}` is not registered", id.escape_debug())
                         })?;
                         (&t.entity, &t.uid, &t.facts.upstream, None, Facts::Tool(&t.facts))
                     }
                     _ => {
-                        let d = store.datasets.get(id).ok_or_else(|| {
+                        let d = store.datasets.get(id.as_str()).ok_or_else(|| {
                             format!(
                                 "unknown-resource: dataset `{}` is not registered",
                                 id.escape_debug()

@@ -183,10 +183,12 @@ pub const MAX_ENTITIES: usize = 1_000_000;
 /// behind a lock (or swaps copies) and passes `&EntityStore` to decisions.
 #[derive(Clone, Debug, Default)]
 pub struct EntityStore {
-    pub(crate) agents: HashMap<String, Stored<AgentFacts>>,
-    pub(crate) upstreams: HashMap<String, Stored<UpstreamFacts>>,
-    pub(crate) tools: HashMap<String, Stored<ToolFacts>>,
-    pub(crate) datasets: HashMap<String, Stored<DatasetFacts>>,
+    // Keyed by name; short names (up to 23 bytes) are held inline, so a lookup compares keys
+    // without reading another allocation.
+    pub(crate) agents: HashMap<SmolStr, Stored<AgentFacts>>,
+    pub(crate) upstreams: HashMap<SmolStr, Stored<UpstreamFacts>>,
+    pub(crate) tools: HashMap<SmolStr, Stored<ToolFacts>>,
+    pub(crate) datasets: HashMap<SmolStr, Stored<DatasetFacts>>,
 }
 
 fn attrs<const N: usize>(pairs: [(&'static str, Value); N]) -> BTreeMap<SmolStr, PartialValue> {
@@ -274,7 +276,7 @@ impl EntityStore {
             HashSet::new(),
         );
         self.agents
-            .insert(facts.name.as_str().to_owned(), Stored::new(facts, e));
+            .insert(SmolStr::new(facts.name.as_str()), Stored::new(facts, e));
         Ok(())
     }
 
@@ -300,7 +302,7 @@ impl EntityStore {
             HashSet::new(),
         );
         self.upstreams
-            .insert(facts.name.as_str().to_owned(), Stored::new(facts, e));
+            .insert(SmolStr::new(facts.name.as_str()), Stored::new(facts, e));
         Ok(())
     }
 
@@ -310,7 +312,7 @@ impl EntityStore {
         let v = Self::vocab()?;
         check_name("tool", &facts.name)?;
         let id = format!("{}/{}", facts.upstream, facts.name);
-        if !self.tools.contains_key(&id) {
+        if !self.tools.contains_key(id.as_str()) {
             self.room()?;
         }
         let up = v.uid(&v.upstream, facts.upstream.as_str());
@@ -323,7 +325,7 @@ impl EntityStore {
             ]),
             HashSet::from([up]),
         );
-        self.tools.insert(id, Stored::new(facts, e));
+        self.tools.insert(SmolStr::new(id), Stored::new(facts, e));
         Ok(())
     }
 
@@ -332,7 +334,7 @@ impl EntityStore {
         let v = Self::vocab()?;
         check_name("dataset", &facts.name)?;
         let id = format!("{}/{}", facts.upstream, facts.name);
-        if !self.datasets.contains_key(&id) {
+        if !self.datasets.contains_key(id.as_str()) {
             self.room()?;
         }
         let up = v.uid(&v.upstream, facts.upstream.as_str());
@@ -349,7 +351,7 @@ impl EntityStore {
             ]),
             HashSet::from([up]),
         );
-        self.datasets.insert(id, Stored::new(facts, e));
+        self.datasets.insert(SmolStr::new(id), Stored::new(facts, e));
         Ok(())
     }
 
