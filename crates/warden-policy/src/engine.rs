@@ -9,10 +9,12 @@
 //! These checks run on every request; the context itself is built with only the attributes (and
 //! argument tags) that a candidate policy can read (`analysis.rs`).
 //!
-//! **Evaluation.** Only the policies the [index](crate::index) selects are evaluated, each with one
-//! Cedar evaluator (`cedar-policy-core`'s `Evaluator`, the same one `Authorizer::is_authorized`
-//! uses) over a precomputed condition, against an `Entities` holding just the entities the request
-//! touches. [`CompiledPolicies::decide_unindexed`] does the same with plain `Authorizer::is_authorized`
+//! **Evaluation.** Only the policies the [index](crate::index) selects are evaluated, each over a
+//! precomputed condition: by the [native evaluator](crate::native) where it can decide (reading the
+//! typed request and the registry's facts, building nothing), otherwise with Cedar's evaluator
+//! (`cedar-policy-core`'s `Evaluator`, the same one `Authorizer::is_authorized` uses) against an
+//! `Entities` holding just the entities the request touches and a context with what those
+//! candidates read, built only when some candidate needs them. [`CompiledPolicies::decide_unindexed`] does the same with plain `Authorizer::is_authorized`
 //! over the full set, the full context and always both passes; the two agree on every decision
 //! (property-tested).
 //!
