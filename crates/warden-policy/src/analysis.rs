@@ -510,7 +510,8 @@ fn tests_resource_type(e: &Expr) -> bool {
 }
 
 /// A policy's condition for one resource type, what it reads, and what the engine needs to know
-/// about the policy when it holds (kept together: the hot path touches only this).
+/// about the policy when it holds (the hot path reads a compact copy first, `native::Hot`, and this
+/// only for Cedar's evaluator).
 #[derive(Debug)]
 pub(crate) struct Variant {
     pub effect: Effect,

@@ -23,6 +23,7 @@ use miette::Diagnostic;
 
 use crate::analysis::{Variant, variants};
 use crate::index::{self, Index};
+use crate::native::{Hot, Programs, hot};
 use crate::request::{Action, RESOURCE_KINDS};
 use crate::schema::{ToolArgTypes, schema_text};
 use crate::source::PolicySource;
@@ -96,6 +97,10 @@ pub struct CompiledPolicies {
     /// it reads, built once: scope and body without source locations, without the scopes the index
     /// decides, type tests folded ([`crate::analysis`]).
     pub(crate) hot: Vec<Arc<Variant>>,
+    /// The same, compact, for the first look at a candidate: by `policy * RESOURCE_KINDS + kind`.
+    pub(crate) fast: Vec<Hot>,
+    /// The conditions in the native evaluator's subset ([`crate::native`]).
+    pub(crate) programs: Programs,
     /// The action entities (with their groups), by `Action as usize`.
     pub(crate) action_entities: Vec<Arc<ast::Entity>>,
     pub(crate) tool_types: ToolArgTypes,
@@ -317,6 +322,11 @@ pub fn compile_with_tools(
     ids.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)));
     let mut policies = Vec::with_capacity(ids.len());
     let mut hot = Vec::with_capacity(ids.len() * RESOURCE_KINDS);
+    let mut fast: Vec<Hot> = Vec::with_capacity(ids.len() * RESOURCE_KINDS);
+    let mut programs = Programs::default();
+    let mut types: Vec<ast::EntityType> = resource_types.to_vec();
+    types.push(vocab.human.clone());
+    types.push(vocab.action(Action::Read).entity_type().clone());
     for (id, (fi, line)) in ids {
         let Some(p) = set.policy(&PolicyId::new(id.as_str())) else {
             continue;
@@ -352,6 +362,43 @@ pub fn compile_with_tools(
             .enumerate()
             .filter(|(_, v)| v.live)
             .fold(0u8, |m, (k, _)| m | (1 << k));
+        for (k, v) in variants.iter().enumerate() {
+            // Variants shared between resource types share their program.
+            let shared = variants
+                .iter()
+                .take(k)
+                .position(|w| Arc::ptr_eq(v, w))
+                .and_then(|at| fast.get(fast.len() - k + at).copied());
+            let entry = shared.unwrap_or_else(|| {
+                let mut flags = 0;
+                if v.effect == Effect::Forbid {
+                    flags |= hot::FORBID;
+                }
+                if v.reads_approval {
+                    flags |= hot::READS_APPROVAL;
+                }
+                if v.approval.is_some() {
+                    flags |= hot::APPROVAL;
+                }
+                let mut root = 0;
+                match v.condition.expr_kind() {
+                    ast::ExprKind::Lit(ast::Literal::Bool(true)) => flags |= hot::TRUE,
+                    ast::ExprKind::Lit(ast::Literal::Bool(false)) => flags |= hot::FALSE,
+                    _ => {
+                        if let Some(r) = programs.add(&v.condition, &vocab.args, &types) {
+                            flags |= hot::NATIVE;
+                            root = r;
+                        }
+                    }
+                }
+                Hot {
+                    root,
+                    flags,
+                    quorum: v.approval.unwrap_or(0),
+                }
+            });
+            fast.push(entry);
+        }
         hot.extend(variants);
         policies.push(CompiledPolicy {
             id: id.clone(),
@@ -375,7 +422,7 @@ pub fn compile_with_tools(
         .map(|(i, p)| (p.id.clone(), i as u32))
         .collect();
 
-    let index = Index::build(&policies, &action_closure);
+    let index = Index::build(&policies, &action_closure, &types);
     let any_mentions_approval = hot.iter().any(|v| v.approval.is_some() || v.reads_approval);
     Ok(CompiledPolicies {
         version: source.version(),
@@ -385,6 +432,8 @@ pub fn compile_with_tools(
         by_id,
         index,
         hot,
+        fast,
+        programs,
         action_entities,
         tool_types: tools.clone(),
         any_mentions_approval,

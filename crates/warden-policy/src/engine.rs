@@ -9,10 +9,12 @@
 //! These checks run on every request; the context itself is built with only the attributes (and
 //! argument tags) that a candidate policy can read (`analysis.rs`).
 //!
-//! **Evaluation.** Only the policies the [index](crate::index) selects are evaluated, each with one
-//! Cedar evaluator (`cedar-policy-core`'s `Evaluator`, the same one `Authorizer::is_authorized`
-//! uses) over a precomputed condition, against an `Entities` holding just the entities the request
-//! touches. [`CompiledPolicies::decide_unindexed`] does the same with plain `Authorizer::is_authorized`
+//! **Evaluation.** Only the policies the [index](crate::index) selects are evaluated, each over a
+//! precomputed condition: by the [native evaluator](crate::native) where it can decide (reading the
+//! typed request and the registry's facts, building nothing), otherwise with Cedar's evaluator
+//! (`cedar-policy-core`'s `Evaluator`, the same one `Authorizer::is_authorized` uses) against an
+//! `Entities` holding just the entities the request touches and a context with what those
+//! candidates read, built only when some candidate needs them. [`CompiledPolicies::decide_unindexed`] does the same with plain `Authorizer::is_authorized`
 //! over the full set, the full context and always both passes; the two agree on every decision
 //! (property-tested).
 //!
@@ -30,6 +32,8 @@
 //! the approval, so the first pass's result stands for it. With the default pack and most policy
 //! sets no policy reads it (approval is expressed by `@approval`), and step 3 costs nothing.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -51,33 +55,59 @@ use warden_core::{Decision, Environment, Outcome, Sensitivity};
 
 use crate::analysis::{CtxUse, TagUse, Variant, attr, task_field};
 use crate::compile::CompiledPolicies;
+use crate::index::Key;
+use crate::native::{Env, Hot, Tags, hot};
 use crate::request::{ArgLimits, PolicyRequest, RESOURCE_KINDS, ResourceRef};
-use crate::store::{EntityStore, sensitivity_level};
+use crate::store::{AgentFacts, EntityStore, Facts, UpstreamFacts, sensitivity_level};
 use crate::vocab::{Vocab, vocab};
 
 type ContextMap = Arc<BTreeMap<SmolStr, Value>>;
 
-/// A request resolved against the registry and checked: everything but the context.
-pub(crate) struct Prepared {
-    principal: Arc<EntityUID>,
-    action: Arc<EntityUID>,
-    resource: Arc<EntityUID>,
-    principal_entity: Arc<Entity>,
+/// A request resolved against the registry and checked: everything but the context. It borrows
+/// the registry's entities and uids (no reference counts touched, nothing copied).
+pub(crate) struct Prepared<'a> {
+    principal: &'a Arc<EntityUID>,
+    action: &'a Arc<EntityUID>,
+    /// The registry's, or built for this request (a task).
+    resource: Cow<'a, Arc<EntityUID>>,
+    principal_entity: &'a Entity,
     /// The resource's entity, when the registry holds it (not for a task).
-    resource_entity: Option<Arc<Entity>>,
-    /// The entities the request touches (principal, resource, its upstream, task, action); the
-    /// arguments entity comes with the context.
-    slice: Vec<Arc<Entity>>,
+    resource_entity: Option<&'a Entity>,
+    /// What the registry says about the principal, the resource and its upstream (the facts the
+    /// entities were built from).
+    principal_facts: &'a AgentFacts,
+    resource_facts: Option<Facts<'a>>,
+    upstream_facts: Option<&'a UpstreamFacts>,
+    /// The resource's upstream's entity (the resource itself for an upstream).
+    upstream_entity: Option<&'a Entity>,
+    /// The registry's entities the request touches (principal, resource, its upstream, action), each
+    /// once; the arguments entity comes with the context.
+    slice: [Option<&'a Arc<Entity>>; 4],
     /// Built for this request (the task): not in the store.
-    extra: Vec<Arc<Entity>>,
+    task: Option<Arc<Entity>>,
     agent_env: Environment,
     resource_env: Environment,
     sensitivity: Sensitivity,
-    upstream: Option<Arc<EntityUID>>,
+    upstream: Option<&'a Arc<EntityUID>>,
     /// `context.tool_args`, for a tool that declares typed arguments.
     tool_args: Option<Value>,
     granted: bool,
     approvers: u8,
+}
+
+impl Prepared<'_> {
+    /// The entities of the request: the slice and the task.
+    fn entities(&self) -> impl Iterator<Item = &Arc<Entity>> {
+        self.slice.iter().flatten().copied().chain(self.task.iter())
+    }
+}
+
+/// A request being decided: resolved, its resource type, the time.
+struct Question<'a> {
+    p: &'a Prepared<'a>,
+    req: &'a PolicyRequest,
+    now: DateTime<Utc>,
+    kind: usize,
 }
 
 /// What one evaluation pass found.
@@ -218,17 +248,18 @@ impl CompiledPolicies {
     }
 
     /// Resolves and checks the request. `Err` is a reason to deny.
-    pub(crate) fn prepare(&self, store: &EntityStore, req: &PolicyRequest) -> Result<Prepared, String> {
+    pub(crate) fn prepare<'a>(
+        &'a self,
+        store: &'a EntityStore,
+        req: &PolicyRequest,
+    ) -> Result<Prepared<'a>, String> {
         let v = self.vocab()?;
         let ctx = &req.context;
         let agent = store
             .agents
             .get(req.principal.as_str())
             .ok_or_else(|| format!("unknown-agent: agent `{}` is not registered", req.principal))?;
-        let principal = agent.uid.clone();
-        let mut slice: Vec<Arc<Entity>> = Vec::with_capacity(6);
-        let mut extra: Vec<Arc<Entity>> = Vec::new();
-        slice.push(agent.entity.clone());
+        let mut slice: [Option<&'a Arc<Entity>>; 4] = [Some(&agent.entity), None, None, None];
 
         if req.action.is_task_action() != matches!(req.resource, ResourceRef::Task(_)) {
             return Err(format!(
@@ -241,9 +272,13 @@ impl CompiledPolicies {
         }
 
         // The resource, its upstream, and what the context says about them.
-        let mut upstream: Option<Arc<EntityUID>> = None;
-        let mut resource_entity = None;
-        let resource: Arc<EntityUID>;
+        let mut upstream: Option<&'a Arc<EntityUID>> = None;
+        let mut resource_entity: Option<&'a Entity> = None;
+        let mut resource_facts = None;
+        let mut upstream_facts = None;
+        let mut upstream_entity: Option<&'a Entity> = None;
+        let mut task_entity = None;
+        let resource: Cow<'a, Arc<EntityUID>>;
         let resource_env;
         let sensitivity;
         match &req.resource {
@@ -252,29 +287,38 @@ impl CompiledPolicies {
                     .upstreams
                     .get(name.as_str())
                     .ok_or_else(|| format!("unknown-resource: upstream `{name}` is not registered"))?;
-                resource = up.uid.clone();
-                upstream = Some(resource.clone());
+                resource = Cow::Borrowed(&up.uid);
+                upstream = Some(&up.uid);
+                resource_facts = Some(Facts::Upstream(&up.facts));
+                upstream_facts = Some(&up.facts);
+                upstream_entity = Some(&up.entity);
                 resource_env = up.facts.environment;
                 sensitivity = up.facts.sensitivity;
-                resource_entity = Some(up.entity.clone());
-                slice.push(up.entity.clone());
+                resource_entity = Some(&up.entity);
+                slice[1] = Some(&up.entity);
             }
             ResourceRef::Tool(id) | ResourceRef::Dataset(id) => {
-                let (entity, uid, up_name, own_sensitivity) = match &req.resource {
+                let (entity, uid, up_name, own_sensitivity, facts) = match &req.resource {
                     ResourceRef::Tool(_) => {
-                        let t = store.tools.get(id).ok_or_else(|| {
+                        let t = store.tools.get(id.as_str()).ok_or_else(|| {
                             format!("unknown-resource: tool `{}` is not registered", id.escape_debug())
                         })?;
-                        (&t.entity, &t.uid, &t.facts.upstream, None)
+                        (&t.entity, &t.uid, &t.facts.upstream, None, Facts::Tool(&t.facts))
                     }
                     _ => {
-                        let d = store.datasets.get(id).ok_or_else(|| {
+                        let d = store.datasets.get(id.as_str()).ok_or_else(|| {
                             format!(
                                 "unknown-resource: dataset `{}` is not registered",
                                 id.escape_debug()
                             )
                         })?;
-                        (&d.entity, &d.uid, &d.facts.upstream, Some(d.facts.sensitivity))
+                        (
+                            &d.entity,
+                            &d.uid,
+                            &d.facts.upstream,
+                            Some(d.facts.sensitivity),
+                            Facts::Dataset(&d.facts),
+                        )
                     }
                 };
                 let up = store.upstreams.get(up_name.as_str()).ok_or_else(|| {
@@ -283,25 +327,29 @@ impl CompiledPolicies {
                         req.resource
                     )
                 })?;
-                resource = uid.clone();
-                upstream = Some(up.uid.clone());
+                resource = Cow::Borrowed(uid);
+                upstream = Some(&up.uid);
+                resource_facts = Some(facts);
+                upstream_facts = Some(&up.facts);
+                upstream_entity = Some(&up.entity);
                 resource_env = up.facts.environment;
                 sensitivity = own_sensitivity.unwrap_or(up.facts.sensitivity);
-                resource_entity = Some(entity.clone());
-                slice.push(entity.clone());
-                slice.push(up.entity.clone());
+                resource_entity = Some(entity);
+                slice[1] = Some(entity);
+                slice[2] = Some(&up.entity);
             }
             ResourceRef::Agent(name) => {
                 let a = store
                     .agents
                     .get(name.as_str())
                     .ok_or_else(|| format!("unknown-resource: agent `{name}` is not registered"))?;
-                resource = a.uid.clone();
+                resource = Cow::Borrowed(&a.uid);
+                resource_facts = Some(Facts::Agent(&a.facts));
                 resource_env = a.facts.environment;
                 sensitivity = Sensitivity::Internal;
-                resource_entity = Some(a.entity.clone());
-                if resource != principal {
-                    slice.push(a.entity.clone());
+                resource_entity = Some(&a.entity);
+                if a.uid != agent.uid {
+                    slice[1] = Some(&a.entity);
                 }
             }
             ResourceRef::Task(id) => {
@@ -322,11 +370,11 @@ impl CompiledPolicies {
                     }
                     sens = sens.max(up.facts.sensitivity);
                 }
-                resource = Arc::new(v.uid(&v.task, id));
+                let uid = v.uid(&v.task, id);
                 resource_env = env.unwrap_or(agent.facts.environment);
                 sensitivity = sens;
-                let e = Arc::new(Entity::new_with_attr_partial_value(
-                    (*resource).clone(),
+                task_entity = Some(Arc::new(Entity::new_with_attr_partial_value(
+                    uid.clone(),
                     [
                         (
                             SmolStr::new_static("purpose"),
@@ -344,9 +392,8 @@ impl CompiledPolicies {
                     HashSet::new(),
                     HashSet::new(),
                     std::iter::empty(),
-                ));
-                slice.push(e.clone());
-                extra.push(e);
+                )));
+                resource = Cow::Owned(Arc::new(uid));
             }
         }
 
@@ -370,18 +417,19 @@ impl CompiledPolicies {
             }
         }
 
-        let action = v.action(req.action).clone();
-        if let Some(a) = self.action_entities.get(req.action as usize) {
-            slice.push(a.clone());
-        }
+        slice[3] = self.action_entities.get(req.action as usize);
         Ok(Prepared {
-            principal,
-            action,
+            principal: &agent.uid,
+            action: v.action(req.action),
             resource,
-            principal_entity: agent.entity.clone(),
+            principal_entity: &agent.entity,
             resource_entity,
+            principal_facts: &agent.facts,
+            resource_facts,
+            upstream_facts,
+            upstream_entity,
             slice,
-            extra,
+            task: task_entity,
             agent_env: agent.facts.environment,
             resource_env,
             sensitivity,
@@ -549,9 +597,9 @@ impl CompiledPolicies {
             c.push((key("tool_args"), t.clone()));
         }
         if want(attr::UPSTREAM)
-            && let Some(up) = &p.upstream
+            && let Some(up) = p.upstream
         {
-            c.push((key("upstream"), Value::from(Literal::EntityUID(up.clone()))));
+            c.push((key("upstream"), Value::from(Literal::EntityUID(Arc::clone(up)))));
         }
         Ok((Arc::new(c.into_iter().collect()), args_entity))
     }
@@ -562,8 +610,8 @@ impl CompiledPolicies {
             loc: None,
         };
         Request::new_unchecked(
-            known(&p.principal),
-            known(&p.action),
+            known(p.principal),
+            known(p.action),
             known(&p.resource),
             Some(Context::Value(context)),
         )
@@ -576,8 +624,66 @@ impl CompiledPolicies {
         Arc::new(c)
     }
 
-    /// Evaluates the candidates' conditions for resource type `kind`.
-    fn eval_pass(&self, entities: &Entities, request: Request, candidates: &[u32], kind: usize) -> Pass {
+    /// Evaluates the candidates' conditions for resource type `kind`: natively where the native
+    /// evaluator decides ([`crate::native`]), the others with Cedar's evaluator, over a context and
+    /// an `Entities` built only then, with only what those read. `approved`: the approval pass.
+    fn pass(
+        &self,
+        q: &Question<'_>,
+        env: &Env<'_>,
+        candidates: &[u32],
+        approved: bool,
+    ) -> Result<Pass, String> {
+        let (p, req, now, kind) = (q.p, q.req, q.now, q.kind);
+        let mut pass = Pass::default();
+        let mut deferred: Vec<u32> = Vec::new();
+        for &i in candidates {
+            let Some(h) = self.hot_entry(i, kind) else {
+                continue;
+            };
+            // A condition that folded to a constant needs no evaluator.
+            let result = if h.flags & hot::TRUE != 0 {
+                Some(true)
+            } else if h.flags & hot::FALSE != 0 {
+                Some(false)
+            } else if h.flags & hot::NATIVE != 0 {
+                self.programs.eval(h.root, env)
+            } else {
+                None
+            };
+            match result {
+                Some(true) if h.flags & hot::FORBID != 0 => pass.forbids.push(i),
+                Some(true) => pass.permits.push(i),
+                Some(false) => {}
+                None => deferred.push(i),
+            }
+        }
+        if deferred.is_empty() {
+            return Ok(pass);
+        }
+        let mut need = CtxUse::default();
+        for i in &deferred {
+            if let Some(variant) = self.variant(*i, kind) {
+                need.merge(&variant.ctx);
+            }
+        }
+        let (mut context, args) = self.context(p, req, now, &need)?;
+        if approved {
+            context = Self::approved_context(&context);
+        }
+        let entities = Self::entities(p, args.as_ref())?;
+        let cedar = self.cedar_pass(&entities, Self::request(p, context), &deferred, kind);
+        // Candidates are ascending: sorting restores their order.
+        pass.permits.extend(cedar.permits);
+        pass.permits.sort_unstable();
+        pass.forbids.extend(cedar.forbids);
+        pass.forbids.sort_unstable();
+        pass.errors = cedar.errors;
+        Ok(pass)
+    }
+
+    /// Evaluates the candidates' conditions for resource type `kind` with Cedar's evaluator.
+    fn cedar_pass(&self, entities: &Entities, request: Request, candidates: &[u32], kind: usize) -> Pass {
         let eval = Evaluator::new(request, entities, Extensions::all_available());
         let mut pass = Pass::default();
         for &i in candidates {
@@ -616,27 +722,29 @@ impl CompiledPolicies {
     /// are evaluated again (with `approved`); every other candidate's result is the first pass's.
     fn approval_pass(
         &self,
-        p: &Prepared,
-        entities: &Entities,
-        context: &ContextMap,
+        q: &Question<'_>,
+        env: &Env<'_>,
         candidates: &[u32],
-        kind: usize,
         first: &Pass,
-    ) -> Pass {
+    ) -> Result<Pass, String> {
+        let kind = q.kind;
         let readers: Vec<u32> = candidates
             .iter()
             .copied()
-            .filter(|i| self.variant(*i, kind).is_some_and(|v| v.reads_approval))
+            .filter(|i| {
+                self.hot_entry(*i, kind)
+                    .is_some_and(|h| h.flags & hot::READS_APPROVAL != 0)
+            })
             .collect();
         if readers.is_empty() {
-            return first.clone();
+            return Ok(first.clone());
         }
-        let again = self.eval_pass(
-            entities,
-            Self::request(p, Self::approved_context(context)),
-            &readers,
-            kind,
-        );
+        let approved = Env {
+            granted: true,
+            approvers: i64::from(u8::MAX),
+            ..*env
+        };
+        let again = self.pass(q, &approved, &readers, true)?;
         let merge = |old: &[u32], new: Vec<u32>| -> Vec<u32> {
             let mut ids: Vec<u32> = old
                 .iter()
@@ -649,18 +757,18 @@ impl CompiledPolicies {
         };
         let mut errors = first.errors.clone();
         errors.extend(again.errors);
-        Pass {
+        Ok(Pass {
             permits: merge(&first.permits, again.permits),
             forbids: merge(&first.forbids, again.forbids),
             errors,
-        }
+        })
     }
 
-    /// The request's entities: `slice` (already free of duplicates) and the arguments entity.
-    fn entities(slice: &[Arc<Entity>], args: Option<&Arc<Entity>>) -> Result<Entities, String> {
+    /// The request's entities (already free of duplicates) and the arguments entity.
+    fn entities(p: &Prepared<'_>, args: Option<&Arc<Entity>>) -> Result<Entities, String> {
         Entities::new()
             .add_entities(
-                slice.iter().chain(args).cloned(),
+                p.entities().chain(args).cloned(),
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::all_available(),
@@ -673,9 +781,16 @@ impl CompiledPolicies {
         self.hot.get(i as usize * RESOURCE_KINDS + kind).map(|v| &**v)
     }
 
+    /// Policy `i`'s compact entry for resource type `kind`.
+    fn hot_entry(&self, i: u32, kind: usize) -> Option<Hot> {
+        self.fast.get(i as usize * RESOURCE_KINDS + kind).copied()
+    }
+
     /// Policy `i`'s `@quorum` if it is an `@approval` permit (the same for every resource type).
     fn approval(&self, i: u32) -> Option<u8> {
-        self.variant(i, 0).and_then(|v| v.approval)
+        self.hot_entry(i, 0)
+            .filter(|h| h.flags & hot::APPROVAL != 0)
+            .map(|h| h.quorum)
     }
 
     fn counts(&self, i: u32, granted: bool, approvers: u8) -> bool {
@@ -693,8 +808,8 @@ impl CompiledPolicies {
         req: &PolicyRequest,
         first: Pass,
         mentions_approval: bool,
-        second: impl FnOnce(&Pass) -> Pass,
-    ) -> (Decision, Option<Pass>, Pass) {
+        second: impl FnOnce(&Pass) -> Result<Pass, String>,
+    ) -> Result<(Decision, Option<Pass>, Pass), String> {
         let reasons = |ids: &[u32]| -> Vec<String> {
             let mut r: Vec<String> = ids
                 .iter()
@@ -717,7 +832,7 @@ impl CompiledPolicies {
             let mut errors = first.errors.clone();
             errors.sort();
             d.errors = errors;
-            return (d, None, first);
+            return Ok((d, None, first));
         }
         let counted = first
             .permits
@@ -726,11 +841,11 @@ impl CompiledPolicies {
         if first.forbids.is_empty() && counted.clone().next().is_some() {
             d.outcome = Outcome::Allow;
             d.reasons = reasons(&counted.copied().collect::<Vec<u32>>());
-            return (d, None, first);
+            return Ok((d, None, first));
         }
         let mut second_pass = None;
         if mentions_approval {
-            let s = second(&first);
+            let s = second(&first)?;
             if s.errors.is_empty() && s.forbids.is_empty() && !s.permits.is_empty() {
                 let quorum = s
                     .permits
@@ -741,7 +856,7 @@ impl CompiledPolicies {
                 d.outcome = Outcome::NeedsApproval;
                 d.quorum = Some(quorum);
                 d.reasons = reasons(&s.permits);
-                return (d, Some(s), first);
+                return Ok((d, Some(s), first));
             }
             second_pass = Some(s);
         }
@@ -753,7 +868,7 @@ impl CompiledPolicies {
         } else {
             reasons(&first.forbids)
         };
-        (d, second_pass, first)
+        Ok((d, second_pass, first))
     }
 
     fn denied(&self, reason: String) -> Decision {
@@ -783,27 +898,97 @@ impl CompiledPolicies {
     ) -> Result<(Decision, Vec<u32>, Pass, Option<Pass>), String> {
         let p = self.prepare(store, req)?;
         let kind = req.resource.kind();
-        // The closures: each entity, then its ancestors.
-        let principal_closure = std::iter::once(&*p.principal).chain(p.principal_entity.ancestors());
-        let resource_closure =
-            std::iter::once(&*p.resource).chain(p.resource_entity.iter().flat_map(|e| e.ancestors()));
-        let candidates =
-            self.index
-                .candidates(principal_closure, resource_closure, req.action as usize, kind);
-        let mut need = CtxUse::default();
-        let mut mentions_approval = false;
-        for i in &candidates {
-            if let Some(variant) = self.variant(*i, kind) {
-                need.merge(&variant.ctx);
-                mentions_approval |= variant.approval.is_some() || variant.reads_approval;
-            }
-        }
-        let (context, args) = self.context(&p, req, now, &need)?;
-        let entities = Self::entities(&p.slice, args.as_ref())?;
-        let first = self.eval_pass(&entities, Self::request(&p, context.clone()), &candidates, kind);
-        let (decision, second, first) = self.combine(&p, req, first, mentions_approval, |first| {
-            self.approval_pass(&p, &entities, &context, &candidates, kind, first)
+        let v = self.vocab()?;
+        // The closures: each entity, then its ancestors — in the registry, a tool's and a
+        // dataset's upstream (`store.rs`); by the request's names, without reading the entities.
+        let principal_closure = [Key {
+            ty: &v.agent,
+            eid: req.principal.as_str(),
+        }];
+        let key = |ty, eid| Key { ty, eid };
+        let upstream_key = p.upstream_facts.map(|u| key(&v.upstream, u.name.as_str()));
+        let resource_closure: [Option<Key<'_>>; 2] = match &req.resource {
+            ResourceRef::Upstream(n) => [Some(key(&v.upstream, n.as_str())), None],
+            ResourceRef::Tool(id) => [Some(key(&v.tool, id)), upstream_key],
+            ResourceRef::Dataset(id) => [Some(key(&v.dataset, id)), upstream_key],
+            ResourceRef::Agent(n) => [Some(key(&v.agent, n.as_str())), None],
+            ResourceRef::Task(id) => [Some(key(&v.task, id)), None],
+        };
+        let candidates = self.index.candidates(
+            principal_closure.iter(),
+            resource_closure.iter().flatten(),
+            req.action as usize,
+            kind,
+        );
+        let mentions_approval = candidates.iter().any(|i| {
+            self.hot_entry(*i, kind)
+                .is_some_and(|h| h.flags & (hot::APPROVAL | hot::READS_APPROVAL) != 0)
         });
+        // The argument tags the candidates read, flattened on first use.
+        let tags = OnceCell::new();
+        let make_tags = || -> Tags {
+            let mut out = Vec::new();
+            let Some(args) = &req.context.args else {
+                return out;
+            };
+            let mut keys = TagUse::None;
+            for i in &candidates {
+                if let Some(variant) = self.variant(*i, kind)
+                    && variant.ctx.attrs & attr::ARGS != 0
+                {
+                    keys.merge(&variant.ctx.tags);
+                }
+            }
+            let keys: Option<&[SmolStr]> = match &keys {
+                TagUse::All => None,
+                TagUse::Keys(k) => Some(k),
+                TagUse::None => Some(&[]),
+            };
+            flatten_args(args, &mut String::new(), keys, &mut out, &mut String::new());
+            out
+        };
+        let env = Env {
+            principal: p.principal_entity.uid(),
+            action: p.action,
+            resource: p.resource_entity.map_or(&**p.resource, |e| e.uid()),
+            entities: [
+                p.slice[0].map(|e| &**e),
+                p.slice[1].map(|e| &**e),
+                p.slice[2].map(|e| &**e),
+                p.slice[3].map(|e| &**e),
+                p.task.as_deref(),
+            ],
+            ctx: &req.context,
+            upstream: p.upstream_entity.map(Entity::uid),
+            principal_facts: p.principal_facts,
+            resource_facts: p.resource_facts,
+            upstream_facts: p.upstream_facts,
+            has_tool_args: p.tool_args.is_some(),
+            agent_env: p.agent_env.as_str(),
+            resource_env: p.resource_env.as_str(),
+            sensitivity: p.sensitivity.as_str(),
+            sensitivity_level: sensitivity_level(p.sensitivity),
+            hour: i64::from(now.hour()),
+            weekday: i64::from(now.weekday().number_from_monday()),
+            unix: now.timestamp(),
+            granted: p.granted,
+            approvers: i64::from(p.approvers),
+            upstream_type: &v.upstream,
+            agent_type: &v.agent,
+            human_type: &v.human,
+            tags: &tags,
+            make_tags: &make_tags,
+        };
+        let q = Question {
+            p: &p,
+            req,
+            now,
+            kind,
+        };
+        let first = self.pass(&q, &env, &candidates, false)?;
+        let (decision, second, first) = self.combine(&p, req, first, mentions_approval, |first| {
+            self.approval_pass(&q, &env, &candidates, first)
+        })?;
         Ok((decision, candidates, first, second))
     }
 
@@ -853,20 +1038,15 @@ impl CompiledPolicies {
 
     /// The request fully built, as the reference path sees it: every context attribute, every
     /// argument tag; the entities of the request (the slice, with the arguments entity).
-    pub(crate) fn build_full(
-        &self,
-        store: &EntityStore,
+    pub(crate) fn build_full<'a>(
+        &'a self,
+        store: &'a EntityStore,
         req: &PolicyRequest,
         now: DateTime<Utc>,
-    ) -> Result<(Prepared, ContextMap, Vec<Arc<Entity>>), String> {
-        let mut p = self.prepare(store, req)?;
+    ) -> Result<(Prepared<'a>, ContextMap, Option<Arc<Entity>>), String> {
+        let p = self.prepare(store, req)?;
         let (context, args) = self.context(&p, req, now, &CtxUse::everything())?;
-        let mut slice = p.slice.clone();
-        if let Some(a) = args {
-            slice.push(a.clone());
-            p.extra.push(a);
-        }
-        Ok((p, context, slice))
+        Ok((p, context, args))
     }
 
     /// The decision by plain Cedar: `Authorizer::is_authorized` over the *whole* policy set, on the
@@ -881,13 +1061,13 @@ impl CompiledPolicies {
         now: DateTime<Utc>,
         all_entities: bool,
     ) -> Decision {
-        let (p, context, slice) = match self.build_full(store, req, now) {
+        let (p, context, args) = match self.build_full(store, req, now) {
             Ok(built) => built,
             Err(reason) => return self.denied(reason),
         };
         let entities = if all_entities {
             let mut all: Vec<Arc<Entity>> = store.all_entities().cloned().collect();
-            all.extend(p.extra.iter().cloned());
+            all.extend(p.task.iter().chain(args.as_ref()).cloned());
             all.extend(self.action_entities.iter().cloned());
             Entities::new()
                 .add_entities(
@@ -898,7 +1078,7 @@ impl CompiledPolicies {
                 )
                 .map_err(|e| format!("internal: entities: {e}"))
         } else {
-            Self::entities(&slice, None)
+            Self::entities(&p, args.as_ref())
         };
         let entities = match entities {
             Ok(e) => cedar_policy::Entities::from(e),
@@ -937,10 +1117,12 @@ impl CompiledPolicies {
             }
         };
         let first = pass(context.clone());
-        let (decision, _, _) = self.combine(&p, req, first, self.any_mentions_approval, |_| {
-            pass(Self::approved_context(&context))
-        });
-        decision
+        match self.combine(&p, req, first, self.any_mentions_approval, |_| {
+            Ok(pass(Self::approved_context(&context)))
+        }) {
+            Ok((decision, _, _)) => decision,
+            Err(reason) => self.denied(reason),
+        }
     }
 }
 
@@ -1175,14 +1357,15 @@ mod tests {
             (Action::TaskDelegate, ResourceRef::Task("t2".into())),
         ] {
             let r = req(action, resource.clone());
-            let (p, context, slice) = c.build_full(&s, &r, now()).expect("prepares");
+            let (p, context, args) = c.build_full(&s, &r, now()).expect("prepares");
+            let slice: Vec<Arc<Entity>> = p.entities().cloned().chain(args).collect();
             assert!(context.contains_key("args"));
             assert_eq!(context.contains_key("tool_args"), action == Action::Write);
             let context = cedar_policy::Context::from(Context::Value(context.clone()));
             cedar_policy::Request::new(
-                cedar_policy::EntityUid::from((*p.principal).clone()),
-                cedar_policy::EntityUid::from((*p.action).clone()),
-                cedar_policy::EntityUid::from((*p.resource).clone()),
+                cedar_policy::EntityUid::from((**p.principal).clone()),
+                cedar_policy::EntityUid::from((**p.action).clone()),
+                cedar_policy::EntityUid::from((**p.resource).clone()),
                 context,
                 Some(c.schema()),
             )

@@ -33,7 +33,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use cedar_policy_core::ast::{ActionConstraint, EntityReference, EntityUID, PrincipalOrResourceConstraint};
+use cedar_policy_core::ast::{
+    ActionConstraint, Eid, EntityReference, EntityType, EntityUID, PrincipalOrResourceConstraint,
+};
+use smol_str::SmolStr;
 
 use crate::compile::{CompiledPolicy, IndexStats};
 use crate::request::RESOURCE_KINDS;
@@ -101,13 +104,77 @@ impl Hasher for FxHasher {
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// An entity of a request's closure, by type and id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Key<'a> {
+    pub ty: &'a EntityType,
+    pub eid: &'a str,
+}
+
+/// Buckets keyed by entity, laid out for lookups: per entity type of Warden's schema, a map from
+/// the entity id (compared inline, no type names) to a range of one contiguous entry array.
+#[derive(Debug, Default)]
+struct Buckets {
+    /// By the type's position in the index's type list.
+    by_type: Vec<FxMap<SmolStr, (u32, u32)>>,
+    /// Entities of other types (strict validation leaves none; kept exact anyway).
+    other: FxMap<EntityUID, (u32, u32)>,
+    entries: Vec<Entry>,
+}
+
+impl Buckets {
+    fn build(filed: Vec<(EntityUID, Vec<Entry>)>, types: &[EntityType]) -> Self {
+        let mut b = Buckets {
+            by_type: types.iter().map(|_| FxMap::default()).collect(),
+            ..Buckets::default()
+        };
+        for (uid, entries) in filed {
+            let start = b.entries.len() as u32;
+            b.entries.extend(entries);
+            let range = (start, b.entries.len() as u32 - start);
+            match types.iter().position(|t| t == uid.entity_type()) {
+                Some(at) => {
+                    if let Some(map) = b.by_type.get_mut(at) {
+                        map.insert(uid.eid().clone().into_smolstr(), range);
+                    }
+                }
+                None => {
+                    b.other.insert(uid, range);
+                }
+            }
+        }
+        b
+    }
+
+    fn get(&self, key: &Key<'_>, types: &[EntityType]) -> &[Entry] {
+        let range = match types.iter().position(|t| t == key.ty) {
+            Some(at) => self.by_type.get(at).and_then(|m| m.get(key.eid)),
+            None if self.other.is_empty() => None,
+            None => self.other.get(&EntityUID::from_components(
+                key.ty.clone(),
+                Eid::new(key.eid),
+                None,
+            )),
+        };
+        range
+            .and_then(|&(start, len)| self.entries.get(start as usize..start as usize + len as usize))
+            .unwrap_or_default()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     /// Per request action and resource type (`action * RESOURCE_KINDS + kind`): the "always" and
     /// by-action policies that can apply, ascending.
     per_action: Vec<Vec<u32>>,
-    by_principal: FxMap<EntityUID, Vec<Entry>>,
-    by_resource: FxMap<EntityUID, Vec<Entry>>,
+    /// Warden's entity types (shared with the registry's uids, so comparing them is cheap).
+    types: Vec<EntityType>,
+    by_principal: Buckets,
+    by_resource: Buckets,
     stats: (usize, usize, usize, usize),
 }
 
@@ -158,8 +225,33 @@ fn scope_entity(c: &PrincipalOrResourceConstraint) -> Option<(&EntityUID, bool)>
 
 impl Index {
     /// `action_closures[a]` lists request action `a` (as `Action as usize`) and its groups.
-    pub fn build(policies: &[CompiledPolicy], action_closures: &[Vec<EntityUID>]) -> Self {
-        let mut ix = Index::default();
+    /// `types`: Warden's entity types, from which the registry's uids are built.
+    pub fn build(
+        policies: &[CompiledPolicy],
+        action_closures: &[Vec<EntityUID>],
+        types: &[EntityType],
+    ) -> Self {
+        let mut ix = Index {
+            types: types.to_vec(),
+            ..Index::default()
+        };
+        // Per entity, in order of first appearance (so the entries of a bucket stay together).
+        let mut principal_keys: HashMap<EntityUID, usize> = HashMap::new();
+        let mut principal_filed: Vec<(EntityUID, Vec<Entry>)> = Vec::new();
+        let mut resource_keys: HashMap<EntityUID, usize> = HashMap::new();
+        let mut resource_filed: Vec<(EntityUID, Vec<Entry>)> = Vec::new();
+        let file = |keys: &mut HashMap<EntityUID, usize>,
+                    filed: &mut Vec<(EntityUID, Vec<Entry>)>,
+                    e: &EntityUID,
+                    entry: Entry| {
+            let at = *keys.entry(e.clone()).or_insert_with(|| {
+                filed.push((e.clone(), Vec::new()));
+                filed.len() - 1
+            });
+            if let Some((_, list)) = filed.get_mut(at) {
+                list.push(entry);
+            }
+        };
         let mut always: Vec<Entry> = Vec::new();
         let mut by_action: HashMap<EntityUID, Vec<Entry>> = HashMap::new();
         for (i, p) in policies.iter().enumerate() {
@@ -171,10 +263,10 @@ impl Index {
                 self_only,
             };
             if let Some((e, eq)) = scope_entity(p.ast.principal_constraint().as_inner()) {
-                ix.by_principal.entry(e.clone()).or_default().push(entry(eq));
+                file(&mut principal_keys, &mut principal_filed, e, entry(eq));
                 ix.stats.1 += 1;
             } else if let Some((e, eq)) = scope_entity(p.ast.resource_constraint().as_inner()) {
-                ix.by_resource.entry(e.clone()).or_default().push(entry(eq));
+                file(&mut resource_keys, &mut resource_filed, e, entry(eq));
                 ix.stats.2 += 1;
             } else {
                 match p.ast.action_constraint() {
@@ -198,6 +290,8 @@ impl Index {
                 }
             }
         }
+        ix.by_principal = Buckets::build(principal_filed, types);
+        ix.by_resource = Buckets::build(resource_filed, types);
         for (a, closure) in action_closures.iter().enumerate() {
             for kind in 0..RESOURCE_KINDS {
                 let applies = |e: &&Entry| admits(e, a, kind);
@@ -226,10 +320,10 @@ impl Index {
 
     /// The policies that can apply to a request for action number `action` on a resource of type
     /// `kind`, ascending, without duplicates. Each closure lists an entity and then its ancestors.
-    pub fn candidates<'a>(
+    pub fn candidates<'a, 'k: 'a>(
         &self,
-        principal: impl Iterator<Item = &'a EntityUID>,
-        resource: impl Iterator<Item = &'a EntityUID>,
+        principal: impl Iterator<Item = &'a Key<'k>>,
+        resource: impl Iterator<Item = &'a Key<'k>>,
         action: usize,
         kind: usize,
     ) -> Vec<u32> {
@@ -240,8 +334,8 @@ impl Index {
         let mut out: Vec<u32> = Vec::with_capacity(base.len() + 8);
         out.extend_from_slice(base);
         let before = out.len();
-        Self::add(&mut out, &self.by_principal, principal, action, kind);
-        Self::add(&mut out, &self.by_resource, resource, action, kind);
+        self.add(&mut out, &self.by_principal, principal, action, kind);
+        self.add(&mut out, &self.by_resource, resource, action, kind);
         if out.len() > before {
             out.sort_unstable();
             out.dedup();
@@ -250,24 +344,25 @@ impl Index {
     }
 
     /// Adds the entries of the buckets of `closure` that apply.
-    fn add<'a>(
+    fn add<'a, 'k: 'a>(
+        &self,
         out: &mut Vec<u32>,
-        map: &FxMap<EntityUID, Vec<Entry>>,
-        closure: impl Iterator<Item = &'a EntityUID>,
+        buckets: &Buckets,
+        closure: impl Iterator<Item = &'a Key<'k>>,
         action: usize,
         kind: usize,
     ) {
-        if map.is_empty() {
+        if buckets.is_empty() {
             return;
         }
         for (at, k) in closure.enumerate() {
-            if let Some(b) = map.get(k) {
-                out.extend(
-                    b.iter()
-                        .filter(|e| admits(e, action, kind) && (at == 0 || !e.self_only))
-                        .map(|e| e.policy),
-                );
-            }
+            out.extend(
+                buckets
+                    .get(k, &self.types)
+                    .iter()
+                    .filter(|e| admits(e, action, kind) && (at == 0 || !e.self_only))
+                    .map(|e| e.policy),
+            );
         }
     }
 }

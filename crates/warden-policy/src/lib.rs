@@ -21,6 +21,7 @@ mod analysis;
 pub mod compile;
 pub mod engine;
 mod index;
+mod native;
 pub mod request;
 pub mod schema;
 pub mod source;

@@ -183,10 +183,12 @@ pub const MAX_ENTITIES: usize = 1_000_000;
 /// behind a lock (or swaps copies) and passes `&EntityStore` to decisions.
 #[derive(Clone, Debug, Default)]
 pub struct EntityStore {
-    pub(crate) agents: HashMap<String, Stored<AgentFacts>>,
-    pub(crate) upstreams: HashMap<String, Stored<UpstreamFacts>>,
-    pub(crate) tools: HashMap<String, Stored<ToolFacts>>,
-    pub(crate) datasets: HashMap<String, Stored<DatasetFacts>>,
+    // Keyed by name; short names (up to 23 bytes) are held inline, so a lookup compares keys
+    // without reading another allocation.
+    pub(crate) agents: HashMap<SmolStr, Stored<AgentFacts>>,
+    pub(crate) upstreams: HashMap<SmolStr, Stored<UpstreamFacts>>,
+    pub(crate) tools: HashMap<SmolStr, Stored<ToolFacts>>,
+    pub(crate) datasets: HashMap<SmolStr, Stored<DatasetFacts>>,
 }
 
 fn attrs<const N: usize>(pairs: [(&'static str, Value); N]) -> BTreeMap<SmolStr, PartialValue> {
@@ -274,7 +276,7 @@ impl EntityStore {
             HashSet::new(),
         );
         self.agents
-            .insert(facts.name.as_str().to_owned(), Stored::new(facts, e));
+            .insert(SmolStr::new(facts.name.as_str()), Stored::new(facts, e));
         Ok(())
     }
 
@@ -300,7 +302,7 @@ impl EntityStore {
             HashSet::new(),
         );
         self.upstreams
-            .insert(facts.name.as_str().to_owned(), Stored::new(facts, e));
+            .insert(SmolStr::new(facts.name.as_str()), Stored::new(facts, e));
         Ok(())
     }
 
@@ -310,7 +312,7 @@ impl EntityStore {
         let v = Self::vocab()?;
         check_name("tool", &facts.name)?;
         let id = format!("{}/{}", facts.upstream, facts.name);
-        if !self.tools.contains_key(&id) {
+        if !self.tools.contains_key(id.as_str()) {
             self.room()?;
         }
         let up = v.uid(&v.upstream, facts.upstream.as_str());
@@ -323,7 +325,7 @@ impl EntityStore {
             ]),
             HashSet::from([up]),
         );
-        self.tools.insert(id, Stored::new(facts, e));
+        self.tools.insert(SmolStr::new(id), Stored::new(facts, e));
         Ok(())
     }
 
@@ -332,7 +334,7 @@ impl EntityStore {
         let v = Self::vocab()?;
         check_name("dataset", &facts.name)?;
         let id = format!("{}/{}", facts.upstream, facts.name);
-        if !self.datasets.contains_key(&id) {
+        if !self.datasets.contains_key(id.as_str()) {
             self.room()?;
         }
         let up = v.uid(&v.upstream, facts.upstream.as_str());
@@ -349,7 +351,7 @@ impl EntityStore {
             ]),
             HashSet::from([up]),
         );
-        self.datasets.insert(id, Stored::new(facts, e));
+        self.datasets.insert(SmolStr::new(id), Stored::new(facts, e));
         Ok(())
     }
 
@@ -398,5 +400,166 @@ impl EntityStore {
             .chain(self.upstreams.values().map(|s| &s.entity))
             .chain(self.tools.values().map(|s| &s.entity))
             .chain(self.datasets.values().map(|s| &s.entity))
+    }
+}
+
+/// An attribute of a registry entity, read from the facts it was built from (`upsert_*` above)
+/// instead of from the Cedar entity: the same value, without touching the entity. The native
+/// evaluator reads these (`native.rs`); `None` for an attribute it should read from the entity.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Fact<'a> {
+    Str(&'a str),
+    Long(i64),
+    /// A `Warden::Human`, by email.
+    Human(&'a str),
+    /// A `Warden::Upstream`, by name.
+    Upstream(&'a str),
+    /// A `Set<Warden::Upstream>`.
+    Upstreams(&'a [UpstreamName]),
+}
+
+/// The facts behind a registry entity.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Facts<'a> {
+    Agent(&'a AgentFacts),
+    Upstream(&'a UpstreamFacts),
+    Tool(&'a ToolFacts),
+    Dataset(&'a DatasetFacts),
+}
+
+impl<'a> Facts<'a> {
+    /// Attribute `attr` as the entity holds it, for the attributes kept in the facts as such.
+    pub(crate) fn get(self, attr: &str) -> Option<Fact<'a>> {
+        Some(match (self, attr) {
+            (Facts::Agent(a), "name") => Fact::Str(a.name.as_str()),
+            (Facts::Agent(a), "environment") => Fact::Str(a.environment.as_str()),
+            (Facts::Agent(a), "model_provider") => Fact::Str(a.model.provider()),
+            (Facts::Agent(a), "state") => Fact::Str(a.state.as_str()),
+            (Facts::Agent(a), "allowed_upstreams") => Fact::Upstreams(&a.allowed_upstreams),
+            (Facts::Upstream(u), "name") => Fact::Str(u.name.as_str()),
+            (Facts::Upstream(u), "kind") => Fact::Str(u.kind.as_str()),
+            (Facts::Upstream(u), "environment") => Fact::Str(u.environment.as_str()),
+            (Facts::Upstream(u), "sensitivity") => Fact::Str(u.sensitivity.as_str()),
+            (Facts::Upstream(u), "sensitivity_level") => Fact::Long(sensitivity_level(u.sensitivity)),
+            (Facts::Upstream(u), "owner") => Fact::Human(u.owner.as_str()),
+            (Facts::Tool(t), "name") => Fact::Str(&t.name),
+            (Facts::Tool(t), "upstream") => Fact::Upstream(t.upstream.as_str()),
+            (Facts::Tool(t), "class") => Fact::Str(t.class.as_str()),
+            (Facts::Dataset(d), "name") => Fact::Str(&d.name),
+            (Facts::Dataset(d), "upstream") => Fact::Upstream(d.upstream.as_str()),
+            (Facts::Dataset(d), "sensitivity") => Fact::Str(d.sensitivity.as_str()),
+            (Facts::Dataset(d), "sensitivity_level") => Fact::Long(sensitivity_level(d.sensitivity)),
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_core::{Email, Model, UpstreamKind};
+
+    /// Every attribute the facts answer for is the entity's attribute, value for value; the
+    /// entities' ancestors are what decisions assume (a tool's and a dataset's upstream, nothing
+    /// else).
+    #[test]
+    fn facts_are_the_entities_attributes() {
+        let v = vocab().expect("vocab");
+        let mut s = EntityStore::new();
+        let up = UpstreamName::parse("crm").expect("name");
+        s.upsert_upstream(UpstreamFacts {
+            name: up.clone(),
+            kind: UpstreamKind::Mcp,
+            environment: Environment::Staging,
+            sensitivity: Sensitivity::Confidential,
+            owner: Email::parse("o@example.com").expect("email"),
+        })
+        .expect("upstream");
+        s.upsert_agent(AgentFacts {
+            name: AgentName::parse("bot").expect("name"),
+            environment: Environment::Production,
+            model: Model::parse("anthropic/claude@4").expect("model"),
+            state: AgentState::Suspended,
+            owners: vec![Email::parse("o@example.com").expect("email")],
+            allowed_upstreams: vec![up.clone(), UpstreamName::parse("erp").expect("name")],
+        })
+        .expect("agent");
+        s.upsert_tool(ToolFacts {
+            upstream: up.clone(),
+            name: "refund".into(),
+            class: ToolClass::Destructive,
+        })
+        .expect("tool");
+        s.upsert_dataset(DatasetFacts {
+            upstream: up.clone(),
+            name: "people".into(),
+            sensitivity: Sensitivity::Regulated,
+        })
+        .expect("dataset");
+        let as_value = |f: Fact<'_>| -> Value {
+            match f {
+                Fact::Str(x) => Value::from(x),
+                Fact::Long(i) => Value::from(i),
+                Fact::Human(e) => Value::from(v.uid(&v.human, e)),
+                Fact::Upstream(n) => Value::from(v.uid(&v.upstream, n)),
+                Fact::Upstreams(list) => Value::set(
+                    list.iter().map(|u| Value::from(v.uid(&v.upstream, u.as_str()))),
+                    None,
+                ),
+            }
+        };
+        let cases: Vec<(Facts<'_>, &Arc<Entity>)> = vec![
+            (Facts::Agent(&s.agents["bot"].facts), &s.agents["bot"].entity),
+            (
+                Facts::Upstream(&s.upstreams["crm"].facts),
+                &s.upstreams["crm"].entity,
+            ),
+            (
+                Facts::Tool(&s.tools["crm/refund"].facts),
+                &s.tools["crm/refund"].entity,
+            ),
+            (
+                Facts::Dataset(&s.datasets["crm/people"].facts),
+                &s.datasets["crm/people"].entity,
+            ),
+        ];
+        for (facts, entity) in cases {
+            let mut answered = 0;
+            for attr in entity.keys() {
+                if let Some(f) = facts.get(attr) {
+                    answered += 1;
+                    let PartialValue::Value(want) = entity.get(attr).expect("attr") else {
+                        panic!("residual");
+                    };
+                    assert_eq!(&as_value(f), want, "{attr} of {}", entity.uid());
+                }
+            }
+            for attr in [
+                "name",
+                "environment",
+                "model_provider",
+                "state",
+                "allowed_upstreams",
+                "kind",
+                "sensitivity",
+                "sensitivity_level",
+                "owner",
+                "upstream",
+                "class",
+                "nope",
+            ] {
+                if facts.get(attr).is_some() {
+                    assert!(entity.get(attr).is_some(), "{attr} of {}", entity.uid());
+                }
+            }
+            assert!(answered >= 3, "{}", entity.uid());
+            let ancestors: Vec<&EntityUID> = entity.ancestors().collect();
+            match facts {
+                Facts::Tool(_) | Facts::Dataset(_) => {
+                    assert_eq!(ancestors, vec![&v.uid(&v.upstream, "crm")]);
+                }
+                _ => assert!(ancestors.is_empty()),
+            }
+        }
     }
 }

@@ -30,7 +30,8 @@ proptest! {
         let compiled = compile(&PolicySource::from_files(files).expect("source")).expect("compiles");
         for i in 0..40 {
             let args = if i % 3 == 0 { Some(200) } else { None };
-            let req = r#gen::request(&mut rng, &world, args);
+            let mut req = r#gen::request(&mut rng, &world, args);
+            r#gen::vary(&mut rng, &world, &mut req);
             let now = r#gen::time(&mut rng);
             let indexed = compiled.decide(&world.store, &req, now);
             let plain = compiled.decide_unindexed(&world.store, &req, now, false);
@@ -55,7 +56,8 @@ proptest! {
         let compiled = compile(&PolicySource::from_files(files).expect("source")).expect("compiles");
         for i in 0..40 {
             let args = if i % 2 == 0 { Some(400) } else { None };
-            let req = r#gen::request(&mut rng, &world, args);
+            let mut req = r#gen::request(&mut rng, &world, args);
+            r#gen::vary(&mut rng, &world, &mut req);
             let now = r#gen::time(&mut rng);
             let fast = compiled.decide(&world.store, &req, now);
             let reference = compiled.decide_unindexed(&world.store, &req, now, false);

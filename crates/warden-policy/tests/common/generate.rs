@@ -199,9 +199,19 @@ pub fn default_pack_files() -> Vec<(String, String)> {
 /// evaluation errors, conditions that read the approval state (the approval pass), the arguments
 /// read in ways the context analysis cannot narrow to literal tag keys, and the context used as a
 /// whole.
-fn cedar_only(rng: &mut StdRng, id: &str, a: usize, u: usize) -> String {
+fn cedar_only(rng: &mut StdRng, w: &World, id: &str, a: usize, u: usize) -> String {
     let k = rng.gen_range(0..10);
-    let body = match rng.gen_range(0..14) {
+    let u2 = if rng.gen_bool(0.5) {
+        u
+    } else {
+        rng.gen_range(0..w.hot_upstreams)
+    };
+    let a2 = rng.gen_range(0..w.hot_agents);
+    let t = rng.gen_range(0..TOOLS_PER_UPSTREAM);
+    let ty = ["report", "support", "maintenance"].choose(rng).expect("type");
+    let env = ENVS.choose(rng).expect("env").as_str();
+    let n = rng.gen_range(0..100);
+    let body = match rng.gen_range(0..36) {
         // Fails to evaluate (integer overflow) when it applies.
         0 => format!(
             "permit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ context.time.unix * 10000000000 > 0 }};"
@@ -256,6 +266,87 @@ fn cedar_only(rng: &mut StdRng, id: &str, a: usize, u: usize) -> String {
             "forbid(principal, action, resource is Warden::Dataset in Warden::Upstream::\"u{u}\")\nwhen {{ resource.sensitivity_level > {} }};",
             rng.gen_range(0..4)
         ),
+        // From here on: kinds aimed at the native evaluator's constructs (`src/native.rs`), and at
+        // the cases it must leave to Cedar (entities outside the request, overflows).
+        14 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ context has upstream && principal.allowed_upstreams.contains(context.upstream) }};"
+        ),
+        15 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ (principal.model like \"anthropic/*\" && principal.model_provider != \"anthropic\") || (resource has sensitivity_level && resource.sensitivity_level >= {}) }};",
+            rng.gen_range(1..4)
+        ),
+        16 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action in [Warden::Action::\"read\", Warden::Action::\"write\"], resource)\nwhen {{ context.risk.score + context.time.hour * 2 - 10 < {n} && -context.sensitivity_level <= -1 }};"
+        ),
+        17 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ (if context has task then context.task.task_type else \"none\") == \"{ty}\" }};"
+        ),
+        // The delegation chain (requests get one in `vary`).
+        18 => format!(
+            "forbid(principal, action == Warden::Action::\"task.delegate\", resource)\nwhen {{ context.delegation.chain.contains(Warden::Agent::\"a{a}\") || context.delegation.chain.contains(principal) }};"
+        ),
+        // An entity named by a literal: the resource's upstream (in the request's entities), or
+        // one the registry does not hold (an evaluation error).
+        19 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ Warden::Upstream::\"{}\".environment == \"{env}\" }};",
+            if rng.gen_bool(0.5) {
+                format!("u{u}")
+            } else {
+                "nowhere".to_owned()
+            }
+        ),
+        // `in` with sets, and an entity outside the request on the left.
+        20 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ resource in [Warden::Upstream::\"u{u}\", Warden::Upstream::\"u{u2}\"] || Warden::Upstream::\"u{u}\" in resource }};"
+        ),
+        21 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ context has args && context.args.hasTag(\"k{k}\") && context.args.getTag(\"k{k}\") like \"v*{}\" }};",
+            rng.gen_range(0..5)
+        ),
+        22 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action, resource)\nwhen {{ context has task && context.task.upstreams.containsAll([Warden::Upstream::\"u{u}\"]) && !context.task.tools.isEmpty() && context.task.tools.containsAny([\"t1\", \"t3\"]) && context.task.purpose != \"x\" && context.task.id == \"t\" }};"
+        ),
+        23 => format!(
+            "permit(principal, action == Warden::Action::\"write\", resource is Warden::Tool in Warden::Upstream::\"u{u}\")\nwhen {{ resource.upstream is Warden::Upstream && resource.upstream.environment != \"{env}\" && resource.class == \"write\" && context has upstream && resource.upstream == context.upstream }};"
+        ),
+        24 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ action in [Warden::Action::\"write\", Warden::Action::\"destructive\"] && action != Warden::Action::\"destructive\" && context.time.weekday > {} }};",
+            rng.gen_range(0..7)
+        ),
+        25 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action, resource)\nwhen {{ principal.owners.containsAny([Warden::Human::\"owner@example.com\"]) && context.environment has agent && context has time.hour && context.approval has granted && context.risk.score < {n} }};"
+        ),
+        26 => format!(
+            "forbid(principal, action, resource)\nwhen {{ principal in Warden::Upstream::\"u{u}\" || principal in [Warden::Agent::\"a{a2}\"] }};"
+        ),
+        27 => format!(
+            "permit(principal, action, resource)\nwhen {{ resource is Warden::Agent && resource == principal && context.sensitivity == \"{}\" && !(context has tool_args) }};",
+            SENS.choose(rng).expect("sensitivity").as_str()
+        ),
+        28 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ resource == Warden::Tool::\"u{u}/t{t}\" || (resource is Warden::Dataset && resource.sensitivity == \"public\") || principal.environment == \"{env}\" }};"
+        ),
+        29 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ principal.allowed_upstreams.contains(Warden::Upstream::\"u{u2}\") && context has task && context.task.upstreams.contains(Warden::Upstream::\"u{u}\") && context.time.unix > 0 }};"
+        ),
+        // Overflows natively too, so Cedar reports it.
+        30 => format!(
+            "forbid(principal == Warden::Agent::\"a{a}\", action, resource)\nwhen {{ context.risk.score > {n} && -(context.time.unix * {}) < 0 }};",
+            ["1000000000", "6000000000"].choose(rng).expect("factor")
+        ),
+        31 => format!(
+            "forbid(principal == Warden::Agent::\"a{a}\", action, resource)\nwhen {{ context.risk.score > {n} && -(context.time.unix - context.time.unix - 9223372036854775807 - {}) > 0 }};",
+            rng.gen_range(0..2)
+        ),
+        // `context has task.<field>` without a task is false, `context.task has <field>` an error.
+        32 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ !(context has task.datasets) && context.risk.score > {n} }};"
+        ),
+        // A dotted key that collides with a nested path: the later one is the tag.
+        33 => format!(
+            "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ context has args && context.args.hasTag(\"nested.k{k}\") && context.args.getTag(\"nested.k{k}\") == \"{}\" }};",
+            ["v", "true"].choose(rng).expect("value")
+        ),
         // Literal tag keys that lead into nested arguments.
         _ => format!(
             "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ context has args && context.args.hasTag(\"field_{k}.n\") && context.args.getTag(\"field_{k}.n\") == \"{k}\" && context.args.hasTag(\"nested.k{k}\") }};"
@@ -280,7 +371,7 @@ pub fn policies(rng: &mut StdRng, w: &World, n: usize, cedar_only_percent: u32) 
         let t = rng.gen_range(0..TOOLS_PER_UPSTREAM);
         let roll = rng.gen_range(0..100);
         let (cedar, rego) = if rng.gen_range(0..100) < cedar_only_percent {
-            (cedar_only(rng, &id, a, u), String::new())
+            (cedar_only(rng, w, &id, a, u), String::new())
         } else if roll < 25 {
             let score = rng.gen_range(10..100);
             (
@@ -494,6 +585,25 @@ pub fn request(rng: &mut StdRng, w: &World, args_bytes: Option<usize>) -> Policy
                 score: rng.gen_range(0..100),
             },
         },
+    }
+}
+
+/// Varies a generated request in ways the benchmarks' requests do not (so their workload stays
+/// the same): a delegation chain, sometimes with the principal in it; a task without tools.
+pub fn vary(rng: &mut StdRng, w: &World, req: &mut PolicyRequest) {
+    let principal = req.principal.clone();
+    if let Some(task) = req.context.task.as_mut() {
+        if rng.gen_bool(0.4) {
+            task.chain = (0..rng.gen_range(1..=3))
+                .map(|_| agent_name(rng.gen_range(0..w.hot_agents)))
+                .collect();
+            if rng.gen_bool(0.3) {
+                task.chain.push(principal);
+            }
+        }
+        if rng.gen_bool(0.2) {
+            task.tools.clear();
+        }
     }
 }
 
