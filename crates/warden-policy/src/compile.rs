@@ -11,6 +11,9 @@
 //!   (`context.approval.granted`, with at least `quorum` approvers); see [`crate::engine`].
 //! - `@quorum("N")` — with `@approval`, 1 to 10 approvers (default 1).
 //! - `@reason("…")` — optional text appended to the decision's reason.
+//! - `@self_approval("allowed")` — with `@approval`: the agent's own owners may approve what this
+//!   policy holds for approval (by default separation of duties refuses them). Cited in the reason as
+//!   [`SELF_APPROVAL_REASON`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -340,6 +343,9 @@ pub fn compile_with_tools(
         let mut reason = match (effect, approval) {
             (Effect::Forbid, _) => format!("{id} (forbid)"),
             (Effect::Permit, None) => format!("{id} (permit)"),
+            (Effect::Permit, Some(q)) if p.annotation("self_approval") == Some("allowed") => {
+                format!("{id} (permit, approval, quorum {q}, {SELF_APPROVAL_REASON})")
+            }
             (Effect::Permit, Some(q)) => format!("{id} (permit, approval, quorum {q})"),
         };
         if let Some(r) = p.annotation("reason") {
@@ -441,7 +447,24 @@ pub fn compile_with_tools(
     })
 }
 
+/// How a decision's reason marks an approval policy that lets owners approve their own agent's
+/// requests (`@self_approval("allowed")`).
+pub const SELF_APPROVAL_REASON: &str = "self-approval allowed";
+
 fn check_annotations(p: &cedar_policy::Policy) -> Result<(), String> {
+    match p.annotation("self_approval") {
+        None => {}
+        Some("allowed") if p.annotation("approval") == Some("required") => {}
+        Some("allowed") => {
+            return Err("`@self_approval` needs `@approval(\"required\")`".into());
+        }
+        Some(other) => {
+            return Err(format!(
+                "`@self_approval(\"{}\")` is not understood; write `@self_approval(\"allowed\")`",
+                other.escape_debug()
+            ));
+        }
+    }
     match p.annotation("approval") {
         None => {
             if p.annotation("quorum").is_some() {
@@ -612,6 +635,14 @@ forbid(principal, action, resource) when { principal.environment == "prototype" 
                 "@id(\"a b\") permit(principal, action, resource);",
                 "must be 1 to 128",
             ),
+            (
+                "@id(\"a\") @self_approval(\"allowed\") permit(principal, action, resource);",
+                "needs `@approval",
+            ),
+            (
+                "@id(\"a\") @approval(\"required\") @self_approval(\"yes\") permit(principal, action, resource);",
+                "not understood",
+            ),
         ] {
             let errs = compile(&src(text)).expect_err(text);
             assert!(errs[0].message.contains(want), "{text}: {errs:?}");
@@ -622,6 +653,14 @@ forbid(principal, action, resource) when { principal.environment == "prototype" 
         .expect("ok");
         assert_eq!(c.policies[0].approval, Some(2));
         assert_eq!(c.policies[0].reason, "w (permit, approval, quorum 2): two people");
+        let c = compile(&src(
+            "@id(\"s\") @approval(\"required\") @self_approval(\"allowed\")\npermit(principal, action, resource);",
+        ))
+        .expect("ok");
+        assert_eq!(
+            c.policies[0].reason,
+            "s (permit, approval, quorum 1, self-approval allowed)"
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub mod store;
 pub mod testing;
 mod vocab;
 
-pub use compile::{CompiledPolicies, IndexStats, PolicyError, compile, compile_with_tools};
+pub use compile::{
+    CompiledPolicies, IndexStats, PolicyError, SELF_APPROVAL_REASON, compile, compile_with_tools,
+};
 pub use engine::{Explanation, PolicyEngine, PolicyMatch, ShadowedDecision, same_decision, shadow_compare};
 pub use request::{
     Action, Approval, ArgLimits, PolicyContext, PolicyRequest, ResourceRef, Risk, TaskContext, UnknownAction,

@@ -189,6 +189,7 @@ pub async fn gate(
         policy_version: decision.policy_version.clone(),
         quorum: decision.quorum.unwrap_or(1).max(1),
         single_use: state.approvals.single_use,
+        owners_may_approve: owners_may_approve(&decision),
         created_at: now,
         // Never past the task: a request that outlives its task could never be used.
         expires_at: (now + state.approvals.request_ttl).min(caller.task.expires_at),
@@ -241,6 +242,20 @@ pub fn notify(state: &AppState, a: &Approval, kind: crate::notify::ApprovalEvent
     });
 }
 
+/// Separation of duties yields only when every approval policy behind the decision says
+/// `@self_approval("allowed")`.
+fn owners_may_approve(decision: &Decision) -> bool {
+    let approval: Vec<&String> = decision
+        .reasons
+        .iter()
+        .filter(|r| r.contains("(permit, approval"))
+        .collect();
+    !approval.is_empty()
+        && approval
+            .iter()
+            .all(|r| r.contains(warden_policy::SELF_APPROVAL_REASON))
+}
+
 /// The ledger body describing an approval request (secrets are already redacted from its arguments).
 pub fn approval_body(a: &Approval) -> serde_json::Value {
     serde_json::json!({
@@ -254,8 +269,9 @@ pub fn approval_body(a: &Approval) -> serde_json::Value {
         "arguments": a.arguments,
         "reasons": a.policies,
         "policy_version": a.policy_version,
-        "quorum": a.quorum,
+                "quorum": a.quorum,
         "approvals": a.approvals,
+        "owners_may_approve": a.owners_may_approve,
         "state": a.state,
         "expires_at": a.expires_at,
         "grant_expires_at": a.grant_expires_at,

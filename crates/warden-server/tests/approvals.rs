@@ -324,6 +324,50 @@ async fn separation_of_duties_and_one_vote_each(api: Api) {
             .any(|(k, b)| k == "approval_granted" && b["outcome"] == "failed" && b["status"] == 409),
         "{entries:?}"
     );
+
+    // Unless the policy explicitly allows it: `@self_approval("allowed")` on the approval policy.
+    let mut files = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(common::default_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            let text = std::fs::read_to_string(&path).unwrap().replace(
+                "@id(\"production-writes-need-approval\")\n@approval(\"required\")",
+                "@id(\"production-writes-need-approval\")\n@approval(\"required\")\n@self_approval(\"allowed\")",
+            );
+            files.insert(path.file_name().unwrap().to_string_lossy().into_owned(), text);
+        }
+    }
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/policies/activate",
+            Some(json!({"files": files, "comment": "owners may approve writes"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, d) = authorize(
+        &api,
+        &token,
+        json!({"action": "write", "resource": {"upstream": "crm"}}),
+    )
+    .await;
+    assert!(d["reasons"].to_string().contains("self-approval allowed"), "{d}");
+    let own = d["approval"]["id"].as_str().unwrap().to_owned();
+    let (s, a) = vote(&api, &boss, &own, "approve").await;
+    assert_eq!(
+        (s, a["state"].as_str()),
+        (StatusCode::OK, Some("approved")),
+        "{a}"
+    );
+    // Destructive actions still need people other than the owner.
+    let (_, d) = authorize(
+        &api,
+        &token,
+        json!({"action": "destructive", "resource": {"upstream": "crm"}}),
+    )
+    .await;
+    let (s, _) = vote(&api, &boss, d["approval"]["id"].as_str().unwrap(), "approve").await;
+    assert_eq!(s, StatusCode::CONFLICT);
 }
 
 async fn destructive_actions_need_two_distinct_approvers(api: Api) {

@@ -350,6 +350,9 @@ pub struct NewApproval {
     pub policy_version: String,
     pub quorum: u8,
     pub single_use: bool,
+    /// The policy lets the agent's owners approve (`@self_approval("allowed")`); otherwise separation
+    /// of duties refuses them.
+    pub owners_may_approve: bool,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -375,6 +378,7 @@ pub struct Approval {
     pub quorum: u8,
     pub approvals: u8,
     pub single_use: bool,
+    pub owners_may_approve: bool,
     pub state: ApprovalState,
     pub created_at: DateTime<Utc>,
     /// Until when the request may be decided.

@@ -88,7 +88,8 @@ macro_rules! impl_store {
                     policy_version: row.try_get("policy_version")?,
                     quorum: small("quorum", row.try_get("quorum")?)?,
                     approvals: small("approvals", row.try_get("approvals")?)?,
-                    single_use: row.try_get("single_use")?,
+                                        single_use: row.try_get("single_use")?,
+                    owners_may_approve: row.try_get("owners_may_approve")?,
                     state: parse_col("state", row.try_get::<&str, _>("state")?)?,
                     created_at: row.try_get("created_at")?,
                     expires_at: row.try_get("expires_at")?,
@@ -205,8 +206,8 @@ macro_rules! impl_store {
              a.state_changed_at, a.state_changed_by, a.created_at, a.created_by, a.updated_at, a.updated_by";
         const HUMAN_COLUMNS: &str = "email, display_name, roles, created_at, created_by, disabled_at, disabled_by";
         const APPROVAL_COLUMNS: &str = "id, request_key, agent_name, task_id, action, resource, upstream, args_digest, \
-             arguments, reason, policies, policy_version, quorum, single_use, state, approvals, created_at, expires_at, \
-             decided_at, grant_expires_at, used_at";
+             arguments, reason, policies, policy_version, quorum, single_use, owners_may_approve, state, approvals, \
+             created_at, expires_at, decided_at, grant_expires_at, used_at";
         const TASK_COLUMNS: &str = "t.id, a.name AS agent_name, a.spiffe_id AS agent_spiffe_id, t.parent_id, t.depth, \
              t.intent, t.act, t.cnf_jkt, t.state, t.created_at, t.created_by, t.expires_at, t.ended_at, t.ended_by, \
              t.end_reason";
@@ -488,8 +489,9 @@ macro_rules! impl_store {
                         let arguments = new.arguments.as_ref().map(|a| a.to_string());
                         sqlx::query(
                             "INSERT INTO approvals (id, request_key, agent_name, task_id, action, resource, upstream, args_digest, \
-                             arguments, reason, policies, policy_version, quorum, single_use, state, approvals, created_at, expires_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending', 0, $15, $16)",
+                             arguments, reason, policies, policy_version, quorum, single_use, owners_may_approve, state, approvals, \
+                             created_at, expires_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, $16, $17)",
                         )
                         .bind(new.id.to_string())
                         .bind(&new.request_key)
@@ -504,7 +506,8 @@ macro_rules! impl_store {
                         .bind(policies)
                         .bind(&new.policy_version)
                         .bind(i64::from(new.quorum))
-                        .bind(new.single_use)
+                                                .bind(new.single_use)
+                        .bind(new.owners_may_approve)
                         .bind(crate::sql::ts(new.created_at))
                         .bind(crate::sql::ts(new.expires_at))
                         .execute(&mut *tx)
@@ -1911,7 +1914,7 @@ macro_rules! impl_store {
                 .bind(approver.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
-                if owns > 0 {
+                                if owns > 0 && !current.owners_may_approve {
                     return Err(crate::StoreError::Conflict(format!(
                         "`{approver}` owns agent `{}` and may not decide its approval requests (separation of duties)",
                         current.agent

@@ -1897,6 +1897,7 @@ fn new_approval(task: &Task, key: &str, quorum: u8, ttl: Duration) -> warden_sto
         policy_version: "v1".into(),
         quorum,
         single_use: false,
+        owners_may_approve: false,
         created_at: now,
         expires_at: now + ttl,
     }
@@ -1963,6 +1964,22 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
         matches!(&err, StoreError::Conflict(m) if m.contains("separation of duties")),
         "{err}"
     );
+    // Unless the policy said owners may approve.
+    let mut own = new_approval(&task, "k-own", 1, Duration::hours(1));
+    own.owners_may_approve = true;
+    let (own, _) = store.request_approval(&own).await.unwrap();
+    let own = store
+        .vote_approval(
+            own.id,
+            &email("owner@example.com"),
+            Vote::Approve,
+            "mine",
+            now,
+            ttl,
+        )
+        .await
+        .unwrap();
+    assert_eq!(own.state, ApprovalState::Approved);
     let two = store
         .vote_approval(a.id, &email("ben@example.com"), Vote::Approve, "fine", now, ttl)
         .await
@@ -2014,8 +2031,12 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), vec![a.id]);
-    assert_eq!(listed[0].votes.len(), 2);
+    let mut ids: Vec<_> = listed.iter().map(|a| a.id).collect();
+    ids.sort();
+    let mut want = vec![a.id, own.id];
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(listed.iter().find(|l| l.id == a.id).unwrap().votes.len(), 2);
     assert!(store.get_approval(Uuid::new_v4()).await.unwrap().is_none());
     let err = store
         .vote_approval(

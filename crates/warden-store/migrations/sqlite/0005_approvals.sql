@@ -1,7 +1,8 @@
 -- Human approval gates. A request is opened when a decision is `needs_approval`; identical pending
 -- requests (same agent, task, action, resource and argument digest: `request_key`) are reused. Votes
 -- are one per human (primary key); the request row is locked while a vote is counted. An approved
--- request is a grant until `grant_expires_at` (and, when single use, until `used_at`).
+-- request is a grant until `grant_expires_at` (and, when single use, until `used_at`). The agent's owners
+-- may not vote unless `owners_may_approve` (the policy said `@self_approval("allowed")`).
 CREATE TABLE approvals (
     id               TEXT PRIMARY KEY,
     request_key      TEXT NOT NULL,
@@ -17,6 +18,7 @@ CREATE TABLE approvals (
     policy_version   TEXT NOT NULL,
     quorum           INTEGER NOT NULL CHECK (quorum >= 1),
     single_use       INTEGER NOT NULL,
+    owners_may_approve INTEGER NOT NULL,
     state            TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired')),
     approvals        INTEGER NOT NULL DEFAULT 0,
     created_at       TEXT NOT NULL,
