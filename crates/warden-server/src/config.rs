@@ -684,6 +684,34 @@ mod tests {
     }
 
     #[test]
+    fn ledger_and_approval_limits_are_checked() {
+        for (toml, want) in [
+            ("[ledger]\nmax_batch = 0\n", "ledger.max_batch"),
+            (
+                "[ledger]\ncheckpoint_interval_ms = 5\n",
+                "ledger.checkpoint_interval_ms",
+            ),
+            ("[ledger]\nqueue = 0\n", "ledger.queue"),
+            ("[ledger]\nappend_timeout_ms = 0\n", "ledger.append_timeout_ms"),
+            (
+                "[approvals]\nrequest_ttl_secs = 10\n",
+                "approvals.request_ttl_secs",
+            ),
+            (
+                "[approvals]\ngrant_ttl_secs = 90000\n",
+                "approvals.grant_ttl_secs",
+            ),
+        ] {
+            let err = notify_resolve(toml).expect_err(toml).to_string();
+            assert!(err.contains(want), "{toml}: {err}");
+        }
+        let err = Config::parse("[approvals]\nsingle_use = \"yes\"\n").expect_err("a string");
+        assert!(err.to_string().contains("single_use"), "{err}");
+        let r = notify_resolve("").expect("defaults");
+        assert_eq!((r.ledger.max_batch, r.approvals.grant_ttl_secs), (1024, 900));
+    }
+
+    #[test]
     fn notify_webhook_defaults() {
         let r = notify_resolve(
             "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://hooks.example.com/x\"\nsecret_file = \"/k\"\n",

@@ -633,15 +633,15 @@ pub async fn audit_refusals(
 ) -> axum::response::Response {
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let method = req.method().to_string();
-    let path = clip(req.uri().path(), MAX_REASON_BYTES);
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // Cheap clones (shared buffers): the strings are built only for a response this layer records,
+    // not on every request.
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let request_id = req.headers().get("x-request-id").cloned();
     let started = Instant::now();
     let resp = next.run(req).await;
+    let path = || clip(uri.path(), MAX_REASON_BYTES);
+    let request_id = request_id.and_then(|v| v.to_str().ok().map(str::to_owned));
     let seen = slot.get();
     let actor = seen.actor.unwrap_or_else(|| "anonymous".to_owned());
     let status = resp.status();
@@ -660,7 +660,7 @@ pub async fn audit_refusals(
             "error": message,
             "request_id": request_id,
         });
-        let e = entry(kind, &actor).subject(path.clone()).body(body);
+        let e = entry(kind, &actor).subject(path()).body(body);
         if let Err(e) = state.ledger.record(e).await {
             tracing::warn!(error = %e, "a failed change could not be recorded in the audit ledger");
         }
@@ -679,7 +679,7 @@ pub async fn audit_refusals(
         policy_version: BUILTIN_REQUEST_CHECKS.to_owned(),
         action: format!("http:{method}"),
         upstream: None,
-        resource: Some(path.clone()),
+        resource: Some(path()),
         task: None,
         request_id,
         arguments: None,
@@ -688,7 +688,7 @@ pub async fn audit_refusals(
     };
     let mut body = record.to_body();
     body["status"] = refusal.status.into();
-    let e = entry(EntryKind::Decision, &actor).subject(path).body(body);
+    let e = entry(EntryKind::Decision, &actor).subject(path()).body(body);
     if let Err(e) = state.ledger.record(e).await {
         tracing::warn!(error = %e, "a refused request could not be recorded in the audit ledger");
     }
