@@ -14,6 +14,11 @@
 //! - `@self_approval("allowed")` — with `@approval`: the agent's own owners may approve what this
 //!   policy holds for approval (by default separation of duties refuses them). Cited in the reason as
 //!   [`SELF_APPROVAL_REASON`].
+//! - `@approvers("upstream-owner alice@example.com")` — with `@approval`: who may approve what this
+//!   policy holds for approval, narrowing the humans with the `approver` role: `upstream-owner` (the
+//!   owner of the upstream the action targets) and email addresses, separated by spaces or commas.
+//!   Cited in the reason after [`APPROVERS_REASON`]; a request behind several such policies may be
+//!   approved only by someone every one of them names.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -343,10 +348,20 @@ pub fn compile_with_tools(
         let mut reason = match (effect, approval) {
             (Effect::Forbid, _) => format!("{id} (forbid)"),
             (Effect::Permit, None) => format!("{id} (permit)"),
-            (Effect::Permit, Some(q)) if p.annotation("self_approval") == Some("allowed") => {
-                format!("{id} (permit, approval, quorum {q}, {SELF_APPROVAL_REASON})")
+            (Effect::Permit, Some(q)) => {
+                let mut r = format!("{id} (permit, approval, quorum {q}");
+                if p.annotation("self_approval") == Some("allowed") {
+                    r.push_str(", ");
+                    r.push_str(SELF_APPROVAL_REASON);
+                }
+                if let Some(list) = p.annotation("approvers") {
+                    r.push_str(", ");
+                    r.push_str(APPROVERS_REASON);
+                    r.push_str(&normalized_approvers(list).join(" "));
+                }
+                r.push(')');
+                r
             }
-            (Effect::Permit, Some(q)) => format!("{id} (permit, approval, quorum {q})"),
         };
         if let Some(r) = p.annotation("reason") {
             reason.push_str(": ");
@@ -451,7 +466,64 @@ pub fn compile_with_tools(
 /// requests (`@self_approval("allowed")`).
 pub const SELF_APPROVAL_REASON: &str = "self-approval allowed";
 
+/// How a decision's reason introduces the approvers an approval policy names (`@approvers`),
+/// followed by the names separated by single spaces.
+pub const APPROVERS_REASON: &str = "approvers: ";
+
+/// The `@approvers` value that names the owner of the upstream the action targets.
+pub const UPSTREAM_OWNER: &str = "upstream-owner";
+
+/// Most names in one `@approvers`.
+pub const MAX_APPROVERS: usize = 32;
+
+/// The names in an `@approvers` value (separated by commas or white space).
+fn approver_specs(list: &str) -> impl Iterator<Item = &str> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+}
+
+/// The names of a (checked) `@approvers` value as decisions cite them: emails lowercased.
+fn normalized_approvers(list: &str) -> Vec<String> {
+    approver_specs(list)
+        .map(|s| match warden_core::Email::parse(s) {
+            Ok(e) => e.as_str().to_owned(),
+            Err(_) => s.to_owned(),
+        })
+        .collect()
+}
+
+fn check_approvers(p: &cedar_policy::Policy) -> Result<(), String> {
+    let Some(list) = p.annotation("approvers") else {
+        return Ok(());
+    };
+    if p.annotation("approval") != Some("required") {
+        return Err("`@approvers` needs `@approval(\"required\")`".into());
+    }
+    let mut n = 0;
+    for spec in approver_specs(list) {
+        n += 1;
+        if spec != UPSTREAM_OWNER && warden_core::Email::parse(spec).is_err() {
+            return Err(format!(
+                "`@approvers` names `{}`, which is neither `{UPSTREAM_OWNER}` nor an email address",
+                spec.escape_debug()
+            ));
+        }
+    }
+    if n == 0 {
+        return Err(format!(
+            "`@approvers` is empty; name `{UPSTREAM_OWNER}` or email addresses, or leave it out"
+        ));
+    }
+    if n > MAX_APPROVERS {
+        return Err(format!(
+            "`@approvers` names {n} approvers; at most {MAX_APPROVERS}"
+        ));
+    }
+    Ok(())
+}
+
 fn check_annotations(p: &cedar_policy::Policy) -> Result<(), String> {
+    check_approvers(p)?;
     match p.annotation("self_approval") {
         None => {}
         Some("allowed") if p.annotation("approval") == Some("required") => {}
@@ -643,6 +715,18 @@ forbid(principal, action, resource) when { principal.environment == "prototype" 
                 "@id(\"a\") @approval(\"required\") @self_approval(\"yes\") permit(principal, action, resource);",
                 "not understood",
             ),
+            (
+                "@id(\"a\") @approvers(\"upstream-owner\") permit(principal, action, resource);",
+                "needs `@approval",
+            ),
+            (
+                "@id(\"a\") @approval(\"required\") @approvers(\"team-leads\") permit(principal, action, resource);",
+                "neither `upstream-owner` nor an email",
+            ),
+            (
+                "@id(\"a\") @approval(\"required\") @approvers(\" , \") permit(principal, action, resource);",
+                "is empty",
+            ),
         ] {
             let errs = compile(&src(text)).expect_err(text);
             assert!(errs[0].message.contains(want), "{text}: {errs:?}");
@@ -660,6 +744,14 @@ forbid(principal, action, resource) when { principal.environment == "prototype" 
         assert_eq!(
             c.policies[0].reason,
             "s (permit, approval, quorum 1, self-approval allowed)"
+        );
+        let c = compile(&src(
+            "@id(\"o\") @approval(\"required\") @approvers(\"upstream-owner, Carol@Example.com\")\npermit(principal, action, resource);",
+        ))
+        .expect("ok");
+        assert_eq!(
+            c.policies[0].reason,
+            "o (permit, approval, quorum 1, approvers: upstream-owner carol@example.com)"
         );
     }
 

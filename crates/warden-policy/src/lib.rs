@@ -30,7 +30,8 @@ pub mod testing;
 mod vocab;
 
 pub use compile::{
-    CompiledPolicies, IndexStats, PolicyError, SELF_APPROVAL_REASON, compile, compile_with_tools,
+    APPROVERS_REASON, CompiledPolicies, IndexStats, PolicyError, SELF_APPROVAL_REASON, UPSTREAM_OWNER,
+    compile, compile_with_tools,
 };
 pub use engine::{Explanation, PolicyEngine, PolicyMatch, ShadowedDecision, same_decision, shadow_compare};
 pub use request::{

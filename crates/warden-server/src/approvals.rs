@@ -190,6 +190,7 @@ pub async fn gate(
         quorum: decision.quorum.unwrap_or(1).max(1),
         single_use: state.approvals.single_use,
         owners_may_approve: owners_may_approve(&decision),
+        approvers: approvers(&decision),
         created_at: now,
         // Never past the task: a request that outlives its task could never be used.
         expires_at: (now + state.approvals.request_ttl).min(caller.task.expires_at),
@@ -256,6 +257,26 @@ fn owners_may_approve(decision: &Decision) -> bool {
             .all(|r| r.contains(warden_policy::SELF_APPROVAL_REASON))
 }
 
+/// Who may approve, per approval policy that narrows it (`@approvers`, cited in the reason after
+/// [`warden_policy::APPROVERS_REASON`]). A policy that names nobody narrows nothing.
+fn approvers(decision: &Decision) -> Vec<Vec<String>> {
+    decision
+        .reasons
+        .iter()
+        .filter(|r| r.contains("(permit, approval"))
+        .filter_map(|r| {
+            let (_, rest) = r.split_once(warden_policy::APPROVERS_REASON)?;
+            let names = rest.split(')').next().unwrap_or("");
+            let names: Vec<String> = names
+                .split(' ')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (!names.is_empty()).then_some(names)
+        })
+        .collect()
+}
+
 /// The ledger body describing an approval request (secrets are already redacted from its arguments).
 pub fn approval_body(a: &Approval) -> serde_json::Value {
     serde_json::json!({
@@ -269,9 +290,10 @@ pub fn approval_body(a: &Approval) -> serde_json::Value {
         "arguments": a.arguments,
         "reasons": a.policies,
         "policy_version": a.policy_version,
-                "quorum": a.quorum,
+        "quorum": a.quorum,
         "approvals": a.approvals,
         "owners_may_approve": a.owners_may_approve,
+        "approvers": a.approvers,
         "state": a.state,
         "expires_at": a.expires_at,
         "grant_expires_at": a.grant_expires_at,

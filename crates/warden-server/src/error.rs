@@ -109,6 +109,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Forbidden(m) => ApiError::Forbidden(m),
             StoreError::Invalid(v) => v.into(),
             StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
             StoreError::Config(_) | StoreError::Corrupt(_) | StoreError::Internal(_) => {

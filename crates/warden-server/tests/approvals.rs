@@ -23,6 +23,7 @@ api_tests!(
     bad_votes_are_refused_precisely,
     agents_wait_by_long_polling,
     webhooks_hear_requests_and_decisions,
+    policy_narrows_who_may_approve,
 );
 
 /// A local webhook receiver: the events it got, as (X-Warden-Event, body).
@@ -554,4 +555,83 @@ async fn agents_wait_by_long_polling(api: Api) {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+async fn policy_narrows_who_may_approve(api: Api) {
+    let token = bot_with_task(&api).await;
+    // Production writes: only ann may approve (`@approvers`).
+    let mut files = common::default_pack();
+    let writes = files.get_mut("writes.cedar").unwrap();
+    let before = writes.clone();
+    *writes = writes.replace(
+        "@id(\"production-writes-need-approval\")\n@approval(\"required\")",
+        "@id(\"production-writes-need-approval\")\n@approval(\"required\")\n@approvers(\"ann@example.com\")",
+    );
+    assert_ne!(*writes, before, "the pack's policy was found and changed");
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/policies/activate",
+            Some(json!({"files": files, "comment": "ann approves"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, d) = authorize(&api, &token, write_crm()).await;
+    assert_eq!(d["outcome"], "needs_approval", "{d}");
+    let reason = d["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.contains("approvers: ann@example.com"),
+        "the reason cites who may approve: {d}"
+    );
+    let id = d["approval"]["id"].as_str().unwrap().to_owned();
+    let (_, shown) = api.admin(Method::GET, &format!("/v1/approvals/{id}"), None).await;
+    assert_eq!(shown["approvers"], json!([["ann@example.com"]]), "{shown}");
+    // Ben has the approver role but is not named: refused with a precise error, counted nowhere,
+    // and the refusal is in the ledger.
+    let ben = approver(&api, "ben@example.com").await;
+    let (s, e) = vote(&api, &ben, &id, "approve").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let msg = e["error"]["message"].as_str().unwrap_or_default().to_owned()
+        + e["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("ben@example.com") && msg.contains("not among the approvers"),
+        "{e}"
+    );
+    let (_, shown) = api.admin(Method::GET, &format!("/v1/approvals/{id}"), None).await;
+    assert_eq!(
+        (shown["approvals"].as_u64(), shown["state"].as_str()),
+        (Some(0), Some("pending")),
+        "{shown}"
+    );
+    let ann = approver(&api, "ann@example.com").await;
+    let (s, a) = vote(&api, &ann, &id, "approve").await;
+    assert_eq!(
+        (s, a["state"].as_str()),
+        (StatusCode::OK, Some("approved")),
+        "{a}"
+    );
+    let (_, d) = authorize(&api, &token, write_crm()).await;
+    assert_eq!(d["outcome"], "allow", "{d}");
+    let entries = ledger_kinds(&api).await;
+    let refused = entries
+        .iter()
+        .filter(|(k, b)| k == "approval_granted" && b["approval"] == id.as_str())
+        .count();
+    assert_eq!(refused, 2, "both votes were recorded before they were counted");
+    let grant = entries
+        .iter()
+        .find(|(k, b)| k == "grant_issued" && b["approval"] == id.as_str())
+        .expect("the grant is recorded");
+    assert_eq!(
+        grant.1["approved_by"],
+        json!(["ann@example.com"]),
+        "{:?}",
+        grant.1
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|(_, b)| b.to_string().contains("not among the approvers")),
+        "the refused vote is recorded"
+    );
 }

@@ -12,7 +12,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use common::agents::*;
-use common::{Api, agent_body, default_policies};
+use common::{Api, agent_body};
 
 api_tests!(
     write_to_production_needs_one_approval,
@@ -27,15 +27,7 @@ api_tests!(
 
 /// The default pack's files, as an upload.
 fn pack() -> BTreeMap<String, String> {
-    let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(default_policies()).expect("policies dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "cedar") {
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
-            files.insert(name, std::fs::read_to_string(&path).expect("read"));
-        }
-    }
-    files
+    common::default_pack()
 }
 
 async fn authorize(api: &Api, token: &str, body: Value) -> (StatusCode, Value) {

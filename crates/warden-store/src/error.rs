@@ -10,6 +10,10 @@ pub enum StoreError {
     NotFound { what: &'static str, key: String },
     #[error("{0}")]
     Conflict(String),
+    /// The caller is authenticated but the record's rules do not let it do this (e.g. an approver
+    /// whom policy does not name).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Invalid(#[from] ValidationError),
     #[error("database configuration: {0}")]

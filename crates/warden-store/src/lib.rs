@@ -330,6 +330,9 @@ pub struct ApprovalVote {
     pub at: DateTime<Utc>,
 }
 
+/// In [`NewApproval::approvers`]: the owner of the upstream the request's action targets.
+pub const UPSTREAM_OWNER: &str = "upstream-owner";
+
 /// An approval request to open (or to find, when an identical one is pending).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewApproval {
@@ -353,6 +356,10 @@ pub struct NewApproval {
     /// The policy lets the agent's owners approve (`@self_approval("allowed")`); otherwise separation
     /// of duties refuses them.
     pub owners_may_approve: bool,
+    /// Who may approve, from the approval policies' `@approvers`: one list per policy that names
+    /// approvers, and an approver must be in every list (an email, or [`UPSTREAM_OWNER`] for the
+    /// owner of the request's upstream). Empty: any human with the `approver` role.
+    pub approvers: Vec<Vec<String>>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -379,6 +386,8 @@ pub struct Approval {
     pub approvals: u8,
     pub single_use: bool,
     pub owners_may_approve: bool,
+    /// See [`NewApproval::approvers`].
+    pub approvers: Vec<Vec<String>>,
     pub state: ApprovalState,
     pub created_at: DateTime<Utc>,
     /// Until when the request may be decided.

@@ -88,8 +88,10 @@ macro_rules! impl_store {
                     policy_version: row.try_get("policy_version")?,
                     quorum: small("quorum", row.try_get("quorum")?)?,
                     approvals: small("approvals", row.try_get("approvals")?)?,
-                                        single_use: row.try_get("single_use")?,
+                    single_use: row.try_get("single_use")?,
                     owners_may_approve: row.try_get("owners_may_approve")?,
+                    approvers: serde_json::from_str(row.try_get::<&str, _>("approvers")?)
+                        .map_err(|e| crate::StoreError::corrupt("approvers", e))?,
                     state: parse_col("state", row.try_get::<&str, _>("state")?)?,
                     created_at: row.try_get("created_at")?,
                     expires_at: row.try_get("expires_at")?,
@@ -206,8 +208,8 @@ macro_rules! impl_store {
              a.state_changed_at, a.state_changed_by, a.created_at, a.created_by, a.updated_at, a.updated_by";
         const HUMAN_COLUMNS: &str = "email, display_name, roles, created_at, created_by, disabled_at, disabled_by";
         const APPROVAL_COLUMNS: &str = "id, request_key, agent_name, task_id, action, resource, upstream, args_digest, \
-             arguments, reason, policies, policy_version, quorum, single_use, owners_may_approve, state, approvals, \
-             created_at, expires_at, decided_at, grant_expires_at, used_at";
+             arguments, reason, policies, policy_version, quorum, single_use, owners_may_approve, approvers, state, \
+             approvals, created_at, expires_at, decided_at, grant_expires_at, used_at";
         const TASK_COLUMNS: &str = "t.id, a.name AS agent_name, a.spiffe_id AS agent_spiffe_id, t.parent_id, t.depth, \
              t.intent, t.act, t.cnf_jkt, t.state, t.created_at, t.created_by, t.expires_at, t.ended_at, t.ended_by, \
              t.end_reason";
@@ -487,11 +489,12 @@ macro_rules! impl_store {
                     None => {
                         let policies = serde_json::to_string(&new.policies).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
                         let arguments = new.arguments.as_ref().map(|a| a.to_string());
+                        let approvers = serde_json::to_string(&new.approvers).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
                         sqlx::query(
                             "INSERT INTO approvals (id, request_key, agent_name, task_id, action, resource, upstream, args_digest, \
                              arguments, reason, policies, policy_version, quorum, single_use, owners_may_approve, state, approvals, \
-                             created_at, expires_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, $16, $17)",
+                             created_at, expires_at, approvers) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, $16, $17, $18)",
                         )
                         .bind(new.id.to_string())
                         .bind(&new.request_key)
@@ -506,10 +509,11 @@ macro_rules! impl_store {
                         .bind(policies)
                         .bind(&new.policy_version)
                         .bind(i64::from(new.quorum))
-                                                .bind(new.single_use)
+                        .bind(new.single_use)
                         .bind(new.owners_may_approve)
                         .bind(crate::sql::ts(new.created_at))
                         .bind(crate::sql::ts(new.expires_at))
+                        .bind(approvers)
                         .execute(&mut *tx)
                         .await?;
                         (new.id, true)
@@ -1897,28 +1901,47 @@ macro_rules! impl_store {
                     )));
                 }
                 if current.expires_at <= now {
-                    sqlx::query("UPDATE approvals SET state = 'expired' WHERE id = $1")
-                        .bind(id.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
+                    // Refused, and left for the expiry sweep to mark and record: an expiry written
+                    // here would never reach the ledger.
                     return Err(crate::StoreError::Conflict(format!(
                         "approval request `{id}` expired at {}", current.expires_at.to_rfc3339()
                     )));
                 }
                 // Separation of duties: an owner of the agent does not approve its requests.
-                                let owns: i64 = sqlx::query_scalar(
+                let owns: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE a.name = $1 AND o.human_email = $2",
                 )
                 .bind(current.agent.as_str())
                 .bind(approver.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
-                                if owns > 0 && !current.owners_may_approve {
+                if owns > 0 && !current.owners_may_approve {
                     return Err(crate::StoreError::Conflict(format!(
                         "`{approver}` owns agent `{}` and may not decide its approval requests (separation of duties)",
                         current.agent
                     )));
+                }
+                // Eligibility narrowed by policy (`@approvers`): the approver must be named by every
+                // approval policy behind the request, by address or as the upstream's owner.
+                if !current.approvers.is_empty() {
+                    let upstream_owner: Option<String> = match &current.upstream {
+                        Some(u) => sqlx::query_scalar("SELECT owner_email FROM upstreams WHERE name = $1")
+                            .bind(u)
+                            .fetch_optional(&mut *tx)
+                            .await?,
+                        None => None,
+                    };
+                    if let Some(names) = current.approvers.iter().find(|names| {
+                        !names.iter().any(|n| {
+                            n == approver.as_str()
+                                || (n == crate::UPSTREAM_OWNER && upstream_owner.as_deref() == Some(approver.as_str()))
+                        })
+                    }) {
+                        return Err(crate::StoreError::Forbidden(format!(
+                            "`{approver}` is not among the approvers policy names for approval request `{id}` ({})",
+                            names.join(", ")
+                        )));
+                    }
                 }
                 let voted: Option<String> = sqlx::query_scalar("SELECT vote FROM approval_votes WHERE approval_id = $1 AND approver = $2")
                     .bind(id.to_string())

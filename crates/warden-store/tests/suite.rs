@@ -94,6 +94,7 @@ store_tests!(
     approvals_open_reuse_and_decide,
     approvals_expire_and_single_use_grants_are_used_once,
     concurrent_votes_count_each_human_once,
+    approvers_named_by_policy_are_the_only_ones_counted,
 );
 
 fn ctx(actor: &str) -> ChangeContext {
@@ -1898,9 +1899,77 @@ fn new_approval(task: &Task, key: &str, quorum: u8, ttl: Duration) -> warden_sto
         quorum,
         single_use: false,
         owners_may_approve: false,
+        approvers: Vec::new(),
         created_at: now,
         expires_at: now + ttl,
     }
+}
+
+async fn approvers_named_by_policy_are_the_only_ones_counted(store: Arc<dyn Store>) {
+    use warden_store::{ApprovalState, UPSTREAM_OWNER, Vote};
+    let task = approval_setup(&store).await;
+    let now = Utc::now();
+    let ttl = Duration::minutes(15);
+    // One policy names the upstream's owner or ann; another names ann or ben: only ann is in both.
+    let mut a = new_approval(&task, "k-named", 1, Duration::hours(1));
+    a.approvers = vec![
+        vec![UPSTREAM_OWNER.into(), "ann@example.com".into()],
+        vec!["ann@example.com".into(), "ben@example.com".into()],
+    ];
+    let (a, _) = store.request_approval(&a).await.unwrap();
+    assert_eq!(a.approvers.len(), 2, "stored and read back");
+    for who in ["ben@example.com", "cy@example.com"] {
+        let err = store
+            .vote_approval(a.id, &email(who), Vote::Approve, "", now, ttl)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Forbidden(m) if m.contains(who) && m.contains("not among the approvers")),
+            "{who}: {err}"
+        );
+    }
+    let got = store.get_approval(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.approvals, got.votes.len()),
+        (0, 0),
+        "refused votes count nothing"
+    );
+    let ok = store
+        .vote_approval(a.id, &email("ann@example.com"), Vote::Approve, "", now, ttl)
+        .await
+        .unwrap();
+    assert_eq!(ok.state, ApprovalState::Approved);
+    // `upstream-owner` is the owner of the request's upstream (`crm` is owner@example.com's), who
+    // is also the agent's owner here: separation of duties still applies first...
+    let mut b = new_approval(&task, "k-owner", 1, Duration::hours(1));
+    b.approvers = vec![vec![UPSTREAM_OWNER.into()]];
+    let (b, _) = store.request_approval(&b).await.unwrap();
+    let err = store
+        .vote_approval(b.id, &email("owner@example.com"), Vote::Approve, "", now, ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("separation of duties")),
+        "{err}"
+    );
+    let err = store
+        .vote_approval(b.id, &email("ann@example.com"), Vote::Approve, "", now, ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Forbidden(m) if m.contains("upstream-owner")),
+        "{err}"
+    );
+    // ...and when the policy lets owners approve, the upstream's owner may.
+    let mut c = new_approval(&task, "k-owner-ok", 1, Duration::hours(1));
+    c.approvers = vec![vec![UPSTREAM_OWNER.into()]];
+    c.owners_may_approve = true;
+    let (c, _) = store.request_approval(&c).await.unwrap();
+    let ok = store
+        .vote_approval(c.id, &email("owner@example.com"), Vote::Approve, "", now, ttl)
+        .await
+        .unwrap();
+    assert_eq!(ok.state, ApprovalState::Approved);
 }
 
 /// An active agent `bot` (owned by owner@example.com) with a task, and three approvers.
@@ -2056,7 +2125,8 @@ async fn approvals_expire_and_single_use_grants_are_used_once(store: Arc<dyn Sto
     use warden_store::{ApprovalState, Vote};
     let task = approval_setup(&store).await;
     let now = Utc::now();
-    // Expired before anyone decided: a vote is refused and the request is marked expired.
+    // Expired before anyone decided: a vote is refused; the request is left for the sweep, which
+    // marks it expired and returns it (so the server records every expiry).
     let (old, _) = store
         .request_approval(&new_approval(&task, "k-old", 1, Duration::seconds(-1)))
         .await
@@ -2078,15 +2148,28 @@ async fn approvals_expire_and_single_use_grants_are_used_once(store: Arc<dyn Sto
     );
     assert_eq!(
         store.get_approval(old.id).await.unwrap().unwrap().state,
-        ApprovalState::Expired
+        ApprovalState::Pending
     );
     // The sweep finds pending requests past their time.
     let (stale, _) = store
         .request_approval(&new_approval(&task, "k-stale", 1, Duration::seconds(-1)))
         .await
         .unwrap();
-    let expired = store.expire_approvals(now).await.unwrap();
-    assert_eq!(expired.iter().map(|a| a.id).collect::<Vec<_>>(), vec![stale.id]);
+    let mut expired: Vec<Uuid> = store
+        .expire_approvals(now)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    expired.sort();
+    let mut want = vec![old.id, stale.id];
+    want.sort();
+    assert_eq!(expired, want);
+    assert_eq!(
+        store.get_approval(old.id).await.unwrap().unwrap().state,
+        ApprovalState::Expired
+    );
     assert!(store.expire_approvals(now).await.unwrap().is_empty());
     // The grant window never outlives the task.
     let mut once = new_approval(&task, "k-once", 1, Duration::hours(1));

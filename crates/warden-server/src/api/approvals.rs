@@ -228,6 +228,23 @@ async fn vote(
     let by = Some(caller.human.email.as_str());
     match after.state {
         ApprovalState::Approved => {
+            // The vote that completed the quorum made a grant: the entry names everyone who
+            // approved and how long the grant lives. (The vote itself was recorded before it was
+            // counted; a grant is never usable without that vote's entry.)
+            let mut body = crate::approvals::approval_body(&after);
+            body["approved_by"] = after
+                .votes
+                .iter()
+                .filter(|v| v.vote == Vote::Approve)
+                .map(|v| v.approver.as_str())
+                .collect::<Vec<_>>()
+                .into();
+            let entry = crate::ledger::entry(EntryKind::GrantIssued, caller.human.email.as_str())
+                .subject(id.to_string())
+                .body(body);
+            if let Err(e) = state.ledger.record_all(vec![entry]).await {
+                tracing::error!(error = %e, approval = %id, "the grant of an approved request is not recorded in the audit ledger");
+            }
             crate::approvals::notify(&state, &after, crate::notify::ApprovalEventKind::Approved, by);
         }
         ApprovalState::Denied => {

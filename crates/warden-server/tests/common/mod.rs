@@ -23,6 +23,20 @@ use warden_server::keys::KeyManager;
 use warden_server::{AppState, HttpLimits, Identity, TokenSettings, router};
 use warden_store::{Store, TokenRecord};
 
+/// The default pack's files (name → text), to activate as they are or changed.
+#[allow(dead_code, reason = "not every test binary activates policies")]
+pub fn default_pack() -> std::collections::BTreeMap<String, String> {
+    let mut files = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(default_policies()).expect("policies dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            files.insert(name, std::fs::read_to_string(&path).expect("read"));
+        }
+    }
+    files
+}
+
 /// The repository's default policy pack (what the quickstart activates).
 pub fn default_policies() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default")
