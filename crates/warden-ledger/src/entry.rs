@@ -107,6 +107,7 @@ kinds! {
     ApprovalDenied => "approval_denied", "An approver denied.";
     ApprovalExpired => "approval_expired", "An approval request or grant expired unused.";
     GrantIssued => "grant_issued", "An approval request reached its quorum: a grant for exactly the approved action is live until it expires.";
+    ActionResult => "action_result", "What an upstream answered to an allowed action: status, latency and where secrets were found (never the content).";
     RegistryChange => "registry_change", "An agent, upstream, human or tool changed in the registry.";
     PolicyChange => "policy_change", "A policy set was activated, shadowed or retired.";
     KeyChange => "key_change", "A signing key was added, rotated or retired.";

@@ -47,6 +47,83 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub approvals: ApprovalConfig,
     pub notify: NotifyConfig,
+    pub gateway: GatewayConfig,
+}
+
+/// The MCP gateway (`/mcp/{upstream}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Largest JSON-RPC message, either direction, bytes. Default 4 MiB, between 1 KiB and 64 MiB.
+    pub max_message_bytes: usize,
+    /// Deepest nesting of a message. Default 64, between 8 and 127.
+    pub max_depth: usize,
+    /// How long an upstream may take to start answering, ms. Default 30000, between 100 and 600000.
+    pub upstream_timeout_ms: u64,
+    /// The state of a tool seen for the first time: `active` (trust on first use, the default) or
+    /// `quarantined` (an admin approves every new tool with `warden tool approve`).
+    pub new_tools: warden_core::ToolState,
+    /// Secrets found in tool results: `redact` (default), `deny` or `pass` (findings are recorded
+    /// either way). Secrets in arguments are for policy (`context.risk.secret_in_args`).
+    pub results: crate::gateway::ResultPolicy,
+    /// The key that seals upstream secrets and MCP session ids (32 bytes, hex or base64). Default
+    /// `<data dir>/gateway.key`, created 0600 on first start. `WARDEN_GATEWAY_KEY` overrides it.
+    /// Every node of a deployment needs the same key.
+    pub key_file: Option<PathBuf>,
+    /// Your own secret-detection rules, beside the built-in ones.
+    pub scan_rule: Vec<ScanRuleConfig>,
+}
+
+/// `[[gateway.scan_rule]]`: a rule of your own for the secret scanner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRuleConfig {
+    /// Names the rule in findings (`[REDACTED:<id>]`).
+    pub id: String,
+    /// A regular expression (Rust `regex` syntax: linear time, no look-around).
+    pub regex: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_depth: 64,
+            upstream_timeout_ms: 30_000,
+            new_tools: warden_core::ToolState::Active,
+            results: crate::gateway::ResultPolicy::Redact,
+            key_file: None,
+            scan_rule: Vec::new(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks the limits; the scanner rules are checked when they are compiled.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
+            bail!("gateway.max_message_bytes must be between 1024 and 67108864");
+        }
+        if !(8..=127).contains(&self.max_depth) {
+            bail!("gateway.max_depth must be between 8 and 127");
+        }
+        if !(100..=600_000).contains(&self.upstream_timeout_ms) {
+            bail!("gateway.upstream_timeout_ms must be between 100 and 600000");
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self) -> crate::gateway::GatewaySettings {
+        crate::gateway::GatewaySettings {
+            limits: warden_gateway::jsonrpc::Limits {
+                max_bytes: self.max_message_bytes,
+                max_depth: self.max_depth,
+            },
+            upstream_timeout: Duration::from_millis(self.upstream_timeout_ms),
+            new_tools: self.new_tools,
+            results: self.results,
+        }
+    }
 }
 
 /// Human approval gates.
@@ -318,6 +395,7 @@ impl Default for Config {
             ledger: LedgerConfig::default(),
             approvals: ApprovalConfig::default(),
             notify: NotifyConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -431,6 +509,7 @@ pub struct Resolved {
     pub approvals: ApprovalConfig,
     /// Checked by [`validate_webhooks`]; the secret files are read by [`crate::notify::Notifier::new`].
     pub notify: NotifyConfig,
+    pub gateway: GatewayConfig,
 }
 
 impl Config {
@@ -543,7 +622,9 @@ impl Config {
             }
         }
         validate_webhooks(&self.notify.webhook)?;
+        self.gateway.validate()?;
         Ok(Resolved {
+            gateway: self.gateway,
             public_url,
             notify: self.notify,
             policy_bootstrap_dir: self.policy.bootstrap_dir,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod decide;
 pub mod error;
 pub mod federation;
+pub mod gateway;
 pub mod json;
 pub mod keys;
 pub mod ledger;
@@ -103,6 +104,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     );
     state.approvals = (&resolved.approvals).into();
     state.notifier = notify::Notifier::new(&resolved.notify.webhook)?;
+    state.gateway = Arc::new(build_gateway(&resolved)?);
     approvals::spawn_expiry(state.clone(), std::time::Duration::from_secs(10));
     let app = router(state, resolved.limits);
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
@@ -117,6 +119,28 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     ledger.shutdown().await;
     store.close().await;
     Ok(())
+}
+
+/// The MCP gateway: its key (file or `WARDEN_GATEWAY_KEY`), settings and secret scanner.
+fn build_gateway(r: &Resolved) -> anyhow::Result<gateway::Gateway> {
+    let file = r
+        .gateway
+        .key_file
+        .clone()
+        .unwrap_or_else(|| r.data_dir.join("gateway.key"));
+    let env = std::env::var("WARDEN_GATEWAY_KEY").ok();
+    let keys = gateway::GatewayKeys::load(env.as_deref(), &file)?;
+    let rules: Vec<warden_gateway::scan::CustomRule> = r
+        .gateway
+        .scan_rule
+        .iter()
+        .map(|c| warden_gateway::scan::CustomRule {
+            id: c.id.clone(),
+            regex: c.regex.clone(),
+        })
+        .collect();
+    let scanner = warden_gateway::scan::Scanner::new(&rules).context("invalid [[gateway.scan_rule]]")?;
+    gateway::Gateway::new(r.gateway.settings(), keys, scanner)
 }
 
 /// The audit ledger's writer, with this node's checkpoint key and the deployment's redaction key.

@@ -36,7 +36,33 @@ pub struct Policies {
     /// The `updated_at` of the agent record each entity was made from: an older read (an event handled
     /// late) never overwrites a newer one.
     agent_versions: RwLock<std::collections::HashMap<String, DateTime<Utc>>>,
+    /// The MCP gateway's tool catalogue (`upstream/name` → record), kept current like the registry.
+    /// Active tools are also policy entities; quarantined ones are not (a decision on one denies).
+    tools: RwLock<std::collections::HashMap<String, warden_store::ToolRecord>>,
     pub shadow: ShadowStats,
+}
+
+/// Puts an active tool into the policy entities with its effective class, and takes a quarantined
+/// one out.
+fn tool_entity(entities: &mut EntityStore, t: &warden_store::ToolRecord) {
+    let key = t.key();
+    if t.state != warden_core::ToolState::Active {
+        entities.remove_tool(&key);
+        return;
+    }
+    let class = match t.effective_class() {
+        warden_core::ToolClass::Read => warden_policy::store::ToolClass::Read,
+        warden_core::ToolClass::Write => warden_policy::store::ToolClass::Write,
+        warden_core::ToolClass::Destructive => warden_policy::store::ToolClass::Destructive,
+        warden_core::ToolClass::Admin => warden_policy::store::ToolClass::Admin,
+    };
+    if let Err(e) = entities.upsert_tool(warden_policy::store::ToolFacts {
+        upstream: t.upstream.clone(),
+        name: t.name.clone(),
+        class,
+    }) {
+        tracing::error!(tool = %key, error = %e, "tool not loaded into the policy store");
+    }
 }
 
 /// The version reported when no policy set is active.
@@ -124,8 +150,49 @@ impl Policies {
                 tracing::error!(agent = %a.name, error = %e, "agent not loaded into the policy store");
             }
         }
+        let tools = store.list_tools(None).await.context("cannot read the tool catalogue")?;
+        let mut catalogue = std::collections::HashMap::new();
+        for t in tools {
+            tool_entity(&mut fresh, &t);
+            catalogue.insert(t.key(), t);
+        }
         *self.entities.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         *self.agent_versions.write().unwrap_or_else(|p| p.into_inner()) = versions;
+        *self.tools.write().unwrap_or_else(|p| p.into_inner()) = catalogue;
+        Ok(())
+    }
+
+    /// A catalogued tool, as this node last saw it.
+    pub fn tool(&self, upstream: &str, name: &str) -> Option<warden_store::ToolRecord> {
+        self.tools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&format!("{upstream}/{name}"))
+            .cloned()
+    }
+
+    /// Applies a tool record this node just wrote (or re-read after an event).
+    pub fn tool_changed(&self, t: &warden_store::ToolRecord) {
+        tool_entity(&mut self.entities.write().unwrap_or_else(|p| p.into_inner()), t);
+        self.tools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(t.key(), t.clone());
+    }
+
+    /// Re-reads the named tools (`upstream/name`) after a store event.
+    pub async fn refresh_tools(&self, store: &dyn Store, keys: &[String]) -> anyhow::Result<()> {
+        for key in keys {
+            let Some((up, name)) = key.split_once('/') else { continue };
+            let Ok(up) = UpstreamName::parse(up) else { continue };
+            match store.get_tool(&up, name).await.context("cannot read a tool")? {
+                Some(t) => self.tool_changed(&t),
+                None => {
+                    self.entities.write().unwrap_or_else(|p| p.into_inner()).remove_tool(key);
+                    self.tools.write().unwrap_or_else(|p| p.into_inner()).remove(key);
+                }
+            }
+        }
         Ok(())
     }
 

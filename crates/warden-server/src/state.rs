@@ -97,6 +97,8 @@ pub struct AppState {
     pub approvals: crate::approvals::ApprovalSettings,
     /// Webhooks told about approval requests and decisions.
     pub notifier: crate::notify::Notifier,
+    /// The MCP gateway: its key, settings, secret scanner, upstream client and credential cache.
+    pub gateway: Arc<crate::gateway::Gateway>,
 }
 
 impl AppState {
@@ -117,6 +119,7 @@ impl AppState {
             ledger,
             approvals: Default::default(),
             notifier: crate::notify::Notifier::disabled(),
+            gateway: Arc::new(crate::gateway::Gateway::ephemeral()),
         }
     }
 

@@ -30,6 +30,14 @@ fn render(a: &Value) -> String {
         .add("reason", s(&a["reason"]))
         .add("approvals", votes(a))
         .add("expires_at", s(&a["expires_at"]));
+    // Who policy lets approve (`@approvers`): everyone in each line must be matched.
+    for names in a["approvers"].as_array().into_iter().flatten() {
+        let names: Vec<String> = names.as_array().into_iter().flatten().map(s).collect();
+        f.add("approvers", names.join(" or "));
+    }
+    if a["owners_may_approve"] == Value::Bool(true) {
+        f.add("owners_may_approve", "yes".to_owned());
+    }
     if !a["grant_expires_at"].is_null() {
         f.add("grant_expires_at", s(&a["grant_expires_at"]));
     }

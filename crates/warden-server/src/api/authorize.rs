@@ -178,7 +178,7 @@ async fn decide_one(
     (AuthorizeResponse { decision, approval }, entries)
 }
 
-fn policy_version(state: &AppState) -> String {
+pub fn policy_version(state: &AppState) -> String {
     state
         .policies
         .versions()

@@ -11,6 +11,7 @@ pub mod agents;
 pub mod approvals;
 pub mod audit;
 pub mod authorize;
+pub mod gateway;
 pub mod humans;
 pub mod policies;
 pub mod tasks;
@@ -73,8 +74,10 @@ impl Default for HttpLimits {
         authorize::authorize, authorize::authorize_batch,
         policies::status, policies::validate, policies::activate, policies::shadow, policies::clear_shadow,
         policies::explain,
-                audit::checkpoint, audit::inclusion, audit::consistency, audit::entries,
-                approvals::list, approvals::show, approvals::approve, approvals::deny, approvals::webhooks,
+        audit::checkpoint, audit::inclusion, audit::consistency, audit::entries,
+        approvals::list, approvals::show, approvals::approve, approvals::deny, approvals::webhooks,
+        gateway::list_tools, gateway::show_tool, gateway::classify_tool, gateway::approve_tool,
+        gateway::list_secrets, gateway::create_secret, gateway::rotate_secret, gateway::delete_secret,
     ),
     components(schemas(ErrorBody, Health, crate::ledger::LedgerStatus)),
     modifiers(&BearerAuth),
@@ -86,8 +89,9 @@ impl Default for HttpLimits {
         (name = "tasks", description = "Tasks and their credentials"),
         (name = "policy", description = "Decisions, and the policy sets that make them"),
         (name = "health", description = "Liveness and store health"),
-                (name = "audit", description = "The tamper-evident ledger: checkpoints, proofs, entries"),
+        (name = "audit", description = "The tamper-evident ledger: checkpoints, proofs, entries"),
         (name = "approvals", description = "Human approval requests and their grants"),
+        (name = "gateway", description = "The MCP gateway's tool catalogue and upstream secrets"),
     )
 )]
 #[derive(Debug)]
@@ -185,13 +189,30 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/approvals/{id}", get(approvals::show))
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
+        .route("/tools", get(gateway::list_tools))
+        .route("/tools/{upstream}/{tool}", get(gateway::show_tool))
+        .route("/tools/{upstream}/{tool}/classify", post(gateway::classify_tool))
+        .route("/tools/{upstream}/{tool}/approve", post(gateway::approve_tool))
+        .route("/secrets", get(gateway::list_secrets).post(gateway::create_secret))
+        .route("/secrets/{name}", delete(gateway::delete_secret))
+        .route("/secrets/{name}/rotate", post(gateway::rotate_secret))
         .route("/audit/checkpoint", get(audit::checkpoint))
         .route("/audit/proof/inclusion", get(audit::inclusion))
         .route("/audit/proof/consistency", get(audit::consistency))
         .route("/audit/entries", get(audit::entries))
         .route("/openapi.json", get(openapi));
+    // The MCP gateway: its own body limit (messages, not REST bodies); the same audit layer.
+    let mcp = Router::new()
+        .route(
+            "/mcp/{upstream}",
+            post(crate::gateway::post)
+                .get(crate::gateway::get)
+                .delete(crate::gateway::delete),
+        )
+        .layer(DefaultBodyLimit::max(state.gateway.settings.limits.max_bytes));
     Router::new()
         .route("/healthz", get(health))
+        .merge(mcp)
         .route("/.well-known/jwks.json", get(tokens::jwks))
         .route("/.well-known/oauth-authorization-server", get(tokens::metadata))
         .nest("/v1", v1)

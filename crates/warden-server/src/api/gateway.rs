@@ -1,0 +1,354 @@
+//! `/v1/tools` and `/v1/secrets`: what admins manage for the MCP gateway.
+//!
+//! Tools are catalogued by the gateway itself; admins list them, override the class the MCP hints
+//! suggest (`classify`, hints are untrusted), and approve a quarantined tool's new definition by its
+//! digest (`approve`: the digest they looked at, nothing else). Secrets are upstream credentials:
+//! their values arrive once, are sealed with the gateway key before the store sees them, and are
+//! never returned — listing shows metadata only.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use warden_core::{Injection, Permission, Secret, SecretName, ToolClass, UpstreamName};
+use warden_ledger::EntryKind;
+use warden_store::{NewSecret, SecretInfo, ToolRecord};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::json::{ApiJson, ApiPath, ApiQuery};
+
+/// Longest secret value accepted.
+pub const MAX_SECRET_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ToolList {
+    pub tools: Vec<ToolRecord>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ToolQuery {
+    pub upstream: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/tools", tag = "gateway", params(ToolQuery),
+    responses((status = 200, body = ToolList), (status = 400, body = ErrorBody)), security(("bearer" = []))
+)]
+pub async fn list_tools(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ToolQuery>,
+) -> Result<Json<ToolList>, ApiError> {
+    caller.require(Permission::ReadRegistry)?;
+    let up = q.upstream.as_deref().map(UpstreamName::parse).transpose()?;
+    Ok(Json(ToolList {
+        tools: state.store.list_tools(up.as_ref()).await?,
+    }))
+}
+
+fn tool_path(upstream: &str, name: &str) -> Result<UpstreamName, ApiError> {
+    let up = UpstreamName::parse(upstream)?;
+    warden_core::gateway::check_tool_name(name).map_err(|m| ApiError::BadRequest {
+        message: m.to_string(),
+        field: Some("tool".into()),
+    })?;
+    Ok(up)
+}
+
+#[utoipa::path(
+    get, path = "/v1/tools/{upstream}/{tool}", tag = "gateway",
+    params(("upstream" = String, Path), ("tool" = String, Path)),
+    responses((status = 200, body = ToolRecord), (status = 404, body = ErrorBody)), security(("bearer" = []))
+)]
+pub async fn show_tool(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((upstream, name)): ApiPath<(String, String)>,
+) -> Result<Json<ToolRecord>, ApiError> {
+    caller.require(Permission::ReadRegistry)?;
+    let up = tool_path(&upstream, &name)?;
+    state
+        .store
+        .get_tool(&up, &name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("tool `{up}/{name}` is not catalogued")))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyBody {
+    /// `read`, `write`, `destructive` or `admin`; `null` goes back to the MCP hints.
+    pub class: Option<ToolClass>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/tools/{upstream}/{tool}/classify", tag = "gateway", request_body = ClassifyBody,
+    params(("upstream" = String, Path), ("tool" = String, Path)),
+    responses((status = 200, body = ToolRecord), (status = 404, body = ErrorBody)), security(("bearer" = []))
+)]
+pub async fn classify_tool(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((upstream, name)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<ClassifyBody>,
+) -> Result<Json<ToolRecord>, ApiError> {
+    let permit = caller.require(Permission::WriteRegistry)?;
+    let up = tool_path(&upstream, &name)?;
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "tool.classify",
+            &format!("{up}/{name}"),
+            serde_json::json!({ "class": body.class }),
+        )
+        .await?;
+    let t = state.store.classify_tool(&up, &name, body.class, &ctx).await?;
+    state.policies.tool_changed(&t);
+    tracing::info!(tool = %t.key(), class = %t.effective_class(), by = %caller.human.email, "tool classified");
+    Ok(Json(t))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveToolBody {
+    /// The pending definition's digest, as `warden tool show` printed it.
+    pub digest: String,
+}
+
+#[utoipa::path(
+    post, path = "/v1/tools/{upstream}/{tool}/approve", tag = "gateway", request_body = ApproveToolBody,
+    params(("upstream" = String, Path), ("tool" = String, Path)),
+    responses(
+        (status = 200, body = ToolRecord), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not the pending digest, or nothing pending", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn approve_tool(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((upstream, name)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<ApproveToolBody>,
+) -> Result<Json<ToolRecord>, ApiError> {
+    let permit = caller.require(Permission::WriteRegistry)?;
+    let up = tool_path(&upstream, &name)?;
+    if body.digest.len() != 64 || !body.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::BadRequest {
+            message: "digest must be 64 hexadecimal characters (SHA-256)".into(),
+            field: Some("digest".into()),
+        });
+    }
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "tool.approve",
+            &format!("{up}/{name}"),
+            serde_json::json!({ "digest": body.digest }),
+        )
+        .await?;
+    let t = state.store.approve_tool(&up, &name, &body.digest, &ctx).await?;
+    state.policies.tool_changed(&t);
+    tracing::info!(tool = %t.key(), digest = %body.digest, by = %caller.human.email, "tool definition approved");
+    Ok(Json(t))
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SecretList {
+    pub secrets: Vec<SecretInfo>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/secrets", tag = "gateway",
+    responses((status = 200, description = "Metadata only; values are never returned", body = SecretList)),
+    security(("bearer" = []))
+)]
+pub async fn list_secrets(State(state): State<AppState>, caller: Caller) -> Result<Json<SecretList>, ApiError> {
+    caller.require(Permission::WriteRegistry)?;
+    Ok(Json(SecretList {
+        secrets: state.store.list_secrets().await?,
+    }))
+}
+
+/// A new upstream secret. `value` is sealed before it is stored and never shown again.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    #[schema(value_type = String)]
+    pub name: SecretName,
+    #[schema(value_type = String)]
+    pub upstream: UpstreamName,
+    /// `{"header": {"name": "Authorization", "prefix": "Bearer "}}` or `{"env": {"var": "API_KEY"}}`.
+    pub injection: Injection,
+    #[schema(value_type = String)]
+    pub value: Secret<String>,
+}
+
+impl std::fmt::Debug for SecretBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretBody")
+            .field("name", &self.name)
+            .field("upstream", &self.upstream)
+            .field("injection", &self.injection)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_value(v: &Secret<String>) -> Result<(), ApiError> {
+    let v = v.expose();
+    if v.is_empty() || v.len() > MAX_SECRET_BYTES {
+        return Err(ApiError::BadRequest {
+            message: format!("value must be 1 to {MAX_SECRET_BYTES} bytes"),
+            field: Some("value".into()),
+        });
+    }
+    // Injected into a header: no control characters (a newline would split the header).
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest {
+            message: "value must not contain control characters (newlines included)".into(),
+            field: Some("value".into()),
+        });
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    post, path = "/v1/secrets", tag = "gateway", request_body = SecretBody,
+    responses(
+        (status = 201, body = SecretInfo), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<SecretBody>,
+) -> Result<(StatusCode, Json<SecretInfo>), ApiError> {
+    let permit = caller.require(Permission::WriteRegistry)?;
+    check_value(&body.value)?;
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "secret.create",
+            body.name.as_str(),
+            serde_json::json!({ "upstream": body.upstream.as_str(), "injection": body.injection }),
+        )
+        .await?;
+    let sealed = state
+        .gateway
+        .keys
+        .seal_secret(body.name.as_str(), body.upstream.as_str(), body.value.expose().as_bytes());
+    let info = state
+        .store
+        .create_secret(
+            &NewSecret {
+                name: body.name,
+                upstream: body.upstream,
+                injection: body.injection,
+                key_id: sealed.key_id,
+                nonce: sealed.nonce,
+                ciphertext: sealed.ciphertext,
+            },
+            &ctx,
+        )
+        .await?;
+    state.gateway.credentials.invalidate(info.upstream.as_str());
+    tracing::info!(secret = %info.name, upstream = %info.upstream, by = %caller.human.email, "upstream secret created");
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    #[schema(value_type = String)]
+    pub value: Secret<String>,
+}
+
+impl std::fmt::Debug for RotateBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RotateBody { .. }")
+    }
+}
+
+async fn secret_info(state: &AppState, name: &SecretName) -> Result<SecretInfo, ApiError> {
+    state
+        .store
+        .list_secrets()
+        .await?
+        .into_iter()
+        .find(|s| &s.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("secret `{name}` not found")))
+}
+
+#[utoipa::path(
+    post, path = "/v1/secrets/{name}/rotate", tag = "gateway", request_body = RotateBody,
+    params(("name" = String, Path)),
+    responses((status = 200, body = SecretInfo), (status = 404, body = ErrorBody)), security(("bearer" = []))
+)]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<RotateBody>,
+) -> Result<Json<SecretInfo>, ApiError> {
+    let permit = caller.require(Permission::WriteRegistry)?;
+    let name = SecretName::parse(&name)?;
+    check_value(&body.value)?;
+    let current = secret_info(&state, &name).await?;
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "secret.rotate",
+            name.as_str(),
+            serde_json::json!({ "upstream": current.upstream.as_str() }),
+        )
+        .await?;
+    let sealed = state
+        .gateway
+        .keys
+        .seal_secret(name.as_str(), current.upstream.as_str(), body.value.expose().as_bytes());
+    let info = state
+        .store
+        .rotate_secret(&name, &sealed.key_id, &sealed.nonce, &sealed.ciphertext, &ctx)
+        .await?;
+    state.gateway.credentials.invalidate(info.upstream.as_str());
+    tracing::info!(secret = %info.name, version = info.version, by = %caller.human.email, "upstream secret rotated");
+    Ok(Json(info))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/secrets/{name}", tag = "gateway",
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = []))
+)]
+pub async fn delete_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let permit = caller.require(Permission::WriteRegistry)?;
+    let name = SecretName::parse(&name)?;
+    let current = secret_info(&state, &name).await?;
+    let ctx = permit
+        .record(
+            &state,
+            EntryKind::RegistryChange,
+            "secret.delete",
+            name.as_str(),
+            serde_json::json!({ "upstream": current.upstream.as_str() }),
+        )
+        .await?;
+    state.store.delete_secret(&name, &ctx).await?;
+    state.gateway.credentials.invalidate(current.upstream.as_str());
+    tracing::info!(secret = %name, by = %caller.human.email, "upstream secret deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,314 @@
+//! The gateway's key and the upstream credentials it injects.
+//!
+//! One 32-byte key per deployment (`gateway.key_file`, default `<data dir>/gateway.key`, created 0600
+//! on first start; or `WARDEN_GATEWAY_KEY`, hex or base64) seals two things with XChaCha20-Poly1305:
+//! upstream credentials at rest (the database holds only ciphertext; the key never enters it) and
+//! Warden's MCP session ids. Every node of a deployment needs the same key.
+//!
+//! Opened credentials are cached per upstream for a few seconds (and dropped at once when a secret
+//! of that upstream changes) as ready-made header values marked sensitive, so they never appear in
+//! `Debug` output or logs. Anything an upstream sends back is scrubbed of its own credentials
+//! ([`Credentials::scrub`]) before an agent sees it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::http::{HeaderName, HeaderValue};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use uuid::Uuid;
+use warden_core::{Injection, UpstreamName};
+use warden_gateway::secretbox::{Sealed, SealingKey};
+use warden_store::Store;
+
+use super::upstream::UpstreamError;
+
+/// How long opened credentials are reused before the store is asked again.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Associated data of sealed session ids.
+const SESSION_AAD: &[u8] = b"warden mcp session v1";
+/// Prefix of Warden's session ids.
+const SESSION_PREFIX: &str = "wdn1.";
+
+/// The deployment's gateway key.
+pub struct GatewayKeys {
+    key: SealingKey,
+}
+
+impl std::fmt::Debug for GatewayKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayKeys").field("key_id", &self.key.key_id()).finish()
+    }
+}
+
+/// What a secret's ciphertext is bound to: its name and upstream (a row copied onto another secret
+/// does not open).
+pub fn secret_aad(name: &str, upstream: &str) -> Vec<u8> {
+    format!("warden upstream secret v1\n{name}\n{upstream}").into_bytes()
+}
+
+impl GatewayKeys {
+    /// A fresh random key (tests, and states built without a data directory).
+    pub fn generate() -> Self {
+        Self {
+            key: SealingKey::generate(),
+        }
+    }
+
+    /// From `WARDEN_GATEWAY_KEY` when set, else the key file, created (0600, never overwritten) when
+    /// missing.
+    pub fn load(env: Option<&str>, file: &Path) -> anyhow::Result<Self> {
+        if let Some(v) = env.filter(|v| !v.trim().is_empty()) {
+            let key = SealingKey::from_file_bytes(v.trim().as_bytes())
+                .context("WARDEN_GATEWAY_KEY is not a 32-byte key (64 hex characters or base64)")?;
+            return Ok(Self { key });
+        }
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    let mode = std::fs::metadata(file)?.permissions().mode();
+                    if mode & 0o077 != 0 {
+                        anyhow::bail!(
+                            "gateway key file {} is readable by group or others (mode {:o}); chmod 600 it",
+                            file.display(),
+                            mode & 0o777
+                        );
+                    }
+                }
+                let key = SealingKey::from_file_bytes(&bytes)
+                    .with_context(|| format!("gateway key file {} holds no valid key", file.display()))?;
+                Ok(Self { key })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let key = SealingKey::generate();
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(file)
+                    .with_context(|| format!("cannot create gateway key file {}", file.display()))?;
+                f.write_all(key.to_hex().as_bytes())
+                    .and_then(|()| f.write_all(b"\n"))
+                    .and_then(|()| f.sync_all())
+                    .with_context(|| format!("cannot write gateway key file {}", file.display()))?;
+                tracing::info!(file = %file.display(), key_id = %key.key_id(), "created the gateway key (seals upstream secrets and MCP sessions; every node needs it)");
+                Ok(Self { key })
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read gateway key file {}", file.display())),
+        }
+    }
+
+    pub fn key_id(&self) -> String {
+        self.key.key_id()
+    }
+
+    /// Seals a secret's value for the store.
+    pub fn seal_secret(&self, name: &str, upstream: &str, value: &[u8]) -> Sealed {
+        self.key.seal(value, &secret_aad(name, upstream))
+    }
+
+    /// Warden's session id for an upstream session of `task` at `upstream`.
+    pub fn seal_session(&self, upstream_session: &str, task: Uuid, upstream: &str) -> String {
+        let plain = serde_json::json!({ "s": upstream_session, "t": task, "u": upstream }).to_string();
+        let sealed = self.key.seal(plain.as_bytes(), SESSION_AAD);
+        format!(
+            "{SESSION_PREFIX}{}.{}",
+            B64.encode(&sealed.nonce),
+            B64.encode(&sealed.ciphertext)
+        )
+    }
+
+    /// The upstream session behind `raw`, if `raw` is Warden's, unaltered, and for this task and
+    /// upstream.
+    pub fn open_session(&self, raw: &str, task: Uuid, upstream: &str) -> Option<String> {
+        if raw.len() > 2048 {
+            return None;
+        }
+        let rest = raw.strip_prefix(SESSION_PREFIX)?;
+        let (nonce, ct) = rest.split_once('.')?;
+        let sealed = Sealed {
+            key_id: self.key.key_id(),
+            nonce: B64.decode(nonce).ok()?,
+            ciphertext: B64.decode(ct).ok()?,
+        };
+        let plain = self.key.open(&sealed, SESSION_AAD).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(plain.expose()).ok()?;
+        let same_task = v["t"].as_str() == Some(task.to_string().as_str());
+        let same_upstream = v["u"].as_str() == Some(upstream);
+        if same_task && same_upstream {
+            v["s"].as_str().map(str::to_owned)
+        } else {
+            None
+        }
+    }
+
+    fn open(&self, s: &warden_store::SealedSecret) -> Result<Vec<u8>, String> {
+        let sealed = Sealed {
+            key_id: s.key_id.clone(),
+            nonce: s.nonce.clone(),
+            ciphertext: s.ciphertext.clone(),
+        };
+        self.key
+            .open(&sealed, &secret_aad(s.name.as_str(), s.upstream.as_str()))
+            .map(|p| p.expose().clone())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The opened credentials of one upstream.
+#[derive(Default)]
+pub struct Injected {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The raw values, for scrubbing answers.
+    values: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injected")
+            .field("headers", &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Injected {
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.headers
+    }
+}
+
+/// Opened credentials per upstream, briefly cached.
+#[derive(Debug)]
+pub struct Credentials {
+    keys: Arc<GatewayKeys>,
+    cache: RwLock<HashMap<String, (Instant, Arc<Injected>)>>,
+}
+
+impl Credentials {
+    pub fn new(keys: Arc<GatewayKeys>) -> Self {
+        Self {
+            keys,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Drops an upstream's cached credentials (a secret changed).
+    pub fn invalidate(&self, upstream: &str) {
+        if let Ok(mut c) = self.cache.write() {
+            c.remove(upstream);
+        }
+    }
+
+    /// The headers to inject into requests to `upstream`. Fails closed: a secret that does not open
+    /// (wrong key, tampered row) stops the request rather than sending it without credentials.
+    pub async fn for_upstream(
+        &self,
+        store: &dyn Store,
+        upstream: &UpstreamName,
+    ) -> Result<Arc<Injected>, UpstreamError> {
+        if let Some((at, i)) = self.cache.read().ok().and_then(|c| c.get(upstream.as_str()).cloned())
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(i);
+        }
+        let sealed = store.upstream_secrets(upstream).await.map_err(|e| {
+            tracing::warn!(upstream = %upstream, error = %e, "upstream secrets cannot be read");
+            UpstreamError::Credentials(upstream.to_string())
+        })?;
+        let mut injected = Injected::default();
+        for s in &sealed {
+            let Injection::Header { name, prefix } = &s.injection else {
+                continue;
+            };
+            let value = self.keys.open(s).map_err(|e| {
+                tracing::error!(upstream = %upstream, secret = %s.name, key_id = %s.key_id, error = %e, "an upstream secret does not open with this node's gateway key");
+                UpstreamError::Credentials(upstream.to_string())
+            })?;
+            let mut full = prefix.as_str().as_bytes().to_vec();
+            full.extend_from_slice(&value);
+            let header = HeaderName::from_bytes(name.as_str().as_bytes())
+                .map_err(|_| UpstreamError::Credentials(upstream.to_string()))?;
+            let mut hv = HeaderValue::from_bytes(&full).map_err(|_| {
+                tracing::error!(upstream = %upstream, secret = %s.name, "an upstream secret is not a valid header value");
+                UpstreamError::Credentials(upstream.to_string())
+            })?;
+            hv.set_sensitive(true);
+            injected.headers.push((header, hv));
+            if !value.is_empty() {
+                injected.values.push(value);
+            }
+        }
+        let injected = Arc::new(injected);
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(upstream.to_string(), (Instant::now(), injected.clone()));
+        }
+        Ok(injected)
+    }
+
+    /// `bytes` with every credential of `upstream` (as cached) replaced by `[REDACTED:upstream-credential]`.
+    pub fn scrub(&self, upstream: &str, bytes: &[u8]) -> Vec<u8> {
+        let Some((_, injected)) = self.cache.read().ok().and_then(|c| c.get(upstream).cloned()) else {
+            return bytes.to_vec();
+        };
+        let mut out = bytes.to_vec();
+        for v in &injected.values {
+            out = replace_all(&out, v, b"[REDACTED:upstream-credential]");
+        }
+        out
+    }
+}
+
+fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return hay.to_vec();
+    }
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_bound_to_task_and_upstream() {
+        let k = GatewayKeys::generate();
+        let task = Uuid::new_v4();
+        let s = k.seal_session("abc-123", task, "crm");
+        assert!(s.starts_with(SESSION_PREFIX) && !s.contains("abc-123"), "{s}");
+        assert!(s.bytes().all(|b| (0x21..=0x7e).contains(&b)), "visible ASCII only");
+        assert_eq!(k.open_session(&s, task, "crm").as_deref(), Some("abc-123"));
+        assert_eq!(k.open_session(&s, Uuid::new_v4(), "crm"), None, "another task");
+        assert_eq!(k.open_session(&s, task, "erp"), None, "another upstream");
+        let other = GatewayKeys::generate();
+        assert_eq!(other.open_session(&s, task, "crm"), None, "another deployment's key");
+        let mut bad = s.clone().into_bytes();
+        let last = bad.len() - 1;
+        bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(k.open_session(&String::from_utf8(bad).unwrap(), task, "crm"), None, "tampered");
+        assert_eq!(k.open_session("abc-123", task, "crm"), None, "not Warden's");
+    }
+
+    #[test]
+    fn scrubbing_replaces_every_occurrence() {
+        assert_eq!(replace_all(b"a KEY b KEYKEY", b"KEY", b"*"), b"a * b **".to_vec());
+        assert_eq!(replace_all(b"short", b"longer needle", b"*"), b"short".to_vec());
+    }
+}

@@ -1,0 +1,929 @@
+//! The MCP gateway: `/mcp/{upstream}`, where agents' MCP clients meet Warden.
+//!
+//! An agent points its MCP client (streamable HTTP, protocol 2025-06-18 or 2025-11-25) at
+//! `<warden>/mcp/<upstream>` with its task token. For every message Warden, in this order:
+//!
+//! 1. **authenticates** the task token (and its DPoP proof when bound) — 401 with `WWW-Authenticate`
+//!    otherwise, recorded by the audit layer;
+//! 2. **parses** the JSON-RPC message within limits (size, depth) — 400 with a JSON-RPC error naming
+//!    what is wrong, recorded;
+//! 3. **decides** requests with the policy engine: `tools/call` on the tool's class (`read`, `write`,
+//!    `destructive`, `admin`) and its arguments, `resources/read` and `prompts/get` as reads of the
+//!    upstream with the URI or prompt as arguments, `initialize` and the list methods as reads of the
+//!    upstream; arguments are scanned for secrets first (`context.risk.secret_in_args`);
+//! 4. **records** the decision in the ledger and waits until it is durable (record before act);
+//! 5. only then **forwards** the message — re-serialized from what was decided, so the upstream parses
+//!    exactly what policy saw — with the upstream's own credential injected from the secret store
+//!    (the agent never sees it), and
+//! 6. **post-processes** the answer: `tools/list` is catalogued (digest pinning; a changed definition
+//!    quarantines the tool) and filtered to the tools this task may call; tool results are scanned
+//!    and secrets redacted; the upstream's credentials are cut out of anything it sends back; the
+//!    result's status and latency are recorded.
+//!
+//! Notifications, responses to server-to-client requests and `ping` pass through authenticated but
+//! undecided. Methods Warden does not know are refused (fail closed). Sessions: the upstream's
+//! `Mcp-Session-Id` is sealed (AEAD, [`credentials::GatewayKeys`]) with the task and upstream into
+//! Warden's own session id, so a session cannot move to another task or upstream, and any node that
+//! shares the deployment's key serves it (no session table). A long-lived stream (SSE answer or
+//! `GET`) is cut as soon as its task stops being live.
+
+pub mod catalog;
+pub mod credentials;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::{Value, json};
+use warden_core::{Decision, Outcome, ToolState, Upstream, UpstreamKind, UpstreamName};
+use warden_gateway::jsonrpc::{self, Id, Message, Method};
+use warden_gateway::scan::Scanner;
+use warden_ledger::{EntryKind, NewEntry};
+use warden_policy::{Action, PolicyContext, PolicyRequest, ResourceRef, Risk};
+
+use crate::AppState;
+use crate::tasks::TaskCaller;
+
+pub use credentials::GatewayKeys;
+
+/// How the gateway behaves (`[gateway]`).
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// Bounds on every JSON-RPC message, both directions.
+    pub limits: jsonrpc::Limits,
+    /// How long an upstream may take to answer (to start answering, for streams).
+    pub upstream_timeout: Duration,
+    /// The state of a tool seen for the first time: `active` (trust on first use) or `quarantined`
+    /// (an admin approves every new tool).
+    pub new_tools: ToolState,
+    /// What to do with secrets found in tool results.
+    pub results: ResultPolicy,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            limits: jsonrpc::Limits::default(),
+            upstream_timeout: Duration::from_secs(30),
+            new_tools: ToolState::Active,
+            results: ResultPolicy::Redact,
+        }
+    }
+}
+
+/// Secrets in what an upstream answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultPolicy {
+    /// Replace each found secret with `[REDACTED:<rule>]` and record where (the default).
+    Redact,
+    /// Replace the whole result with an error.
+    Deny,
+    /// Pass results unchanged (findings are still recorded).
+    Pass,
+}
+
+/// The gateway's shared parts.
+#[derive(Debug)]
+pub struct Gateway {
+    pub settings: GatewaySettings,
+    pub keys: Arc<GatewayKeys>,
+    pub scanner: Scanner,
+    pub upstreams: upstream::Client,
+    pub credentials: credentials::Credentials,
+}
+
+impl Gateway {
+    pub fn new(settings: GatewaySettings, keys: GatewayKeys, scanner: Scanner) -> anyhow::Result<Self> {
+        let keys = Arc::new(keys);
+        Ok(Self {
+            upstreams: upstream::Client::new(settings.upstream_timeout)?,
+            credentials: credentials::Credentials::new(keys.clone()),
+            settings,
+            keys,
+            scanner,
+        })
+    }
+
+    /// A gateway with a fresh random key and default settings (tests, and states built without
+    /// `run`).
+    pub fn ephemeral() -> Self {
+        #[expect(clippy::expect_used, reason = "the built-in rules and a default client always build")]
+        Self::new(
+            GatewaySettings::default(),
+            GatewayKeys::generate(),
+            Scanner::new(&[]).expect("built-in scanner rules compile"),
+        )
+        .expect("default HTTP client")
+    }
+}
+
+/// The MCP protocol versions the gateway speaks.
+pub const PROTOCOL_VERSIONS: [&str; 2] = jsonrpc::SUPPORTED_PROTOCOL_VERSIONS;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// A JSON-RPC answer with an HTTP status. MCP clients read JSON-RPC errors from a 200 response.
+fn rpc(status: StatusCode, body: Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// A refusal before any decision (malformed message, unknown upstream): JSON-RPC error, recorded by
+/// the audit layer like every other refused request.
+fn refused(status: StatusCode, id: Option<&Id>, code: i64, message: String) -> Response {
+    let mut resp = rpc(status, jsonrpc::error_response(id, code, &message, None));
+    resp.extensions_mut().insert(crate::ledger::Refusal {
+        status: status.as_u16(),
+        code: "invalid_request",
+        message,
+    });
+    resp
+}
+
+/// The upstream of `/mcp/{name}`: registered, and an MCP server.
+async fn resolve_upstream(state: &AppState, name: &str) -> Result<Upstream, Response> {
+    let not_found = |m: String| refused(StatusCode::NOT_FOUND, None, jsonrpc::INVALID_REQUEST, m);
+    let name = UpstreamName::parse(name)
+        .map_err(|e| not_found(format!("`{}` is not an upstream name: {e}", name.escape_debug())))?;
+    match state.store.get_upstream(&name).await {
+        Ok(Some(u)) if u.kind == UpstreamKind::Mcp => Ok(u),
+        Ok(Some(u)) => Err(not_found(format!(
+            "upstream `{}` is of kind `{}`, not `mcp`",
+            u.name, u.kind
+        ))),
+        Ok(None) => Err(not_found(format!("upstream `{name}` is not registered"))),
+        Err(e) => {
+            tracing::warn!(error = %e, "the store cannot be read; gateway request refused");
+            Err(rpc(
+                StatusCode::SERVICE_UNAVAILABLE,
+                jsonrpc::error_response(None, jsonrpc::UPSTREAM_UNAVAILABLE, "the store is unavailable", None),
+            ))
+        }
+    }
+}
+
+/// What one request becomes: the policy question, and what to do with the answer.
+struct Plan {
+    action: Action,
+    resource: ResourceRef,
+    /// Arguments as policy sees them.
+    args: Option<Value>,
+    after: After,
+    /// A tool call's tool name.
+    tool: Option<String>,
+}
+
+/// Post-processing of the upstream's answer to a request.
+#[derive(Clone, Debug)]
+enum After {
+    Nothing,
+    /// Catalogue and filter the tools.
+    ToolsList,
+    /// Scan the result for secrets; record status and latency.
+    Result,
+}
+
+/// `POST /mcp/{upstream}`: one JSON-RPC message from the agent.
+pub async fn post(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> Response {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let caller = match TaskCaller::from_request_parts(&mut parts, &state).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let upstream = match resolve_upstream(&state, &name).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    let gw = state.gateway.clone();
+    let limits = gw.settings.limits;
+    let bytes = match axum::body::to_bytes(body, limits.max_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                format!("the message is larger than {} bytes", limits.max_bytes),
+            );
+        }
+    };
+    let message = match jsonrpc::parse(&bytes, &limits) {
+        Ok(m) => m,
+        Err(e) => {
+            return refused(StatusCode::BAD_REQUEST, e.id(), e.code(), e.to_string());
+        }
+    };
+    let session = match session_of(&gw, &parts.headers, &caller, &upstream) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let forward_headers = upstream::forwarded_headers(&parts.headers, session.as_deref());
+    match message {
+        Message::Request(req) => {
+            handle_request(state, caller, upstream, req, forward_headers, started, request_id(&parts.headers)).await
+        }
+        // Notifications, and answers to the server's own requests (sampling, elicitation, roots):
+        // authenticated and bound to the session, passed through undecided.
+        other => {
+            let body = other.to_value().to_string().into_bytes();
+            match gw.upstreams.post(&state, &upstream, forward_headers, body).await {
+                Ok(resp) => relay(state, caller, upstream, resp, None, None).await,
+                Err(e) => upstream_failed(None, &e),
+            }
+        }
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The upstream's session id behind Warden's, checked to belong to this task and upstream.
+fn session_of(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    caller: &TaskCaller,
+    upstream: &Upstream,
+) -> Result<Option<String>, Response> {
+    let Some(raw) = headers.get(SESSION_HEADER) else {
+        return Ok(None);
+    };
+    let raw = raw.to_str().unwrap_or("");
+    match gw.keys.open_session(raw, caller.task.id, upstream.name.as_str()) {
+        Some(s) => Ok(Some(s)),
+        // MCP: an unknown session is a 404, after which the client starts a new one.
+        None => Err(refused(
+            StatusCode::NOT_FOUND,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            "unknown Mcp-Session-Id for this task and upstream; initialize a new session".to_owned(),
+        )),
+    }
+}
+
+fn deny(reason: String, state: &AppState) -> Decision {
+    Decision::deny(reason, crate::api::authorize::policy_version(state))
+}
+
+/// Turns a request into its policy question, or the decision that refuses it outright.
+fn plan(state: &AppState, upstream: &Upstream, req: &jsonrpc::Request) -> Result<Plan, (Decision, i64)> {
+    let read_upstream = |after| Plan {
+        action: Action::Read,
+        resource: ResourceRef::Upstream(upstream.name.clone()),
+        args: None,
+        after,
+        tool: None,
+    };
+    let bad = |e: jsonrpc::ParamsError| (deny(format!("bad-request: {e}"), state), e.code());
+    match req.kind() {
+        Method::Initialize | Method::ResourcesList | Method::ResourcesTemplatesList | Method::PromptsList => {
+            Ok(read_upstream(After::Nothing))
+        }
+        Method::ToolsList => Ok(read_upstream(After::ToolsList)),
+        Method::ToolsCall => {
+            let call = req.tool_call().map_err(bad)?;
+            let Some(tool) = state.policies.tool(upstream.name.as_str(), call.name) else {
+                return Err((
+                    deny(
+                        format!(
+                            "unknown-tool: `{}` is not in Warden's catalogue of upstream `{}`; list the tools first",
+                            call.name.escape_debug(),
+                            upstream.name
+                        ),
+                        state,
+                    ),
+                    jsonrpc::DENIED,
+                ));
+            };
+            if tool.state == ToolState::Quarantined {
+                return Err((
+                    deny(
+                        format!(
+                            "tool-quarantined: the definition of `{}` changed; an admin must approve digest {} (`warden tool approve`)",
+                            tool.name,
+                            tool.pending_digest.as_deref().unwrap_or("-")
+                        ),
+                        state,
+                    ),
+                    jsonrpc::TOOL_QUARANTINED,
+                ));
+            }
+            Ok(Plan {
+                action: class_action(tool.effective_class()),
+                resource: ResourceRef::tool(&upstream.name, call.name),
+                args: Some(Value::Object(call.arguments.cloned().unwrap_or_default())),
+                after: After::Result,
+                tool: Some(call.name.to_owned()),
+            })
+        }
+        Method::ResourcesRead => {
+            let read = req.resource_read().map_err(bad)?;
+            Ok(Plan {
+                args: Some(json!({ "uri": read.uri })),
+                ..read_upstream(After::Result)
+            })
+        }
+        Method::PromptsGet => {
+            let get = req.prompt_get().map_err(bad)?;
+            Ok(Plan {
+                args: Some(json!({ "prompt": get.name, "arguments": get.arguments })),
+                ..read_upstream(After::Result)
+            })
+        }
+        Method::Ping => Err((Decision::allow("ping", ""), 0)),
+        Method::Notification(m) | Method::Other(m) => Err((
+            deny(
+                format!(
+                    "method-not-governed: Warden does not govern `{}`, so it is not forwarded",
+                    m.escape_debug()
+                ),
+                state,
+            ),
+            jsonrpc::METHOD_NOT_FOUND,
+        )),
+    }
+}
+
+fn class_action(class: warden_core::ToolClass) -> Action {
+    match class {
+        warden_core::ToolClass::Read => Action::Read,
+        warden_core::ToolClass::Write => Action::Write,
+        warden_core::ToolClass::Destructive => Action::Destructive,
+        warden_core::ToolClass::Admin => Action::Admin,
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "one value per fact of the request")]
+async fn handle_request(
+    state: AppState,
+    caller: TaskCaller,
+    upstream: Upstream,
+    req: jsonrpc::Request,
+    forward_headers: HeaderMap,
+    started: Instant,
+    request_id: Option<String>,
+) -> Response {
+    let gw = state.gateway.clone();
+    let now = Utc::now();
+    let method = req.method.clone();
+    let (decision, plan, code, recorded_args, approval, more) = match plan(&state, &upstream, &req) {
+        // `ping` is answered by the upstream without a decision.
+        Err((d, 0)) if d.outcome == Outcome::Allow => {
+            let body = Message::Request(req).to_value().to_string().into_bytes();
+            return match gw.upstreams.post(&state, &upstream, forward_headers, body).await {
+                Ok(resp) => relay(state, caller, upstream, resp, None, None).await,
+                Err(e) => upstream_failed(None, &e),
+            };
+        }
+        Err((d, code)) => (d, None, code, None, None, Vec::new()),
+        Ok(plan) => {
+            // Secrets in the arguments are a risk signal for policy; the ledger only ever sees the
+            // redacted copy.
+            let (recorded, risk) = match &plan.args {
+                None => (None, Risk::default()),
+                Some(args) => {
+                    let mut copy = args.clone();
+                    let report = gw.scanner.redact(&mut copy);
+                    let found = !report.findings.is_empty() || report.incomplete;
+                    (
+                        Some(copy),
+                        Risk {
+                            secret_in_args: found,
+                            score: if found { 100 } else { 0 },
+                        },
+                    )
+                }
+            };
+            let task = match crate::api::authorize::task_context(&caller.task) {
+                Ok(t) => t,
+                Err(e) => {
+                    return answer_denied(&state, &caller, &upstream, &req.id, &method, deny(format!("bad-task: {e}"), &state), jsonrpc::DENIED, None, None, Vec::new(), started, request_id).await;
+                }
+            };
+            let request = PolicyRequest {
+                principal: caller.task.agent.clone(),
+                action: plan.action,
+                resource: plan.resource.clone(),
+                context: PolicyContext {
+                    task: Some(task),
+                    args: plan.args.clone(),
+                    risk,
+                    ..Default::default()
+                },
+            };
+            let d = state.policies.decide(&request, now);
+            let (d, approval, more) = if d.outcome == Outcome::NeedsApproval {
+                let resource = plan.resource.to_string();
+                let gate = crate::approvals::gate(
+                    &state,
+                    &caller,
+                    &request,
+                    d,
+                    recorded.clone(),
+                    Some(upstream.name.to_string()),
+                    &resource,
+                    now,
+                )
+                .await;
+                (gate.decision, gate.approval, gate.entries)
+            } else {
+                (d, None, Vec::new())
+            };
+            let code = match d.outcome {
+                Outcome::Allow => 0,
+                Outcome::NeedsApproval => jsonrpc::APPROVAL_REQUIRED,
+                Outcome::Deny if risk.secret_in_args => jsonrpc::SECRET_IN_ARGUMENTS,
+                Outcome::Deny => jsonrpc::DENIED,
+            };
+            (d, Some(plan), code, recorded, approval, more)
+        }
+    };
+    if decision.outcome != Outcome::Allow {
+        return answer_denied(&state, &caller, &upstream, &req.id, &method, decision, code, plan.as_ref(), approval, more, started, request_id).await;
+    }
+    let Some(plan) = plan else {
+        return answer_denied(&state, &caller, &upstream, &req.id, &method, deny("no plan".into(), &state), jsonrpc::DENIED, None, None, more, started, request_id).await;
+    };
+    // Record before act: nothing is forwarded until the decision is durable.
+    let mut entries = vec![decision_entry(&caller, &upstream, &method, &plan, &decision, recorded_args, approval.as_ref(), started, request_id.as_deref())];
+    entries.extend(more);
+    if let Err(e) = state.ledger.record_all(entries).await {
+        tracing::error!(error = %e, "gateway decision not recorded; the message is not forwarded");
+        return rpc(
+            StatusCode::OK,
+            jsonrpc::error_response(
+                Some(&req.id),
+                jsonrpc::LEDGER_UNAVAILABLE,
+                "the audit ledger cannot record this decision, so nothing was forwarded",
+                None,
+            ),
+        );
+    }
+    let id = req.id.clone();
+    let body = Message::Request(req).to_value().to_string().into_bytes();
+    let sent = Instant::now();
+    match gw.upstreams.post(&state, &upstream, forward_headers, body).await {
+        Ok(resp) => {
+            let post = Post {
+                id,
+                method,
+                after: plan.after,
+                tool: plan.tool,
+                sent,
+            };
+            relay(state, caller, upstream, resp, Some(post), None).await
+        }
+        Err(e) => {
+            record_result(&state, &caller, &upstream, &method, plan.tool.as_deref(), "upstream_unavailable", sent.elapsed(), &[]);
+            upstream_failed(Some(&id), &e)
+        }
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "one value per fact of the decision")]
+fn decision_entry(
+    caller: &TaskCaller,
+    upstream: &Upstream,
+    method: &str,
+    plan: &Plan,
+    decision: &Decision,
+    arguments: Option<Value>,
+    approval: Option<&crate::approvals::ApprovalRef>,
+    started: Instant,
+    request_id: Option<&str>,
+) -> NewEntry {
+    let facts = crate::ledger::DecisionFacts {
+        actor: caller.task.agent_spiffe_id.clone(),
+        agent: caller.task.agent.to_string(),
+        task: Some(caller.task.id.to_string()),
+        action: plan.action.as_str().to_owned(),
+        upstream: Some(upstream.name.to_string()),
+        resource: Some(plan.resource.to_string()),
+        arguments,
+        request_id: request_id.map(str::to_owned),
+    };
+    let mut entry = crate::ledger::decision_entry(facts, decision, started.elapsed());
+    entry.body["via"] = "mcp".into();
+    entry.body["method"] = crate::ledger::clip_str(method, 128).into();
+    if let Some(a) = approval {
+        entry.body["approval"] = a.id.to_string().into();
+        entry.body["approval_state"] = a.state.as_str().into();
+    }
+    entry
+}
+
+/// Records a refusal decision and answers with its JSON-RPC error.
+#[expect(clippy::too_many_arguments, reason = "one value per fact of the decision")]
+async fn answer_denied(
+    state: &AppState,
+    caller: &TaskCaller,
+    upstream: &Upstream,
+    id: &Id,
+    method: &str,
+    decision: Decision,
+    code: i64,
+    plan: Option<&Plan>,
+    approval: Option<crate::approvals::ApprovalRef>,
+    more: Vec<NewEntry>,
+    started: Instant,
+    request_id: Option<String>,
+) -> Response {
+    let fallback = Plan {
+        action: Action::Read,
+        resource: ResourceRef::Upstream(upstream.name.clone()),
+        args: None,
+        after: After::Nothing,
+        tool: None,
+    };
+    let plan = plan.unwrap_or(&fallback);
+    let recorded = plan.args.as_ref().map(|a| {
+        let mut copy = a.clone();
+        state.gateway.scanner.redact(&mut copy);
+        copy
+    });
+    let mut entries = vec![decision_entry(caller, upstream, method, plan, &decision, recorded, approval.as_ref(), started, request_id.as_deref())];
+    entries.extend(more);
+    let seq = match state.ledger.record_all(entries).await {
+        Ok(seq) => Some(seq),
+        Err(e) => {
+            // A refusal stands without its record; the error says so.
+            tracing::error!(error = %e, "gateway refusal not recorded in the audit ledger");
+            None
+        }
+    };
+    tracing::info!(
+        agent = %caller.task.agent, task = %caller.task.id, upstream = %upstream.name, method = %method.escape_debug(),
+        outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version,
+        "mcp request refused"
+    );
+    let (message, mut data) = match decision.outcome {
+        Outcome::NeedsApproval => (
+            format!(
+                "approval required: {}",
+                approval.as_ref().map_or_else(|| "no approval request could be opened".to_owned(), |a| format!("approval request {} ({})", a.id, a.url))
+            ),
+            json!({ "approval": approval }),
+        ),
+        _ => (
+            format!("denied by policy: {}", decision.reasons.join("; ")),
+            json!({}),
+        ),
+    };
+    data["outcome"] = json!(decision.outcome);
+    data["reasons"] = json!(decision.reasons);
+    data["policy_version"] = decision.policy_version.clone().into();
+    if let Some(seq) = seq {
+        data["ledger_seq"] = seq.into();
+    }
+    rpc(StatusCode::OK, jsonrpc::error_response(Some(id), code, &message, Some(data)))
+}
+
+fn upstream_failed(id: Option<&Id>, e: &upstream::UpstreamError) -> Response {
+    tracing::warn!(error = %e, "upstream MCP server failed");
+    rpc(
+        StatusCode::BAD_GATEWAY,
+        jsonrpc::error_response(id, jsonrpc::UPSTREAM_UNAVAILABLE, &e.to_string(), None),
+    )
+}
+
+/// What to do with the answer to a forwarded request.
+#[derive(Debug)]
+struct Post {
+    id: Id,
+    method: String,
+    after: After,
+    tool: Option<String>,
+    sent: Instant,
+}
+
+/// Records what the upstream answered to an allowed action (status, latency, where secrets were
+/// found — never content). Not awaited by the response: the action already happened, and its
+/// decision is durable.
+fn record_result(
+    state: &AppState,
+    caller: &TaskCaller,
+    upstream: &Upstream,
+    method: &str,
+    tool: Option<&str>,
+    status: &str,
+    latency: Duration,
+    findings: &[warden_gateway::scan::Finding],
+) {
+    let entry = crate::ledger::entry(EntryKind::ActionResult, &caller.task.agent_spiffe_id)
+        .subject(format!("{}/{}", upstream.name, tool.unwrap_or(method)))
+        .body(json!({
+            "agent": caller.task.agent.as_str(),
+            "task": caller.task.id,
+            "upstream": upstream.name.as_str(),
+            "method": method,
+            "tool": tool,
+            "status": status,
+            "latency_us": u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            "secrets_found": findings.iter().map(|f| json!({"rule": f.rule, "pointer": f.pointer})).collect::<Vec<_>>(),
+        }));
+    let ledger = state.ledger.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ledger.record_all(vec![entry]).await {
+            tracing::error!(error = %e, "an upstream result is not recorded in the audit ledger");
+        }
+    });
+}
+
+/// Relays the upstream's HTTP answer: JSON or an SSE stream, each message post-processed.
+async fn relay(
+    state: AppState,
+    caller: TaskCaller,
+    upstream: Upstream,
+    resp: reqwest::Response,
+    post: Option<Post>,
+    _last_event: Option<String>,
+) -> Response {
+    let status = resp.status();
+    let session = resp
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| state.gateway.keys.seal_session(s, caller.task.id, upstream.name.as_str()));
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut out = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // The upstream refused Warden's credential: the agent's token is fine, so this is not a 401.
+        if let Some(p) = &post {
+            record_result(&state, &caller, &upstream, &p.method, p.tool.as_deref(), "upstream_refused_credentials", p.sent.elapsed(), &[]);
+        }
+        rpc(
+            StatusCode::BAD_GATEWAY,
+            jsonrpc::error_response(
+                post.as_ref().map(|p| &p.id),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &format!("upstream `{}` refused Warden's credentials ({status})", upstream.name),
+                None,
+            ),
+        )
+    } else if content_type.starts_with("text/event-stream") {
+        sse_relay(state.clone(), caller, upstream.clone(), resp, post)
+    } else if content_type.starts_with("application/json") {
+        let limit = state.gateway.settings.limits.max_bytes;
+        match upstream::read_limited(resp, limit).await {
+            Err(e) => upstream_failed(post.as_ref().map(|p| &p.id), &e),
+            Ok(bytes) => {
+                let bytes = state.gateway.credentials.scrub(upstream.name.as_str(), &bytes);
+                let body = match jsonrpc::parse(&bytes, &state.gateway.settings.limits) {
+                    Ok(m) => {
+                        let m = after(&state, &caller, &upstream, m, post.as_ref()).await;
+                        m.to_string()
+                    }
+                    Err(e) => {
+                        return upstream_failed(
+                            post.as_ref().map(|p| &p.id),
+                            &upstream::UpstreamError::Protocol(format!("the upstream's answer is not a JSON-RPC message: {e}")),
+                        );
+                    }
+                };
+                (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
+        }
+    } else {
+        // 202 Accepted for notifications and responses, 204, 404 for a lost session, and errors:
+        // the status alone, never the upstream's body (it may describe its credentials).
+        if let Some(p) = &post {
+            record_result(&state, &caller, &upstream, &p.method, p.tool.as_deref(), status.as_str(), p.sent.elapsed(), &[]);
+        }
+        status.into_response()
+    };
+    if let Some(s) = session
+        && let Ok(v) = HeaderValue::from_str(&s)
+    {
+        out.headers_mut().insert(SESSION_HEADER, v);
+    }
+    out
+}
+
+/// Post-processes one message from the upstream: the answer to our request (tools catalogued and
+/// filtered, results scanned), anything else passed through.
+async fn after(state: &AppState, caller: &TaskCaller, upstream: &Upstream, m: Message, post: Option<&Post>) -> Value {
+    let Some(p) = post else {
+        return m.to_value();
+    };
+    match m {
+        Message::Response(r) if r.id == p.id => {
+            let result = match p.after {
+                After::Nothing => r.result,
+                After::ToolsList => crate::gateway::tools_list(state, caller, upstream, r.result).await,
+                After::Result => {
+                    let mut result = r.result;
+                    let report = state.gateway.scanner.redact_if(&mut result, state.gateway.settings.results != ResultPolicy::Pass);
+                    let status = if report.findings.is_empty() {
+                        "ok"
+                    } else {
+                        "ok_secrets_found"
+                    };
+                    record_result(state, caller, upstream, &p.method, p.tool.as_deref(), status, p.sent.elapsed(), &report.findings);
+                    if !report.findings.is_empty() && state.gateway.settings.results == ResultPolicy::Deny {
+                        return jsonrpc::error_response(
+                            Some(&r.id),
+                            jsonrpc::SECRET_IN_ARGUMENTS,
+                            "the upstream's result held a secret, and `gateway.results` is `deny`",
+                            Some(json!({"rules": report.findings.iter().map(|f| f.rule.clone()).collect::<Vec<_>>()})),
+                        );
+                    }
+                    result
+                }
+            };
+            jsonrpc::result_response(&r.id, result)
+        }
+        Message::Error(e) if e.id.as_ref() == Some(&p.id) => {
+            if matches!(p.after, After::Result) {
+                record_result(state, caller, upstream, &p.method, p.tool.as_deref(), "error", p.sent.elapsed(), &[]);
+            }
+            Message::Error(e).to_value()
+        }
+        other => other.to_value(),
+    }
+}
+
+/// `tools/list`: every tool catalogued (new ones recorded; changed ones quarantined and recorded),
+/// then only the tools this task may call are shown — a denied or quarantined tool is invisible.
+pub async fn tools_list(state: &AppState, caller: &TaskCaller, upstream: &Upstream, result: Value) -> Value {
+    let page = match warden_gateway::tools::parse_tools_list(&result, &Default::default()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(upstream = %upstream.name, error = %e, "tools/list answer refused");
+            return json!({ "tools": [] });
+        }
+    };
+    let seen: Vec<warden_store::ObservedTool> = page
+        .tools
+        .iter()
+        .map(|t| warden_store::ObservedTool {
+            name: t.name.clone(),
+            digest: t.digest(),
+            definition: t.value.clone(),
+            hint_class: convert_class(warden_gateway::tools::hint_class(t)),
+        })
+        .collect();
+    if let Err(e) = catalog::observe(state, &upstream.name, &seen).await {
+        // Fail closed: a catalogue that cannot be written shows nothing.
+        tracing::error!(upstream = %upstream.name, error = %e, "tools cannot be catalogued; none are shown");
+        return warden_gateway::tools::with_tools(&result, &page, &[]);
+    }
+    let now = Utc::now();
+    let task = crate::api::authorize::task_context(&caller.task).ok();
+    let mut keep = Vec::new();
+    for t in &page.tools {
+        let Some(rec) = state.policies.tool(upstream.name.as_str(), &t.name) else {
+            continue;
+        };
+        if rec.state != ToolState::Active || rec.digest.as_deref() != Some(t.digest().as_str()) {
+            continue;
+        }
+        let request = PolicyRequest {
+            principal: caller.task.agent.clone(),
+            action: class_action(rec.effective_class()),
+            resource: ResourceRef::tool(&upstream.name, &t.name),
+            context: PolicyContext {
+                task: task.clone(),
+                ..Default::default()
+            },
+        };
+        if state.policies.decide(&request, now).outcome != Outcome::Deny {
+            keep.push(t.name.clone());
+        }
+    }
+    warden_gateway::tools::with_tools(&result, &page, &keep)
+}
+
+fn convert_class(c: warden_gateway::tools::ToolClass) -> warden_core::ToolClass {
+    use warden_gateway::tools::ToolClass as G;
+    match c {
+        G::Read => warden_core::ToolClass::Read,
+        G::Write => warden_core::ToolClass::Write,
+        G::Destructive => warden_core::ToolClass::Destructive,
+        G::Admin => warden_core::ToolClass::Admin,
+    }
+}
+
+/// Relays an SSE answer event by event (each JSON-RPC message post-processed), and ends it when
+/// the task stops being live.
+fn sse_relay(state: AppState, caller: TaskCaller, upstream: Upstream, resp: reqwest::Response, post: Option<Post>) -> Response {
+    use futures_util::StreamExt as _;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    tokio::spawn(async move {
+        let mut parser = warden_gateway::sse::SseParser::new(Default::default());
+        let mut stream = resp.bytes_stream();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                chunk = stream.next() => {
+                    let Some(Ok(chunk)) = chunk else { break };
+                    let events = match parser.push(&chunk) {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            tracing::warn!(upstream = %upstream.name, error = %e, "the upstream's event stream is malformed; closed");
+                            break;
+                        }
+                    };
+                    for mut ev in events {
+                        let data = state.gateway.credentials.scrub(upstream.name.as_str(), ev.data.as_bytes());
+                        if !data.is_empty() {
+                            ev.data = match jsonrpc::parse(&data, &state.gateway.settings.limits) {
+                                Ok(m) => after(&state, &caller, &upstream, m, post.as_ref()).await.to_string(),
+                                Err(e) => {
+                                    tracing::warn!(upstream = %upstream.name, error = %e, "an upstream event is not a JSON-RPC message; dropped");
+                                    continue;
+                                }
+                            };
+                        }
+                        if tx.send(bytes::Bytes::from(warden_gateway::sse::encode(&ev))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if state.identity.tasks.live_task(state.store.as_ref(), caller.task.id, Utc::now()).await.is_err() {
+                        tracing::info!(task = %caller.task.id, upstream = %upstream.name, "task no longer live; MCP stream closed");
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// `GET /mcp/{upstream}`: the server's own stream (notifications and requests to the client),
+/// relayed while the task is live.
+pub async fn get(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let caller = match TaskCaller::from_request_parts(&mut parts, &state).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let upstream = match resolve_upstream(&state, &name).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    let gw = state.gateway.clone();
+    let session = match session_of(&gw, &parts.headers, &caller, &upstream) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let headers = upstream::forwarded_headers(&parts.headers, session.as_deref());
+    match gw.upstreams.get(&state, &upstream, headers).await {
+        Ok(resp) => relay(state, caller, upstream, resp, None, None).await,
+        Err(e) => upstream_failed(None, &e),
+    }
+}
+
+/// `DELETE /mcp/{upstream}`: ends the session at the upstream.
+pub async fn delete(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let caller = match TaskCaller::from_request_parts(&mut parts, &state).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let upstream = match resolve_upstream(&state, &name).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    let gw = state.gateway.clone();
+    let session = match session_of(&gw, &parts.headers, &caller, &upstream) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                "DELETE needs the Mcp-Session-Id header".to_owned(),
+            );
+        }
+        Err(resp) => return resp,
+    };
+    let headers = upstream::forwarded_headers(&parts.headers, Some(&session));
+    match gw.upstreams.delete(&state, &upstream, headers).await {
+        Ok(status) => status.into_response(),
+        Err(e) => upstream_failed(None, &e),
+    }
+}
