@@ -157,6 +157,12 @@ pub enum Command {
     /// List, show, approve and deny human approval requests.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// The MCP gateway's tool catalogue: list, show, classify, approve a changed definition.
+    #[command(subcommand)]
+    Tool(ToolCommand),
+    /// Upstream credentials the gateway injects (sealed at rest; values never shown).
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Validate and test Cedar policies (locally), activate them, run them in shadow, explain decisions.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -472,6 +478,109 @@ pub struct ApprovalVoteArgs {
     /// Why (kept with the vote and in the ledger).
     #[arg(long, default_value = "")]
     pub comment: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToolCommand {
+    /// Catalogued tools (of one upstream), with state, class and digest.
+    List(ToolListArgs),
+    /// One tool: its approved definition, and the pending one when quarantined.
+    Show(ToolRefArgs),
+    /// Set the tool's class (read, write, destructive, admin), overriding the MCP hints; `--hint`
+    /// goes back to the hints.
+    Classify(ToolClassifyArgs),
+    /// Approve a quarantined tool's new definition, named by its digest (from `tool show`).
+    Approve(ToolApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ToolListArgs {
+    #[arg(long, value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
+    pub upstream: Option<UpstreamName>,
+}
+
+#[derive(Debug, Args)]
+pub struct ToolRefArgs {
+    /// `UPSTREAM/TOOL`.
+    #[arg(value_name = "UPSTREAM/TOOL", value_parser = parse_tool_ref)]
+    pub tool: (UpstreamName, String),
+}
+
+#[derive(Debug, Args)]
+pub struct ToolClassifyArgs {
+    #[arg(value_name = "UPSTREAM/TOOL", value_parser = parse_tool_ref)]
+    pub tool: (UpstreamName, String),
+    /// `read`, `write`, `destructive` or `admin`.
+    #[arg(long, value_name = "CLASS", required_unless_present = "hint", conflicts_with = "hint", value_parser = Flag::<warden_core::ToolClass>::new())]
+    pub class: Option<warden_core::ToolClass>,
+    /// Clear the override: the MCP annotations decide again.
+    #[arg(long)]
+    pub hint: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ToolApproveArgs {
+    #[arg(value_name = "UPSTREAM/TOOL", value_parser = parse_tool_ref)]
+    pub tool: (UpstreamName, String),
+    /// The pending definition's SHA-256 digest (64 hex characters).
+    #[arg(long, value_name = "SHA256")]
+    pub digest: String,
+}
+
+fn parse_tool_ref(s: &str) -> Result<(UpstreamName, String), String> {
+    let (up, tool) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{}` is not UPSTREAM/TOOL", s.escape_debug()))?;
+    let up = UpstreamName::parse(up).map_err(|e| e.to_string())?;
+    warden_core::gateway::check_tool_name("tool", tool).map_err(|e| e.message)?;
+    Ok((up, tool.to_owned()))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a credential for an upstream. The value is read from --value-file or standard input,
+    /// never from the command line, sealed by the server, and never shown again.
+    Set(SecretSetArgs),
+    /// Secrets and where they go (never their values).
+    List,
+    /// Replace a secret's value (read like `set`); the old value stops being sent at once.
+    Rotate(SecretRotateArgs),
+    /// Delete a secret: the upstream gets no credential from it any more.
+    Delete(SecretNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretSetArgs {
+    /// The secret's name (lowercase letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// The upstream it is for.
+    #[arg(long, value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
+    pub upstream: UpstreamName,
+    /// Sent as this HTTP header (e.g. `Authorization`, `X-Api-Key`).
+    #[arg(long, value_name = "NAME", conflicts_with = "env", required_unless_present = "env")]
+    pub header: Option<String>,
+    /// Put before the value in the header, e.g. `"Bearer "`.
+    #[arg(long, value_name = "TEXT", default_value = "", requires = "header")]
+    pub prefix: String,
+    /// For a stdio server Warden spawns: this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub env: Option<String>,
+    /// Read the value from this file (surrounding whitespace trimmed); default: standard input.
+    #[arg(long, value_name = "FILE")]
+    pub value_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretRotateArgs {
+    pub name: String,
+    /// Read the new value from this file; default: standard input.
+    #[arg(long, value_name = "FILE")]
+    pub value_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretNameArgs {
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -963,7 +1072,7 @@ core_flag_value!(
     Description => Description::parse,
     DisplayName => DisplayName::parse,
 );
-core_flag_value!(enums: Environment, AgentState, UpstreamKind, Sensitivity, Role, TaskState);
+core_flag_value!(enums: Environment, AgentState, UpstreamKind, Sensitivity, Role, TaskState, warden_core::ToolClass);
 
 /// The server's base URL: `http` or `https`, without credentials, query or fragment.
 #[derive(Clone, Debug, PartialEq, Eq)]

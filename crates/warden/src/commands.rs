@@ -86,6 +86,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Human(c) => Call::Human(human_call(c)?),
         Command::Whoami => Call::Whoami,
         Command::Approvals(c) => Call::Approvals(c),
+        Command::Tool(c) => Call::Tool(c),
+        Command::Secret(c) => Call::Secret(crate::gateway::secret_call(c)?),
     };
     let (token, source) = find_token(token_file.as_deref(), |k| std::env::var(k).ok())?;
     let client = Client::new(server.0, &token, source)?;
@@ -100,6 +102,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Call::Whoami => whoami(&client, format).await,
         Call::AuditTail(a) => audit::tail(&client, format, a).await,
         Call::Approvals(c) => crate::approvals::run(&client, format, c).await,
+        Call::Tool(c) => crate::gateway::run_tool(&client, format, c).await,
+        Call::Secret(c) => crate::gateway::run_secret(&client, format, c).await,
     };
     result.map(done)
 }
@@ -135,6 +139,8 @@ enum Call {
     Whoami,
     AuditTail(crate::cli::AuditTailArgs),
     Approvals(crate::cli::ApprovalsCommand),
+    Tool(crate::cli::ToolCommand),
+    Secret(crate::gateway::SecretCall),
 }
 
 enum TaskCall {

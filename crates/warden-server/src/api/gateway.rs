@@ -52,10 +52,7 @@ pub async fn list_tools(
 
 fn tool_path(upstream: &str, name: &str) -> Result<UpstreamName, ApiError> {
     let up = UpstreamName::parse(upstream)?;
-    warden_core::gateway::check_tool_name(name).map_err(|m| ApiError::BadRequest {
-        message: m.to_string(),
-        field: Some("tool".into()),
-    })?;
+    warden_core::gateway::check_tool_name("tool", name)?;
     Ok(up)
 }
 
@@ -184,7 +181,8 @@ pub struct SecretBody {
     pub name: SecretName,
     #[schema(value_type = String)]
     pub upstream: UpstreamName,
-    /// `{"header": {"name": "Authorization", "prefix": "Bearer "}}` or `{"env": {"var": "API_KEY"}}`.
+    /// `{"kind": "header", "name": "Authorization", "prefix": "Bearer "}` or
+    /// `{"kind": "env", "var": "API_KEY"}`.
     pub injection: Injection,
     #[schema(value_type = String)]
     pub value: Secret<String>,
