@@ -308,7 +308,8 @@ checked_string!(
 
 checked_string!(
     /// What precedes the secret in the header value (`Bearer `): at most 64 printable ASCII
-    /// characters, possibly none.
+    /// characters, possibly none (the default).
+    #[derive(Default)]
     SecretHeaderPrefix,
     example = "Bearer ",
     check_header_prefix
@@ -321,12 +322,6 @@ checked_string!(
     example = "CRM_API_KEY",
     check_env_var
 );
-
-impl Default for SecretHeaderPrefix {
-    fn default() -> Self {
-        Self(String::new())
-    }
-}
 
 /// How a secret reaches its upstream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -468,7 +463,10 @@ mod tests {
 
     #[test]
     fn prefixes_and_env_vars() {
-        assert_eq!(SecretHeaderPrefix::parse("Bearer ").expect("valid").as_str(), "Bearer ");
+        assert_eq!(
+            SecretHeaderPrefix::parse("Bearer ").expect("valid").as_str(),
+            "Bearer "
+        );
         assert_eq!(SecretHeaderPrefix::default().as_str(), "");
         assert!(SecretHeaderPrefix::parse(&"p".repeat(64)).is_ok());
         let e = SecretHeaderPrefix::parse(&"p".repeat(65)).expect_err("long");
