@@ -9,6 +9,7 @@
 
 pub mod decision;
 pub mod error;
+pub mod gateway;
 pub mod model;
 pub mod names;
 pub mod roles;
@@ -17,6 +18,9 @@ pub mod token;
 
 pub use decision::{Allowed, Decision, Outcome};
 pub use error::ValidationError;
+pub use gateway::{
+    Injection, SecretEnvVar, SecretHeaderName, SecretHeaderPrefix, SecretName, ToolClass, ToolState,
+};
 pub use model::*;
 pub use names::{AgentName, Email, TrustDomain, UpstreamName};
 pub use roles::{Permission, Role};

@@ -60,6 +60,9 @@ macro_rules! wire_enum {
     };
 }
 
+/// Other modules of this crate declare their wire enums with the same macro.
+pub(crate) use wire_enum;
+
 wire_enum!(
     /// Where an agent or upstream runs. Ordered: a prototype is less trusted than production.
     Environment, "environment" {

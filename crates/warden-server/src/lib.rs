@@ -244,7 +244,9 @@ async fn apply_to_policies(policies: &policy::Policies, store: &dyn Store, event
     use warden_store::StoreEvent;
     let result = match event {
         StoreEvent::PoliciesChanged => policies.reload_policies(store, false).await,
-        StoreEvent::RegistryChanged { agents, upstreams } => policies.refresh(store, agents, upstreams).await,
+        StoreEvent::RegistryChanged {
+            agents, upstreams, ..
+        } => policies.refresh(store, agents, upstreams).await,
         StoreEvent::Resync => match policies.reload_policies(store, false).await {
             Ok(()) => policies.reload_registry(store).await,
             Err(e) => Err(e),

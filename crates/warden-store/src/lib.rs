@@ -35,8 +35,8 @@ use uuid::Uuid;
 use warden_core::token::TokenHash;
 use warden_core::{
     Agent, AgentName, AgentRegistration, AgentState, AgentStateChange, AgentUpdate, ApiTokenInfo,
-    ChangeContext, Email, Human, LifecycleAction, NewHuman, NewUpstream, Task, TaskState, TrustDomain,
-    Upstream, UpstreamName,
+    ChangeContext, Email, Human, Injection, LifecycleAction, NewHuman, NewUpstream, SecretName, Task,
+    TaskState, ToolClass, ToolState, TrustDomain, Upstream, UpstreamName,
 };
 
 pub use error::StoreError;
@@ -154,6 +154,13 @@ pub enum StoreEvent {
         agents: Vec<String>,
         #[serde(default)]
         upstreams: Vec<String>,
+        /// Catalogued tools, as `upstream/name`: first seen, quarantined, classified, approved, or
+        /// removed with their upstream.
+        #[serde(default)]
+        tools: Vec<String>,
+        /// Upstream secrets, as `upstream/name`: created, rotated or deleted (drop cached plaintext).
+        #[serde(default)]
+        secrets: Vec<String>,
     },
     /// Events may have been lost (the notification connection dropped): forget everything cached.
     Resync,
@@ -400,6 +407,153 @@ pub struct Approval {
     pub votes: Vec<ApprovalVote>,
 }
 
+/// A tool as an upstream's `tools/list` showed it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedTool {
+    /// The tool's name (see [`warden_core::gateway::check_tool_name`]).
+    pub name: String,
+    /// Digest of the definition (name, description, input schema, annotations), computed by the gateway.
+    pub digest: String,
+    pub definition: serde_json::Value,
+    /// The class the MCP annotations suggest.
+    pub hint_class: ToolClass,
+}
+
+/// A catalogued tool.
+///
+/// `digest`/`definition` are what an admin approved (or what was trusted on first use: then
+/// `approved_by` is `None`); `None` for a tool first seen in quarantine and never approved. A
+/// quarantined tool has its new definition in `pending_*`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct ToolRecord {
+    #[schema(value_type = String)]
+    pub upstream: UpstreamName,
+    pub name: String,
+    pub state: ToolState,
+    pub digest: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub definition: Option<serde_json::Value>,
+    /// The class the approved definition's annotations suggest (the observed one's, before any approval).
+    pub hint_class: ToolClass,
+    /// An admin's classification; wins over the hint.
+    pub class_override: Option<ToolClass>,
+    pub pending_digest: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub pending_definition: Option<serde_json::Value>,
+    pub pending_hint_class: Option<ToolClass>,
+    pub first_seen: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub classified_by: Option<String>,
+    pub classified_at: Option<DateTime<Utc>>,
+}
+
+impl ToolRecord {
+    /// The class policies see: the admin's override, else the annotations' hint.
+    pub fn effective_class(&self) -> ToolClass {
+        self.class_override.unwrap_or(self.hint_class)
+    }
+
+    /// `upstream/name`, as events and messages name the tool.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.upstream, self.name)
+    }
+}
+
+/// What observing an upstream's tools changed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(tag = "change", content = "tool", rename_all = "snake_case")]
+pub enum ToolChange {
+    /// First sight: catalogued in the state the caller asked for.
+    New(ToolRecord),
+    /// The definition differs from the approved one: quarantined with it pending.
+    Quarantined(ToolRecord),
+}
+
+impl ToolChange {
+    pub fn tool(&self) -> &ToolRecord {
+        match self {
+            ToolChange::New(t) | ToolChange::Quarantined(t) => t,
+        }
+    }
+}
+
+/// Longest key id a sealed secret may name.
+pub const MAX_KEY_ID_LEN: usize = 128;
+/// Longest nonce a sealed secret may carry.
+pub const MAX_NONCE_LEN: usize = 64;
+/// Largest ciphertext (an upstream credential, sealed, with its tag).
+pub const MAX_CIPHERTEXT_LEN: usize = 16 * 1024;
+
+/// A secret to store, already sealed by the server (the store never sees plaintext or keys).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewSecret {
+    pub name: SecretName,
+    pub upstream: UpstreamName,
+    pub injection: Injection,
+    /// Which sealing key: the server's key file names it.
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for NewSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSecret")
+            .field("name", &self.name)
+            .field("upstream", &self.upstream)
+            .field("injection", &self.injection)
+            .field("key_id", &self.key_id)
+            .field("nonce_len", &self.nonce.len())
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+/// What a secret is, without its sealed value: safe to list and log.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SecretInfo {
+    #[schema(value_type = String)]
+    pub name: SecretName,
+    #[schema(value_type = String)]
+    pub upstream: UpstreamName,
+    pub injection: Injection,
+    /// 1 when created, incremented by each rotation.
+    pub version: u32,
+    pub key_id: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub rotated_by: Option<String>,
+}
+
+/// A secret with its sealed value, for the gateway to open and inject. `Debug` shows lengths only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub name: SecretName,
+    pub upstream: UpstreamName,
+    pub injection: Injection,
+    pub version: u32,
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedSecret")
+            .field("name", &self.name)
+            .field("upstream", &self.upstream)
+            .field("injection", &self.injection)
+            .field("version", &self.version)
+            .field("key_id", &self.key_id)
+            .field("nonce_len", &self.nonce.len())
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ApprovalFilter {
     pub state: Option<ApprovalState>,
@@ -446,7 +600,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_upstream(&self, new: &NewUpstream, ctx: &ChangeContext) -> Result<Upstream>;
     async fn get_upstream(&self, name: &UpstreamName) -> Result<Option<Upstream>>;
     async fn list_upstreams(&self) -> Result<Vec<Upstream>>;
-    /// Removes an upstream that no agent (other than retired ones) lists as allowed.
+    /// Removes an upstream that no agent (other than retired ones) lists as allowed and that holds no
+    /// secrets (conflicts name them: delete them first, deliberately). Its tool catalogue goes with it,
+    /// in the same transaction: it is observed state, re-learned on first sight.
     async fn remove_upstream(&self, name: &UpstreamName, ctx: &ChangeContext) -> Result<Upstream>;
 
     // ---- agents ----
@@ -601,6 +757,66 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn use_grant(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
     /// Marks pending requests past their expiry as expired and returns them.
     async fn expire_approvals(&self, now: DateTime<Utc>) -> Result<Vec<Approval>>;
+
+    // ---- MCP gateway: tool catalogue ----
+
+    /// Catalogues what an upstream's `tools/list` showed, in one transaction: an unseen tool is
+    /// inserted in `new_state` (`Active`: trust on first use; `Quarantined`: pending an admin's
+    /// approval); a tool whose digest equals the approved one is left alone; a different digest
+    /// quarantines the tool with the new definition pending (unless exactly that one is pending
+    /// already). Tools that disappeared are left alone. Returns only what changed, so a listing that
+    /// changes nothing writes nothing. Concurrent observers (on any node) neither fail nor insert twice.
+    /// Names must pass [`warden_core::gateway::check_tool_name`] and appear once (`seen[i]` names the
+    /// offender); the upstream must exist (not found otherwise, unless nothing would change).
+    async fn observe_tools(
+        &self,
+        upstream: &UpstreamName,
+        seen: &[ObservedTool],
+        new_state: ToolState,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ToolChange>>;
+    /// Every catalogued tool (of one upstream, if given), by upstream then name.
+    async fn list_tools(&self, upstream: Option<&UpstreamName>) -> Result<Vec<ToolRecord>>;
+    async fn get_tool(&self, upstream: &UpstreamName, name: &str) -> Result<Option<ToolRecord>>;
+    /// Sets (or, with `None`, clears) an admin's classification of a tool.
+    async fn classify_tool(
+        &self,
+        upstream: &UpstreamName,
+        name: &str,
+        class: Option<ToolClass>,
+        ctx: &ChangeContext,
+    ) -> Result<ToolRecord>;
+    /// Approves a quarantined tool's pending definition: `digest` must be the pending digest (so an
+    /// admin approves only what they looked at), which becomes the approved one, and the tool active.
+    /// A conflict otherwise, naming both digests; approving an active tool's approved digest again is
+    /// a conflict too.
+    async fn approve_tool(
+        &self,
+        upstream: &UpstreamName,
+        name: &str,
+        digest: &str,
+        ctx: &ChangeContext,
+    ) -> Result<ToolRecord>;
+
+    // ---- MCP gateway: upstream secrets (sealed by the server) ----
+
+    /// Stores a sealed secret at version 1. Conflict when the name is taken or the upstream already gets
+    /// that header or variable from another secret; not found when the upstream does not exist.
+    async fn create_secret(&self, new: &NewSecret, ctx: &ChangeContext) -> Result<SecretInfo>;
+    /// Replaces a secret's sealed value (the old ciphertext is gone) and increments its version.
+    async fn rotate_secret(
+        &self,
+        name: &SecretName,
+        key_id: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        ctx: &ChangeContext,
+    ) -> Result<SecretInfo>;
+    async fn delete_secret(&self, name: &SecretName, ctx: &ChangeContext) -> Result<SecretInfo>;
+    /// Every secret's metadata (never its sealed value), by name.
+    async fn list_secrets(&self) -> Result<Vec<SecretInfo>>;
+    /// The sealed secrets to inject into requests to `upstream`, by name.
+    async fn upstream_secrets(&self, upstream: &UpstreamName) -> Result<Vec<SealedSecret>>;
 
     /// Subscribes to [`StoreEvent`]s.
     fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;

@@ -102,6 +102,77 @@ macro_rules! impl_store {
                 })
             }
 
+            pub(super) fn tool(row: &$row) -> crate::Result<crate::ToolRecord> {
+                let json = |col: &str| -> crate::Result<Option<serde_json::Value>> {
+                    row.try_get::<Option<&str>, _>(col)?
+                        .map(|v| serde_json::from_str(v).map_err(|e| crate::StoreError::corrupt(col, e)))
+                        .transpose()
+                };
+                let class = |col: &str| -> crate::Result<Option<ToolClass>> {
+                    row.try_get::<Option<&str>, _>(col)?.map(|v| parse_col(col, v)).transpose()
+                };
+                Ok(crate::ToolRecord {
+                    upstream: parse_col("upstream_name", row.try_get::<&str, _>("upstream_name")?)?,
+                    name: row.try_get("name")?,
+                    state: parse_col("state", row.try_get::<&str, _>("state")?)?,
+                    digest: row.try_get("digest")?,
+                    definition: json("definition")?,
+                    hint_class: parse_col("hint_class", row.try_get::<&str, _>("hint_class")?)?,
+                    class_override: class("class_override")?,
+                    pending_digest: row.try_get("pending_digest")?,
+                    pending_definition: json("pending_definition")?,
+                    pending_hint_class: class("pending_hint_class")?,
+                    first_seen: row.try_get("first_seen")?,
+                    updated_at: row.try_get("updated_at")?,
+                    approved_by: row.try_get("approved_by")?,
+                    approved_at: row.try_get("approved_at")?,
+                    classified_by: row.try_get("classified_by")?,
+                    classified_at: row.try_get("classified_at")?,
+                })
+            }
+
+            pub(super) fn secret_info(row: &$row) -> crate::Result<crate::SecretInfo> {
+                let corrupt = |col: &'static str| move |e: ValidationError| crate::StoreError::corrupt(col, e);
+                let injection = match row.try_get::<&str, _>("injection")? {
+                    "header" => Injection::Header {
+                        name: SecretHeaderName::parse(row.try_get::<Option<&str>, _>("header_name")?.unwrap_or_default())
+                            .map_err(corrupt("header_name"))?,
+                        prefix: SecretHeaderPrefix::parse(row.try_get::<Option<&str>, _>("header_prefix")?.unwrap_or_default())
+                            .map_err(corrupt("header_prefix"))?,
+                    },
+                    "env" => Injection::Env {
+                        var: SecretEnvVar::parse(row.try_get::<Option<&str>, _>("env_var")?.unwrap_or_default())
+                            .map_err(corrupt("env_var"))?,
+                    },
+                    other => return Err(crate::StoreError::corrupt("injection", format!("unknown injection `{other}`"))),
+                };
+                let version: i64 = row.try_get("version")?;
+                Ok(crate::SecretInfo {
+                    name: parse_col("name", row.try_get::<&str, _>("name")?)?,
+                    upstream: parse_col("upstream_name", row.try_get::<&str, _>("upstream_name")?)?,
+                    injection,
+                    version: u32::try_from(version).map_err(|e| crate::StoreError::corrupt("version", e))?,
+                    key_id: row.try_get("key_id")?,
+                    created_at: row.try_get("created_at")?,
+                    created_by: row.try_get("created_by")?,
+                    rotated_at: row.try_get("rotated_at")?,
+                    rotated_by: row.try_get("rotated_by")?,
+                })
+            }
+
+            pub(super) fn sealed_secret(row: &$row) -> crate::Result<crate::SealedSecret> {
+                let info = secret_info(row)?;
+                Ok(crate::SealedSecret {
+                    name: info.name,
+                    upstream: info.upstream,
+                    injection: info.injection,
+                    version: info.version,
+                    key_id: info.key_id,
+                    nonce: row.try_get("nonce")?,
+                    ciphertext: row.try_get("ciphertext")?,
+                })
+            }
+
             pub(super) fn task(row: &$row) -> crate::Result<Task> {
                 let depth: i64 = row.try_get("depth")?;
                 let act: Option<String> = row.try_get("act")?;
@@ -213,6 +284,11 @@ macro_rules! impl_store {
         const TASK_COLUMNS: &str = "t.id, a.name AS agent_name, a.spiffe_id AS agent_spiffe_id, t.parent_id, t.depth, \
              t.intent, t.act, t.cnf_jkt, t.state, t.created_at, t.created_by, t.expires_at, t.ended_at, t.ended_by, \
              t.end_reason";
+        const TOOL_COLUMNS: &str = "upstream_name, name, state, digest, definition, hint_class, class_override, \
+             pending_digest, pending_definition, pending_hint_class, first_seen, updated_at, approved_by, approved_at, \
+             classified_by, classified_at";
+        const SECRET_COLUMNS: &str = "name, upstream_name, injection, header_name, header_prefix, env_var, version, \
+             key_id, created_at, created_by, rotated_at, rotated_by";
         const TOKEN_COLUMNS: &str =
             "t.id, t.human_email, t.label, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.revoked_by";
 
@@ -585,6 +661,132 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Announces registry changes at commit (PostgreSQL `NOTIFY`; a no-op on SQLite) and returns
+            /// the whole event, for [`Self::emit`] after commit. Tools go in chunks so each payload stays
+            /// well under NOTIFY's 8000 bytes (a key is at most 63 + 1 + 128 characters, escaped).
+            async fn notify_registry(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                agents: Vec<String>,
+                upstreams: Vec<String>,
+                tools: Vec<String>,
+                secrets: Vec<String>,
+            ) -> crate::Result<crate::StoreEvent> {
+                const TOOLS_PER_NOTIFY: usize = 20;
+                let mut chunks = tools.chunks(TOOLS_PER_NOTIFY);
+                let first = crate::StoreEvent::RegistryChanged {
+                    agents: agents.clone(),
+                    upstreams: upstreams.clone(),
+                    tools: chunks.next().unwrap_or_default().to_vec(),
+                    secrets: secrets.clone(),
+                };
+                Self::notify(tx, &first).await?;
+                for chunk in chunks {
+                    let more = crate::StoreEvent::RegistryChanged {
+                        agents: vec![],
+                        upstreams: vec![],
+                        tools: chunk.to_vec(),
+                        secrets: vec![],
+                    };
+                    Self::notify(tx, &more).await?;
+                }
+                Ok(crate::StoreEvent::RegistryChanged { agents, upstreams, tools, secrets })
+            }
+
+            /// One catalogued tool, read in the transaction and, when `lock`, locked.
+            async fn tool_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                upstream: &warden_core::UpstreamName,
+                name: &str,
+                lock: bool,
+            ) -> crate::Result<Option<crate::ToolRecord>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {TOOL_COLUMNS} FROM tools WHERE upstream_name = $1 AND name = $2{}",
+                    if lock { $for_update } else { "" }
+                ))
+                .bind(upstream.as_str())
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?;
+                row.as_ref().map(decode::tool).transpose()
+            }
+
+            /// The tool, locked, or not found naming it.
+            async fn tool_for_update(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                upstream: &warden_core::UpstreamName,
+                name: &str,
+            ) -> crate::Result<crate::ToolRecord> {
+                Self::tool_in(tx, upstream, name, true)
+                    .await?
+                    .ok_or_else(|| crate::StoreError::not_found("tool", format!("{upstream}/{name}")))
+            }
+
+            /// One secret's metadata, locked, or not found naming it.
+            async fn secret_for_update(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                name: &warden_core::SecretName,
+            ) -> crate::Result<crate::SecretInfo> {
+                let row = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE name = $1{}", $for_update))
+                    .bind(name.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| crate::StoreError::not_found("secret", name))?;
+                decode::secret_info(&row)
+            }
+
+            /// Checks a sealed value's shape (the store cannot check more: it never opens it).
+            fn check_sealed(key_id: &str, nonce: &[u8], ciphertext: &[u8]) -> crate::Result<()> {
+                let invalid = |field: &str, m: String| -> crate::Result<()> {
+                    Err(warden_core::ValidationError::new(field, m).into())
+                };
+                if key_id.is_empty() || key_id.len() > crate::MAX_KEY_ID_LEN || !key_id.chars().all(|c| c.is_ascii_graphic()) {
+                    return invalid(
+                        "key_id",
+                        format!("key id must be 1 to {} visible ASCII characters", crate::MAX_KEY_ID_LEN),
+                    );
+                }
+                if nonce.is_empty() || nonce.len() > crate::MAX_NONCE_LEN {
+                    return invalid(
+                        "nonce",
+                        format!("nonce is {} bytes long; it must be 1 to {}", nonce.len(), crate::MAX_NONCE_LEN),
+                    );
+                }
+                if ciphertext.is_empty() || ciphertext.len() > crate::MAX_CIPHERTEXT_LEN {
+                    return invalid(
+                        "ciphertext",
+                        format!(
+                            "ciphertext is {} bytes long; it must be 1 to {}",
+                            ciphertext.len(),
+                            crate::MAX_CIPHERTEXT_LEN
+                        ),
+                    );
+                }
+                Ok(())
+            }
+
+            /// Whether observing `digest` changes nothing: it is the approved definition, or exactly
+            /// the one already pending.
+            fn tool_unchanged(tool: &crate::ToolRecord, digest: &str) -> bool {
+                tool.digest.as_deref() == Some(digest) || tool.pending_digest.as_deref() == Some(digest)
+            }
+
+            /// Checks an observed listing: valid names and digests, each name once.
+            fn check_observed(seen: &[crate::ObservedTool]) -> crate::Result<()> {
+                let mut names = std::collections::HashSet::with_capacity(seen.len());
+                for (i, t) in seen.iter().enumerate() {
+                    warden_core::gateway::check_tool_name(&format!("seen[{i}].name"), &t.name)?;
+                    warden_core::gateway::check_digest(&format!("seen[{i}].digest"), &t.digest)?;
+                    if !names.insert(t.name.as_str()) {
+                        return Err(warden_core::ValidationError::new(
+                            format!("seen[{i}].name"),
+                            format!("tool `{}` is listed twice", t.name),
+                        )
+                        .into());
+                    }
+                }
+                Ok(())
+            }
+
             async fn insert_human(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 new: &warden_core::NewHuman,
@@ -819,7 +1021,7 @@ macro_rules! impl_store {
                 .bind(&up.created_by)
                 .execute(&mut *tx)
                 .await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![], upstreams: vec![new.name.to_string()] };
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![], upstreams: vec![new.name.to_string()], tools: vec![], secrets: vec![] };
                 Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
                 self.emit(registry_event);
@@ -869,9 +1071,26 @@ macro_rules! impl_store {
                         names.join(", ")
                     )));
                 }
+                // Secrets were put there deliberately: they go only when deleted deliberately.
+                let secrets: Vec<String> = sqlx::query_scalar("SELECT name FROM secrets WHERE upstream_name = $1 ORDER BY name")
+                    .bind(name.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if !secrets.is_empty() {
+                    let names: Vec<String> = secrets.iter().map(|s| format!("`{s}`")).collect();
+                    return Err(crate::StoreError::Conflict(format!(
+                        "upstream `{name}` still holds secret(s) {}; delete them first with `warden secret delete`",
+                        names.join(", ")
+                    )));
+                }
+                // The tool catalogue is what the upstream showed: it goes with it, re-learned on first sight.
+                let tools: Vec<String> = sqlx::query_scalar("DELETE FROM tools WHERE upstream_name = $1 RETURNING name")
+                    .bind(name.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
                 sqlx::query("DELETE FROM upstreams WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![], upstreams: vec![name.to_string()] };
-                Self::notify(&mut tx, &registry_event).await?;
+                let tools = tools.iter().map(|t| format!("{name}/{t}")).collect();
+                let registry_event = Self::notify_registry(&mut tx, vec![], vec![name.to_string()], tools, vec![]).await?;
                 tx.commit().await?;
                 self.emit(registry_event);
                 Ok(up)
@@ -945,7 +1164,7 @@ macro_rules! impl_store {
                 Self::write_upstreams(&mut tx, &id, &agent.allowed_upstreams).await?;
                 Self::write_history(&mut tx, &id, None, agent.state, "registered", ctx).await?;
                 Self::insert_join_token(&mut tx, &id, join, ctx).await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![new.name.to_string()], upstreams: vec![] };
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![new.name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
                 Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
                 self.emit(registry_event);
@@ -1044,7 +1263,7 @@ macro_rules! impl_store {
                     None => Vec::new(),
                 };
                 Self::notify_revoked(&mut tx, &revoked).await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![] };
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
                 Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
                 self.emit(registry_event);
@@ -1091,7 +1310,7 @@ macro_rules! impl_store {
                     None => Vec::new(),
                 };
                 Self::notify_revoked(&mut tx, &revoked).await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![] };
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
                 Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
                 self.emit(registry_event);
@@ -1467,7 +1686,7 @@ macro_rules! impl_store {
                     orphaned.push(name);
                 }
                 Self::notify_revoked(&mut tx, &revoked).await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: owned.iter().filter_map(|r| r.try_get::<String, _>("name").ok()).collect(), upstreams: vec![] };
+                let registry_event = crate::StoreEvent::RegistryChanged { agents: owned.iter().filter_map(|r| r.try_get::<String, _>("name").ok()).collect(), upstreams: vec![], tools: vec![], secrets: vec![] };
                 Self::notify(&mut tx, &registry_event).await?;
                 tx.commit().await?;
                 self.emit(registry_event);
@@ -2051,6 +2270,382 @@ macro_rules! impl_store {
                 }
                 tx.commit().await?;
                 Ok(out)
+            }
+
+            // ---- MCP gateway: tool catalogue ----
+
+            async fn observe_tools(
+                &self,
+                upstream: &warden_core::UpstreamName,
+                seen: &[crate::ObservedTool],
+                new_state: warden_core::ToolState,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> crate::Result<Vec<crate::ToolChange>> {
+                Self::check_observed(seen)?;
+                // The common case, a listing like the last one, reads and writes nothing (and takes
+                // no write lock: SQLite has one writer, and every `tools/list` comes through here).
+                let known: std::collections::HashMap<String, crate::ToolRecord> = crate::Store::list_tools(self, Some(upstream))
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.name.clone(), t))
+                    .collect();
+                if seen.iter().all(|t| known.get(&t.name).is_some_and(|k| Self::tool_unchanged(k, &t.digest))) {
+                    return Ok(Vec::new());
+                }
+                let at = crate::sql::ts(now);
+                let mut tx = self.write.begin().await?;
+                let exists = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
+                    .bind(upstream.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    return Err(crate::StoreError::not_found("upstream", upstream));
+                }
+                // Rows are locked in name order, so concurrent observers of one upstream never deadlock.
+                let mut ordered: Vec<&crate::ObservedTool> = seen.iter().collect();
+                ordered.sort_by(|a, b| a.name.cmp(&b.name));
+                let mut changes = Vec::new();
+                for t in ordered {
+                    let definition = t.definition.to_string();
+                    let active = new_state == warden_core::ToolState::Active;
+                    // First sight. A concurrent observer's insert makes this one do nothing (on
+                    // PostgreSQL it waits for that transaction first), and the row is handled below.
+                    let inserted = sqlx::query(
+                        "INSERT INTO tools (upstream_name, name, state, digest, definition, hint_class, pending_digest, \
+                         pending_definition, pending_hint_class, first_seen, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                         ON CONFLICT (upstream_name, name) DO NOTHING",
+                    )
+                    .bind(upstream.as_str())
+                    .bind(&t.name)
+                    .bind(new_state.as_str())
+                    .bind(active.then_some(t.digest.as_str()))
+                    .bind(active.then_some(definition.as_str()))
+                    .bind(t.hint_class.as_str())
+                    .bind((!active).then_some(t.digest.as_str()))
+                    .bind((!active).then_some(definition.as_str()))
+                    .bind((!active).then_some(t.hint_class.as_str()))
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 1 {
+                        let (approved, pending) = if active { (Some(t), None) } else { (None, Some(t)) };
+                        changes.push(crate::ToolChange::New(crate::ToolRecord {
+                            upstream: upstream.clone(),
+                            name: t.name.clone(),
+                            state: new_state,
+                            digest: approved.map(|t| t.digest.clone()),
+                            definition: approved.map(|t| t.definition.clone()),
+                            hint_class: t.hint_class,
+                            class_override: None,
+                            pending_digest: pending.map(|t| t.digest.clone()),
+                            pending_definition: pending.map(|t| t.definition.clone()),
+                            pending_hint_class: pending.map(|t| t.hint_class),
+                            first_seen: at,
+                            updated_at: at,
+                            approved_by: None,
+                            approved_at: None,
+                            classified_by: None,
+                            classified_at: None,
+                        }));
+                        continue;
+                    }
+                    let mut tool = Self::tool_for_update(&mut tx, upstream, &t.name).await?;
+                    if Self::tool_unchanged(&tool, &t.digest) {
+                        continue;
+                    }
+                    sqlx::query(
+                        "UPDATE tools SET state = 'quarantined', pending_digest = $1, pending_definition = $2, \
+                         pending_hint_class = $3, updated_at = $4 WHERE upstream_name = $5 AND name = $6",
+                    )
+                    .bind(&t.digest)
+                    .bind(&definition)
+                    .bind(t.hint_class.as_str())
+                    .bind(at)
+                    .bind(upstream.as_str())
+                    .bind(&t.name)
+                    .execute(&mut *tx)
+                    .await?;
+                    tool.state = warden_core::ToolState::Quarantined;
+                    tool.pending_digest = Some(t.digest.clone());
+                    tool.pending_definition = Some(t.definition.clone());
+                    tool.pending_hint_class = Some(t.hint_class);
+                    tool.updated_at = at;
+                    changes.push(crate::ToolChange::Quarantined(tool));
+                }
+                if changes.is_empty() {
+                    // Another observer made the same changes first: nothing to write or announce.
+                    return Ok(changes);
+                }
+                let keys = changes.iter().map(|c| c.tool().key()).collect();
+                let event = Self::notify_registry(&mut tx, vec![], vec![], keys, vec![]).await?;
+                tx.commit().await?;
+                self.emit(event);
+                Ok(changes)
+            }
+
+            async fn list_tools(&self, upstream: Option<&warden_core::UpstreamName>) -> crate::Result<Vec<crate::ToolRecord>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {TOOL_COLUMNS} FROM tools WHERE (CAST($1 AS TEXT) IS NULL OR upstream_name = $1) \
+                     ORDER BY upstream_name, name"
+                ))
+                .bind(upstream.map(|u| u.as_str()))
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter().map(decode::tool).collect()
+            }
+
+            async fn get_tool(&self, upstream: &warden_core::UpstreamName, name: &str) -> crate::Result<Option<crate::ToolRecord>> {
+                let row = sqlx::query(&format!("SELECT {TOOL_COLUMNS} FROM tools WHERE upstream_name = $1 AND name = $2"))
+                    .bind(upstream.as_str())
+                    .bind(name)
+                    .fetch_optional(&self.read)
+                    .await?;
+                row.as_ref().map(decode::tool).transpose()
+            }
+
+            async fn classify_tool(
+                &self,
+                upstream: &warden_core::UpstreamName,
+                name: &str,
+                class: Option<warden_core::ToolClass>,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<crate::ToolRecord> {
+                let mut tx = self.write.begin().await?;
+                let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
+                let at = crate::sql::ts(ctx.at);
+                sqlx::query(
+                    "UPDATE tools SET class_override = $1, classified_by = $2, classified_at = $3, updated_at = $3 \
+                     WHERE upstream_name = $4 AND name = $5",
+                )
+                .bind(class.map(|c| c.as_str()))
+                .bind(&ctx.actor)
+                .bind(at)
+                .bind(upstream.as_str())
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+                tool.class_override = class;
+                tool.classified_by = Some(ctx.actor.clone());
+                tool.classified_at = Some(at);
+                tool.updated_at = at;
+                let event = Self::notify_registry(&mut tx, vec![], vec![], vec![tool.key()], vec![]).await?;
+                tx.commit().await?;
+                self.emit(event);
+                Ok(tool)
+            }
+
+            async fn approve_tool(
+                &self,
+                upstream: &warden_core::UpstreamName,
+                name: &str,
+                digest: &str,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<crate::ToolRecord> {
+                warden_core::gateway::check_digest("digest", digest)?;
+                let mut tx = self.write.begin().await?;
+                let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
+                let key = tool.key();
+                let Some(pending) = tool.pending_digest.clone() else {
+                    let approved = tool.digest.as_deref().unwrap_or_default();
+                    return Err(crate::StoreError::Conflict(if approved == digest {
+                        format!("tool `{key}` is already approved with digest `{digest}`")
+                    } else {
+                        format!(
+                            "tool `{key}` has no definition awaiting approval; its approved digest is `{approved}`, not `{digest}`"
+                        )
+                    }));
+                };
+                if pending != digest {
+                    return Err(crate::StoreError::Conflict(format!(
+                        "digest `{digest}` is not the pending digest `{pending}` of tool `{key}`; \
+                         approve only the definition you reviewed"
+                    )));
+                }
+                let at = crate::sql::ts(ctx.at);
+                sqlx::query(
+                    "UPDATE tools SET state = 'active', digest = pending_digest, definition = pending_definition, \
+                     hint_class = pending_hint_class, pending_digest = NULL, pending_definition = NULL, \
+                     pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
+                     WHERE upstream_name = $3 AND name = $4",
+                )
+                .bind(&ctx.actor)
+                .bind(at)
+                .bind(upstream.as_str())
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+                tool.state = warden_core::ToolState::Active;
+                tool.digest = tool.pending_digest.take();
+                tool.definition = tool.pending_definition.take();
+                tool.hint_class = tool.pending_hint_class.take().unwrap_or(tool.hint_class);
+                tool.approved_by = Some(ctx.actor.clone());
+                tool.approved_at = Some(at);
+                tool.updated_at = at;
+                let event = Self::notify_registry(&mut tx, vec![], vec![], vec![key], vec![]).await?;
+                tx.commit().await?;
+                self.emit(event);
+                Ok(tool)
+            }
+
+            // ---- MCP gateway: upstream secrets ----
+
+            async fn create_secret(
+                &self,
+                new: &crate::NewSecret,
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<crate::SecretInfo> {
+                Self::check_sealed(&new.key_id, &new.nonce, &new.ciphertext)?;
+                let mut tx = self.write.begin().await?;
+                let upstream = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
+                    .bind(new.upstream.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if upstream.is_none() {
+                    return Err(crate::StoreError::not_found("upstream", &new.upstream));
+                }
+                let taken = sqlx::query("SELECT 1 FROM secrets WHERE name = $1")
+                    .bind(new.name.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if taken.is_some() {
+                    return Err(crate::StoreError::Conflict(format!(
+                        "secret `{}` already exists; rotate it to change its value",
+                        new.name
+                    )));
+                }
+                let (header, prefix, var) = match &new.injection {
+                    warden_core::Injection::Header { name, prefix } => (Some(name.as_str()), Some(prefix.as_str()), None),
+                    warden_core::Injection::Env { var } => (None, None, Some(var.as_str())),
+                };
+                let same_target: Option<String> = sqlx::query_scalar(
+                    "SELECT name FROM secrets WHERE upstream_name = $1 AND (header_name = $2 OR env_var = $3)",
+                )
+                .bind(new.upstream.as_str())
+                .bind(header)
+                .bind(var)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(other) = same_target {
+                    return Err(crate::StoreError::Conflict(format!(
+                        "upstream `{}` already gets {} from secret `{other}`",
+                        new.upstream,
+                        new.injection.target()
+                    )));
+                }
+                let at = crate::sql::ts(ctx.at);
+                sqlx::query(
+                    "INSERT INTO secrets (name, upstream_name, injection, header_name, header_prefix, env_var, version, \
+                     key_id, nonce, ciphertext, created_at, created_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11)",
+                )
+                .bind(new.name.as_str())
+                .bind(new.upstream.as_str())
+                .bind(new.injection.kind())
+                .bind(header)
+                .bind(prefix)
+                .bind(var)
+                .bind(&new.key_id)
+                .bind(new.nonce.as_slice())
+                .bind(new.ciphertext.as_slice())
+                .bind(at)
+                .bind(&ctx.actor)
+                .execute(&mut *tx)
+                .await?;
+                let event = Self::notify_registry(
+                    &mut tx,
+                    vec![],
+                    vec![],
+                    vec![],
+                    vec![format!("{}/{}", new.upstream, new.name)],
+                )
+                .await?;
+                tx.commit().await?;
+                self.emit(event);
+                Ok(crate::SecretInfo {
+                    name: new.name.clone(),
+                    upstream: new.upstream.clone(),
+                    injection: new.injection.clone(),
+                    version: 1,
+                    key_id: new.key_id.clone(),
+                    created_at: at,
+                    created_by: ctx.actor.clone(),
+                    rotated_at: None,
+                    rotated_by: None,
+                })
+            }
+
+            async fn rotate_secret(
+                &self,
+                name: &warden_core::SecretName,
+                key_id: &str,
+                nonce: &[u8],
+                ciphertext: &[u8],
+                ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<crate::SecretInfo> {
+                Self::check_sealed(key_id, nonce, ciphertext)?;
+                let mut tx = self.write.begin().await?;
+                let mut info = Self::secret_for_update(&mut tx, name).await?;
+                let version = info
+                    .version
+                    .checked_add(1)
+                    .ok_or_else(|| crate::StoreError::Conflict(format!("secret `{name}` cannot be rotated any more")))?;
+                let at = crate::sql::ts(ctx.at);
+                sqlx::query(
+                    "UPDATE secrets SET version = $1, key_id = $2, nonce = $3, ciphertext = $4, rotated_at = $5, \
+                     rotated_by = $6 WHERE name = $7",
+                )
+                .bind(i64::from(version))
+                .bind(key_id)
+                .bind(nonce)
+                .bind(ciphertext)
+                .bind(at)
+                .bind(&ctx.actor)
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+                info.version = version;
+                info.key_id = key_id.to_owned();
+                info.rotated_at = Some(at);
+                info.rotated_by = Some(ctx.actor.clone());
+                let event =
+                    Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
+                tx.commit().await?;
+                self.emit(event);
+                Ok(info)
+            }
+
+            async fn delete_secret(
+                &self,
+                name: &warden_core::SecretName,
+                _ctx: &warden_core::ChangeContext,
+            ) -> crate::Result<crate::SecretInfo> {
+                let mut tx = self.write.begin().await?;
+                let info = Self::secret_for_update(&mut tx, name).await?;
+                sqlx::query("DELETE FROM secrets WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
+                let event =
+                    Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
+                tx.commit().await?;
+                self.emit(event);
+                Ok(info)
+            }
+
+            async fn list_secrets(&self) -> crate::Result<Vec<crate::SecretInfo>> {
+                let rows = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets ORDER BY name"))
+                    .fetch_all(&self.read)
+                    .await?;
+                rows.iter().map(decode::secret_info).collect()
+            }
+
+            async fn upstream_secrets(&self, upstream: &warden_core::UpstreamName) -> crate::Result<Vec<crate::SealedSecret>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {SECRET_COLUMNS}, nonce, ciphertext FROM secrets WHERE upstream_name = $1 ORDER BY name"
+                ))
+                .bind(upstream.as_str())
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter().map(decode::sealed_secret).collect()
             }
 
             fn events(&self) -> tokio::sync::broadcast::Receiver<crate::StoreEvent> {

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use warden_core::token::{self, TokenHash};
 use warden_core::*;
 use warden_store::{
-    AgentFilter, AgentKey, JoinTokenRecord, NewTask, PolicyRole, PolicyVersion, SigningKeyRecord, Store,
-    StoreError, StoreEvent, TaskFilter, TokenRecord,
+    AgentFilter, AgentKey, JoinTokenRecord, NewSecret, NewTask, ObservedTool, PolicyRole, PolicyVersion,
+    SigningKeyRecord, Store, StoreError, StoreEvent, TaskFilter, TokenRecord, ToolChange,
 };
 
 async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -95,6 +95,19 @@ store_tests!(
     approvals_expire_and_single_use_grants_are_used_once,
     concurrent_votes_count_each_human_once,
     approvers_named_by_policy_are_the_only_ones_counted,
+    tools_are_catalogued_on_first_sight,
+    unchanged_listing_writes_nothing,
+    bad_listing_writes_nothing,
+    changed_definition_is_quarantined_until_approved,
+    approval_needs_the_pending_digest,
+    tools_first_seen_in_quarantine_wait_for_approval,
+    admins_classify_tools,
+    concurrent_observers_catalogue_each_tool_once,
+    secrets_are_created_once_per_name_and_target,
+    secrets_rotate_and_delete,
+    secret_listings_never_carry_sealed_values,
+    upstream_with_secrets_cannot_be_removed_and_its_tools_go_with_it,
+    gateway_changes_are_announced,
 );
 
 fn ctx(actor: &str) -> ChangeContext {
@@ -1551,6 +1564,7 @@ async fn registry_changes_are_announced(store: Arc<dyn Store>) {
         if let StoreEvent::RegistryChanged {
             agents: a,
             upstreams: u,
+            ..
         } = e
         {
             agents.extend(a);
@@ -2248,4 +2262,1034 @@ async fn concurrent_votes_count_each_human_once(store: Arc<dyn Store>) {
     };
     let (p, q) = (open(), open());
     assert_eq!(p.await.unwrap().unwrap().0.id, q.await.unwrap().unwrap().0.id);
+}
+
+// ---- MCP gateway: tool catalogue ----
+
+fn observed(name: &str, digest: &str, hint: ToolClass) -> ObservedTool {
+    ObservedTool {
+        name: name.into(),
+        digest: digest.into(),
+        definition: serde_json::json!({"name": name, "description": format!("version {digest}")}),
+        hint_class: hint,
+    }
+}
+
+/// The tool and secret keys announced by the events received so far, sorted, once each (PostgreSQL
+/// echoes a node's own changes).
+fn gateway_keys(rx: &mut tokio::sync::broadcast::Receiver<StoreEvent>) -> (Vec<String>, Vec<String>) {
+    let (mut tools, mut secrets) = (Vec::new(), Vec::new());
+    while let Ok(e) = rx.try_recv() {
+        if let StoreEvent::RegistryChanged {
+            tools: t, secrets: s, ..
+        } = e
+        {
+            tools.extend(t);
+            secrets.extend(s);
+        }
+    }
+    for v in [&mut tools, &mut secrets] {
+        v.sort();
+        v.dedup();
+    }
+    (tools, secrets)
+}
+
+/// The keys announced so far, after PostgreSQL's echo of this node's changes has arrived.
+async fn heard(rx: &mut tokio::sync::broadcast::Receiver<StoreEvent>) -> (Vec<String>, Vec<String>) {
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    gateway_keys(rx)
+}
+
+/// Waits for PostgreSQL's echo of earlier changes, then forgets every event received.
+async fn settle(rx: &mut tokio::sync::broadcast::Receiver<StoreEvent>) {
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    while rx.try_recv().is_ok() {}
+}
+
+fn names_of(changes: &[ToolChange]) -> Vec<(&'static str, String)> {
+    changes
+        .iter()
+        .map(|c| match c {
+            ToolChange::New(t) => ("new", t.name.clone()),
+            ToolChange::Quarantined(t) => ("quarantined", t.name.clone()),
+        })
+        .collect()
+}
+
+async fn tools_are_catalogued_on_first_sight(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    let now = Utc::now();
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[
+                observed("search", "d1", ToolClass::Read),
+                observed("create_lead", "d1", ToolClass::Write),
+            ],
+            ToolState::Active,
+            now,
+        )
+        .await
+        .expect("observe");
+    assert_eq!(
+        names_of(&changes),
+        [("new", "create_lead".to_owned()), ("new", "search".to_owned())],
+        "reported in name order"
+    );
+    let search = store
+        .get_tool(&crm, "search")
+        .await
+        .expect("get")
+        .expect("catalogued");
+    assert_eq!(
+        changes[1],
+        ToolChange::New(search.clone()),
+        "what was stored is what came back"
+    );
+    assert_eq!(search.state, ToolState::Active, "trusted on first use");
+    assert_eq!(search.digest.as_deref(), Some("d1"));
+    assert_eq!(
+        search.definition,
+        Some(serde_json::json!({"name": "search", "description": "version d1"}))
+    );
+    assert_eq!(
+        (search.hint_class, search.class_override, search.effective_class()),
+        (ToolClass::Read, None, ToolClass::Read)
+    );
+    assert_eq!(
+        (
+            search.pending_digest,
+            search.pending_definition,
+            search.pending_hint_class
+        ),
+        (None, None, None)
+    );
+    assert_eq!(
+        (search.approved_by, search.approved_at),
+        (None, None),
+        "trust on first use: nobody approved it"
+    );
+    assert_eq!(search.first_seen, search.updated_at);
+    assert_eq!(changes[1].tool().key(), "crm/search");
+
+    // A second upstream's catalogue is its own.
+    store
+        .create_upstream(&upstream("files", "owner@example.com"), &ctx("a"))
+        .await
+        .expect("upstream");
+    store
+        .observe_tools(
+            &up_name("files"),
+            &[observed("search", "f1", ToolClass::Read)],
+            ToolState::Active,
+            now,
+        )
+        .await
+        .expect("observe");
+    let all: Vec<String> = store
+        .list_tools(None)
+        .await
+        .expect("list")
+        .iter()
+        .map(|t| t.key())
+        .collect();
+    assert_eq!(all, ["crm/create_lead", "crm/search", "files/search"]);
+    assert_eq!(store.list_tools(Some(&crm)).await.expect("list").len(), 2);
+    assert!(store.get_tool(&crm, "nope").await.expect("get").is_none());
+
+    let err = store
+        .observe_tools(
+            &up_name("ghost"),
+            &[observed("x", "d1", ToolClass::Read)],
+            ToolState::Active,
+            now,
+        )
+        .await
+        .expect_err("unknown upstream");
+    assert!(
+        matches!(&err, StoreError::NotFound { what: "upstream", key } if key == "ghost"),
+        "{err}"
+    );
+}
+
+async fn unchanged_listing_writes_nothing(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    let listing = [
+        observed("search", "d1", ToolClass::Read),
+        observed("delete_lead", "d1", ToolClass::Destructive),
+    ];
+    let first = Utc::now() - Duration::minutes(5);
+    store
+        .observe_tools(&crm, &listing, ToolState::Active, first)
+        .await
+        .expect("observe");
+    let before = store.list_tools(Some(&crm)).await.expect("list");
+    let mut events = store.events();
+    settle(&mut events).await;
+    // The same listing, later, in another order, and from a caller that would quarantine new tools.
+    let mut again = listing.clone();
+    again.reverse();
+    for state in [ToolState::Active, ToolState::Quarantined] {
+        let changes = store
+            .observe_tools(&crm, &again, state, Utc::now())
+            .await
+            .expect("observe");
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+    // A tool that disappeared is left alone.
+    let changes = store
+        .observe_tools(&crm, &listing[..1], ToolState::Active, Utc::now())
+        .await
+        .expect("observe");
+    assert!(changes.is_empty());
+    assert_eq!(
+        store.list_tools(Some(&crm)).await.expect("list"),
+        before,
+        "not even updated_at moved"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(gateway_keys(&mut events), (vec![], vec![]), "nothing announced");
+}
+
+async fn bad_listing_writes_nothing(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    for (listing, field, want) in [
+        (
+            vec![
+                observed("ok", "d1", ToolClass::Read),
+                observed("bad name", "d1", ToolClass::Read),
+            ],
+            "seen[1].name",
+            "contains ` `",
+        ),
+        (
+            vec![
+                observed("ok", "d1", ToolClass::Read),
+                observed("ok", "d2", ToolClass::Read),
+            ],
+            "seen[1].name",
+            "listed twice",
+        ),
+        (
+            vec![observed("ok", "", ToolClass::Read)],
+            "seen[0].digest",
+            "must not be empty",
+        ),
+    ] {
+        let err = store
+            .observe_tools(&crm, &listing, ToolState::Active, Utc::now())
+            .await
+            .expect_err("invalid");
+        assert!(
+            matches!(&err, StoreError::Invalid(v) if v.field == field && v.message.contains(want)),
+            "{err}"
+        );
+    }
+    assert!(store.list_tools(None).await.expect("list").is_empty());
+}
+
+async fn changed_definition_is_quarantined_until_approved(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    store
+        .observe_tools(
+            &crm,
+            &[
+                observed("search", "d1", ToolClass::Read),
+                observed("other", "o1", ToolClass::Read),
+            ],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    // The upstream changes `search` behind the agent's back (and drops its read-only hint).
+    let later = Utc::now() + Duration::seconds(1);
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[
+                observed("search", "d2", ToolClass::Destructive),
+                observed("other", "o1", ToolClass::Read),
+            ],
+            ToolState::Active,
+            later,
+        )
+        .await
+        .expect("observe");
+    assert_eq!(names_of(&changes), [("quarantined", "search".to_owned())]);
+    let q = store
+        .get_tool(&crm, "search")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(changes[0], ToolChange::Quarantined(q.clone()));
+    assert_eq!(q.state, ToolState::Quarantined);
+    assert_eq!(q.digest.as_deref(), Some("d1"), "the approved definition is kept");
+    assert_eq!(q.hint_class, ToolClass::Read, "the approved definition's hint");
+    assert_eq!(q.pending_digest.as_deref(), Some("d2"));
+    assert_eq!(
+        q.pending_definition,
+        Some(serde_json::json!({"name": "search", "description": "version d2"}))
+    );
+    assert_eq!(q.pending_hint_class, Some(ToolClass::Destructive));
+    assert!(q.updated_at > q.first_seen);
+    // Seen again with the pending digest, or back at the approved one: nothing changes; it stays
+    // quarantined (fail closed) until an admin decides.
+    for d in ["d2", "d1"] {
+        let changes = store
+            .observe_tools(
+                &crm,
+                &[observed("search", d, ToolClass::Destructive)],
+                ToolState::Active,
+                Utc::now(),
+            )
+            .await
+            .expect("observe");
+        assert!(changes.is_empty(), "{d}: {changes:?}");
+    }
+    assert_eq!(
+        store.get_tool(&crm, "search").await.expect("get"),
+        Some(q.clone())
+    );
+    // A third definition replaces the pending one.
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d3", ToolClass::Write)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    assert_eq!(names_of(&changes), [("quarantined", "search".to_owned())]);
+    let q = store
+        .get_tool(&crm, "search")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        (
+            q.digest.as_deref(),
+            q.pending_digest.as_deref(),
+            q.pending_hint_class
+        ),
+        (Some("d1"), Some("d3"), Some(ToolClass::Write))
+    );
+
+    let approved = store
+        .approve_tool(&crm, "search", "d3", &ctx("admin@example.com"))
+        .await
+        .expect("approve");
+    assert_eq!(approved.state, ToolState::Active);
+    assert_eq!(approved.digest.as_deref(), Some("d3"));
+    assert_eq!(
+        approved.definition,
+        Some(serde_json::json!({"name": "search", "description": "version d3"}))
+    );
+    assert_eq!(
+        approved.hint_class,
+        ToolClass::Write,
+        "the approved definition's hint"
+    );
+    assert_eq!(
+        (
+            approved.pending_digest.clone(),
+            approved.pending_definition.clone(),
+            approved.pending_hint_class
+        ),
+        (None, None, None)
+    );
+    assert_eq!(approved.approved_by.as_deref(), Some("admin@example.com"));
+    assert!(approved.approved_at.is_some());
+    assert_eq!(
+        store.get_tool(&crm, "search").await.expect("get"),
+        Some(approved.clone()),
+        "returned as stored"
+    );
+    // Now the approved definition is the pin.
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d3", ToolClass::Write)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    assert!(changes.is_empty());
+    let err = store
+        .approve_tool(&crm, "search", "d3", &ctx("admin@example.com"))
+        .await
+        .expect_err("twice");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already approved")),
+        "{err}"
+    );
+}
+
+async fn approval_needs_the_pending_digest(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    for d in ["d1", "d2"] {
+        store
+            .observe_tools(
+                &crm,
+                &[observed("search", d, ToolClass::Read)],
+                ToolState::Active,
+                Utc::now(),
+            )
+            .await
+            .expect("observe");
+    }
+    let before = store.get_tool(&crm, "search").await.expect("get");
+    for wrong in ["d1", "d9"] {
+        let err = store
+            .approve_tool(&crm, "search", wrong, &ctx("admin@example.com"))
+            .await
+            .expect_err("wrong digest");
+        assert!(
+            matches!(&err, StoreError::Conflict(m)
+                if m.contains(&format!("`{wrong}`")) && m.contains("pending digest `d2`") && m.contains("crm/search")),
+            "{err}"
+        );
+    }
+    let err = store
+        .approve_tool(&crm, "search", "bad digest", &ctx("admin@example.com"))
+        .await
+        .expect_err("invalid");
+    assert!(
+        matches!(&err, StoreError::Invalid(v) if v.field == "digest"),
+        "{err}"
+    );
+    assert_eq!(
+        store.get_tool(&crm, "search").await.expect("get"),
+        before,
+        "refused approvals change nothing"
+    );
+    let err = store
+        .approve_tool(&crm, "nope", "d2", &ctx("admin@example.com"))
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(&err, StoreError::NotFound { what: "tool", key } if key == "crm/nope"),
+        "{err}"
+    );
+    // An active tool has nothing to approve but its own digest (already approved).
+    store
+        .observe_tools(
+            &crm,
+            &[observed("other", "o1", ToolClass::Read)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    let err = store
+        .approve_tool(&crm, "other", "o2", &ctx("admin@example.com"))
+        .await
+        .expect_err("nothing pending");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("no definition awaiting approval") && m.contains("`o1`")),
+        "{err}"
+    );
+}
+
+async fn tools_first_seen_in_quarantine_wait_for_approval(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d1", ToolClass::Read)],
+            ToolState::Quarantined,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    let ToolChange::New(t) = &changes[0] else {
+        panic!("{changes:?}")
+    };
+    assert_eq!(t.state, ToolState::Quarantined);
+    assert_eq!(
+        (t.digest.as_deref(), t.definition.as_ref()),
+        (None, None),
+        "nothing approved yet"
+    );
+    assert_eq!(t.pending_digest.as_deref(), Some("d1"));
+    assert_eq!(t.pending_hint_class, Some(ToolClass::Read));
+    assert_eq!(t.hint_class, ToolClass::Read);
+    assert_eq!(
+        store.get_tool(&crm, "search").await.expect("get").as_ref(),
+        Some(t)
+    );
+    // Seen again by a trusting caller: still waiting (first sight decided).
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d1", ToolClass::Read)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    assert!(changes.is_empty());
+    let approved = store
+        .approve_tool(&crm, "search", "d1", &ctx("admin@example.com"))
+        .await
+        .expect("approve");
+    assert_eq!(
+        (
+            approved.state,
+            approved.digest.as_deref(),
+            approved.pending_digest.as_deref()
+        ),
+        (ToolState::Active, Some("d1"), None)
+    );
+}
+
+async fn admins_classify_tools(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    store
+        .observe_tools(
+            &crm,
+            &[observed("purge", "d1", ToolClass::Read)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    let t = store
+        .classify_tool(&crm, "purge", Some(ToolClass::Admin), &ctx("admin@example.com"))
+        .await
+        .expect("classify");
+    assert_eq!(
+        (t.hint_class, t.class_override, t.effective_class()),
+        (ToolClass::Read, Some(ToolClass::Admin), ToolClass::Admin)
+    );
+    assert_eq!(t.classified_by.as_deref(), Some("admin@example.com"));
+    assert_eq!(store.get_tool(&crm, "purge").await.expect("get"), Some(t));
+    // The override survives a definition change and its approval.
+    store
+        .observe_tools(
+            &crm,
+            &[observed("purge", "d2", ToolClass::Write)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    let t = store
+        .approve_tool(&crm, "purge", "d2", &ctx("admin@example.com"))
+        .await
+        .expect("approve");
+    assert_eq!(
+        (t.hint_class, t.effective_class()),
+        (ToolClass::Write, ToolClass::Admin)
+    );
+    let t = store
+        .classify_tool(&crm, "purge", None, &ctx("other@example.com"))
+        .await
+        .expect("clear");
+    assert_eq!((t.class_override, t.effective_class()), (None, ToolClass::Write));
+    assert_eq!(t.classified_by.as_deref(), Some("other@example.com"));
+    assert_eq!(store.get_tool(&crm, "purge").await.expect("get"), Some(t));
+    let err = store
+        .classify_tool(&crm, "nope", Some(ToolClass::Read), &ctx("a"))
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, StoreError::NotFound { what: "tool", .. }), "{err}");
+}
+
+/// Many gateways (tasks here; nodes in production) list the same upstream at once: nobody fails, each
+/// tool is catalogued once and reported new once, and one definition change is one quarantine.
+async fn concurrent_observers_catalogue_each_tool_once(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    let listing: Vec<ObservedTool> = (0..10)
+        .map(|i| observed(&format!("tool{i}"), "d1", ToolClass::Read))
+        .collect();
+    let run = |listing: Vec<ObservedTool>| {
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let store = store.clone();
+            let crm = crm.clone();
+            let mut listing = listing.clone();
+            if i % 2 == 1 {
+                listing.reverse();
+            }
+            tasks.push(tokio::spawn(async move {
+                store
+                    .observe_tools(&crm, &listing, ToolState::Active, Utc::now())
+                    .await
+            }));
+        }
+        tasks
+    };
+    let mut new = Vec::new();
+    for t in run(listing.clone()) {
+        for c in t.await.expect("join").expect("no observer fails") {
+            match c {
+                ToolChange::New(t) => new.push(t.name),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    new.sort();
+    let mut want: Vec<String> = listing.iter().map(|t| t.name.clone()).collect();
+    want.sort();
+    assert_eq!(new, want, "each tool reported new exactly once");
+    assert_eq!(store.list_tools(Some(&crm)).await.expect("list").len(), 10);
+
+    let mut changed = listing.clone();
+    changed[3] = observed("tool3", "d2", ToolClass::Write);
+    let mut quarantined = 0;
+    for t in run(changed) {
+        for c in t.await.expect("join").expect("no observer fails") {
+            assert!(
+                matches!(&c, ToolChange::Quarantined(t) if t.name == "tool3"),
+                "{c:?}"
+            );
+            quarantined += 1;
+        }
+    }
+    assert_eq!(quarantined, 1, "one change, reported once");
+    let t = store
+        .get_tool(&crm, "tool3")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        (t.state, t.pending_digest.as_deref()),
+        (ToolState::Quarantined, Some("d2"))
+    );
+}
+
+// ---- MCP gateway: upstream secrets ----
+
+fn secret_name(s: &str) -> SecretName {
+    SecretName::parse(s).expect("valid secret name")
+}
+
+fn header(name: &str, prefix: &str) -> Injection {
+    Injection::Header {
+        name: SecretHeaderName::parse(name).expect("valid header"),
+        prefix: SecretHeaderPrefix::parse(prefix).expect("valid prefix"),
+    }
+}
+
+fn new_secret(name: &str, up: &str, injection: Injection) -> NewSecret {
+    NewSecret {
+        name: secret_name(name),
+        upstream: up_name(up),
+        injection,
+        key_id: "key-1".into(),
+        nonce: vec![7; 12],
+        ciphertext: vec![0xAB; 40],
+    }
+}
+
+async fn secrets_are_created_once_per_name_and_target(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let at = ctx("admin@example.com");
+    let info = store
+        .create_secret(
+            &new_secret("crm-key", "crm", header("Authorization", "Bearer ")),
+            &at,
+        )
+        .await
+        .expect("create");
+    assert_eq!(info.name.as_str(), "crm-key");
+    assert_eq!(info.upstream.as_str(), "crm");
+    assert_eq!(info.injection, header("authorization", "Bearer "));
+    assert_eq!((info.version, info.key_id.as_str()), (1, "key-1"));
+    assert_eq!(info.created_by, "admin@example.com");
+    assert_eq!((info.rotated_at, info.rotated_by.clone()), (None, None));
+    assert_eq!(store.list_secrets().await.expect("list"), vec![info.clone()]);
+
+    let err = store
+        .create_secret(&new_secret("crm-key", "crm", header("x-other", "")), &at)
+        .await
+        .expect_err("duplicate name");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("secret `crm-key` already exists")),
+        "{err}"
+    );
+    let err = store
+        .create_secret(
+            &new_secret("crm-key-2", "crm", header("AUTHORIZATION", "Token ")),
+            &at,
+        )
+        .await
+        .expect_err("same header");
+    assert!(
+        matches!(&err, StoreError::Conflict(m)
+            if m.contains("upstream `crm` already gets header `authorization` from secret `crm-key`")),
+        "{err}"
+    );
+    let err = store
+        .create_secret(&new_secret("ghost-key", "ghost", header("x-api-key", "")), &at)
+        .await
+        .expect_err("unknown upstream");
+    assert!(
+        matches!(&err, StoreError::NotFound { what: "upstream", key } if key == "ghost"),
+        "{err}"
+    );
+    let mut empty = new_secret("empty", "crm", header("x-api-key", ""));
+    empty.nonce.clear();
+    let err = store.create_secret(&empty, &at).await.expect_err("no nonce");
+    assert!(
+        matches!(&err, StoreError::Invalid(v) if v.field == "nonce"),
+        "{err}"
+    );
+    let mut bad_key = new_secret("bad-key", "crm", header("x-api-key", ""));
+    bad_key.key_id = "key 1".into();
+    let err = store.create_secret(&bad_key, &at).await.expect_err("key id");
+    assert!(
+        matches!(&err, StoreError::Invalid(v) if v.field == "key_id"),
+        "{err}"
+    );
+    assert_eq!(
+        store.list_secrets().await.expect("list"),
+        vec![info],
+        "refused creations wrote nothing"
+    );
+
+    // Another header, and an environment variable, on the same upstream.
+    store
+        .create_secret(&new_secret("crm-tenant", "crm", header("x-tenant", "")), &at)
+        .await
+        .expect("second header");
+    let env = Injection::Env {
+        var: SecretEnvVar::parse("CRM_KEY").expect("valid"),
+    };
+    store
+        .create_secret(&new_secret("crm-env", "crm", env.clone()), &at)
+        .await
+        .expect("env");
+    let err = store
+        .create_secret(&new_secret("crm-env-2", "crm", env), &at)
+        .await
+        .expect_err("same variable");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("environment variable `CRM_KEY`") && m.contains("`crm-env`")),
+        "{err}"
+    );
+    let names: Vec<String> = store
+        .list_secrets()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(names, ["crm-env", "crm-key", "crm-tenant"]);
+}
+
+async fn secrets_rotate_and_delete(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    let created = store
+        .create_secret(
+            &new_secret("crm-key", "crm", header("authorization", "Bearer ")),
+            &ctx("admin@example.com"),
+        )
+        .await
+        .expect("create");
+    let rotated = store
+        .rotate_secret(
+            &secret_name("crm-key"),
+            "key-2",
+            &[9; 12],
+            &[0xCD; 48],
+            &ctx("rotator@example.com"),
+        )
+        .await
+        .expect("rotate");
+    assert_eq!((rotated.version, rotated.key_id.as_str()), (2, "key-2"));
+    assert_eq!(rotated.rotated_by.as_deref(), Some("rotator@example.com"));
+    assert!(rotated.rotated_at.is_some());
+    assert_eq!(
+        (rotated.created_at, rotated.created_by.as_str()),
+        (created.created_at, "admin@example.com")
+    );
+    assert_eq!(store.list_secrets().await.expect("list"), vec![rotated.clone()]);
+    let sealed = store.upstream_secrets(&crm).await.expect("sealed");
+    assert_eq!(sealed.len(), 1);
+    assert_eq!((sealed[0].version, sealed[0].key_id.as_str()), (2, "key-2"));
+    assert_eq!(
+        (sealed[0].nonce.clone(), sealed[0].ciphertext.clone()),
+        (vec![9; 12], vec![0xCD; 48]),
+        "the old ciphertext is replaced"
+    );
+    let err = store
+        .rotate_secret(&secret_name("crm-key"), "key-3", &[9; 12], &[], &ctx("a"))
+        .await
+        .expect_err("empty ciphertext");
+    assert!(
+        matches!(&err, StoreError::Invalid(v) if v.field == "ciphertext"),
+        "{err}"
+    );
+    let err = store
+        .rotate_secret(&secret_name("nope"), "key-2", &[1], &[1], &ctx("a"))
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(&err, StoreError::NotFound { what: "secret", .. }),
+        "{err}"
+    );
+    assert_eq!(store.list_secrets().await.expect("list"), vec![rotated.clone()]);
+
+    let deleted = store
+        .delete_secret(&secret_name("crm-key"), &ctx("admin@example.com"))
+        .await
+        .expect("delete");
+    assert_eq!(deleted, rotated);
+    assert!(store.list_secrets().await.expect("list").is_empty());
+    assert!(store.upstream_secrets(&crm).await.expect("sealed").is_empty());
+    let err = store
+        .delete_secret(&secret_name("crm-key"), &ctx("a"))
+        .await
+        .expect_err("gone");
+    assert!(
+        matches!(&err, StoreError::NotFound { what: "secret", .. }),
+        "{err}"
+    );
+    // The name and the header are free again.
+    store
+        .create_secret(
+            &new_secret("crm-key", "crm", header("authorization", "Bearer ")),
+            &ctx("admin@example.com"),
+        )
+        .await
+        .expect("re-create");
+}
+
+async fn secret_listings_never_carry_sealed_values(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    store
+        .create_secret(
+            &new_secret("crm-key", "crm", header("authorization", "Bearer ")),
+            &ctx("admin@example.com"),
+        )
+        .await
+        .expect("create");
+    let listed = store.list_secrets().await.expect("list");
+    let json = serde_json::to_value(&listed).expect("serialize");
+    let fields: Vec<&String> = json[0].as_object().expect("object").keys().collect();
+    assert!(
+        !fields.iter().any(|f| f.contains("nonce") || f.contains("cipher")),
+        "{fields:?}"
+    );
+    assert_eq!(
+        json[0]["injection"],
+        serde_json::json!({"kind": "header", "name": "authorization", "prefix": "Bearer "})
+    );
+    let sealed = store.upstream_secrets(&up_name("crm")).await.expect("sealed");
+    assert_eq!(sealed[0].ciphertext, vec![0xAB; 40]);
+    let shown = format!("{:?}", sealed[0]);
+    assert!(
+        shown.contains("nonce_len: 12") && shown.contains("ciphertext_len: 40"),
+        "{shown}"
+    );
+    assert!(!shown.contains("171"), "no ciphertext byte is printed: {shown}");
+    let shown = format!("{:?}", new_secret("x", "crm", header("x-a", "")));
+    assert!(
+        !shown.contains("171") && shown.contains("ciphertext_len: 40"),
+        "{shown}"
+    );
+    assert!(
+        store
+            .upstream_secrets(&up_name("ghost"))
+            .await
+            .expect("sealed")
+            .is_empty()
+    );
+}
+
+async fn upstream_with_secrets_cannot_be_removed_and_its_tools_go_with_it(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    store
+        .observe_tools(
+            &crm,
+            &[
+                observed("search", "d1", ToolClass::Read),
+                observed("purge", "d1", ToolClass::Destructive),
+            ],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    for name in ["crm-key", "crm-tenant"] {
+        store
+            .create_secret(
+                &new_secret(name, "crm", header(&format!("x-{name}"), "")),
+                &ctx("admin@example.com"),
+            )
+            .await
+            .expect("secret");
+    }
+    let err = store
+        .remove_upstream(&crm, &ctx("admin@example.com"))
+        .await
+        .expect_err("holds secrets");
+    assert!(
+        matches!(&err, StoreError::Conflict(m)
+            if m.contains("still holds secret(s) `crm-key`, `crm-tenant`") && m.contains("warden secret delete")),
+        "{err}"
+    );
+    assert!(store.get_upstream(&crm).await.expect("get").is_some());
+    assert_eq!(
+        store.list_tools(Some(&crm)).await.expect("list").len(),
+        2,
+        "a refused removal deletes nothing"
+    );
+    for name in ["crm-key", "crm-tenant"] {
+        store
+            .delete_secret(&secret_name(name), &ctx("admin@example.com"))
+            .await
+            .expect("delete");
+    }
+    let mut events = store.events();
+    store
+        .remove_upstream(&crm, &ctx("admin@example.com"))
+        .await
+        .expect("remove");
+    assert!(
+        store.list_tools(None).await.expect("list").is_empty(),
+        "the catalogue went with it"
+    );
+    assert_eq!(
+        gateway_keys(&mut events).0,
+        ["crm/purge", "crm/search"],
+        "its tools were announced"
+    );
+    // Registered again, it starts a new catalogue on first sight.
+    store
+        .create_upstream(&upstream("crm", "owner@example.com"), &ctx("a"))
+        .await
+        .expect("re-add");
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d2", ToolClass::Read)],
+            ToolState::Quarantined,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    assert!(matches!(&changes[..], [ToolChange::New(t)] if t.state == ToolState::Quarantined));
+}
+
+async fn gateway_changes_are_announced(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    let mut events = store.events();
+    settle(&mut events).await;
+    store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d1", ToolClass::Read)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    assert_eq!(heard(&mut events).await, (vec!["crm/search".to_owned()], vec![]));
+    store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d2", ToolClass::Read)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("quarantine");
+    assert_eq!(heard(&mut events).await.0, ["crm/search"]);
+    store
+        .approve_tool(&crm, "search", "d2", &ctx("a"))
+        .await
+        .expect("approve");
+    assert_eq!(heard(&mut events).await.0, ["crm/search"]);
+    store
+        .classify_tool(&crm, "search", Some(ToolClass::Write), &ctx("a"))
+        .await
+        .expect("classify");
+    assert_eq!(heard(&mut events).await.0, ["crm/search"]);
+    store
+        .approve_tool(&crm, "search", "d2", &ctx("a"))
+        .await
+        .expect_err("already approved");
+    assert_eq!(
+        heard(&mut events).await,
+        (vec![], vec![]),
+        "a refused change announces nothing"
+    );
+
+    store
+        .create_secret(&new_secret("crm-key", "crm", header("x-api-key", "")), &ctx("a"))
+        .await
+        .expect("create");
+    assert_eq!(heard(&mut events).await, (vec![], vec!["crm/crm-key".to_owned()]));
+    store
+        .rotate_secret(&secret_name("crm-key"), "key-2", &[1; 12], &[2; 40], &ctx("a"))
+        .await
+        .expect("rotate");
+    assert_eq!(heard(&mut events).await.1, ["crm/crm-key"]);
+    store
+        .delete_secret(&secret_name("crm-key"), &ctx("a"))
+        .await
+        .expect("delete");
+    assert_eq!(heard(&mut events).await.1, ["crm/crm-key"]);
+
+    // A large listing with the longest names: every tool is announced (over NOTIFY, in chunks that
+    // fit its payload limit; see `postgres_tool_changes_reach_other_nodes`).
+    let listing: Vec<ObservedTool> = (0..60)
+        .map(|i| observed(&format!("{i:03}{}", "t".repeat(125)), "d1", ToolClass::Read))
+        .collect();
+    let changes = store
+        .observe_tools(&crm, &listing, ToolState::Active, Utc::now())
+        .await
+        .expect("observe many");
+    assert_eq!(changes.len(), 60);
+    assert_eq!(heard(&mut events).await.0.len(), 60);
+}
+
+/// On PostgreSQL, another node hears of every tool change, however many there are (NOTIFY payloads
+/// are limited to 8000 bytes, so they travel in chunks).
+#[tokio::test]
+async fn postgres_tool_changes_reach_other_nodes() {
+    let url = warden_store::testing::fresh_postgres_url().await;
+    let node_a = warden_store::open(&url).await.expect("node a");
+    let node_b = warden_store::open(&url).await.expect("node b");
+    let mut on_b = node_b.events();
+    seeded(&node_a).await;
+    let listing: Vec<ObservedTool> = (0..60)
+        .map(|i| observed(&format!("{i:03}{}", "\"".repeat(125)), "d1", ToolClass::Read))
+        .collect();
+    node_a
+        .observe_tools(&up_name("crm"), &listing, ToolState::Active, Utc::now())
+        .await
+        .expect("observe");
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut heard = std::collections::BTreeSet::new();
+        while heard.len() < 60 {
+            match on_b.recv().await.expect("event stream open") {
+                StoreEvent::RegistryChanged { tools, .. } => heard.extend(tools),
+                StoreEvent::Resync => panic!("a notification was lost or unreadable"),
+                _ => {}
+            }
+        }
+        heard
+    })
+    .await
+    .expect("node b heard of every tool");
+    assert_eq!(heard.len(), 60);
+    assert!(heard.iter().all(|k| k.starts_with("crm/")));
 }
