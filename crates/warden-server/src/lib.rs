@@ -105,6 +105,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     state.approvals = (&resolved.approvals).into();
     state.notifier = notify::Notifier::new(&resolved.notify.webhook)?;
     state.gateway = Arc::new(build_gateway(&resolved)?);
+    gateway::spawn_event_listener(store.clone(), state.gateway.clone());
     approvals::spawn_expiry(state.clone(), std::time::Duration::from_secs(10));
     let app = router(state, resolved.limits);
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
@@ -245,8 +246,14 @@ async fn apply_to_policies(policies: &policy::Policies, store: &dyn Store, event
     let result = match event {
         StoreEvent::PoliciesChanged => policies.reload_policies(store, false).await,
         StoreEvent::RegistryChanged {
-            agents, upstreams, ..
-        } => policies.refresh(store, agents, upstreams).await,
+            agents,
+            upstreams,
+            tools,
+            ..
+        } => match policies.refresh(store, agents, upstreams).await {
+            Ok(()) => policies.refresh_tools(store, tools).await,
+            Err(e) => Err(e),
+        },
         StoreEvent::Resync => match policies.reload_policies(store, false).await {
             Ok(()) => policies.reload_registry(store).await,
             Err(e) => Err(e),

@@ -206,6 +206,13 @@ impl Credentials {
         }
     }
 
+    /// Drops every cached credential.
+    pub fn invalidate_all(&self) {
+        if let Ok(mut c) = self.cache.write() {
+            c.clear();
+        }
+    }
+
     /// The headers to inject into requests to `upstream`. Fails closed: a secret that does not open
     /// (wrong key, tampered row) stops the request rather than sending it without credentials.
     pub async fn for_upstream(

@@ -123,6 +123,29 @@ impl Gateway {
     }
 }
 
+/// Drops cached upstream credentials when a secret changes on any node (store events); the cache's
+/// short lifetime bounds staleness when an event is lost.
+pub fn spawn_event_listener(store: Arc<dyn warden_store::Store>, gateway: Arc<Gateway>) {
+    let mut events = store.events();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(warden_store::StoreEvent::RegistryChanged { secrets, .. }) => {
+                    for key in &secrets {
+                        let upstream = key.split_once('/').map_or(key.as_str(), |(u, _)| u);
+                        gateway.credentials.invalidate(upstream);
+                    }
+                }
+                Ok(warden_store::StoreEvent::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    gateway.credentials.invalidate_all();
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
 /// The MCP protocol versions the gateway speaks.
 pub const PROTOCOL_VERSIONS: [&str; 2] = jsonrpc::SUPPORTED_PROTOCOL_VERSIONS;
 
