@@ -369,7 +369,7 @@ mod tests {
         assert_eq!(p.push(b"3"), Err(SseError::LineTooLong { max: 8 }));
         assert_eq!(p.push(b"\n\n"), Err(SseError::LineTooLong { max: 8 }));
         let mut p = SseParser::new(SseLimits { max_line_bytes: 16, max_event_bytes: 10 });
-        assert_eq!(p.push(b"data: 1234\ndata: 1234\n"), Err(SseError::EventTooLarge { max: 10 }));
+        assert_eq!(p.push(b"data: 1234\ndata: 12345\n"), Err(SseError::EventTooLarge { max: 10 }));
         // Comments count against the line limit too: no unbounded buffering of any line.
         let mut p = SseParser::new(limits);
         assert!(p.push(b":1234567890").is_err());
