@@ -77,7 +77,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_bytes: 4 * 1024 * 1024, max_depth: 64 }
+        Self {
+            max_bytes: 4 * 1024 * 1024,
+            max_depth: 64,
+        }
     }
 }
 
@@ -241,14 +244,20 @@ pub enum ParseError {
     /// The bytes are not JSON (serde_json's reason, which names a position, never the input).
     #[error("the message is not valid JSON: {0}")]
     Syntax(String),
-    #[error("batches (JSON arrays of messages) are not supported: MCP removed JSON-RPC batching in 2025-06-18; send one message per request")]
+    #[error(
+        "batches (JSON arrays of messages) are not supported: MCP removed JSON-RPC batching in 2025-06-18; send one message per request"
+    )]
     Batch,
     #[error("the message must be a JSON object, not {found}")]
     NotObject { found: &'static str },
     /// A member is missing or has the wrong type. `id` is the message's id when it could be read, so
     /// the error response can be correlated.
     #[error("`{field}` {problem}")]
-    Field { id: Option<Id>, field: &'static str, problem: &'static str },
+    Field {
+        id: Option<Id>,
+        field: &'static str,
+        problem: &'static str,
+    },
 }
 
 impl ParseError {
@@ -281,7 +290,10 @@ impl ParseError {
 /// Parses one JSON-RPC message, checking `limits` before serde_json runs.
 pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Message, ParseError> {
     if bytes.len() > limits.max_bytes {
-        return Err(ParseError::TooLarge { len: bytes.len(), max: limits.max_bytes });
+        return Err(ParseError::TooLarge {
+            len: bytes.len(),
+            max: limits.max_bytes,
+        });
     }
     check_depth(bytes, limits.max_depth)?;
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ParseError::Syntax(e.to_string()))?;
@@ -368,7 +380,10 @@ impl TryFrom<Value> for Message {
                 return Err(field("method", "must not be empty"));
             }
             if has_result || has_error {
-                return Err(field("method", "must not appear together with `result` or `error`"));
+                return Err(field(
+                    "method",
+                    "must not appear together with `result` or `error`",
+                ));
             }
             let params = match obj.remove("params") {
                 None => None,
@@ -387,7 +402,8 @@ impl TryFrom<Value> for Message {
         match (obj.remove("result"), obj.remove("error")) {
             (Some(_), Some(_)) => Err(field("result", "must not appear together with `error`")),
             (Some(result), None) => {
-                let raw = raw_id.ok_or_else(|| field("id", "is missing (a response needs the request's id)"))?;
+                let raw =
+                    raw_id.ok_or_else(|| field("id", "is missing (a response needs the request's id)"))?;
                 let id = Id::from_value(&raw).map_err(|problem| field("id", problem))?;
                 Ok(Message::Response(Response { id, result }))
             }
@@ -401,9 +417,9 @@ impl TryFrom<Value> for Message {
                 };
                 let code = match error.get("code") {
                     None => return Err(field("error.code", "is missing")),
-                    Some(Value::Number(n)) => {
-                        n.as_i64().ok_or_else(|| field("error.code", "must be an integer"))?
-                    }
+                    Some(Value::Number(n)) => n
+                        .as_i64()
+                        .ok_or_else(|| field("error.code", "must be an integer"))?,
                     Some(_) => return Err(field("error.code", "must be an integer")),
                 };
                 let message = match error.remove("message") {
@@ -412,9 +428,15 @@ impl TryFrom<Value> for Message {
                     Some(_) => return Err(field("error.message", "must be a string")),
                 };
                 let data = error.remove("data");
-                Ok(Message::Error(ErrorResponse { id, error: RpcError { code, message, data } }))
+                Ok(Message::Error(ErrorResponse {
+                    id,
+                    error: RpcError { code, message, data },
+                }))
             }
-            (None, None) => Err(field("method", "is missing (a message needs `method`, `result` or `error`)")),
+            (None, None) => Err(field(
+                "method",
+                "is missing (a message needs `method`, `result` or `error`)",
+            )),
         }
     }
 }
@@ -423,14 +445,22 @@ impl TryFrom<Value> for Message {
 pub fn error_response(id: Option<&Id>, code: i64, message: &str, data: Option<Value>) -> Value {
     Message::Error(ErrorResponse {
         id: id.cloned(),
-        error: RpcError { code, message: message.to_owned(), data },
+        error: RpcError {
+            code,
+            message: message.to_owned(),
+            data,
+        },
     })
     .to_value()
 }
 
 /// Builds a successful response.
 pub fn result_response(id: &Id, result: Value) -> Value {
-    Message::Response(Response { id: id.clone(), result }).to_value()
+    Message::Response(Response {
+        id: id.clone(),
+        result,
+    })
+    .to_value()
 }
 
 /// The methods the gateway decides on, by name. Everything else is [`Method::Other`].
@@ -498,7 +528,10 @@ pub enum ParamsError {
     #[error("`params` is missing")]
     Missing,
     #[error("`params.{field}` {problem}")]
-    Field { field: &'static str, problem: &'static str },
+    Field {
+        field: &'static str,
+        problem: &'static str,
+    },
     /// A prompt argument is not a string; `name` is the argument's name, shortened to 64 characters.
     #[error("`params.arguments` member `{name}` must be a string")]
     PromptArgument { name: String },
@@ -513,10 +546,19 @@ impl ParamsError {
 
 fn required_str<'a>(params: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, ParamsError> {
     match params.get(field) {
-        None => Err(ParamsError::Field { field, problem: "is missing" }),
-        Some(Value::String(s)) if s.is_empty() => Err(ParamsError::Field { field, problem: "must not be empty" }),
+        None => Err(ParamsError::Field {
+            field,
+            problem: "is missing",
+        }),
+        Some(Value::String(s)) if s.is_empty() => Err(ParamsError::Field {
+            field,
+            problem: "must not be empty",
+        }),
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(ParamsError::Field { field, problem: "must be a string" }),
+        Some(_) => Err(ParamsError::Field {
+            field,
+            problem: "must be a string",
+        }),
     }
 }
 
@@ -535,7 +577,12 @@ impl<'a> ToolCallParams<'a> {
         let arguments = match params.get("arguments") {
             None => None,
             Some(Value::Object(a)) => Some(a),
-            Some(_) => return Err(ParamsError::Field { field: "arguments", problem: "must be an object" }),
+            Some(_) => {
+                return Err(ParamsError::Field {
+                    field: "arguments",
+                    problem: "must be an object",
+                });
+            }
         };
         Ok(Self { name, arguments })
     }
@@ -550,7 +597,9 @@ pub struct ResourceReadParams<'a> {
 impl<'a> ResourceReadParams<'a> {
     pub fn parse(params: Option<&'a Map<String, Value>>) -> Result<Self, ParamsError> {
         let params = params.ok_or(ParamsError::Missing)?;
-        Ok(Self { uri: required_str(params, "uri")? })
+        Ok(Self {
+            uri: required_str(params, "uri")?,
+        })
     }
 }
 
@@ -571,13 +620,20 @@ impl<'a> PromptGetParams<'a> {
                 let mut out = BTreeMap::new();
                 for (k, v) in a {
                     let Value::String(v) = v else {
-                        return Err(ParamsError::PromptArgument { name: k.chars().take(64).collect() });
+                        return Err(ParamsError::PromptArgument {
+                            name: k.chars().take(64).collect(),
+                        });
                     };
                     out.insert(k.as_str(), v.as_str());
                 }
                 Some(out)
             }
-            Some(_) => return Err(ParamsError::Field { field: "arguments", problem: "must be an object" }),
+            Some(_) => {
+                return Err(ParamsError::Field {
+                    field: "arguments",
+                    problem: "must be an object",
+                });
+            }
         };
         Ok(Self { name, arguments })
     }
@@ -617,8 +673,10 @@ mod tests {
 
     #[test]
     fn parses_the_four_kinds() {
-        let m = p(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":1}}}"#)
-            .unwrap();
+        let m = p(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":1}}}"#,
+        )
+        .unwrap();
         let Message::Request(r) = &m else { panic!("{m:?}") };
         assert_eq!(r.id, Id::Number(1));
         assert_eq!(r.kind(), Method::ToolsCall);
@@ -629,19 +687,36 @@ mod tests {
         let m = p(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert_eq!(
             m,
-            Message::Notification(Notification { method: "notifications/initialized".into(), params: None })
+            Message::Notification(Notification {
+                method: "notifications/initialized".into(),
+                params: None
+            })
         );
-        assert_eq!(Method::parse(m.method().unwrap()), Method::Notification("notifications/initialized".into()));
+        assert_eq!(
+            Method::parse(m.method().unwrap()),
+            Method::Notification("notifications/initialized".into())
+        );
 
         let m = p(r#"{"jsonrpc":"2.0","id":"a","result":{"tools":[]}}"#).unwrap();
-        assert_eq!(m, Message::Response(Response { id: Id::String("a".into()), result: json!({"tools": []}) }));
+        assert_eq!(
+            m,
+            Message::Response(Response {
+                id: Id::String("a".into()),
+                result: json!({"tools": []})
+            })
+        );
 
-        let m = p(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"bad","data":[1]}}"#).unwrap();
+        let m =
+            p(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"bad","data":[1]}}"#).unwrap();
         assert_eq!(
             m,
             Message::Error(ErrorResponse {
                 id: None,
-                error: RpcError { code: -32700, message: "bad".into(), data: Some(json!([1])) }
+                error: RpcError {
+                    code: -32700,
+                    message: "bad".into(),
+                    data: Some(json!([1]))
+                }
             })
         );
         // MCP 2025-11-25: the id of an error response may be absent.
@@ -664,16 +739,43 @@ mod tests {
             (r#"{"id":1,"method":"ping"}"#, "`jsonrpc` is missing"),
             (r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, "`jsonrpc` must be"),
             (r#"{"jsonrpc":2.0,"id":1,"method":"ping"}"#, "`jsonrpc` must be"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":5}"#, "`method` must be a string"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":""}"#, "`method` must not be empty"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}"#, "`params` must be an object"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#, "`method` must not appear"),
-            (r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#, "`result` must not appear"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+                "`method` must be a string",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":""}"#,
+                "`method` must not be empty",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}"#,
+                "`params` must be an object",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#,
+                "`method` must not appear",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+                "`result` must not appear",
+            ),
             (r#"{"jsonrpc":"2.0","id":1}"#, "`method` is missing"),
-            (r#"{"jsonrpc":"2.0","id":1,"error":{"message":"x"}}"#, "`error.code` is missing"),
-            (r#"{"jsonrpc":"2.0","id":1,"error":{"code":1.5,"message":"x"}}"#, "`error.code` must be an integer"),
-            (r#"{"jsonrpc":"2.0","id":1,"error":{"code":1}}"#, "`error.message` is missing"),
-            (r#"{"jsonrpc":"2.0","id":1,"error":"x"}"#, "`error` must be an object"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"message":"x"}}"#,
+                "`error.code` is missing",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":1.5,"message":"x"}}"#,
+                "`error.code` must be an integer",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":1}}"#,
+                "`error.message` is missing",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":"x"}"#,
+                "`error` must be an object",
+            ),
         ];
         for (input, want) in cases {
             let e = p(input).unwrap_err();
@@ -687,12 +789,27 @@ mod tests {
     #[test]
     fn ids() {
         let bad = [
-            (r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, "`id` must not be null"),
-            (r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, "`id` must be an integer or a string"),
-            (r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#, "`id` is out of range"),
-            (r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#, "`id` must be a string or an integer"),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+                "`id` must not be null",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+                "`id` must be an integer or a string",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#,
+                "`id` is out of range",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#,
+                "`id` must be a string or an integer",
+            ),
             (r#"{"jsonrpc":"2.0","result":{}}"#, "`id` is missing"),
-            (r#"{"jsonrpc":"2.0","id":null,"result":{}}"#, "`id` must not be null"),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"result":{}}"#,
+                "`id` must not be null",
+            ),
         ];
         for (input, want) in bad {
             let e = p(input).unwrap_err();
@@ -713,25 +830,46 @@ mod tests {
             assert_eq!(e.code(), PARSE_ERROR);
             assert_eq!(e.to_response()["error"]["code"], json!(PARSE_ERROR));
         }
-        assert!(matches!(parse(b"\"\xff\"", &Limits::default()), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            parse(b"\"\xff\"", &Limits::default()),
+            Err(ParseError::Syntax(_))
+        ));
         assert_eq!(p("3").unwrap_err(), ParseError::NotObject { found: "a number" });
     }
 
     #[test]
     fn limits_are_checked_before_parsing() {
-        let limits = Limits { max_bytes: 10, max_depth: 3 };
-        assert_eq!(parse(&[b' '; 11], &limits).unwrap_err(), ParseError::TooLarge { len: 11, max: 10 });
+        let limits = Limits {
+            max_bytes: 10,
+            max_depth: 3,
+        };
+        assert_eq!(
+            parse(&[b' '; 11], &limits).unwrap_err(),
+            ParseError::TooLarge { len: 11, max: 10 }
+        );
         // A megabyte of brackets: refused by the scan, serde_json never recurses.
         let deep = vec![b'['; 1 << 20];
-        assert_eq!(parse(&deep, &Limits::default()).unwrap_err(), ParseError::TooDeep { max: 64 });
-        let limits = Limits { max_bytes: 1 << 20, max_depth: 3 };
+        assert_eq!(
+            parse(&deep, &Limits::default()).unwrap_err(),
+            ParseError::TooDeep { max: 64 }
+        );
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_depth: 3,
+        };
         assert!(parse(br#"{"jsonrpc":"2.0","method":"x","params":{"a":[1]}}"#, &limits).is_ok());
         assert_eq!(
             parse(br#"{"jsonrpc":"2.0","method":"x","params":{"a":[[1]]}}"#, &limits).unwrap_err(),
             ParseError::TooDeep { max: 3 }
         );
         // Brackets inside strings (and escaped quotes) do not count.
-        assert!(parse(br#"{"jsonrpc":"2.0","method":"[[[[\"{{{{","params":{"a":"]]]"}}"#, &limits).is_ok());
+        assert!(
+            parse(
+                br#"{"jsonrpc":"2.0","method":"[[[[\"{{{{","params":{"a":"]]]"}}"#,
+                &limits
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -746,21 +884,37 @@ mod tests {
         assert_eq!(e.code(), INVALID_PARAMS);
         let e = req(json!({"name": 3})).tool_call().unwrap_err();
         assert_eq!(e.to_string(), "`params.name` must be a string");
-        let e = req(json!({"name": "t", "arguments": [1]})).tool_call().unwrap_err();
+        let e = req(json!({"name": "t", "arguments": [1]}))
+            .tool_call()
+            .unwrap_err();
         assert_eq!(e.to_string(), "`params.arguments` must be an object");
-        assert_eq!(Request { id: Id::Number(1), method: "x".into(), params: None }.tool_call().unwrap_err(), ParamsError::Missing);
+        assert_eq!(
+            Request {
+                id: Id::Number(1),
+                method: "x".into(),
+                params: None
+            }
+            .tool_call()
+            .unwrap_err(),
+            ParamsError::Missing
+        );
         let r = req(json!({"name": "t"}));
         let call = r.tool_call().unwrap();
         assert_eq!((call.name, call.arguments), ("t", None));
 
         let r = req(json!({"uri": "file:///a"}));
         assert_eq!(r.resource_read().unwrap().uri, "file:///a");
-        assert_eq!(req(json!({"uri": ""})).resource_read().unwrap_err().to_string(), "`params.uri` must not be empty");
+        assert_eq!(
+            req(json!({"uri": ""})).resource_read().unwrap_err().to_string(),
+            "`params.uri` must not be empty"
+        );
 
         let r = req(json!({"name": "p", "arguments": {"a": "1", "b": "2"}}));
         let g = r.prompt_get().unwrap();
         assert_eq!(g.arguments.unwrap().get("b"), Some(&"2"));
-        let e = req(json!({"name": "p", "arguments": {"n": 1}})).prompt_get().unwrap_err();
+        let e = req(json!({"name": "p", "arguments": {"n": 1}}))
+            .prompt_get()
+            .unwrap_err();
         assert_eq!(e.to_string(), "`params.arguments` member `n` must be a string");
     }
 
@@ -781,13 +935,21 @@ mod tests {
         ] {
             assert_eq!(Method::parse(name).as_str(), name);
         }
-        assert_eq!(Method::parse("completion/complete"), Method::Other("completion/complete".into()));
+        assert_eq!(
+            Method::parse("completion/complete"),
+            Method::Other("completion/complete".into())
+        );
     }
 
     #[test]
     fn builders() {
         assert_eq!(
-            error_response(Some(&Id::Number(7)), DENIED, "denied", Some(json!({"reasons": ["p1"]}))),
+            error_response(
+                Some(&Id::Number(7)),
+                DENIED,
+                "denied",
+                Some(json!({"reasons": ["p1"]}))
+            ),
             json!({"jsonrpc": "2.0", "id": 7, "error": {"code": -32010, "message": "denied", "data": {"reasons": ["p1"]}}})
         );
         assert_eq!(
@@ -798,7 +960,14 @@ mod tests {
             result_response(&Id::String("s".into()), json!({})),
             json!({"jsonrpc": "2.0", "id": "s", "result": {}})
         );
-        let codes = [DENIED, APPROVAL_REQUIRED, TOOL_QUARANTINED, SECRET_IN_ARGUMENTS, UPSTREAM_UNAVAILABLE, LEDGER_UNAVAILABLE];
+        let codes = [
+            DENIED,
+            APPROVAL_REQUIRED,
+            TOOL_QUARANTINED,
+            SECRET_IN_ARGUMENTS,
+            UPSTREAM_UNAVAILABLE,
+            LEDGER_UNAVAILABLE,
+        ];
         for c in codes {
             assert!((-32099..=-32000).contains(&c));
             assert!(![-32000, -32001, -32002, -32003, -32042].contains(&c));
@@ -810,7 +979,9 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
             ".{0,8}".prop_map(Value::from),
         ];
         leaf.prop_recursive(4, 32, 4, |inner| {
@@ -832,16 +1003,28 @@ mod tests {
                 .prop_map(|m| m.map(|m| m.into_iter().collect::<Map<_, _>>()))
         }
         prop_oneof![
-            (arb_id(), ".{1,12}", params())
-                .prop_map(|(id, method, params)| Message::Request(Request { id, method, params })),
-            (".{1,12}", params()).prop_map(|(method, params)| Message::Notification(Notification { method, params })),
+            (arb_id(), ".{1,12}", params()).prop_map(|(id, method, params)| Message::Request(Request {
+                id,
+                method,
+                params
+            })),
+            (".{1,12}", params())
+                .prop_map(|(method, params)| Message::Notification(Notification { method, params })),
             (arb_id(), arb_json()).prop_map(|(id, result)| Message::Response(Response { id, result })),
-            (prop::option::of(arb_id()), any::<i64>(), ".{0,8}", prop::option::of(arb_json())).prop_map(
-                |(id, code, message, data)| Message::Error(ErrorResponse {
+            (
+                prop::option::of(arb_id()),
+                any::<i64>(),
+                ".{0,8}",
+                prop::option::of(arb_json())
+            )
+                .prop_map(|(id, code, message, data)| Message::Error(ErrorResponse {
                     id,
-                    error: RpcError { code, message, data: data.filter(|d| !d.is_null()) }
-                })
-            ),
+                    error: RpcError {
+                        code,
+                        message,
+                        data: data.filter(|d| !d.is_null())
+                    }
+                })),
         ]
     }
 

@@ -64,10 +64,22 @@ const BUILT_IN: &[(&str, &str, Check)] = &[
         r#"(?i:aws_?secret_?(?:access_?)?key)["']?\s*[:=]\s*["']?(?P<secret>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|\z)"#,
         Check::None,
     ),
-    ("jwt", r"\bey[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*", Check::Jwt),
-    ("github-token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})", Check::None),
+    (
+        "jwt",
+        r"\bey[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",
+        Check::Jwt,
+    ),
+    (
+        "github-token",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
+        Check::None,
+    ),
     ("slack-token", r"\bxox[baprs]-[A-Za-z0-9-]{10,250}", Check::None),
-    ("stripe-live-key", r"\b[sr]k_live_[A-Za-z0-9]{20,247}", Check::None),
+    (
+        "stripe-live-key",
+        r"\b[sr]k_live_[A-Za-z0-9]{20,247}",
+        Check::None,
+    ),
     ("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}", Check::None),
     ("anthropic-api-key", r"\bsk-ant-[A-Za-z0-9_-]{32,}", Check::None),
     ("openai-api-key", r"\bsk-[A-Za-z0-9_-]{32,}", Check::None),
@@ -77,8 +89,16 @@ const BUILT_IN: &[(&str, &str, Check)] = &[
 /// Priority of custom rules: after every specific built-in rule, before `high-entropy`.
 const CUSTOM_AT: usize = BUILT_IN.len() - 1;
 
-const SENSITIVE_SUFFIXES: &[&str] =
-    &["password", "passwd", "passphrase", "secret", "secretkey", "apikey", "token", "privatekey"];
+const SENSITIVE_SUFFIXES: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "secretkey",
+    "apikey",
+    "token",
+    "privatekey",
+];
 const NOT_SENSITIVE_SUFFIXES: &[&str] = &["pagetoken", "nexttoken", "continuationtoken", "synctoken"];
 const AWS_SECRET_KEYS: &[&str] = &["awssecretaccesskey", "secretaccesskey", "awssecretkey"];
 
@@ -133,7 +153,10 @@ pub struct ScanLimits {
 
 impl Default for ScanLimits {
     fn default() -> Self {
-        Self { max_bytes: 1 << 20, max_depth: 128 }
+        Self {
+            max_bytes: 1 << 20,
+            max_depth: 128,
+        }
     }
 }
 
@@ -190,7 +213,8 @@ fn valid_id(id: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 fn compile(id: &str, pattern: &str) -> Result<Rule, RuleError> {
@@ -198,9 +222,17 @@ fn compile(id: &str, pattern: &str) -> Result<Rule, RuleError> {
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| RuleError::Regex { id: id.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| RuleError::Regex {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        })?;
     let group = regex.capture_names().position(|n| n == Some("secret"));
-    Ok(Rule { id: id.to_owned(), regex, check: Check::None, group })
+    Ok(Rule {
+        id: id.to_owned(),
+        regex,
+        check: Check::None,
+        group,
+    })
 }
 
 impl Scanner {
@@ -217,14 +249,20 @@ impl Scanner {
         let mut custom = Vec::with_capacity(custom_rules.len());
         for c in custom_rules {
             if !valid_id(&c.id) {
-                return Err(RuleError::InvalidId { id: c.id.chars().take(64).collect() });
+                return Err(RuleError::InvalidId {
+                    id: c.id.chars().take(64).collect(),
+                });
             }
             if !ids.insert(&c.id) {
                 return Err(RuleError::DuplicateId { id: c.id.clone() });
             }
             let len = c.regex.chars().count();
             if len > MAX_CUSTOM_REGEX_CHARS {
-                return Err(RuleError::RegexTooLong { id: c.id.clone(), len, max: MAX_CUSTOM_REGEX_CHARS });
+                return Err(RuleError::RegexTooLong {
+                    id: c.id.clone(),
+                    len,
+                    max: MAX_CUSTOM_REGEX_CHARS,
+                });
             }
             let rule = compile(&c.id, &c.regex)?;
             if rule.regex.is_match("") {
@@ -240,9 +278,16 @@ impl Scanner {
             .size_limit(SET_SIZE_LIMIT)
             .dfa_size_limit(SET_SIZE_LIMIT)
             .build()
-            .map_err(|e| RuleError::TooLarge { reason: e.to_string() })?;
+            .map_err(|e| RuleError::TooLarge {
+                reason: e.to_string(),
+            })?;
         let marker = compile("marker", r"\[REDACTED:[a-z0-9-]{1,64}\]")?.regex;
-        Ok(Scanner { rules, set, marker, limits: ScanLimits::default() })
+        Ok(Scanner {
+            rules,
+            set,
+            marker,
+            limits: ScanLimits::default(),
+        })
     }
 
     /// The same rules with other limits.
@@ -290,7 +335,10 @@ impl Scanner {
                 if start == end || in_marker(start, end) || !passes(rule.check, &s[start..end]) {
                     return;
                 }
-                let before = taken.range(..=start).next_back().is_some_and(|(_, &(e, _))| e > start);
+                let before = taken
+                    .range(..=start)
+                    .next_back()
+                    .is_some_and(|(_, &(e, _))| e > start);
                 let after = taken.range(start..).next().is_some_and(|(&st, _)| st < end);
                 if !before && !after {
                     taken.insert(start, (end, idx));
@@ -311,7 +359,10 @@ impl Scanner {
                 }
             }
         }
-        taken.into_iter().map(|(start, (end, rule))| Match { start, end, rule }).collect()
+        taken
+            .into_iter()
+            .map(|(start, (end, rule))| Match { start, end, rule })
+            .collect()
     }
 
     /// Redacts `s` in place; returns the rules that matched (possibly with repeats). Replacing a match
@@ -345,7 +396,9 @@ impl Scanner {
     }
 
     fn is_marker(&self, s: &str) -> bool {
-        self.marker.find(s).is_some_and(|m| m.start() == 0 && m.end() == s.len())
+        self.marker
+            .find(s)
+            .is_some_and(|m| m.start() == 0 && m.end() == s.len())
     }
 }
 
@@ -430,7 +483,10 @@ fn is_high_entropy(text: &str) -> bool {
 }
 
 fn normalized_key(key: &str) -> String {
-    key.chars().filter(|c| !matches!(c, '_' | '-' | '.' | ' ')).flat_map(char::to_lowercase).collect()
+    key.chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,7 +515,9 @@ fn key_kind(key: &str) -> KeyKind {
 }
 
 fn is_aws_secret(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+')
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+')
 }
 
 #[derive(Debug)]
@@ -490,7 +548,10 @@ impl<'a> Walk<'a> {
     }
 
     fn report(self) -> ScanReport {
-        ScanReport { findings: self.findings, incomplete: self.incomplete }
+        ScanReport {
+            findings: self.findings,
+            incomplete: self.incomplete,
+        }
     }
 
     /// Takes `len` bytes from the budget; false (and incomplete) when they are not there.
@@ -520,9 +581,17 @@ impl<'a> Walk<'a> {
 
     fn record(&mut self, rule: &str) {
         let pointer = self.pointer();
-        let rule_idx = self.scanner.rules.iter().position(|r| r.id == rule).unwrap_or(usize::MAX);
+        let rule_idx = self
+            .scanner
+            .rules
+            .iter()
+            .position(|r| r.id == rule)
+            .unwrap_or(usize::MAX);
         if self.seen.insert((rule_idx, format!("{rule}\u{0}{pointer}"))) {
-            self.findings.push(Finding { rule: rule.to_owned(), pointer });
+            self.findings.push(Finding {
+                rule: rule.to_owned(),
+                pointer,
+            });
         }
     }
 
@@ -690,7 +759,12 @@ mod tests {
     }
 
     fn rules_in(s: &str) -> Vec<String> {
-        scanner().scan(&json!(s)).findings.into_iter().map(|f| f.rule).collect()
+        scanner()
+            .scan(&json!(s))
+            .findings
+            .into_iter()
+            .map(|f| f.rule)
+            .collect()
     }
 
     const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
@@ -700,27 +774,48 @@ mod tests {
         let cases = [
             ("key AKIAIOSFODNN7EXAMPLE here", "aws-access-key-id"),
             ("ASIAY34FZKBOKMUTVV7A", "aws-access-key-id"),
-            ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws-secret-access-key"),
-            ("export AWS_SECRET_ACCESS_KEY=\"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"", "aws-secret-access-key"),
+            (
+                "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "aws-secret-access-key",
+            ),
+            (
+                "export AWS_SECRET_ACCESS_KEY=\"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"",
+                "aws-secret-access-key",
+            ),
             (
                 "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
                 "private-key",
             ),
-            ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU", "private-key"),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU",
+                "private-key",
+            ),
             ("-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF", "private-key"),
             ("-----BEGIN ENCRYPTED PRIVATE KEY-----", "private-key"),
             (JWT, "jwt"),
             ("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "jwt"),
             ("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", "github-token"),
             ("gho_16C7e42F292c6912E7710c838347Ae178B4a", "github-token"),
-            ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "github-token"),
+            (
+                "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+                "github-token",
+            ),
             ("xoxb-2637-12345678901-abcdEFGHijkl", "slack-token"),
             ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "stripe-live-key"),
             ("rk_live_51H8abcdefghijklmnopqrstu", "stripe-live-key"),
             ("AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", "google-api-key"),
-            ("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCDEF", "anthropic-api-key"),
-            ("sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD", "openai-api-key"),
-            ("sk-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKL", "openai-api-key"),
+            (
+                "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCDEF",
+                "anthropic-api-key",
+            ),
+            (
+                "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+                "openai-api-key",
+            ),
+            (
+                "sk-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKL",
+                "openai-api-key",
+            ),
             ("token: Zx9Qm2Lr7Tp4Wv8Ys1Nb6Kd3Hf5Jc0Ga", "high-entropy"),
             ("dGhpcyBpcyBhIHNlY3JldCB2YWx1ZTEyMw==", "high-entropy"),
         ];
@@ -728,7 +823,10 @@ mod tests {
             assert_eq!(rules_in(text), [rule], "{text}");
         }
         // Two different secrets in one string: both rules, one finding each.
-        assert_eq!(rules_in(&format!("{JWT} AKIAIOSFODNN7EXAMPLE")), ["jwt", "aws-access-key-id"]);
+        assert_eq!(
+            rules_in(&format!("{JWT} AKIAIOSFODNN7EXAMPLE")),
+            ["jwt", "aws-access-key-id"]
+        );
     }
 
     #[test]
@@ -768,7 +866,9 @@ mod tests {
         // segment is still random-looking base64, which the generic rule may flag).
         assert!(!rules_in("eyJub3QiOiJhIGhlYWRlciJ9.eyJzdWIiOiJ4In0.c2ln").contains(&"jwt".to_owned()));
         // A long base64 blob is data (an image), not a credential.
-        let blob = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg".repeat(8);
+        let blob =
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg"
+                .repeat(8);
         assert_eq!(rules_in(&blob), Vec::<String>::new());
     }
 
@@ -784,7 +884,11 @@ mod tests {
         });
         let report = scanner().scan(&v);
         // (Member order depends on serde_json's `preserve_order` feature, so compare sorted.)
-        let mut got: Vec<(&str, &str)> = report.findings.iter().map(|f| (f.pointer.as_str(), f.rule.as_str())).collect();
+        let mut got: Vec<(&str, &str)> = report
+            .findings
+            .iter()
+            .map(|f| (f.pointer.as_str(), f.rule.as_str()))
+            .collect();
         got.sort_unstable();
         let mut want = vec![
             ("/password", "sensitive-key"),
@@ -801,7 +905,13 @@ mod tests {
         assert!(!report.is_clean());
         // The report never contains a secret, Debug included.
         let debug = format!("{report:?}{}", serde_json::to_string(&report).unwrap());
-        for secret in ["hunter2", "wJalrXUtn", "AKIAIOSFODNN7EXAMPLE", "ghp_wWPw5k4a", "Bearer x"] {
+        for secret in [
+            "hunter2",
+            "wJalrXUtn",
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_wWPw5k4a",
+            "Bearer x",
+        ] {
             assert!(!debug.contains(secret), "{secret}");
         }
     }
@@ -813,8 +923,14 @@ mod tests {
         assert_eq!(
             report.findings,
             [
-                Finding { rule: "aws-access-key-id".into(), pointer: "/[REDACTED:aws-access-key-id]".into() },
-                Finding { rule: "github-token".into(), pointer: "/[REDACTED:aws-access-key-id]/note".into() },
+                Finding {
+                    rule: "aws-access-key-id".into(),
+                    pointer: "/[REDACTED:aws-access-key-id]".into()
+                },
+                Finding {
+                    rule: "github-token".into(),
+                    pointer: "/[REDACTED:aws-access-key-id]/note".into()
+                },
             ]
         );
         assert_eq!(
@@ -852,23 +968,53 @@ mod tests {
 
     #[test]
     fn custom_rules() {
-        let rule = |id: &str, regex: &str| CustomRule { id: id.into(), regex: regex.into() };
-        let s = Scanner::new(&[rule("acme-key", r"acme_[0-9a-f]{8}"), rule("pin", r"pin=(?P<secret>\d{4})")]).unwrap();
+        let rule = |id: &str, regex: &str| CustomRule {
+            id: id.into(),
+            regex: regex.into(),
+        };
+        let s = Scanner::new(&[
+            rule("acme-key", r"acme_[0-9a-f]{8}"),
+            rule("pin", r"pin=(?P<secret>\d{4})"),
+        ])
+        .unwrap();
         let mut v = json!(["use acme_deadbeef now", "pin=1234;", "AKIAIOSFODNN7EXAMPLE"]);
         let report = s.redact(&mut v);
-        assert_eq!(report.findings.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>(), ["acme-key", "pin", "aws-access-key-id"]);
-        assert_eq!(v, json!(["use [REDACTED:acme-key] now", "pin=[REDACTED:pin];", "[REDACTED:aws-access-key-id]"]));
+        assert_eq!(
+            report
+                .findings
+                .iter()
+                .map(|f| f.rule.as_str())
+                .collect::<Vec<_>>(),
+            ["acme-key", "pin", "aws-access-key-id"]
+        );
+        assert_eq!(
+            v,
+            json!([
+                "use [REDACTED:acme-key] now",
+                "pin=[REDACTED:pin];",
+                "[REDACTED:aws-access-key-id]"
+            ])
+        );
         assert!(s.rule_ids().any(|id| id == "acme-key"));
 
         let err = |rules: &[CustomRule]| Scanner::new(rules).unwrap_err().to_string();
         assert!(err(&[rule("Bad", "x")]).starts_with("rule id `Bad` is invalid"));
         assert!(err(&[rule("", "x")]).starts_with("rule id `` is invalid"));
         assert!(err(&[rule("-x", "x")]).starts_with("rule id `-x` is invalid"));
-        assert_eq!(err(&[rule("jwt", "x")]), "rule id `jwt` is used twice or is a built-in rule's id");
-        assert_eq!(err(&[rule("a", "x"), rule("a", "y")]), "rule id `a` is used twice or is a built-in rule's id");
+        assert_eq!(
+            err(&[rule("jwt", "x")]),
+            "rule id `jwt` is used twice or is a built-in rule's id"
+        );
+        assert_eq!(
+            err(&[rule("a", "x"), rule("a", "y")]),
+            "rule id `a` is used twice or is a built-in rule's id"
+        );
         assert!(err(&[rule("a", "(")]).starts_with("rule `a`: the regex does not compile"));
         assert!(err(&[rule("a", r"\w{1000}{1000}")]).starts_with("rule `a`: the regex does not compile"));
-        assert_eq!(err(&[rule("a", "x*")]), "rule `a`: the regex matches the empty string, so it would match everywhere");
+        assert_eq!(
+            err(&[rule("a", "x*")]),
+            "rule `a`: the regex matches the empty string, so it would match everywhere"
+        );
         assert!(err(&[rule("a", &"x".repeat(5000))]).starts_with("rule `a`: the regex is 5000 characters"));
         let r: CustomRule = serde_json::from_value(json!({"id": "x", "regex": "y"})).unwrap();
         assert_eq!(r, rule("x", "y"));
@@ -876,7 +1022,10 @@ mod tests {
 
     #[test]
     fn budget_and_depth_make_the_report_incomplete() {
-        let s = Scanner::new(&[]).unwrap().with_limits(ScanLimits { max_bytes: 30, max_depth: 3 });
+        let s = Scanner::new(&[]).unwrap().with_limits(ScanLimits {
+            max_bytes: 30,
+            max_depth: 3,
+        });
         let report = s.scan(&json!(["AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLF"]));
         assert_eq!(report.findings.len(), 1);
         assert!(report.incomplete);
@@ -911,12 +1060,21 @@ mod tests {
             ".{0,12}",
         ];
         let string = prop::collection::vec(piece, 0..4).prop_map(|p| p.concat());
-        let key = prop_oneof![Just("password".to_owned()), Just("aws_secret_access_key".to_owned()), string.clone()];
-        let leaf = prop_oneof![Just(Value::Null), any::<i64>().prop_map(Value::from), string.prop_map(Value::from)];
+        let key = prop_oneof![
+            Just("password".to_owned()),
+            Just("aws_secret_access_key".to_owned()),
+            string.clone()
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            string.prop_map(Value::from)
+        ];
         leaf.prop_recursive(3, 24, 4, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-                prop::collection::btree_map(key.clone(), inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(key.clone(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }

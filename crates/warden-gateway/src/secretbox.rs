@@ -40,7 +40,9 @@ pub struct SealingKey {
 
 impl fmt::Debug for SealingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SealingKey").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("SealingKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,9 +110,13 @@ impl Sealed {
     /// Reads [`Sealed::encode`]'s form back.
     pub fn decode(text: &str) -> Result<Sealed, SealedFormatError> {
         let mut parts = text.split(':');
-        let (Some(version), Some(key_id), Some(nonce), Some(ciphertext), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(version), Some(key_id), Some(nonce), Some(ciphertext), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(SealedFormatError("it needs exactly four parts separated by `:`"));
         };
         if version != "v1" {
@@ -119,10 +125,17 @@ impl Sealed {
         if key_id.len() != 16 || !key_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(SealedFormatError("the key id is not 16 lowercase hex characters"));
         }
-        let nonce = URL_SAFE_NO_PAD.decode(nonce).map_err(|_| SealedFormatError("the nonce is not base64url"))?;
-        let ciphertext =
-            URL_SAFE_NO_PAD.decode(ciphertext).map_err(|_| SealedFormatError("the ciphertext is not base64url"))?;
-        Ok(Sealed { key_id: key_id.to_owned(), nonce, ciphertext })
+        let nonce = URL_SAFE_NO_PAD
+            .decode(nonce)
+            .map_err(|_| SealedFormatError("the nonce is not base64url"))?;
+        let ciphertext = URL_SAFE_NO_PAD
+            .decode(ciphertext)
+            .map_err(|_| SealedFormatError("the ciphertext is not base64url"))?;
+        Ok(Sealed {
+            key_id: key_id.to_owned(),
+            nonce,
+            ciphertext,
+        })
     }
 }
 
@@ -146,7 +159,10 @@ impl SealingKey {
         }
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         if bytes.len() == KEY_LEN {
-            if bytes.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+            if bytes
+                .iter()
+                .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+            {
                 return Err(KeyError::LooksLikeText);
             }
             key.copy_from_slice(bytes);
@@ -154,7 +170,8 @@ impl SealingKey {
         }
         let text = bytes.trim_ascii_end();
         if text.len() == 2 * KEY_LEN && text.iter().all(u8::is_ascii_hexdigit) {
-            hex::decode_to_slice(text, key.as_mut_slice()).map_err(|_| KeyError::Format { len: bytes.len() })?;
+            hex::decode_to_slice(text, key.as_mut_slice())
+                .map_err(|_| KeyError::Format { len: bytes.len() })?;
             return Self::from_key(key);
         }
         let decoded = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
@@ -205,7 +222,11 @@ impl SealingKey {
             .cipher
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
             .map_err(|_| SealError::TooLarge)?;
-        Ok(Sealed { key_id: self.key_id.clone(), nonce: nonce.to_vec(), ciphertext })
+        Ok(Sealed {
+            key_id: self.key_id.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        })
     }
 
     /// Opens a sealed value with the same `aad` it was sealed with.
@@ -217,11 +238,19 @@ impl SealingKey {
             });
         }
         if sealed.nonce.len() != NONCE_LEN {
-            return Err(OpenError::BadNonce { len: sealed.nonce.len() });
+            return Err(OpenError::BadNonce {
+                len: sealed.nonce.len(),
+            });
         }
         let plaintext = self
             .cipher
-            .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad })
+            .decrypt(
+                XNonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad,
+                },
+            )
             .map_err(|_| OpenError::Failed)?;
         Ok(Secret::new(Zeroizing::new(plaintext)))
     }
@@ -251,12 +280,25 @@ mod tests {
         // Fresh nonces: sealing twice gives different ciphertexts.
         assert_ne!(k.seal(b"x", b"").unwrap().nonce, k.seal(b"x", b"").unwrap().nonce);
         // Empty plaintext works.
-        assert_eq!(k.open(&k.seal(b"", b"a").unwrap(), b"a").unwrap().expose().as_slice(), b"");
+        assert_eq!(
+            k.open(&k.seal(b"", b"a").unwrap(), b"a")
+                .unwrap()
+                .expose()
+                .as_slice(),
+            b""
+        );
         // Text form.
         let text = sealed.encode();
         assert!(text.starts_with(&format!("v1:{}:", k.key_id())));
         assert_eq!(Sealed::decode(&text).unwrap(), sealed);
-        for bad in ["", "v1:a:b", "v2:0011223344556677:AA:AA", "v1:00112233445566ZZ:AA:AA", "v1:0011223344556677:!:AA", "v1:0011223344556677:AA:AA:AA"] {
+        for bad in [
+            "",
+            "v1:a:b",
+            "v2:0011223344556677:AA:AA",
+            "v1:00112233445566ZZ:AA:AA",
+            "v1:0011223344556677:!:AA",
+            "v1:0011223344556677:AA:AA:AA",
+        ] {
             assert!(Sealed::decode(bad).is_err(), "{bad}");
         }
     }
@@ -287,7 +329,11 @@ mod tests {
         let e = other.open(&sealed, b"aad").unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("the value was sealed with key `{}`, not with this key (`{}`)", k.key_id(), other.key_id())
+            format!(
+                "the value was sealed with key `{}`, not with this key (`{}`)",
+                k.key_id(),
+                other.key_id()
+            )
         );
         // A forged key id does not help the wrong key.
         let mut forged = sealed.clone();
@@ -318,7 +364,10 @@ mod tests {
         assert_eq!(err(&"ab".repeat(16).into_bytes()), KeyError::LooksLikeText);
         assert_eq!(err(format!("{HEX}0").as_bytes()), KeyError::Format { len: 65 });
         assert_eq!(err(&raw[..31]), KeyError::Format { len: 31 });
-        assert_eq!(err(STANDARD.encode([1u8; 16]).as_bytes()), KeyError::Base64Length { len: 16 });
+        assert_eq!(
+            err(STANDARD.encode([1u8; 16]).as_bytes()),
+            KeyError::Base64Length { len: 16 }
+        );
         let mut raw_nl = raw.clone();
         raw_nl.push(b'\n');
         assert_eq!(err(&raw_nl), KeyError::Format { len: 33 });
@@ -327,7 +376,10 @@ mod tests {
         let g = SealingKey::generate();
         let again = SealingKey::from_file_bytes(g.to_file_contents().as_bytes()).unwrap();
         assert_eq!(again.key_id(), g.key_id());
-        assert_eq!(format!("{g:?}"), format!("SealingKey {{ key_id: {:?}, .. }}", g.key_id()));
+        assert_eq!(
+            format!("{g:?}"),
+            format!("SealingKey {{ key_id: {:?}, .. }}", g.key_id())
+        );
         assert!(!format!("{:?}", key()).contains(HEX));
     }
 

@@ -40,7 +40,10 @@ pub struct SseLimits {
 
 impl Default for SseLimits {
     fn default() -> Self {
-        Self { max_line_bytes: 4 * 1024 * 1024, max_event_bytes: 4 * 1024 * 1024 }
+        Self {
+            max_line_bytes: 4 * 1024 * 1024,
+            max_event_bytes: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -80,10 +83,12 @@ pub struct SseParser {
     pending_cr: bool,
     event: String,
     data: String,
-    id: Option<String>,
-    retry: Option<u64>,
+    /// The `id` and `retry` fields of the current block.
+    block_id: Option<String>,
+    block_retry: Option<u64>,
+    /// The specification's persistent last event ID and reconnection time.
     last_event_id: String,
-    reconnection: Option<u64>,
+    retry: Option<u64>,
     failed: Option<SseError>,
 }
 
@@ -96,10 +101,10 @@ impl SseParser {
             pending_cr: false,
             event: String::new(),
             data: String::new(),
-            id: None,
-            retry: None,
+            block_id: None,
+            block_retry: None,
             last_event_id: String::new(),
-            reconnection: None,
+            retry: None,
             failed: None,
         }
     }
@@ -112,7 +117,7 @@ impl SseParser {
 
     /// The reconnection time from the latest valid `retry` field, in milliseconds.
     pub fn retry(&self) -> Option<u64> {
-        self.reconnection
+        self.retry
     }
 
     /// Feeds the next chunk of the body; returns the events it completed, in order. After an error
@@ -180,7 +185,9 @@ impl SseParser {
 
     fn append_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
         if self.line.len() + bytes.len() > self.limits.max_line_bytes {
-            return Err(SseError::LineTooLong { max: self.limits.max_line_bytes });
+            return Err(SseError::LineTooLong {
+                max: self.limits.max_line_bytes,
+            });
         }
         self.line.extend_from_slice(bytes);
         Ok(())
@@ -209,24 +216,22 @@ impl SseParser {
             }
             "data" => {
                 if self.data.len() + value.len() + 1 > self.limits.max_event_bytes {
-                    return Err(SseError::EventTooLarge { max: self.limits.max_event_bytes });
+                    return Err(SseError::EventTooLarge {
+                        max: self.limits.max_event_bytes,
+                    });
                 }
                 self.data.push_str(value);
                 self.data.push('\n');
             }
-            "id" => {
-                if !value.contains('\0') {
-                    self.id = Some(value.to_owned());
-                    value.clone_into(&mut self.last_event_id);
-                }
+            "id" if !value.contains('\0') => {
+                self.block_id = Some(value.to_owned());
+                value.clone_into(&mut self.last_event_id);
             }
-            "retry" => {
-                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                    // All digits but too large for u64: ignored, like any unusable value.
-                    if let Ok(ms) = value.parse::<u64>() {
-                        self.retry = Some(ms);
-                        self.reconnection = Some(ms);
-                    }
+            // Digits only; all digits but too large for u64 is ignored, like any unusable value.
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                if let Ok(ms) = value.parse::<u64>() {
+                    self.block_retry = Some(ms);
+                    self.retry = Some(ms);
                 }
             }
             _ => {}
@@ -236,14 +241,19 @@ impl SseParser {
 
     fn dispatch(&mut self, events: &mut Vec<SseEvent>) {
         let event = std::mem::take(&mut self.event);
-        let id = self.id.take();
-        let retry = self.retry.take();
+        let id = self.block_id.take();
+        let retry = self.block_retry.take();
         if self.data.is_empty() {
             return;
         }
         let mut data = std::mem::take(&mut self.data);
         data.pop(); // the trailing '\n'
-        events.push(SseEvent { event: (!event.is_empty()).then_some(event), data, id, retry });
+        events.push(SseEvent {
+            event: (!event.is_empty()).then_some(event),
+            data,
+            id,
+            retry,
+        });
     }
 }
 
@@ -301,24 +311,42 @@ mod tests {
     }
 
     fn ev(event: Option<&str>, data: &str, id: Option<&str>, retry: Option<u64>) -> SseEvent {
-        SseEvent { event: event.map(Into::into), data: data.into(), id: id.map(Into::into), retry }
+        SseEvent {
+            event: event.map(Into::into),
+            data: data.into(),
+            id: id.map(Into::into),
+            retry,
+        }
     }
 
     #[test]
     fn spec_examples() {
         // WHATWG: "data: YHOO\ndata: +2\ndata: 10\n\n" is one event with three lines.
-        assert_eq!(parse_all(b"data: YHOO\ndata: +2\ndata: 10\n\n"), [ev(None, "YHOO\n+2\n10", None, None)]);
+        assert_eq!(
+            parse_all(b"data: YHOO\ndata: +2\ndata: 10\n\n"),
+            [ev(None, "YHOO\n+2\n10", None, None)]
+        );
         // Comments, ids, an event without data is not dispatched, and the last block without a blank
         // line is never dispatched.
-        let input = b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\ndata:  third event\n";
+        let input =
+            b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\ndata:  third event\n";
         assert_eq!(
             parse_all(input),
-            [ev(None, "first event", Some("1"), None), ev(None, "second event", Some(""), None)]
+            [
+                ev(None, "first event", Some("1"), None),
+                ev(None, "second event", Some(""), None)
+            ]
         );
         // "data" with no colon is an empty data line; two of them make one "\n".
-        assert_eq!(parse_all(b"data\n\ndata\ndata\n\ndata:\n"), [ev(None, "", None, None), ev(None, "\n", None, None)]);
+        assert_eq!(
+            parse_all(b"data\n\ndata\ndata\n\ndata:\n"),
+            [ev(None, "", None, None), ev(None, "\n", None, None)]
+        );
         // The space after the colon is dropped once.
-        assert_eq!(parse_all(b"data:test\n\ndata: test\n\n"), [ev(None, "test", None, None), ev(None, "test", None, None)]);
+        assert_eq!(
+            parse_all(b"data:test\n\ndata: test\n\n"),
+            [ev(None, "test", None, None), ev(None, "test", None, None)]
+        );
     }
 
     #[test]
@@ -327,19 +355,32 @@ mod tests {
         let out = p
             .push(b"event: add\nevent: update\nretry: 15\nretry: 1x\nid: a\0b\nid: 7\nfoo: bar\ndata: x\n\nretry: 99999999999999999999999\ndata: y\n\n")
             .unwrap();
-        assert_eq!(out, [ev(Some("update"), "x", Some("7"), Some(15)), ev(None, "y", None, None)]);
+        assert_eq!(
+            out,
+            [
+                ev(Some("update"), "x", Some("7"), Some(15)),
+                ev(None, "y", None, None)
+            ]
+        );
         assert_eq!(p.last_event_id(), "7");
         assert_eq!(p.retry(), Some(15));
         // A block without data dispatches nothing but still updates the last event ID, and clears
         // the event type.
-        assert_eq!(p.push(b"id: 8\nevent: e\n\ndata: z\n\n").unwrap(), [ev(None, "z", None, None)]);
+        assert_eq!(
+            p.push(b"id: 8\nevent: e\n\ndata: z\n\n").unwrap(),
+            [ev(None, "z", None, None)]
+        );
         assert_eq!(p.last_event_id(), "8");
     }
 
     #[test]
     fn line_ends_bom_and_split_points() {
         let input = "\u{feff}data: a\r\ndata: é\r\rdata: b\n\nevent: x\rdata: c\r\n\r\n".as_bytes();
-        let want = [ev(None, "a\né", None, None), ev(None, "b", None, None), ev(Some("x"), "c", None, None)];
+        let want = [
+            ev(None, "a\né", None, None),
+            ev(None, "b", None, None),
+            ev(Some("x"), "c", None, None),
+        ];
         assert_eq!(parse_all(input), want);
         for i in 0..=input.len() {
             for j in i..=input.len() {
@@ -352,24 +393,42 @@ mod tests {
         }
         // Only one BOM is dropped, and only at the start.
         assert_eq!(parse_all("\u{feff}\u{feff}data: a\n\n".as_bytes()), []);
-        assert_eq!(parse_all("\u{feff}data: \u{feff}a\n\n".as_bytes()), [ev(None, "\u{feff}a", None, None)]);
+        assert_eq!(
+            parse_all("\u{feff}data: \u{feff}a\n\n".as_bytes()),
+            [ev(None, "\u{feff}a", None, None)]
+        );
         // A stream starting with part of a BOM that is not one: those bytes stay (as U+FFFD), so the
         // first line is an unknown field.
-        assert_eq!(parse_all(b"\xEF\xBBdata: a\n\ndata: b\n\n"), [ev(None, "b", None, None)]);
+        assert_eq!(
+            parse_all(b"\xEF\xBBdata: a\n\ndata: b\n\n"),
+            [ev(None, "b", None, None)]
+        );
         assert_eq!(parse_all(b"\xEF"), []);
         // Invalid UTF-8 becomes U+FFFD.
-        assert_eq!(parse_all(b"data: \xff\xc3\n\n"), [ev(None, "\u{fffd}\u{fffd}", None, None)]);
+        assert_eq!(
+            parse_all(b"data: \xff\xc3\n\n"),
+            [ev(None, "\u{fffd}\u{fffd}", None, None)]
+        );
     }
 
     #[test]
     fn limits_fail_the_stream() {
-        let limits = SseLimits { max_line_bytes: 8, max_event_bytes: 10 };
+        let limits = SseLimits {
+            max_line_bytes: 8,
+            max_event_bytes: 10,
+        };
         let mut p = SseParser::new(limits);
         assert_eq!(p.push(b"data: 12").unwrap(), []);
         assert_eq!(p.push(b"3"), Err(SseError::LineTooLong { max: 8 }));
         assert_eq!(p.push(b"\n\n"), Err(SseError::LineTooLong { max: 8 }));
-        let mut p = SseParser::new(SseLimits { max_line_bytes: 16, max_event_bytes: 10 });
-        assert_eq!(p.push(b"data: 1234\ndata: 12345\n"), Err(SseError::EventTooLarge { max: 10 }));
+        let mut p = SseParser::new(SseLimits {
+            max_line_bytes: 16,
+            max_event_bytes: 10,
+        });
+        assert_eq!(
+            p.push(b"data: 1234\ndata: 12345\n"),
+            Err(SseError::EventTooLarge { max: 10 })
+        );
         // Comments count against the line limit too: no unbounded buffering of any line.
         let mut p = SseParser::new(limits);
         assert!(p.push(b":1234567890").is_err());
@@ -385,7 +444,10 @@ mod tests {
         assert_eq!(encode(&ev(None, "", None, None)), b"data: \n\n");
         // Line breaks cannot inject fields.
         let e = ev(Some("x\ndata: evil"), "ok", Some("1\r\nevent: y"), None);
-        assert_eq!(parse_all(&encode(&e)), [ev(Some("xdata: evil"), "ok", Some("1event: y"), None)]);
+        assert_eq!(
+            parse_all(&encode(&e)),
+            [ev(Some("xdata: evil"), "ok", Some("1event: y"), None)]
+        );
     }
 
     fn arb_event() -> impl Strategy<Value = SseEvent> {
@@ -395,7 +457,12 @@ mod tests {
             prop::option::of("[^\r\n\u{0}]{0,10}"),
             prop::option::of(any::<u64>()),
         )
-            .prop_map(|(event, data, id, retry)| SseEvent { event, data, id, retry })
+            .prop_map(|(event, data, id, retry)| SseEvent {
+                event,
+                data,
+                id,
+                retry,
+            })
     }
 
     proptest! {

@@ -46,7 +46,11 @@ pub struct ToolsLimits {
 
 impl Default for ToolsLimits {
     fn default() -> Self {
-        Self { max_tools: 1_000, max_definition_bytes: 64 * 1024, max_name_chars: 128 }
+        Self {
+            max_tools: 1_000,
+            max_definition_bytes: 64 * 1024,
+            max_name_chars: 128,
+        }
     }
 }
 
@@ -89,7 +93,10 @@ impl ToolDefinition {
         if name.chars().any(char::is_control) {
             return Err(ToolError::Name("must not contain control characters"));
         }
-        let not_canonical = |reason| ToolError::NotCanonical { name: name.clone(), reason };
+        let not_canonical = |reason| ToolError::NotCanonical {
+            name: name.clone(),
+            reason,
+        };
         let pinned = pinned_bytes(obj).map_err(not_canonical)?;
         // The encoded size: the canonical bytes plus `_meta` (which the digest leaves out).
         let meta_len = match obj.get("_meta") {
@@ -98,10 +105,18 @@ impl ToolDefinition {
         };
         let len = pinned.len() + meta_len;
         if len > limits.max_definition_bytes {
-            return Err(ToolError::TooLarge { name: name.clone(), len, max: limits.max_definition_bytes });
+            return Err(ToolError::TooLarge {
+                name: name.clone(),
+                len,
+                max: limits.max_definition_bytes,
+            });
         }
         let digest = hex::encode(Sha256::digest(&pinned));
-        Ok(Self { name: name.clone(), value, digest })
+        Ok(Self {
+            name: name.clone(),
+            value,
+            digest,
+        })
     }
 
     /// The tool's name.
@@ -161,7 +176,12 @@ impl ToolsPage {
     /// and every other member (`nextCursor`, `_meta`, anything else) as it was.
     pub fn to_result(&self, mut keep: impl FnMut(&ToolDefinition) -> bool) -> Value {
         let mut out = Map::new();
-        let tools = self.tools.iter().filter(|t| keep(t)).map(|t| t.value.clone()).collect();
+        let tools = self
+            .tools
+            .iter()
+            .filter(|t| keep(t))
+            .map(|t| t.value.clone())
+            .collect();
         out.insert("tools".into(), Value::Array(tools));
         if let Some(cursor) = &self.next_cursor {
             out.insert("nextCursor".into(), Value::String(cursor.clone()));
@@ -203,7 +223,10 @@ pub fn parse_tools_list(result: &Value, limits: &ToolsLimits) -> Result<ToolsPag
         Some(_) => return Err(ToolsError::ToolsNotArray),
     };
     if tools.len() > limits.max_tools {
-        return Err(ToolsError::TooMany { count: tools.len(), max: limits.max_tools });
+        return Err(ToolsError::TooMany {
+            count: tools.len(),
+            max: limits.max_tools,
+        });
     }
     let next_cursor = match obj.get("nextCursor") {
         None => None,
@@ -213,14 +236,23 @@ pub fn parse_tools_list(result: &Value, limits: &ToolsLimits) -> Result<ToolsPag
     let mut seen = HashSet::with_capacity(tools.len());
     let mut defs = Vec::with_capacity(tools.len());
     for (index, tool) in tools.iter().enumerate() {
-        let def = ToolDefinition::new(tool.clone(), limits).map_err(|source| ToolsError::Tool { index, source })?;
+        let def =
+            ToolDefinition::new(tool.clone(), limits).map_err(|source| ToolsError::Tool { index, source })?;
         if !seen.insert(def.name.clone()) {
             return Err(ToolsError::Duplicate { name: def.name });
         }
         defs.push(def);
     }
-    let other = obj.iter().filter(|(k, _)| *k != "tools" && *k != "nextCursor").map(|(k, v)| (k.clone(), v.clone())).collect();
-    Ok(ToolsPage { tools: defs, next_cursor, other })
+    let other = obj
+        .iter()
+        .filter(|(k, _)| *k != "tools" && *k != "nextCursor")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(ToolsPage {
+        tools: defs,
+        next_cursor,
+        other,
+    })
 }
 
 /// What kind of action calling a tool is. The Cedar actions of the same names.
@@ -234,7 +266,12 @@ pub enum ToolClass {
 }
 
 impl ToolClass {
-    pub const ALL: [ToolClass; 4] = [ToolClass::Read, ToolClass::Write, ToolClass::Destructive, ToolClass::Admin];
+    pub const ALL: [ToolClass; 4] = [
+        ToolClass::Read,
+        ToolClass::Write,
+        ToolClass::Destructive,
+        ToolClass::Admin,
+    ];
 
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
@@ -334,7 +371,10 @@ mod tests {
         }
         // Non-ASCII member names sort by UTF-16 code units (RFC 8785), as the ledger's encoder does.
         let odd = json!({"name": "x", "\u{e9}": 1, "\u{1f600}": 2, "\u{ff5e}": 3, "a": 4});
-        assert_eq!(def(odd.clone()).digest(), hex::encode(Sha256::digest(canonical::to_vec(&odd).unwrap())));
+        assert_eq!(
+            def(odd.clone()).digest(),
+            hex::encode(Sha256::digest(canonical::to_vec(&odd).unwrap()))
+        );
     }
 
     #[test]
@@ -343,13 +383,19 @@ mod tests {
         assert_eq!(hint_class(&def(json!({"name": "t"}))), ToolClass::Destructive);
         assert_eq!(class(json!({})), ToolClass::Destructive);
         assert_eq!(class(json!({"readOnlyHint": true})), ToolClass::Read);
-        assert_eq!(class(json!({"readOnlyHint": true, "destructiveHint": true})), ToolClass::Read);
+        assert_eq!(
+            class(json!({"readOnlyHint": true, "destructiveHint": true})),
+            ToolClass::Read
+        );
         assert_eq!(class(json!({"readOnlyHint": false})), ToolClass::Destructive);
         assert_eq!(class(json!({"destructiveHint": false})), ToolClass::Write);
         assert_eq!(class(json!({"destructiveHint": true})), ToolClass::Destructive);
         // Non-boolean hints are ignored as absent.
         assert_eq!(class(json!({"readOnlyHint": "true"})), ToolClass::Destructive);
-        assert_eq!(class(json!({"readOnlyHint": 1, "destructiveHint": "false"})), ToolClass::Destructive);
+        assert_eq!(
+            class(json!({"readOnlyHint": 1, "destructiveHint": "false"})),
+            ToolClass::Destructive
+        );
         assert_eq!(class(json!("read")), ToolClass::Destructive);
     }
 
@@ -374,9 +420,15 @@ mod tests {
             "_meta": {"k": "v"}
         });
         let page = parse_tools_list(&result, &ToolsLimits::default()).unwrap();
-        assert_eq!(page.tools.iter().map(ToolDefinition::name).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            page.tools.iter().map(ToolDefinition::name).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
         assert_eq!(page.next_cursor.as_deref(), Some("page2"));
-        assert_eq!(page.other, json!({"_meta": {"k": "v"}}).as_object().unwrap().clone());
+        assert_eq!(
+            page.other,
+            json!({"_meta": {"k": "v"}}).as_object().unwrap().clone()
+        );
         assert_eq!(page.to_result(|_| true), result);
         assert_eq!(
             page.to_result(|t| t.name() != "b"),
@@ -390,11 +442,26 @@ mod tests {
         assert_eq!(err(json!([]), d), "the `tools/list` result must be an object");
         assert_eq!(err(json!({}), d), "`tools` is missing");
         assert_eq!(err(json!({"tools": {}}), d), "`tools` must be an array");
-        assert_eq!(err(json!({"tools": [], "nextCursor": 1}), d), "`nextCursor` must be a string");
-        assert_eq!(err(json!({"tools": [1]}), d), "`tools[0]`: the tool definition must be an object");
-        assert_eq!(err(json!({"tools": [{"name": "a"}, {}]}), d), "`tools[1]`: `name` is missing");
-        assert_eq!(err(json!({"tools": [{"name": 1}]}), d), "`tools[0]`: `name` must be a string");
-        assert_eq!(err(json!({"tools": [{"name": ""}]}), d), "`tools[0]`: `name` must be 1 to 128 characters long");
+        assert_eq!(
+            err(json!({"tools": [], "nextCursor": 1}), d),
+            "`nextCursor` must be a string"
+        );
+        assert_eq!(
+            err(json!({"tools": [1]}), d),
+            "`tools[0]`: the tool definition must be an object"
+        );
+        assert_eq!(
+            err(json!({"tools": [{"name": "a"}, {}]}), d),
+            "`tools[1]`: `name` is missing"
+        );
+        assert_eq!(
+            err(json!({"tools": [{"name": 1}]}), d),
+            "`tools[0]`: `name` must be a string"
+        );
+        assert_eq!(
+            err(json!({"tools": [{"name": ""}]}), d),
+            "`tools[0]`: `name` must be 1 to 128 characters long"
+        );
         assert!(parse_tools_list(&json!({"tools": [{"name": "é".repeat(128)}]}), &d).is_ok());
         assert_eq!(
             err(json!({"tools": [{"name": "x".repeat(129)}]}), d),
@@ -404,20 +471,50 @@ mod tests {
             err(json!({"tools": [{"name": "a\nb"}]}), d),
             "`tools[0]`: `name` must not contain control characters"
         );
-        assert_eq!(err(json!({"tools": [{"name": "a"}, {"name": "a"}]}), d), "tool `a` appears more than once");
+        assert_eq!(
+            err(json!({"tools": [{"name": "a"}, {"name": "a"}]}), d),
+            "tool `a` appears more than once"
+        );
         let few = ToolsLimits { max_tools: 2, ..d };
         assert_eq!(
-            err(json!({"tools": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}), few),
+            err(
+                json!({"tools": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}),
+                few
+            ),
             "`tools` has 3 entries, more than the limit of 2"
         );
-        let small = ToolsLimits { max_definition_bytes: 60, ..d };
-        assert!(parse_tools_list(&json!({"tools": [{"name": "a", "description": "x".repeat(20)}]}), &small).is_ok());
-        assert!(err(json!({"tools": [{"name": "a", "description": "x".repeat(40)}]}), small).starts_with("`tools[0]`: tool `a` is 69 bytes"));
-        // _meta counts towards the size limit even though it is not pinned.
-        assert!(err(json!({"tools": [{"name": "a", "_meta": {"x": "y".repeat(40)}}]}), small).contains("more than the limit of 60"));
+        let small = ToolsLimits {
+            max_definition_bytes: 60,
+            ..d
+        };
         assert!(
-            err(json!({"tools": [{"name": "a", "inputSchema": {"maximum": u64::MAX}}]}), d)
-                .starts_with("`tools[0]`: tool `a` has no canonical JSON form")
+            parse_tools_list(
+                &json!({"tools": [{"name": "a", "description": "x".repeat(20)}]}),
+                &small
+            )
+            .is_ok()
+        );
+        assert!(
+            err(
+                json!({"tools": [{"name": "a", "description": "x".repeat(40)}]}),
+                small
+            )
+            .starts_with("`tools[0]`: tool `a` is 69 bytes")
+        );
+        // _meta counts towards the size limit even though it is not pinned.
+        assert!(
+            err(
+                json!({"tools": [{"name": "a", "_meta": {"x": "y".repeat(40)}}]}),
+                small
+            )
+            .contains("more than the limit of 60")
+        );
+        assert!(
+            err(
+                json!({"tools": [{"name": "a", "inputSchema": {"maximum": u64::MAX}}]}),
+                d
+            )
+            .starts_with("`tools[0]`: tool `a` has no canonical JSON form")
         );
     }
 
@@ -431,7 +528,8 @@ mod tests {
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-                prop::collection::btree_map(".{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }
