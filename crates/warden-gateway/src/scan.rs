@@ -1,0 +1,1116 @@
+//! Secret detection and redaction in JSON values: tool-call arguments on the way to an upstream and
+//! results on the way back.
+//!
+//! An agent that pastes a cloud key into a tool's arguments leaks it to the tool server (and to its
+//! logs); a tool result that carries a credential hands it to the model. The gateway scans both: policy
+//! decides what happens (by default a secret in arguments is denied with
+//! [`crate::jsonrpc::SECRET_IN_ARGUMENTS`], and results are redacted and recorded).
+//!
+//! What is detected (rule ids in backticks; earlier rules win where matches overlap):
+//!
+//! | rule | what |
+//! |---|---|
+//! | `private-key` | PEM / OpenSSH / PGP private key blocks (`-----BEGIN … PRIVATE KEY-----` to the matching end line, or to the end of the string) |
+//! | `aws-access-key-id` | `AKIA` / `ASIA` + 16 of `[A-Z0-9]` |
+//! | `aws-secret-access-key` | 40 base64 characters assigned to `aws_secret_access_key` (and spellings) in text, or the value of such a JSON member |
+//! | `jwt` | three base64url segments whose first decodes to a JSON object with a string `alg` |
+//! | `github-token` | `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` + 36 or more, `github_pat_` + 22 or more |
+//! | `slack-token` | `xoxb-`, `xoxa-`, `xoxp-`, `xoxr-`, `xoxs-` + 10 or more |
+//! | `stripe-live-key` | `sk_live_`, `rk_live_` + 20 or more |
+//! | `google-api-key` | `AIza` + 35 |
+//! | `anthropic-api-key` | `sk-ant-` + 32 or more |
+//! | `openai-api-key` | `sk-` + 32 or more (`sk-proj-…` included) |
+//! | `high-entropy` | a run of 24 to 512 base64 / base64url characters with upper case, lower case *and* digits, Shannon entropy ≥ 3.5 bits per character and frequent switches between those classes (≥ 45% of adjacent pairs) |
+//! | custom rules | `{ id, regex }` from the configuration |
+//! | `sensitive-key` | any non-empty string that is the value of a member named like a credential: the name, lower-cased without `_`, `-`, `.` and spaces, ends in `password`, `passwd`, `passphrase`, `secret`, `secretkey`, `apikey`, `token`, `privatekey` or is `authorization` — except pagination tokens (`pagetoken`, `nexttoken`, `continuationtoken`, `synctoken`) |
+//!
+//! The generic `high-entropy` rule is a heuristic tuned so that hex digests (no upper case), UUIDs
+//! (no mixed case), ordinary words, identifiers and paths (long same-class runs) do not trigger it, and
+//! random base64 tokens of 24+ characters do (about 95% at 24 characters, 98% at 40, by simulation).
+//! Runs longer than 512 characters are taken to be data (images, files), not credentials.
+//!
+//! Bounds: the `regex` crate matches in linear time; custom rules are compiled with a size limit;
+//! scanning stops after [`ScanLimits::max_bytes`] bytes of strings (and below
+//! [`ScanLimits::max_depth`]) and then says so ([`ScanReport::incomplete`]) so the caller can fail
+//! closed — in [`Scanner::redact`], strings past the budget are left as they are.
+//!
+//! A report names rules and RFC 6901 pointers, never the secret; an object member whose *name* holds a
+//! secret is reported (and renamed by [`redact`]) under its redacted name, so pointers never carry
+//! secrets either. Redaction replaces each match with `[REDACTED:<rule>]` (the whole value for
+//! `sensitive-key` and keyed AWS secrets); text already in that form is never matched again, so
+//! redacting is idempotent and scanning a redacted value finds nothing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The rule id of values under credential-like member names.
+pub const SENSITIVE_KEY: &str = "sensitive-key";
+
+const BUILT_IN: &[(&str, &str, Check)] = &[
+    (
+        "private-key",
+        r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----(?s:.*?)(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----|\z)",
+        Check::None,
+    ),
+    ("aws-access-key-id", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", Check::None),
+    (
+        "aws-secret-access-key",
+        r#"(?i:aws_?secret_?(?:access_?)?key)["']?\s*[:=]\s*["']?(?P<secret>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|\z)"#,
+        Check::None,
+    ),
+    (
+        "jwt",
+        r"\bey[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",
+        Check::Jwt,
+    ),
+    (
+        "github-token",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
+        Check::None,
+    ),
+    ("slack-token", r"\bxox[baprs]-[A-Za-z0-9-]{10,250}", Check::None),
+    (
+        "stripe-live-key",
+        r"\b[sr]k_live_[A-Za-z0-9]{20,247}",
+        Check::None,
+    ),
+    ("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}", Check::None),
+    ("anthropic-api-key", r"\bsk-ant-[A-Za-z0-9_-]{32,}", Check::None),
+    ("openai-api-key", r"\bsk-[A-Za-z0-9_-]{32,}", Check::None),
+    ("high-entropy", r"[A-Za-z0-9+/=_-]{24,}", Check::Entropy),
+];
+
+/// Priority of custom rules: after every specific built-in rule, before `high-entropy`.
+const CUSTOM_AT: usize = BUILT_IN.len() - 1;
+
+const SENSITIVE_SUFFIXES: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "secretkey",
+    "apikey",
+    "token",
+    "privatekey",
+];
+const NOT_SENSITIVE_SUFFIXES: &[&str] = &["pagetoken", "nexttoken", "continuationtoken", "synctoken"];
+const AWS_SECRET_KEYS: &[&str] = &["awssecretaccesskey", "secretaccesskey", "awssecretkey"];
+
+const MAX_CUSTOM_REGEX_CHARS: usize = 4096;
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+const SET_SIZE_LIMIT: usize = 16 << 20;
+/// Redaction passes over one string before the whole string is replaced (see `redact_str`).
+const MAX_PASSES: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    None,
+    Jwt,
+    Entropy,
+}
+
+/// A configured detection rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomRule {
+    /// 1 to 64 of `[a-z0-9-]`, starting with a letter or digit; unique, and not a built-in rule's id.
+    pub id: String,
+    /// A `regex` crate pattern. The whole match is the secret, unless the pattern has a group named
+    /// `secret` (then only that group is).
+    pub regex: String,
+}
+
+/// Why a custom rule is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("rule id `{id}` is invalid: use 1 to 64 of a-z, 0-9 and -, starting with a letter or digit")]
+    InvalidId { id: String },
+    #[error("rule id `{id}` is used twice or is a built-in rule's id")]
+    DuplicateId { id: String },
+    #[error("rule `{id}`: the regex is {len} characters, more than the limit of {max}")]
+    RegexTooLong { id: String, len: usize, max: usize },
+    #[error("rule `{id}`: the regex does not compile: {reason}")]
+    Regex { id: String, reason: String },
+    #[error("rule `{id}`: the regex matches the empty string, so it would match everywhere")]
+    MatchesEmpty { id: String },
+    #[error("the rules together compile to more than the size limit: {reason}")]
+    TooLarge { reason: String },
+}
+
+/// Bounds on one scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanLimits {
+    /// Most bytes of strings (member names and values) examined. Default 1 MiB.
+    pub max_bytes: usize,
+    /// Deepest nesting examined. Default 128.
+    pub max_depth: usize,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 20,
+            max_depth: 128,
+        }
+    }
+}
+
+/// One detected secret: which rule, and where (RFC 6901 JSON pointer). Never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Finding {
+    pub rule: String,
+    pub pointer: String,
+}
+
+/// The outcome of a scan.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScanReport {
+    /// Each (rule, pointer) once, in document order.
+    pub findings: Vec<Finding>,
+    /// The scan stopped at a limit: parts of the value were not examined. Fail closed.
+    pub incomplete: bool,
+}
+
+impl ScanReport {
+    /// Nothing found and everything examined.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty() && !self.incomplete
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    id: String,
+    regex: Regex,
+    check: Check,
+    /// Index of the `secret` capture group, if the pattern has one.
+    group: Option<usize>,
+}
+
+/// Compiled detection rules. Build once (per configuration), share freely.
+#[derive(Debug)]
+pub struct Scanner {
+    rules: Vec<Rule>,
+    set: RegexSet,
+    marker: Regex,
+    limits: ScanLimits,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Match {
+    start: usize,
+    end: usize,
+    rule: usize,
+}
+
+fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn compile(id: &str, pattern: &str) -> Result<Rule, RuleError> {
+    let regex = RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| RuleError::Regex {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let group = regex.capture_names().position(|n| n == Some("secret"));
+    Ok(Rule {
+        id: id.to_owned(),
+        regex,
+        check: Check::None,
+        group,
+    })
+}
+
+impl Scanner {
+    /// The built-in rules plus `custom_rules` (validated), with default limits.
+    pub fn new(custom_rules: &[CustomRule]) -> Result<Scanner, RuleError> {
+        let mut rules = Vec::with_capacity(BUILT_IN.len() + custom_rules.len());
+        for (id, pattern, check) in BUILT_IN {
+            let mut rule = compile(id, pattern)?;
+            rule.check = *check;
+            rules.push(rule);
+        }
+        let mut ids: HashSet<&str> = BUILT_IN.iter().map(|r| r.0).collect();
+        ids.insert(SENSITIVE_KEY);
+        let mut custom = Vec::with_capacity(custom_rules.len());
+        for c in custom_rules {
+            if !valid_id(&c.id) {
+                return Err(RuleError::InvalidId {
+                    id: c.id.chars().take(64).collect(),
+                });
+            }
+            if !ids.insert(&c.id) {
+                return Err(RuleError::DuplicateId { id: c.id.clone() });
+            }
+            let len = c.regex.chars().count();
+            if len > MAX_CUSTOM_REGEX_CHARS {
+                return Err(RuleError::RegexTooLong {
+                    id: c.id.clone(),
+                    len,
+                    max: MAX_CUSTOM_REGEX_CHARS,
+                });
+            }
+            let rule = compile(&c.id, &c.regex)?;
+            if rule.regex.is_match("") {
+                return Err(RuleError::MatchesEmpty { id: c.id.clone() });
+            }
+            custom.push(rule);
+        }
+        // Custom rules go before the generic entropy rule, after every specific one.
+        let tail = rules.split_off(CUSTOM_AT);
+        rules.extend(custom);
+        rules.extend(tail);
+        let set = RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
+            .size_limit(SET_SIZE_LIMIT)
+            .dfa_size_limit(SET_SIZE_LIMIT)
+            .build()
+            .map_err(|e| RuleError::TooLarge {
+                reason: e.to_string(),
+            })?;
+        let marker = compile("marker", r"\[REDACTED:[a-z0-9-]{1,64}\]")?.regex;
+        Ok(Scanner {
+            rules,
+            set,
+            marker,
+            limits: ScanLimits::default(),
+        })
+    }
+
+    /// The same rules with other limits.
+    pub fn with_limits(mut self, limits: ScanLimits) -> Scanner {
+        self.limits = limits;
+        self
+    }
+
+    /// The ids of every rule, in priority order (then `sensitive-key`).
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.id.as_str()).chain([SENSITIVE_KEY])
+    }
+
+    /// Scans a value without changing it.
+    pub fn scan(&self, value: &Value) -> ScanReport {
+        let mut walk = Walk::new(self);
+        walk.scan_value(value, 0);
+        walk.report()
+    }
+
+    /// Scans a value and replaces every secret with `[REDACTED:<rule>]`. Returns what was replaced.
+    pub fn redact(&self, value: &mut Value) -> ScanReport {
+        let mut walk = Walk::new(self);
+        walk.redact_value(value, 0);
+        walk.report()
+    }
+
+    /// Non-overlapping matches in `s`, by start. Where matches overlap, the earlier rule wins.
+    fn matches(&self, s: &str) -> Vec<Match> {
+        let hits = self.set.matches(s);
+        if !hits.matched_any() {
+            return Vec::new();
+        }
+        let markers: Vec<(usize, usize)> = if s.contains("[REDACTED:") {
+            self.marker.find_iter(s).map(|m| (m.start(), m.end())).collect()
+        } else {
+            Vec::new()
+        };
+        let in_marker = |start: usize, end: usize| markers.iter().any(|&(ms, me)| start < me && ms < end);
+        // Accepted spans, start → end; rules in priority order, so an earlier rule claims first.
+        let mut taken: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+        for idx in hits.iter() {
+            let rule = &self.rules[idx];
+            let mut consider = |start: usize, end: usize| {
+                if start == end || in_marker(start, end) || !passes(rule.check, &s[start..end]) {
+                    return;
+                }
+                let before = taken
+                    .range(..=start)
+                    .next_back()
+                    .is_some_and(|(_, &(e, _))| e > start);
+                let after = taken.range(start..).next().is_some_and(|(&st, _)| st < end);
+                if !before && !after {
+                    taken.insert(start, (end, idx));
+                }
+            };
+            match rule.group {
+                Some(g) => {
+                    for caps in rule.regex.captures_iter(s) {
+                        if let Some(m) = caps.get(g) {
+                            consider(m.start(), m.end());
+                        }
+                    }
+                }
+                None => {
+                    for m in rule.regex.find_iter(s) {
+                        consider(m.start(), m.end());
+                    }
+                }
+            }
+        }
+        taken
+            .into_iter()
+            .map(|(start, (end, rule))| Match { start, end, rule })
+            .collect()
+    }
+
+    /// Redacts `s` in place; returns the rules that matched (possibly with repeats). Replacing a match
+    /// can expose text that a lower-priority overlapping match had covered, so this repeats up to
+    /// `MAX_PASSES` times; if text still matches then, the whole string is replaced.
+    fn redact_str(&self, s: &mut String) -> Vec<usize> {
+        let mut rules = Vec::new();
+        for _ in 0..MAX_PASSES {
+            let found = self.matches(s);
+            if found.is_empty() {
+                return rules;
+            }
+            let mut out = String::with_capacity(s.len());
+            let mut at = 0;
+            for m in &found {
+                out.push_str(&s[at..m.start]);
+                push_marker(&mut out, &self.rules[m.rule].id);
+                at = m.end;
+                rules.push(m.rule);
+            }
+            out.push_str(&s[at..]);
+            *s = out;
+        }
+        if let Some(m) = self.matches(s).first() {
+            rules.push(m.rule);
+            let mut whole = String::new();
+            push_marker(&mut whole, &self.rules[m.rule].id);
+            *s = whole;
+        }
+        rules
+    }
+
+    fn is_marker(&self, s: &str) -> bool {
+        self.marker
+            .find(s)
+            .is_some_and(|m| m.start() == 0 && m.end() == s.len())
+    }
+}
+
+fn push_marker(out: &mut String, rule: &str) {
+    out.push_str("[REDACTED:");
+    out.push_str(rule);
+    out.push(']');
+}
+
+fn passes(check: Check, text: &str) -> bool {
+    match check {
+        Check::None => true,
+        Check::Jwt => is_jwt(text),
+        Check::Entropy => is_high_entropy(text),
+    }
+}
+
+fn is_jwt(text: &str) -> bool {
+    let Some(header) = text.split('.').next() else {
+        return false;
+    };
+    if header.len() > 4096 {
+        return false;
+    }
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.get("alg").is_some_and(Value::is_string))
+}
+
+/// The generic token heuristic (see the module documentation).
+fn is_high_entropy(text: &str) -> bool {
+    let t = text.trim_end_matches('=').as_bytes();
+    if t.len() < 24 || t.len() > 512 {
+        return false;
+    }
+    #[derive(PartialEq, Clone, Copy)]
+    enum Class {
+        Upper,
+        Lower,
+        Digit,
+    }
+    let class = |b: u8| match b {
+        b'A'..=b'Z' => Some(Class::Upper),
+        b'a'..=b'z' => Some(Class::Lower),
+        b'0'..=b'9' => Some(Class::Digit),
+        _ => None,
+    };
+    let (mut upper, mut lower, mut digit) = (false, false, false);
+    let (mut pairs, mut switches) = (0usize, 0usize);
+    let mut prev = None;
+    let mut counts = [0u32; 256];
+    for &b in t {
+        counts[usize::from(b)] += 1;
+        let Some(c) = class(b) else { continue };
+        match c {
+            Class::Upper => upper = true,
+            Class::Lower => lower = true,
+            Class::Digit => digit = true,
+        }
+        if let Some(p) = prev {
+            pairs += 1;
+            if p != c {
+                switches += 1;
+            }
+        }
+        prev = Some(c);
+    }
+    if !(upper && lower && digit) || pairs == 0 || switches * 100 < pairs * 45 {
+        return false;
+    }
+    let n = t.len() as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy >= 3.5
+}
+
+fn normalized_key(key: &str) -> String {
+    key.chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Plain,
+    Sensitive,
+    AwsSecret,
+}
+
+fn key_kind(key: &str) -> KeyKind {
+    if key.len() > 128 {
+        return KeyKind::Plain;
+    }
+    let k = normalized_key(key);
+    if AWS_SECRET_KEYS.contains(&k.as_str()) {
+        return KeyKind::AwsSecret;
+    }
+    if NOT_SENSITIVE_SUFFIXES.iter().any(|s| k.ends_with(s)) {
+        return KeyKind::Plain;
+    }
+    if k == "authorization" || SENSITIVE_SUFFIXES.iter().any(|s| k.ends_with(s)) {
+        KeyKind::Sensitive
+    } else {
+        KeyKind::Plain
+    }
+}
+
+fn is_aws_secret(s: &str) -> bool {
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+')
+}
+
+#[derive(Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+struct Walk<'a> {
+    scanner: &'a Scanner,
+    budget: usize,
+    incomplete: bool,
+    path: Vec<Seg>,
+    findings: Vec<Finding>,
+    seen: HashSet<(usize, String)>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(scanner: &'a Scanner) -> Self {
+        Walk {
+            scanner,
+            budget: scanner.limits.max_bytes,
+            incomplete: false,
+            path: Vec::new(),
+            findings: Vec::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    fn report(self) -> ScanReport {
+        ScanReport {
+            findings: self.findings,
+            incomplete: self.incomplete,
+        }
+    }
+
+    /// Takes `len` bytes from the budget; false (and incomplete) when they are not there.
+    fn spend(&mut self, len: usize) -> bool {
+        if len > self.budget {
+            self.incomplete = true;
+            self.budget = 0;
+            return false;
+        }
+        self.budget -= len;
+        true
+    }
+
+    fn pointer(&self) -> String {
+        let mut p = String::new();
+        for seg in &self.path {
+            p.push('/');
+            match seg {
+                Seg::Key(k) => p.push_str(&k.replace('~', "~0").replace('/', "~1")),
+                Seg::Index(i) => {
+                    let _ = write!(p, "{i}");
+                }
+            }
+        }
+        p
+    }
+
+    fn record(&mut self, rule: &str) {
+        let pointer = self.pointer();
+        let rule_idx = self
+            .scanner
+            .rules
+            .iter()
+            .position(|r| r.id == rule)
+            .unwrap_or(usize::MAX);
+        if self.seen.insert((rule_idx, format!("{rule}\u{0}{pointer}"))) {
+            self.findings.push(Finding {
+                rule: rule.to_owned(),
+                pointer,
+            });
+        }
+    }
+
+    fn record_rules(&mut self, rules: &[usize]) {
+        for &r in rules {
+            let id = self.scanner.rules[r].id.clone();
+            self.record(&id);
+        }
+    }
+
+    // ---- scanning (read only) ----
+
+    fn scan_value(&mut self, value: &Value, depth: usize) {
+        match value {
+            Value::String(s) => self.scan_str(s),
+            Value::Array(items) => {
+                if depth >= self.scanner.limits.max_depth {
+                    self.incomplete = true;
+                    return;
+                }
+                for (i, item) in items.iter().enumerate() {
+                    self.path.push(Seg::Index(i));
+                    self.scan_value(item, depth + 1);
+                    self.path.pop();
+                }
+            }
+            Value::Object(members) => {
+                if depth >= self.scanner.limits.max_depth {
+                    self.incomplete = true;
+                    return;
+                }
+                for (key, item) in members {
+                    let (shown, key_rules) = self.scan_key(key);
+                    self.path.push(Seg::Key(shown));
+                    self.record_rules(&key_rules);
+                    match (key_kind(key), item) {
+                        (KeyKind::AwsSecret, Value::String(s)) if is_aws_secret(s) => {
+                            if self.spend(s.len()) {
+                                self.record("aws-secret-access-key");
+                            }
+                        }
+                        (KeyKind::Sensitive | KeyKind::AwsSecret, Value::String(s)) if !s.is_empty() => {
+                            if self.spend(s.len()) && !self.scanner.is_marker(s) {
+                                self.record(SENSITIVE_KEY);
+                            }
+                        }
+                        _ => self.scan_value(item, depth + 1),
+                    }
+                    self.path.pop();
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    fn scan_str(&mut self, s: &str) {
+        if !self.spend(s.len()) {
+            return;
+        }
+        let rules: Vec<usize> = self.scanner.matches(s).iter().map(|m| m.rule).collect();
+        self.record_rules(&rules);
+    }
+
+    /// A member name as it appears in pointers (redacted if it holds a secret), and the rules it
+    /// matched.
+    fn scan_key(&mut self, key: &str) -> (String, Vec<usize>) {
+        if !self.spend(key.len()) {
+            return (key.to_owned(), Vec::new());
+        }
+        let mut shown = key.to_owned();
+        let rules = self.scanner.redact_str(&mut shown);
+        (shown, rules)
+    }
+
+    // ---- redaction ----
+
+    fn redact_value(&mut self, value: &mut Value, depth: usize) {
+        match value {
+            Value::String(s) => {
+                if self.spend(s.len()) {
+                    let rules = self.scanner.redact_str(s);
+                    self.record_rules(&rules);
+                }
+            }
+            Value::Array(items) => {
+                if depth >= self.scanner.limits.max_depth {
+                    self.incomplete = true;
+                    return;
+                }
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.path.push(Seg::Index(i));
+                    self.redact_value(item, depth + 1);
+                    self.path.pop();
+                }
+            }
+            Value::Object(members) => {
+                if depth >= self.scanner.limits.max_depth {
+                    self.incomplete = true;
+                    return;
+                }
+                let mut renames = Vec::new();
+                for (key, item) in members.iter_mut() {
+                    let (shown, key_rules) = self.scan_key(key);
+                    if !key_rules.is_empty() {
+                        renames.push((key.clone(), shown.clone()));
+                    }
+                    self.path.push(Seg::Key(shown));
+                    self.record_rules(&key_rules);
+                    match (key_kind(key), &mut *item) {
+                        (KeyKind::AwsSecret, Value::String(s)) if is_aws_secret(s) => {
+                            if self.spend(s.len()) {
+                                self.record("aws-secret-access-key");
+                                s.clear();
+                                push_marker(s, "aws-secret-access-key");
+                            }
+                        }
+                        (KeyKind::Sensitive | KeyKind::AwsSecret, Value::String(s)) if !s.is_empty() => {
+                            if self.spend(s.len()) && !self.scanner.is_marker(s) {
+                                self.record(SENSITIVE_KEY);
+                                s.clear();
+                                push_marker(s, SENSITIVE_KEY);
+                            }
+                        }
+                        (_, item) => self.redact_value(item, depth + 1),
+                    }
+                    self.path.pop();
+                }
+                rename_keys(members, renames);
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+}
+
+/// Renames members whose names held secrets. A redacted name that collides with an existing member
+/// gets a `#2`, `#3`… suffix, so no member is lost.
+fn rename_keys(members: &mut Map<String, Value>, renames: Vec<(String, String)>) {
+    for (old, new) in renames {
+        let Some(v) = members.remove(&old) else { continue };
+        let mut name = new.clone();
+        let mut n = 2;
+        while members.contains_key(&name) {
+            name = format!("{new}#{n}");
+            n += 1;
+        }
+        members.insert(name, v);
+    }
+}
+
+/// Redacts `value` in place with `scanner` (same as [`Scanner::redact`]).
+pub fn redact(value: &mut Value, scanner: &Scanner) -> ScanReport {
+    scanner.redact(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    static SCANNER: std::sync::LazyLock<Scanner> = std::sync::LazyLock::new(|| Scanner::new(&[]).unwrap());
+
+    fn scanner() -> &'static Scanner {
+        &SCANNER
+    }
+
+    fn rules_in(s: &str) -> Vec<String> {
+        scanner()
+            .scan(&json!(s))
+            .findings
+            .into_iter()
+            .map(|f| f.rule)
+            .collect()
+    }
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+
+    #[test]
+    fn built_in_rules_detect() {
+        let cases = [
+            ("key AKIAIOSFODNN7EXAMPLE here", "aws-access-key-id"),
+            ("ASIAY34FZKBOKMUTVV7A", "aws-access-key-id"),
+            (
+                "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "aws-secret-access-key",
+            ),
+            (
+                "export AWS_SECRET_ACCESS_KEY=\"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"",
+                "aws-secret-access-key",
+            ),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+                "private-key",
+            ),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU",
+                "private-key",
+            ),
+            ("-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF", "private-key"),
+            ("-----BEGIN ENCRYPTED PRIVATE KEY-----", "private-key"),
+            (JWT, "jwt"),
+            ("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "jwt"),
+            ("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", "github-token"),
+            ("gho_16C7e42F292c6912E7710c838347Ae178B4a", "github-token"),
+            (
+                "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+                "github-token",
+            ),
+            ("xoxb-2637-12345678901-abcdEFGHijkl", "slack-token"),
+            ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "stripe-live-key"),
+            ("rk_live_51H8abcdefghijklmnopqrstu", "stripe-live-key"),
+            ("AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", "google-api-key"),
+            (
+                "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCDEF",
+                "anthropic-api-key",
+            ),
+            (
+                "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+                "openai-api-key",
+            ),
+            (
+                "sk-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKL",
+                "openai-api-key",
+            ),
+            ("token: Zx9Qm2Lr7Tp4Wv8Ys1Nb6Kd3Hf5Jc0Ga", "high-entropy"),
+            ("dGhpcyBpcyBhIHNlY3JldCB2YWx1ZTEyMw==", "high-entropy"),
+        ];
+        for (text, rule) in cases {
+            assert_eq!(rules_in(text), [rule], "{text}");
+        }
+        // Two different secrets in one string: both rules, one finding each.
+        assert_eq!(
+            rules_in(&format!("{JWT} AKIAIOSFODNN7EXAMPLE")),
+            ["jwt", "aws-access-key-id"]
+        );
+    }
+
+    #[test]
+    fn ordinary_values_do_not_trigger() {
+        for text in [
+            // hex digests (SHA-256, SHA-1, MD5)
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+            "d41d8cd98f00b204e9800998ecf8427e",
+            // UUIDs
+            "550e8400-e29b-41d4-a716-446655440000",
+            "550E8400-E29B-41D4-A716-446655440000",
+            "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+            // words, identifiers, paths, URLs
+            "The quick brown fox jumps over the lazy dog, repeatedly and at considerable length.",
+            "ConfigurationManager2024Impl",
+            "ThisIsMyPassword1234567890",
+            "my-very-long-kebab-case-identifier-2024-Final",
+            "/home/user/Documents/Report2024Final.pdf",
+            "src/main/java/com/Example/App1.java",
+            "s3://my-bucket/Data/2024/Q1/Report_v2",
+            "https://github.com/User123/MyRepo/blob/main/src/Lib2.rs",
+            "ListObjectsV2_Request_Params_Filter",
+            "2024-06-01T12:34:56.789Z",
+            "SELECT id, name FROM users WHERE created_at > '2024-01-01'",
+            "AKIA-not-a-key",
+            "AKIAIOSFODNN7EXAMPL",
+            "task-abcdefghijklmnopqrstuvwxyz0123456789ABCDEF",
+            "www.example.com.evil.org",
+            "[REDACTED:jwt]",
+            "",
+        ] {
+            assert_eq!(rules_in(text), Vec::<String>::new(), "{text}");
+        }
+        // Three base64url segments without an `alg` header are not a JWT (the 24-character first
+        // segment is still random-looking base64, which the generic rule may flag).
+        assert!(!rules_in("eyJub3QiOiJhIGhlYWRlciJ9.eyJzdWIiOiJ4In0.c2ln").contains(&"jwt".to_owned()));
+        // A long base64 blob is data (an image), not a credential.
+        let blob =
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg"
+                .repeat(8);
+        assert_eq!(rules_in(&blob), Vec::<String>::new());
+    }
+
+    #[test]
+    fn sensitive_keys_and_pointers() {
+        let v = json!({
+            "password": "hunter2",
+            "db": {"Client_Secret": "abc", "api-key": "", "token": 5, "nextPageToken": "CAUQAA", "max_tokens": "100"},
+            "headers": {"Authorization": "Bearer x"},
+            "aws": {"aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "secretAccessKey": "short"},
+            "list": ["ok", "AKIAIOSFODNN7EXAMPLE"],
+            "a/b~c": {"x": "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"},
+        });
+        let report = scanner().scan(&v);
+        // (Member order depends on serde_json's `preserve_order` feature, so compare sorted.)
+        let mut got: Vec<(&str, &str)> = report
+            .findings
+            .iter()
+            .map(|f| (f.pointer.as_str(), f.rule.as_str()))
+            .collect();
+        got.sort_unstable();
+        let mut want = vec![
+            ("/password", "sensitive-key"),
+            ("/db/Client_Secret", "sensitive-key"),
+            ("/headers/Authorization", "sensitive-key"),
+            ("/aws/aws_secret_access_key", "aws-secret-access-key"),
+            ("/aws/secretAccessKey", "sensitive-key"),
+            ("/list/1", "aws-access-key-id"),
+            ("/a~1b~0c/x", "github-token"),
+        ];
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert!(!report.incomplete);
+        assert!(!report.is_clean());
+        // The report never contains a secret, Debug included.
+        let debug = format!("{report:?}{}", serde_json::to_string(&report).unwrap());
+        for secret in [
+            "hunter2",
+            "wJalrXUtn",
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_wWPw5k4a",
+            "Bearer x",
+        ] {
+            assert!(!debug.contains(secret), "{secret}");
+        }
+    }
+
+    #[test]
+    fn secrets_in_member_names_are_reported_and_renamed_redacted() {
+        let mut v = json!({"AKIAIOSFODNN7EXAMPLE": {"note": "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"}, "[REDACTED:aws-access-key-id]": 1});
+        let report = scanner().redact(&mut v);
+        assert_eq!(
+            report.findings,
+            [
+                Finding {
+                    rule: "aws-access-key-id".into(),
+                    pointer: "/[REDACTED:aws-access-key-id]".into()
+                },
+                Finding {
+                    rule: "github-token".into(),
+                    pointer: "/[REDACTED:aws-access-key-id]/note".into()
+                },
+            ]
+        );
+        assert_eq!(
+            v,
+            json!({"[REDACTED:aws-access-key-id]": 1, "[REDACTED:aws-access-key-id]#2": {"note": "[REDACTED:github-token]"}})
+        );
+        assert!(scanner().scan(&v).is_clean());
+    }
+
+    #[test]
+    fn redaction_replaces_only_the_secret() {
+        let mut v = json!({
+            "cmd": "curl -H 'x-api-key: AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe' https://example.com",
+            "env": "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY rest",
+            "pem": "before\n-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\nafter",
+            "password": "hunter2",
+            "n": 42,
+        });
+        let report = redact(&mut v, scanner());
+        assert_eq!(report.findings.len(), 4);
+        assert_eq!(
+            v,
+            json!({
+                "cmd": "curl -H 'x-api-key: [REDACTED:google-api-key]' https://example.com",
+                "env": "AWS_SECRET_ACCESS_KEY=[REDACTED:aws-secret-access-key] rest",
+                "pem": "before\n[REDACTED:private-key]\nafter",
+                "password": "[REDACTED:sensitive-key]",
+                "n": 42,
+            })
+        );
+        let again = v.clone();
+        assert!(scanner().redact(&mut v).is_clean());
+        assert_eq!(v, again);
+    }
+
+    #[test]
+    fn custom_rules() {
+        let rule = |id: &str, regex: &str| CustomRule {
+            id: id.into(),
+            regex: regex.into(),
+        };
+        let s = Scanner::new(&[
+            rule("acme-key", r"acme_[0-9a-f]{8}"),
+            rule("pin", r"pin=(?P<secret>\d{4})"),
+        ])
+        .unwrap();
+        let mut v = json!(["use acme_deadbeef now", "pin=1234;", "AKIAIOSFODNN7EXAMPLE"]);
+        let report = s.redact(&mut v);
+        assert_eq!(
+            report
+                .findings
+                .iter()
+                .map(|f| f.rule.as_str())
+                .collect::<Vec<_>>(),
+            ["acme-key", "pin", "aws-access-key-id"]
+        );
+        assert_eq!(
+            v,
+            json!([
+                "use [REDACTED:acme-key] now",
+                "pin=[REDACTED:pin];",
+                "[REDACTED:aws-access-key-id]"
+            ])
+        );
+        assert!(s.rule_ids().any(|id| id == "acme-key"));
+
+        let err = |rules: &[CustomRule]| Scanner::new(rules).unwrap_err().to_string();
+        assert!(err(&[rule("Bad", "x")]).starts_with("rule id `Bad` is invalid"));
+        assert!(err(&[rule("", "x")]).starts_with("rule id `` is invalid"));
+        assert!(err(&[rule("-x", "x")]).starts_with("rule id `-x` is invalid"));
+        assert_eq!(
+            err(&[rule("jwt", "x")]),
+            "rule id `jwt` is used twice or is a built-in rule's id"
+        );
+        assert_eq!(
+            err(&[rule("a", "x"), rule("a", "y")]),
+            "rule id `a` is used twice or is a built-in rule's id"
+        );
+        assert!(err(&[rule("a", "(")]).starts_with("rule `a`: the regex does not compile"));
+        assert!(err(&[rule("a", r"\w{1000}{1000}")]).starts_with("rule `a`: the regex does not compile"));
+        assert_eq!(
+            err(&[rule("a", "x*")]),
+            "rule `a`: the regex matches the empty string, so it would match everywhere"
+        );
+        assert!(err(&[rule("a", &"x".repeat(5000))]).starts_with("rule `a`: the regex is 5000 characters"));
+        let r: CustomRule = serde_json::from_value(json!({"id": "x", "regex": "y"})).unwrap();
+        assert_eq!(r, rule("x", "y"));
+    }
+
+    #[test]
+    fn budget_and_depth_make_the_report_incomplete() {
+        let s = Scanner::new(&[]).unwrap().with_limits(ScanLimits {
+            max_bytes: 30,
+            max_depth: 3,
+        });
+        let report = s.scan(&json!(["AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLF"]));
+        assert_eq!(report.findings.len(), 1);
+        assert!(report.incomplete);
+        assert!(!report.is_clean());
+        let mut deep = json!([[[["AKIAIOSFODNN7EXAMPLE"]]]]);
+        let report = s.redact(&mut deep);
+        assert!(report.incomplete && report.findings.is_empty());
+        assert!(s.scan(&json!([[["x"]]])).is_clean());
+    }
+
+    #[test]
+    fn overlapping_rules_resolve_and_redaction_reaches_a_fixpoint() {
+        // A GitHub token inside a longer base64-ish run: the specific rule wins, the rest of the run is
+        // then examined on its own.
+        let mut v = json!("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+/Zx9Qm2Lr7Tp4Wv8Ys1Nb6Kd3Hf5Jc0Ga");
+        let report = scanner().redact(&mut v);
+        assert_eq!(report.findings.len(), 2, "{report:?}");
+        assert_eq!(v, json!("[REDACTED:github-token][REDACTED:high-entropy]"));
+        assert!(scanner().scan(&v).is_clean());
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let piece = prop_oneof![
+            Just("AKIAIOSFODNN7EXAMPLE".to_owned()),
+            Just(JWT.to_owned()),
+            Just("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".to_owned()),
+            Just("-----BEGIN EC PRIVATE KEY-----\nabc".to_owned()),
+            Just("aws_secret_access_key=".to_owned()),
+            Just("[REDACTED:".to_owned()),
+            Just("]".to_owned()),
+            "[A-Za-z0-9+/=_-]{0,40}",
+            ".{0,12}",
+        ];
+        let string = prop::collection::vec(piece, 0..4).prop_map(|p| p.concat());
+        let key = prop_oneof![
+            Just("password".to_owned()),
+            Just("aws_secret_access_key".to_owned()),
+            string.clone()
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            string.prop_map(Value::from)
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_strings_never_panic(s in "(?s).{0,200}", bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let sc = scanner();
+            let _ = sc.scan(&json!(s));
+            let lossy = String::from_utf8_lossy(&bytes).into_owned();
+            let mut v = json!({ lossy.clone(): lossy });
+            let _ = sc.redact(&mut v);
+        }
+
+        #[test]
+        fn redacted_values_scan_clean(v in arb_json()) {
+            let sc = scanner();
+            let mut redacted = v.clone();
+            let report = sc.redact(&mut redacted);
+            prop_assert!(!report.incomplete);
+            prop_assert_eq!(sc.scan(&v).findings.is_empty(), report.findings.is_empty());
+            let again = sc.scan(&redacted);
+            prop_assert!(again.is_clean(), "{:?} -> {:?}: {:?}", v, redacted, again);
+            let mut twice = redacted.clone();
+            prop_assert!(sc.redact(&mut twice).is_clean());
+            prop_assert_eq!(twice, redacted);
+        }
+
+        #[test]
+        fn values_without_findings_are_unchanged(v in arb_json()) {
+            let sc = scanner();
+            if sc.scan(&v).findings.is_empty() {
+                let mut copy = v.clone();
+                prop_assert!(sc.redact(&mut copy).findings.is_empty());
+                prop_assert_eq!(copy, v);
+            }
+        }
+    }
+}
