@@ -39,6 +39,14 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
+/// Secrets can be read from a request body (a credential being stored); there is deliberately no
+/// `Serialize`, so a secret never ends up in a response, a log record or the ledger by accident.
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Secret<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(Self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,7 +150,10 @@ impl Policies {
                 tracing::error!(agent = %a.name, error = %e, "agent not loaded into the policy store");
             }
         }
-        let tools = store.list_tools(None).await.context("cannot read the tool catalogue")?;
+        let tools = store
+            .list_tools(None)
+            .await
+            .context("cannot read the tool catalogue")?;
         let mut catalogue = std::collections::HashMap::new();
         for t in tools {
             tool_entity(&mut fresh, &t);
@@ -183,12 +186,17 @@ impl Policies {
     /// Re-reads the named tools (`upstream/name`) after a store event.
     pub async fn refresh_tools(&self, store: &dyn Store, keys: &[String]) -> anyhow::Result<()> {
         for key in keys {
-            let Some((up, name)) = key.split_once('/') else { continue };
+            let Some((up, name)) = key.split_once('/') else {
+                continue;
+            };
             let Ok(up) = UpstreamName::parse(up) else { continue };
             match store.get_tool(&up, name).await.context("cannot read a tool")? {
                 Some(t) => self.tool_changed(&t),
                 None => {
-                    self.entities.write().unwrap_or_else(|p| p.into_inner()).remove_tool(key);
+                    self.entities
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove_tool(key);
                     self.tools.write().unwrap_or_else(|p| p.into_inner()).remove(key);
                 }
             }

@@ -557,7 +557,12 @@ pub struct SecretSetArgs {
     #[arg(long, value_name = "NAME", value_parser = Flag::<UpstreamName>::new())]
     pub upstream: UpstreamName,
     /// Sent as this HTTP header (e.g. `Authorization`, `X-Api-Key`).
-    #[arg(long, value_name = "NAME", conflicts_with = "env", required_unless_present = "env")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "env",
+        required_unless_present = "env"
+    )]
     pub header: Option<String>,
     /// Put before the value in the header, e.g. `"Bearer "`.
     #[arg(long, value_name = "TEXT", default_value = "", requires = "header")]

@@ -46,7 +46,10 @@ fn print_tool(format: Format, t: &Value) -> anyhow::Result<()> {
                 .add("digest", s(&t["digest"]))
                 .add("first_seen", s(&t["first_seen"]));
             if !t["approved_by"].is_null() {
-                f.add("approved_by", format!("{} at {}", s(&t["approved_by"]), s(&t["approved_at"])));
+                f.add(
+                    "approved_by",
+                    format!("{} at {}", s(&t["approved_by"]), s(&t["approved_at"])),
+                );
             }
             f.add("definition", s(&t["definition"]));
             if !t["pending_digest"].is_null() {
@@ -88,16 +91,26 @@ pub async fn run_tool(client: &Client, format: Format, command: ToolCommand) -> 
         }
         ToolCommand::Classify(a) => {
             let (up, name) = a.tool;
-            let class = if a.hint { None } else { a.class.map(|c| c.as_str().to_owned()) };
+            let class = if a.hint {
+                None
+            } else {
+                a.class.map(|c| c.as_str().to_owned())
+            };
             let v = client
-                .post(&["v1", "tools", up.as_str(), &name, "classify"], &json!({ "class": class }))
+                .post(
+                    &["v1", "tools", up.as_str(), &name, "classify"],
+                    &json!({ "class": class }),
+                )
                 .await?;
             print_tool(format, &v)
         }
         ToolCommand::Approve(a) => {
             let (up, name) = a.tool;
             let v = client
-                .post(&["v1", "tools", up.as_str(), &name, "approve"], &json!({ "digest": a.digest }))
+                .post(
+                    &["v1", "tools", up.as_str(), &name, "approve"],
+                    &json!({ "digest": a.digest }),
+                )
                 .await?;
             print_tool(format, &v)
         }
@@ -173,9 +186,15 @@ fn print_secret(format: Format, v: &Value) -> anyhow::Result<()> {
                 .add("injection", s(&v["injection"]))
                 .add("version", s(&v["version"]))
                 .add("key_id", s(&v["key_id"]))
-                .add("created", format!("{} by {}", s(&v["created_at"]), s(&v["created_by"])));
+                .add(
+                    "created",
+                    format!("{} by {}", s(&v["created_at"]), s(&v["created_by"])),
+                );
             if !v["rotated_at"].is_null() {
-                f.add("rotated", format!("{} by {}", s(&v["rotated_at"]), s(&v["rotated_by"])));
+                f.add(
+                    "rotated",
+                    format!("{} by {}", s(&v["rotated_at"]), s(&v["rotated_by"])),
+                );
             }
             output::stdout(&f.render())
         }
@@ -201,7 +220,13 @@ pub async fn run_secret(client: &Client, format: Format, call: SecretCall) -> an
                             "header" => format!("header {}", s(&inj["name"])),
                             _ => format!("env {}", s(&inj["var"])),
                         };
-                        t.row(vec![s(&x["name"]), s(&x["upstream"]), target, s(&x["version"]), s(&x["key_id"])]);
+                        t.row(vec![
+                            s(&x["name"]),
+                            s(&x["upstream"]),
+                            target,
+                            s(&x["version"]),
+                            s(&x["key_id"]),
+                        ]);
                     }
                     output::stdout(&t.render())
                 }
@@ -209,7 +234,10 @@ pub async fn run_secret(client: &Client, format: Format, call: SecretCall) -> an
         }
         SecretCall::Rotate(name, value) => {
             let v = client
-                .post(&["v1", "secrets", name.as_str(), "rotate"], &json!({ "value": value.expose() }))
+                .post(
+                    &["v1", "secrets", name.as_str(), "rotate"],
+                    &json!({ "value": value.expose() }),
+                )
                 .await?;
             print_secret(format, &v)
         }

@@ -166,7 +166,10 @@ pub struct SecretList {
     responses((status = 200, description = "Metadata only; values are never returned", body = SecretList)),
     security(("bearer" = []))
 )]
-pub async fn list_secrets(State(state): State<AppState>, caller: Caller) -> Result<Json<SecretList>, ApiError> {
+pub async fn list_secrets(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SecretList>, ApiError> {
     caller.require(Permission::WriteRegistry)?;
     Ok(Json(SecretList {
         secrets: state.store.list_secrets().await?,
@@ -243,7 +246,12 @@ pub async fn create_secret(
     let sealed = state
         .gateway
         .keys
-        .seal_secret(body.name.as_str(), body.upstream.as_str(), body.value.expose().as_bytes());
+        .seal_secret(
+            body.name.as_str(),
+            body.upstream.as_str(),
+            body.value.expose().as_bytes(),
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let info = state
         .store
         .create_secret(
@@ -313,7 +321,12 @@ pub async fn rotate_secret(
     let sealed = state
         .gateway
         .keys
-        .seal_secret(name.as_str(), current.upstream.as_str(), body.value.expose().as_bytes());
+        .seal_secret(
+            name.as_str(),
+            current.upstream.as_str(),
+            body.value.expose().as_bytes(),
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let info = state
         .store
         .rotate_secret(&name, &sealed.key_id, &sealed.nonce, &sealed.ciphertext, &ctx)

@@ -193,7 +193,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/tools/{upstream}/{tool}", get(gateway::show_tool))
         .route("/tools/{upstream}/{tool}/classify", post(gateway::classify_tool))
         .route("/tools/{upstream}/{tool}/approve", post(gateway::approve_tool))
-        .route("/secrets", get(gateway::list_secrets).post(gateway::create_secret))
+        .route(
+            "/secrets",
+            get(gateway::list_secrets).post(gateway::create_secret),
+        )
         .route("/secrets/{name}", delete(gateway::delete_secret))
         .route("/secrets/{name}/rotate", post(gateway::rotate_secret))
         .route("/audit/checkpoint", get(audit::checkpoint))

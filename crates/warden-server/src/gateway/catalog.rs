@@ -16,10 +16,9 @@ pub async fn observe(state: &AppState, upstream: &UpstreamName, seen: &[Observed
     let changed: Vec<ObservedTool> = seen
         .iter()
         .filter(|t| {
-            state
-                .policies
-                .tool(upstream.as_str(), &t.name)
-                .is_none_or(|r| r.digest.as_deref() != Some(t.digest.as_str()) || r.state != warden_core::ToolState::Active)
+            state.policies.tool(upstream.as_str(), &t.name).is_none_or(|r| {
+                r.digest.as_deref() != Some(t.digest.as_str()) || r.state != warden_core::ToolState::Active
+            })
         })
         .cloned()
         .collect();
@@ -28,7 +27,12 @@ pub async fn observe(state: &AppState, upstream: &UpstreamName, seen: &[Observed
     }
     let changes = state
         .store
-        .observe_tools(upstream, &changed, state.gateway.settings.new_tools, chrono::Utc::now())
+        .observe_tools(
+            upstream,
+            &changed,
+            state.gateway.settings.new_tools,
+            chrono::Utc::now(),
+        )
         .await?;
     if changes.is_empty() {
         return Ok(());

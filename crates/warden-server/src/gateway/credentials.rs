@@ -40,7 +40,9 @@ pub struct GatewayKeys {
 
 impl std::fmt::Debug for GatewayKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayKeys").field("key_id", &self.key.key_id()).finish()
+        f.debug_struct("GatewayKeys")
+            .field("key_id", &self.key.key_id())
+            .finish()
     }
 }
 
@@ -94,8 +96,7 @@ impl GatewayKeys {
                     .mode(0o600)
                     .open(file)
                     .with_context(|| format!("cannot create gateway key file {}", file.display()))?;
-                f.write_all(key.to_hex().as_bytes())
-                    .and_then(|()| f.write_all(b"\n"))
+                f.write_all(key.to_file_contents().as_bytes())
                     .and_then(|()| f.sync_all())
                     .with_context(|| format!("cannot write gateway key file {}", file.display()))?;
                 tracing::info!(file = %file.display(), key_id = %key.key_id(), "created the gateway key (seals upstream secrets and MCP sessions; every node needs it)");
@@ -105,19 +106,22 @@ impl GatewayKeys {
         }
     }
 
-    pub fn key_id(&self) -> String {
+    pub fn key_id(&self) -> &str {
         self.key.key_id()
     }
 
     /// Seals a secret's value for the store.
-    pub fn seal_secret(&self, name: &str, upstream: &str, value: &[u8]) -> Sealed {
-        self.key.seal(value, &secret_aad(name, upstream))
+    pub fn seal_secret(&self, name: &str, upstream: &str, value: &[u8]) -> anyhow::Result<Sealed> {
+        Ok(self.key.seal(value, &secret_aad(name, upstream))?)
     }
 
     /// Warden's session id for an upstream session of `task` at `upstream`.
     pub fn seal_session(&self, upstream_session: &str, task: Uuid, upstream: &str) -> String {
         let plain = serde_json::json!({ "s": upstream_session, "t": task, "u": upstream }).to_string();
-        let sealed = self.key.seal(plain.as_bytes(), SESSION_AAD);
+        // Sealing fails only past XChaCha20-Poly1305's 256 GiB message limit.
+        let Ok(sealed) = self.key.seal(plain.as_bytes(), SESSION_AAD) else {
+            return String::new();
+        };
         format!(
             "{SESSION_PREFIX}{}.{}",
             B64.encode(&sealed.nonce),
@@ -134,7 +138,7 @@ impl GatewayKeys {
         let rest = raw.strip_prefix(SESSION_PREFIX)?;
         let (nonce, ct) = rest.split_once('.')?;
         let sealed = Sealed {
-            key_id: self.key.key_id(),
+            key_id: self.key.key_id().to_owned(),
             nonce: B64.decode(nonce).ok()?,
             ciphertext: B64.decode(ct).ok()?,
         };
@@ -157,7 +161,7 @@ impl GatewayKeys {
         };
         self.key
             .open(&sealed, &secret_aad(s.name.as_str(), s.upstream.as_str()))
-            .map(|p| p.expose().clone())
+            .map(|p| p.expose().to_vec())
             .map_err(|e| e.to_string())
     }
 }
@@ -173,7 +177,10 @@ pub struct Injected {
 impl std::fmt::Debug for Injected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Injected")
-            .field("headers", &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -220,7 +227,11 @@ impl Credentials {
         store: &dyn Store,
         upstream: &UpstreamName,
     ) -> Result<Arc<Injected>, UpstreamError> {
-        if let Some((at, i)) = self.cache.read().ok().and_then(|c| c.get(upstream.as_str()).cloned())
+        if let Some((at, i)) = self
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(upstream.as_str()).cloned())
             && at.elapsed() < CACHE_TTL
         {
             return Ok(i);
@@ -300,16 +311,27 @@ mod tests {
         let task = Uuid::new_v4();
         let s = k.seal_session("abc-123", task, "crm");
         assert!(s.starts_with(SESSION_PREFIX) && !s.contains("abc-123"), "{s}");
-        assert!(s.bytes().all(|b| (0x21..=0x7e).contains(&b)), "visible ASCII only");
+        assert!(
+            s.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "visible ASCII only"
+        );
         assert_eq!(k.open_session(&s, task, "crm").as_deref(), Some("abc-123"));
         assert_eq!(k.open_session(&s, Uuid::new_v4(), "crm"), None, "another task");
         assert_eq!(k.open_session(&s, task, "erp"), None, "another upstream");
         let other = GatewayKeys::generate();
-        assert_eq!(other.open_session(&s, task, "crm"), None, "another deployment's key");
+        assert_eq!(
+            other.open_session(&s, task, "crm"),
+            None,
+            "another deployment's key"
+        );
         let mut bad = s.clone().into_bytes();
         let last = bad.len() - 1;
         bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
-        assert_eq!(k.open_session(&String::from_utf8(bad).unwrap(), task, "crm"), None, "tampered");
+        assert_eq!(
+            k.open_session(&String::from_utf8(bad).unwrap(), task, "crm"),
+            None,
+            "tampered"
+        );
         assert_eq!(k.open_session("abc-123", task, "crm"), None, "not Warden's");
     }
 

@@ -113,7 +113,10 @@ impl Gateway {
     /// A gateway with a fresh random key and default settings (tests, and states built without
     /// `run`).
     pub fn ephemeral() -> Self {
-        #[expect(clippy::expect_used, reason = "the built-in rules and a default client always build")]
+        #[expect(
+            clippy::expect_used,
+            reason = "the built-in rules and a default client always build"
+        )]
         Self::new(
             GatewaySettings::default(),
             GatewayKeys::generate(),
@@ -136,7 +139,8 @@ pub fn spawn_event_listener(store: Arc<dyn warden_store::Store>, gateway: Arc<Ga
                         gateway.credentials.invalidate(upstream);
                     }
                 }
-                Ok(warden_store::StoreEvent::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Ok(warden_store::StoreEvent::Resync)
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     gateway.credentials.invalidate_all();
                 }
                 Ok(_) => {}
@@ -153,7 +157,12 @@ const SESSION_HEADER: &str = "mcp-session-id";
 
 /// A JSON-RPC answer with an HTTP status. MCP clients read JSON-RPC errors from a 200 response.
 fn rpc(status: StatusCode, body: Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// A refusal before any decision (malformed message, unknown upstream): JSON-RPC error, recorded by
@@ -184,7 +193,12 @@ async fn resolve_upstream(state: &AppState, name: &str) -> Result<Upstream, Resp
             tracing::warn!(error = %e, "the store cannot be read; gateway request refused");
             Err(rpc(
                 StatusCode::SERVICE_UNAVAILABLE,
-                jsonrpc::error_response(None, jsonrpc::UPSTREAM_UNAVAILABLE, "the store is unavailable", None),
+                jsonrpc::error_response(
+                    None,
+                    jsonrpc::UPSTREAM_UNAVAILABLE,
+                    "the store is unavailable",
+                    None,
+                ),
             ))
         }
     }
@@ -249,7 +263,16 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
     let forward_headers = upstream::forwarded_headers(&parts.headers, session.as_deref());
     match message {
         Message::Request(req) => {
-            handle_request(state, caller, upstream, req, forward_headers, started, request_id(&parts.headers)).await
+            handle_request(
+                state,
+                caller,
+                upstream,
+                req,
+                forward_headers,
+                started,
+                request_id(&parts.headers),
+            )
+            .await
         }
         // Notifications, and answers to the server's own requests (sampling, elicitation, roots):
         // authenticated and bound to the session, passed through undecided.
@@ -264,10 +287,17 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// The upstream's session id behind Warden's, checked to belong to this task and upstream.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once on the refusal path"
+)]
 fn session_of(
     gw: &Gateway,
     headers: &HeaderMap,
@@ -382,7 +412,6 @@ fn class_action(class: warden_core::ToolClass) -> Action {
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one value per fact of the request")]
 async fn handle_request(
     state: AppState,
     caller: TaskCaller,
@@ -426,7 +455,21 @@ async fn handle_request(
             let task = match crate::api::authorize::task_context(&caller.task) {
                 Ok(t) => t,
                 Err(e) => {
-                    return answer_denied(&state, &caller, &upstream, &req.id, &method, deny(format!("bad-task: {e}"), &state), jsonrpc::DENIED, None, None, Vec::new(), started, request_id).await;
+                    return answer_denied(
+                        &state,
+                        &caller,
+                        &upstream,
+                        &req.id,
+                        &method,
+                        deny(format!("bad-task: {e}"), &state),
+                        jsonrpc::DENIED,
+                        None,
+                        None,
+                        Vec::new(),
+                        started,
+                        request_id,
+                    )
+                    .await;
                 }
             };
             let request = PolicyRequest {
@@ -468,13 +511,51 @@ async fn handle_request(
         }
     };
     if decision.outcome != Outcome::Allow {
-        return answer_denied(&state, &caller, &upstream, &req.id, &method, decision, code, plan.as_ref(), approval, more, started, request_id).await;
+        return answer_denied(
+            &state,
+            &caller,
+            &upstream,
+            &req.id,
+            &method,
+            decision,
+            code,
+            plan.as_ref(),
+            approval,
+            more,
+            started,
+            request_id,
+        )
+        .await;
     }
     let Some(plan) = plan else {
-        return answer_denied(&state, &caller, &upstream, &req.id, &method, deny("no plan".into(), &state), jsonrpc::DENIED, None, None, more, started, request_id).await;
+        return answer_denied(
+            &state,
+            &caller,
+            &upstream,
+            &req.id,
+            &method,
+            deny("no plan".into(), &state),
+            jsonrpc::DENIED,
+            None,
+            None,
+            more,
+            started,
+            request_id,
+        )
+        .await;
     };
     // Record before act: nothing is forwarded until the decision is durable.
-    let mut entries = vec![decision_entry(&caller, &upstream, &method, &plan, &decision, recorded_args, approval.as_ref(), started, request_id.as_deref())];
+    let mut entries = vec![decision_entry(
+        &caller,
+        &upstream,
+        &method,
+        &plan,
+        &decision,
+        recorded_args,
+        approval.as_ref(),
+        started,
+        request_id.as_deref(),
+    )];
     entries.extend(more);
     if let Err(e) = state.ledger.record_all(entries).await {
         tracing::error!(error = %e, "gateway decision not recorded; the message is not forwarded");
@@ -503,7 +584,14 @@ async fn handle_request(
             relay(state, caller, upstream, resp, Some(post), None).await
         }
         Err(e) => {
-            record_result(&state, &caller, &upstream, &method, plan.tool.as_deref(), "upstream_unavailable", sent.elapsed(), &[]);
+            record_result(
+                (&state, &caller, &upstream),
+                &method,
+                plan.tool.as_deref(),
+                "upstream_unavailable",
+                sent.elapsed(),
+                &[],
+            );
             upstream_failed(Some(&id), &e)
         }
     }
@@ -570,7 +658,17 @@ async fn answer_denied(
         state.gateway.scanner.redact(&mut copy);
         copy
     });
-    let mut entries = vec![decision_entry(caller, upstream, method, plan, &decision, recorded, approval.as_ref(), started, request_id.as_deref())];
+    let mut entries = vec![decision_entry(
+        caller,
+        upstream,
+        method,
+        plan,
+        &decision,
+        recorded,
+        approval.as_ref(),
+        started,
+        request_id.as_deref(),
+    )];
     entries.extend(more);
     let seq = match state.ledger.record_all(entries).await {
         Ok(seq) => Some(seq),
@@ -589,7 +687,10 @@ async fn answer_denied(
         Outcome::NeedsApproval => (
             format!(
                 "approval required: {}",
-                approval.as_ref().map_or_else(|| "no approval request could be opened".to_owned(), |a| format!("approval request {} ({})", a.id, a.url))
+                approval.as_ref().map_or_else(
+                    || "no approval request could be opened".to_owned(),
+                    |a| format!("approval request {} ({})", a.id, a.url)
+                )
             ),
             json!({ "approval": approval }),
         ),
@@ -604,7 +705,10 @@ async fn answer_denied(
     if let Some(seq) = seq {
         data["ledger_seq"] = seq.into();
     }
-    rpc(StatusCode::OK, jsonrpc::error_response(Some(id), code, &message, Some(data)))
+    rpc(
+        StatusCode::OK,
+        jsonrpc::error_response(Some(id), code, &message, Some(data)),
+    )
 }
 
 fn upstream_failed(id: Option<&Id>, e: &upstream::UpstreamError) -> Response {
@@ -629,9 +733,7 @@ struct Post {
 /// found — never content). Not awaited by the response: the action already happened, and its
 /// decision is durable.
 fn record_result(
-    state: &AppState,
-    caller: &TaskCaller,
-    upstream: &Upstream,
+    (state, caller, upstream): (&AppState, &TaskCaller, &Upstream),
     method: &str,
     tool: Option<&str>,
     status: &str,
@@ -672,7 +774,12 @@ async fn relay(
         .headers()
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(|s| state.gateway.keys.seal_session(s, caller.task.id, upstream.name.as_str()));
+        .map(|s| {
+            state
+                .gateway
+                .keys
+                .seal_session(s, caller.task.id, upstream.name.as_str())
+        });
     let content_type = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -682,14 +789,24 @@ async fn relay(
     let mut out = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         // The upstream refused Warden's credential: the agent's token is fine, so this is not a 401.
         if let Some(p) = &post {
-            record_result(&state, &caller, &upstream, &p.method, p.tool.as_deref(), "upstream_refused_credentials", p.sent.elapsed(), &[]);
+            record_result(
+                (&state, &caller, &upstream),
+                &p.method,
+                p.tool.as_deref(),
+                "upstream_refused_credentials",
+                p.sent.elapsed(),
+                &[],
+            );
         }
         rpc(
             StatusCode::BAD_GATEWAY,
             jsonrpc::error_response(
                 post.as_ref().map(|p| &p.id),
                 jsonrpc::UPSTREAM_UNAVAILABLE,
-                &format!("upstream `{}` refused Warden's credentials ({status})", upstream.name),
+                &format!(
+                    "upstream `{}` refused Warden's credentials ({status})",
+                    upstream.name
+                ),
                 None,
             ),
         )
@@ -709,18 +826,47 @@ async fn relay(
                     Err(e) => {
                         return upstream_failed(
                             post.as_ref().map(|p| &p.id),
-                            &upstream::UpstreamError::Protocol(format!("the upstream's answer is not a JSON-RPC message: {e}")),
+                            &upstream::UpstreamError::Protocol(format!(
+                                "the upstream's answer is not a JSON-RPC message: {e}"
+                            )),
                         );
                     }
                 };
                 (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
             }
         }
+    } else if status.is_success() && status != StatusCode::ACCEPTED && post.is_some() {
+        // A request must be answered with JSON or an event stream.
+        if let Some(p) = &post {
+            record_result(
+                (&state, &caller, &upstream),
+                &p.method,
+                p.tool.as_deref(),
+                "upstream_protocol_error",
+                p.sent.elapsed(),
+                &[],
+            );
+        }
+        upstream_failed(
+            post.as_ref().map(|p| &p.id),
+            &upstream::UpstreamError::Protocol(format!(
+                "upstream `{}` answered a request with content type `{}`, not JSON or an event stream",
+                upstream.name,
+                content_type.escape_debug()
+            )),
+        )
     } else {
         // 202 Accepted for notifications and responses, 204, 404 for a lost session, and errors:
         // the status alone, never the upstream's body (it may describe its credentials).
         if let Some(p) = &post {
-            record_result(&state, &caller, &upstream, &p.method, p.tool.as_deref(), status.as_str(), p.sent.elapsed(), &[]);
+            record_result(
+                (&state, &caller, &upstream),
+                &p.method,
+                p.tool.as_deref(),
+                status.as_str(),
+                p.sent.elapsed(),
+                &[],
+            );
         }
         status.into_response()
     };
@@ -734,7 +880,13 @@ async fn relay(
 
 /// Post-processes one message from the upstream: the answer to our request (tools catalogued and
 /// filtered, results scanned), anything else passed through.
-async fn after(state: &AppState, caller: &TaskCaller, upstream: &Upstream, m: Message, post: Option<&Post>) -> Value {
+async fn after(
+    state: &AppState,
+    caller: &TaskCaller,
+    upstream: &Upstream,
+    m: Message,
+    post: Option<&Post>,
+) -> Value {
     let Some(p) = post else {
         return m.to_value();
     };
@@ -745,19 +897,32 @@ async fn after(state: &AppState, caller: &TaskCaller, upstream: &Upstream, m: Me
                 After::ToolsList => crate::gateway::tools_list(state, caller, upstream, r.result).await,
                 After::Result => {
                     let mut result = r.result;
-                    let report = state.gateway.scanner.redact_if(&mut result, state.gateway.settings.results != ResultPolicy::Pass);
+                    let report = if state.gateway.settings.results == ResultPolicy::Pass {
+                        state.gateway.scanner.scan(&result)
+                    } else {
+                        state.gateway.scanner.redact(&mut result)
+                    };
                     let status = if report.findings.is_empty() {
                         "ok"
                     } else {
                         "ok_secrets_found"
                     };
-                    record_result(state, caller, upstream, &p.method, p.tool.as_deref(), status, p.sent.elapsed(), &report.findings);
+                    record_result(
+                        (state, caller, upstream),
+                        &p.method,
+                        p.tool.as_deref(),
+                        status,
+                        p.sent.elapsed(),
+                        &report.findings,
+                    );
                     if !report.findings.is_empty() && state.gateway.settings.results == ResultPolicy::Deny {
                         return jsonrpc::error_response(
                             Some(&r.id),
                             jsonrpc::SECRET_IN_ARGUMENTS,
                             "the upstream's result held a secret, and `gateway.results` is `deny`",
-                            Some(json!({"rules": report.findings.iter().map(|f| f.rule.clone()).collect::<Vec<_>>()})),
+                            Some(
+                                json!({"rules": report.findings.iter().map(|f| f.rule.clone()).collect::<Vec<_>>()}),
+                            ),
                         );
                     }
                     result
@@ -767,7 +932,14 @@ async fn after(state: &AppState, caller: &TaskCaller, upstream: &Upstream, m: Me
         }
         Message::Error(e) if e.id.as_ref() == Some(&p.id) => {
             if matches!(p.after, After::Result) {
-                record_result(state, caller, upstream, &p.method, p.tool.as_deref(), "error", p.sent.elapsed(), &[]);
+                record_result(
+                    (state, caller, upstream),
+                    &p.method,
+                    p.tool.as_deref(),
+                    "error",
+                    p.sent.elapsed(),
+                    &[],
+                );
             }
             Message::Error(e).to_value()
         }
@@ -789,41 +961,41 @@ pub async fn tools_list(state: &AppState, caller: &TaskCaller, upstream: &Upstre
         .tools
         .iter()
         .map(|t| warden_store::ObservedTool {
-            name: t.name.clone(),
-            digest: t.digest(),
-            definition: t.value.clone(),
+            name: t.name().to_owned(),
+            digest: t.digest().to_owned(),
+            definition: t.value().clone(),
             hint_class: convert_class(warden_gateway::tools::hint_class(t)),
         })
         .collect();
     if let Err(e) = catalog::observe(state, &upstream.name, &seen).await {
         // Fail closed: a catalogue that cannot be written shows nothing.
         tracing::error!(upstream = %upstream.name, error = %e, "tools cannot be catalogued; none are shown");
-        return warden_gateway::tools::with_tools(&result, &page, &[]);
+        return page.to_result(|_| false);
     }
     let now = Utc::now();
     let task = crate::api::authorize::task_context(&caller.task).ok();
     let mut keep = Vec::new();
     for t in &page.tools {
-        let Some(rec) = state.policies.tool(upstream.name.as_str(), &t.name) else {
+        let Some(rec) = state.policies.tool(upstream.name.as_str(), t.name()) else {
             continue;
         };
-        if rec.state != ToolState::Active || rec.digest.as_deref() != Some(t.digest().as_str()) {
+        if rec.state != ToolState::Active || rec.digest.as_deref() != Some(t.digest()) {
             continue;
         }
         let request = PolicyRequest {
             principal: caller.task.agent.clone(),
             action: class_action(rec.effective_class()),
-            resource: ResourceRef::tool(&upstream.name, &t.name),
+            resource: ResourceRef::tool(&upstream.name, t.name()),
             context: PolicyContext {
                 task: task.clone(),
                 ..Default::default()
             },
         };
         if state.policies.decide(&request, now).outcome != Outcome::Deny {
-            keep.push(t.name.clone());
+            keep.push(t.name().to_owned());
         }
     }
-    warden_gateway::tools::with_tools(&result, &page, &keep)
+    page.to_result(|t| keep.iter().any(|k| k == t.name()))
 }
 
 fn convert_class(c: warden_gateway::tools::ToolClass) -> warden_core::ToolClass {
@@ -838,7 +1010,13 @@ fn convert_class(c: warden_gateway::tools::ToolClass) -> warden_core::ToolClass 
 
 /// Relays an SSE answer event by event (each JSON-RPC message post-processed), and ends it when
 /// the task stops being live.
-fn sse_relay(state: AppState, caller: TaskCaller, upstream: Upstream, resp: reqwest::Response, post: Option<Post>) -> Response {
+fn sse_relay(
+    state: AppState,
+    caller: TaskCaller,
+    upstream: Upstream,
+    resp: reqwest::Response,
+    post: Option<Post>,
+) -> Response {
     use futures_util::StreamExt as _;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     tokio::spawn(async move {
@@ -883,7 +1061,9 @@ fn sse_relay(state: AppState, caller: TaskCaller, upstream: Upstream, resp: reqw
         }
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     });
     (
         StatusCode::OK,

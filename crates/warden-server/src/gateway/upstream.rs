@@ -153,7 +153,9 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
             Ok(None) => return Ok(out),
             Err(e) => {
                 tracing::warn!(error = %e.without_url(), "reading the upstream's answer failed");
-                return Err(UpstreamError::Protocol("the upstream's answer was cut off".into()));
+                return Err(UpstreamError::Protocol(
+                    "the upstream's answer was cut off".into(),
+                ));
             }
         }
     }
@@ -166,12 +168,18 @@ mod tests {
     #[test]
     fn only_protocol_headers_are_forwarded() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer task-token"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer task-token"),
+        );
         h.insert("cookie", HeaderValue::from_static("a=b"));
         h.insert("mcp-protocol-version", HeaderValue::from_static("2025-06-18"));
         h.insert("mcp-session-id", HeaderValue::from_static("wardens-own"));
         let out = forwarded_headers(&h, Some("upstream-session"));
-        assert!(out.get(header::AUTHORIZATION).is_none(), "the task token stays with Warden");
+        assert!(
+            out.get(header::AUTHORIZATION).is_none(),
+            "the task token stays with Warden"
+        );
         assert!(out.get("cookie").is_none());
         assert_eq!(out["mcp-protocol-version"], "2025-06-18");
         assert_eq!(out["mcp-session-id"], "upstream-session");
