@@ -32,7 +32,7 @@ fn tools_call() -> Vec<u8> {
 /// A 4 KB argument object of ordinary text, identifiers, numbers and nested records (no secrets:
 /// the common case, where every string is examined in full).
 fn arguments_4k() -> Value {
-    let records: Vec<Value> = (0..24)
+    let records: Vec<Value> = (0..20)
         .map(|i| {
             json!({
                 "id": format!("550e8400-e29b-41d4-a716-4466554400{i:02}"),

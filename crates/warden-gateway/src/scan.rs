@@ -51,6 +51,7 @@ use serde_json::{Map, Value};
 
 /// The rule id of values under credential-like member names.
 pub const SENSITIVE_KEY: &str = "sensitive-key";
+const AWS_SECRET_RULE: &str = "aws-secret-access-key";
 
 const BUILT_IN: &[(&str, &str, Check)] = &[
     (
@@ -58,7 +59,11 @@ const BUILT_IN: &[(&str, &str, Check)] = &[
         r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----(?s:.*?)(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----|\z)",
         Check::None,
     ),
-    ("aws-access-key-id", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", Check::None),
+    (
+        "aws-access-key-id",
+        r"(?-u:\b)(?:AKIA|ASIA)[A-Z0-9]{16}(?-u:\b)",
+        Check::None,
+    ),
     (
         "aws-secret-access-key",
         r#"(?i:aws_?secret_?(?:access_?)?key)["']?\s*[:=]\s*["']?(?P<secret>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|\z)"#,
@@ -66,25 +71,36 @@ const BUILT_IN: &[(&str, &str, Check)] = &[
     ),
     (
         "jwt",
-        r"\bey[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",
+        r"(?-u:\b)ey[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",
         Check::Jwt,
     ),
     (
         "github-token",
-        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
+        r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
         Check::None,
     ),
-    ("slack-token", r"\bxox[baprs]-[A-Za-z0-9-]{10,250}", Check::None),
+    (
+        "slack-token",
+        r"(?-u:\b)xox[baprs]-[A-Za-z0-9-]{10,250}",
+        Check::None,
+    ),
     (
         "stripe-live-key",
-        r"\b[sr]k_live_[A-Za-z0-9]{20,247}",
+        r"(?-u:\b)[sr]k_live_[A-Za-z0-9]{20,247}",
         Check::None,
     ),
-    ("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}", Check::None),
-    ("anthropic-api-key", r"\bsk-ant-[A-Za-z0-9_-]{32,}", Check::None),
-    ("openai-api-key", r"\bsk-[A-Za-z0-9_-]{32,}", Check::None),
+    ("google-api-key", r"(?-u:\b)AIza[0-9A-Za-z_-]{35}", Check::None),
+    (
+        "anthropic-api-key",
+        r"(?-u:\b)sk-ant-[A-Za-z0-9_-]{32,}",
+        Check::None,
+    ),
+    ("openai-api-key", r"(?-u:\b)sk-[A-Za-z0-9_-]{32,}", Check::None),
     ("high-entropy", r"[A-Za-z0-9+/=_-]{24,}", Check::Entropy),
 ];
+
+/// Literals (or near-literals) that each specific built-in rule's matches contain, in rule order.
+const PREFILTER: &str = r"-----BEGIN|AKIA|ASIA|(?i:aws_?secret)|ey[A-Za-z0-9_-]{6,}\.|gh[pousr]_|github_pat_|xox[baprs]-|k_live_|AIza|sk-";
 
 /// Priority of custom rules: after every specific built-in rule, before `high-entropy`.
 const CUSTOM_AT: usize = BUILT_IN.len() - 1;
@@ -190,15 +206,24 @@ struct Rule {
     check: Check,
     /// Index of the `secret` capture group, if the pattern has one.
     group: Option<usize>,
+    min_len: usize,
 }
 
 /// Compiled detection rules. Build once (per configuration), share freely.
 #[derive(Debug)]
 pub struct Scanner {
     rules: Vec<Rule>,
-    set: RegexSet,
+    /// Must match wherever any specific built-in rule matches: literals every one of them needs.
+    /// Most strings contain none, and then the built-in set never runs.
+    prefilter: Regex,
+    /// The specific built-in rules (indices `0..CUSTOM_AT` of `rules`).
+    builtin_set: RegexSet,
+    /// The custom rules (indices from `CUSTOM_AT`), if any.
+    custom_set: Option<RegexSet>,
     marker: Regex,
     limits: ScanLimits,
+    /// No rule matches a string shorter than this (a cheap pre-filter: most strings are short).
+    min_len: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -227,7 +252,13 @@ fn compile(id: &str, pattern: &str) -> Result<Rule, RuleError> {
             reason: e.to_string(),
         })?;
     let group = regex.capture_names().position(|n| n == Some("secret"));
+    // The shortest text the rule can match; `None` = matches nothing. Parsing cannot fail where
+    // compiling succeeded, but if it did, 0 only disables the pre-filter.
+    let min_len = regex_syntax::parse(pattern)
+        .map(|hir| hir.properties().minimum_len().unwrap_or(usize::MAX))
+        .unwrap_or(0);
     Ok(Rule {
+        min_len,
         id: id.to_owned(),
         regex,
         check: Check::None,
@@ -271,22 +302,37 @@ impl Scanner {
             custom.push(rule);
         }
         // Custom rules go before the generic entropy rule, after every specific one.
+        let n_custom = custom.len();
+        let build_set = |rules: &[Rule]| {
+            RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
+                .size_limit(SET_SIZE_LIMIT)
+                .dfa_size_limit(SET_SIZE_LIMIT)
+                .build()
+                .map_err(|e| RuleError::TooLarge {
+                    reason: e.to_string(),
+                })
+        };
+        let builtin_set = build_set(&rules[..CUSTOM_AT])?;
+        let custom_set = if custom.is_empty() {
+            None
+        } else {
+            Some(build_set(&custom)?)
+        };
         let tail = rules.split_off(CUSTOM_AT);
         rules.extend(custom);
         rules.extend(tail);
-        let set = RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
-            .size_limit(SET_SIZE_LIMIT)
-            .dfa_size_limit(SET_SIZE_LIMIT)
-            .build()
-            .map_err(|e| RuleError::TooLarge {
-                reason: e.to_string(),
-            })?;
+        debug_assert_eq!(rules.len(), BUILT_IN.len() + n_custom);
+        let prefilter = compile("prefilter", PREFILTER)?.regex;
         let marker = compile("marker", r"\[REDACTED:[a-z0-9-]{1,64}\]")?.regex;
+        let min_len = rules.iter().map(|r| r.min_len).min().unwrap_or(0);
         Ok(Scanner {
             rules,
-            set,
+            prefilter,
+            builtin_set,
+            custom_set,
             marker,
             limits: ScanLimits::default(),
+            min_len,
         })
     }
 
@@ -317,8 +363,22 @@ impl Scanner {
 
     /// Non-overlapping matches in `s`, by start. Where matches overlap, the earlier rule wins.
     fn matches(&self, s: &str) -> Vec<Match> {
-        let hits = self.set.matches(s);
-        if !hits.matched_any() {
+        if s.len() < self.min_len {
+            return Vec::new();
+        }
+        let mut hits: Vec<usize> = Vec::new();
+        if self.prefilter.is_match(s) {
+            hits.extend(self.builtin_set.matches(s).iter());
+        }
+        if let Some(set) = &self.custom_set {
+            hits.extend(set.matches(s).iter().map(|i| CUSTOM_AT + i));
+        }
+        let entropy_rule = self.rules.len() - 1;
+        let runs = token_runs(s);
+        if !runs.is_empty() {
+            hits.push(entropy_rule);
+        }
+        if hits.is_empty() {
             return Vec::new();
         }
         let markers: Vec<(usize, usize)> = if s.contains("[REDACTED:") {
@@ -329,7 +389,7 @@ impl Scanner {
         let in_marker = |start: usize, end: usize| markers.iter().any(|&(ms, me)| start < me && ms < end);
         // Accepted spans, start → end; rules in priority order, so an earlier rule claims first.
         let mut taken: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-        for idx in hits.iter() {
+        for idx in hits {
             let rule = &self.rules[idx];
             let mut consider = |start: usize, end: usize| {
                 if start == end || in_marker(start, end) || !passes(rule.check, &s[start..end]) {
@@ -345,6 +405,13 @@ impl Scanner {
                 }
             };
             match rule.group {
+                // The generic rule's candidates are maximal runs of token characters, found without
+                // a regex (what `[A-Za-z0-9+/=_-]{24,}` would find, faster).
+                _ if idx == entropy_rule => {
+                    for &(start, end) in &runs {
+                        consider(start, end);
+                    }
+                }
                 Some(g) => {
                     for caps in rule.regex.captures_iter(s) {
                         if let Some(m) = caps.get(g) {
@@ -429,6 +496,31 @@ fn is_jwt(text: &str) -> bool {
     serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.get("alg").is_some_and(Value::is_string))
 }
 
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-')
+}
+
+/// Maximal runs of 24 or more base64 / base64url characters.
+fn token_runs(s: &str) -> Vec<(usize, usize)> {
+    let bytes = s.as_bytes();
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_token_byte(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && is_token_byte(bytes[i]) {
+            i += 1;
+        }
+        if i - start >= 24 {
+            runs.push((start, i));
+        }
+    }
+    runs
+}
+
 /// The generic token heuristic (see the module documentation).
 fn is_high_entropy(text: &str) -> bool {
     let t = text.trim_end_matches('=').as_bytes();
@@ -450,9 +542,7 @@ fn is_high_entropy(text: &str) -> bool {
     let (mut upper, mut lower, mut digit) = (false, false, false);
     let (mut pairs, mut switches) = (0usize, 0usize);
     let mut prev = None;
-    let mut counts = [0u32; 256];
     for &b in t {
-        counts[usize::from(b)] += 1;
         let Some(c) = class(b) else { continue };
         match c {
             Class::Upper => upper = true,
@@ -470,6 +560,10 @@ fn is_high_entropy(text: &str) -> bool {
     if !(upper && lower && digit) || pairs == 0 || switches * 100 < pairs * 45 {
         return false;
     }
+    let mut counts = [0u32; 128];
+    for &b in t {
+        counts[usize::from(b & 0x7f)] += 1; // token bytes are ASCII
+    }
     let n = t.len() as f64;
     let entropy: f64 = counts
         .iter()
@@ -482,13 +576,6 @@ fn is_high_entropy(text: &str) -> bool {
     entropy >= 3.5
 }
 
-fn normalized_key(key: &str) -> String {
-    key.chars()
-        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyKind {
     Plain,
@@ -497,17 +584,35 @@ enum KeyKind {
 }
 
 fn key_kind(key: &str) -> KeyKind {
-    if key.len() > 128 {
+    // The shortest name that matters is "token"; names are normalized (lower case, without `_`, `-`,
+    // `.` and spaces) into a stack buffer: this runs for every member of every scanned object.
+    if key.len() < 5 || key.len() > 128 {
         return KeyKind::Plain;
     }
-    let k = normalized_key(key);
-    if AWS_SECRET_KEYS.contains(&k.as_str()) {
+    let mut buf = [0u8; 128];
+    let mut n = 0;
+    for c in key.chars() {
+        if matches!(c, '_' | '-' | '.' | ' ') {
+            continue;
+        }
+        for l in c.to_lowercase() {
+            let mut tmp = [0u8; 4];
+            let enc = l.encode_utf8(&mut tmp).as_bytes();
+            if n + enc.len() > buf.len() {
+                return KeyKind::Plain;
+            }
+            buf[n..n + enc.len()].copy_from_slice(enc);
+            n += enc.len();
+        }
+    }
+    let k = &buf[..n];
+    if AWS_SECRET_KEYS.iter().any(|s| k == s.as_bytes()) {
         return KeyKind::AwsSecret;
     }
-    if NOT_SENSITIVE_SUFFIXES.iter().any(|s| k.ends_with(s)) {
+    if NOT_SENSITIVE_SUFFIXES.iter().any(|s| k.ends_with(s.as_bytes())) {
         return KeyKind::Plain;
     }
-    if k == "authorization" || SENSITIVE_SUFFIXES.iter().any(|s| k.ends_with(s)) {
+    if k == b"authorization" || SENSITIVE_SUFFIXES.iter().any(|s| k.ends_with(s.as_bytes())) {
         KeyKind::Sensitive
     } else {
         KeyKind::Plain
@@ -520,19 +625,15 @@ fn is_aws_secret(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+')
 }
 
-#[derive(Debug)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
 struct Walk<'a> {
     scanner: &'a Scanner,
     budget: usize,
     incomplete: bool,
-    path: Vec<Seg>,
+    /// The current RFC 6901 pointer, and where each of its segments starts.
+    path: String,
+    marks: Vec<usize>,
     findings: Vec<Finding>,
-    seen: HashSet<(usize, String)>,
+    seen: HashSet<(String, String)>,
 }
 
 impl<'a> Walk<'a> {
@@ -541,7 +642,8 @@ impl<'a> Walk<'a> {
             scanner,
             budget: scanner.limits.max_bytes,
             incomplete: false,
-            path: Vec::new(),
+            path: String::new(),
+            marks: Vec::new(),
             findings: Vec::new(),
             seen: HashSet::new(),
         }
@@ -565,40 +667,69 @@ impl<'a> Walk<'a> {
         true
     }
 
-    fn pointer(&self) -> String {
-        let mut p = String::new();
-        for seg in &self.path {
-            p.push('/');
-            match seg {
-                Seg::Key(k) => p.push_str(&k.replace('~', "~0").replace('/', "~1")),
-                Seg::Index(i) => {
-                    let _ = write!(p, "{i}");
-                }
+    fn push_key(&mut self, key: &str) {
+        self.marks.push(self.path.len());
+        self.path.push('/');
+        for c in key.chars() {
+            match c {
+                '~' => self.path.push_str("~0"),
+                '/' => self.path.push_str("~1"),
+                c => self.path.push(c),
             }
         }
-        p
     }
 
-    fn record(&mut self, rule: &str) {
-        let pointer = self.pointer();
-        let rule_idx = self
-            .scanner
-            .rules
-            .iter()
-            .position(|r| r.id == rule)
-            .unwrap_or(usize::MAX);
-        if self.seen.insert((rule_idx, format!("{rule}\u{0}{pointer}"))) {
+    fn push_index(&mut self, i: usize) {
+        self.marks.push(self.path.len());
+        let _ = write!(self.path, "/{i}");
+    }
+
+    fn pop(&mut self) {
+        if let Some(at) = self.marks.pop() {
+            self.path.truncate(at);
+        }
+    }
+
+    /// Records a finding of rule `id` at the current pointer (once).
+    fn record(&mut self, id: &str) {
+        if self.seen.insert((id.to_owned(), self.path.clone())) {
             self.findings.push(Finding {
-                rule: rule.to_owned(),
-                pointer,
+                rule: id.to_owned(),
+                pointer: self.path.clone(),
             });
         }
     }
 
     fn record_rules(&mut self, rules: &[usize]) {
         for &r in rules {
-            let id = self.scanner.rules[r].id.clone();
-            self.record(&id);
+            let scanner = self.scanner;
+            self.record(&scanner.rules[r].id);
+        }
+    }
+
+    /// Scans a member name: `Some((redacted name, rules))` if it holds a secret.
+    fn scan_key(&mut self, key: &str) -> Option<(String, Vec<usize>)> {
+        if !self.spend(key.len()) || key.len() < self.scanner.min_len {
+            return None;
+        }
+        let mut shown = key.to_owned();
+        let rules = self.scanner.redact_str(&mut shown);
+        (!rules.is_empty()).then_some((shown, rules))
+    }
+
+    /// Enters an object member: scans its name, pushes it onto the pointer, records findings in it.
+    /// Returns the redacted name if the name held a secret.
+    fn enter_member(&mut self, key: &str) -> Option<String> {
+        match self.scan_key(key) {
+            Some((shown, rules)) => {
+                self.push_key(&shown);
+                self.record_rules(&rules);
+                Some(shown)
+            }
+            None => {
+                self.push_key(key);
+                None
+            }
         }
     }
 
@@ -606,16 +737,21 @@ impl<'a> Walk<'a> {
 
     fn scan_value(&mut self, value: &Value, depth: usize) {
         match value {
-            Value::String(s) => self.scan_str(s),
+            Value::String(s) => {
+                if self.spend(s.len()) {
+                    let rules: Vec<usize> = self.scanner.matches(s).iter().map(|m| m.rule).collect();
+                    self.record_rules(&rules);
+                }
+            }
             Value::Array(items) => {
                 if depth >= self.scanner.limits.max_depth {
                     self.incomplete = true;
                     return;
                 }
                 for (i, item) in items.iter().enumerate() {
-                    self.path.push(Seg::Index(i));
+                    self.push_index(i);
                     self.scan_value(item, depth + 1);
-                    self.path.pop();
+                    self.pop();
                 }
             }
             Value::Object(members) => {
@@ -624,13 +760,11 @@ impl<'a> Walk<'a> {
                     return;
                 }
                 for (key, item) in members {
-                    let (shown, key_rules) = self.scan_key(key);
-                    self.path.push(Seg::Key(shown));
-                    self.record_rules(&key_rules);
+                    self.enter_member(key);
                     match (key_kind(key), item) {
                         (KeyKind::AwsSecret, Value::String(s)) if is_aws_secret(s) => {
                             if self.spend(s.len()) {
-                                self.record("aws-secret-access-key");
+                                self.record(AWS_SECRET_RULE);
                             }
                         }
                         (KeyKind::Sensitive | KeyKind::AwsSecret, Value::String(s)) if !s.is_empty() => {
@@ -640,30 +774,11 @@ impl<'a> Walk<'a> {
                         }
                         _ => self.scan_value(item, depth + 1),
                     }
-                    self.path.pop();
+                    self.pop();
                 }
             }
             Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
-    }
-
-    fn scan_str(&mut self, s: &str) {
-        if !self.spend(s.len()) {
-            return;
-        }
-        let rules: Vec<usize> = self.scanner.matches(s).iter().map(|m| m.rule).collect();
-        self.record_rules(&rules);
-    }
-
-    /// A member name as it appears in pointers (redacted if it holds a secret), and the rules it
-    /// matched.
-    fn scan_key(&mut self, key: &str) -> (String, Vec<usize>) {
-        if !self.spend(key.len()) {
-            return (key.to_owned(), Vec::new());
-        }
-        let mut shown = key.to_owned();
-        let rules = self.scanner.redact_str(&mut shown);
-        (shown, rules)
     }
 
     // ---- redaction ----
@@ -682,9 +797,9 @@ impl<'a> Walk<'a> {
                     return;
                 }
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.path.push(Seg::Index(i));
+                    self.push_index(i);
                     self.redact_value(item, depth + 1);
-                    self.path.pop();
+                    self.pop();
                 }
             }
             Value::Object(members) => {
@@ -694,18 +809,15 @@ impl<'a> Walk<'a> {
                 }
                 let mut renames = Vec::new();
                 for (key, item) in members.iter_mut() {
-                    let (shown, key_rules) = self.scan_key(key);
-                    if !key_rules.is_empty() {
-                        renames.push((key.clone(), shown.clone()));
+                    if let Some(shown) = self.enter_member(key) {
+                        renames.push((key.clone(), shown));
                     }
-                    self.path.push(Seg::Key(shown));
-                    self.record_rules(&key_rules);
                     match (key_kind(key), &mut *item) {
                         (KeyKind::AwsSecret, Value::String(s)) if is_aws_secret(s) => {
                             if self.spend(s.len()) {
-                                self.record("aws-secret-access-key");
+                                self.record(AWS_SECRET_RULE);
                                 s.clear();
-                                push_marker(s, "aws-secret-access-key");
+                                push_marker(s, AWS_SECRET_RULE);
                             }
                         }
                         (KeyKind::Sensitive | KeyKind::AwsSecret, Value::String(s)) if !s.is_empty() => {
@@ -717,7 +829,7 @@ impl<'a> Walk<'a> {
                         }
                         (_, item) => self.redact_value(item, depth + 1),
                     }
-                    self.path.pop();
+                    self.pop();
                 }
                 rename_keys(members, renames);
             }
@@ -821,6 +933,10 @@ mod tests {
         ];
         for (text, rule) in cases {
             assert_eq!(rules_in(text), [rule], "{text}");
+            assert!(
+                scanner().prefilter.is_match(text) || rule == "high-entropy",
+                "{text}"
+            );
         }
         // Two different secrets in one string: both rules, one finding each.
         assert_eq!(
@@ -1079,7 +1195,33 @@ mod tests {
         })
     }
 
+    fn arb_text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("AKIAIOSFODNN7EXAMPLE".to_owned()),
+            Just(JWT.to_owned()),
+            Just("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".to_owned()),
+            Just("-----BEGIN EC PRIVATE KEY-----\nabc".to_owned()),
+            Just("AWS_Secret_Key: ".to_owned()),
+            Just("sk-ant-".to_owned()),
+            Just("xoxp-".to_owned()),
+            "[A-Za-z0-9+/=_-]{0,40}",
+            "(?s).{0,12}",
+        ];
+        prop::collection::vec(piece, 0..5).prop_map(|p| p.concat())
+    }
+
     proptest! {
+        #[test]
+        fn prefilter_and_token_runs_never_miss(s in arb_text()) {
+            let sc = scanner();
+            if sc.builtin_set.is_match(&s) {
+                prop_assert!(sc.prefilter.is_match(&s), "{:?}", s);
+            }
+            let re = Regex::new(r"[A-Za-z0-9+/=_-]{24,}").unwrap();
+            let want: Vec<(usize, usize)> = re.find_iter(&s).map(|m| (m.start(), m.end())).collect();
+            prop_assert_eq!(token_runs(&s), want);
+        }
+
         #[test]
         fn arbitrary_strings_never_panic(s in "(?s).{0,200}", bytes in prop::collection::vec(any::<u8>(), 0..200)) {
             let sc = scanner();
