@@ -63,9 +63,7 @@ fn parse_args() -> anyhow::Result<Options> {
     let mut options = Options {
         port: 0,
         sse: false,
-        api_key: std::env::var("MCP_ECHO_API_KEY")
-            .ok()
-            .filter(|k| !k.is_empty()),
+        api_key: std::env::var("MCP_ECHO_API_KEY").ok().filter(|k| !k.is_empty()),
         echo_description: "Echoes back the text it is given.".to_owned(),
     };
     let mut args = std::env::args().skip(1);
@@ -75,11 +73,7 @@ fn parse_args() -> anyhow::Result<Options> {
                 .with_context(|| format!("{name} needs a value\n{USAGE}"))
         };
         match arg.as_str() {
-            "--port" => {
-                options.port = value("--port")?
-                    .parse()
-                    .context("--port: not a port number")?
-            }
+            "--port" => options.port = value("--port")?.parse().context("--port: not a port number")?,
             "--sse" => options.sse = true,
             "--api-key" => options.api_key = Some(value("--api-key")?),
             "--echo-description" => options.echo_description = value("--echo-description")?,
@@ -169,7 +163,12 @@ fn status(code: StatusCode, message: &str) -> Response {
 /// A JSON-RPC error sent with an HTTP status (for failures before the message is dispatched).
 fn http_error(code: StatusCode, rpc_code: i64, message: &str) -> Response {
     let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": rpc_code, "message": message}});
-    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 impl Echo {
@@ -213,7 +212,10 @@ impl Echo {
     /// One JSON-RPC response, as JSON or as a one-event SSE stream.
     fn reply(&self, message: Value, session: Option<String>) -> Response {
         let (content_type, body) = if self.sse {
-            ("text/event-stream", format!("event: message\ndata: {message}\n\n"))
+            (
+                "text/event-stream",
+                format!("event: message\ndata: {message}\n\n"),
+            )
         } else {
             ("application/json", message.to_string())
         };
@@ -251,9 +253,7 @@ async fn handle_post(State(echo): State<Arc<Echo>>, headers: HeaderMap, body: By
         let Some(id) = id else {
             return http_error(StatusCode::BAD_REQUEST, -32600, "initialize needs an id");
         };
-        let asked = message
-            .pointer("/params/protocolVersion")
-            .and_then(Value::as_str);
+        let asked = message.pointer("/params/protocolVersion").and_then(Value::as_str);
         let version = asked
             .filter(|v| SUPPORTED_VERSIONS.contains(v))
             .unwrap_or(LATEST_VERSION);
@@ -267,7 +267,10 @@ async fn handle_post(State(echo): State<Arc<Echo>>, headers: HeaderMap, body: By
             "capabilities": {"tools": {"listChanged": false}},
             "serverInfo": {"name": "warden-mcp-echo", "version": env!("CARGO_PKG_VERSION")},
         });
-        return echo.reply(json!({"jsonrpc": "2.0", "id": id, "result": result}), Some(session));
+        return echo.reply(
+            json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            Some(session),
+        );
     }
 
     if let Err(response) = echo.check_session(&headers) {
@@ -349,10 +352,7 @@ async fn handle_delete(State(echo): State<Arc<Echo>>, headers: HeaderMap) -> Res
         return response;
     }
     if let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        echo.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        echo.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
     StatusCode::NO_CONTENT.into_response()
 }
