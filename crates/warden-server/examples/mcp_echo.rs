@@ -134,8 +134,21 @@ fn tools(echo_description: &str) -> Value {
     ]})
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Errors end the program with one line on stderr (no backtrace, whatever RUST_BACKTRACE says).
+fn main() -> std::process::ExitCode {
+    let run = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run()));
+    match run {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp_echo: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let options = parse_args()?;
     let state = Arc::new(Echo {
         sse: options.sse,
