@@ -185,26 +185,25 @@ fn http_error(code: StatusCode, rpc_code: i64, message: &str) -> Response {
 }
 
 impl Echo {
-    /// 401 unless the request carries the key (when one is required).
-    fn check_auth(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let Some(expected) = &self.expected_authorization else {
-            return Ok(());
-        };
+    /// The 401 for a request without the key (when one is required), else None.
+    fn refuse_auth(&self, headers: &HeaderMap) -> Option<Response> {
+        let expected = self.expected_authorization.as_ref()?;
         let given = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
         if given == Some(expected.as_bytes()) {
-            return Ok(());
+            return None;
         }
         let mut response = status(StatusCode::UNAUTHORIZED, "missing or wrong API key");
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Err(response)
+        Some(response)
     }
 
-    /// The request's session, which must exist: 400 without the header, 404 for an unknown one.
-    fn check_session(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// The refusal of a request outside a live session: 400 without the header, 404 for an
+    /// unknown or ended session; None for a live one.
+    fn refuse_session(&self, headers: &HeaderMap) -> Option<Response> {
         let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-            return Err(http_error(
+            return Some(http_error(
                 StatusCode::BAD_REQUEST,
                 -32000,
                 "Bad Request: no Mcp-Session-Id header",
@@ -215,11 +214,7 @@ impl Echo {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(id);
-        if known {
-            Ok(())
-        } else {
-            Err(http_error(StatusCode::NOT_FOUND, -32001, "Session not found"))
-        }
+        (!known).then(|| http_error(StatusCode::NOT_FOUND, -32001, "Session not found"))
     }
 
     /// One JSON-RPC response, as JSON or as a one-event SSE stream.
@@ -246,7 +241,7 @@ impl Echo {
 }
 
 async fn handle_post(State(echo): State<Arc<Echo>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(response) = echo.check_auth(&headers) {
+    if let Some(response) = echo.refuse_auth(&headers) {
         return response;
     }
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
@@ -286,7 +281,7 @@ async fn handle_post(State(echo): State<Arc<Echo>>, headers: HeaderMap, body: By
         );
     }
 
-    if let Err(response) = echo.check_session(&headers) {
+    if let Some(response) = echo.refuse_session(&headers) {
         return response;
     }
     let (Some(method), Some(id)) = (method, id) else {
@@ -344,7 +339,7 @@ fn call_tool(params: Option<&Value>) -> Result<Value, (i64, String)> {
 }
 
 async fn handle_get(State(echo): State<Arc<Echo>>, headers: HeaderMap) -> Response {
-    if let Err(response) = echo.check_auth(&headers) {
+    if let Some(response) = echo.refuse_auth(&headers) {
         return response;
     }
     let mut response = status(
@@ -358,10 +353,10 @@ async fn handle_get(State(echo): State<Arc<Echo>>, headers: HeaderMap) -> Respon
 }
 
 async fn handle_delete(State(echo): State<Arc<Echo>>, headers: HeaderMap) -> Response {
-    if let Err(response) = echo.check_auth(&headers) {
+    if let Some(response) = echo.refuse_auth(&headers) {
         return response;
     }
-    if let Err(response) = echo.check_session(&headers) {
+    if let Some(response) = echo.refuse_session(&headers) {
         return response;
     }
     if let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {

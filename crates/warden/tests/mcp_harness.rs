@@ -142,7 +142,7 @@ async fn a_dead_server_is_reported_not_hung_on() {
     // The driver itself lives on: a new session to a new server works.
     let server = EverythingServer::start().await;
     assert_eq!(driver.connect(&server.url, None).await["ok"], true);
-    assert_eq!(driver.tool_names().await.contains(&"echo".to_owned()), true);
+    assert!(driver.tool_names().await.contains(&"echo".to_owned()));
 }
 
 /// A server that answers every request with `401` and `WWW-Authenticate` (what a gateway does

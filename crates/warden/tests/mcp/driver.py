@@ -31,7 +31,8 @@ Answers:
         an error response", or -32600 "Session terminated" for 404 within a session), so the status is
         recorded from the HTTP response here; code/message/data are the SDK's error.
   {"ok":false,"kind":"timeout",...}     no answer within "timeout"; the session is ended if it was connect
-  {"ok":false,"kind":"connection",...}  the transport failed (refused, reset); the session is then dead
+  {"ok":false,"kind":"connection",...}  the transport failed (refused, reset: an httpx2 error, or the SDK's
+                                        -32000 "Connection closed"); the session is then dead
   {"ok":false,"kind":"closed",...}      no open session (never connected, closed, or died: says why)
   {"ok":false,"kind":"driver",...}      a malformed command
   {"ok":false,"kind":"error","type":"...",...}   anything else the SDK raised
@@ -55,7 +56,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import Implementation
+from mcp_types import CONNECTION_CLOSED, Implementation
 from pydantic import BaseModel, ValidationError
 
 DEFAULT_TIMEOUT = 30.0
@@ -146,10 +147,18 @@ class Session:
                         self.http_error = None
                         if command["op"] == "close":
                             break
-                        await self.answer(await self.execute(command))
-                # Closed on request (the exit stack sent DELETE and stopped the transport).
-                self.dead = "closed by the test"
-                await self.answer({"ok": True, "result": {}})
+                        answer = await self.execute(command)
+                        if answer.get("kind") == "connection":
+                            # The transport is gone: so is the session (set before answering, so that
+                            # the next command finds it dead).
+                            self.dead = f"the connection failed: {answer.get('message')}"
+                            await self.answer(answer)
+                            break
+                        await self.answer(answer)
+                if self.dead is None:
+                    # Closed on request (the exit stack sent DELETE and stopped the transport).
+                    self.dead = "closed by the test"
+                    await self.answer({"ok": True, "result": {}})
             except Exception as exc:  # noqa: BLE001 - every failure becomes an answer
                 self.dead = f"the session failed: {describe(exc)}"
                 await self.answer(self.failure(exc))
@@ -209,7 +218,10 @@ class Session:
         if isinstance(exc, DriverError):
             return {"ok": False, "kind": "driver", "message": str(exc)}
         if isinstance(exc, MCPError):
-            answer = {"ok": False, "kind": "jsonrpc", "code": exc.code, "message": exc.message}
+            # The SDK's own error for a connection that ended under a request (the transport failed).
+            closed = exc.code == CONNECTION_CLOSED and exc.message == "Connection closed"
+            kind = "connection" if closed else "jsonrpc"
+            answer = {"ok": False, "kind": kind, "code": exc.code, "message": exc.message}
             if exc.data is not None:
                 answer["data"] = exc.data
         elif isinstance(exc, TimeoutError):
