@@ -3,8 +3,12 @@
 //! second node on another node's database), and running `warden` commands as separate processes
 //! against it.
 //!
+//! The MCP parts (the reference servers, the official Python SDK client) are in [`mcp`].
+//!
 //! Each test binary uses a different part of this module.
 #![allow(dead_code)]
+
+pub mod mcp;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
