@@ -592,7 +592,9 @@ pub fn check_upstream_url(kind: UpstreamKind, url: &str) -> Result<(), Validatio
         return Err(err("url contains whitespace or a control character".into()));
     }
     let schemes: &[&str] = match kind {
-        UpstreamKind::Mcp | UpstreamKind::Http => &["http", "https"],
+        // `stdio://<name>`: an MCP server Warden spawns (`[[gateway.stdio]]` in the config).
+        UpstreamKind::Mcp => &["http", "https", "stdio"],
+        UpstreamKind::Http => &["http", "https"],
         UpstreamKind::Postgres => &["postgres", "postgresql"],
     };
     let Some((scheme, rest)) = url.split_once("://") else {

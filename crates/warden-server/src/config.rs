@@ -72,6 +72,9 @@ pub struct GatewayConfig {
     pub key_file: Option<PathBuf>,
     /// Your own secret-detection rules, beside the built-in ones.
     pub scan_rule: Vec<ScanRuleConfig>,
+    /// `[[gateway.stdio]]`: stdio MCP servers Warden spawns for upstreams registered as
+    /// `stdio://<name>` (one process per session; see `crate::gateway::stdio`).
+    pub stdio: Vec<crate::gateway::stdio::StdioConfig>,
 }
 
 /// `[[gateway.scan_rule]]`: a rule of your own for the secret scanner.
@@ -94,6 +97,7 @@ impl Default for GatewayConfig {
             results: crate::gateway::ResultPolicy::Redact,
             key_file: None,
             scan_rule: Vec::new(),
+            stdio: Vec::new(),
         }
     }
 }
@@ -109,6 +113,16 @@ impl GatewayConfig {
         }
         if !(100..=600_000).contains(&self.upstream_timeout_ms) {
             bail!("gateway.upstream_timeout_ms must be between 100 and 600000");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.stdio.iter().enumerate() {
+            s.validate(i)?;
+            if !seen.insert(&s.upstream) {
+                bail!(
+                    "gateway.stdio[{i}]: upstream `{}` is configured twice",
+                    s.upstream
+                );
+            }
         }
         Ok(())
     }

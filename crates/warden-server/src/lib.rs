@@ -106,6 +106,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     state.notifier = notify::Notifier::new(&resolved.notify.webhook)?;
     state.gateway = Arc::new(build_gateway(&resolved)?);
     gateway::spawn_event_listener(store.clone(), state.gateway.clone());
+    gateway::stdio::spawn_reaper(state.clone(), std::time::Duration::from_secs(5));
     approvals::spawn_expiry(state.clone(), std::time::Duration::from_secs(10));
     let app = router(state, resolved.limits);
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
@@ -141,7 +142,7 @@ fn build_gateway(r: &Resolved) -> anyhow::Result<gateway::Gateway> {
         })
         .collect();
     let scanner = warden_gateway::scan::Scanner::new(&rules).context("invalid [[gateway.scan_rule]]")?;
-    gateway::Gateway::new(r.gateway.settings(), keys, scanner)
+    gateway::Gateway::new(r.gateway.settings(), keys, scanner, &r.gateway.stdio)
 }
 
 /// The audit ledger's writer, with this node's checkpoint key and the deployment's redaction key.

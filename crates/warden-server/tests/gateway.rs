@@ -25,6 +25,7 @@ api_tests!(
     writes_wait_for_approval_and_secrets_in_arguments_are_refused,
     sessions_are_bound_to_their_task_and_die_with_it,
     bad_messages_are_refused_precisely,
+    stdio_servers_run_one_process_per_session,
 );
 
 /// What the fake upstream saw and serves.
@@ -667,4 +668,160 @@ async fn bad_messages_are_refused_precisely(api: Api) {
         before,
         "nothing malformed reached the upstream"
     );
+}
+
+/// A stdio MCP server in a few lines of Python: answers initialize, lists one tool, and the tool
+/// returns the environment variable Warden injected (which Warden must cut out again).
+const STDIO_SERVER: &str = r#"
+import json, os, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    m = msg.get("method")
+    if m == "initialize":
+        result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "py", "version": "1"}}
+    elif m == "tools/list":
+        result = {"tools": [{"name": "whoami", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": True}}]}
+    elif m == "tools/call":
+        result = {"content": [{"type": "text", "text": "token=" + os.environ.get("API_TOKEN", "") + " pid=" + str(os.getpid())}]}
+    else:
+        result = {}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+"#;
+
+async fn stdio_servers_run_one_process_per_session(api: Api) {
+    seed(&api).await;
+    let config: warden_server::config::Config = toml::from_str(&format!(
+        "[[gateway.stdio]]\nupstream = \"local\"\ncommand = [\"python3\", \"-c\", {:?}]\n",
+        STDIO_SERVER
+    ))
+    .unwrap();
+    let mut state = api.state.clone();
+    state.gateway = Arc::new(
+        warden_server::gateway::Gateway::new(
+            config.gateway.settings(),
+            warden_server::gateway::GatewayKeys::generate(),
+            warden_gateway::scan::Scanner::new(&[]).unwrap(),
+            &config.gateway.stdio,
+        )
+        .unwrap(),
+    );
+    let api = Api {
+        app: warden_server::router(state, warden_server::HttpLimits::default()),
+        ..api
+    };
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/upstreams",
+            Some(
+                json!({"name": "local", "kind": "mcp", "url": "stdio://local", "environment": "staging",
+                        "owner": "owner@example.com", "sensitivity": "internal"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let secret = "stdio-secret-9d81c2aa4e";
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/secrets",
+            Some(json!({"name": "local-token", "upstream": "local", "injection": {"kind": "env", "var": "API_TOKEN"}, "value": secret})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let bot = enrolled(&api, "bot", &["local"]).await;
+    let (_, t) = start(&api, &bot, &intent(&["local"], &["whoami"]), None).await;
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    let send = |session: Option<String>, body: Value| {
+        let api = &api;
+        let token = token.clone();
+        async move {
+            let mut req = Request::builder()
+                .method(Method::POST)
+                .uri("/mcp/local")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"));
+            if let Some(s) = &session {
+                req = req.header("mcp-session-id", s);
+            }
+            let resp = api
+                .app
+                .clone()
+                .oneshot(req.body(Body::from(body.to_string())).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let sid = resp
+                .headers()
+                .get("mcp-session-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (
+                status,
+                sid,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    // Without a session, only `initialize` is accepted: it starts a process.
+    let (s, _, v) = send(None, json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let (s, sid, v) = send(None, init.clone()).await;
+    assert_eq!(
+        (s, v["result"]["serverInfo"]["name"].as_str()),
+        (StatusCode::OK, Some("py")),
+        "{v}"
+    );
+    let sid = sid.expect("session");
+    let (s, _, _) = send(
+        Some(sid.clone()),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (_, _, v) = send(
+        Some(sid.clone()),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(v["result"]["tools"][0]["name"], "whoami", "{v}");
+    let (_, _, v) = send(Some(sid.clone()), call(3, "whoami", json!({}))).await;
+    let text = v["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.starts_with("token=[REDACTED:upstream-credential] pid="),
+        "the injected secret is cut out: {text}"
+    );
+    // A second session is another process.
+    let (_, sid2, _) = send(None, init).await;
+    let sid2 = sid2.unwrap();
+    let (_, _, v) = send(Some(sid2.clone()), call(3, "whoami", json!({}))).await;
+    let text2 = v["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+    assert_ne!(text, text2, "one process per session");
+    // DELETE ends it; the session is then unknown.
+    let resp = api
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(Method::DELETE)
+                .uri("/mcp/local")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header("mcp-session-id", &sid)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (s, _, _) = send(Some(sid), call(4, "whoami", json!({}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let all = serde_json::to_string(&entries(&api).await).unwrap();
+    assert!(!all.contains(secret), "the secret is never in the ledger");
 }

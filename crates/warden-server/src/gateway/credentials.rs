@@ -153,7 +153,8 @@ impl GatewayKeys {
         }
     }
 
-    fn open(&self, s: &warden_store::SealedSecret) -> Result<Vec<u8>, String> {
+    /// Opens a stored secret (bound to its name and upstream).
+    pub fn open_secret(&self, s: &warden_store::SealedSecret) -> Result<Vec<u8>, String> {
         let sealed = Sealed {
             key_id: s.key_id.clone(),
             nonce: s.nonce.clone(),
@@ -245,7 +246,7 @@ impl Credentials {
             let Injection::Header { name, prefix } = &s.injection else {
                 continue;
             };
-            let value = self.keys.open(s).map_err(|e| {
+            let value = self.keys.open_secret(s).map_err(|e| {
                 tracing::error!(upstream = %upstream, secret = %s.name, key_id = %s.key_id, error = %e, "an upstream secret does not open with this node's gateway key");
                 UpstreamError::Credentials(upstream.to_string())
             })?;
@@ -277,13 +278,17 @@ impl Credentials {
         };
         let mut out = bytes.to_vec();
         for v in &injected.values {
-            out = replace_all(&out, v, b"[REDACTED:upstream-credential]");
+            out = replace_all(&out, v, REDACTED_CREDENTIAL);
         }
         out
     }
 }
 
-fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+/// What an upstream's credential is replaced with in anything it sends back.
+pub const REDACTED_CREDENTIAL: &[u8] = b"[REDACTED:upstream-credential]";
+
+/// `hay` with every occurrence of `needle` replaced by `with`.
+pub fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     if needle.is_empty() || hay.len() < needle.len() {
         return hay.to_vec();
     }

@@ -29,6 +29,7 @@
 
 pub mod catalog;
 pub mod credentials;
+pub mod stdio;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -96,12 +97,20 @@ pub struct Gateway {
     pub scanner: Scanner,
     pub upstreams: upstream::Client,
     pub credentials: credentials::Credentials,
+    /// The stdio servers this node spawns (`[[gateway.stdio]]`).
+    pub stdio: stdio::StdioServers,
 }
 
 impl Gateway {
-    pub fn new(settings: GatewaySettings, keys: GatewayKeys, scanner: Scanner) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: GatewaySettings,
+        keys: GatewayKeys,
+        scanner: Scanner,
+        stdio: &[stdio::StdioConfig],
+    ) -> anyhow::Result<Self> {
         let keys = Arc::new(keys);
         Ok(Self {
+            stdio: stdio::StdioServers::new(stdio),
             upstreams: upstream::Client::new(settings.upstream_timeout)?,
             credentials: credentials::Credentials::new(keys.clone()),
             settings,
@@ -121,6 +130,7 @@ impl Gateway {
             GatewaySettings::default(),
             GatewayKeys::generate(),
             Scanner::new(&[]).expect("built-in scanner rules compile"),
+            &[],
         )
         .expect("default HTTP client")
     }
@@ -260,7 +270,10 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    let forward_headers = upstream::forwarded_headers(&parts.headers, session.as_deref());
+    let route = Route {
+        headers: upstream::forwarded_headers(&parts.headers, session.as_deref()),
+        session,
+    };
     match message {
         Message::Request(req) => {
             handle_request(
@@ -268,7 +281,7 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
                 caller,
                 upstream,
                 req,
-                forward_headers,
+                route,
                 started,
                 request_id(&parts.headers),
             )
@@ -276,14 +289,125 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
         }
         // Notifications, and answers to the server's own requests (sampling, elicitation, roots):
         // authenticated and bound to the session, passed through undecided.
-        other => {
-            let body = other.to_value().to_string().into_bytes();
-            match gw.upstreams.post(&state, &upstream, forward_headers, body).await {
-                Ok(resp) => relay(state, caller, upstream, resp, None, None).await,
-                Err(e) => upstream_failed(None, &e),
+        other => forward(state, caller, upstream, route, other, None).await,
+    }
+}
+
+/// Where a message goes: the headers for an HTTP upstream, and the upstream's session (an HTTP
+/// upstream's own session id, or a stdio session's key).
+#[derive(Debug)]
+struct Route {
+    headers: HeaderMap,
+    session: Option<String>,
+}
+
+fn is_stdio(upstream: &Upstream) -> bool {
+    upstream.url.starts_with("stdio://")
+}
+
+/// Sends a message on (a decided request, or an undecided notification or response) and relays
+/// the answer.
+async fn forward(
+    state: AppState,
+    caller: TaskCaller,
+    upstream: Upstream,
+    route: Route,
+    message: Message,
+    post: Option<Post>,
+) -> Response {
+    if is_stdio(&upstream) {
+        return forward_stdio(state, caller, upstream, route.session, message, post).await;
+    }
+    let body = message.to_value().to_string().into_bytes();
+    match state
+        .gateway
+        .upstreams
+        .post(&state, &upstream, route.headers, body)
+        .await
+    {
+        Ok(resp) => relay(state, caller, upstream, resp, post, None).await,
+        Err(e) => {
+            if let Some(p) = &post {
+                record_result(
+                    (&state, &caller, &upstream),
+                    &p.method,
+                    p.tool.as_deref(),
+                    "upstream_unavailable",
+                    p.sent.elapsed(),
+                    &[],
+                );
             }
+            upstream_failed(post.as_ref().map(|p| &p.id), &e)
         }
     }
+}
+
+/// [`forward`] to a stdio server: `initialize` without a session spawns one.
+async fn forward_stdio(
+    state: AppState,
+    caller: TaskCaller,
+    upstream: Upstream,
+    session: Option<String>,
+    message: Message,
+    post: Option<Post>,
+) -> Response {
+    let gw = state.gateway.clone();
+    let name = upstream.name.as_str();
+    let task = caller.task.id;
+    let fail =
+        |e: &upstream::UpstreamError, post: &Option<Post>| upstream_failed(post.as_ref().map(|p| &p.id), e);
+    let (key, new) = match session {
+        Some(k) => (k, false),
+        None if message.method() == Some("initialize") => {
+            let env = match stdio::env_secrets(&state, &upstream.name).await {
+                Ok(env) => env,
+                Err(e) => return fail(&e, &post),
+            };
+            match gw.stdio.spawn(name, task, &env, gw.settings.limits.max_bytes) {
+                Ok(k) => (k, true),
+                Err(e) => return fail(&e, &post),
+            }
+        }
+        None => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                message.id(),
+                jsonrpc::INVALID_REQUEST,
+                "a stdio upstream needs the Mcp-Session-Id of an initialized session".to_owned(),
+            );
+        }
+    };
+    let reply = gw
+        .stdio
+        .send(&key, task, name, &message, gw.settings.upstream_timeout)
+        .await;
+    let mut out = match reply {
+        Ok(stdio::Reply::Accepted) => StatusCode::ACCEPTED.into_response(),
+        Ok(stdio::Reply::Answer(m)) => {
+            let body = after(&state, &caller, &upstream, m, post.as_ref()).await;
+            rpc(StatusCode::OK, body)
+        }
+        Err(e) => {
+            if new {
+                gw.stdio.end(&key);
+            }
+            if let Some(p) = &post {
+                record_result(
+                    (&state, &caller, &upstream),
+                    &p.method,
+                    p.tool.as_deref(),
+                    "upstream_unavailable",
+                    p.sent.elapsed(),
+                    &[],
+                );
+            }
+            return fail(&e, &post);
+        }
+    };
+    if new && let Ok(v) = HeaderValue::from_str(&gw.keys.seal_session(&key, task, name)) {
+        out.headers_mut().insert(SESSION_HEADER, v);
+    }
+    out
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -308,7 +432,12 @@ fn session_of(
         return Ok(None);
     };
     let raw = raw.to_str().unwrap_or("");
-    match gw.keys.open_session(raw, caller.task.id, upstream.name.as_str()) {
+    let opened = gw
+        .keys
+        .open_session(raw, caller.task.id, upstream.name.as_str())
+        // A stdio session lives on the node that spawned its process.
+        .filter(|s| !is_stdio(upstream) || gw.stdio.knows(s, caller.task.id, upstream.name.as_str()));
+    match opened {
         Some(s) => Ok(Some(s)),
         // MCP: an unknown session is a 404, after which the client starts a new one.
         None => Err(refused(
@@ -417,7 +546,7 @@ async fn handle_request(
     caller: TaskCaller,
     upstream: Upstream,
     req: jsonrpc::Request,
-    forward_headers: HeaderMap,
+    route: Route,
     started: Instant,
     request_id: Option<String>,
 ) -> Response {
@@ -427,11 +556,7 @@ async fn handle_request(
     let (decision, plan, code, recorded_args, approval, more) = match plan(&state, &upstream, &req) {
         // `ping` is answered by the upstream without a decision.
         Err((d, 0)) if d.outcome == Outcome::Allow => {
-            let body = Message::Request(req).to_value().to_string().into_bytes();
-            return match gw.upstreams.post(&state, &upstream, forward_headers, body).await {
-                Ok(resp) => relay(state, caller, upstream, resp, None, None).await,
-                Err(e) => upstream_failed(None, &e),
-            };
+            return forward(state, caller, upstream, route, Message::Request(req), None).await;
         }
         Err((d, code)) => (d, None, code, None, None, Vec::new()),
         Ok(plan) => {
@@ -569,32 +694,14 @@ async fn handle_request(
             ),
         );
     }
-    let id = req.id.clone();
-    let body = Message::Request(req).to_value().to_string().into_bytes();
-    let sent = Instant::now();
-    match gw.upstreams.post(&state, &upstream, forward_headers, body).await {
-        Ok(resp) => {
-            let post = Post {
-                id,
-                method,
-                after: plan.after,
-                tool: plan.tool,
-                sent,
-            };
-            relay(state, caller, upstream, resp, Some(post), None).await
-        }
-        Err(e) => {
-            record_result(
-                (&state, &caller, &upstream),
-                &method,
-                plan.tool.as_deref(),
-                "upstream_unavailable",
-                sent.elapsed(),
-                &[],
-            );
-            upstream_failed(Some(&id), &e)
-        }
-    }
+    let post = Post {
+        id: req.id.clone(),
+        method,
+        after: plan.after,
+        tool: plan.tool,
+        sent: Instant::now(),
+    };
+    forward(state, caller, upstream, route, Message::Request(req), Some(post)).await
 }
 
 #[expect(clippy::too_many_arguments, reason = "one value per fact of the decision")]
@@ -1060,20 +1167,7 @@ fn sse_relay(
             }
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    });
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    sse_response(rx)
 }
 
 /// `GET /mcp/{upstream}`: the server's own stream (notifications and requests to the client),
@@ -1093,11 +1187,82 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>, reques
         Ok(s) => s,
         Err(resp) => return resp,
     };
+    if is_stdio(&upstream) {
+        return stdio_stream(state, caller, upstream, session);
+    }
     let headers = upstream::forwarded_headers(&parts.headers, session.as_deref());
     match gw.upstreams.get(&state, &upstream, headers).await {
         Ok(resp) => relay(state, caller, upstream, resp, None, None).await,
         Err(e) => upstream_failed(None, &e),
     }
+}
+
+/// A stdio session's server-initiated messages as an event stream, while the task is live.
+fn stdio_stream(
+    state: AppState,
+    caller: TaskCaller,
+    upstream: Upstream,
+    session: Option<String>,
+) -> Response {
+    let Some(mut events) = session.as_deref().and_then(|k| {
+        state
+            .gateway
+            .stdio
+            .subscribe(k, caller.task.id, upstream.name.as_str())
+    }) else {
+        return refused(
+            StatusCode::NOT_FOUND,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            "unknown Mcp-Session-Id for this task and upstream; initialize a new session".to_owned(),
+        );
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = events.recv() => {
+                    let data = match ev {
+                        Ok(v) => v.to_string(),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(upstream = %upstream.name, missed = n, "a slow MCP client missed server messages");
+                            continue;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    let ev = warden_gateway::sse::SseEvent { event: Some("message".into()), data, id: None, retry: None };
+                    if tx.send(bytes::Bytes::from(warden_gateway::sse::encode(&ev))).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tick.tick() => {
+                    if state.identity.tasks.live_task(state.store.as_ref(), caller.task.id, Utc::now()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    sse_response(rx)
+}
+
+fn sse_response(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Response {
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// `DELETE /mcp/{upstream}`: ends the session at the upstream.
@@ -1124,6 +1289,13 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>, req
         }
         Err(resp) => return resp,
     };
+    if is_stdio(&upstream) {
+        return if gw.stdio.knows(&session, caller.task.id, upstream.name.as_str()) && gw.stdio.end(&session) {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            StatusCode::NOT_FOUND.into_response()
+        };
+    }
     let headers = upstream::forwarded_headers(&parts.headers, Some(&session));
     match gw.upstreams.delete(&state, &upstream, headers).await {
         Ok(status) => status.into_response(),
