@@ -534,8 +534,40 @@ async fn writes_wait_for_approval_and_secrets_in_arguments_are_refused(api: Api)
 }
 
 async fn sessions_are_bound_to_their_task_and_die_with_it(api: Api) {
-    let (token, task, _) = setup(&api).await;
+    let (token, task, upstream) = setup(&api).await;
     let session = initialize(&api, &token).await;
+    // A call before any listing: Warden lists the tools itself, in this session, to learn the class.
+    let (_, _, v) = mcp(
+        &api,
+        Some(&token),
+        Some(&session),
+        call(2, "search", json!({"q": "x"})),
+    )
+    .await;
+    assert!(v["result"]["content"].is_array(), "{v}");
+    assert!(
+        upstream
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .any(|(m, _, s)| m == "tools/list" && s.as_deref() == Some("up-session-1")),
+        "Warden's own listing used the caller's session"
+    );
+    let (_, _, v) = mcp(
+        &api,
+        Some(&token),
+        Some(&session),
+        call(2, "no-such-tool", json!({})),
+    )
+    .await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not list a tool"),
+        "{v}"
+    );
     // Another task of the same agent cannot use this session.
     let bot2 = enrolled(&api, "bot2", &["tools"]).await;
     let (_, t2) = start(&api, &bot2, &intent(&["tools"], &["search"]), None).await;

@@ -474,7 +474,7 @@ fn plan(state: &AppState, upstream: &Upstream, req: &jsonrpc::Request) -> Result
                 return Err((
                     deny(
                         format!(
-                            "unknown-tool: `{}` is not in Warden's catalogue of upstream `{}`; list the tools first",
+                            "unknown-tool: upstream `{1}` does not list a tool `{0}`",
                             call.name.escape_debug(),
                             upstream.name
                         ),
@@ -553,6 +553,12 @@ async fn handle_request(
     let gw = state.gateway.clone();
     let now = Utc::now();
     let method = req.method.clone();
+    if req.kind() == Method::ToolsCall
+        && let Ok(call) = req.tool_call()
+        && state.policies.tool(upstream.name.as_str(), call.name).is_none()
+    {
+        catalogue_on_miss(&state, &caller, &upstream, &route).await;
+    }
     let (decision, plan, code, recorded_args, approval, more) = match plan(&state, &upstream, &req) {
         // `ping` is answered by the upstream without a decision.
         Err((d, 0)) if d.outcome == Outcome::Allow => {
@@ -1054,6 +1060,138 @@ async fn after(
     }
 }
 
+fn observed(page: &warden_gateway::tools::ToolsPage) -> Vec<warden_store::ObservedTool> {
+    page.tools
+        .iter()
+        .map(|t| warden_store::ObservedTool {
+            name: t.name().to_owned(),
+            digest: t.digest().to_owned(),
+            definition: t.value().clone(),
+            hint_class: convert_class(warden_gateway::tools::hint_class(t)),
+        })
+        .collect()
+}
+
+/// Most `tools/list` pages Warden reads on its own when a call names a tool it has not seen.
+const MAX_CATALOGUE_PAGES: usize = 10;
+
+/// A call names a tool this node has not catalogued (the client never listed tools, or another
+/// node did): Warden lists the upstream's tools itself, in the caller's session, and catalogues
+/// them, so the decision can know the tool's class. Failures leave the tool unknown (denied).
+async fn catalogue_on_miss(state: &AppState, caller: &TaskCaller, upstream: &Upstream, route: &Route) {
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_CATALOGUE_PAGES {
+        let id = Id::String(format!("warden-catalogue-{}", uuid::Uuid::new_v4()));
+        let params = cursor.as_ref().map(|c| {
+            let mut m = serde_json::Map::new();
+            m.insert("cursor".into(), c.clone().into());
+            m
+        });
+        let msg = Message::Request(jsonrpc::Request {
+            id: id.clone(),
+            method: "tools/list".into(),
+            params,
+        });
+        let answer = match fetch(state, caller, upstream, route, &msg, &id).await {
+            Ok(Message::Response(r)) => r.result,
+            Ok(other) => {
+                tracing::warn!(upstream = %upstream.name, answer = ?other.method(), "the upstream refused Warden's own tools/list");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %upstream.name, error = %e, "Warden's own tools/list failed");
+                return;
+            }
+        };
+        let page = match warden_gateway::tools::parse_tools_list(&answer, &Default::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(upstream = %upstream.name, error = %e, "tools/list answer refused");
+                return;
+            }
+        };
+        if let Err(e) = catalog::observe(state, &upstream.name, &observed(&page)).await {
+            tracing::error!(upstream = %upstream.name, error = %e, "tools cannot be catalogued");
+            return;
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return,
+        }
+    }
+}
+
+/// Sends a request of Warden's own in the caller's session and returns the upstream's answer to it
+/// (from JSON, an event stream, or a stdio server).
+async fn fetch(
+    state: &AppState,
+    caller: &TaskCaller,
+    upstream: &Upstream,
+    route: &Route,
+    msg: &Message,
+    id: &Id,
+) -> Result<Message, upstream::UpstreamError> {
+    let gw = &state.gateway;
+    let limits = gw.settings.limits;
+    let protocol = |m: String| upstream::UpstreamError::Protocol(m);
+    if is_stdio(upstream) {
+        let key = route
+            .session
+            .as_deref()
+            .ok_or_else(|| protocol("no stdio session".into()))?;
+        return match gw
+            .stdio
+            .send(
+                key,
+                caller.task.id,
+                upstream.name.as_str(),
+                msg,
+                gw.settings.upstream_timeout,
+            )
+            .await?
+        {
+            stdio::Reply::Answer(m) => Ok(m),
+            stdio::Reply::Accepted => Err(protocol("no answer".into())),
+        };
+    }
+    let body = msg.to_value().to_string().into_bytes();
+    let resp = gw
+        .upstreams
+        .post(state, upstream, route.headers.clone(), body)
+        .await?;
+    if !resp.status().is_success() {
+        return Err(protocol(format!("status {}", resp.status())));
+    }
+    let sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    if !sse {
+        let bytes = upstream::read_limited(resp, limits.max_bytes).await?;
+        return jsonrpc::parse(&bytes, &limits).map_err(|e| protocol(e.to_string()));
+    }
+    use futures_util::StreamExt as _;
+    let mut parser = warden_gateway::sse::SseParser::new(Default::default());
+    let mut stream = resp.bytes_stream();
+    let deadline = tokio::time::Instant::now() + gw.settings.upstream_timeout;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| protocol("no answer in time".into()))?;
+        let Some(Ok(chunk)) = chunk else {
+            return Err(protocol("the stream ended without an answer".into()));
+        };
+        for ev in parser.push(&chunk).map_err(|e| protocol(e.to_string()))? {
+            if let Ok(m) = jsonrpc::parse(ev.data.as_bytes(), &limits)
+                && m.id() == Some(id)
+            {
+                return Ok(m);
+            }
+        }
+    }
+}
+
 /// `tools/list`: every tool catalogued (new ones recorded; changed ones quarantined and recorded),
 /// then only the tools this task may call are shown — a denied or quarantined tool is invisible.
 pub async fn tools_list(state: &AppState, caller: &TaskCaller, upstream: &Upstream, result: Value) -> Value {
@@ -1064,17 +1202,7 @@ pub async fn tools_list(state: &AppState, caller: &TaskCaller, upstream: &Upstre
             return json!({ "tools": [] });
         }
     };
-    let seen: Vec<warden_store::ObservedTool> = page
-        .tools
-        .iter()
-        .map(|t| warden_store::ObservedTool {
-            name: t.name().to_owned(),
-            digest: t.digest().to_owned(),
-            definition: t.value().clone(),
-            hint_class: convert_class(warden_gateway::tools::hint_class(t)),
-        })
-        .collect();
-    if let Err(e) = catalog::observe(state, &upstream.name, &seen).await {
+    if let Err(e) = catalog::observe(state, &upstream.name, &observed(&page)).await {
         // Fail closed: a catalogue that cannot be written shows nothing.
         tracing::error!(upstream = %upstream.name, error = %e, "tools cannot be catalogued; none are shown");
         return page.to_result(|_| false);
