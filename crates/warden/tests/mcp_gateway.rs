@@ -43,6 +43,7 @@ const DENIED: i64 = -32010;
 const APPROVAL_REQUIRED: i64 = -32011;
 const TOOL_QUARANTINED: i64 = -32012;
 const SECRET_IN_ARGUMENTS: i64 = -32013;
+const UPSTREAM_UNAVAILABLE: i64 = -32014;
 
 /// The upstream's credential: distinctive, so that finding it anywhere is a leak.
 const API_KEY: &str = "sk-e2e-UPSTREAM-KEY-9f27c4d1b85e";
@@ -101,6 +102,22 @@ async fn set_api_key(s: &Server, upstream: &str, value: &str) {
         listed.to_string().contains(&secret) && !listed.to_string().contains(value),
         "listed, never shown: {listed}"
     );
+}
+
+/// Replaces the value of the secret [`set_api_key`] stored for `upstream`.
+async fn rotate_api_key(s: &Server, upstream: &str, value: &str) {
+    let file = s.path(&format!("{upstream}.api-key"));
+    std::fs::write(&file, value).expect("writing the key file");
+    s.run(&[
+        "secret",
+        "rotate",
+        &format!("{upstream}-key"),
+        "--value-file",
+        path_str(&file),
+    ])
+    .await
+    .ok();
+    std::fs::remove_file(&file).expect("removing the key file");
 }
 
 /// A task of the agent `bot`, as the agent holds it.
@@ -566,6 +583,26 @@ async fn changed_tool_definition_is_quarantined(backend: Backend) {
     let answer = driver.call_tool("lookup", json!({"query": "again"})).await;
     assert_eq!(called(&answer), "looked up: again");
 
+    // A credential the upstream refuses (rotated to a wrong value) is the upstream's failure, never
+    // a 401 that would tell the agent its own token is bad; the right one works again at once.
+    rotate_api_key(&s, "changing", "sk-e2e-wrong-key").await;
+    let answer = driver.call_tool("lookup", json!({"query": "x"})).await;
+    assert_eq!(
+        (&answer["status"], &answer["code"]),
+        (&json!(502), &json!(UPSTREAM_UNAVAILABLE)),
+        "{answer}"
+    );
+    rotate_api_key(&s, "changing", API_KEY).await;
+    let answer = driver.call_tool("lookup", json!({"query": "back"})).await;
+    assert_eq!(called(&answer), "looked up: back");
+    // The session ends with DELETE, relayed to the upstream.
+    driver.ok(json!({"op": "close"})).await;
+    assert!(
+        !driver.stderr().contains("termination failed"),
+        "{}",
+        driver.stderr()
+    );
+
     let evidence = exported_evidence(&s).await;
     for needle in ["tool.catalogued", "tool.quarantined", &pending] {
         assert!(evidence.contains(needle), "`{needle}` is not in the ledger");
@@ -735,7 +772,10 @@ async fn sessions_survive_another_node_and_revocation_reaches_both() {
     let session = session.expect("Warden's session id");
     assert!(session.starts_with("wdn1."), "{session}");
 
-    // Carried on on B: the session opens there, the upstream sees its own session.
+    // The session goes on on B (it opens there with the shared key; the upstream sees its own
+    // session), and the agent's messages may alternate between the nodes, as behind a load
+    // balancer: a tool listed (and so catalogued) on one node is called on the other, which knows
+    // it from the store's event.
     let (status, _, answer) = post_mcp(
         &http,
         &b,
@@ -745,28 +785,29 @@ async fn sessions_survive_another_node_and_revocation_reaches_both() {
     )
     .await;
     assert_eq!(status, 202, "{answer}");
-    let (status, _, answer) = post_mcp(
-        &http,
-        &b,
-        &task.token,
-        Some(&session),
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let names: Vec<&str> = answer["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{answer}"))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["echo"], "{answer}");
     let echo = |id: i64, message: &str| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                "params": {"name": "echo", "arguments": {"message": message}}})
     };
-    for (node, id) in [(&b, 3), (&a, 4)] {
-        let (status, _, answer) = post_mcp(&http, node, &task.token, Some(&session), echo(id, "hi")).await;
+    for (list_on, call_on, id) in [(&a, &b, 2), (&b, &a, 4)] {
+        let (status, _, answer) = post_mcp(
+            &http,
+            list_on,
+            &task.token,
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let names: Vec<&str> = answer["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["echo"], "{answer}");
+        let (status, _, answer) =
+            post_mcp(&http, call_on, &task.token, Some(&session), echo(id + 1, "hi")).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(
             answer["result"]["content"][0]["text"], "Echo: hi",
