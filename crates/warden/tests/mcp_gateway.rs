@@ -191,11 +191,16 @@ async fn start_task(s: &Server, upstream: &str, tools: &[&str]) -> Task {
     }
 }
 
-/// The SDK client, connected through Warden to `upstream` with the task's token.
-async fn connect(s: &Server, upstream: &str, task: &Task) -> McpDriver {
+/// The SDK client, connected through Warden to `upstream` with the task's token: `legacy` (the
+/// initialize handshake) or the SDK's default `auto` (a `server/discover` probe, which Warden
+/// refuses as a method it does not govern, then initialize).
+async fn connect(s: &Server, upstream: &str, task: &Task, mode: &str) -> McpDriver {
     let mut driver = McpDriver::spawn();
     let url = s.endpoint(&format!("/mcp/{upstream}"));
-    let connected = driver.connect(&url, Some(&task.token)).await;
+    let connected = driver
+        .send(json!({"op": "connect", "url": url, "mode": mode,
+                     "headers": {"Authorization": format!("Bearer {}", task.token)}}))
+        .await;
     assert_eq!(connected["ok"], true, "connect through Warden: {connected}");
     driver
 }
@@ -221,10 +226,7 @@ fn refusal(answer: &Value, code: i64) -> &Value {
         Some(64),
         "{answer}"
     );
-    assert!(
-        data["ledger_seq"].is_u64(),
-        "the refusal is recorded: {answer}"
-    );
+    assert!(data["ledger_seq"].is_u64(), "the refusal is recorded: {answer}");
     data
 }
 
@@ -233,9 +235,7 @@ fn refusal(answer: &Value, code: i64) -> &Value {
 fn names_policy(data: &Value, id: &str) {
     let reasons = data["reasons"].as_array().expect("reasons");
     assert!(
-        reasons
-            .iter()
-            .any(|r| r.as_str().unwrap_or("").starts_with(id)),
+        reasons.iter().any(|r| r.as_str().unwrap_or("").starts_with(id)),
         "no reason names `{id}`: {data}"
     );
 }
@@ -263,7 +263,16 @@ fn ledger_location(s: &Server) -> Vec<String> {
 /// `warden audit export --format <format>` into a new file; returns the file and the CLI's summary.
 async fn export(s: &Server, format: &str) -> (PathBuf, Value) {
     let out = s.path(&format!("evidence-{}.{format}", uuid::Uuid::new_v4()));
-    let mut args = vec!["audit", "export", "--format", format, "--out", path_str(&out), "-o", "json"];
+    let mut args = vec![
+        "audit",
+        "export",
+        "--format",
+        format,
+        "--out",
+        path_str(&out),
+        "-o",
+        "json",
+    ];
     let location = ledger_location(s);
     args.extend(location.iter().map(String::as_str));
     let summary = s.agent(&args).await.ok().json();
@@ -370,7 +379,7 @@ async fn sdk_client_through_warden_to_server_everything(backend: Backend) {
         &["echo", "get-sum", "get-env", "toggle-simulated-logging"],
     )
     .await;
-    let mut driver = connect(&s, "everything", &task).await;
+    let mut driver = connect(&s, "everything", &task, "legacy").await;
 
     // Of server-everything's 13 tools, the listing shows the declared reads and the declared
     // production write (it needs approval, so it can be called); the undeclared reads and writes
@@ -466,16 +475,15 @@ async fn sdk_client_through_warden_to_server_everything(backend: Backend) {
     assert_eq!(approved["state"], "approved", "{approved}");
     // The same call, now within the grant, reaches the upstream.
     let answer = driver.call_tool("toggle-simulated-logging", json!({})).await;
-    assert!(
-        called(&answer).contains("simulated"),
-        "{answer}"
-    );
+    assert!(called(&answer).contains("simulated"), "{answer}");
 
     // The task ends (an admin, with the CLI): the session is cut at the next message.
     s.run(&["task", "end", &task.id, "--reason", "e2e done"])
         .await
         .ok();
-    let answer = driver.call_tool("echo", json!({"message": "after the end"})).await;
+    let answer = driver
+        .call_tool("echo", json!({"message": "after the end"}))
+        .await;
     assert_eq!(
         (&answer["kind"], &answer["status"]),
         (&json!("http"), &json!(401)),
@@ -499,12 +507,14 @@ async fn sdk_client_through_warden_to_server_everything(backend: Backend) {
     assert!(!s.log().contains(API_KEY), "the key is in the server's log");
     let evidence = exported_evidence(&s).await;
     assert!(!evidence.contains(API_KEY), "the key is in the ledger");
-    // ... which holds the story: the denials by policy id, the approval, the allowed write.
+    // ... which holds the story: the denials by policy id, the approval, the allowed write, the
+    // refused token.
     for needle in [
         "e2e-no-sums",
         "e2e-echo-no-passwords",
         approval.as_str(),
-        "toggle-simulated-logging",
+        "approval-granted",
+        &format!("task `{}` is ended", task.id),
     ] {
         assert!(evidence.contains(needle), "`{needle}` is not in the ledger");
     }
@@ -521,7 +531,7 @@ async fn changed_tool_definition_is_quarantined(backend: Backend) {
     add_mcp_upstream(&s, "changing", &upstream.url).await;
     set_api_key(&s, "changing", API_KEY).await;
     let task = start_task(&s, "changing", &["lookup", "stable"]).await;
-    let mut driver = connect(&s, "changing", &task).await;
+    let mut driver = connect(&s, "changing", &task, "legacy").await;
 
     // First sight: catalogued, active, pinned by digest.
     assert_eq!(listed(&mut driver).await, ["lookup", "stable"]);
@@ -546,8 +556,15 @@ async fn changed_tool_definition_is_quarantined(backend: Backend) {
     names_policy(data, "tool-quarantined");
     let shown = s.json(&["tool", "show", "changing/lookup"]).await;
     assert_eq!(shown["state"], "quarantined", "{shown}");
-    assert_eq!(shown["digest"], approved.as_str(), "the approved digest stays: {shown}");
-    let pending = shown["pending_digest"].as_str().expect("pending digest").to_owned();
+    assert_eq!(
+        shown["digest"],
+        approved.as_str(),
+        "the approved digest stays: {shown}"
+    );
+    let pending = shown["pending_digest"]
+        .as_str()
+        .expect("pending digest")
+        .to_owned();
     assert_ne!(pending, approved);
     assert!(
         answer["message"].as_str().unwrap().contains(&pending),
@@ -619,7 +636,7 @@ async fn secret_in_arguments_is_refused_and_never_recorded(backend: Backend) {
     let s = Server::start(backend).await;
     add_mcp_upstream(&s, "everything", &everything.url).await;
     let task = start_task(&s, "everything", &["echo"]).await;
-    let mut driver = connect(&s, "everything", &task).await;
+    let mut driver = connect(&s, "everything", &task, "auto").await;
     assert_eq!(listed(&mut driver).await, ["echo"]);
 
     // An AWS-style access key id (AKIA + 16), not AWS's documented example.
@@ -631,7 +648,9 @@ async fn secret_in_arguments_is_refused_and_never_recorded(backend: Backend) {
     names_policy(data, "no-secrets-in-arguments");
     assert!(!answer.to_string().contains(key), "{answer}");
     // The same tool without the secret is fine.
-    let answer = driver.call_tool("echo", json!({"message": "deploy please"})).await;
+    let answer = driver
+        .call_tool("echo", json!({"message": "deploy please"}))
+        .await;
     assert_eq!(called(&answer), "Echo: deploy please");
 
     let evidence = exported_evidence(&s).await;
@@ -809,31 +828,55 @@ async fn sessions_survive_another_node_and_revocation_reaches_both() {
         let (status, _, answer) =
             post_mcp(&http, call_on, &task.token, Some(&session), echo(id + 1, "hi")).await;
         assert_eq!(status, 200, "{answer}");
-        assert_eq!(
-            answer["result"]["content"][0]["text"], "Echo: hi",
-            "{answer}"
-        );
+        assert_eq!(answer["result"]["content"][0]["text"], "Echo: hi", "{answer}");
     }
 
-    // Ended with node A's CLI; node B refuses the session's next message within 2 s.
+    // The server's own event stream (GET), open on B.
+    let mut stream = http
+        .get(b.endpoint("/mcp/everything"))
+        .bearer_auth(&task.token)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .expect("GET the event stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    if let Ok(Ok(None) | Err(_)) = tokio::time::timeout(Duration::from_millis(300), stream.chunk()).await {
+        panic!("the event stream ended before the task did");
+    }
+
+    // Ended with node A's CLI: within 2 s, node B refuses the session's next message and closes
+    // its open stream (it learns from the store's event: its revocation cache would trust the
+    // task for a minute).
     a.run(&["task", "end", &task.id, "--reason", "revoked"])
         .await
         .ok();
     let ended = Instant::now();
+    let bound = Duration::from_secs(2);
     let mut id = 10;
-    let status = loop {
+    let (status, answer) = loop {
         id += 1;
         let (status, _, answer) = post_mcp(&http, &b, &task.token, Some(&session), echo(id, "hi")).await;
-        if status != 200 || ended.elapsed() > Duration::from_secs(2) {
+        if status != 200 || ended.elapsed() > bound {
             break (status, answer);
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     assert_eq!(
-        status.0, 401,
-        "node B still serves an ended task {:?} after it ended on A: {}",
-        ended.elapsed(),
-        status.1
+        status,
+        401,
+        "node B still serves a task that ended on A {:?} ago: {answer}",
+        ended.elapsed()
+    );
+    let closed = tokio::time::timeout(bound.saturating_sub(ended.elapsed()), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "node B's event stream is still open {:?} after the task ended on A",
+        ended.elapsed()
     );
     let (status, _, _) = post_mcp(&http, &a, &task.token, Some(&session), echo(99, "hi")).await;
     assert_eq!(status, 401, "node A refuses it too");
