@@ -11,11 +11,14 @@
 //!   the task cuts the session (401); the upstream's API key reaches no answer, log line or ledger
 //!   entry, and the ledger verifies.
 //! - [`changed_tool_definition_is_quarantined`]: a tool whose definition changes under an open
-//!   session is hidden and refused until an admin approves exactly the new digest.
+//!   session is hidden and refused until an admin approves exactly the new digest; the upstream
+//!   (which demands its API key) gets the credential Warden injects, and one it refuses is the
+//!   upstream's failure (-32014), not a 401 to the agent; DELETE ends the session.
 //! - [`secret_in_arguments_is_refused_and_never_recorded`]: a cloud key in a tool's arguments is
-//!   refused before the upstream sees it, and the ledger holds only its redaction.
+//!   refused (-32013), and the ledger holds only its redaction (the SDK's default `auto` connect).
 //! - [`sessions_survive_another_node_and_revocation_reaches_both`] (PostgreSQL only): a session
-//!   opened on one node is served by another, and ending the task on one node cuts it on the other.
+//!   opened on one node is served by another (messages alternating between them), and ending the
+//!   task on one node cuts it on the other, open event stream included.
 //!
 //! Needs python3 with the pinned `mcp` and the npm packages in `tests/mcp`: scripts/test installs
 //! them; without them these tests fail and say so (they never skip).
@@ -409,7 +412,7 @@ async fn sdk_client_through_warden_to_server_everything(backend: Backend) {
         "{env}"
     );
 
-    // An undeclared write: nothing permits it (default deny), never forwarded.
+    // An undeclared write: nothing permits it (default deny).
     let answer = driver
         .call_tool("gzip-file-as-resource", json!({"name": "x.gz", "data": "aGk="}))
         .await;
@@ -656,7 +659,8 @@ async fn secret_in_arguments_is_refused_and_never_recorded(backend: Backend) {
     let evidence = exported_evidence(&s).await;
     assert!(!evidence.contains(key), "the secret is in the ledger");
     assert!(
-        evidence.contains("no-secrets-in-arguments") && evidence.contains("[REDACTED"),
+        evidence.contains("no-secrets-in-arguments")
+            && evidence.contains("deploy with [REDACTED:aws-access-key-id] please"),
         "the refusal is recorded, with the arguments redacted"
     );
     assert!(!s.log().contains(key), "the secret is in the server's log");
