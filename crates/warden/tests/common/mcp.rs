@@ -202,6 +202,102 @@ impl FilesystemServer {
     }
 }
 
+/// `tests/mcp/changing_server.py`: an MCP server made with the official Python SDK's server side
+/// (`MCPServer`), streamable HTTP on a free 127.0.0.1 port, with two read-only tools, `lookup` and
+/// `stable`. `lookup`'s description is read from a file at every `tools/list`, so
+/// [`ChangingToolServer::set_description`] changes the tool's definition under open sessions.
+/// With an API key, it answers 401 to every request without that `X-Api-Key`. Killed when dropped.
+#[derive(Debug)]
+pub struct ChangingToolServer {
+    child: Child,
+    /// e.g. `http://127.0.0.1:41234/mcp`
+    pub url: String,
+    description_file: tempfile::NamedTempFile,
+    log: Arc<Mutex<String>>,
+}
+
+impl ChangingToolServer {
+    /// Starts the server with `lookup` described as `description`, requiring `X-Api-Key: api_key`
+    /// when given; waits until it accepts connections.
+    pub async fn start(description: &str, api_key: Option<&str>) -> ChangingToolServer {
+        require_python_sdk();
+        let description_file = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::fs::write(description_file.path(), description).expect("writing the description");
+        let mut last_failure = String::new();
+        // As for server-everything: the free port may be taken before the server binds it.
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let mut cmd = Command::new("python3");
+            cmd.arg(mcp_dir().join("changing_server.py"))
+                .env("PORT", port.to_string())
+                .env("TOOL_DESCRIPTION_FILE", description_file.path())
+                .env("PYTHONUNBUFFERED", "1")
+                .env_remove("REQUIRED_API_KEY")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            if let Some(key) = api_key {
+                cmd.env("REQUIRED_API_KEY", key);
+            }
+            let mut child = cmd.spawn().expect("spawning python3 changing_server.py");
+            let log = Arc::new(Mutex::new(String::new()));
+            drain(child.stdout.take().expect("piped"), log.clone());
+            drain(child.stderr.take().expect("piped"), log.clone());
+            let output = |log: &Arc<Mutex<String>>| log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let deadline = Instant::now() + MCP_READY_TIMEOUT;
+            loop {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    return ChangingToolServer {
+                        child,
+                        url: format!("http://127.0.0.1:{port}/mcp"),
+                        description_file,
+                        log,
+                    };
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    last_failure = format!("exited with {status}; output:\n{}", output(&log));
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!(
+                        "changing_server.py did not accept connections on port {port} within {MCP_READY_TIMEOUT:?}; output:\n{}",
+                        output(&log)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("changing_server.py did not start: {last_failure}");
+    }
+
+    /// Changes `lookup`'s description: the next `tools/list` shows the new definition.
+    pub fn set_description(&self, description: &str) {
+        std::fs::write(self.description_file.path(), description).expect("writing the description");
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for ChangingToolServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- output of changing_server.py ({}) ---\n{}",
+                self.url,
+                self.log()
+            );
+        }
+    }
+}
+
 /// The pinned SDK version (requirements.txt's `mcp==X`), checked once to be what python3 imports.
 fn require_python_sdk() {
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
@@ -348,6 +444,12 @@ impl McpDriver {
     pub async fn call_tool(&mut self, name: &str, arguments: Value) -> Value {
         self.send(json!({"op": "call_tool", "name": name, "arguments": arguments}))
             .await
+    }
+
+    /// Every command sent and every answer received so far, one line each (`> command`,
+    /// `< answer`): everything the MCP client was told.
+    pub fn transcript(&self) -> &str {
+        &self.transcript
     }
 
     /// What the driver printed on stderr (the SDK's warnings, a traceback).
