@@ -105,9 +105,10 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     state.approvals = (&resolved.approvals).into();
     state.notifier = notify::Notifier::new(&resolved.notify.webhook)?;
     state.gateway = Arc::new(build_gateway(&resolved)?);
-    gateway::spawn_event_listener(store.clone(), state.gateway.clone());
+    gateway::spawn_event_listener(store.clone(), state.gateway.clone(), ledger.clone());
     gateway::stdio::spawn_reaper(state.clone(), std::time::Duration::from_secs(5));
     approvals::spawn_expiry(state.clone(), std::time::Duration::from_secs(10));
+    let gateway = state.gateway.clone();
     let app = router(state, resolved.limits);
     tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
     // A plain line as well: scripts and tests wait for it, whatever the log format.
@@ -118,6 +119,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .context("server error")?;
     tracing::info!("shutting down: in-flight requests finished");
+    gateway.flush_results(&ledger).await;
     ledger.shutdown().await;
     store.close().await;
     Ok(())

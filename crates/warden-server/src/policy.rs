@@ -38,7 +38,7 @@ pub struct Policies {
     agent_versions: RwLock<std::collections::HashMap<String, DateTime<Utc>>>,
     /// The MCP gateway's tool catalogue (`upstream/name` → record), kept current like the registry.
     /// Active tools are also policy entities; quarantined ones are not (a decision on one denies).
-    tools: RwLock<std::collections::HashMap<String, warden_store::ToolRecord>>,
+    tools: RwLock<std::collections::HashMap<String, Arc<warden_store::ToolRecord>>>,
     pub shadow: ShadowStats,
 }
 
@@ -157,7 +157,7 @@ impl Policies {
         let mut catalogue = std::collections::HashMap::new();
         for t in tools {
             tool_entity(&mut fresh, &t);
-            catalogue.insert(t.key(), t);
+            catalogue.insert(t.key(), Arc::new(t));
         }
         *self.entities.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         *self.agent_versions.write().unwrap_or_else(|p| p.into_inner()) = versions;
@@ -166,7 +166,7 @@ impl Policies {
     }
 
     /// A catalogued tool, as this node last saw it.
-    pub fn tool(&self, upstream: &str, name: &str) -> Option<warden_store::ToolRecord> {
+    pub fn tool(&self, upstream: &str, name: &str) -> Option<Arc<warden_store::ToolRecord>> {
         self.tools
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -180,7 +180,7 @@ impl Policies {
         self.tools
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(t.key(), t.clone());
+            .insert(t.key(), Arc::new(t.clone()));
     }
 
     /// Re-reads the named tools (`upstream/name`) after a store event.

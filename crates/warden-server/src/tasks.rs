@@ -157,8 +157,10 @@ pub async fn verify_task_credential(
     now: DateTime<Utc>,
 ) -> Result<(TaskClaims, Arc<Task>), OAuthError> {
     let id = &state.identity;
+    // The verified-token cache: an agent presents the same token on every message; its signature
+    // is checked once per node (revocation is still checked below, on every use).
     let verify = || {
-        warden_identity::verify_task_token(
+        id.tokens.verify(
             token.expose(),
             &id.keys.lookup(now),
             &id.settings.issuer,

@@ -106,6 +106,7 @@ pub async fn remove(
         .await?;
     let up = state.store.remove_upstream(&name, &ctx).await?;
     state.policies.upstream_changed(&up.name, None);
+    state.gateway.forget_upstream(Some(up.name.as_str()));
     tracing::info!(upstream = %up.name, by = %caller.human.email, "upstream removed");
     Ok(Json(up))
 }

@@ -99,6 +99,62 @@ pub struct Gateway {
     pub credentials: credentials::Credentials,
     /// The stdio servers this node spawns (`[[gateway.stdio]]`).
     pub stdio: stdio::StdioServers,
+    /// Registered MCP upstreams by name, briefly cached: a message should not cost a database read.
+    /// Dropped on registry events; [`UPSTREAM_CACHE_TTL`] bounds staleness if one is lost.
+    upstream_cache: std::sync::RwLock<std::collections::HashMap<String, (Instant, Arc<Upstream>)>>,
+    /// `action_result` entries waiting to be committed with the next decision (or by the flusher
+    /// within [`RESULT_FLUSH`]): a result is recorded after its action, so it need not cost a commit
+    /// of its own.
+    pending_results: std::sync::Mutex<Vec<NewEntry>>,
+}
+
+/// How long a cached upstream record is used without re-reading it.
+const UPSTREAM_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Longest a result entry waits for a decision to ride with.
+pub const RESULT_FLUSH: Duration = Duration::from_millis(200);
+
+impl Gateway {
+    fn cached_upstream(&self, name: &str) -> Option<Arc<Upstream>> {
+        let c = self.upstream_cache.read().ok()?;
+        let (at, u) = c.get(name)?;
+        (at.elapsed() < UPSTREAM_CACHE_TTL).then(|| u.clone())
+    }
+
+    /// Forgets cached upstream records (`None`: all of them).
+    pub fn forget_upstream(&self, name: Option<&str>) {
+        if let Ok(mut c) = self.upstream_cache.write() {
+            match name {
+                Some(n) => {
+                    c.remove(n);
+                }
+                None => c.clear(),
+            }
+        }
+    }
+
+    fn queue_result(&self, entry: NewEntry) {
+        if let Ok(mut p) = self.pending_results.lock() {
+            p.push(entry);
+        }
+    }
+
+    /// The result entries waiting to be committed.
+    pub fn take_results(&self) -> Vec<NewEntry> {
+        self.pending_results
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+
+    /// Commits waiting result entries now (the flusher, and shutdown).
+    pub async fn flush_results(&self, ledger: &crate::ledger::Ledger) {
+        let entries = self.take_results();
+        if !entries.is_empty()
+            && let Err(e) = ledger.record_all(entries).await
+        {
+            tracing::error!(error = %e, "upstream results are not recorded in the audit ledger");
+        }
+    }
 }
 
 impl Gateway {
@@ -110,6 +166,8 @@ impl Gateway {
     ) -> anyhow::Result<Self> {
         let keys = Arc::new(keys);
         Ok(Self {
+            upstream_cache: Default::default(),
+            pending_results: Default::default(),
             stdio: stdio::StdioServers::new(stdio),
             upstreams: upstream::Client::new(settings.upstream_timeout)?,
             credentials: credentials::Credentials::new(keys.clone()),
@@ -136,22 +194,42 @@ impl Gateway {
     }
 }
 
-/// Drops cached upstream credentials when a secret changes on any node (store events); the cache's
-/// short lifetime bounds staleness when an event is lost.
-pub fn spawn_event_listener(store: Arc<dyn warden_store::Store>, gateway: Arc<Gateway>) {
+/// Drops cached upstream records and credentials when they change on any node (store events; the
+/// caches' short lifetimes bound staleness when an event is lost), and commits waiting result
+/// entries every [`RESULT_FLUSH`].
+pub fn spawn_event_listener(
+    store: Arc<dyn warden_store::Store>,
+    gateway: Arc<Gateway>,
+    ledger: Arc<crate::ledger::Ledger>,
+) {
     let mut events = store.events();
+    let flusher = gateway.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RESULT_FLUSH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            flusher.flush_results(&ledger).await;
+        }
+    });
     tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(warden_store::StoreEvent::RegistryChanged { secrets, .. }) => {
+                Ok(warden_store::StoreEvent::RegistryChanged {
+                    secrets, upstreams, ..
+                }) => {
                     for key in &secrets {
                         let upstream = key.split_once('/').map_or(key.as_str(), |(u, _)| u);
                         gateway.credentials.invalidate(upstream);
+                    }
+                    for u in &upstreams {
+                        gateway.forget_upstream(Some(u));
                     }
                 }
                 Ok(warden_store::StoreEvent::Resync)
                 | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     gateway.credentials.invalidate_all();
+                    gateway.forget_upstream(None);
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -192,8 +270,19 @@ async fn resolve_upstream(state: &AppState, name: &str) -> Result<Upstream, Resp
     let not_found = |m: String| refused(StatusCode::NOT_FOUND, None, jsonrpc::INVALID_REQUEST, m);
     let name = UpstreamName::parse(name)
         .map_err(|e| not_found(format!("`{}` is not an upstream name: {e}", name.escape_debug())))?;
+    if let Some(u) = state.gateway.cached_upstream(name.as_str()) {
+        return Ok((*u).clone());
+    }
     match state.store.get_upstream(&name).await {
-        Ok(Some(u)) if u.kind == UpstreamKind::Mcp => Ok(u),
+        Ok(Some(u)) if u.kind == UpstreamKind::Mcp => {
+            if let Ok(mut c) = state.gateway.upstream_cache.write() {
+                if c.len() >= 10_000 {
+                    c.clear();
+                }
+                c.insert(name.to_string(), (Instant::now(), Arc::new(u.clone())));
+            }
+            Ok(u)
+        }
         Ok(Some(u)) => Err(not_found(format!(
             "upstream `{}` is of kind `{}`, not `mcp`",
             u.name, u.kind
@@ -688,6 +777,7 @@ async fn handle_request(
         request_id.as_deref(),
     )];
     entries.extend(more);
+    entries.extend(gw.take_results());
     if let Err(e) = state.ledger.record_all(entries).await {
         tracing::error!(error = %e, "gateway decision not recorded; the message is not forwarded");
         return rpc(
@@ -783,6 +873,7 @@ async fn answer_denied(
         request_id.as_deref(),
     )];
     entries.extend(more);
+    entries.extend(state.gateway.take_results());
     let seq = match state.ledger.record_all(entries).await {
         Ok(seq) => Some(seq),
         Err(e) => {
@@ -865,12 +956,7 @@ fn record_result(
             "latency_us": u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             "secrets_found": findings.iter().map(|f| json!({"rule": f.rule, "pointer": f.pointer})).collect::<Vec<_>>(),
         }));
-    let ledger = state.ledger.clone();
-    tokio::spawn(async move {
-        if let Err(e) = ledger.record_all(vec![entry]).await {
-            tracing::error!(error = %e, "an upstream result is not recorded in the audit ledger");
-        }
-    });
+    state.gateway.queue_result(entry);
 }
 
 /// Relays the upstream's HTTP answer: JSON or an SSE stream, each message post-processed.
