@@ -911,10 +911,12 @@ mod tests {
     fn upstream_urls() {
         use UpstreamKind::*;
         assert!(check_upstream_url(Mcp, "https://tools.example.com/mcp").is_ok());
+        assert!(check_upstream_url(Mcp, "stdio://files").is_ok());
         assert!(check_upstream_url(Http, "http://127.0.0.1:9000").is_ok());
         assert!(check_upstream_url(Postgres, "postgres://db.internal:5432/app").is_ok());
         for (kind, url, want) in [
-            (Mcp, "ftp://x", "needs a http or https url"),
+            (Mcp, "ftp://x", "needs a http or https or stdio url"),
+            (Http, "stdio://x", "needs a http or https url"),
             (Postgres, "https://x", "needs a postgres or postgresql url"),
             (Http, "example.com", "must start with"),
             (Http, "https://user:pw@example.com/", "must not carry credentials"),
