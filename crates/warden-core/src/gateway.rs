@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::ValidationError;
 use crate::model::wire_enum;
+use crate::names::checked_string;
 
 wire_enum!(
     /// What calling a tool can do, as policies see it (the Cedar actions of the same names).
@@ -92,61 +93,6 @@ pub fn check_digest(field: &str, digest: &str) -> Result<(), ValidationError> {
         )));
     }
     Ok(())
-}
-
-/// Declares a validated string newtype: serde through `String`, `parse`, `as_str`, `Display`, `Debug`
-/// (the quoted value), `FromStr`.
-macro_rules! checked_string {
-    ($(#[$doc:meta])* $name:ident, example = $example:literal, $check:expr) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
-        #[serde(try_from = "String", into = "String")]
-        #[schema(value_type = String, example = $example)]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn parse(value: &str) -> Result<Self, ValidationError> {
-                let check: fn(&str) -> Result<String, ValidationError> = $check;
-                check(value).map(Self)
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = ValidationError;
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(&value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&self.0, f)
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = ValidationError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::parse(s)
-            }
-        }
-    };
 }
 
 /// Longest secret name.

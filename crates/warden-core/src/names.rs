@@ -48,19 +48,20 @@ fn check_label(value: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-macro_rules! label_newtype {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $field:literal) => {
+/// Declares a validated string newtype: serde through `String`, `parse`, `as_str`, `Display`, `Debug`
+/// (the quoted value), `FromStr`.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, example = $example:literal, $check:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
         #[serde(try_from = "String", into = "String")]
-        #[schema(value_type = String, example = "billing-bot")]
+        #[schema(value_type = String, example = $example)]
         pub struct $name(String);
 
         impl $name {
-            /// Parses a name, reporting a problem under the field name used in the API.
             pub fn parse(value: &str) -> Result<Self, ValidationError> {
-                check_label(value, $what).map_err(|m| ValidationError::new($field, m))?;
-                Ok(Self(value.to_owned()))
+                let check: fn(&str) -> Result<String, ValidationError> = $check;
+                check(value).map(Self)
             }
 
             pub fn as_str(&self) -> &str {
@@ -99,6 +100,22 @@ macro_rules! label_newtype {
                 Self::parse(s)
             }
         }
+    };
+}
+pub(crate) use checked_string;
+
+/// A DNS-label name (agents, upstreams), reported under the API field `$field`.
+macro_rules! label_newtype {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $field:literal) => {
+        checked_string!(
+            $(#[$doc])*
+            $name,
+            example = "billing-bot",
+            |value| {
+                check_label(value, $what).map_err(|m| ValidationError::new($field, m))?;
+                Ok(value.to_owned())
+            }
+        );
     };
 }
 

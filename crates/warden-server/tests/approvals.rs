@@ -139,21 +139,7 @@ async fn bot_with_task(api: &Api) -> String {
 }
 
 async fn ledger_kinds(api: &Api) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    loop {
-        let page = api
-            .store
-            .ledger_records(out.len() as u64, 500, &Default::default())
-            .await
-            .unwrap();
-        if page.is_empty() {
-            return out;
-        }
-        for r in page {
-            let e = warden_ledger::EncodedEntry::decode(r.bytes).unwrap();
-            out.push((e.entry().kind.to_string(), e.entry().body.clone()));
-        }
-    }
+    common::ledger_entries(api).await
 }
 
 async fn a_production_write_waits_for_an_approval_and_runs_within_its_window(api: Api) {

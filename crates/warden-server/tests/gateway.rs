@@ -141,16 +141,17 @@ async fn setup(api: &Api) -> (String, String, Arc<Mutex<Upstream>>) {
     )
 }
 
-/// One MCP message to `/mcp/tools`: the status, the session header and the JSON body.
-async fn mcp(
+/// One raw POST to `/mcp/{upstream}`: status, session header, `WWW-Authenticate` and body text.
+async fn post_raw(
     api: &Api,
+    upstream: &str,
     token: Option<&str>,
     session: Option<&str>,
-    body: Value,
-) -> (StatusCode, Option<String>, Value) {
+    body: String,
+) -> (StatusCode, Option<String>, Option<String>, String) {
     let mut req = Request::builder()
         .method(Method::POST)
-        .uri("/mcp/tools")
+        .uri(format!("/mcp/{upstream}"))
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::ACCEPT, "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-06-18");
@@ -163,22 +164,31 @@ async fn mcp(
     let resp = api
         .app
         .clone()
-        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .oneshot(req.body(Body::from(body)).unwrap())
         .await
         .unwrap();
     let status = resp.status();
-    let session = resp
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let www = resp.headers().get(header::WWW_AUTHENTICATE).cloned();
+    let header_of = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let (session, www) = (header_of("mcp-session-id"), header_of("www-authenticate"));
     let bytes = http_body_util::BodyExt::collect(resp.into_body())
         .await
         .unwrap()
         .to_bytes();
-    let mut v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, session, www, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// One MCP message to `/mcp/tools`: the status, the session header and the JSON body (with the
+/// `WWW-Authenticate` challenge, when there is one, as `www_authenticate`).
+async fn mcp(
+    api: &Api,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: Value,
+) -> (StatusCode, Option<String>, Value) {
+    let (status, session, www, text) = post_raw(api, "tools", token, session, body.to_string()).await;
+    let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if let Some(w) = www {
-        v["www_authenticate"] = w.to_str().unwrap().into();
+        v["www_authenticate"] = w.into();
     }
     (status, session, v)
 }
@@ -226,21 +236,7 @@ async fn listed(api: &Api, token: &str, session: &str) -> Vec<String> {
 }
 
 async fn entries(api: &Api) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    loop {
-        let page = api
-            .store
-            .ledger_records(out.len() as u64, 500, &Default::default())
-            .await
-            .unwrap();
-        if page.is_empty() {
-            return out;
-        }
-        for r in page {
-            let e = warden_ledger::EncodedEntry::decode(r.bytes).unwrap();
-            out.push((e.entry().kind.to_string(), e.entry().body.clone()));
-        }
-    }
+    common::ledger_entries(api).await
 }
 
 async fn every_message_is_authenticated_decided_and_recorded(api: Api) {
@@ -536,6 +532,27 @@ async fn writes_wait_for_approval_and_secrets_in_arguments_are_refused(api: Api)
 async fn sessions_are_bound_to_their_task_and_die_with_it(api: Api) {
     let (token, task, upstream) = setup(&api).await;
     let session = initialize(&api, &token).await;
+    // A task that does not declare this upstream may not read it: Warden does not list its tools on
+    // that task's behalf, and the call is refused.
+    let outsider = enrolled(&api, "outsider", &["crm", "tools"]).await;
+    let (_, t) = start(&api, &outsider, &intent(&["crm"], &["search"]), None).await;
+    let (_, _, v) = mcp(
+        &api,
+        t["access_token"].as_str(),
+        None,
+        call(2, "search", json!({})),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], warden_gateway::jsonrpc::DENIED, "{v}");
+    assert!(
+        !upstream
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .any(|(m, _, _)| m == "tools/list" || m == "tools/call"),
+        "nothing reached the upstream for a task that may not read it"
+    );
     // A call before any listing: Warden lists the tools itself, in this session, to learn the class.
     let (_, _, v) = mcp(
         &api,
@@ -606,26 +623,8 @@ async fn sessions_are_bound_to_their_task_and_die_with_it(api: Api) {
 }
 
 async fn raw(api: &Api, token: &str, body: String) -> (StatusCode, String) {
-    let resp = api
-        .app
-        .clone()
-        .oneshot(
-            Request::builder()
-                .method(Method::POST)
-                .uri("/mcp/tools")
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (status, String::from_utf8_lossy(&bytes).to_string())
+    let (status, _, _, text) = post_raw(api, "tools", Some(token), None, body).await;
+    (status, text)
 }
 
 async fn bad_messages_are_refused_precisely(api: Api) {
@@ -771,33 +770,12 @@ async fn stdio_servers_run_one_process_per_session(api: Api) {
         let api = &api;
         let token = token.clone();
         async move {
-            let mut req = Request::builder()
-                .method(Method::POST)
-                .uri("/mcp/local")
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::AUTHORIZATION, format!("Bearer {token}"));
-            if let Some(s) = &session {
-                req = req.header("mcp-session-id", s);
-            }
-            let resp = api
-                .app
-                .clone()
-                .oneshot(req.body(Body::from(body.to_string())).unwrap())
-                .await
-                .unwrap();
-            let status = resp.status();
-            let sid = resp
-                .headers()
-                .get("mcp-session-id")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let bytes = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
+            let (status, sid, _, text) =
+                post_raw(api, "local", Some(&token), session.as_deref(), body.to_string()).await;
             (
                 status,
                 sid,
-                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
             )
         }
     };

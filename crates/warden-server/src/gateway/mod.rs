@@ -290,15 +290,18 @@ async fn resolve_upstream(state: &AppState, name: &str) -> Result<Upstream, Resp
         Ok(None) => Err(not_found(format!("upstream `{name}` is not registered"))),
         Err(e) => {
             tracing::warn!(error = %e, "the store cannot be read; gateway request refused");
-            Err(rpc(
+            let message = "the store is unavailable".to_owned();
+            let mut resp = rpc(
                 StatusCode::SERVICE_UNAVAILABLE,
-                jsonrpc::error_response(
-                    None,
-                    jsonrpc::UPSTREAM_UNAVAILABLE,
-                    "the store is unavailable",
-                    None,
-                ),
-            ))
+                jsonrpc::error_response(None, jsonrpc::UPSTREAM_UNAVAILABLE, &message, None),
+            );
+            // Recorded like every refusal (when the ledger can still write).
+            resp.extensions_mut().insert(crate::ledger::Refusal {
+                status: 503,
+                code: "store_unavailable",
+                message,
+            });
+            Err(resp)
         }
     }
 }
@@ -378,7 +381,7 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
         }
         // Notifications, and answers to the server's own requests (sampling, elicitation, roots):
         // authenticated and bound to the session, passed through undecided.
-        other => forward(state, caller, upstream, route, other, None).await,
+        other => forward(state, caller, upstream, route, other, Clearance::Undecided).await,
     }
 }
 
@@ -394,16 +397,31 @@ fn is_stdio(upstream: &Upstream) -> bool {
     upstream.url.starts_with("stdio://")
 }
 
-/// Sends a message on (a decided request, or an undecided notification or response) and relays
-/// the answer.
+/// Why a message may go on to the upstream. A request that acts reaches an upstream only with the
+/// [`warden_core::Allowed`] an allowing decision yields; what acts on nothing (notifications,
+/// answers to the server's own requests, `ping`) passes undecided — and has no [`Post`], so
+/// nothing about it is post-processed as an action.
+enum Clearance {
+    Allowed(warden_core::Allowed, Post),
+    Undecided,
+}
+
+/// Sends a message on and relays the answer.
 async fn forward(
     state: AppState,
     caller: TaskCaller,
     upstream: Upstream,
     route: Route,
     message: Message,
-    post: Option<Post>,
+    clearance: Clearance,
 ) -> Response {
+    let post = match clearance {
+        Clearance::Allowed(allowed, post) => {
+            tracing::debug!(upstream = %upstream.name, method = %post.method, reasons = ?allowed.decision().reasons, "forwarding an allowed request");
+            Some(post)
+        }
+        Clearance::Undecided => None,
+    };
     if is_stdio(&upstream) {
         return forward_stdio(state, caller, upstream, route.session, message, post).await;
     }
@@ -542,8 +560,19 @@ fn deny(reason: String, state: &AppState) -> Decision {
     Decision::deny(reason, crate::api::authorize::policy_version(state))
 }
 
+/// What a request becomes before policy is asked.
+enum Planned {
+    /// A policy question.
+    Decide(Plan),
+    /// `ping`: acts on nothing; answered by the upstream undecided.
+    PassThrough,
+    /// Refused outright, with the JSON-RPC error code: malformed parameters, an unknown or
+    /// quarantined tool, a method Warden does not govern.
+    Refuse(Decision, i64),
+}
+
 /// Turns a request into its policy question, or the decision that refuses it outright.
-fn plan(state: &AppState, upstream: &Upstream, req: &jsonrpc::Request) -> Result<Plan, (Decision, i64)> {
+fn plan(state: &AppState, upstream: &Upstream, req: &jsonrpc::Request) -> Planned {
     let read_upstream = |after| Plan {
         action: Action::Read,
         resource: ResourceRef::Upstream(upstream.name.clone()),
@@ -551,16 +580,19 @@ fn plan(state: &AppState, upstream: &Upstream, req: &jsonrpc::Request) -> Result
         after,
         tool: None,
     };
-    let bad = |e: jsonrpc::ParamsError| (deny(format!("bad-request: {e}"), state), e.code());
+    let bad = |e: jsonrpc::ParamsError| Planned::Refuse(deny(format!("bad-request: {e}"), state), e.code());
     match req.kind() {
         Method::Initialize | Method::ResourcesList | Method::ResourcesTemplatesList | Method::PromptsList => {
-            Ok(read_upstream(After::Nothing))
+            Planned::Decide(read_upstream(After::Nothing))
         }
-        Method::ToolsList => Ok(read_upstream(After::ToolsList)),
+        Method::ToolsList => Planned::Decide(read_upstream(After::ToolsList)),
         Method::ToolsCall => {
-            let call = req.tool_call().map_err(bad)?;
+            let call = match req.tool_call() {
+                Ok(c) => c,
+                Err(e) => return bad(e),
+            };
             let Some(tool) = state.policies.tool(upstream.name.as_str(), call.name) else {
-                return Err((
+                return Planned::Refuse(
                     deny(
                         format!(
                             "unknown-tool: upstream `{1}` does not list a tool `{0}`",
@@ -570,10 +602,10 @@ fn plan(state: &AppState, upstream: &Upstream, req: &jsonrpc::Request) -> Result
                         state,
                     ),
                     jsonrpc::DENIED,
-                ));
+                );
             };
             if tool.state == ToolState::Quarantined {
-                return Err((
+                return Planned::Refuse(
                     deny(
                         format!(
                             "tool-quarantined: the definition of `{}` changed; an admin must approve digest {} (`warden tool approve`)",
@@ -583,9 +615,9 @@ fn plan(state: &AppState, upstream: &Upstream, req: &jsonrpc::Request) -> Result
                         state,
                     ),
                     jsonrpc::TOOL_QUARANTINED,
-                ));
+                );
             }
-            Ok(Plan {
+            Planned::Decide(Plan {
                 action: class_action(tool.effective_class()),
                 resource: ResourceRef::tool(&upstream.name, call.name),
                 args: Some(Value::Object(call.arguments.cloned().unwrap_or_default())),
@@ -594,21 +626,27 @@ fn plan(state: &AppState, upstream: &Upstream, req: &jsonrpc::Request) -> Result
             })
         }
         Method::ResourcesRead => {
-            let read = req.resource_read().map_err(bad)?;
-            Ok(Plan {
+            let read = match req.resource_read() {
+                Ok(r) => r,
+                Err(e) => return bad(e),
+            };
+            Planned::Decide(Plan {
                 args: Some(json!({ "uri": read.uri })),
                 ..read_upstream(After::Result)
             })
         }
         Method::PromptsGet => {
-            let get = req.prompt_get().map_err(bad)?;
-            Ok(Plan {
+            let get = match req.prompt_get() {
+                Ok(g) => g,
+                Err(e) => return bad(e),
+            };
+            Planned::Decide(Plan {
                 args: Some(json!({ "prompt": get.name, "arguments": get.arguments })),
                 ..read_upstream(After::Result)
             })
         }
-        Method::Ping => Err((Decision::allow("ping", ""), 0)),
-        Method::Notification(m) | Method::Other(m) => Err((
+        Method::Ping => Planned::PassThrough,
+        Method::Notification(m) | Method::Other(m) => Planned::Refuse(
             deny(
                 format!(
                     "method-not-governed: Warden does not govern `{}`, so it is not forwarded",
@@ -617,7 +655,7 @@ fn plan(state: &AppState, upstream: &Upstream, req: &jsonrpc::Request) -> Result
                 state,
             ),
             jsonrpc::METHOD_NOT_FOUND,
-        )),
+        ),
     }
 }
 
@@ -646,123 +684,134 @@ async fn handle_request(
         && let Ok(call) = req.tool_call()
         && state.policies.tool(upstream.name.as_str(), call.name).is_none()
     {
-        catalogue_on_miss(&state, &caller, &upstream, &route).await;
+        let name = call.name.to_owned();
+        catalogue_on_miss(&state, &caller, &upstream, &route, &name, now).await;
     }
-    let (decision, plan, code, recorded_args, approval, more) = match plan(&state, &upstream, &req) {
-        // `ping` is answered by the upstream without a decision.
-        Err((d, 0)) if d.outcome == Outcome::Allow => {
-            return forward(state, caller, upstream, route, Message::Request(req), None).await;
+    let plan = match plan(&state, &upstream, &req) {
+        Planned::Decide(p) => p,
+        Planned::PassThrough => {
+            return forward(
+                state,
+                caller,
+                upstream,
+                route,
+                Message::Request(req),
+                Clearance::Undecided,
+            )
+            .await;
         }
-        Err((d, code)) => (d, None, code, None, None, Vec::new()),
-        Ok(plan) => {
-            // Secrets in the arguments are a risk signal for policy; the ledger only ever sees the
-            // redacted copy.
-            let (recorded, risk) = match &plan.args {
-                None => (None, Risk::default()),
-                Some(args) => {
-                    let mut copy = args.clone();
-                    let report = gw.scanner.redact(&mut copy);
-                    let found = !report.findings.is_empty() || report.incomplete;
-                    (
-                        Some(copy),
-                        Risk {
-                            secret_in_args: found,
-                            score: if found { 100 } else { 0 },
-                        },
-                    )
-                }
+        Planned::Refuse(d, code) => {
+            let refusal = Refusal {
+                decision: d,
+                code,
+                recorded: None,
+                approval: None,
+                more: Vec::new(),
             };
-            let task = match crate::api::authorize::task_context(&caller.task) {
-                Ok(t) => t,
-                Err(e) => {
-                    return answer_denied(
-                        &state,
-                        &caller,
-                        &upstream,
-                        &req.id,
-                        &method,
-                        deny(format!("bad-task: {e}"), &state),
-                        jsonrpc::DENIED,
-                        None,
-                        None,
-                        Vec::new(),
-                        started,
-                        request_id,
-                    )
-                    .await;
-                }
-            };
-            let request = PolicyRequest {
-                principal: caller.task.agent.clone(),
-                action: plan.action,
-                resource: plan.resource.clone(),
-                context: PolicyContext {
-                    task: Some(task),
-                    args: plan.args.clone(),
-                    risk,
-                    ..Default::default()
-                },
-            };
-            let d = state.policies.decide(&request, now);
-            let (d, approval, more) = if d.outcome == Outcome::NeedsApproval {
-                let resource = plan.resource.to_string();
-                let gate = crate::approvals::gate(
-                    &state,
-                    &caller,
-                    &request,
-                    d,
-                    recorded.clone(),
-                    Some(upstream.name.to_string()),
-                    &resource,
-                    now,
-                )
-                .await;
-                (gate.decision, gate.approval, gate.entries)
-            } else {
-                (d, None, Vec::new())
-            };
-            let code = match d.outcome {
-                Outcome::Allow => 0,
-                Outcome::NeedsApproval => jsonrpc::APPROVAL_REQUIRED,
-                Outcome::Deny if risk.secret_in_args => jsonrpc::SECRET_IN_ARGUMENTS,
-                Outcome::Deny => jsonrpc::DENIED,
-            };
-            (d, Some(plan), code, recorded, approval, more)
+            return answer_denied(
+                &state, &caller, &upstream, &req.id, &method, None, refusal, started, request_id,
+            )
+            .await;
         }
     };
-    if decision.outcome != Outcome::Allow {
-        return answer_denied(
+    // Secrets in the arguments are a risk signal for policy; the ledger only ever sees the
+    // redacted copy (scanned once, here).
+    let (recorded, risk) = match &plan.args {
+        None => (None, Risk::default()),
+        Some(args) => {
+            let mut copy = args.clone();
+            let report = gw.scanner.redact(&mut copy);
+            let found = !report.findings.is_empty() || report.incomplete;
+            (
+                Some(copy),
+                Risk {
+                    secret_in_args: found,
+                    score: if found { 100 } else { 0 },
+                },
+            )
+        }
+    };
+    let task = match crate::api::authorize::task_context(&caller.task) {
+        Ok(t) => t,
+        Err(e) => {
+            let refusal = Refusal {
+                decision: deny(format!("bad-task: {e}"), &state),
+                code: jsonrpc::DENIED,
+                recorded,
+                approval: None,
+                more: Vec::new(),
+            };
+            return answer_denied(
+                &state,
+                &caller,
+                &upstream,
+                &req.id,
+                &method,
+                Some(&plan),
+                refusal,
+                started,
+                request_id,
+            )
+            .await;
+        }
+    };
+    let request = PolicyRequest {
+        principal: caller.task.agent.clone(),
+        action: plan.action,
+        resource: plan.resource.clone(),
+        context: PolicyContext {
+            task: Some(task),
+            args: plan.args.clone(),
+            risk,
+            ..Default::default()
+        },
+    };
+    let d = state.policies.decide(&request, now);
+    let (decision, approval, more) = if d.outcome == Outcome::NeedsApproval {
+        let resource = plan.resource.to_string();
+        let gate = crate::approvals::gate(
             &state,
             &caller,
-            &upstream,
-            &req.id,
-            &method,
-            decision,
-            code,
-            plan.as_ref(),
-            approval,
-            more,
-            started,
-            request_id,
+            &request,
+            d,
+            recorded.clone(),
+            Some(upstream.name.to_string()),
+            &resource,
+            now,
         )
         .await;
-    }
-    let Some(plan) = plan else {
-        return answer_denied(
-            &state,
-            &caller,
-            &upstream,
-            &req.id,
-            &method,
-            deny("no plan".into(), &state),
-            jsonrpc::DENIED,
-            None,
-            None,
-            more,
-            started,
-            request_id,
-        )
-        .await;
+        (gate.decision, gate.approval, gate.entries)
+    } else {
+        (d, None, Vec::new())
+    };
+    let allowed = match decision.allowed() {
+        Ok(a) => a,
+        Err(decision) => {
+            let code = match decision.outcome {
+                Outcome::NeedsApproval => jsonrpc::APPROVAL_REQUIRED,
+                _ if risk.secret_in_args => jsonrpc::SECRET_IN_ARGUMENTS,
+                _ => jsonrpc::DENIED,
+            };
+            let refusal = Refusal {
+                decision,
+                code,
+                recorded,
+                approval,
+                more,
+            };
+            return answer_denied(
+                &state,
+                &caller,
+                &upstream,
+                &req.id,
+                &method,
+                Some(&plan),
+                refusal,
+                started,
+                request_id,
+            )
+            .await;
+        }
     };
     // Record before act: nothing is forwarded until the decision is durable.
     let mut entries = vec![decision_entry(
@@ -770,8 +819,8 @@ async fn handle_request(
         &upstream,
         &method,
         &plan,
-        &decision,
-        recorded_args,
+        allowed.decision(),
+        recorded,
         approval.as_ref(),
         started,
         request_id.as_deref(),
@@ -797,7 +846,25 @@ async fn handle_request(
         tool: plan.tool,
         sent: Instant::now(),
     };
-    forward(state, caller, upstream, route, Message::Request(req), Some(post)).await
+    forward(
+        state,
+        caller,
+        upstream,
+        route,
+        Message::Request(req),
+        Clearance::Allowed(allowed, post),
+    )
+    .await
+}
+
+/// A refused request: the decision, its JSON-RPC code, the arguments as recorded (redacted), and
+/// the approval request and entries behind a `needs_approval`.
+struct Refusal {
+    decision: Decision,
+    code: i64,
+    recorded: Option<Value>,
+    approval: Option<crate::approvals::ApprovalRef>,
+    more: Vec<NewEntry>,
 }
 
 #[expect(clippy::too_many_arguments, reason = "one value per fact of the decision")]
@@ -833,21 +900,27 @@ fn decision_entry(
 }
 
 /// Records a refusal decision and answers with its JSON-RPC error.
-#[expect(clippy::too_many_arguments, reason = "one value per fact of the decision")]
+/// Records a refusal and answers with its JSON-RPC error (the refusal stands even when the ledger
+/// cannot record it; the answer then carries no `ledger_seq`).
+#[expect(clippy::too_many_arguments, reason = "one value per fact of the request")]
 async fn answer_denied(
     state: &AppState,
     caller: &TaskCaller,
     upstream: &Upstream,
     id: &Id,
     method: &str,
-    decision: Decision,
-    code: i64,
     plan: Option<&Plan>,
-    approval: Option<crate::approvals::ApprovalRef>,
-    more: Vec<NewEntry>,
+    refusal: Refusal,
     started: Instant,
     request_id: Option<String>,
 ) -> Response {
+    let Refusal {
+        decision,
+        code,
+        recorded,
+        approval,
+        more,
+    } = refusal;
     let fallback = Plan {
         action: Action::Read,
         resource: ResourceRef::Upstream(upstream.name.clone()),
@@ -856,11 +929,6 @@ async fn answer_denied(
         tool: None,
     };
     let plan = plan.unwrap_or(&fallback);
-    let recorded = plan.args.as_ref().map(|a| {
-        let mut copy = a.clone();
-        state.gateway.scanner.redact(&mut copy);
-        copy
-    });
     let mut entries = vec![decision_entry(
         caller,
         upstream,
@@ -1164,7 +1232,42 @@ const MAX_CATALOGUE_PAGES: usize = 10;
 /// A call names a tool this node has not catalogued (the client never listed tools, or another
 /// node did): Warden lists the upstream's tools itself, in the caller's session, and catalogues
 /// them, so the decision can know the tool's class. Failures leave the tool unknown (denied).
-async fn catalogue_on_miss(state: &AppState, caller: &TaskCaller, upstream: &Upstream, route: &Route) {
+async fn catalogue_on_miss(
+    state: &AppState,
+    caller: &TaskCaller,
+    upstream: &Upstream,
+    route: &Route,
+    tool: &str,
+    now: chrono::DateTime<Utc>,
+) {
+    // Another node may have catalogued it; its event may not have arrived yet.
+    match state.store.get_tool(&upstream.name, tool).await {
+        Ok(Some(t)) => {
+            state.policies.tool_changed(&t);
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(upstream = %upstream.name, error = %e, "the tool catalogue cannot be read");
+            return;
+        }
+    }
+    // Listing is a read of the upstream: only for a task that may read it (as its own tools/list).
+    let may_list = crate::api::authorize::task_context(&caller.task).is_ok_and(|task| {
+        let request = PolicyRequest {
+            principal: caller.task.agent.clone(),
+            action: Action::Read,
+            resource: ResourceRef::Upstream(upstream.name.clone()),
+            context: PolicyContext {
+                task: Some(task),
+                ..Default::default()
+            },
+        };
+        state.policies.decide(&request, now).outcome == Outcome::Allow
+    });
+    if !may_list {
+        return;
+    }
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_CATALOGUE_PAGES {
         let id = Id::String(format!("warden-catalogue-{}", uuid::Uuid::new_v4()));
@@ -1343,8 +1446,8 @@ fn sse_relay(
     tokio::spawn(async move {
         let mut parser = warden_gateway::sse::SseParser::new(Default::default());
         let mut stream = resp.bytes_stream();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended = task_ended(state.clone(), caller.task.id);
+        tokio::pin!(ended);
         loop {
             tokio::select! {
                 chunk = stream.next() => {
@@ -1372,11 +1475,9 @@ fn sse_relay(
                         }
                     }
                 }
-                _ = tick.tick() => {
-                    if state.identity.tasks.live_task(state.store.as_ref(), caller.task.id, Utc::now()).await.is_err() {
-                        tracing::info!(task = %caller.task.id, upstream = %upstream.name, "task no longer live; MCP stream closed");
-                        return;
-                    }
+                () = &mut ended => {
+                    tracing::info!(task = %caller.task.id, upstream = %upstream.name, "task no longer live; MCP stream closed");
+                    return;
                 }
             }
         }
@@ -1433,8 +1534,8 @@ fn stdio_stream(
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended = task_ended(state.clone(), caller.task.id);
+        tokio::pin!(ended);
         loop {
             tokio::select! {
                 ev = events.recv() => {
@@ -1451,17 +1552,36 @@ fn stdio_stream(
                         return;
                     }
                 }
-                _ = tick.tick() => {
-                    if state.identity.tasks.live_task(state.store.as_ref(), caller.task.id, Utc::now()).await.is_err() {
-                        return;
-                    }
-                }
+                () = &mut ended => return,
             }
         }
     });
     sse_response(rx)
 }
 
+/// How often a stream checks that its task is still live.
+const LIVENESS_CHECK: Duration = Duration::from_millis(500);
+
+/// Resolves once the task's credentials stop working (ended, revoked, expired): every stream held
+/// for it ends then, on every node (the task cache follows the store's revocation events).
+async fn task_ended(state: AppState, task: uuid::Uuid) {
+    let mut tick = tokio::time::interval(LIVENESS_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if state
+            .identity
+            .tasks
+            .live_task(state.store.as_ref(), task, Utc::now())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The response that streams what the relay task sends.
 fn sse_response(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Response {
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()

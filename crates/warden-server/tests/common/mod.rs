@@ -183,6 +183,26 @@ impl Api {
     }
 }
 
+/// Every ledger entry so far, as (kind, body), read straight from the store.
+#[allow(dead_code, reason = "not every test binary reads the ledger")]
+pub async fn ledger_entries(api: &Api) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    loop {
+        let page = api
+            .store
+            .ledger_records(out.len() as u64, 500, &Default::default())
+            .await
+            .expect("ledger page");
+        if page.is_empty() {
+            return out;
+        }
+        for r in page {
+            let e = warden_ledger::EncodedEntry::decode(r.bytes).expect("entry decodes");
+            out.push((e.entry().kind.to_string(), e.entry().body.clone()));
+        }
+    }
+}
+
 /// Creates a human (if needed) and an API token for them directly in the store.
 pub async fn mint(store: &Arc<dyn Store>, email: &str, roles: &[Role], ttl: Duration) -> String {
     let email = Email::parse(email).expect("valid");
