@@ -171,7 +171,8 @@ impl GatewayKeys {
 #[derive(Default)]
 pub struct Injected {
     headers: Vec<(HeaderName, HeaderValue)>,
-    /// The raw values, for scrubbing answers.
+    /// The values as they may appear in an answer (raw, and JSON-escaped when that differs), for
+    /// scrubbing.
     values: Vec<Vec<u8>>,
 }
 
@@ -261,7 +262,7 @@ impl Credentials {
             hv.set_sensitive(true);
             injected.headers.push((header, hv));
             if !value.is_empty() {
-                injected.values.push(value);
+                injected.values.extend(scrub_forms(&value));
             }
         }
         let injected = Arc::new(injected);
@@ -271,39 +272,60 @@ impl Credentials {
         Ok(injected)
     }
 
-    /// `bytes` with every credential of `upstream` (as cached) replaced by `[REDACTED:upstream-credential]`.
-    pub fn scrub(&self, upstream: &str, bytes: &[u8]) -> Vec<u8> {
+    /// `bytes` with every credential of `upstream` (as cached) replaced by
+    /// [`REDACTED_CREDENTIAL`]; borrowed unchanged when none occurs (the common case: no copy).
+    pub fn scrub<'a>(&self, upstream: &str, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
         let Some((_, injected)) = self.cache.read().ok().and_then(|c| c.get(upstream).cloned()) else {
-            return bytes.to_vec();
+            return std::borrow::Cow::Borrowed(bytes);
         };
-        let mut out = bytes.to_vec();
+        let mut out = std::borrow::Cow::Borrowed(bytes);
         for v in &injected.values {
-            out = replace_all(&out, v, REDACTED_CREDENTIAL);
+            if let Some(replaced) = replace_all(&out, v, REDACTED_CREDENTIAL) {
+                out = std::borrow::Cow::Owned(replaced);
+            }
         }
         out
     }
 }
 
+/// The forms a credential takes in an answer: as sent, and inside a JSON string (where `"` and `\`
+/// are escaped).
+pub fn scrub_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = vec![value.to_vec()];
+    if let Ok(text) = std::str::from_utf8(value) {
+        let escaped = serde_json::Value::from(text).to_string();
+        let inner = escaped.as_bytes()[1..escaped.len() - 1].to_vec();
+        if inner != value {
+            forms.push(inner);
+        }
+    }
+    forms
+}
+
 /// What an upstream's credential is replaced with in anything it sends back.
 pub const REDACTED_CREDENTIAL: &[u8] = b"[REDACTED:upstream-credential]";
 
-/// `hay` with every occurrence of `needle` replaced by `with`.
-pub fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return hay.to_vec();
+/// `hay` with every occurrence of `needle` replaced by `with`, or `None` when there is none
+/// (`memchr`'s substring search: linear, and no copy when nothing matches).
+pub fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
+    if needle.is_empty() {
+        return None;
     }
+    let mut found = memchr::memmem::find_iter(hay, needle).peekable();
+    found.peek()?;
     let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(needle) {
-            out.extend_from_slice(with);
-            i += needle.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
+    let mut last = 0;
+    for at in found {
+        // Matches do not overlap a replaced one.
+        if at < last {
+            continue;
         }
+        out.extend_from_slice(&hay[last..at]);
+        out.extend_from_slice(with);
+        last = at + needle.len();
     }
-    out
+    out.extend_from_slice(&hay[last..]);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -342,7 +364,21 @@ mod tests {
 
     #[test]
     fn scrubbing_replaces_every_occurrence() {
-        assert_eq!(replace_all(b"a KEY b KEYKEY", b"KEY", b"*"), b"a * b **".to_vec());
-        assert_eq!(replace_all(b"short", b"longer needle", b"*"), b"short".to_vec());
+        assert_eq!(
+            replace_all(b"a KEY b KEYKEY", b"KEY", b"*"),
+            Some(b"a * b **".to_vec())
+        );
+        assert_eq!(
+            replace_all(b"aaaa", b"aa", b"*"),
+            Some(b"**".to_vec()),
+            "no overlapping matches"
+        );
+        assert_eq!(replace_all(b"short", b"longer needle", b"*"), None);
+        assert_eq!(replace_all(b"nothing here", b"KEY", b"*"), None);
+        assert_eq!(
+            scrub_forms(br#"pa"ss\w"#),
+            vec![br#"pa"ss\w"#.to_vec(), br#"pa\"ss\\w"#.to_vec()],
+            "the JSON-escaped form is scrubbed too"
+        );
     }
 }

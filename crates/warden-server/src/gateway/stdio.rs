@@ -229,7 +229,7 @@ impl StdioServers {
             secrets: env_secrets
                 .iter()
                 .filter(|(_, v)| !v.is_empty())
-                .map(|(_, v)| v.as_bytes().to_vec())
+                .flat_map(|(_, v)| super::credentials::scrub_forms(v.as_bytes()))
                 .collect(),
         });
         // Stdout: answers to their waiters, everything else to the GET stream.
@@ -258,11 +258,13 @@ impl StdioServers {
                     continue;
                 }
                 for secret in &reader.secrets {
-                    text = super::credentials::replace_all(
+                    if let Some(replaced) = super::credentials::replace_all(
                         &text,
                         secret,
                         super::credentials::REDACTED_CREDENTIAL,
-                    );
+                    ) {
+                        text = replaced;
+                    }
                 }
                 let msg = match jsonrpc::parse(&text, &limits) {
                     Ok(m) => m,
