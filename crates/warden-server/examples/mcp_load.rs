@@ -156,7 +156,8 @@ fn answer_in(content_type: &str, body: &str, id: u64) -> anyhow::Result<Value> {
                 .filter_map(|l| l.strip_prefix("data:"))
                 .map(|d| d.strip_prefix(' ').unwrap_or(d))
                 .collect();
-            if data.is_empty() {
+            // An event without data (the priming event servers send for resumption) carries no message.
+            if data.iter().all(|d| d.trim().is_empty()) {
                 continue;
             }
             let message: Value = serde_json::from_str(&data.join("\n")).context("SSE data is not JSON")?;

@@ -26,6 +26,12 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// mimalloc instead of glibc's malloc: the gateway allocates per message on every worker thread, and
+/// under load glibc's allocator (arena locking, `malloc_consolidate`) took about 15% of the server's
+/// CPU in `perf` (BENCHMARKS.md, the gateway section).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::request::UsageError;
 
 fn main() -> ExitCode {

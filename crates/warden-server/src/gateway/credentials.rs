@@ -198,28 +198,62 @@ impl Injected {
 pub struct Credentials {
     keys: Arc<GatewayKeys>,
     cache: RwLock<HashMap<String, (Instant, Arc<Injected>)>>,
+    /// Values this node injected that are no longer an upstream's current credentials (rotated or
+    /// deleted), still scrubbed for [`RETIRED_TTL`]: an answer or an open event stream may echo the
+    /// old value after the rotation.
+    retired: RwLock<HashMap<String, Vec<Retired>>>,
 }
+
+/// A value no longer injected, and since when.
+type Retired = (Instant, Vec<u8>);
+
+/// How long a rotated-out credential value is still scrubbed from answers.
+pub const RETIRED_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most retired values kept per upstream (the oldest go first).
+const MAX_RETIRED: usize = 64;
 
 impl Credentials {
     pub fn new(keys: Arc<GatewayKeys>) -> Self {
         Self {
             keys,
             cache: RwLock::new(HashMap::new()),
+            retired: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Drops an upstream's cached credentials (a secret changed).
+    /// Drops an upstream's cached credentials (a secret changed). Their values stay scrubbed for
+    /// [`RETIRED_TTL`].
     pub fn invalidate(&self, upstream: &str) {
-        if let Ok(mut c) = self.cache.write() {
-            c.remove(upstream);
+        let old = self.cache.write().ok().and_then(|mut c| c.remove(upstream));
+        if let Some((_, old)) = old {
+            self.retire(upstream, &old.values);
         }
     }
 
-    /// Drops every cached credential.
+    /// Drops every cached credential (their values stay scrubbed, as for [`Credentials::invalidate`]).
     pub fn invalidate_all(&self) {
-        if let Ok(mut c) = self.cache.write() {
-            c.clear();
+        let old: Vec<_> = self
+            .cache
+            .write()
+            .map(|mut c| c.drain().collect())
+            .unwrap_or_default();
+        for (upstream, (_, injected)) in old {
+            self.retire(&upstream, &injected.values);
         }
+    }
+
+    /// Keeps `values` to scrub from `upstream`'s answers after they stop being injected.
+    fn retire(&self, upstream: &str, values: &[Vec<u8>]) {
+        if values.is_empty() {
+            return;
+        }
+        let Ok(mut r) = self.retired.write() else { return };
+        let list = r.entry(upstream.to_owned()).or_default();
+        let now = Instant::now();
+        list.retain(|(at, v)| at.elapsed() < RETIRED_TTL && !values.contains(v));
+        list.extend(values.iter().map(|v| (now, v.clone())));
+        let excess = list.len().saturating_sub(MAX_RETIRED);
+        list.drain(..excess);
     }
 
     /// The headers to inject into requests to `upstream`. Fails closed: a secret that does not open
@@ -266,22 +300,49 @@ impl Credentials {
             }
         }
         let injected = Arc::new(injected);
-        if let Ok(mut c) = self.cache.write() {
-            c.insert(upstream.to_string(), (Instant::now(), injected.clone()));
+        let previous = self
+            .cache
+            .write()
+            .ok()
+            .and_then(|mut c| c.insert(upstream.to_string(), (Instant::now(), injected.clone())));
+        if let Some((_, previous)) = previous {
+            let gone: Vec<Vec<u8>> = previous
+                .values
+                .iter()
+                .filter(|v| !injected.values.contains(v))
+                .cloned()
+                .collect();
+            self.retire(upstream.as_str(), &gone);
         }
         Ok(injected)
     }
 
-    /// `bytes` with every credential of `upstream` (as cached) replaced by
-    /// [`REDACTED_CREDENTIAL`]; borrowed unchanged when none occurs (the common case: no copy).
-    pub fn scrub<'a>(&self, upstream: &str, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        let Some((_, injected)) = self.cache.read().ok().and_then(|c| c.get(upstream).cloned()) else {
-            return std::borrow::Cow::Borrowed(bytes);
-        };
+    /// `bytes` with every credential value of `upstream` replaced by [`REDACTED_CREDENTIAL`]: the
+    /// values injected into the request this answers (`injected`, whatever the cache holds now),
+    /// and the values rotated out within [`RETIRED_TTL`]. Borrowed unchanged when none occurs (the
+    /// common case: no copy).
+    pub fn scrub<'a>(
+        &self,
+        upstream: &str,
+        injected: &Injected,
+        bytes: &'a [u8],
+    ) -> std::borrow::Cow<'a, [u8]> {
         let mut out = std::borrow::Cow::Borrowed(bytes);
-        for v in &injected.values {
+        let mut cut = |v: &[u8]| {
             if let Some(replaced) = replace_all(&out, v, REDACTED_CREDENTIAL) {
                 out = std::borrow::Cow::Owned(replaced);
+            }
+        };
+        for v in &injected.values {
+            cut(v);
+        }
+        if let Ok(r) = self.retired.read()
+            && let Some(list) = r.get(upstream)
+        {
+            for (at, v) in list {
+                if at.elapsed() < RETIRED_TTL {
+                    cut(v);
+                }
             }
         }
         out
@@ -331,6 +392,44 @@ pub fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn injected(values: &[&str]) -> Arc<Injected> {
+        Arc::new(Injected {
+            headers: Vec::new(),
+            values: values.iter().flat_map(|v| scrub_forms(v.as_bytes())).collect(),
+        })
+    }
+
+    #[test]
+    fn answers_are_scrubbed_of_the_injected_and_the_rotated_out_values() {
+        let c = Credentials::new(Arc::new(GatewayKeys::generate()));
+        let old = injected(&["old-key-1"]);
+        c.cache
+            .write()
+            .expect("lock")
+            .insert("crm".into(), (Instant::now(), old.clone()));
+        // The answer to a request sent with the old key, scrubbed after the cache moved on.
+        c.invalidate("crm");
+        let new = injected(&["new-key-2"]);
+        let answer = br#"{"echo":"old-key-1 new-key-2 other"}"#;
+        let out = c.scrub("crm", &new, answer);
+        let text = String::from_utf8(out.into_owned()).expect("utf-8");
+        assert!(
+            !text.contains("old-key-1") && !text.contains("new-key-2"),
+            "{text}"
+        );
+        assert!(text.contains("other"), "{text}");
+        // Another upstream's answers are not touched by crm's values.
+        let none = injected(&[]);
+        assert!(matches!(
+            c.scrub("billing", &none, b"old-key-1"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // The request's own values are scrubbed even with nothing cached at all.
+        let fresh = Credentials::new(Arc::new(GatewayKeys::generate()));
+        let out = fresh.scrub("crm", &new, b"x new-key-2 y");
+        assert_eq!(&*out, b"x [REDACTED:upstream-credential] y");
+    }
 
     #[test]
     fn sessions_are_bound_to_task_and_upstream() {

@@ -106,7 +106,13 @@ pub struct Gateway {
     /// within [`RESULT_FLUSH`]): a result is recorded after its action, so it need not cost a commit
     /// of its own.
     pending_results: std::sync::Mutex<Vec<NewEntry>>,
+    /// The policy view of each task seen (parsing the recorded intent per message showed in the
+    /// profile), valid for exactly the task record it was made from.
+    task_contexts: std::sync::RwLock<TaskContexts>,
 }
+
+type TaskContexts =
+    std::collections::HashMap<uuid::Uuid, (Arc<warden_core::Task>, warden_policy::TaskContext)>;
 
 /// How long a cached upstream record is used without re-reading it.
 const UPSTREAM_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -130,6 +136,25 @@ impl Gateway {
                 None => c.clear(),
             }
         }
+    }
+
+    /// [`crate::api::authorize::task_context`], remembered per task record: a task's intent and
+    /// delegation chain never change, and a re-read record (another `Arc`) is parsed again.
+    fn task_context(&self, task: &Arc<warden_core::Task>) -> Result<warden_policy::TaskContext, String> {
+        if let Ok(m) = self.task_contexts.read()
+            && let Some((seen, ctx)) = m.get(&task.id)
+            && Arc::ptr_eq(seen, task)
+        {
+            return Ok(ctx.clone());
+        }
+        let ctx = crate::api::authorize::task_context(task)?;
+        if let Ok(mut m) = self.task_contexts.write() {
+            if m.len() >= 10_000 {
+                m.clear();
+            }
+            m.insert(task.id, (task.clone(), ctx.clone()));
+        }
+        Ok(ctx)
     }
 
     fn queue_result(&self, entry: NewEntry) {
@@ -168,6 +193,7 @@ impl Gateway {
         Ok(Self {
             upstream_cache: Default::default(),
             pending_results: Default::default(),
+            task_contexts: Default::default(),
             stdio: stdio::StdioServers::new(stdio),
             upstreams: upstream::Client::new(settings.upstream_timeout)?,
             credentials: credentials::Credentials::new(keys.clone()),
@@ -266,20 +292,21 @@ fn refused(status: StatusCode, id: Option<&Id>, code: i64, message: String) -> R
 }
 
 /// The upstream of `/mcp/{name}`: registered, and an MCP server.
-async fn resolve_upstream(state: &AppState, name: &str) -> Result<Upstream, Response> {
+async fn resolve_upstream(state: &AppState, name: &str) -> Result<Arc<Upstream>, Response> {
     let not_found = |m: String| refused(StatusCode::NOT_FOUND, None, jsonrpc::INVALID_REQUEST, m);
     let name = UpstreamName::parse(name)
         .map_err(|e| not_found(format!("`{}` is not an upstream name: {e}", name.escape_debug())))?;
     if let Some(u) = state.gateway.cached_upstream(name.as_str()) {
-        return Ok((*u).clone());
+        return Ok(u);
     }
     match state.store.get_upstream(&name).await {
         Ok(Some(u)) if u.kind == UpstreamKind::Mcp => {
+            let u = Arc::new(u);
             if let Ok(mut c) = state.gateway.upstream_cache.write() {
                 if c.len() >= 10_000 {
                     c.clear();
                 }
-                c.insert(name.to_string(), (Instant::now(), Arc::new(u.clone())));
+                c.insert(name.to_string(), (Instant::now(), u.clone()));
             }
             Ok(u)
         }
@@ -410,7 +437,7 @@ enum Clearance {
 async fn forward(
     state: AppState,
     caller: TaskCaller,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     route: Route,
     message: Message,
     clearance: Clearance,
@@ -432,7 +459,7 @@ async fn forward(
         .post(&state, &upstream, route.headers, body)
         .await
     {
-        Ok(resp) => relay(state, caller, upstream, resp, post, None).await,
+        Ok((resp, injected)) => relay(state, caller, upstream, resp, injected, post).await,
         Err(e) => {
             if let Some(p) = &post {
                 record_result(
@@ -453,7 +480,7 @@ async fn forward(
 async fn forward_stdio(
     state: AppState,
     caller: TaskCaller,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     session: Option<String>,
     message: Message,
     post: Option<Post>,
@@ -671,7 +698,7 @@ fn class_action(class: warden_core::ToolClass) -> Action {
 async fn handle_request(
     state: AppState,
     caller: TaskCaller,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     req: jsonrpc::Request,
     route: Route,
     started: Instant,
@@ -731,7 +758,7 @@ async fn handle_request(
             )
         }
     };
-    let task = match crate::api::authorize::task_context(&caller.task) {
+    let task = match gw.task_context(&caller.task) {
         Ok(t) => t,
         Err(e) => {
             let refusal = Refusal {
@@ -1031,10 +1058,10 @@ fn record_result(
 async fn relay(
     state: AppState,
     caller: TaskCaller,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     resp: reqwest::Response,
+    injected: Arc<credentials::Injected>,
     post: Option<Post>,
-    _last_event: Option<String>,
 ) -> Response {
     let status = resp.status();
     let session = resp
@@ -1078,13 +1105,16 @@ async fn relay(
             ),
         )
     } else if content_type.starts_with("text/event-stream") {
-        sse_relay(state.clone(), caller, upstream.clone(), resp, post)
+        sse_relay(state.clone(), caller, upstream.clone(), resp, injected, post)
     } else if content_type.starts_with("application/json") {
         let limit = state.gateway.settings.limits.max_bytes;
         match upstream::read_limited(resp, limit).await {
             Err(e) => upstream_failed(post.as_ref().map(|p| &p.id), &e),
             Ok(bytes) => {
-                let bytes = state.gateway.credentials.scrub(upstream.name.as_str(), &bytes);
+                let bytes = state
+                    .gateway
+                    .credentials
+                    .scrub(upstream.name.as_str(), &injected, &bytes);
                 let body = match jsonrpc::parse(&bytes, &state.gateway.settings.limits) {
                     Ok(m) => {
                         let m = after(&state, &caller, &upstream, m, post.as_ref()).await;
@@ -1344,7 +1374,7 @@ async fn fetch(
         };
     }
     let body = msg.to_value().to_string().into_bytes();
-    let resp = gw
+    let (resp, injected) = gw
         .upstreams
         .post(state, upstream, route.headers.clone(), body)
         .await?;
@@ -1358,6 +1388,7 @@ async fn fetch(
         .is_some_and(|c| c.starts_with("text/event-stream"));
     if !sse {
         let bytes = upstream::read_limited(resp, limits.max_bytes).await?;
+        let bytes = gw.credentials.scrub(upstream.name.as_str(), &injected, &bytes);
         return jsonrpc::parse(&bytes, &limits).map_err(|e| protocol(e.to_string()));
     }
     use futures_util::StreamExt as _;
@@ -1372,7 +1403,10 @@ async fn fetch(
             return Err(protocol("the stream ended without an answer".into()));
         };
         for ev in parser.push(&chunk).map_err(|e| protocol(e.to_string()))? {
-            if let Ok(m) = jsonrpc::parse(ev.data.as_bytes(), &limits)
+            let data = gw
+                .credentials
+                .scrub(upstream.name.as_str(), &injected, ev.data.as_bytes());
+            if let Ok(m) = jsonrpc::parse(&data, &limits)
                 && m.id() == Some(id)
             {
                 return Ok(m);
@@ -1437,8 +1471,9 @@ fn convert_class(c: warden_gateway::tools::ToolClass) -> warden_core::ToolClass 
 fn sse_relay(
     state: AppState,
     caller: TaskCaller,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     resp: reqwest::Response,
+    injected: Arc<credentials::Injected>,
     post: Option<Post>,
 ) -> Response {
     use futures_util::StreamExt as _;
@@ -1460,7 +1495,7 @@ fn sse_relay(
                         }
                     };
                     for mut ev in events {
-                        let data = state.gateway.credentials.scrub(upstream.name.as_str(), ev.data.as_bytes());
+                        let data = state.gateway.credentials.scrub(upstream.name.as_str(), &injected, ev.data.as_bytes());
                         if !data.is_empty() {
                             ev.data = match jsonrpc::parse(&data, &state.gateway.settings.limits) {
                                 Ok(m) => after(&state, &caller, &upstream, m, post.as_ref()).await.to_string(),
@@ -1507,7 +1542,7 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>, reques
     }
     let headers = upstream::forwarded_headers(&parts.headers, session.as_deref());
     match gw.upstreams.get(&state, &upstream, headers).await {
-        Ok(resp) => relay(state, caller, upstream, resp, None, None).await,
+        Ok((resp, injected)) => relay(state, caller, upstream, resp, injected, None).await,
         Err(e) => upstream_failed(None, &e),
     }
 }
@@ -1516,7 +1551,7 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>, reques
 fn stdio_stream(
     state: AppState,
     caller: TaskCaller,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     session: Option<String>,
 ) -> Response {
     let Some(mut events) = session.as_deref().and_then(|k| {

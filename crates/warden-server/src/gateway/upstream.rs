@@ -6,11 +6,14 @@
 //! upstream is injected instead. Redirects are not followed: a redirect would carry the injected
 //! credential to wherever the upstream points.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use warden_core::Upstream;
 
+use super::credentials::Injected;
 use crate::AppState;
 
 /// Why the upstream gave no usable answer. Messages never include credentials or upstream bodies.
@@ -33,7 +36,13 @@ pub enum UpstreamError {
 pub struct Client {
     http: reqwest::Client,
     timeout: Duration,
+    /// Upstream URLs, parsed once (a parse per message showed in the gateway's profile).
+    urls: Arc<RwLock<HashMap<String, reqwest::Url>>>,
 }
+
+/// An upstream's answer, with the credentials injected into the request it answers (to scrub
+/// them from the answer).
+pub type Answer<T> = Result<(T, Arc<Injected>), UpstreamError>;
 
 impl Client {
     pub fn new(timeout: Duration) -> anyhow::Result<Self> {
@@ -42,7 +51,28 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { http, timeout })
+        Ok(Self {
+            http,
+            timeout,
+            urls: Default::default(),
+        })
+    }
+
+    /// The upstream's URL, parsed (cached per URL text).
+    fn url(&self, upstream: &Upstream) -> Result<reqwest::Url, UpstreamError> {
+        if let Some(u) = self.urls.read().ok().and_then(|m| m.get(&upstream.url).cloned()) {
+            return Ok(u);
+        }
+        let url = reqwest::Url::parse(&upstream.url).map_err(|_| {
+            UpstreamError::Protocol(format!("upstream `{}` has an unusable URL", upstream.name))
+        })?;
+        if let Ok(mut m) = self.urls.write() {
+            if m.len() >= 10_000 {
+                m.clear();
+            }
+            m.insert(upstream.url.clone(), url.clone());
+        }
+        Ok(url)
     }
 
     async fn send(
@@ -50,7 +80,7 @@ impl Client {
         state: &AppState,
         upstream: &Upstream,
         builder: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Answer<reqwest::Response> {
         let injected = state
             .gateway
             .credentials
@@ -70,7 +100,7 @@ impl Client {
                 tracing::warn!(upstream = %upstream.name, error = %e.without_url(), "upstream request failed");
                 Err(UpstreamError::Unreachable(upstream.name.to_string()))
             }
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => Ok((resp, injected)),
         }
     }
 
@@ -81,10 +111,10 @@ impl Client {
         upstream: &Upstream,
         headers: HeaderMap,
         body: Vec<u8>,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Answer<reqwest::Response> {
         let b = self
             .http
-            .post(&upstream.url)
+            .post(self.url(upstream)?)
             .headers(headers)
             .header(header::CONTENT_TYPE, "application/json")
             .body(body);
@@ -97,9 +127,9 @@ impl Client {
         state: &AppState,
         upstream: &Upstream,
         mut headers: HeaderMap,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Answer<reqwest::Response> {
         headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
-        let b = self.http.get(&upstream.url).headers(headers);
+        let b = self.http.get(self.url(upstream)?).headers(headers);
         self.send(state, upstream, b).await
     }
 
@@ -110,8 +140,8 @@ impl Client {
         upstream: &Upstream,
         headers: HeaderMap,
     ) -> Result<StatusCode, UpstreamError> {
-        let b = self.http.delete(&upstream.url).headers(headers);
-        Ok(self.send(state, upstream, b).await?.status())
+        let b = self.http.delete(self.url(upstream)?).headers(headers);
+        Ok(self.send(state, upstream, b).await?.0.status())
     }
 }
 
