@@ -75,9 +75,12 @@ async fn fake_upstream() -> (String, Arc<Mutex<Upstream>>) {
                     "initialize" => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
                                            "serverInfo": {"name": "fake", "version": "1"}}),
                     "tools/list" => json!({"tools": s.lock().unwrap().tools.clone()}),
+                    // Echoes the credential it got, and the first one it ever got (an upstream
+                    // that remembers a rotated-out key).
                     "tools/call" => json!({"content": [{"type": "text",
-                        "text": format!("called {} with {}; auth={}", msg["params"]["name"], msg["params"]["arguments"],
-                                        auth.unwrap_or_default())}]}),
+                        "text": format!("called {} with {}; auth={}; first={}", msg["params"]["name"], msg["params"]["arguments"],
+                                        auth.unwrap_or_default(),
+                                        s.lock().unwrap().seen.first().and_then(|(_, a, _)| a.clone()).unwrap_or_default())}]}),
                     _ if id.is_null() => {
                         return (
                             StatusCode::ACCEPTED,
@@ -364,6 +367,38 @@ async fn every_message_is_authenticated_decided_and_recorded(api: Api) {
         !all.contains(API_KEY),
         "the upstream's key is never in the ledger"
     );
+
+    // After a rotation the new key is injected, and an answer echoing the old one still has it
+    // cut out.
+    const NEW_KEY: &str = "up-key-rotated-5b17e0c94a";
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/secrets/tools-key/rotate",
+            Some(json!({"value": NEW_KEY})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _, v) = mcp(
+        &api,
+        Some(&token),
+        Some(&session),
+        call(7, "search", json!({"q": "april"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = v["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("april") && !text.contains(API_KEY) && !text.contains(NEW_KEY),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("[REDACTED:upstream-credential]").count(),
+        2,
+        "{text}"
+    );
+    let last = upstream.lock().unwrap().seen.last().unwrap().1.clone();
+    assert_eq!(last.as_deref(), Some(&format!("Bearer {NEW_KEY}")[..]));
 }
 
 async fn a_changed_tool_is_quarantined_until_approved(api: Api) {
