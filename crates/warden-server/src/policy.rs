@@ -19,14 +19,18 @@
 //! does not validate with some tool's view is compiled without it (logged), and that tool is denied.
 //!
 //! INVARIANT (typed views fail closed): a decision on a tool runs only on an active set compiled with
-//! exactly the typed view the catalogue holds for that tool. The catalogue changes at once (a
-//! quarantine must take effect at once) and the recompile follows off the decision path, so for a
-//! while they differ; rather than couple catalogue and engine swaps (which a decision could still
-//! straddle, and which a recompile that fails could never complete), [`Policies::decide`] compares
-//! the view the active set it decides with was compiled with to the catalogue's, per tool, and
-//! denies on any difference — `policy-recompiling` while a recompile is due, `tool-args-not-compiled`
-//! when the set does not validate with the view. So a `forbid` reading `context.tool_args` is never
-//! skipped because the engine has not caught up with the catalogue.
+//! exactly the typed view the catalogue holds for that tool. Two mechanisms keep it:
+//! - the rule: [`Policies::decide`] compares, per tool, the view the active set it decides with was
+//!   compiled with to the catalogue's, and denies on any difference — `policy-recompiling` while a
+//!   recompile is due, `tool-args-not-compiled` when the set does not validate with the view. This
+//!   holds whatever the order of events (a resync that reloads the catalogue first, a recompile
+//!   that fails, a decision that straddles a swap), so a `forbid` reading `context.tool_args` is
+//!   never skipped because the engine has not caught up with the catalogue;
+//! - so that the rule rarely has to deny: a record that makes a tool active with a new view (first
+//!   sight, an approved definition) is staged — the tool stays unknown or quarantined — while the
+//!   sets are compiled with the view off the decision path, then the sets, the entity and the
+//!   record are swapped in together under the entities' lock, which decisions take first. Records
+//!   that take privileges away (quarantine, removal) apply at once and the recompile follows.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -55,45 +59,92 @@ pub struct ShadowStats {
 struct Catalogue {
     /// `upstream/name` → record.
     tools: HashMap<String, Arc<ToolRecord>>,
-    /// The typed argument views of the active tools whose approved definition declares an input
-    /// schema that has one: what the running sets must be compiled with.
+    /// The typed argument views of the active tools among `tools` whose approved definition
+    /// declares an input schema that has one: what the running sets must be compiled with.
     types: ToolArgTypes,
+    /// Records that make a tool active with another typed view than `types` holds (first sight,
+    /// an approved definition): kept out of `tools` — the tool is unknown, or stays as it was —
+    /// until the sets are compiled with the view, then swapped in together with the sets.
+    staged: HashMap<String, Arc<ToolRecord>>,
 }
 
 impl Catalogue {
-    fn insert(&mut self, t: &ToolRecord) {
+    fn insert(&mut self, t: Arc<ToolRecord>) {
         let key = t.key();
         self.types.remove(&key);
-        add_typed_view(&mut self.types, t);
-        self.tools.insert(key, Arc::new(t.clone()));
+        warn_untyped(&t, add_typed_view(&mut self.types, &t));
+        self.tools.insert(key, t);
     }
 
     fn remove(&mut self, key: &str) {
         self.tools.remove(key);
         self.types.remove(key);
+        self.staged.remove(key);
+    }
+
+    /// The typed views the sets are to be compiled with: `types`, with the staged records' views
+    /// in place of their tools'.
+    fn wanted(&self) -> ToolArgTypes {
+        let mut types = self.types.clone();
+        for (key, t) in &self.staged {
+            types.remove(key);
+            // Without a view is as it will be inserted (and warned about then).
+            let _untyped = add_typed_view(&mut types, t);
+        }
+        types
     }
 }
 
+/// Swaps in the staged records whose typed view is the one the running sets were compiled for
+/// (`compiled_for`); a record staged since with another view waits for its own compile. By view,
+/// not by record: the same change read twice (this node's write, then its store event) is one view.
+fn apply_staged(entities: &mut EntityStore, catalogue: &mut Catalogue, compiled_for: &ToolArgTypes) {
+    let ready: Vec<String> = catalogue
+        .staged
+        .iter()
+        .filter(|(key, t)| typed_view(t).as_ref() == compiled_for.get(key))
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in ready {
+        if let Some(t) = catalogue.staged.remove(&key) {
+            tool_entity(entities, &t);
+            catalogue.insert(t);
+        }
+    }
+}
+
+/// The typed view of one tool on its own (none for a schema that has none; see [`add_typed_view`]).
+fn typed_view(t: &ToolRecord) -> Option<warden_policy::ArgType> {
+    let mut one = ToolArgTypes::new();
+    add_typed_view(&mut one, t).ok()?;
+    one.get(&t.key()).cloned()
+}
+
 /// Adds the typed view of `t` when it is active and its approved definition declares an input
-/// schema. A schema with no typed view is logged and left out: the tool keeps the generic view
-/// (`context.args`), and compiling the sets goes on.
-fn add_typed_view(types: &mut ToolArgTypes, t: &ToolRecord) {
+/// schema. A schema with no typed view is an error, and nothing is added: the tool keeps the
+/// generic view (`context.args`), and compiling the sets goes on.
+fn add_typed_view(types: &mut ToolArgTypes, t: &ToolRecord) -> Result<(), warden_policy::ArgSchemaError> {
     if t.state != ToolState::Active {
-        return;
+        return Ok(());
     }
     let Some(schema) = t.definition.as_ref().and_then(|d| d.get("inputSchema")) else {
-        return;
+        return Ok(());
     };
-    if let Err(e) = types.add_json_schema(&t.key(), schema) {
+    types.add_json_schema(&t.key(), schema)
+}
+
+fn warn_untyped(t: &ToolRecord, added: Result<(), warden_policy::ArgSchemaError>) {
+    if let Err(e) = added {
         tracing::warn!(tool = %t.key(), error = %e, "the tool's input schema has no typed view; policies see its arguments in `context.args` only");
     }
 }
 
-/// The typed argument views of the active tools among `tools` (see [`Catalogue::types`]).
+/// The typed argument views of the active tools among `tools` (see [`Catalogue::types`]); a tool
+/// whose schema has none is logged and left out.
 pub fn typed_views<'a>(tools: impl IntoIterator<Item = &'a ToolRecord>) -> ToolArgTypes {
     let mut types = ToolArgTypes::new();
     for t in tools {
-        add_typed_view(&mut types, t);
+        warn_untyped(t, add_typed_view(&mut types, t));
     }
     types
 }
@@ -181,7 +232,7 @@ impl Policies {
             .current_policies()
             .await
             .context("cannot read the current policy sets")?;
-        let types = self.tool_types();
+        let types = self.wanted();
         let fingerprint = types.fingerprint();
         let active = match &current.active {
             Some(v) => match compile_off_thread(v, &types).await {
@@ -216,14 +267,13 @@ impl Policies {
                     typed_tools = built.set.tool_types().len(), left_out = built.left_out.len(),
                     "policy sets loaded"
                 );
-                self.install(built, shadow);
+                self.install(Some(built), shadow, &types);
             }
             None => {
                 tracing::warn!(
                     "no active policy set: every decision is deny; activate one with `warden policy activate DIR`"
                 );
-                *self.engine.write().unwrap_or_else(|p| p.into_inner()) = None;
-                self.left_out.write().unwrap_or_else(|p| p.into_inner()).clear();
+                self.install(None, None, &types);
             }
         }
         *sources = Sources {
@@ -250,14 +300,43 @@ impl Policies {
         }
     }
 
-    /// Makes `active` (and `shadow`) the running sets.
-    fn install(&self, active: Built, shadow: Option<Arc<CompiledPolicies>>) {
+    /// Makes `active` (and `shadow`) the running sets — or none — and swaps in the staged tool
+    /// records they were compiled for, in one step for decisions (which read the entities first).
+    fn install(
+        &self,
+        active: Option<Built>,
+        shadow: Option<Arc<CompiledPolicies>>,
+        compiled_for: &ToolArgTypes,
+    ) {
+        let mut entities = self.entities.write().unwrap_or_else(|p| p.into_inner());
         let mut engine = self.engine.write().unwrap_or_else(|p| p.into_inner());
-        let set = Arc::new(active.set);
-        let e = engine.get_or_insert_with(|| Arc::new(PolicyEngine::new(set.clone())));
-        e.activate(set);
-        e.set_shadow(shadow);
-        *self.left_out.write().unwrap_or_else(|p| p.into_inner()) = active.left_out;
+        let mut catalogue = self.catalogue.write().unwrap_or_else(|p| p.into_inner());
+        let left_out = match active {
+            Some(active) => {
+                let set = Arc::new(active.set);
+                let e = engine.get_or_insert_with(|| Arc::new(PolicyEngine::new(set.clone())));
+                e.activate(set);
+                e.set_shadow(shadow);
+                active.left_out
+            }
+            None => {
+                *engine = None;
+                BTreeMap::new()
+            }
+        };
+        apply_staged(&mut entities, &mut catalogue, compiled_for);
+        *self.left_out.write().unwrap_or_else(|p| p.into_inner()) = left_out;
+    }
+
+    /// Swaps in staged records without new sets (the running ones already fit, or cannot be made
+    /// to): a tool whose view the running sets lack is then denied, citing `gaps`.
+    fn release_staged(&self, compiled_for: &ToolArgTypes, gaps: Option<BTreeMap<String, String>>) {
+        let mut entities = self.entities.write().unwrap_or_else(|p| p.into_inner());
+        let mut catalogue = self.catalogue.write().unwrap_or_else(|p| p.into_inner());
+        apply_staged(&mut entities, &mut catalogue, compiled_for);
+        if let Some(gaps) = gaps {
+            *self.left_out.write().unwrap_or_else(|p| p.into_inner()) = gaps;
+        }
     }
 
     /// Recompiles the running sets when the catalogue's typed views changed since they were
@@ -273,13 +352,15 @@ impl Policies {
 
     async fn recompile_for_catalogue(&self) {
         let mut sources = self.sources.lock().await;
-        let types = self.tool_types();
+        let types = self.wanted();
         let fingerprint = types.fingerprint();
         if sources.fingerprint.as_deref() == Some(fingerprint.as_str()) {
+            self.release_staged(&types, None);
             return;
         }
         let Some(active) = sources.active.clone() else {
             // Nothing to compile: with no active set every decision is a deny.
+            self.release_staged(&types, None);
             sources.fingerprint = Some(fingerprint);
             return;
         };
@@ -295,36 +376,38 @@ impl Policies {
                     left_out = built.left_out.len(), elapsed_ms = started.elapsed().as_millis() as u64,
                     "policy sets recompiled for the tool catalogue's typed arguments"
                 );
-                self.install(built, shadow);
+                self.install(Some(built), shadow, &types);
             }
             Err(errors) => {
                 // The set itself no longer compiles (it did when loaded): keep the running sets;
-                // the tools whose views they lack stay denied, citing why.
+                // the tools whose views they lack are denied, citing why.
                 let why = errors.first().map(ToString::to_string).unwrap_or_default();
                 tracing::error!(version = %active.version, errors = errors.len(), first = %why, "the active policy set does not compile for the tool catalogue; keeping the running sets");
                 let running = self.engine.read().unwrap_or_else(|p| p.into_inner()).clone();
-                if let Some(engine) = running {
+                let gaps = running.map(|engine| {
                     let set = engine.active();
                     let compiled = set.tool_types();
-                    let gaps = types
+                    types
                         .tool_ids()
                         .filter(|id| types.get(id) != compiled.get(id))
                         .map(|id| (id.to_owned(), why.clone()))
-                        .collect();
-                    *self.left_out.write().unwrap_or_else(|p| p.into_inner()) = gaps;
-                }
+                        .collect()
+                });
+                self.release_staged(&types, gaps);
             }
         }
         sources.fingerprint = Some(fingerprint);
     }
 
-    /// The catalogue's typed views: what uploads are validated against and the sets compiled with.
+    /// The typed views the sets are to be compiled with (staged ones included).
+    fn wanted(&self) -> ToolArgTypes {
+        self.catalogue.read().unwrap_or_else(|p| p.into_inner()).wanted()
+    }
+
+    /// The catalogue's typed views (staged ones included): what uploads are validated against and
+    /// the sets compiled with.
     pub fn tool_types(&self) -> ToolArgTypes {
-        self.catalogue
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .types
-            .clone()
+        self.wanted()
     }
 
     /// Reads every agent, upstream and tool into the entity store and the catalogue, without
@@ -353,9 +436,9 @@ impl Policies {
             .await
             .context("cannot read the tool catalogue")?;
         let mut catalogue = Catalogue::default();
-        for t in &tools {
-            tool_entity(&mut fresh, t);
-            catalogue.insert(t);
+        for t in tools {
+            tool_entity(&mut fresh, &t);
+            catalogue.insert(Arc::new(t));
         }
         let mut entities = self.entities.write().unwrap_or_else(|p| p.into_inner());
         *entities = fresh;
@@ -383,15 +466,23 @@ impl Policies {
             .cloned()
     }
 
-    /// Applies a tool record to the entities and the catalogue at once, without recompiling: until
-    /// [`Policies::sync_tool_types`] has run, decisions on the tool deny if its typed view changed.
+    /// Applies a tool record without recompiling. A record that takes privileges away or leaves
+    /// the typed view alone (quarantine, reclassification) applies at once; one that makes the tool
+    /// active with another typed view is staged, and swapped in with the sets compiled for it by
+    /// the next [`Policies::sync_tool_types`] (which every caller runs next).
     pub(crate) fn apply_tool(&self, t: &ToolRecord) {
+        let key = t.key();
+        let t = Arc::new(t.clone());
         let mut entities = self.entities.write().unwrap_or_else(|p| p.into_inner());
-        tool_entity(&mut entities, t);
-        self.catalogue
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(t);
+        let mut catalogue = self.catalogue.write().unwrap_or_else(|p| p.into_inner());
+        if t.state == ToolState::Active && typed_view(&t).as_ref() != catalogue.types.get(&key) {
+            catalogue.staged.insert(key, t);
+            return;
+        }
+        // A later record supersedes a staged one.
+        catalogue.staged.remove(&key);
+        tool_entity(&mut entities, &t);
+        catalogue.insert(t);
     }
 
     /// Applies a tool record this node just wrote (or re-read after an event), and recompiles the
@@ -525,6 +616,9 @@ impl Policies {
 
     /// The decision for `req` under the active set (and, beside it, the shadow set's, never enforced).
     pub fn decide(&self, req: &PolicyRequest, now: DateTime<Utc>) -> Decision {
+        // The entities first: sets and staged tools are swapped in under their write lock, so the
+        // engine, the entities and the catalogue read here are of one moment.
+        let entities = self.entities.read().unwrap_or_else(|p| p.into_inner());
         let Some(engine) = self.engine.read().unwrap_or_else(|p| p.into_inner()).clone() else {
             return Decision::deny(
                 "no-active-policy-set: no policy set is active, so nothing is allowed",
@@ -533,7 +627,6 @@ impl Policies {
         };
         // One load of each set: the one checked against the catalogue is the one that decides.
         let active = engine.active();
-        let entities = self.entities.read().unwrap_or_else(|p| p.into_inner());
         if let Some(reason) = self.typed_view_gap(&active, &req.resource) {
             return Decision::deny(reason, active.version());
         }
@@ -584,9 +677,9 @@ impl Policies {
 
     /// How the active set decides `req`, policy by policy.
     pub fn explain(&self, req: &PolicyRequest, now: DateTime<Utc>) -> Option<Explanation> {
+        let entities = self.entities.read().unwrap_or_else(|p| p.into_inner());
         let engine = self.engine.read().unwrap_or_else(|p| p.into_inner()).clone()?;
         let active = engine.active();
-        let entities = self.entities.read().unwrap_or_else(|p| p.into_inner());
         let mut explanation = active.explain(&entities, req, now);
         if let Some(reason) = self.typed_view_gap(&active, &req.resource) {
             explanation.decision = Decision::deny(reason, active.version());
@@ -858,7 +951,7 @@ when { context has tool_args && context.tool_args has "crm/refund" && context.to
         let v = version(text);
         let types = p.tool_types();
         let built = compile_off_thread(&v, &types).await.expect("compiles");
-        p.install(built, None);
+        p.install(Some(built), None, &types);
         *p.sources.lock().await = Sources {
             active: Some(v),
             shadow: None,
@@ -952,15 +1045,26 @@ when { context has tool_args && context.tool_args has "crm/refund" && context.to
         );
     }
 
-    /// The race the module's invariant closes: the catalogue has a tool's typed view, the running
-    /// set does not (yet). Every call on that tool is denied — even one the policies would allow —
-    /// never decided by a set whose `forbid` cannot see `context.tool_args`.
+    /// Puts `t` into the catalogue and the entities without staging or recompiling: the catalogue
+    /// ahead of the running sets, as after a resync reloaded it and before the sets are recompiled.
+    fn ahead(p: &Policies, t: ToolRecord) {
+        let mut entities = p.entities.write().expect("lock");
+        let mut catalogue = p.catalogue.write().expect("lock");
+        tool_entity(&mut entities, &t);
+        catalogue.insert(Arc::new(t));
+    }
+
+    /// The rule of the module's invariant: the catalogue holds a typed view of a tool the running
+    /// set was not compiled with. Every call on that tool is denied — even one the policies would
+    /// allow — never decided by a set whose `forbid` cannot see `context.tool_args`.
     #[tokio::test]
     async fn a_call_is_denied_while_the_engine_lacks_the_tools_typed_view() {
         let p = running(POLICY).await;
         p.tool_changed(&tool("search", ToolState::Active, None)).await;
-        // The catalogue changes; the recompile has not run.
-        p.apply_tool(&tool("refund", ToolState::Active, Some(amount_schema("integer"))));
+        ahead(
+            &p,
+            tool("refund", ToolState::Active, Some(amount_schema("integer"))),
+        );
         for args in [json!({"amount": 500}), json!({"amount": 50})] {
             let d = call(&p, "refund", args);
             assert_eq!(d.outcome, Outcome::Deny, "{d:?}");
@@ -1008,29 +1112,124 @@ when { context has tool_args && context.tool_args has "crm/refund" && context.to
             ["invalid-arguments: arguments of tool `crm/refund`: `amount` must be an integer"]
         );
 
-        // A new definition approved: the running set has the old view, so the tool is denied again
-        // until the recompile; then the new view decides.
-        p.apply_tool(&tool(
-            "refund",
-            ToolState::Active,
-            Some(json!({"type": "object", "properties": {"amount": {"type": "integer"}, "note": {"type": "string"}},
-                        "required": ["amount"]})),
-        ));
+        // The other way round: the catalogue's view is another one (here: none) than the set's.
+        ahead(&p, tool("refund", ToolState::Active, None));
         assert!(call(&p, "refund", json!({"amount": 50})).reasons[0].starts_with("policy-recompiling:"));
         p.sync_tool_types().await;
+        assert_eq!(call(&p, "refund", json!({"amount": 500})).outcome, Outcome::Allow);
+    }
+
+    /// A record that makes a tool active with a new view is staged: the tool stays as it was
+    /// (unknown, quarantined) until the sets are compiled with the view, then both are swapped in
+    /// together — no call sees the tool without its view, and none waits on a recompile.
+    #[tokio::test]
+    async fn a_tool_with_a_new_view_is_staged_until_the_sets_have_it() {
+        let p = running(POLICY).await;
+        let refund = tool("refund", ToolState::Active, Some(amount_schema("integer")));
+        p.apply_tool(&refund);
+        assert!(p.tool("crm", "refund").is_none(), "unknown until compiled");
+        assert!(
+            p.tool_types().get("crm/refund").is_some(),
+            "uploads are validated with the staged view"
+        );
+        let d = call(&p, "refund", json!({"amount": 500}));
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert!(d.reasons[0].starts_with("unknown-resource:"), "{d:?}");
+        p.sync_tool_types().await;
+        assert_eq!(p.tool("crm", "refund").map(|t| t.state), Some(ToolState::Active));
+        assert_eq!(call(&p, "refund", json!({"amount": 50})).outcome, Outcome::Allow);
+        assert_eq!(
+            call(&p, "refund", json!({"amount": 500})).reasons,
+            ["big-refunds (forbid)"]
+        );
+
+        // A quarantine applies at once.
+        let quarantined = tool("refund", ToolState::Quarantined, Some(amount_schema("integer")));
+        p.apply_tool(&quarantined);
+        assert_eq!(
+            p.tool("crm", "refund").map(|t| t.state),
+            Some(ToolState::Quarantined)
+        );
+        assert_eq!(call(&p, "refund", json!({"amount": 50})).outcome, Outcome::Deny);
+        // A definition approved with a new view is staged: the tool stays quarantined meanwhile.
+        let approved = tool(
+            "refund",
+            ToolState::Active,
+            Some(
+                json!({"type": "object", "properties": {"amount": {"type": "integer"}, "note": {"type": "string"}},
+                        "required": ["amount"]}),
+            ),
+        );
+        p.apply_tool(&approved);
+        assert_eq!(
+            p.tool("crm", "refund").map(|t| t.state),
+            Some(ToolState::Quarantined)
+        );
+        // A later record supersedes the staged one, which is never swapped in.
+        p.apply_tool(&quarantined);
+        p.sync_tool_types().await;
+        assert_eq!(
+            p.tool("crm", "refund").map(|t| t.state),
+            Some(ToolState::Quarantined)
+        );
+        assert!(active(&p).tool_types().is_empty());
+        p.tool_changed(&approved).await;
         assert_eq!(
             call(&p, "refund", json!({"amount": 50, "note": "ok"})).outcome,
             Outcome::Allow
         );
-        // Quarantined (the entity is gone) and its view dropped: denied either way, never allowed.
-        p.apply_tool(&tool(
+        assert_eq!(
+            call(&p, "refund", json!({"amount": 50, "note": 1})).reasons,
+            ["invalid-arguments: arguments of tool `crm/refund`: `note` must be a string"]
+        );
+    }
+
+    /// What a compile swaps in is decided by view when it ends: the same change staged again while
+    /// it ran (this node's write, then its own store event) goes in with it; a change to another
+    /// view waits for the compile made for it.
+    #[tokio::test]
+    async fn a_compile_swaps_in_the_staged_records_of_the_view_it_compiled() {
+        let p = running(POLICY).await;
+        let refund = tool("refund", ToolState::Active, Some(amount_schema("integer")));
+        p.apply_tool(&refund);
+        let types = p.wanted();
+        let built = compile_off_thread(&version(POLICY), &types)
+            .await
+            .expect("compiles");
+        p.apply_tool(&refund.clone());
+        p.install(Some(built), None, &types);
+        assert!(p.tool("crm", "refund").is_some());
+        assert_eq!(
+            call(&p, "refund", json!({"amount": 500})).reasons,
+            ["big-refunds (forbid)"]
+        );
+
+        let p = running(POLICY).await;
+        p.apply_tool(&refund);
+        let types = p.wanted();
+        let built = compile_off_thread(&version(POLICY), &types)
+            .await
+            .expect("compiles");
+        let other = tool(
             "refund",
-            ToolState::Quarantined,
-            Some(amount_schema("integer")),
-        ));
-        assert_eq!(call(&p, "refund", json!({"amount": 50})).outcome, Outcome::Deny);
+            ToolState::Active,
+            Some(
+                json!({"type": "object", "properties": {"amount": {"type": "integer"}, "note": {"type": "string"}},
+                        "required": ["amount"]}),
+            ),
+        );
+        p.apply_tool(&other);
+        p.install(Some(built), None, &types);
+        assert!(p.tool("crm", "refund").is_none(), "staged for its own compile");
         p.sync_tool_types().await;
-        assert_eq!(call(&p, "refund", json!({"amount": 50})).outcome, Outcome::Deny);
+        assert_eq!(
+            p.tool("crm", "refund").and_then(|t| t.definition.clone()),
+            other.definition
+        );
+        assert_eq!(
+            call(&p, "refund", json!({"amount": 5, "note": "x"})).outcome,
+            Outcome::Allow
+        );
     }
 
     /// A view the active set does not validate with is left out (named, with the policy's error);
