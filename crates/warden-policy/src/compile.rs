@@ -604,6 +604,16 @@ impl CompiledPolicies {
         &self.schema
     }
 
+    /// The typed tool-argument views the set was compiled with (`context.tool_args`).
+    pub fn tool_types(&self) -> &ToolArgTypes {
+        &self.tool_types
+    }
+
+    /// The text of policy `id` as Cedar prints it, if the set has it.
+    pub fn policy_text(&self, id: &str) -> Option<String> {
+        self.set.policy(&PolicyId::new(id)).map(ToString::to_string)
+    }
+
     /// Where the index put the policies: (always, by principal, by resource, by action).
     pub fn index_stats(&self) -> IndexStats {
         self.index.stats()

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::Value as Json;
+use sha2::{Digest as _, Sha256};
 use smol_str::SmolStr;
 
 use cedar_policy_core::ast::Value;
@@ -101,8 +102,29 @@ impl ToolArgTypes {
         self.tools.get(tool_id)
     }
 
+    /// Takes a tool's typed view out (the tool was removed, quarantined or redefined).
+    pub fn remove(&mut self, tool_id: &str) -> Option<ArgType> {
+        self.tools.remove(tool_id)
+    }
+
+    /// The ids (`<upstream>/<tool>`) of the tools with a typed view, in order.
+    pub fn tool_ids(&self) -> impl Iterator<Item = &str> {
+        self.tools.keys().map(String::as_str)
+    }
+
+    /// Number of tools with a typed view.
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
+    }
+
+    /// SHA-256 (hex) of the Cedar declaration these views make: equal fingerprints compile to the
+    /// same schema, so a catalogue change that leaves the fingerprint alone needs no recompile.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(Sha256::digest(self.declaration().as_bytes()))
     }
 
     /// The Cedar declaration of `ToolArgs`.
@@ -284,6 +306,36 @@ mod tests {
             .add_json_schema("crm/x", &json!({"type": "string"}))
             .expect_err("not an object");
         assert!(e.to_string().contains("must be an object schema"), "{e}");
+
+        let before = t.fingerprint();
+        assert_eq!(before.len(), 64);
+        assert_eq!(t.tool_ids().collect::<Vec<_>>(), ["crm/refund"]);
+        let mut same = ToolArgTypes::new();
+        // A different JSON Schema with the same typed view (unsupported parts left out): same
+        // fingerprint.
+        same.add_json_schema(
+            "crm/refund",
+            &json!({"type": "object", "required": ["amount"], "properties": {
+                "amount": {"type": "integer"}, "note": {"type": "string"}, "other": {"type": "null"},
+                "opts": {"type": "object", "properties": {"force": {"type": "boolean"}}},
+                "tags": {"type": "array", "items": {"type": "string"}}
+            }}),
+        )
+        .expect("object schema");
+        assert_eq!(same.fingerprint(), before);
+        assert_eq!(same, t);
+        let mut other = same.clone();
+        other
+            .add_json_schema(
+                "crm/refund",
+                &json!({"type": "object", "properties": {"amount": {"type": "string"}}}),
+            )
+            .expect("object schema");
+        assert_ne!(other.fingerprint(), before);
+        assert!(other.remove("crm/refund").is_some());
+        assert_eq!(other.fingerprint(), ToolArgTypes::new().fingerprint());
+        assert!(other.is_empty());
+        assert_eq!(other.len(), 0);
 
         let ty = t.get("crm/refund").expect("declared");
         assert!(ty.to_value(&json!({"amount": 5, "extra": 1}), "").is_ok());

@@ -244,7 +244,11 @@ pub fn spawn_background(store: Arc<dyn Store>, identity: Arc<Identity>, policies
 }
 
 /// Keeps the policy sets and entities current.
-async fn apply_to_policies(policies: &policy::Policies, store: &dyn Store, event: &warden_store::StoreEvent) {
+async fn apply_to_policies(
+    policies: &Arc<policy::Policies>,
+    store: &dyn Store,
+    event: &warden_store::StoreEvent,
+) {
     use warden_store::StoreEvent;
     let result = match event {
         StoreEvent::PoliciesChanged => policies.reload_policies(store, false).await,
@@ -257,10 +261,7 @@ async fn apply_to_policies(policies: &policy::Policies, store: &dyn Store, event
             Ok(()) => policies.refresh_tools(store, tools).await,
             Err(e) => Err(e),
         },
-        StoreEvent::Resync => match policies.reload_policies(store, false).await {
-            Ok(()) => policies.reload_registry(store).await,
-            Err(e) => Err(e),
-        },
+        StoreEvent::Resync => policies.resync(store).await,
         StoreEvent::TasksRevoked { .. } | StoreEvent::SigningKeysChanged => Ok(()),
     };
     if let Err(e) = result {

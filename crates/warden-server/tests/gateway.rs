@@ -26,6 +26,7 @@ api_tests!(
     sessions_are_bound_to_their_task_and_die_with_it,
     bad_messages_are_refused_precisely,
     stdio_servers_run_one_process_per_session,
+    tool_arguments_are_typed_from_the_input_schema,
 );
 
 /// What the fake upstream saw and serves.
@@ -869,4 +870,138 @@ async fn stdio_servers_run_one_process_per_session(api: Api) {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let all = serde_json::to_string(&entries(&api).await).unwrap();
     assert!(!all.contains(secret), "the secret is never in the ledger");
+}
+
+/// Refunds of up to 100, read from the typed view of `tools/refund`'s arguments.
+const REFUNDS: &str = r#"
+@id("refunds-allowed")
+permit (principal, action == Warden::Action::"read", resource == Warden::Tool::"tools/refund");
+
+@id("refunds-over-100")
+@reason("refunds over 100 need a human")
+forbid (principal, action, resource == Warden::Tool::"tools/refund")
+when {
+  context has tool_args && context.tool_args has "tools/refund" &&
+  context.tool_args["tools/refund"].amount > 100
+};
+"#;
+
+async fn tool_arguments_are_typed_from_the_input_schema(api: Api) {
+    let (token, _, upstream) = setup(&api).await;
+    upstream.lock().unwrap().tools.push(json!({
+        "name": "refund", "description": "refund an invoice",
+        "inputSchema": {"type": "object", "properties": {"amount": {"type": "integer"}}, "required": ["amount"]},
+        "annotations": {"readOnlyHint": true}}));
+    let session = initialize(&api, &token).await;
+    // Listing catalogues `refund` (trusted on first use) with its typed view.
+    listed(&api, &token, &session).await;
+    let (s, t) = api.admin(Method::GET, "/v1/tools/tools/refund", None).await;
+    assert_eq!((s, t["state"].as_str()), (StatusCode::OK, Some("active")), "{t}");
+
+    // Uploads are validated against the catalogue's typed views: a misspelt attribute of the
+    // declared input is refused, located (without the view the guard would hide it).
+    let mut files = common::default_pack();
+    files.insert(
+        "refunds.cedar".into(),
+        REFUNDS.replace("].amount > 100", "].amuont > 100"),
+    );
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/policies/activate",
+            Some(json!({"files": files, "comment": "typo"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(
+        b["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["file"] == "refunds.cedar" && e["message"].as_str().unwrap().contains("amuont")),
+        "{b}"
+    );
+    files.insert("refunds.cedar".into(), REFUNDS.into());
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/policies/activate",
+            Some(json!({"files": files, "comment": "refunds up to 100"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let version = b["version"].as_str().unwrap().to_owned();
+
+    // Within the limit: forwarded.
+    let (s, _, v) = mcp(
+        &api,
+        Some(&token),
+        Some(&session),
+        call(3, "refund", json!({"amount": 50})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = v["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains(r#"{"amount":50}"#), "{text}");
+    // Over it: the forbid reads the typed view; denied naming the policy.
+    let (_, _, v) = mcp(
+        &api,
+        Some(&token),
+        Some(&session),
+        call(4, "refund", json!({"amount": 500})),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], warden_gateway::jsonrpc::DENIED, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refunds-over-100 (forbid): refunds over 100 need a human"),
+        "{v}"
+    );
+    assert_eq!(v["error"]["data"]["policy_version"], version.as_str(), "{v}");
+    // Not of the declared type: denied, naming the field.
+    let (_, _, v) = mcp(
+        &api,
+        Some(&token),
+        Some(&session),
+        call(5, "refund", json!({"amount": "x"})),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], warden_gateway::jsonrpc::DENIED, "{v}");
+    assert_eq!(
+        v["error"]["data"]["reasons"],
+        json!(["invalid-arguments: arguments of tool `tools/refund`: `amount` must be an integer"]),
+        "{v}"
+    );
+    let calls: Vec<String> = {
+        let seen = &upstream.lock().unwrap().seen;
+        seen.iter()
+            .filter(|(m, _, _)| m == "tools/call")
+            .map(|(m, _, _)| m.clone())
+            .collect()
+    };
+    assert_eq!(calls.len(), 1, "only the allowed call reached the upstream");
+
+    let log = entries(&api).await;
+    let decided: Vec<(String, Value)> = log
+        .iter()
+        .filter(|(k, b)| k == "decision" && b["via"] == "mcp" && b["resource"] == "tool `tools/refund`")
+        .map(|(_, b)| (b["outcome"].as_str().unwrap().to_owned(), b["reasons"].clone()))
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("allow".to_owned(), json!(["refunds-allowed (permit)"])),
+            (
+                "deny".to_owned(),
+                json!(["refunds-over-100 (forbid): refunds over 100 need a human"])
+            ),
+            (
+                "deny".to_owned(),
+                json!(["invalid-arguments: arguments of tool `tools/refund`: `amount` must be an integer"])
+            ),
+        ],
+        "{log:?}"
+    );
 }

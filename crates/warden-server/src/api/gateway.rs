@@ -106,7 +106,7 @@ pub async fn classify_tool(
         )
         .await?;
     let t = state.store.classify_tool(&up, &name, body.class, &ctx).await?;
-    state.policies.tool_changed(&t);
+    state.policies.tool_changed(&t).await;
     tracing::info!(tool = %t.key(), class = %t.effective_class(), by = %caller.human.email, "tool classified");
     Ok(Json(t))
 }
@@ -151,7 +151,7 @@ pub async fn approve_tool(
         )
         .await?;
     let t = state.store.approve_tool(&up, &name, &body.digest, &ctx).await?;
-    state.policies.tool_changed(&t);
+    state.policies.tool_changed(&t).await;
     tracing::info!(tool = %t.key(), digest = %body.digest, by = %caller.human.email, "tool definition approved");
     Ok(Json(t))
 }

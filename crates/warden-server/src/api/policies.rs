@@ -130,15 +130,19 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Result<Jso
     security(("bearer" = []))
 )]
 pub async fn validate(
-    State(_state): State<AppState>,
+    State(state): State<AppState>,
     caller: Caller,
     ApiJson(upload): ApiJson<PolicyUpload>,
 ) -> Result<Json<PolicySetInfo>, ApiError> {
     caller.require(Permission::ReadPolicies)?;
     let names = upload.files.keys().cloned().collect();
-    let (version, compiled) =
-        crate::policy::compile_files(upload.files, &caller.human.email.to_string(), Utc::now())
-            .map_err(located)?;
+    let (version, compiled) = crate::policy::compile_files(
+        upload.files,
+        &caller.human.email.to_string(),
+        Utc::now(),
+        &state.policies.tool_types(),
+    )
+    .map_err(located)?;
     Ok(Json(PolicySetInfo {
         version: version.version,
         policies: compiled.len(),
@@ -155,9 +159,13 @@ async fn install(
     let permit = caller.require(Permission::ManagePolicies)?;
     check_comment(&upload.comment)?;
     let names: Vec<String> = upload.files.keys().cloned().collect();
-    let (version, compiled) =
-        crate::policy::compile_files(upload.files, caller.human.email.as_str(), chrono::Utc::now())
-            .map_err(located)?;
+    let (version, compiled) = crate::policy::compile_files(
+        upload.files,
+        caller.human.email.as_str(),
+        chrono::Utc::now(),
+        &state.policies.tool_types(),
+    )
+    .map_err(located)?;
     let ctx = permit
         .record(
             state,

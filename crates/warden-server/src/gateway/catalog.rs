@@ -64,10 +64,12 @@ pub async fn observe(state: &AppState, upstream: &UpstreamName, seen: &[Observed
         })
         .collect();
     // A quarantine takes effect whether or not it could be recorded (it takes a privilege away);
-    // the failure is logged.
+    // the failure is logged. The sets are recompiled for the new typed views (once for the page)
+    // before the listing is answered, so the caller's next call finds them compiled.
     for c in &changes {
-        state.policies.tool_changed(c.tool());
+        state.policies.apply_tool(c.tool());
     }
+    state.policies.sync_tool_types().await;
     state.ledger.record_all(entries).await?;
     Ok(())
 }

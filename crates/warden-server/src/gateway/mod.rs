@@ -1273,7 +1273,7 @@ async fn catalogue_on_miss(
     // Another node may have catalogued it; its event may not have arrived yet.
     match state.store.get_tool(&upstream.name, tool).await {
         Ok(Some(t)) => {
-            state.policies.tool_changed(&t);
+            state.policies.tool_changed(&t).await;
             return;
         }
         Ok(None) => {}
