@@ -22,6 +22,7 @@ use common::{Api, mint};
 api_tests!(
     every_message_is_authenticated_decided_and_recorded,
     a_changed_tool_is_quarantined_until_approved,
+    a_tool_changed_back_is_restored_by_its_approved_digest,
     writes_wait_for_approval_and_secrets_in_arguments_are_refused,
     sessions_are_bound_to_their_task_and_die_with_it,
     bad_messages_are_refused_precisely,
@@ -444,6 +445,11 @@ async fn a_changed_tool_is_quarantined_until_approved(api: Api) {
         )
         .await;
     assert_eq!((s, t["state"].as_str()), (StatusCode::OK, Some("active")), "{t}");
+    assert_eq!(
+        (&t["digest"], &t["restored"]),
+        (&json!(pending), &json!(false)),
+        "{t}"
+    );
     assert_eq!(listed(&api, &token, &session).await, ["search", "update"]);
     let (_, _, v) = mcp(&api, Some(&token), Some(&session), call(4, "search", json!({}))).await;
     assert!(v["result"].is_object(), "{v}");
@@ -463,8 +469,120 @@ async fn a_changed_tool_is_quarantined_until_approved(api: Api) {
             .any(|(k, b)| k == "registry_change" && b["operation"] == "tool.quarantined")
     );
     assert!(
-        log.iter()
-            .any(|(k, b)| k == "registry_change" && b["op"] == "tool.approve")
+        log.iter().any(|(k, b)| k == "registry_change"
+            && b["op"] == "tool.approve"
+            && b["digest"] == json!(pending)
+            && b["restored"] == json!(false)),
+        "{log:?}"
+    );
+}
+
+async fn a_tool_changed_back_is_restored_by_its_approved_digest(api: Api) {
+    let (token, _, upstream) = setup(&api).await;
+    let session = initialize(&api, &token).await;
+    assert_eq!(listed(&api, &token, &session).await, ["search", "update"]);
+    let (_, t) = api.admin(Method::GET, "/v1/tools/tools/search", None).await;
+    let approved = t["digest"].as_str().unwrap().to_owned();
+    let definition = t["definition"].clone();
+    // The upstream changes `search`, then changes it back.
+    let original = upstream.lock().unwrap().tools[0].clone();
+    upstream.lock().unwrap().tools[0]["description"] = "find invoices and email them out".into();
+    assert_eq!(listed(&api, &token, &session).await, ["update"]);
+    let (_, t) = api.admin(Method::GET, "/v1/tools/tools/search", None).await;
+    let pending = t["pending_digest"].as_str().unwrap().to_owned();
+    upstream.lock().unwrap().tools[0] = original;
+    // Serving the approved definition again does not bring it back: an admin decides.
+    assert_eq!(
+        listed(&api, &token, &session).await,
+        ["update"],
+        "still quarantined"
+    );
+    let (_, _, v) = mcp(&api, Some(&token), Some(&session), call(3, "search", json!({}))).await;
+    assert_eq!(
+        v["error"]["code"],
+        warden_gateway::jsonrpc::TOOL_QUARANTINED,
+        "{v}"
+    );
+    let (_, t) = api.admin(Method::GET, "/v1/tools/tools/search", None).await;
+    assert_eq!(
+        (
+            t["state"].as_str(),
+            t["digest"].as_str(),
+            t["pending_digest"].as_str()
+        ),
+        (
+            Some("quarantined"),
+            Some(approved.as_str()),
+            Some(pending.as_str())
+        ),
+        "{t}"
+    );
+
+    // An unknown tool is not found (and nothing is recorded for it).
+    let (s, e) = api
+        .admin(
+            Method::POST,
+            "/v1/tools/tools/nope/approve",
+            Some(json!({"digest": approved})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    // The approved digest restores the approved definition and drops the pending one.
+    let (s, t) = api
+        .admin(
+            Method::POST,
+            "/v1/tools/tools/search/approve",
+            Some(json!({"digest": approved})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(
+        (t["state"].as_str(), t["digest"].as_str(), &t["restored"]),
+        (Some("active"), Some(approved.as_str()), &json!(true)),
+        "{t}"
+    );
+    assert_eq!(t["definition"], definition, "the approved definition, unchanged");
+    assert!(
+        t["pending_digest"].is_null() && t["pending_definition"].is_null(),
+        "{t}"
+    );
+    assert_eq!(t["approved_by"], "admin@example.com", "{t}");
+    assert_eq!(listed(&api, &token, &session).await, ["search", "update"]);
+    let (_, _, v) = mcp(&api, Some(&token), Some(&session), call(4, "search", json!({}))).await;
+    assert!(v["result"].is_object(), "{v}");
+    // Nothing is pending any more: approving again is a conflict.
+    let (s, e) = api
+        .admin(
+            Method::POST,
+            "/v1/tools/tools/search/approve",
+            Some(json!({"digest": approved})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+
+    // The ledger says which digest was approved, that it was a restore, and which pending one went.
+    let log = entries(&api).await;
+    let approvals: Vec<&Value> = log
+        .iter()
+        .filter(|(k, b)| k == "registry_change" && b["op"] == "tool.approve")
+        .map(|(_, b)| b)
+        .collect();
+    // The restore, then the refused second try and the audit layer's note that it failed.
+    assert_eq!(approvals.len(), 3, "{approvals:?}");
+    assert_eq!(approvals[2]["outcome"], "failed", "{approvals:?}");
+    assert_eq!(
+        (
+            &approvals[0]["digest"],
+            &approvals[0]["restored"],
+            &approvals[0]["approved_digest"],
+            &approvals[0]["pending_digest"]
+        ),
+        (&json!(approved), &json!(true), &json!(approved), &json!(pending)),
+        "{approvals:?}"
+    );
+    assert!(
+        log.iter().all(|(_, b)| b["outcome"] != "corrected"),
+        "nothing raced the restore"
     );
 }
 

@@ -479,6 +479,18 @@ impl ToolChange {
     }
 }
 
+/// What approving a tool did ([`Store::approve_tool`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct ToolApproval {
+    /// The tool as it is now: active, pinned to the digest approved.
+    #[serde(flatten)]
+    pub tool: ToolRecord,
+    /// `true`: the digest approved was the one approved before, so the tool went back to its approved
+    /// definition and the pending one was dropped unapproved. `false`: the pending definition was
+    /// approved and replaced the approved one.
+    pub restored: bool,
+}
+
 /// Longest key id a sealed secret may name.
 pub const MAX_KEY_ID_LEN: usize = 128;
 /// Longest nonce a sealed secret may carry.
@@ -764,7 +776,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// inserted in `new_state` (`Active`: trust on first use; `Quarantined`: pending an admin's
     /// approval); a tool whose digest equals the approved one is left alone; a different digest
     /// quarantines the tool with the new definition pending (unless exactly that one is pending
-    /// already). Tools that disappeared are left alone. Returns only what changed, so a listing that
+    /// already). Tools that disappeared are left alone.
+    ///
+    /// A quarantined tool whose upstream serves the approved definition again is left alone too: it
+    /// stays quarantined with the same definition pending. It is never re-activated by what an
+    /// upstream shows (an upstream that changed a tool once may change it again; an admin decides,
+    /// restoring it with [`Store::approve_tool`] and the approved digest), and the pending
+    /// definition stays as evidence of the change that quarantined it. Returns only what changed, so a listing that
     /// changes nothing writes nothing. Concurrent observers (on any node) neither fail nor insert twice.
     /// Names must pass [`warden_core::gateway::check_tool_name`] and appear once (`seen[i]` names the
     /// offender); the upstream must exist (not found otherwise, unless nothing would change).
@@ -786,17 +804,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         class: Option<ToolClass>,
         ctx: &ChangeContext,
     ) -> Result<ToolRecord>;
-    /// Approves a quarantined tool's pending definition: `digest` must be the pending digest (so an
-    /// admin approves only what they looked at), which becomes the approved one, and the tool active.
-    /// A conflict otherwise, naming both digests; approving an active tool's approved digest again is
-    /// a conflict too.
+    /// Decides about a quarantined tool's pending definition, by digest (so an admin approves only
+    /// what they looked at). The pending digest approves the pending definition: it becomes the
+    /// approved one. The approved digest restores the approved definition: the tool keeps its
+    /// digest, definition and hint, and the pending definition is dropped (for an upstream that
+    /// changed a tool and changed it back). Either way the tool becomes active, approved by
+    /// `ctx.actor`, and [`ToolApproval::restored`] says which it was. Any other digest is a
+    /// conflict naming the digests it could have been; so is approving a tool with nothing pending
+    /// (its approved digest: already approved).
     async fn approve_tool(
         &self,
         upstream: &UpstreamName,
         name: &str,
         digest: &str,
         ctx: &ChangeContext,
-    ) -> Result<ToolRecord>;
+    ) -> Result<ToolApproval>;
 
     // ---- MCP gateway: upstream secrets (sealed by the server) ----
 

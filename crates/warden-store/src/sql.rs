@@ -765,7 +765,9 @@ macro_rules! impl_store {
             }
 
             /// Whether observing `digest` changes nothing: it is the approved definition, or exactly
-            /// the one already pending.
+            /// the one already pending. So a quarantined tool whose upstream serves the approved
+            /// definition again stays quarantined with its pending definition: only an admin
+            /// re-activates it (see [`crate::Store::observe_tools`]).
             fn tool_unchanged(tool: &crate::ToolRecord, digest: &str) -> bool {
                 tool.digest.as_deref() == Some(digest) || tool.pending_digest.as_deref() == Some(digest)
             }
@@ -2442,7 +2444,7 @@ macro_rules! impl_store {
                 name: &str,
                 digest: &str,
                 ctx: &warden_core::ChangeContext,
-            ) -> crate::Result<crate::ToolRecord> {
+            ) -> crate::Result<crate::ToolApproval> {
                 warden_core::gateway::check_digest("digest", digest)?;
                 let mut tx = self.write.begin().await?;
                 let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
@@ -2457,36 +2459,59 @@ macro_rules! impl_store {
                         )
                     }));
                 };
-                if pending != digest {
-                    return Err(crate::StoreError::Conflict(format!(
-                        "digest `{digest}` is not the pending digest `{pending}` of tool `{key}`; \
-                         approve only the definition you reviewed"
-                    )));
-                }
+                // The pending digest approves the pending definition; the approved digest (an
+                // upstream that changed the tool and changed it back) restores the approved one.
+                let restored = if pending == digest {
+                    false
+                } else if tool.digest.as_deref() == Some(digest) {
+                    true
+                } else {
+                    return Err(crate::StoreError::Conflict(match tool.digest.as_deref() {
+                        Some(approved) => format!(
+                            "digest `{digest}` is neither the pending digest `{pending}` of tool `{key}` nor its \
+                             approved digest `{approved}`; approve the pending digest to accept the definition you \
+                             reviewed, or the approved digest to restore the approved definition"
+                        ),
+                        None => format!(
+                            "digest `{digest}` is not the pending digest `{pending}` of tool `{key}`, which has no \
+                             approved definition to restore; approve only the definition you reviewed"
+                        ),
+                    }));
+                };
                 let at = crate::sql::ts(ctx.at);
-                sqlx::query(
+                let sql = if restored {
+                    "UPDATE tools SET state = 'active', pending_digest = NULL, pending_definition = NULL, \
+                     pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
+                     WHERE upstream_name = $3 AND name = $4"
+                } else {
                     "UPDATE tools SET state = 'active', digest = pending_digest, definition = pending_definition, \
                      hint_class = pending_hint_class, pending_digest = NULL, pending_definition = NULL, \
                      pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
-                     WHERE upstream_name = $3 AND name = $4",
-                )
-                .bind(&ctx.actor)
-                .bind(at)
-                .bind(upstream.as_str())
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+                     WHERE upstream_name = $3 AND name = $4"
+                };
+                sqlx::query(sql)
+                    .bind(&ctx.actor)
+                    .bind(at)
+                    .bind(upstream.as_str())
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
                 tool.state = warden_core::ToolState::Active;
-                tool.digest = tool.pending_digest.take();
-                tool.definition = tool.pending_definition.take();
-                tool.hint_class = tool.pending_hint_class.take().unwrap_or(tool.hint_class);
+                let pending_definition = tool.pending_definition.take();
+                let pending_hint_class = tool.pending_hint_class.take();
+                tool.pending_digest = None;
+                if !restored {
+                    tool.digest = Some(pending);
+                    tool.definition = pending_definition;
+                    tool.hint_class = pending_hint_class.unwrap_or(tool.hint_class);
+                }
                 tool.approved_by = Some(ctx.actor.clone());
                 tool.approved_at = Some(at);
                 tool.updated_at = at;
                 let event = Self::notify_registry(&mut tx, vec![], vec![], vec![key], vec![]).await?;
                 tx.commit().await?;
                 self.emit(event);
-                Ok(tool)
+                Ok(crate::ToolApproval { tool, restored })
             }
 
             // ---- MCP gateway: upstream secrets ----

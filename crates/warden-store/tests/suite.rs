@@ -100,6 +100,7 @@ store_tests!(
     bad_listing_writes_nothing,
     changed_definition_is_quarantined_until_approved,
     approval_needs_the_pending_digest,
+    a_reverted_tool_is_restored_by_its_approved_digest,
     tools_first_seen_in_quarantine_wait_for_approval,
     admins_classify_tools,
     concurrent_observers_catalogue_each_tool_once,
@@ -2581,10 +2582,12 @@ async fn changed_definition_is_quarantined_until_approved(store: Arc<dyn Store>)
         (Some("d1"), Some("d3"), Some(ToolClass::Write))
     );
 
-    let approved = store
+    let approval = store
         .approve_tool(&crm, "search", "d3", &ctx("admin@example.com"))
         .await
         .expect("approve");
+    assert!(!approval.restored, "the pending definition was approved");
+    let approved = approval.tool;
     assert_eq!(approved.state, ToolState::Active);
     assert_eq!(approved.digest.as_deref(), Some("d3"));
     assert_eq!(
@@ -2647,17 +2650,16 @@ async fn approval_needs_the_pending_digest(store: Arc<dyn Store>) {
             .expect("observe");
     }
     let before = store.get_tool(&crm, "search").await.expect("get");
-    for wrong in ["d1", "d9"] {
-        let err = store
-            .approve_tool(&crm, "search", wrong, &ctx("admin@example.com"))
-            .await
-            .expect_err("wrong digest");
-        assert!(
-            matches!(&err, StoreError::Conflict(m)
-                if m.contains(&format!("`{wrong}`")) && m.contains("pending digest `d2`") && m.contains("crm/search")),
-            "{err}"
-        );
-    }
+    let err = store
+        .approve_tool(&crm, "search", "d9", &ctx("admin@example.com"))
+        .await
+        .expect_err("wrong digest");
+    assert!(
+        matches!(&err, StoreError::Conflict(m)
+            if m.contains("`d9`") && m.contains("pending digest `d2`") && m.contains("approved digest `d1`")
+                && m.contains("crm/search") && m.contains("restore the approved definition")),
+        "{err}"
+    );
     let err = store
         .approve_tool(&crm, "search", "bad digest", &ctx("admin@example.com"))
         .await
@@ -2696,6 +2698,204 @@ async fn approval_needs_the_pending_digest(store: Arc<dyn Store>) {
     assert!(
         matches!(&err, StoreError::Conflict(m) if m.contains("no definition awaiting approval") && m.contains("`o1`")),
         "{err}"
+    );
+}
+
+/// An upstream that changes a tool and then changes it back: observing the approved definition again
+/// does not re-activate the tool (an admin decides), and the admin restores it with the approved
+/// digest, dropping the pending definition; the pending digest still approves the pending one, and
+/// nothing else is accepted.
+async fn a_reverted_tool_is_restored_by_its_approved_digest(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    let crm = up_name("crm");
+    let first = Utc::now() - Duration::minutes(10);
+    store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d1", ToolClass::Read)],
+            ToolState::Active,
+            first,
+        )
+        .await
+        .expect("observe");
+    // Approved once by an admin (d2), so the restore has an approval to go back to.
+    store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d2", ToolClass::Read)],
+            ToolState::Active,
+            first + Duration::minutes(1),
+        )
+        .await
+        .expect("observe");
+    let approved_at = first + Duration::minutes(2);
+    let approved = store
+        .approve_tool(
+            &crm,
+            "search",
+            "d2",
+            &ChangeContext::new("first@example.com", approved_at),
+        )
+        .await
+        .expect("approve")
+        .tool;
+    // The upstream changes it (quarantined, d3 pending) …
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d3", ToolClass::Destructive)],
+            ToolState::Active,
+            first + Duration::minutes(3),
+        )
+        .await
+        .expect("observe");
+    assert_eq!(names_of(&changes), [("quarantined", "search".to_owned())]);
+    let quarantined = store
+        .get_tool(&crm, "search")
+        .await
+        .expect("get")
+        .expect("present");
+    // … and back. Seeing the approved definition again changes nothing, whoever observes it: still
+    // quarantined, d3 still pending, nothing written or announced.
+    let mut events = store.events();
+    settle(&mut events).await;
+    for state in [ToolState::Active, ToolState::Quarantined] {
+        let changes = store
+            .observe_tools(
+                &crm,
+                &[observed("search", "d2", ToolClass::Read)],
+                state,
+                Utc::now(),
+            )
+            .await
+            .expect("observe");
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+    assert_eq!(
+        store.get_tool(&crm, "search").await.expect("get").as_ref(),
+        Some(&quarantined),
+        "not re-activated by the upstream"
+    );
+    assert_eq!(quarantined.state, ToolState::Quarantined);
+    assert_eq!(
+        (
+            quarantined.digest.as_deref(),
+            quarantined.pending_digest.as_deref()
+        ),
+        (Some("d2"), Some("d3"))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(gateway_keys(&mut events), (vec![], vec![]), "nothing announced");
+
+    // A digest that is neither pending nor approved is refused and changes nothing.
+    let err = store
+        .approve_tool(&crm, "search", "d1", &ctx("admin@example.com"))
+        .await
+        .expect_err("an older definition");
+    assert!(
+        matches!(&err, StoreError::Conflict(m)
+            if m.contains("`d1`") && m.contains("pending digest `d3`") && m.contains("approved digest `d2`")
+                && m.contains("crm/search")),
+        "{err}"
+    );
+    assert_eq!(
+        store.get_tool(&crm, "search").await.expect("get").as_ref(),
+        Some(&quarantined)
+    );
+
+    // The admin restores the approved definition.
+    let restored_at = Utc::now();
+    let approval = store
+        .approve_tool(
+            &crm,
+            "search",
+            "d2",
+            &ChangeContext::new("admin@example.com", restored_at),
+        )
+        .await
+        .expect("restore");
+    assert!(approval.restored);
+    let t = approval.tool;
+    assert_eq!(t.state, ToolState::Active);
+    assert_eq!(
+        (t.digest.as_deref(), t.definition.as_ref(), t.hint_class),
+        (Some("d2"), approved.definition.as_ref(), ToolClass::Read),
+        "the approved definition and its hint, unchanged"
+    );
+    assert_eq!(
+        (
+            t.pending_digest.as_ref(),
+            t.pending_definition.as_ref(),
+            t.pending_hint_class
+        ),
+        (None, None, None),
+        "the pending definition is dropped"
+    );
+    assert_eq!(t.approved_by.as_deref(), Some("admin@example.com"));
+    assert_eq!(t.approved_at, Some(t.updated_at));
+    assert!(
+        t.approved_at > approved.approved_at,
+        "the restore is the latest approval"
+    );
+    assert_eq!(t.first_seen, approved.first_seen);
+    assert_eq!(
+        store.get_tool(&crm, "search").await.expect("get"),
+        Some(t.clone()),
+        "returned as stored"
+    );
+    assert_eq!(
+        heard(&mut events).await.0,
+        ["crm/search"],
+        "announced like an approval"
+    );
+    // Restored means pinned to d2 again: d2 changes nothing, d3 quarantines it anew.
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d2", ToolClass::Read)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    assert!(changes.is_empty(), "{changes:?}");
+    let err = store
+        .approve_tool(&crm, "search", "d2", &ctx("admin@example.com"))
+        .await
+        .expect_err("nothing pending");
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already approved")),
+        "{err}"
+    );
+    let changes = store
+        .observe_tools(
+            &crm,
+            &[observed("search", "d3", ToolClass::Destructive)],
+            ToolState::Active,
+            Utc::now(),
+        )
+        .await
+        .expect("observe");
+    assert_eq!(names_of(&changes), [("quarantined", "search".to_owned())]);
+
+    // The pending digest still approves the pending definition.
+    let approval = store
+        .approve_tool(&crm, "search", "d3", &ctx("admin@example.com"))
+        .await
+        .expect("approve");
+    assert!(!approval.restored);
+    assert_eq!(
+        (
+            approval.tool.state,
+            approval.tool.digest.as_deref(),
+            approval.tool.hint_class,
+            approval.tool.pending_digest.as_deref()
+        ),
+        (ToolState::Active, Some("d3"), ToolClass::Destructive, None)
+    );
+    assert_eq!(
+        approval.tool.definition,
+        Some(serde_json::json!({"name": "search", "description": "version d3"}))
     );
 }
 
@@ -2738,10 +2938,22 @@ async fn tools_first_seen_in_quarantine_wait_for_approval(store: Arc<dyn Store>)
         .await
         .expect("observe");
     assert!(changes.is_empty());
-    let approved = store
+    // Nothing was approved, so there is nothing to restore: only the pending digest will do.
+    let err = store
+        .approve_tool(&crm, "search", "d9", &ctx("admin@example.com"))
+        .await
+        .expect_err("not pending");
+    assert!(
+        matches!(&err, StoreError::Conflict(m)
+            if m.contains("pending digest `d1`") && m.contains("no approved definition to restore")),
+        "{err}"
+    );
+    let approval = store
         .approve_tool(&crm, "search", "d1", &ctx("admin@example.com"))
         .await
         .expect("approve");
+    assert!(!approval.restored);
+    let approved = approval.tool;
     assert_eq!(
         (
             approved.state,
@@ -2787,7 +2999,8 @@ async fn admins_classify_tools(store: Arc<dyn Store>) {
     let t = store
         .approve_tool(&crm, "purge", "d2", &ctx("admin@example.com"))
         .await
-        .expect("approve");
+        .expect("approve")
+        .tool;
     assert_eq!(
         (t.hint_class, t.effective_class()),
         (ToolClass::Write, ToolClass::Admin)

@@ -489,7 +489,8 @@ pub enum ToolCommand {
     /// Set the tool's class (read, write, destructive, admin), overriding the MCP hints; `--hint`
     /// goes back to the hints.
     Classify(ToolClassifyArgs),
-    /// Approve a quarantined tool's new definition, named by its digest (from `tool show`).
+    /// Approve a quarantined tool's new definition, named by its digest (from `tool show`); or, with
+    /// the approved digest, restore the approved definition (the upstream changed the tool back).
     Approve(ToolApproveArgs),
 }
 
@@ -522,7 +523,8 @@ pub struct ToolClassifyArgs {
 pub struct ToolApproveArgs {
     #[arg(value_name = "UPSTREAM/TOOL", value_parser = parse_tool_ref)]
     pub tool: (UpstreamName, String),
-    /// The pending definition's SHA-256 digest (64 hex characters).
+    /// The pending definition's SHA-256 digest (64 hex characters); the approved digest restores the
+    /// approved definition and drops the pending one.
     #[arg(long, value_name = "SHA256")]
     pub digest: String,
 }

@@ -112,6 +112,14 @@ pub async fn run_tool(client: &Client, format: Format, command: ToolCommand) -> 
                     &json!({ "digest": a.digest }),
                 )
                 .await?;
+            if format == Format::Table {
+                // `restored`: the digest was the approved one, so the pending definition is gone.
+                output::stdout(&if v["restored"] == json!(true) {
+                    format!("restored the approved definition of {up}/{name}; the pending one was dropped\n")
+                } else {
+                    format!("approved the pending definition of {up}/{name}\n")
+                })?;
+            }
             print_tool(format, &v)
         }
     }

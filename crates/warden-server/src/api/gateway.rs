@@ -2,9 +2,10 @@
 //!
 //! Tools are catalogued by the gateway itself; admins list them, override the class the MCP hints
 //! suggest (`classify`, hints are untrusted), and approve a quarantined tool's new definition by its
-//! digest (`approve`: the digest they looked at, nothing else). Secrets are upstream credentials:
-//! their values arrive once, are sealed with the gateway key before the store sees them, and are
-//! never returned — listing shows metadata only.
+//! digest (`approve`: the digest they looked at, nothing else) — or, with the digest approved before,
+//! restore the approved definition (an upstream that changed a tool and changed it back). Secrets
+//! are upstream credentials: their values arrive once, are sealed with the gateway key before the
+//! store sees them, and are never returned — listing shows metadata only.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,7 +14,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use warden_core::{Injection, Permission, Secret, SecretName, ToolClass, UpstreamName};
 use warden_ledger::EntryKind;
-use warden_store::{NewSecret, SecretInfo, ToolRecord};
+use warden_store::{NewSecret, SecretInfo, ToolApproval, ToolRecord};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -114,7 +115,8 @@ pub async fn classify_tool(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveToolBody {
-    /// The pending definition's digest, as `warden tool show` printed it.
+    /// The pending definition's digest, as `warden tool show` printed it; or the approved digest, to
+    /// restore the approved definition and drop the pending one.
     pub digest: String,
 }
 
@@ -122,8 +124,9 @@ pub struct ApproveToolBody {
     post, path = "/v1/tools/{upstream}/{tool}/approve", tag = "gateway", request_body = ApproveToolBody,
     params(("upstream" = String, Path), ("tool" = String, Path)),
     responses(
-        (status = 200, body = ToolRecord), (status = 404, body = ErrorBody),
-        (status = 409, description = "Not the pending digest, or nothing pending", body = ErrorBody),
+        (status = 200, description = "The tool, active; `restored`: the approved definition was restored", body = ToolApproval),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Neither the pending nor the approved digest, or nothing pending", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -132,7 +135,7 @@ pub async fn approve_tool(
     caller: Caller,
     ApiPath((upstream, name)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<ApproveToolBody>,
-) -> Result<Json<ToolRecord>, ApiError> {
+) -> Result<Json<ToolApproval>, ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
     let up = tool_path(&upstream, &name)?;
     if body.digest.len() != 64 || !body.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -141,19 +144,59 @@ pub async fn approve_tool(
             field: Some("digest".into()),
         });
     }
+    let key = format!("{up}/{name}");
+    // The entry says what the approval will do, as the tool stands now: approve the pending
+    // definition, or restore the approved one (`restored`), dropping the pending digest it names.
+    let before = state
+        .store
+        .get_tool(&up, &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("tool `{key}` is not catalogued")))?;
+    let restoring = restores(&before, &body.digest);
     let ctx = permit
         .record(
             &state,
             EntryKind::RegistryChange,
             "tool.approve",
-            &format!("{up}/{name}"),
-            serde_json::json!({ "digest": body.digest }),
+            &key,
+            serde_json::json!({
+                "digest": body.digest,
+                "restored": restoring,
+                "approved_digest": before.digest,
+                "pending_digest": before.pending_digest,
+            }),
         )
         .await?;
-    let t = state.store.approve_tool(&up, &name, &body.digest, &ctx).await?;
-    state.policies.tool_changed(&t).await;
-    tracing::info!(tool = %t.key(), digest = %body.digest, by = %caller.human.email, "tool definition approved");
-    Ok(Json(t))
+    let approval = state.store.approve_tool(&up, &name, &body.digest, &ctx).await?;
+    if approval.restored != restoring {
+        // The tool changed between the read above and the approval (another admin approved, the
+        // upstream changed it again): the entry's `restored` is wrong, so a second entry corrects it.
+        let entry = crate::ledger::entry(EntryKind::RegistryChange, caller.human.email.as_str())
+            .subject(key.as_str())
+            .body(serde_json::json!({
+                "op": "tool.approve",
+                "outcome": "corrected",
+                "digest": body.digest,
+                "restored": approval.restored,
+                "why": "the tool changed while the approval was being recorded",
+            }));
+        if let Err(e) = state.ledger.record_all(vec![entry]).await {
+            tracing::error!(error = %e, tool = %key, restored = approval.restored, "the outcome of a tool approval is not recorded in the audit ledger");
+        }
+    }
+    state.policies.tool_changed(&approval.tool).await;
+    if approval.restored {
+        tracing::info!(tool = %key, digest = %body.digest, dropped = ?before.pending_digest, by = %caller.human.email, "tool restored to its approved definition");
+    } else {
+        tracing::info!(tool = %key, digest = %body.digest, by = %caller.human.email, "tool definition approved");
+    }
+    Ok(Json(approval))
+}
+
+/// Whether approving `digest` would restore `t`'s approved definition (rather than approve its
+/// pending one): something is pending, and `digest` is the approved digest, not the pending one.
+fn restores(t: &ToolRecord, digest: &str) -> bool {
+    t.pending_digest.as_deref().is_some_and(|p| p != digest) && t.digest.as_deref() == Some(digest)
 }
 
 #[derive(Debug, serde::Serialize, ToSchema)]
