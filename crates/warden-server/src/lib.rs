@@ -114,6 +114,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     // A plain line as well: scripts and tests wait for it, whatever the log format.
     eprintln!("warden: listening on http://{addr}");
 
+    // TCP_NODELAY on every connection: a streamed answer (an MCP SSE relay) is written in pieces, and
+    // with Nagle's algorithm the last piece waited for the client's delayed ACK — 40 ms per call.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
