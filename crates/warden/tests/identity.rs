@@ -135,8 +135,14 @@ async fn onboard(s: &Server, name: &str, upstreams: &[&str]) -> Agent {
 
 /// `task start` as `agent` with `extra` flags, the token written to `out` (in `cwd/`); the JSON answer.
 async fn start(s: &Server, agent: &Agent, out: &str, extra: &[&str]) -> Value {
+    let args = start_args(s, agent, out, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    check_started(s.agent(&args).await.ok().json(), s, out)
+}
+
+fn start_args(s: &Server, agent: &Agent, out: &str, extra: &[&str]) -> Vec<String> {
     let out = s.path(out);
-    let mut args = vec![
+    let mut args: Vec<String> = [
         "task",
         "start",
         "--key",
@@ -151,9 +157,16 @@ async fn start(s: &Server, agent: &Agent, out: &str, extra: &[&str]) -> Value {
         path_str(&out),
         "-o",
         "json",
-    ];
-    args.extend_from_slice(extra);
-    let started = s.agent(&args).await.ok().json();
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
+}
+
+/// Checks what `task start` printed (the token went to the file, mode 0600).
+fn check_started(started: Value, s: &Server, out: &str) -> Value {
+    let out = s.path(out);
     assert!(started.get("access_token").is_none(), "{started:#}");
     assert_eq!(started["token_file"], path_str(&out));
     assert_eq!(file_mode(&out), 0o600);
@@ -996,7 +1009,18 @@ async fn two_nodes_share_revocation() {
         kid: enrolled["kid"].as_str().expect("kid").into(),
     };
 
-    let started = start(&a, &bot, "bot.tt", &["--upstream", "crm"]).await;
+    // B activated the agent; A learns it from the store's event, and refuses the start until then
+    // (fail closed). Wait for A to take it, boundedly.
+    let args = start_args(&a, &bot, "bot.tt", &["--upstream", "crm"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let started = loop {
+        let out = a.agent(&args).await;
+        if out.code == 0 || std::time::Instant::now() > deadline {
+            break check_started(out.ok().json(), &a, "bot.tt");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let task_id = started["task_id"].as_str().expect("task_id").to_owned();
     let file = a.path("bot.tt");
     assert_eq!(claims_of(&read_token(&file))["iss"], "http://warden.cluster.test");
