@@ -173,7 +173,7 @@ pub struct Injected {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The values as they may appear in an answer (raw, and JSON-escaped when that differs), for
     /// scrubbing.
-    values: Vec<Vec<u8>>,
+    values: Vec<CredentialForm>,
 }
 
 impl std::fmt::Debug for Injected {
@@ -205,7 +205,7 @@ pub struct Credentials {
 }
 
 /// A value no longer injected, and since when.
-type Retired = (Instant, Vec<u8>);
+type Retired = (Instant, CredentialForm);
 
 /// How long a rotated-out credential value is still scrubbed from answers.
 pub const RETIRED_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -243,7 +243,7 @@ impl Credentials {
     }
 
     /// Keeps `values` to scrub from `upstream`'s answers after they stop being injected.
-    fn retire(&self, upstream: &str, values: &[Vec<u8>]) {
+    fn retire(&self, upstream: &str, values: &[CredentialForm]) {
         if values.is_empty() {
             return;
         }
@@ -306,7 +306,7 @@ impl Credentials {
             .ok()
             .and_then(|mut c| c.insert(upstream.to_string(), (Instant::now(), injected.clone())));
         if let Some((_, previous)) = previous {
-            let gone: Vec<Vec<u8>> = previous
+            let gone: Vec<CredentialForm> = previous
                 .values
                 .iter()
                 .filter(|v| !injected.values.contains(v))
@@ -327,40 +327,67 @@ impl Credentials {
         injected: &Injected,
         bytes: &'a [u8],
     ) -> std::borrow::Cow<'a, [u8]> {
-        let mut out = std::borrow::Cow::Borrowed(bytes);
-        let mut cut = |v: &[u8]| {
-            if let Some(replaced) = replace_all(&out, v, REDACTED_CREDENTIAL) {
-                out = std::borrow::Cow::Owned(replaced);
-            }
-        };
-        for v in &injected.values {
-            cut(v);
+        let out = scrub_all(std::borrow::Cow::Borrowed(bytes), &injected.values);
+        match self.retired.read() {
+            Ok(r) => match r.get(upstream) {
+                Some(list) => scrub_all(
+                    out,
+                    list.iter()
+                        .filter(|(at, _)| at.elapsed() < RETIRED_TTL)
+                        .map(|(_, v)| v),
+                ),
+                None => out,
+            },
+            Err(_) => out,
         }
-        if let Ok(r) = self.retired.read()
-            && let Some(list) = r.get(upstream)
-        {
-            for (at, v) in list {
-                if at.elapsed() < RETIRED_TTL {
-                    cut(v);
-                }
-            }
-        }
-        out
+    }
+}
+
+/// One form of a credential value, kept to scrub answers: zeroed when dropped, and never printed
+/// (`Debug` shows a placeholder, so no `Debug` of a struct holding one can leak it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialForm(zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for CredentialForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[credential]")
+    }
+}
+
+impl std::ops::Deref for CredentialForm {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
     }
 }
 
 /// The forms a credential takes in an answer: as sent, and inside a JSON string (where `"` and `\`
 /// are escaped).
-pub fn scrub_forms(value: &[u8]) -> Vec<Vec<u8>> {
-    let mut forms = vec![value.to_vec()];
+pub fn scrub_forms(value: &[u8]) -> Vec<CredentialForm> {
+    let mut forms = vec![CredentialForm(zeroize::Zeroizing::new(value.to_vec()))];
     if let Ok(text) = std::str::from_utf8(value) {
-        let escaped = serde_json::Value::from(text).to_string();
-        let inner = escaped.as_bytes()[1..escaped.len() - 1].to_vec();
+        let escaped = zeroize::Zeroizing::new(serde_json::Value::from(text).to_string());
+        let inner = &escaped.as_bytes()[1..escaped.len() - 1];
         if inner != value {
-            forms.push(inner);
+            forms.push(CredentialForm(zeroize::Zeroizing::new(inner.to_vec())));
         }
     }
     forms
+}
+
+/// `hay` with every form in `forms` replaced by [`REDACTED_CREDENTIAL`]; borrowed unchanged when
+/// none occurs.
+pub fn scrub_all<'a, 'f>(
+    hay: std::borrow::Cow<'a, [u8]>,
+    forms: impl IntoIterator<Item = &'f CredentialForm>,
+) -> std::borrow::Cow<'a, [u8]> {
+    let mut out = hay;
+    for form in forms {
+        if let Some(replaced) = replace_all(&out, form, REDACTED_CREDENTIAL) {
+            out = std::borrow::Cow::Owned(replaced);
+        }
+    }
+    out
 }
 
 /// What an upstream's credential is replaced with in anything it sends back.
@@ -425,6 +452,16 @@ mod tests {
             c.scrub("billing", &none, b"old-key-1"),
             std::borrow::Cow::Borrowed(_)
         ));
+        // Neither the cached nor the retired values show in `Debug` output.
+        c.cache
+            .write()
+            .expect("lock")
+            .insert("crm".into(), (Instant::now(), new.clone()));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("old-key-1") && !shown.contains("new-key-2") && !shown.contains("111, 108, 100"),
+            "{shown}"
+        );
         // The request's own values are scrubbed even with nothing cached at all.
         let fresh = Credentials::new(Arc::new(GatewayKeys::generate()));
         let out = fresh.scrub("crm", &new, b"x new-key-2 y");
@@ -475,7 +512,10 @@ mod tests {
         assert_eq!(replace_all(b"short", b"longer needle", b"*"), None);
         assert_eq!(replace_all(b"nothing here", b"KEY", b"*"), None);
         assert_eq!(
-            scrub_forms(br#"pa"ss\w"#),
+            scrub_forms(br#"pa"ss\w"#)
+                .iter()
+                .map(|f| f.to_vec())
+                .collect::<Vec<_>>(),
             vec![br#"pa"ss\w"#.to_vec(), br#"pa\"ss\\w"#.to_vec()],
             "the JSON-escaped form is scrubbed too"
         );

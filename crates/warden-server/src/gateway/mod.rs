@@ -758,27 +758,31 @@ async fn handle_request(
             )
         }
     };
+    // Every refusal below: recorded with the plan, answered with its JSON-RPC error.
+    let refuse = async |refusal: Refusal| {
+        answer_denied(
+            &state,
+            &caller,
+            &upstream,
+            &req.id,
+            &method,
+            Some(&plan),
+            refusal,
+            started,
+            request_id.clone(),
+        )
+        .await
+    };
     let task = match gw.task_context(&caller.task) {
         Ok(t) => t,
         Err(e) => {
-            let refusal = Refusal {
+            return refuse(Refusal {
                 decision: deny(format!("bad-task: {e}"), &state),
                 code: jsonrpc::DENIED,
                 recorded,
                 approval: None,
                 more: Vec::new(),
-            };
-            return answer_denied(
-                &state,
-                &caller,
-                &upstream,
-                &req.id,
-                &method,
-                Some(&plan),
-                refusal,
-                started,
-                request_id,
-            )
+            })
             .await;
         }
     };
@@ -819,24 +823,13 @@ async fn handle_request(
                 _ if risk.secret_in_args => jsonrpc::SECRET_IN_ARGUMENTS,
                 _ => jsonrpc::DENIED,
             };
-            let refusal = Refusal {
+            return refuse(Refusal {
                 decision,
                 code,
                 recorded,
                 approval,
                 more,
-            };
-            return answer_denied(
-                &state,
-                &caller,
-                &upstream,
-                &req.id,
-                &method,
-                Some(&plan),
-                refusal,
-                started,
-                request_id,
-            )
+            })
             .await;
         }
     };

@@ -114,7 +114,7 @@ struct Session {
     last_used: Mutex<Instant>,
     idle: Duration,
     /// The credentials given to the process, cut out of everything it writes.
-    secrets: Vec<Vec<u8>>,
+    secrets: Vec<super::credentials::CredentialForm>,
 }
 
 impl Session {
@@ -253,19 +253,11 @@ impl StdioServers {
                 if n == 0 {
                     break;
                 }
-                let mut text = trim_line(&line).to_vec();
+                let text = trim_line(&line);
                 if text.is_empty() {
                     continue;
                 }
-                for secret in &reader.secrets {
-                    if let Some(replaced) = super::credentials::replace_all(
-                        &text,
-                        secret,
-                        super::credentials::REDACTED_CREDENTIAL,
-                    ) {
-                        text = replaced;
-                    }
-                }
+                let text = super::credentials::scrub_all(std::borrow::Cow::Borrowed(text), &reader.secrets);
                 let msg = match jsonrpc::parse(&text, &limits) {
                     Ok(m) => m,
                     Err(e) => {
