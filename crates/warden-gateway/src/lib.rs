@@ -16,6 +16,7 @@
 //!
 //! Every parser here takes untrusted input and never panics on it (each has property tests).
 
+pub mod credential;
 pub mod jsonrpc;
 pub mod scan;
 pub mod secretbox;

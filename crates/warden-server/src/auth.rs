@@ -13,7 +13,7 @@ use warden_core::{ApiTokenInfo, ChangeContext, Email, Human, Permission, Secret}
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::ledger::AuditSlot;
+use crate::audit::AuditSlot;
 use warden_ledger::EntryKind;
 
 /// Longest Authorization header we read; anything longer is refused before parsing.

@@ -6,15 +6,15 @@
 //! process list or a committed file; put a URL with a password in `database.url_file` or in
 //! `WARDEN_DATABASE_URL`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
-use warden_core::{Email, Secret, TrustDomain};
+use serde::{Deserialize, Serialize};
+use warden_core::{Email, Secret, TrustDomain, UpstreamName};
 
-use crate::api::HttpLimits;
 
 /// Upper bounds for configurable limits, so a typo cannot disable a protection.
 const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -65,7 +65,14 @@ pub struct GatewayConfig {
     pub new_tools: warden_core::ToolState,
     /// Secrets found in tool results: `redact` (default), `deny` or `pass` (findings are recorded
     /// either way). Secrets in arguments are for policy (`context.risk.secret_in_args`).
-    pub results: crate::gateway::ResultPolicy,
+    pub results: ResultPolicy,
+    /// `Origin`s allowed on `/mcp` besides Warden's own (`public_url`) and loopback ones, e.g.
+    /// `["https://console.example.com"]`. Any other `Origin` is refused with 403 (DNS rebinding).
+    pub allowed_origins: Vec<String>,
+    /// `Host` names (with `:port` when not the default) allowed on `/mcp` besides the host of
+    /// `public_url` and loopback names: the names a TLS proxy in front forwards. Any other `Host`
+    /// is refused with 403.
+    pub allowed_hosts: Vec<String>,
     /// The key that seals upstream secrets and MCP session ids (32 bytes, hex or base64). Default
     /// `<data dir>/gateway.key`, created 0600 on first start. `WARDEN_GATEWAY_KEY` overrides it.
     /// Every node of a deployment needs the same key.
@@ -74,7 +81,7 @@ pub struct GatewayConfig {
     pub scan_rule: Vec<ScanRuleConfig>,
     /// `[[gateway.stdio]]`: stdio MCP servers Warden spawns for upstreams registered as
     /// `stdio://<name>` (one process per session; see `crate::gateway::stdio`).
-    pub stdio: Vec<crate::gateway::stdio::StdioConfig>,
+    pub stdio: Vec<StdioConfig>,
 }
 
 /// `[[gateway.scan_rule]]`: a rule of your own for the secret scanner.
@@ -94,7 +101,9 @@ impl Default for GatewayConfig {
             max_depth: 64,
             upstream_timeout_ms: 30_000,
             new_tools: warden_core::ToolState::Active,
-            results: crate::gateway::ResultPolicy::Redact,
+            results: ResultPolicy::Redact,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             key_file: None,
             scan_rule: Vec::new(),
             stdio: Vec::new(),
@@ -115,6 +124,23 @@ impl GatewayConfig {
             bail!("gateway.upstream_timeout_ms must be between 100 and 600000");
         }
         let mut seen = std::collections::HashSet::new();
+        for (i, o) in self.allowed_origins.iter().enumerate() {
+            match url::Url::parse(o) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                _ => bail!(
+                    "gateway.allowed_origins[{i}]: `{}` is not an origin (scheme://host[:port])",
+                    o.escape_debug()
+                ),
+            }
+        }
+        for (i, h) in self.allowed_hosts.iter().enumerate() {
+            if h.is_empty() || h.contains(['/', ' ', '@']) {
+                bail!(
+                    "gateway.allowed_hosts[{i}]: `{}` is not a host name (host[:port])",
+                    h.escape_debug()
+                );
+            }
+        }
         for (i, s) in self.stdio.iter().enumerate() {
             s.validate(i)?;
             if !seen.insert(&s.upstream) {
@@ -126,18 +152,120 @@ impl GatewayConfig {
         }
         Ok(())
     }
+}
 
-    pub fn settings(&self) -> crate::gateway::GatewaySettings {
-        crate::gateway::GatewaySettings {
-            limits: warden_gateway::jsonrpc::Limits {
-                max_bytes: self.max_message_bytes,
-                max_depth: self.max_depth,
-            },
-            upstream_timeout: Duration::from_millis(self.upstream_timeout_ms),
-            new_tools: self.new_tools,
-            results: self.results,
+/// `[[gateway.stdio]]`: how to run the stdio MCP server behind upstream `stdio://<upstream>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioConfig {
+    /// The registered upstream's name.
+    pub upstream: String,
+    /// The program and its arguments (no shell).
+    pub command: Vec<String>,
+    /// Extra environment variables (not secrets: those belong in `warden secret set --env`).
+    #[serde(default)]
+    pub env: HashMap<String, String>,
+    /// Working directory. Default: the server's.
+    pub cwd: Option<PathBuf>,
+    /// Most live sessions (processes) at once. Default 16, between 1 and 1024.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// A session without a message for this long is ended, seconds. Default 600.
+    #[serde(default = "default_idle")]
+    pub idle_secs: u64,
+}
+
+fn default_max_sessions() -> usize {
+    16
+}
+
+fn default_idle() -> u64 {
+    600
+}
+
+impl StdioConfig {
+    pub fn validate(&self, i: usize) -> anyhow::Result<()> {
+        if UpstreamName::parse(&self.upstream).is_err() {
+            anyhow::bail!(
+                "gateway.stdio[{i}]: upstream `{}` is not an upstream name",
+                self.upstream.escape_debug()
+            );
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            anyhow::bail!(
+                "gateway.stdio[{i}] (`{}`): command must name a program",
+                self.upstream
+            );
+        }
+        if !(1..=1024).contains(&self.max_sessions) {
+            anyhow::bail!(
+                "gateway.stdio[{i}] (`{}`): max_sessions must be between 1 and 1024",
+                self.upstream
+            );
+        }
+        if !(10..=86_400).contains(&self.idle_secs) {
+            anyhow::bail!(
+                "gateway.stdio[{i}] (`{}`): idle_secs must be between 10 and 86400",
+                self.upstream
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Limits for the HTTP layer.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    /// Larger bodies for policy uploads (`/v1/policies/*`).
+    pub max_policy_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_policy_bytes: 8 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// What happened to an approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalEventKind {
+    Requested,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl ApprovalEventKind {
+    pub const ALL: [Self; 4] = [Self::Requested, Self::Approved, Self::Denied, Self::Expired];
+
+    /// The `X-Warden-Event` header value, e.g. `approval.requested`.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            Self::Requested => "approval.requested",
+            Self::Approved => "approval.approved",
+            Self::Denied => "approval.denied",
+            Self::Expired => "approval.expired",
+        }
+    }
+}
+
+/// Secrets in what an upstream answers (`gateway.results`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultPolicy {
+    /// Replace each found secret with `[REDACTED:<rule>]` and record where (the default).
+    Redact,
+    /// Replace the whole result with an error.
+    Deny,
+    /// Pass results unchanged (findings are still recorded).
+    Pass,
 }
 
 /// Human approval gates.
@@ -189,7 +317,7 @@ pub struct WebhookConfig {
     pub upstreams: Vec<String>,
     /// Which events: any of `requested`, `approved`, `denied`, `expired`. Default: all of them.
     #[serde(default = "all_approval_events")]
-    pub events: Vec<crate::notify::ApprovalEventKind>,
+    pub events: Vec<ApprovalEventKind>,
     /// Attempts per event before it is counted as failed. Default 5, between 1 and 20.
     #[serde(default = "default_webhook_attempts")]
     pub max_attempts: u32,
@@ -198,8 +326,8 @@ pub struct WebhookConfig {
     pub timeout_ms: u64,
 }
 
-fn all_approval_events() -> Vec<crate::notify::ApprovalEventKind> {
-    crate::notify::ApprovalEventKind::ALL.to_vec()
+fn all_approval_events() -> Vec<ApprovalEventKind> {
+    ApprovalEventKind::ALL.to_vec()
 }
 
 fn default_webhook_attempts() -> u32 {
@@ -813,7 +941,7 @@ mod tests {
         )
         .expect("resolves");
         let h = &r.notify.webhook[0];
-        assert_eq!(h.events, crate::notify::ApprovalEventKind::ALL.to_vec());
+        assert_eq!(h.events, ApprovalEventKind::ALL.to_vec());
         assert!(h.upstreams.is_empty());
         assert_eq!((h.max_attempts, h.timeout_ms), (5, 5000));
         assert!(Config::default().notify.webhook.is_empty());

@@ -130,7 +130,7 @@ impl IntoResponse for ApiError {
             };
             tracing::info!(status = status.as_u16(), error = code, %message, "request refused");
         }
-        let refusal = crate::ledger::Refusal::of(status, code, &self);
+        let refusal = crate::audit::Refusal::of(status, code, &self);
         let mut errors = Vec::new();
         let (message, field) = match self {
             ApiError::BadRequest { message, field } => (message, field),
@@ -180,5 +180,11 @@ impl IntoResponse for ApiError {
             resp.extensions_mut().insert(r);
         }
         resp
+    }
+}
+
+impl From<crate::ledger::LedgerError> for ApiError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        ApiError::LedgerUnavailable(format!("{e}; the action was not taken"))
     }
 }

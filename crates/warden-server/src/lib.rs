@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod approvals;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod decide;
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod ledger;
 pub mod notify;
 pub mod oauth;
+pub mod pipeline;
 pub mod policy;
 mod state;
 pub mod tasks;
@@ -151,7 +153,7 @@ fn build_gateway(r: &Resolved) -> anyhow::Result<gateway::Gateway> {
         })
         .collect();
     let scanner = warden_gateway::scan::Scanner::new(&rules).context("invalid [[gateway.scan_rule]]")?;
-    gateway::Gateway::new(r.gateway.settings(), keys, scanner, &r.gateway.stdio)
+    gateway::Gateway::new((&r.gateway).into(), keys, scanner, &r.gateway.stdio)
 }
 
 /// The audit ledger's writer, with this node's checkpoint key and the deployment's redaction key.

@@ -54,7 +54,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac as _};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::{Semaphore, mpsc};
 use zeroize::Zeroizing;
@@ -76,29 +76,7 @@ const MAX_ERROR_BODY: usize = 200;
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// What happened to an approval request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalEventKind {
-    Requested,
-    Approved,
-    Denied,
-    Expired,
-}
-
-impl ApprovalEventKind {
-    pub const ALL: [Self; 4] = [Self::Requested, Self::Approved, Self::Denied, Self::Expired];
-
-    /// The `X-Warden-Event` header value, e.g. `approval.requested`.
-    pub fn event_name(self) -> &'static str {
-        match self {
-            Self::Requested => "approval.requested",
-            Self::Approved => "approval.approved",
-            Self::Denied => "approval.denied",
-            Self::Expired => "approval.expired",
-        }
-    }
-}
+pub use crate::config::ApprovalEventKind;
 
 /// One notification: the state of an approval request when it was made or decided.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]

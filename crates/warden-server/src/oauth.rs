@@ -138,10 +138,10 @@ impl IntoResponse for OAuthError {
         )
             .into_response();
         if self.recorded {
-            resp.extensions_mut().insert(crate::ledger::Recorded);
+            resp.extensions_mut().insert(crate::audit::Recorded);
         }
         if self.status.is_client_error() {
-            resp.extensions_mut().insert(crate::ledger::Refusal {
+            resp.extensions_mut().insert(crate::audit::Refusal {
                 status: self.status.as_u16(),
                 code: self.code,
                 message: self.description.clone(),
@@ -171,5 +171,15 @@ impl IntoResponse for OAuthError {
             }
         }
         resp
+    }
+}
+
+impl From<crate::ledger::LedgerError> for OAuthError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        OAuthError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!("{e}; no credential was issued"),
+        )
     }
 }

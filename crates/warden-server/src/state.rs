@@ -66,6 +66,8 @@ pub struct Identity {
     /// Verified task tokens, by their exact bytes: revocation is still checked by task id on every use.
     pub tokens: warden_identity::TaskTokenCache,
     pub federation: Federation,
+    /// The policy view of each task's recorded intent (see [`crate::pipeline::TaskContexts`]).
+    pub task_contexts: crate::pipeline::TaskContexts,
 }
 
 impl Identity {
@@ -81,6 +83,7 @@ impl Identity {
             tasks: TaskCache::new(revocation_cache_ttl),
             tokens: warden_identity::TaskTokenCache::new(TOKEN_CACHE_CAPACITY),
             federation,
+            task_contexts: Default::default(),
         }
     }
 }

@@ -299,7 +299,7 @@ where
             Utc::now(),
         )
         .await?;
-        crate::ledger::set_actor(&parts.extensions, &task.agent_spiffe_id);
+        crate::audit::set_actor(&parts.extensions, &task.agent_spiffe_id);
         Ok(TaskCaller { claims, task, token })
     }
 }

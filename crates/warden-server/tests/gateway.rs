@@ -886,7 +886,7 @@ async fn stdio_servers_run_one_process_per_session(api: Api) {
     let mut state = api.state.clone();
     state.gateway = Arc::new(
         warden_server::gateway::Gateway::new(
-            config.gateway.settings(),
+            (&config.gateway).into(),
             warden_server::gateway::GatewayKeys::generate(),
             warden_gateway::scan::Scanner::new(&[]).unwrap(),
             &config.gateway.stdio,

@@ -5,14 +5,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use warden_core::{Decision, Task};
-use warden_identity::TaskIntent;
-use warden_policy::{Action, PolicyContext, PolicyRequest, ResourceRef, TaskContext};
+use warden_core::Decision;
+use warden_policy::{Action, ResourceRef};
 
 use crate::AppState;
+use crate::pipeline;
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::tasks::TaskCaller;
@@ -41,7 +40,7 @@ pub struct AuthorizeRequest {
 }
 
 /// Most sensitive pointers per request.
-pub const MAX_SENSITIVE: usize = 64;
+pub const MAX_SENSITIVE: usize = pipeline::MAX_SENSITIVE;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,35 +53,6 @@ pub struct Decisions {
     pub decisions: Vec<AuthorizeResponse>,
 }
 
-/// The task context a decision sees: what Warden recorded for the task.
-pub fn task_context(task: &Task) -> Result<TaskContext, String> {
-    let intent = TaskIntent::from_authorization_details(&task.intent.to_string())
-        .map_err(|e| format!("the task's recorded intent is unreadable: {e}"))?;
-    let mut chain = Vec::new();
-    let mut act = task.act.as_ref();
-    while let Some(a) = act {
-        if let Some(name) = a
-            .get("sub")
-            .and_then(|s| s.as_str())
-            .and_then(|s| s.rsplit('/').next())
-            .and_then(|n| warden_core::AgentName::parse(n).ok())
-        {
-            chain.push(name);
-        }
-        act = a.get("act");
-    }
-    Ok(TaskContext {
-        id: task.id.to_string(),
-        purpose: intent.purpose,
-        task_type: intent.task_type,
-        upstreams: intent.upstreams,
-        tools: intent.tools,
-        datasets: intent.datasets,
-        depth: task.depth,
-        chain,
-    })
-}
-
 /// One answer of the decision point: the decision, and for `needs_approval` (or an allow by a grant)
 /// the approval request behind it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -93,8 +63,9 @@ pub struct AuthorizeResponse {
     pub approval: Option<crate::approvals::ApprovalRef>,
 }
 
-/// Decides one request (through the approval gate when it needs approval) and builds its ledger
-/// entries: the decision, and an opened approval request.
+/// Decides one request through the one decision pipeline ([`crate::pipeline`]): arguments scanned,
+/// context from Warden's record of the task, policy, the approval gate; returns the answer and the
+/// entries that record it.
 async fn decide_one(
     state: &AppState,
     caller: &TaskCaller,
@@ -102,88 +73,49 @@ async fn decide_one(
     request_id: Option<&str>,
 ) -> (AuthorizeResponse, Vec<warden_ledger::NewEntry>) {
     let started = std::time::Instant::now();
-    let now = Utc::now();
-    let resource = req.resource.to_string();
     let upstream = match &req.resource {
         ResourceRef::Upstream(u) => Some(u.to_string()),
-        ResourceRef::Tool(t) | ResourceRef::Dataset(t) => t.split('/').next().map(str::to_owned),
+        ResourceRef::Tool(t)
+        | ResourceRef::Dataset(t)
+        | ResourceRef::McpResource(t)
+        | ResourceRef::Prompt(t) => t.split('/').next().map(str::to_owned),
         _ => None,
     };
-    let action = req.action.clone();
-    let recorded = match &req.args {
-        None if req.sensitive.is_empty() => Ok(None),
-        None => Err("bad-request: `sensitive` names arguments, but there are none".to_owned()),
-        Some(_) if req.sensitive.len() > MAX_SENSITIVE => {
-            Err(format!("bad-request: at most {MAX_SENSITIVE} sensitive pointers"))
-        }
-        Some(args) => state
-            .ledger
-            .recorded_arguments(args, &req.sensitive)
-            .map(Some)
-            .map_err(|e| format!("bad-request: {e}")),
-    };
-    let mut approval = None;
-    let mut more = Vec::new();
-    let (decision, arguments) = match recorded {
-        Err(reason) => (Decision::deny(reason, policy_version(state)), None),
-        Ok(arguments) => match build_request(state, caller, req) {
-            Err(deny) => (deny, arguments),
-            Ok(request) => {
-                let d = state.policies.decide(&request, now);
-                if d.outcome == warden_core::Outcome::NeedsApproval {
-                    let gate = crate::approvals::gate(
-                        state,
-                        caller,
-                        &request,
-                        d,
-                        arguments.clone(),
-                        upstream.clone(),
-                        &resource,
-                        now,
-                    )
-                    .await;
-                    approval = gate.approval;
-                    more = gate.entries;
-                    (gate.decision, arguments)
-                } else {
-                    (d, arguments)
-                }
-            }
-        },
-    };
-    // Every decision, refusals of malformed requests included, leaves a trace.
-    tracing::info!(
-        agent = %caller.task.agent, task = %caller.task.id, action = %action.escape_debug(), %resource,
-        outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version,
-        approval = ?approval.as_ref().map(|a| a.id),
-        "authorize"
-    );
-    let facts = crate::ledger::DecisionFacts {
-        actor: caller.task.agent_spiffe_id.clone(),
-        agent: caller.task.agent.to_string(),
-        task: Some(caller.task.id.to_string()),
-        action: crate::ledger::clip_str(&action, 64),
+    let facts = pipeline::Facts {
         upstream,
-        resource: Some(resource),
-        arguments,
         request_id: request_id.map(str::to_owned),
+        action_label: Some(req.action.clone()),
+        body: serde_json::Map::new(),
     };
-    let mut entry = crate::ledger::decision_entry(facts, &decision, started.elapsed());
-    if let Some(a) = &approval {
-        entry.body["approval"] = a.id.to_string().into();
-        entry.body["approval_state"] = a.state.as_str().into();
-    }
-    let mut entries = vec![entry];
-    entries.extend(more);
+    let (action, malformed) = match req.action.parse::<Action>() {
+        Ok(a) if a.is_task_action() => (
+            Action::Read,
+            Some(format!(
+                "bad-request: `{}` is decided at the token endpoint, not here",
+                a.as_str()
+            )),
+        ),
+        Ok(a) => (a, None),
+        Err(e) => (Action::Read, Some(format!("bad-request: {e}"))),
+    };
+    let question = pipeline::Question {
+        action,
+        resource: req.resource,
+        args: req.args,
+        rest: None,
+        sensitive: req.sensitive,
+        mcp: None,
+    };
+    let verdict = match malformed {
+        Some(reason) => pipeline::refusal(state, caller, &question, facts, reason, started),
+        None => pipeline::decide(state, caller, question, facts, started).await,
+    };
+    let (decision, approval, entries) = verdict.into_entries();
     (AuthorizeResponse { decision, approval }, entries)
 }
 
 pub fn policy_version(state: &AppState) -> String {
-    state
-        .policies
-        .versions()
-        .0
-        .unwrap_or_else(|| crate::policy::NO_POLICY.to_owned())
+    pipeline::policy_version(state)
 }
 
 fn request_id(headers: &axum::http::HeaderMap) -> Option<&str> {
@@ -202,42 +134,6 @@ fn recorded<T: Serialize>(body: T, seq: u64) -> axum::response::Response {
 
 /// Response header carrying the ledger sequence number of the decision.
 pub const LEDGER_SEQ_HEADER: &str = "warden-ledger-seq";
-
-/// The policy request for an authorize request, or the deny that answers it when it is malformed.
-fn build_request(
-    state: &AppState,
-    caller: &TaskCaller,
-    req: AuthorizeRequest,
-) -> Result<PolicyRequest, Decision> {
-    let version = || policy_version(state);
-    let action = match req.action.parse::<Action>() {
-        Ok(a) if a.is_task_action() => {
-            return Err(Decision::deny(
-                format!(
-                    "bad-request: `{}` is decided at the token endpoint, not here",
-                    a.as_str()
-                ),
-                version(),
-            ));
-        }
-        Ok(a) => a,
-        Err(e) => return Err(Decision::deny(format!("bad-request: {e}"), version())),
-    };
-    let task = match task_context(&caller.task) {
-        Ok(t) => t,
-        Err(e) => return Err(Decision::deny(format!("bad-task: {e}"), version())),
-    };
-    Ok(PolicyRequest {
-        principal: caller.task.agent.clone(),
-        action,
-        resource: req.resource,
-        context: PolicyContext {
-            task: Some(task),
-            args: req.args,
-            ..Default::default()
-        },
-    })
-}
 
 #[utoipa::path(
     post, path = "/v1/authorize", tag = "policy", request_body = AuthorizeRequest,

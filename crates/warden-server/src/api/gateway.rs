@@ -246,9 +246,15 @@ impl std::fmt::Debug for SecretBody {
 
 fn check_value(v: &Secret<String>) -> Result<(), ApiError> {
     let v = v.expose();
-    if v.is_empty() || v.len() > MAX_SECRET_BYTES {
+    // A shorter value could not be scrubbed from answers without mangling them (every answer
+    // holding that byte sequence by chance): see `warden_gateway::credential`.
+    const MIN: usize = warden_gateway::credential::MIN_CREDENTIAL_LEN;
+    if v.len() < MIN || v.len() > MAX_SECRET_BYTES {
         return Err(ApiError::BadRequest {
-            message: format!("value must be 1 to {MAX_SECRET_BYTES} bytes"),
+            message: format!(
+                "value must be {MIN} to {MAX_SECRET_BYTES} bytes (it is {}): a shorter secret cannot be told apart from ordinary text in answers",
+                v.len()
+            ),
             field: Some("value".into()),
         });
     }

@@ -36,28 +36,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 
-/// Limits for the HTTP layer.
-#[derive(Clone, Copy, Debug)]
-pub struct HttpLimits {
-    pub max_body_bytes: usize,
-    /// Larger bodies for policy uploads (`/v1/policies/*`).
-    pub max_policy_bytes: usize,
-    pub request_timeout: Duration,
-}
+pub use crate::config::HttpLimits;
 
 /// `/v1/authorize` bodies may exceed the engine's argument limit (64 KiB) so that oversized arguments
 /// get a decision (a deny, with the reason) rather than a 413.
 const MAX_AUTHORIZE_BYTES: usize = 1024 * 1024;
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 64 * 1024,
-            max_policy_bytes: 8 * 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -222,7 +205,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::ledger::audit_refusals,
+            crate::audit::audit_refusals,
         ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

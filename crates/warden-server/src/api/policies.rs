@@ -330,7 +330,7 @@ pub async fn explain(
                     field: Some("task_id".into()),
                 });
             }
-            Some(super::authorize::task_context(&t).map_err(ApiError::Internal)?)
+            Some(crate::pipeline::task_context(&t).map_err(ApiError::Internal)?)
         }
         (None, None) => None,
     };

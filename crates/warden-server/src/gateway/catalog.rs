@@ -4,11 +4,19 @@
 //! from `tools/list` and denied — until an admin approves the new digest. Every change is a ledger
 //! entry and reaches the other nodes by store event; this node applies it before it answers.
 
-use warden_core::UpstreamName;
+use std::sync::Arc;
+
+use warden_core::{Upstream, UpstreamName};
+use warden_gateway::jsonrpc::{self, Id, Message};
 use warden_ledger::EntryKind;
+use warden_policy::{Action, McpContext, McpKind, ResourceRef};
 use warden_store::{ObservedTool, ToolChange};
 
+use super::Route;
+use super::clearance::{After, Clearance, Outgoing, Post};
 use crate::AppState;
+use crate::pipeline::{Facts, Question, Ruling};
+use crate::tasks::TaskCaller;
 
 /// Observes what an upstream's `tools/list` showed. Writes (and records) only what changed.
 pub async fn observe(state: &AppState, upstream: &UpstreamName, seen: &[ObservedTool]) -> anyhow::Result<()> {
@@ -72,4 +80,135 @@ pub async fn observe(state: &AppState, upstream: &UpstreamName, seen: &[Observed
     state.policies.sync_tool_types().await;
     state.ledger.record_all(entries).await?;
     Ok(())
+}
+
+/// The tools of a `tools/list` page as the store observes them.
+pub fn observed(page: &warden_gateway::tools::ToolsPage) -> Vec<ObservedTool> {
+    page.tools
+        .iter()
+        .map(|t| ObservedTool {
+            name: t.name().to_owned(),
+            digest: t.digest().to_owned(),
+            definition: t.value().clone(),
+            hint_class: convert_class(warden_gateway::tools::hint_class(t)),
+        })
+        .collect()
+}
+
+fn convert_class(c: warden_gateway::tools::ToolClass) -> warden_core::ToolClass {
+    use warden_gateway::tools::ToolClass as G;
+    match c {
+        G::Read => warden_core::ToolClass::Read,
+        G::Write => warden_core::ToolClass::Write,
+        G::Destructive => warden_core::ToolClass::Destructive,
+        G::Admin => warden_core::ToolClass::Admin,
+    }
+}
+
+/// Most `tools/list` pages Warden reads on its own when a call names a tool it has not seen.
+const MAX_CATALOGUE_PAGES: usize = 10;
+
+/// A call names a tool this node has not catalogued (the client never listed tools, or another
+/// node did): Warden lists the upstream's tools itself, in the caller's session, and catalogues
+/// them, so the decision can know the tool's class. Each page is Warden's own `tools/list` on the
+/// task's behalf: decided and recorded like the agent's own (`initiator: warden`), sent only with
+/// its clearance, its answer filtered. Failures leave the tool unknown (denied).
+pub(super) async fn catalogue_on_miss(
+    state: &AppState,
+    caller: &Arc<TaskCaller>,
+    upstream: &Arc<Upstream>,
+    route: &Route,
+    tool: &str,
+    request_id: Option<String>,
+) {
+    // Another node may have catalogued it; its event may not have arrived yet.
+    match state.store.get_tool(&upstream.name, tool).await {
+        Ok(Some(t)) => {
+            state.policies.tool_changed(&t).await;
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(upstream = %upstream.name, error = %e, "the tool catalogue cannot be read");
+            return;
+        }
+    }
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_CATALOGUE_PAGES {
+        let started = std::time::Instant::now();
+        let id = Id::String(format!("warden-catalogue-{}", uuid::Uuid::new_v4()));
+        let params = cursor.as_ref().map(|c| {
+            let mut m = serde_json::Map::new();
+            m.insert("cursor".into(), c.clone().into());
+            m
+        });
+        let mut body = serde_json::Map::new();
+        body.insert("via".into(), "mcp".into());
+        body.insert("method".into(), "tools/list".into());
+        body.insert("initiator".into(), "warden".into());
+        let facts = Facts {
+            upstream: Some(upstream.name.to_string()),
+            request_id: request_id.clone(),
+            action_label: None,
+            body,
+        };
+        let question = Question {
+            action: Action::Read,
+            resource: ResourceRef::Upstream(upstream.name.clone()),
+            args: None,
+            rest: None,
+            sensitive: Vec::new(),
+            mcp: Some(McpContext {
+                method: "tools/list".into(),
+                kind: McpKind::Request,
+            }),
+        };
+        let verdict = crate::pipeline::decide(state, caller, question, facts, started).await;
+        let cleared = match crate::pipeline::commit(state, verdict, state.gateway.take_results()).await {
+            Ruling::Cleared(c, _) => c,
+            Ruling::Refused(r) => {
+                tracing::info!(upstream = %upstream.name, reasons = ?r.decision.reasons, "Warden's own tools/list for the task was refused");
+                return;
+            }
+        };
+        let msg = Message::Request(jsonrpc::Request {
+            id: id.clone(),
+            method: "tools/list".into(),
+            params,
+        });
+        let post = Post {
+            id,
+            method: "tools/list".into(),
+            after: After::Nothing,
+            tool: None,
+            sent: std::time::Instant::now(),
+        };
+        let clearance = Clearance::new(cleared, Outgoing::Message(msg), Some(post));
+        let answer = match super::relay::fetch(state, caller, upstream, route, clearance).await {
+            Ok(Message::Response(r)) => r.result,
+            Ok(other) => {
+                tracing::warn!(upstream = %upstream.name, answer = ?other.method(), "the upstream refused Warden's own tools/list");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %upstream.name, error = %e, "Warden's own tools/list failed");
+                return;
+            }
+        };
+        let page = match warden_gateway::tools::parse_tools_list(&answer, &Default::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(upstream = %upstream.name, error = %e, "tools/list answer refused");
+                return;
+            }
+        };
+        if let Err(e) = observe(state, &upstream.name, &observed(&page)).await {
+            tracing::error!(upstream = %upstream.name, error = %e, "tools cannot be catalogued");
+            return;
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return,
+        }
+    }
 }

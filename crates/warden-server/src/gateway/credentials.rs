@@ -7,8 +7,14 @@
 //!
 //! Opened credentials are cached per upstream for a few seconds (and dropped at once when a secret
 //! of that upstream changes) as ready-made header values marked sensitive, so they never appear in
-//! `Debug` output or logs. Anything an upstream sends back is scrubbed of its own credentials
-//! ([`Credentials::scrub`]) before an agent sees it.
+//! `Debug` output or logs. Anything an upstream sends back is scrubbed of its own credentials (the
+//! [`Scrubber`] of [`Injected`], and [`Credentials::retired_scrubber`]) by the outbound filter
+//! before an agent sees it.
+//!
+//! The key also seals the ids Warden hands agents in place of the upstream's: session ids, SSE
+//! event ids (with the request the stream answers, so a resumed stream is filtered as the original)
+//! and the ids of the upstream's own requests (so an agent can answer only a request that was
+//! really sent, in its own session).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +30,10 @@ use warden_core::{Injection, UpstreamName};
 use warden_gateway::secretbox::{Sealed, SealingKey};
 use warden_store::Store;
 
+use warden_gateway::credential::Scrubber;
+use warden_gateway::jsonrpc::Id;
+
+use super::clearance::Post;
 use super::upstream::UpstreamError;
 
 /// How long opened credentials are reused before the store is asked again.
@@ -32,6 +42,14 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 const SESSION_AAD: &[u8] = b"warden mcp session v1";
 /// Prefix of Warden's session ids.
 const SESSION_PREFIX: &str = "wdn1.";
+/// Associated data and prefix of the SSE event ids Warden hands out.
+const EVENT_AAD: &[u8] = b"warden mcp event v1";
+const EVENT_PREFIX: &str = "wdne1.";
+/// Associated data and prefix of the ids of the upstream's requests as the agent sees them.
+const REQUEST_AAD: &[u8] = b"warden mcp server request v1";
+const REQUEST_PREFIX: &str = "wdnr1.";
+/// Longest sealed token opened (ids, event ids and session ids are short).
+const MAX_SEALED_LEN: usize = 4096;
 
 /// The deployment's gateway key.
 pub struct GatewayKeys {
@@ -115,35 +133,48 @@ impl GatewayKeys {
         Ok(self.key.seal(value, &secret_aad(name, upstream))?)
     }
 
-    /// Warden's session id for an upstream session of `task` at `upstream`.
-    pub fn seal_session(&self, upstream_session: &str, task: Uuid, upstream: &str) -> String {
-        let plain = serde_json::json!({ "s": upstream_session, "t": task, "u": upstream }).to_string();
+    /// Seals `value` (bound to `aad`) into an opaque token of visible ASCII: `prefix` + nonce + `.`
+    /// + ciphertext, base64url.
+    fn seal_json(&self, prefix: &str, aad: &[u8], value: &serde_json::Value) -> String {
+        let plain = value.to_string();
         // Sealing fails only past XChaCha20-Poly1305's 256 GiB message limit.
-        let Ok(sealed) = self.key.seal(plain.as_bytes(), SESSION_AAD) else {
+        let Ok(sealed) = self.key.seal(plain.as_bytes(), aad) else {
             return String::new();
         };
         format!(
-            "{SESSION_PREFIX}{}.{}",
+            "{prefix}{}.{}",
             B64.encode(&sealed.nonce),
             B64.encode(&sealed.ciphertext)
         )
     }
 
-    /// The upstream session behind `raw`, if `raw` is Warden's, unaltered, and for this task and
-    /// upstream.
-    pub fn open_session(&self, raw: &str, task: Uuid, upstream: &str) -> Option<String> {
-        if raw.len() > 2048 {
+    /// Opens a token of [`GatewayKeys::seal_json`]: `None` unless it is Warden's, unaltered, and
+    /// sealed with this `aad`.
+    fn open_json(&self, prefix: &str, aad: &[u8], raw: &str) -> Option<serde_json::Value> {
+        if raw.len() > MAX_SEALED_LEN {
             return None;
         }
-        let rest = raw.strip_prefix(SESSION_PREFIX)?;
+        let rest = raw.strip_prefix(prefix)?;
         let (nonce, ct) = rest.split_once('.')?;
         let sealed = Sealed {
             key_id: self.key.key_id().to_owned(),
             nonce: B64.decode(nonce).ok()?,
             ciphertext: B64.decode(ct).ok()?,
         };
-        let plain = self.key.open(&sealed, SESSION_AAD).ok()?;
-        let v: serde_json::Value = serde_json::from_slice(plain.expose()).ok()?;
+        let plain = self.key.open(&sealed, aad).ok()?;
+        serde_json::from_slice(plain.expose()).ok()
+    }
+
+    /// Warden's session id for an upstream session of `task` at `upstream`.
+    pub fn seal_session(&self, upstream_session: &str, task: Uuid, upstream: &str) -> String {
+        let v = serde_json::json!({ "s": upstream_session, "t": task, "u": upstream });
+        self.seal_json(SESSION_PREFIX, SESSION_AAD, &v)
+    }
+
+    /// The upstream session behind `raw`, if `raw` is Warden's, unaltered, and for this task and
+    /// upstream.
+    pub fn open_session(&self, raw: &str, task: Uuid, upstream: &str) -> Option<String> {
+        let v = self.open_json(SESSION_PREFIX, SESSION_AAD, raw)?;
         let same_task = v["t"].as_str() == Some(task.to_string().as_str());
         let same_upstream = v["u"].as_str() == Some(upstream);
         if same_task && same_upstream {
@@ -151,6 +182,52 @@ impl GatewayKeys {
         } else {
             None
         }
+    }
+
+    /// The SSE event id handed to the agent for the upstream's event `event_id`: bound to the task
+    /// and upstream, and carrying what the outbound filter needs to filter a replay of the stream
+    /// exactly as the original (the request the stream answers).
+    pub fn seal_event(&self, event_id: &str, task: Uuid, upstream: &str, post: Option<&Post>) -> String {
+        let v = serde_json::json!({ "e": event_id, "t": task, "u": upstream, "p": post });
+        self.seal_json(EVENT_PREFIX, EVENT_AAD, &v)
+    }
+
+    /// The upstream's event id and the request its stream answered, if `raw` is an event id Warden
+    /// handed out for this task and upstream.
+    pub fn open_event(&self, raw: &str, task: Uuid, upstream: &str) -> Option<(String, Option<Post>)> {
+        let v = self.open_json(EVENT_PREFIX, EVENT_AAD, raw)?;
+        if v["t"].as_str() != Some(task.to_string().as_str()) || v["u"].as_str() != Some(upstream) {
+            return None;
+        }
+        let event = v["e"].as_str()?.to_owned();
+        let post = match &v["p"] {
+            serde_json::Value::Null => None,
+            p => Some(serde_json::from_value(p.clone()).ok()?),
+        };
+        Some((event, post))
+    }
+
+    /// The id the agent sees for a request the upstream sent it (sampling, elicitation, roots,
+    /// ping): the upstream's id and method sealed with the task, upstream and session, so the
+    /// agent's answer can go only to the session that asked, only once, and only as an answer to
+    /// that request.
+    pub fn seal_server_request(&self, id: &Id, method: &str, task: Uuid, upstream: &str, session: Option<&str>) -> String {
+        let v = serde_json::json!({ "i": id, "m": method, "t": task, "u": upstream, "s": session });
+        self.seal_json(REQUEST_PREFIX, REQUEST_AAD, &v)
+    }
+
+    /// The upstream's request id and method behind an agent's answer, if `raw` is an id Warden
+    /// handed out for a request of this task's session at this upstream.
+    pub fn open_server_request(&self, raw: &str, task: Uuid, upstream: &str, session: Option<&str>) -> Option<(Id, String)> {
+        let v = self.open_json(REQUEST_PREFIX, REQUEST_AAD, raw)?;
+        if v["t"].as_str() != Some(task.to_string().as_str())
+            || v["u"].as_str() != Some(upstream)
+            || v["s"].as_str() != session
+        {
+            return None;
+        }
+        let id: Id = serde_json::from_value(v["i"].clone()).ok()?;
+        Some((id, v["m"].as_str()?.to_owned()))
     }
 
     /// Opens a stored secret (bound to its name and upstream).
@@ -171,9 +248,10 @@ impl GatewayKeys {
 #[derive(Default)]
 pub struct Injected {
     headers: Vec<(HeaderName, HeaderValue)>,
-    /// The values as they may appear in an answer (raw, and JSON-escaped when that differs), for
-    /// scrubbing.
+    /// The raw values (to retire them when they stop being injected).
     values: Vec<CredentialForm>,
+    /// Finds the values in answers, in every encoding it knows (see `warden_gateway::credential`).
+    scrubber: Arc<Scrubber>,
 }
 
 impl std::fmt::Debug for Injected {
@@ -191,6 +269,21 @@ impl Injected {
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
     }
+
+    /// Credentials given to a process (a stdio server's environment secrets): nothing to inject
+    /// as headers, everything to scrub. Fails on a value Warden cannot scrub safely (shorter than
+    /// [`warden_gateway::credential::MIN_CREDENTIAL_LEN`]).
+    pub fn for_values(values: &[&[u8]]) -> Result<Self, warden_gateway::credential::CredentialError> {
+        Ok(Self {
+            headers: Vec::new(),
+            values: values.iter().map(|v| CredentialForm::new(v)).collect(),
+            scrubber: Arc::new(Scrubber::new(values)?),
+        })
+    }
+
+    pub fn scrubber(&self) -> &Arc<Scrubber> {
+        &self.scrubber
+    }
 }
 
 /// Opened credentials per upstream, briefly cached.
@@ -201,11 +294,15 @@ pub struct Credentials {
     /// Values this node injected that are no longer an upstream's current credentials (rotated or
     /// deleted), still scrubbed for [`RETIRED_TTL`]: an answer or an open event stream may echo the
     /// old value after the rotation.
-    retired: RwLock<HashMap<String, Vec<Retired>>>,
+    retired: RwLock<HashMap<String, RetiredValues>>,
 }
 
-/// A value no longer injected, and since when.
-type Retired = (Instant, CredentialForm);
+/// An upstream's retired values, and the scrubber that finds them.
+#[derive(Debug, Default)]
+struct RetiredValues {
+    values: Vec<(Instant, CredentialForm)>,
+    scrubber: Arc<Scrubber>,
+}
 
 /// How long a rotated-out credential value is still scrubbed from answers.
 pub const RETIRED_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -248,16 +345,36 @@ impl Credentials {
             return;
         }
         let Ok(mut r) = self.retired.write() else { return };
-        let list = r.entry(upstream.to_owned()).or_default();
+        let entry = r.entry(upstream.to_owned()).or_default();
         let now = Instant::now();
+        let list = &mut entry.values;
         list.retain(|(at, v)| at.elapsed() < RETIRED_TTL && !values.contains(v));
         list.extend(values.iter().map(|v| (now, v.clone())));
         let excess = list.len().saturating_sub(MAX_RETIRED);
         list.drain(..excess);
+        let raw: Vec<&[u8]> = list.iter().map(|(_, v)| &**v).collect();
+        match Scrubber::new(&raw) {
+            Ok(s) => entry.scrubber = Arc::new(s),
+            // Values too short to scrub were never injected (see `for_upstream`).
+            Err(e) => tracing::error!(upstream, error = %e, "retired credentials cannot be scrubbed"),
+        }
+    }
+
+    /// The scrubber of `upstream`'s values rotated out within [`RETIRED_TTL`] (an empty one when
+    /// there are none).
+    pub fn retired_scrubber(&self, upstream: &str) -> Arc<Scrubber> {
+        let Ok(r) = self.retired.read() else {
+            return Arc::new(Scrubber::empty());
+        };
+        match r.get(upstream) {
+            Some(e) if e.values.iter().any(|(at, _)| at.elapsed() < RETIRED_TTL) => e.scrubber.clone(),
+            _ => Arc::new(Scrubber::empty()),
+        }
     }
 
     /// The headers to inject into requests to `upstream`. Fails closed: a secret that does not open
-    /// (wrong key, tampered row) stops the request rather than sending it without credentials.
+    /// (wrong key, tampered row), or one too short to be scrubbed from answers, stops the request
+    /// rather than sending it without credentials or risking its echo.
     pub async fn for_upstream(
         &self,
         store: &dyn Store,
@@ -281,10 +398,10 @@ impl Credentials {
             let Injection::Header { name, prefix } = &s.injection else {
                 continue;
             };
-            let value = self.keys.open_secret(s).map_err(|e| {
+            let value = zeroize::Zeroizing::new(self.keys.open_secret(s).map_err(|e| {
                 tracing::error!(upstream = %upstream, secret = %s.name, key_id = %s.key_id, error = %e, "an upstream secret does not open with this node's gateway key");
                 UpstreamError::Credentials(upstream.to_string())
-            })?;
+            })?);
             let mut full = prefix.as_str().as_bytes().to_vec();
             full.extend_from_slice(&value);
             let header = HeaderName::from_bytes(name.as_str().as_bytes())
@@ -295,10 +412,13 @@ impl Credentials {
             })?;
             hv.set_sensitive(true);
             injected.headers.push((header, hv));
-            if !value.is_empty() {
-                injected.values.extend(scrub_forms(&value));
-            }
+            injected.values.push(CredentialForm::new(&value));
         }
+        let raw: Vec<&[u8]> = injected.values.iter().map(|v| &**v).collect();
+        injected.scrubber = Arc::new(Scrubber::new(&raw).map_err(|e| {
+            tracing::error!(upstream = %upstream, error = %e, "an upstream secret is too short to be scrubbed from answers; set a longer one (`warden secret rotate`)");
+            UpstreamError::Credentials(upstream.to_string())
+        })?);
         let injected = Arc::new(injected);
         let previous = self
             .cache
@@ -316,37 +436,18 @@ impl Credentials {
         }
         Ok(injected)
     }
-
-    /// `bytes` with every credential value of `upstream` replaced by [`REDACTED_CREDENTIAL`]: the
-    /// values injected into the request this answers (`injected`, whatever the cache holds now),
-    /// and the values rotated out within [`RETIRED_TTL`]. Borrowed unchanged when none occurs (the
-    /// common case: no copy).
-    pub fn scrub<'a>(
-        &self,
-        upstream: &str,
-        injected: &Injected,
-        bytes: &'a [u8],
-    ) -> std::borrow::Cow<'a, [u8]> {
-        let out = scrub_all(std::borrow::Cow::Borrowed(bytes), &injected.values);
-        match self.retired.read() {
-            Ok(r) => match r.get(upstream) {
-                Some(list) => scrub_all(
-                    out,
-                    list.iter()
-                        .filter(|(at, _)| at.elapsed() < RETIRED_TTL)
-                        .map(|(_, v)| v),
-                ),
-                None => out,
-            },
-            Err(_) => out,
-        }
-    }
 }
 
-/// One form of a credential value, kept to scrub answers: zeroed when dropped, and never printed
-/// (`Debug` shows a placeholder, so no `Debug` of a struct holding one can leak it).
+/// A credential value kept to scrub answers: zeroed when dropped, and never printed (`Debug` shows
+/// a placeholder, so no `Debug` of a struct holding one can leak it).
 #[derive(Clone, PartialEq, Eq)]
 pub struct CredentialForm(zeroize::Zeroizing<Vec<u8>>);
+
+impl CredentialForm {
+    pub fn new(value: &[u8]) -> Self {
+        Self(zeroize::Zeroizing::new(value.to_vec()))
+    }
+}
 
 impl std::fmt::Debug for CredentialForm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -361,70 +462,19 @@ impl std::ops::Deref for CredentialForm {
     }
 }
 
-/// The forms a credential takes in an answer: as sent, and inside a JSON string (where `"` and `\`
-/// are escaped).
-pub fn scrub_forms(value: &[u8]) -> Vec<CredentialForm> {
-    let mut forms = vec![CredentialForm(zeroize::Zeroizing::new(value.to_vec()))];
-    if let Ok(text) = std::str::from_utf8(value) {
-        let escaped = zeroize::Zeroizing::new(serde_json::Value::from(text).to_string());
-        let inner = &escaped.as_bytes()[1..escaped.len() - 1];
-        if inner != value {
-            forms.push(CredentialForm(zeroize::Zeroizing::new(inner.to_vec())));
-        }
-    }
-    forms
-}
-
-/// `hay` with every form in `forms` replaced by [`REDACTED_CREDENTIAL`]; borrowed unchanged when
-/// none occurs.
-pub fn scrub_all<'a, 'f>(
-    hay: std::borrow::Cow<'a, [u8]>,
-    forms: impl IntoIterator<Item = &'f CredentialForm>,
-) -> std::borrow::Cow<'a, [u8]> {
-    let mut out = hay;
-    for form in forms {
-        if let Some(replaced) = replace_all(&out, form, REDACTED_CREDENTIAL) {
-            out = std::borrow::Cow::Owned(replaced);
-        }
-    }
-    out
-}
-
-/// What an upstream's credential is replaced with in anything it sends back.
-pub const REDACTED_CREDENTIAL: &[u8] = b"[REDACTED:upstream-credential]";
-
-/// `hay` with every occurrence of `needle` replaced by `with`, or `None` when there is none
-/// (`memchr`'s substring search: linear, and no copy when nothing matches).
-pub fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
-    if needle.is_empty() {
-        return None;
-    }
-    let mut found = memchr::memmem::find_iter(hay, needle).peekable();
-    found.peek()?;
-    let mut out = Vec::with_capacity(hay.len());
-    let mut last = 0;
-    for at in found {
-        // Matches do not overlap a replaced one.
-        if at < last {
-            continue;
-        }
-        out.extend_from_slice(&hay[last..at]);
-        out.extend_from_slice(with);
-        last = at + needle.len();
-    }
-    out.extend_from_slice(&hay[last..]);
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn injected(values: &[&str]) -> Arc<Injected> {
-        Arc::new(Injected {
-            headers: Vec::new(),
-            values: values.iter().flat_map(|v| scrub_forms(v.as_bytes())).collect(),
-        })
+        let raw: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        Arc::new(Injected::for_values(&raw).expect("long enough"))
+    }
+
+    fn scrubbed(s: &Scrubber, text: &str) -> String {
+        let mut v = serde_json::json!({ "echo": text });
+        s.scrub(&mut v);
+        v["echo"].as_str().expect("string").to_owned()
     }
 
     #[test]
@@ -438,20 +488,12 @@ mod tests {
         // The answer to a request sent with the old key, scrubbed after the cache moved on.
         c.invalidate("crm");
         let new = injected(&["new-key-2"]);
-        let answer = br#"{"echo":"old-key-1 new-key-2 other"}"#;
-        let out = c.scrub("crm", &new, answer);
-        let text = String::from_utf8(out.into_owned()).expect("utf-8");
-        assert!(
-            !text.contains("old-key-1") && !text.contains("new-key-2"),
-            "{text}"
-        );
-        assert!(text.contains("other"), "{text}");
+        let text = "old-key-1 new-key-2 other";
+        let out = scrubbed(&c.retired_scrubber("crm"), &scrubbed(new.scrubber(), text));
+        assert!(!out.contains("old-key-1") && !out.contains("new-key-2"), "{out}");
+        assert!(out.contains("other"), "{out}");
         // Another upstream's answers are not touched by crm's values.
-        let none = injected(&[]);
-        assert!(matches!(
-            c.scrub("billing", &none, b"old-key-1"),
-            std::borrow::Cow::Borrowed(_)
-        ));
+        assert!(c.retired_scrubber("billing").is_empty());
         // Neither the cached nor the retired values show in `Debug` output.
         c.cache
             .write()
@@ -462,10 +504,12 @@ mod tests {
             !shown.contains("old-key-1") && !shown.contains("new-key-2") && !shown.contains("111, 108, 100"),
             "{shown}"
         );
-        // The request's own values are scrubbed even with nothing cached at all.
-        let fresh = Credentials::new(Arc::new(GatewayKeys::generate()));
-        let out = fresh.scrub("crm", &new, b"x new-key-2 y");
-        assert_eq!(&*out, b"x [REDACTED:upstream-credential] y");
+    }
+
+    #[test]
+    fn a_credential_too_short_to_scrub_is_refused() {
+        assert!(Injected::for_values(&[b"1234567"]).is_err());
+        assert!(Injected::for_values(&[b"12345678"]).is_ok());
     }
 
     #[test]
@@ -499,25 +543,30 @@ mod tests {
     }
 
     #[test]
-    fn scrubbing_replaces_every_occurrence() {
+    fn event_and_server_request_ids_are_bound_to_task_upstream_and_session() {
+        let k = GatewayKeys::generate();
+        let task = Uuid::new_v4();
+        let post = Post {
+            id: Id::Number(3),
+            method: "tools/call".into(),
+            after: super::super::clearance::After::Result,
+            tool: Some("echo".into()),
+            sent: Instant::now(),
+        };
+        let e = k.seal_event("ev-1", task, "crm", Some(&post));
+        let (ev, p) = k.open_event(&e, task, "crm").expect("opens");
+        assert_eq!(ev, "ev-1");
+        assert_eq!(p.expect("post").id, Id::Number(3));
+        assert!(k.open_event(&e, Uuid::new_v4(), "crm").is_none(), "another task");
+        assert!(k.open_event(&e, task, "erp").is_none(), "another upstream");
+        assert!(k.open_event("ev-1", task, "crm").is_none(), "not Warden's");
+        let r = k.seal_server_request(&Id::Number(7), "sampling/createMessage", task, "crm", Some("s1"));
         assert_eq!(
-            replace_all(b"a KEY b KEYKEY", b"KEY", b"*"),
-            Some(b"a * b **".to_vec())
+            k.open_server_request(&r, task, "crm", Some("s1")),
+            Some((Id::Number(7), "sampling/createMessage".to_owned()))
         );
-        assert_eq!(
-            replace_all(b"aaaa", b"aa", b"*"),
-            Some(b"**".to_vec()),
-            "no overlapping matches"
-        );
-        assert_eq!(replace_all(b"short", b"longer needle", b"*"), None);
-        assert_eq!(replace_all(b"nothing here", b"KEY", b"*"), None);
-        assert_eq!(
-            scrub_forms(br#"pa"ss\w"#)
-                .iter()
-                .map(|f| f.to_vec())
-                .collect::<Vec<_>>(),
-            vec![br#"pa"ss\w"#.to_vec(), br#"pa\"ss\\w"#.to_vec()],
-            "the JSON-escaped form is scrubbed too"
-        );
+        assert!(k.open_server_request(&r, task, "crm", Some("s2")).is_none(), "another session");
+        assert!(k.open_server_request(&r, task, "crm", None).is_none(), "no session");
+        assert!(k.open_event(&r, task, "crm").is_none(), "a request id is not an event id");
     }
 }

@@ -17,12 +17,10 @@
 //! session, as MCP prescribes.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -31,66 +29,10 @@ use uuid::Uuid;
 use warden_core::{Injection, UpstreamName};
 use warden_gateway::jsonrpc::{self, Id, Message};
 
+use super::clearance::{Clearance, Outgoing};
 use super::upstream::UpstreamError;
 
-/// `[[gateway.stdio]]`: how to run the stdio MCP server behind upstream `stdio://<upstream>`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StdioConfig {
-    /// The registered upstream's name.
-    pub upstream: String,
-    /// The program and its arguments (no shell).
-    pub command: Vec<String>,
-    /// Extra environment variables (not secrets: those belong in `warden secret set --env`).
-    #[serde(default)]
-    pub env: HashMap<String, String>,
-    /// Working directory. Default: the server's.
-    pub cwd: Option<PathBuf>,
-    /// Most live sessions (processes) at once. Default 16, between 1 and 1024.
-    #[serde(default = "default_max_sessions")]
-    pub max_sessions: usize,
-    /// A session without a message for this long is ended, seconds. Default 600.
-    #[serde(default = "default_idle")]
-    pub idle_secs: u64,
-}
-
-fn default_max_sessions() -> usize {
-    16
-}
-
-fn default_idle() -> u64 {
-    600
-}
-
-impl StdioConfig {
-    pub fn validate(&self, i: usize) -> anyhow::Result<()> {
-        if UpstreamName::parse(&self.upstream).is_err() {
-            anyhow::bail!(
-                "gateway.stdio[{i}]: upstream `{}` is not an upstream name",
-                self.upstream.escape_debug()
-            );
-        }
-        if self.command.is_empty() || self.command[0].is_empty() {
-            anyhow::bail!(
-                "gateway.stdio[{i}] (`{}`): command must name a program",
-                self.upstream
-            );
-        }
-        if !(1..=1024).contains(&self.max_sessions) {
-            anyhow::bail!(
-                "gateway.stdio[{i}] (`{}`): max_sessions must be between 1 and 1024",
-                self.upstream
-            );
-        }
-        if !(10..=86_400).contains(&self.idle_secs) {
-            anyhow::bail!(
-                "gateway.stdio[{i}] (`{}`): idle_secs must be between 10 and 86400",
-                self.upstream
-            );
-        }
-        Ok(())
-    }
-}
+pub use crate::config::StdioConfig;
 
 /// What answers a message sent to a stdio session.
 #[derive(Debug)]
@@ -113,8 +55,9 @@ struct Session {
     events: broadcast::Sender<Value>,
     last_used: Mutex<Instant>,
     idle: Duration,
-    /// The credentials given to the process, cut out of everything it writes.
-    secrets: Vec<super::credentials::CredentialForm>,
+    /// The credentials given to the process, cut out of everything it writes (by the outbound
+    /// filter).
+    secrets: Arc<super::credentials::Injected>,
 }
 
 impl Session {
@@ -161,14 +104,29 @@ impl StdioServers {
         self.session(key, task, upstream).is_some()
     }
 
-    /// Spawns a server for a new session; returns its key.
+    /// Spawns a server for a new session; returns its key. Only for an allowed, recorded
+    /// `initialize` request: the clearance says so.
     pub fn spawn(
         &self,
+        clearance: &Clearance,
         upstream: &str,
         task: Uuid,
         env_secrets: &[(String, String)],
         max_line: usize,
     ) -> Result<String, UpstreamError> {
+        match clearance.outgoing() {
+            Outgoing::Message(Message::Request(r)) if r.method == "initialize" => {}
+            _ => {
+                return Err(UpstreamError::Protocol(
+                    "a stdio server is started only by an `initialize` request".into(),
+                ));
+            }
+        }
+        let values: Vec<&[u8]> = env_secrets.iter().map(|(_, v)| v.as_bytes()).collect();
+        let secrets = Arc::new(super::credentials::Injected::for_values(&values).map_err(|e| {
+            tracing::error!(upstream, error = %e, "a stdio server's secret is too short to be scrubbed from its output; set a longer one");
+            UpstreamError::Credentials(upstream.into())
+        })?);
         let cfg = self.configs.get(upstream).ok_or_else(|| {
             UpstreamError::Protocol(format!(
                 "upstream `{upstream}` is a stdio server, but this node has no [[gateway.stdio]] entry for it"
@@ -226,11 +184,7 @@ impl StdioServers {
             events,
             last_used: Mutex::new(Instant::now()),
             idle: Duration::from_secs(cfg.idle_secs),
-            secrets: env_secrets
-                .iter()
-                .filter(|(_, v)| !v.is_empty())
-                .flat_map(|(_, v)| super::credentials::scrub_forms(v.as_bytes()))
-                .collect(),
+            secrets,
         });
         // Stdout: answers to their waiters, everything else to the GET stream.
         let reader = session.clone();
@@ -257,8 +211,7 @@ impl StdioServers {
                 if text.is_empty() {
                     continue;
                 }
-                let text = super::credentials::scrub_all(std::borrow::Cow::Borrowed(text), &reader.secrets);
-                let msg = match jsonrpc::parse(&text, &limits) {
+                let msg = match jsonrpc::parse(text, &limits) {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(upstream = %reader.upstream, error = %e, "stdio MCP server wrote something that is not JSON-RPC; session ended");
@@ -298,15 +251,20 @@ impl StdioServers {
         Ok(key)
     }
 
-    /// Sends one message to a session and, for a request, waits for its answer.
+    /// Sends the message `clearance` allows to a session and, for a request, waits for its answer.
     pub async fn send(
         &self,
         key: &str,
         task: Uuid,
         upstream: &str,
-        message: &Message,
+        clearance: &Clearance,
         timeout: Duration,
     ) -> Result<Reply, UpstreamError> {
+        let Outgoing::Message(message) = clearance.outgoing() else {
+            return Err(UpstreamError::Protocol(
+                "only messages are sent to a stdio server".into(),
+            ));
+        };
         let session = self.session(key, task, upstream).ok_or_else(|| {
             UpstreamError::Protocol("the stdio session has ended; initialize a new one".into())
         })?;
@@ -349,6 +307,12 @@ impl StdioServers {
                 })
             }
         }
+    }
+
+    /// The credentials given to a session's process (to scrub its answers of them).
+    pub fn secrets(&self, key: &str) -> Option<Arc<super::credentials::Injected>> {
+        let sessions = self.sessions.lock().ok()?;
+        sessions.get(key).map(|s| s.secrets.clone())
     }
 
     /// The session's server-initiated messages.

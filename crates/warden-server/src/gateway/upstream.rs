@@ -1,7 +1,8 @@
 //! Talking to an upstream MCP server over streamable HTTP.
 //!
-//! Only what the protocol needs crosses: the agent's `Accept`, `MCP-Protocol-Version` and
-//! `Last-Event-ID`, and the upstream's own session id (unsealed from Warden's). The agent's
+//! Only what the protocol needs crosses: the agent's `MCP-Protocol-Version`, the upstream's own
+//! session id and event id (unsealed from Warden's). There is one send operation, and it takes a
+//! [`Clearance`] (see `clearance.rs`). The agent's
 //! `Authorization` (its Warden task token) never reaches the upstream; Warden's credential for the
 //! upstream is injected instead. Redirects are not followed: a redirect would carry the injected
 //! credential to wherever the upstream points.
@@ -10,9 +11,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use warden_core::Upstream;
 
+use super::clearance::{Clearance, Outgoing};
 use super::credentials::Injected;
 use crate::AppState;
 
@@ -75,12 +77,37 @@ impl Client {
         Ok(url)
     }
 
-    async fn send(
+    /// The one way anything reaches an HTTP upstream: what `clearance` allows — one message
+    /// (`POST`), the server's stream (`GET`, resuming after the upstream's own event id), or the end
+    /// of a session (`DELETE`) — with the upstream's credentials injected.
+    pub async fn send(
         &self,
         state: &AppState,
         upstream: &Upstream,
-        builder: reqwest::RequestBuilder,
+        mut headers: HeaderMap,
+        clearance: &Clearance,
     ) -> Answer<reqwest::Response> {
+        let url = self.url(upstream)?;
+        let builder = match clearance.outgoing() {
+            Outgoing::Message(m) => self
+                .http
+                .post(url)
+                .headers(headers)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(m.to_value().to_string()),
+            Outgoing::OpenStream { last_event_id } => {
+                headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+                headers.remove("last-event-id");
+                if let Some(id) = last_event_id {
+                    let v = HeaderValue::from_str(id).map_err(|_| {
+                        UpstreamError::Protocol("the stream cannot be resumed at that event".into())
+                    })?;
+                    headers.insert(HeaderName::from_static("last-event-id"), v);
+                }
+                self.http.get(url).headers(headers)
+            }
+            Outgoing::EndSession => self.http.delete(url).headers(headers),
+        };
         let injected = state
             .gateway
             .credentials
@@ -90,6 +117,7 @@ impl Client {
         for (name, value) in injected.headers() {
             builder = builder.header(name.clone(), value.clone());
         }
+        tracing::debug!(upstream = %upstream.name, seq = clearance.seq(), method = ?clearance.method(), "sending to the upstream");
         match tokio::time::timeout(self.timeout, builder.send()).await {
             Err(_) => Err(UpstreamError::Timeout {
                 upstream: upstream.name.to_string(),
@@ -103,62 +131,24 @@ impl Client {
             Ok(Ok(resp)) => Ok((resp, injected)),
         }
     }
-
-    /// POSTs one JSON-RPC message.
-    pub async fn post(
-        &self,
-        state: &AppState,
-        upstream: &Upstream,
-        headers: HeaderMap,
-        body: Vec<u8>,
-    ) -> Answer<reqwest::Response> {
-        let b = self
-            .http
-            .post(self.url(upstream)?)
-            .headers(headers)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body);
-        self.send(state, upstream, b).await
-    }
-
-    /// Opens the server's event stream.
-    pub async fn get(
-        &self,
-        state: &AppState,
-        upstream: &Upstream,
-        mut headers: HeaderMap,
-    ) -> Answer<reqwest::Response> {
-        headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
-        let b = self.http.get(self.url(upstream)?).headers(headers);
-        self.send(state, upstream, b).await
-    }
-
-    /// Ends a session.
-    pub async fn delete(
-        &self,
-        state: &AppState,
-        upstream: &Upstream,
-        headers: HeaderMap,
-    ) -> Result<StatusCode, UpstreamError> {
-        let b = self.http.delete(self.url(upstream)?).headers(headers);
-        Ok(self.send(state, upstream, b).await?.0.status())
-    }
 }
 
-/// The headers forwarded to the upstream: protocol headers from the agent, and the upstream's own
-/// session id.
+/// The headers forwarded to the upstream: the agent's protocol version, and the upstream's own
+/// session id. (`Last-Event-ID` is never forwarded as the agent sent it: Warden hands out sealed
+/// event ids, and a resume sends the upstream's own id from inside the seal.)
 pub fn forwarded_headers(incoming: &HeaderMap, session: Option<&str>) -> HeaderMap {
     let mut out = HeaderMap::new();
     out.insert(
         header::ACCEPT,
         HeaderValue::from_static("application/json, text/event-stream"),
     );
-    for name in ["mcp-protocol-version", "last-event-id"] {
+    for name in ["mcp-protocol-version"] {
         if let Some(v) = incoming.get(name) {
             out.insert(HeaderName::from_static(name), v.clone());
         }
     }
-    if let Some(s) = session
+    // An empty session is Warden's own for an upstream without sessions: nothing to send.
+    if let Some(s) = session.filter(|s| !s.is_empty())
         && let Ok(v) = HeaderValue::from_str(s)
     {
         out.insert(HeaderName::from_static("mcp-session-id"), v);

@@ -1,0 +1,413 @@
+//! Relay: sending what a [`Clearance`] allows to an upstream (HTTP or stdio: one dispatch), and
+//! handing the answer back through the outbound filter. Also the answers to refusals.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use warden_core::{Outcome, Upstream};
+use warden_gateway::credential::Scrubber;
+use warden_gateway::jsonrpc::{self, Id, Message};
+
+use super::clearance::{Clearance, Post};
+use super::outbound::{Out, Outbound, record_result};
+use super::upstream::UpstreamError;
+use super::{Route, SESSION_HEADER, is_stdio, rpc, stdio};
+use crate::AppState;
+use crate::pipeline::Refused;
+use crate::tasks::TaskCaller;
+
+/// What came back from an upstream.
+pub(super) enum Sent {
+    Http {
+        resp: reqwest::Response,
+        injected: Arc<Scrubber>,
+    },
+    Stdio {
+        reply: stdio::Reply,
+        key: String,
+        /// The process was spawned by this message (`initialize`).
+        new: bool,
+        injected: Arc<Scrubber>,
+    },
+}
+
+/// The one dispatch to an upstream of either kind: sends what `clearance` allows.
+pub(super) async fn send(
+    state: &AppState,
+    caller: &TaskCaller,
+    upstream: &Upstream,
+    route: &Route,
+    clearance: &Clearance,
+) -> Result<Sent, UpstreamError> {
+    let gw = &state.gateway;
+    if !is_stdio(upstream) {
+        let (resp, injected) = gw
+            .upstreams
+            .send(state, upstream, route.headers.clone(), clearance)
+            .await?;
+        return Ok(Sent::Http {
+            resp,
+            injected: injected.scrubber().clone(),
+        });
+    }
+    let name = upstream.name.as_str();
+    let task = caller.task.id;
+    let (key, new) = match route.session.as_deref() {
+        Some(k) => (k.to_owned(), false),
+        None => {
+            let env = stdio::env_secrets(state, &upstream.name).await?;
+            (
+                gw.stdio
+                    .spawn(clearance, name, task, &env, gw.settings.limits.max_bytes)?,
+                true,
+            )
+        }
+    };
+    let injected = gw
+        .stdio
+        .secrets(&key)
+        .map(|s| s.scrubber().clone())
+        .unwrap_or_else(|| Arc::new(Scrubber::empty()));
+    let reply = gw
+        .stdio
+        .send(&key, task, name, clearance, gw.settings.upstream_timeout)
+        .await;
+    match reply {
+        Ok(reply) => Ok(Sent::Stdio {
+            reply,
+            key,
+            new,
+            injected,
+        }),
+        Err(e) => {
+            if new {
+                gw.stdio.end(&key);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Sends an allowed message and relays the answer.
+pub(super) async fn forward(
+    state: AppState,
+    caller: Arc<TaskCaller>,
+    upstream: Arc<Upstream>,
+    route: Route,
+    clearance: Clearance,
+) -> Response {
+    let post = clearance.post().cloned();
+    let initialize = clearance.method() == Some("initialize");
+    let sent = send(&state, &caller, &upstream, &route, &clearance).await;
+    let fail = |e: &UpstreamError| {
+        if let Some(p) = &post {
+            record_result((&state, &caller, &upstream), p, "upstream_unavailable", &[]);
+        }
+        upstream_failed(post.as_ref().map(|p| &p.id), e)
+    };
+    match sent {
+        Err(e) => fail(&e),
+        Ok(Sent::Stdio {
+            reply,
+            key,
+            new,
+            injected,
+        }) => {
+            let mut out = match reply {
+                stdio::Reply::Accepted => StatusCode::ACCEPTED.into_response(),
+                stdio::Reply::Answer(m) => {
+                    let filter = Outbound::new(
+                        state.clone(),
+                        caller.clone(),
+                        upstream.clone(),
+                        &injected,
+                        post.clone(),
+                        Some(key.clone()),
+                    );
+                    answer(filter.message(m).await, post.as_ref())
+                }
+            };
+            if new
+                && let Ok(v) = HeaderValue::from_str(&state.gateway.keys.seal_session(
+                    &key,
+                    caller.task.id,
+                    upstream.name.as_str(),
+                ))
+            {
+                out.headers_mut().insert(SESSION_HEADER, v);
+            }
+            out
+        }
+        Ok(Sent::Http { resp, injected }) => {
+            let status = resp.status();
+            let upstream_session = resp
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| route.session.clone())
+                // An upstream without sessions still gets one of Warden's: notifications are
+                // forwarded only inside a session this task opened.
+                .or_else(|| initialize.then(String::new));
+            let sealed = upstream_session.as_deref().map(|s| {
+                state
+                    .gateway
+                    .keys
+                    .seal_session(s, caller.task.id, upstream.name.as_str())
+            });
+            let filter = Outbound::new(
+                state.clone(),
+                caller.clone(),
+                upstream.clone(),
+                &injected,
+                post.clone(),
+                upstream_session,
+            );
+            let mut out = http_answer(resp, filter).await;
+            if status.is_success()
+                && let Some(s) = sealed
+                && let Ok(v) = HeaderValue::from_str(&s)
+            {
+                out.headers_mut().insert(SESSION_HEADER, v);
+            }
+            out
+        }
+    }
+}
+
+/// An HTTP upstream's answer, relayed through the filter: JSON, an event stream, or a status.
+pub(super) async fn http_answer(resp: reqwest::Response, filter: Outbound) -> Response {
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let id = filter.post.as_ref().map(|p| p.id.clone());
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // The upstream refused Warden's credential: the agent's token is fine, so this is not a 401.
+        filter.result("upstream_refused_credentials", &[]);
+        return rpc(
+            StatusCode::BAD_GATEWAY,
+            jsonrpc::error_response(
+                id.as_ref(),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &format!(
+                    "upstream `{}` refused Warden's credentials ({status})",
+                    filter.upstream.name
+                ),
+                None,
+            ),
+        );
+    }
+    if content_type.starts_with("text/event-stream") {
+        return super::streams::sse_relay(resp, filter);
+    }
+    if content_type.starts_with("application/json") {
+        let limit = filter.state.gateway.settings.limits.max_bytes;
+        return match super::upstream::read_limited(resp, limit).await {
+            Err(e) => {
+                filter.result("upstream_unavailable", &[]);
+                upstream_failed(id.as_ref(), &e)
+            }
+            Ok(bytes) => {
+                let out = filter.bytes(&bytes).await;
+                let mut r = answer(out, filter.post.as_ref());
+                if r.status() == StatusCode::OK {
+                    *r.status_mut() = status;
+                }
+                r
+            }
+        };
+    }
+    if status.is_success() && status != StatusCode::ACCEPTED && filter.post.is_some() {
+        // A request must be answered with JSON or an event stream.
+        filter.result("upstream_protocol_error", &[]);
+        return upstream_failed(
+            id.as_ref(),
+            &UpstreamError::Protocol(format!(
+                "upstream `{}` answered a request with content type `{}`, not JSON or an event stream",
+                filter.upstream.name,
+                content_type.escape_debug()
+            )),
+        );
+    }
+    // 202 Accepted for notifications and responses, 204, 404 for a lost session, and errors: the
+    // status alone, never the upstream's body (it may describe its credentials).
+    filter.result(status.as_str(), &[]);
+    status.into_response()
+}
+
+/// The agent's answer to its request from what the filter let through: the message, or an error
+/// saying why nothing usable came back.
+fn answer(out: Out, post: Option<&Post>) -> Response {
+    match out {
+        Out::Send(v) => rpc(StatusCode::OK, v),
+        Out::Drop(why) => {
+            tracing::warn!(why = %why, "an upstream answer was dropped by the outbound filter");
+            upstream_failed(
+                post.map(|p| &p.id),
+                &UpstreamError::Protocol(format!("the upstream's answer was not relayed: {why}")),
+            )
+        }
+    }
+}
+
+pub(super) fn upstream_failed(id: Option<&Id>, e: &UpstreamError) -> Response {
+    tracing::warn!(error = %e, "upstream MCP server failed");
+    rpc(
+        StatusCode::BAD_GATEWAY,
+        jsonrpc::error_response(id, jsonrpc::UPSTREAM_UNAVAILABLE, &e.to_string(), None),
+    )
+}
+
+/// Warden's own request in the caller's session (the catalogue fetch): sent with its clearance, and
+/// the answer to it read through the outbound filter.
+pub(super) async fn fetch(
+    state: &AppState,
+    caller: &Arc<TaskCaller>,
+    upstream: &Arc<Upstream>,
+    route: &Route,
+    clearance: Clearance,
+) -> Result<Message, UpstreamError> {
+    let protocol = |m: String| UpstreamError::Protocol(m);
+    let post = clearance
+        .post()
+        .cloned()
+        .ok_or_else(|| protocol("not a request".into()))?;
+    let limits = state.gateway.settings.limits;
+    let (filter, body) = match send(state, caller, upstream, route, &clearance).await? {
+        Sent::Stdio {
+            reply,
+            key,
+            injected,
+            ..
+        } => {
+            let filter = Outbound::new(
+                state.clone(),
+                caller.clone(),
+                upstream.clone(),
+                &injected,
+                Some(post),
+                Some(key),
+            );
+            return match reply {
+                stdio::Reply::Answer(m) => filtered(filter.message(m).await),
+                stdio::Reply::Accepted => Err(protocol("no answer".into())),
+            };
+        }
+        Sent::Http { resp, injected } => {
+            if !resp.status().is_success() {
+                return Err(protocol(format!("status {}", resp.status())));
+            }
+            let filter = Outbound::new(
+                state.clone(),
+                caller.clone(),
+                upstream.clone(),
+                &injected,
+                Some(post),
+                route.session.clone(),
+            );
+            (filter, resp)
+        }
+    };
+    let sse = body
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    if !sse {
+        let bytes = super::upstream::read_limited(body, limits.max_bytes).await?;
+        return filtered(filter.bytes(&bytes).await);
+    }
+    use futures_util::StreamExt as _;
+    let mut parser = warden_gateway::sse::SseParser::new(Default::default());
+    let mut stream = body.bytes_stream();
+    let deadline = tokio::time::Instant::now() + state.gateway.settings.upstream_timeout;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| protocol("no answer in time".into()))?;
+        let Some(Ok(chunk)) = chunk else {
+            return Err(protocol("the stream ended without an answer".into()));
+        };
+        for ev in parser.push(&chunk).map_err(|e| protocol(e.to_string()))? {
+            if ev.data.is_empty() {
+                continue;
+            }
+            if let Ok(m) = filtered(filter.bytes(ev.data.as_bytes()).await)
+                && matches!(m, Message::Response(_) | Message::Error(_))
+            {
+                return Ok(m);
+            }
+        }
+    }
+}
+
+fn filtered(out: Out) -> Result<Message, UpstreamError> {
+    match out {
+        Out::Send(v) => {
+            let bytes = serde_json::to_vec(&v).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            jsonrpc::parse(&bytes, &Default::default()).map_err(|e| UpstreamError::Protocol(e.to_string()))
+        }
+        Out::Drop(why) => Err(UpstreamError::Protocol(why)),
+    }
+}
+
+/// The answer to a refused message. A request gets its JSON-RPC error (HTTP 200, as MCP clients
+/// read errors); a notification or response an HTTP error status with a JSON-RPC error body.
+/// `pre`: the refusal came before policy, with this code.
+pub(super) fn refused_answer(r: &Refused, reply_to: Option<&Id>, pre: Option<i64>) -> Response {
+    let d = &r.decision;
+    let code = pre.unwrap_or(match d.outcome {
+        Outcome::NeedsApproval => jsonrpc::APPROVAL_REQUIRED,
+        _ if r.ledger_unavailable => jsonrpc::LEDGER_UNAVAILABLE,
+        _ if r.risk.secret_in_args => jsonrpc::SECRET_IN_ARGUMENTS,
+        _ => jsonrpc::DENIED,
+    });
+    let message = if r.ledger_unavailable {
+        "the audit ledger cannot record this decision, so nothing was forwarded".to_owned()
+    } else if d.outcome == Outcome::NeedsApproval {
+        format!(
+            "approval required: {}",
+            r.approval.as_ref().map_or_else(
+                || "no approval request could be opened".to_owned(),
+                |a| format!("approval request {} ({})", a.id, a.url)
+            )
+        )
+    } else if pre.is_some() {
+        format!("refused by Warden: {}", d.reasons.join("; "))
+    } else {
+        format!("denied by policy: {}", d.reasons.join("; "))
+    };
+    let mut data = json!({
+        "outcome": d.outcome,
+        "reasons": d.reasons,
+        "policy_version": d.policy_version,
+    });
+    if let Some(a) = &r.approval {
+        data["approval"] = json!(a);
+    }
+    if let Some(seq) = r.seq {
+        data["ledger_seq"] = seq.into();
+    }
+    let status = if r.ledger_unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if reply_to.is_some() {
+        StatusCode::OK
+    } else if matches!(
+        pre,
+        Some(jsonrpc::INVALID_REQUEST | jsonrpc::INVALID_PARAMS | jsonrpc::METHOD_NOT_FOUND)
+    ) {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let mut resp = rpc(status, jsonrpc::error_response(reply_to, code, &message, Some(data)));
+    // Recorded by the gateway: the audit layer leaves it alone.
+    resp.extensions_mut().insert(crate::audit::Recorded);
+    resp
+}
