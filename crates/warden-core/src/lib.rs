@@ -10,6 +10,7 @@
 pub mod decision;
 pub mod error;
 pub mod gateway;
+pub mod glob;
 pub mod model;
 pub mod names;
 pub mod roles;
@@ -21,6 +22,7 @@ pub use error::ValidationError;
 pub use gateway::{
     Injection, SecretEnvVar, SecretHeaderName, SecretHeaderPrefix, SecretName, ToolClass, ToolState,
 };
+pub use glob::glob_matches;
 pub use model::*;
 pub use names::{AgentName, Email, TrustDomain, UpstreamName};
 pub use roles::{Permission, Role};

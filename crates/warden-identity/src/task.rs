@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
-use warden_core::{Secret, UpstreamName};
+use warden_core::{Secret, UpstreamName, glob_matches};
 
 use crate::jws::{self, Compact};
 use crate::keys::{KeyLookup, PublicKey, SigningKey};
@@ -47,11 +47,13 @@ pub const MAX_TASK_DURATION_SECS: u64 = 30 * 24 * 3600;
 /// Longest lifetime (`exp - iat`) of one task token: one hour. Task tokens are meant to be short-lived
 /// (default 5 minutes) and renewed while the task is active; this caps a misconfiguration.
 pub const MAX_TASK_TOKEN_LIFETIME_SECS: i64 = 3600;
-/// Most entries in each of `upstreams`, `tools`, `datasets`.
+/// Most entries in each of `upstreams`, `tools`, `datasets`, `resources`, `prompts`.
 pub const MAX_INTENT_ITEMS: usize = 64;
 const MAX_PURPOSE_BYTES: usize = 500;
 const MAX_TASK_TYPE_BYTES: usize = 100;
 const MAX_ITEM_BYTES: usize = 200;
+/// Longest MCP resource URI pattern.
+const MAX_PATTERN_BYTES: usize = 500;
 /// Longest `act` chain accepted in claims being issued.
 const MAX_ACT_DEPTH: usize = 32;
 
@@ -74,6 +76,14 @@ pub struct TaskIntent {
     /// Same rules as `tools`.
     #[serde(default)]
     pub datasets: Vec<String>,
+    /// The MCP resources the task needs, as URI glob patterns: `*` matches any run of characters
+    /// (`file:///tmp/*`, `ui://widgets/*`, `*`). Each 1 to 500 bytes, no control characters nor
+    /// surrounding whitespace, no duplicates, at most 64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// The MCP prompts the task needs, by name. Same rules as `tools`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<String>,
     /// Requested maximum duration of the whole task, seconds (1 to 30 days). None: server default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_secs: Option<u64>,
@@ -91,6 +101,10 @@ struct RawTaskIntent {
     #[serde(default)]
     datasets: Vec<String>,
     #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    prompts: Vec<String>,
+    #[serde(default)]
     max_duration_secs: Option<u64>,
 }
 
@@ -103,6 +117,8 @@ impl TryFrom<RawTaskIntent> for TaskIntent {
             upstreams: raw.upstreams,
             tools: raw.tools,
             datasets: raw.datasets,
+            resources: raw.resources,
+            prompts: raw.prompts,
             max_duration_secs: raw.max_duration_secs,
         };
         intent.validate("")?;
@@ -213,6 +229,8 @@ impl TaskIntent {
             upstreams: Vec::new(),
             tools: Vec::new(),
             datasets: Vec::new(),
+            resources: Vec::new(),
+            prompts: Vec::new(),
             max_duration_secs: None,
         };
         for (key, value) in obj {
@@ -232,6 +250,8 @@ impl TaskIntent {
                 }
                 "tools" => intent.tools = strings(key, value)?,
                 "datasets" => intent.datasets = strings(key, value)?,
+                "resources" => intent.resources = strings(key, value)?,
+                "prompts" => intent.prompts = strings(key, value)?,
                 "max_duration_secs" => {
                     intent.max_duration_secs = match value {
                         Value::Null => None,
@@ -245,7 +265,7 @@ impl TaskIntent {
                         field_name(at, &jws::shorten(other)),
                         format!(
                             "unknown field; a `{AUTHORIZATION_DETAILS_TYPE}` entry has `purpose`, `task_type`, \
-                             `upstreams`, `tools`, `datasets` and `max_duration_secs`"
+                             `upstreams`, `tools`, `datasets`, `resources`, `prompts` and `max_duration_secs`"
                         ),
                     ));
                 }
@@ -305,6 +325,13 @@ impl TaskIntent {
             self.datasets.iter().map(String::as_str),
             check_item,
         )?;
+        check_list(
+            at,
+            "resources",
+            self.resources.iter().map(String::as_str),
+            check_pattern,
+        )?;
+        check_list(at, "prompts", self.prompts.iter().map(String::as_str), check_item)?;
         if let Some(d) = self.max_duration_secs
             && !(1..=MAX_TASK_DURATION_SECS).contains(&d)
         {
@@ -327,8 +354,17 @@ impl TaskIntent {
             "tools": self.tools,
             "datasets": self.datasets,
         });
-        if let (Some(d), Some(obj)) = (self.max_duration_secs, entry.as_object_mut()) {
-            obj.insert("max_duration_secs".into(), json!(d));
+        if let Some(obj) = entry.as_object_mut() {
+            // Only when declared: tokens of tasks without them stay as they were.
+            if !self.resources.is_empty() {
+                obj.insert("resources".into(), json!(self.resources));
+            }
+            if !self.prompts.is_empty() {
+                obj.insert("prompts".into(), json!(self.prompts));
+            }
+            if let Some(d) = self.max_duration_secs {
+                obj.insert("max_duration_secs".into(), json!(d));
+            }
         }
         json!([entry])
     }
@@ -336,8 +372,11 @@ impl TaskIntent {
     /// Delegation narrowing: the intersection of `self` (the parent's scope) and `requested` (the
     /// child's request), further limited to `child_allowed_upstreams`.
     ///
-    /// * A requested upstream, tool or dataset that the parent does not hold is an error naming it
-    ///   (delegation never widens); the `task_type` must be the parent's.
+    /// * A requested upstream, tool, dataset or prompt that the parent does not hold is an error
+    ///   naming it (delegation never widens); the `task_type` must be the parent's.
+    /// * A requested resource pattern must be one of the parent's patterns, or contain no `*` and
+    ///   match one of them (a child can name one URI within a parent's `file:///tmp/*`, not a
+    ///   pattern of its own).
     /// * An empty requested list means "inherit the parent's list" (upstreams: intersected with what
     ///   the child is allowed).
     /// * The parent's lists are exact allow-lists: a parent with no tools can delegate no tools.
@@ -384,6 +423,22 @@ impl TaskIntent {
         let datasets = pick(&self.datasets, &requested.datasets, "datasets", |d| {
             jws::shorten(d)
         })?;
+        let prompts = pick(&self.prompts, &requested.prompts, "prompts", |p| jws::shorten(p))?;
+        let resources = if requested.resources.is_empty() {
+            self.resources.clone()
+        } else {
+            for (i, r) in requested.resources.iter().enumerate() {
+                let within = self.resources.contains(r)
+                    || (!r.contains('*') && self.resources.iter().any(|p| glob_matches(p, r)));
+                if !within {
+                    return Err(TokenError::ScopeWidened {
+                        field: format!("{at}.resources[{i}]"),
+                        item: jws::shorten(r),
+                    });
+                }
+            }
+            requested.resources.clone()
+        };
         let max_duration_secs = match (self.max_duration_secs, requested.max_duration_secs) {
             (Some(p), Some(r)) => Some(p.min(r)),
             (p, r) => p.or(r),
@@ -394,6 +449,8 @@ impl TaskIntent {
             upstreams,
             tools,
             datasets,
+            resources,
+            prompts,
             max_duration_secs,
         })
     }
@@ -407,6 +464,19 @@ fn check_item(item: &str) -> Result<(), String> {
         return Err("must not contain control characters".into());
     }
     if item.trim() != item {
+        return Err("must not start or end with whitespace".into());
+    }
+    Ok(())
+}
+
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() || pattern.len() > MAX_PATTERN_BYTES {
+        return Err(format!("must be 1 to {MAX_PATTERN_BYTES} bytes"));
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if pattern.trim() != pattern {
         return Err("must not start or end with whitespace".into());
     }
     Ok(())
@@ -753,8 +823,157 @@ mod tests {
             upstreams: names(upstreams),
             tools: tools.iter().map(|s| s.to_string()).collect(),
             datasets: datasets.iter().map(|s| s.to_string()).collect(),
+            resources: Vec::new(),
+            prompts: Vec::new(),
             max_duration_secs: max,
         }
+    }
+
+    fn with_mcp(mut i: TaskIntent, resources: &[&str], prompts: &[&str]) -> TaskIntent {
+        i.resources = resources.iter().map(|s| s.to_string()).collect();
+        i.prompts = prompts.iter().map(|s| s.to_string()).collect();
+        i
+    }
+
+    #[test]
+    fn resources_and_prompts_parse_validate_and_round_trip() {
+        let details = r#"[{"type":"warden_task","purpose":"p","task_type":"t","upstreams":["files"],
+            "resources":["file:///tmp/*","ui://widgets/*"],"prompts":["summary"]}]"#;
+        let i = TaskIntent::from_authorization_details(details).expect("valid");
+        assert_eq!(i.resources, ["file:///tmp/*", "ui://widgets/*"]);
+        assert_eq!(i.prompts, ["summary"]);
+        let again =
+            TaskIntent::from_authorization_details(&i.to_authorization_details().to_string()).expect("again");
+        assert_eq!(again, i);
+        let via_serde: TaskIntent = serde_json::from_value(json!({
+            "purpose": "p", "task_type": "t", "resources": ["*"], "prompts": ["a"]
+        }))
+        .expect("serde");
+        assert_eq!((via_serde.resources.len(), via_serde.prompts.len()), (1, 1));
+        // Without them, nothing changes in the details (nor in tokens).
+        let plain = intent(&["crm"], &["x"], &[], None);
+        let d = plain.to_authorization_details();
+        assert!(
+            d[0].get("resources").is_none() && d[0].get("prompts").is_none(),
+            "{d}"
+        );
+        assert!(
+            serde_json::to_value(&plain)
+                .expect("ser")
+                .get("resources")
+                .is_none()
+        );
+        for (entry, want) in [
+            (
+                json!({"resources": [""]}),
+                "authorization_details[0].resources[0]: must be 1 to 500 bytes",
+            ),
+            (
+                json!({"resources": ["a".repeat(501)]}),
+                "authorization_details[0].resources[0]: must be 1 to 500 bytes",
+            ),
+            (
+                json!({"resources": ["file:///a\nb"]}),
+                "authorization_details[0].resources[0]: must not contain control characters",
+            ),
+            (
+                json!({"resources": ["*", "*"]}),
+                "authorization_details[0].resources[1]: `*` is listed twice",
+            ),
+            (
+                json!({"resources": (0..65).map(|i| format!("u{i}")).collect::<Vec<_>>()}),
+                "authorization_details[0].resources: has 65 entries; the limit is 64",
+            ),
+            (
+                json!({"prompts": ["a".repeat(201)]}),
+                "authorization_details[0].prompts[0]: must be 1 to 200 bytes",
+            ),
+            (
+                json!({"prompts": "a"}),
+                "authorization_details[0].prompts: must be an array of strings",
+            ),
+        ] {
+            let mut obj = json!({"type": "warden_task", "purpose": "p", "task_type": "t"});
+            if let (Some(o), Some(extra)) = (obj.as_object_mut(), entry.as_object()) {
+                o.extend(extra.clone());
+            }
+            let err = TaskIntent::from_authorization_details(&json!([obj]).to_string()).expect_err("invalid");
+            assert!(err.to_string().contains(want), "{err} / {want}");
+        }
+        // A 500-byte pattern is fine.
+        let mut long = plain.clone();
+        long.resources = vec!["a".repeat(500)];
+        assert!(long.validate("").is_ok());
+    }
+
+    #[test]
+    fn narrowing_resources_and_prompts() {
+        let parent = with_mcp(
+            intent(&["files"], &[], &[], None),
+            &["file:///tmp/*", "ui://w/1"],
+            &["summary", "draft"],
+        );
+        // Inherited when not asked for.
+        let child = parent
+            .narrow(&intent(&[], &[], &[], None), &names(&["files"]))
+            .expect("ok");
+        assert_eq!(
+            (child.resources.clone(), child.prompts.clone()),
+            (parent.resources.clone(), parent.prompts.clone())
+        );
+        // The parent's own patterns, and star-free URIs within them.
+        let asked = with_mcp(
+            intent(&[], &[], &[], None),
+            &["file:///tmp/*", "file:///tmp/a/b.txt", "ui://w/1"],
+            &["draft"],
+        );
+        let child = parent.narrow(&asked, &names(&["files"])).expect("ok");
+        assert_eq!(child.resources, asked.resources);
+        assert_eq!(child.prompts, ["draft"]);
+        // A narrower pattern of its own, a URI outside, a prompt the parent lacks: refused.
+        for (asked, field, item) in [
+            (
+                with_mcp(intent(&[], &[], &[], None), &["file:///tmp/a/*"], &[]),
+                "resources[0]",
+                "file:///tmp/a/*",
+            ),
+            (
+                with_mcp(
+                    intent(&[], &[], &[], None),
+                    &["ui://w/1", "file:///etc/shadow"],
+                    &[],
+                ),
+                "resources[1]",
+                "file:///etc/shadow",
+            ),
+            (
+                with_mcp(intent(&[], &[], &[], None), &["*"], &[]),
+                "resources[0]",
+                "*",
+            ),
+            (
+                with_mcp(intent(&[], &[], &[], None), &[], &["exfiltrate"]),
+                "prompts[0]",
+                "exfiltrate",
+            ),
+        ] {
+            assert_eq!(
+                parent.narrow(&asked, &names(&["files"])),
+                Err(TokenError::ScopeWidened {
+                    field: format!("authorization_details[0].{field}"),
+                    item: item.into()
+                })
+            );
+        }
+        // A parent with no resources delegates none.
+        let bare = intent(&["files"], &[], &[], None);
+        assert!(
+            bare.narrow(
+                &with_mcp(intent(&[], &[], &[], None), &["file:///tmp/a"], &[]),
+                &[]
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -1093,6 +1312,13 @@ mod tests {
         prop::sample::select(vec!["a", "b", "c", "d", "e", "f"]).prop_map(str::to_owned)
     }
 
+    fn pattern() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "*", "f:/t/*", "f:/t/a", "f:/t/a/*", "f:/e", "u:*", "u:1", "*a",
+        ])
+        .prop_map(str::to_owned)
+    }
+
     fn upstream() -> impl Strategy<Value = UpstreamName> {
         prop::sample::select(vec!["crm", "db", "mail", "git", "s3"])
             .prop_map(|s| UpstreamName::parse(s).expect("valid"))
@@ -1113,6 +1339,8 @@ mod tests {
             upstreams in prop::collection::vec(upstream(), 0..5),
             tools in prop::collection::vec(item(), 0..6),
             datasets in prop::collection::vec(item(), 0..6),
+            resources in prop::collection::vec(pattern(), 0..5),
+            prompts in prop::collection::vec(item(), 0..4),
             max in prop::option::of(1u64..10_000),
             purpose in "[ -~]{1,40}",
         ) -> TaskIntent {
@@ -1122,6 +1350,8 @@ mod tests {
                 upstreams: dedup(upstreams),
                 tools: dedup(tools),
                 datasets: dedup(datasets),
+                resources: dedup(resources),
+                prompts: dedup(prompts),
                 max_duration_secs: max,
             }
         }
@@ -1135,15 +1365,30 @@ mod tests {
             allowed in prop::collection::vec(upstream(), 0..5),
         ) {
             let within = |req: &[String], par: &[String]| req.iter().all(|x| par.contains(x));
+            // A resource pattern is within the parent's when it is one of them, or a URI (no `*`)
+            // one of them matches.
+            let pattern_within = |r: &String, par: &[String]| {
+                par.contains(r) || (!r.contains('*') && par.iter().any(|p| glob_matches(p, r)))
+            };
             let requested_within = requested.upstreams.iter().all(|u| parent.upstreams.contains(u))
                 && within(&requested.tools, &parent.tools)
-                && within(&requested.datasets, &parent.datasets);
+                && within(&requested.datasets, &parent.datasets)
+                && within(&requested.prompts, &parent.prompts)
+                && requested.resources.iter().all(|r| pattern_within(r, &parent.resources));
             match parent.narrow(&requested, &allowed) {
                 Ok(child) => {
                     prop_assert!(requested_within);
                     prop_assert!(child.upstreams.iter().all(|u| parent.upstreams.contains(u) && allowed.contains(u)));
                     prop_assert!(within(&child.tools, &parent.tools));
                     prop_assert!(within(&child.datasets, &parent.datasets));
+                    prop_assert!(within(&child.prompts, &parent.prompts));
+                    // Every URI the child's patterns match, the parent's match too (checked on
+                    // the URIs of the strategy).
+                    for uri in ["f:/t/a", "f:/t/a/b", "f:/e", "u:1", "u:2", "xa", ""] {
+                        if child.resources.iter().any(|p| glob_matches(p, uri)) {
+                            prop_assert!(parent.resources.iter().any(|p| glob_matches(p, uri)), "{}", uri);
+                        }
+                    }
                     prop_assert_eq!(&child.task_type, &parent.task_type);
                     if let Some(p) = parent.max_duration_secs {
                         prop_assert!(child.max_duration_secs.is_some_and(|c| c <= p));

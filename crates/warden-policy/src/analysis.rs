@@ -23,8 +23,8 @@
 //! whenever it is evaluated. Scopes never fail to evaluate, so dropping a conjunct that is `true`
 //! changes neither the value nor the errors.
 //!
-//! **Per resource type.** A request's resource is an `Upstream`, `Tool`, `Dataset`, `Agent` or
-//! `Task`, and its principal always an `Agent`, so `resource is T` and `principal is T` are
+//! **Per resource type.** A request's resource is an `Upstream`, `Tool`, `Dataset`, `Agent`,
+//! `Task`, `McpResource` or `Prompt`, and its principal always an `Agent`, so `resource is T` and `principal is T` are
 //! constants once the resource type is known. Each policy gets one condition per resource type with
 //! those tests folded away (`false && e` → `false`, `true && e` → `e` when `e` is sure to be a
 //! boolean or an error, and so on — the rewrites Cedar's evaluation would do itself, so values and
@@ -57,7 +57,8 @@ pub(crate) mod attr {
     pub const ARGS: u16 = 1 << 8;
     pub const TOOL_ARGS: u16 = 1 << 9;
     pub const RISK: u16 = 1 << 10;
-    pub const ALL: u16 = (1 << 11) - 1;
+    pub const MCP: u16 = 1 << 11;
+    pub const ALL: u16 = (1 << 12) - 1;
 
     /// The bit of a context attribute; `None` for a name the schema does not declare.
     pub fn bit(name: &str) -> Option<u16> {
@@ -73,6 +74,7 @@ pub(crate) mod attr {
             "args" => ARGS,
             "tool_args" => TOOL_ARGS,
             "risk" => RISK,
+            "mcp" => MCP,
             _ => return None,
         })
     }
@@ -86,7 +88,9 @@ pub(crate) mod task_field {
     pub const UPSTREAMS: u8 = 1 << 3;
     pub const TOOLS: u8 = 1 << 4;
     pub const DATASETS: u8 = 1 << 5;
-    pub const ALL: u8 = (1 << 6) - 1;
+    pub const RESOURCES: u8 = 1 << 6;
+    pub const PROMPTS: u8 = 1 << 7;
+    pub const ALL: u8 = u8::MAX;
 
     /// The bit of a field; `None` for a name the schema does not declare.
     pub fn bit(name: &str) -> Option<u8> {
@@ -97,6 +101,8 @@ pub(crate) mod task_field {
             "upstreams" => UPSTREAMS,
             "tools" => TOOLS,
             "datasets" => DATASETS,
+            "resources" => RESOURCES,
+            "prompts" => PROMPTS,
             _ => return None,
         })
     }

@@ -57,11 +57,15 @@ use crate::analysis::{CtxUse, TagUse, Variant, attr, task_field};
 use crate::compile::CompiledPolicies;
 use crate::index::Key;
 use crate::native::{Env, Hot, Tags, hot};
-use crate::request::{ArgLimits, PolicyRequest, RESOURCE_KINDS, ResourceRef};
+use crate::request::{ArgLimits, MAX_MCP_METHOD, PolicyRequest, RESOURCE_KINDS, ResourceRef};
 use crate::store::{AgentFacts, EntityStore, Facts, UpstreamFacts, sensitivity_level};
 use crate::vocab::{Vocab, vocab};
 
 type ContextMap = Arc<BTreeMap<SmolStr, Value>>;
+
+/// Longest id (`<upstream>/<uri>`, `<upstream>/<name>`) of an MCP resource or a prompt: the bound
+/// on tool arguments (`ArgLimits::max_bytes`), which a resource's URI arrives within.
+const MAX_MCP_ID: usize = 64 * 1024;
 
 /// A request resolved against the registry and checked: everything but the context. It borrows
 /// the registry's entities and uids (no reference counts touched, nothing copied).
@@ -71,7 +75,8 @@ pub(crate) struct Prepared<'a> {
     /// The registry's, or built for this request (a task).
     resource: Cow<'a, Arc<EntityUID>>,
     principal_entity: &'a Entity,
-    /// The resource's entity, when the registry holds it (not for a task).
+    /// The resource's entity, when the registry holds it (not for a task, an MCP resource or a
+    /// prompt).
     resource_entity: Option<&'a Entity>,
     /// What the registry says about the principal, the resource and its upstream (the facts the
     /// entities were built from).
@@ -83,8 +88,8 @@ pub(crate) struct Prepared<'a> {
     /// The registry's entities the request touches (principal, resource, its upstream, action), each
     /// once; the arguments entity comes with the context.
     slice: [Option<&'a Arc<Entity>>; 4],
-    /// Built for this request (the task): not in the store.
-    task: Option<Arc<Entity>>,
+    /// Built for this request (a task, an MCP resource, a prompt): not in the store.
+    built: Option<Arc<Entity>>,
     agent_env: Environment,
     resource_env: Environment,
     sensitivity: Sensitivity,
@@ -96,9 +101,9 @@ pub(crate) struct Prepared<'a> {
 }
 
 impl Prepared<'_> {
-    /// The entities of the request: the slice and the task.
+    /// The entities of the request: the slice and the entity built for it.
     fn entities(&self) -> impl Iterator<Item = &Arc<Entity>> {
-        self.slice.iter().flatten().copied().chain(self.task.iter())
+        self.slice.iter().flatten().copied().chain(self.built.iter())
     }
 }
 
@@ -270,6 +275,14 @@ impl CompiledPolicies {
         if let Some(task) = &ctx.task {
             task.check().map_err(|m| format!("limit-exceeded: {m}"))?;
         }
+        if let Some(mcp) = &ctx.mcp
+            && mcp.method.len() > MAX_MCP_METHOD
+        {
+            return Err(format!(
+                "limit-exceeded: the MCP method is {} bytes long; the limit is {MAX_MCP_METHOD}",
+                mcp.method.len()
+            ));
+        }
 
         // The resource, its upstream, and what the context says about them.
         let mut upstream: Option<&'a Arc<EntityUID>> = None;
@@ -277,7 +290,7 @@ impl CompiledPolicies {
         let mut resource_facts = None;
         let mut upstream_facts = None;
         let mut upstream_entity: Option<&'a Entity> = None;
-        let mut task_entity = None;
+        let mut built = None;
         let resource: Cow<'a, Arc<EntityUID>>;
         let resource_env;
         let sensitivity;
@@ -352,6 +365,73 @@ impl CompiledPolicies {
                     slice[1] = Some(&a.entity);
                 }
             }
+            ResourceRef::McpResource(id) | ResourceRef::Prompt(id) => {
+                if id.len() > MAX_MCP_ID {
+                    return Err(format!(
+                        "limit-exceeded: the {} id is {} bytes long; the limit is {MAX_MCP_ID}",
+                        if matches!(req.resource, ResourceRef::Prompt(_)) {
+                            "prompt"
+                        } else {
+                            "MCP resource"
+                        },
+                        id.len()
+                    ));
+                }
+                let Some((up_name, name)) = id.split_once('/') else {
+                    return Err(format!(
+                        "invalid-request: {} is not `<upstream>/<name>`",
+                        req.resource
+                    ));
+                };
+                let up = store.upstreams.get(up_name).ok_or_else(|| {
+                    format!(
+                        "unknown-resource: upstream `{}` of {} is not registered",
+                        up_name.escape_debug(),
+                        req.resource
+                    )
+                })?;
+                let upstream_value = PartialValue::from(lit(Arc::clone(&up.uid)));
+                let (ty, attrs) = match &req.resource {
+                    ResourceRef::McpResource(_) => {
+                        // Derived here from the task's patterns, never supplied by a caller.
+                        let declared = ctx
+                            .task
+                            .as_ref()
+                            .is_some_and(|t| t.resources.iter().any(|p| warden_core::glob_matches(p, name)));
+                        (
+                            &v.mcp_resource,
+                            vec![
+                                (SmolStr::new_static("uri"), PartialValue::from(lit(name))),
+                                (SmolStr::new_static("upstream"), upstream_value),
+                                (SmolStr::new_static("declared"), PartialValue::from(lit(declared))),
+                            ],
+                        )
+                    }
+                    _ => (
+                        &v.prompt,
+                        vec![
+                            (SmolStr::new_static("name"), PartialValue::from(lit(name))),
+                            (SmolStr::new_static("upstream"), upstream_value),
+                        ],
+                    ),
+                };
+                let uid = v.uid(ty, id);
+                let entity = Arc::new(Entity::new_with_attr_partial_value(
+                    uid,
+                    attrs,
+                    HashSet::new(),
+                    HashSet::from([(*up.uid).clone()]),
+                    std::iter::empty(),
+                ));
+                resource = Cow::Owned(Arc::new(entity.uid().clone()));
+                built = Some(entity);
+                upstream = Some(&up.uid);
+                upstream_facts = Some(&up.facts);
+                upstream_entity = Some(&up.entity);
+                resource_env = up.facts.environment;
+                sensitivity = up.facts.sensitivity;
+                slice[2] = Some(&up.entity);
+            }
             ResourceRef::Task(id) => {
                 let task = ctx.task.as_ref().ok_or_else(|| {
                     format!(
@@ -373,7 +453,7 @@ impl CompiledPolicies {
                 let uid = v.uid(&v.task, id);
                 resource_env = env.unwrap_or(agent.facts.environment);
                 sensitivity = sens;
-                task_entity = Some(Arc::new(Entity::new_with_attr_partial_value(
+                built = Some(Arc::new(Entity::new_with_attr_partial_value(
                     uid.clone(),
                     [
                         (
@@ -429,7 +509,7 @@ impl CompiledPolicies {
             upstream_facts,
             upstream_entity,
             slice,
-            task: task_entity,
+            built,
             agent_env: agent.facts.environment,
             resource_env,
             sensitivity,
@@ -453,7 +533,7 @@ impl CompiledPolicies {
         let st = &*STATICS;
         let ctx = &req.context;
         let want = |bit: u16| need.attrs & bit != 0;
-        let mut c: Vec<(SmolStr, Value)> = Vec::with_capacity(11);
+        let mut c: Vec<(SmolStr, Value)> = Vec::with_capacity(12);
         let key = SmolStr::new_static;
         if want(attr::APPROVAL) {
             let a = &ctx.approval;
@@ -524,6 +604,14 @@ impl CompiledPolicies {
                 });
             c.push((key("environment"), value));
         }
+        if want(attr::MCP)
+            && let Some(m) = &ctx.mcp
+        {
+            c.push((
+                key("mcp"),
+                record([("method", lit(m.method.as_str())), ("kind", lit(m.kind.as_str()))]),
+            ));
+        }
         if want(attr::RISK) {
             let r = ctx.risk;
             let risk = || {
@@ -559,15 +647,21 @@ impl CompiledPolicies {
                     Value::set(items.iter().map(|s| lit(s.as_str())), None)
                 }
             };
-            let mut fields: Vec<(SmolStr, Value)> = Vec::with_capacity(6);
+            let mut fields: Vec<(SmolStr, Value)> = Vec::with_capacity(8);
             if field(task_field::DATASETS) {
                 fields.push((key("datasets"), strings(&task.datasets)));
             }
             if field(task_field::ID) {
                 fields.push((key("id"), lit(task.id.as_str())));
             }
+            if field(task_field::PROMPTS) {
+                fields.push((key("prompts"), strings(&task.prompts)));
+            }
             if field(task_field::PURPOSE) {
                 fields.push((key("purpose"), lit(task.purpose.as_str())));
+            }
+            if field(task_field::RESOURCES) {
+                fields.push((key("resources"), strings(&task.resources)));
             }
             if field(task_field::TASK_TYPE) {
                 fields.push((key("task_type"), lit(task.task_type.as_str())));
@@ -913,6 +1007,8 @@ impl CompiledPolicies {
             ResourceRef::Dataset(id) => [Some(key(&v.dataset, id)), upstream_key],
             ResourceRef::Agent(n) => [Some(key(&v.agent, n.as_str())), None],
             ResourceRef::Task(id) => [Some(key(&v.task, id)), None],
+            ResourceRef::McpResource(id) => [Some(key(&v.mcp_resource, id)), upstream_key],
+            ResourceRef::Prompt(id) => [Some(key(&v.prompt, id)), upstream_key],
         };
         let candidates = self.index.candidates(
             principal_closure.iter(),
@@ -956,7 +1052,7 @@ impl CompiledPolicies {
                 p.slice[1].map(|e| &**e),
                 p.slice[2].map(|e| &**e),
                 p.slice[3].map(|e| &**e),
-                p.task.as_deref(),
+                p.built.as_deref(),
             ],
             ctx: &req.context,
             upstream: p.upstream_entity.map(Entity::uid),
@@ -1067,7 +1163,7 @@ impl CompiledPolicies {
         };
         let entities = if all_entities {
             let mut all: Vec<Arc<Entity>> = store.all_entities().cloned().collect();
-            all.extend(p.task.iter().chain(args.as_ref()).cloned());
+            all.extend(p.built.iter().chain(args.as_ref()).cloned());
             all.extend(self.action_entities.iter().cloned());
             Entities::new()
                 .add_entities(
@@ -1254,7 +1350,7 @@ impl PolicyEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{Action, Approval, PolicyContext, Risk, TaskContext};
+    use crate::request::{Action, Approval, McpContext, McpKind, PolicyContext, Risk, TaskContext};
     use crate::store::{AgentFacts, DatasetFacts, ToolClass, ToolFacts, UpstreamFacts};
     use crate::{PolicySource, ToolArgTypes, compile, compile_with_tools};
     use serde_json::json;
@@ -1318,12 +1414,18 @@ mod tests {
                     upstreams: vec![UpstreamName::parse("crm").expect("name")],
                     tools: vec!["refund".into()],
                     datasets: vec!["people".into()],
+                    resources: vec!["file:///tmp/*".into()],
+                    prompts: vec!["summary".into()],
                     depth: 1,
                     chain: vec![AgentName::parse("proto").expect("name")],
                 }),
                 approval: Approval::default(),
                 args: Some(json!({"amount": 12, "note": "x", "items": [{"id": "a"}]})),
                 risk: Risk::default(),
+                mcp: Some(McpContext {
+                    method: "tools/call".into(),
+                    kind: McpKind::Request,
+                }),
             },
         }
     }
@@ -1355,12 +1457,19 @@ mod tests {
             (Action::Admin, ResourceRef::Agent(bot.clone())),
             (Action::TaskStart, ResourceRef::Task("t1".into())),
             (Action::TaskDelegate, ResourceRef::Task("t2".into())),
+            (Action::Read, ResourceRef::mcp_resource(&crm, "file:///tmp/a")),
+            (Action::Write, ResourceRef::mcp_resource(&crm, "ui://x")),
+            (Action::Read, ResourceRef::prompt(&crm, "summary")),
         ] {
             let r = req(action, resource.clone());
+            assert!(context_has_mcp(&c, &s, &r), "{resource}");
             let (p, context, args) = c.build_full(&s, &r, now()).expect("prepares");
             let slice: Vec<Arc<Entity>> = p.entities().cloned().chain(args).collect();
             assert!(context.contains_key("args"));
-            assert_eq!(context.contains_key("tool_args"), action == Action::Write);
+            assert_eq!(
+                context.contains_key("tool_args"),
+                matches!(resource, ResourceRef::Tool(_))
+            );
             let context = cedar_policy::Context::from(Context::Value(context.clone()));
             cedar_policy::Request::new(
                 cedar_policy::EntityUid::from((**p.principal).clone()),
@@ -1378,6 +1487,120 @@ mod tests {
             cedar_policy::Entities::from_entities(entities, Some(c.schema()))
                 .unwrap_or_else(|e| panic!("{resource}: entities do not conform: {e}"));
         }
+    }
+
+    fn context_has_mcp(c: &CompiledPolicies, s: &EntityStore, r: &PolicyRequest) -> bool {
+        c.build_full(s, r, now())
+            .is_ok_and(|(_, context, _)| context.contains_key("mcp"))
+    }
+
+    /// MCP resources and prompts are built per request under their upstream; `declared` comes from
+    /// the task's patterns (never from the caller); `context.mcp` is there for policies; decisions
+    /// equal plain Cedar's.
+    #[test]
+    fn mcp_resources_prompts_and_context() {
+        let c = compiled(
+            r#"
+@id("declared-resources")
+permit(principal, action == Warden::Action::"read", resource is Warden::McpResource in Warden::Upstream::"crm")
+when { resource.declared && context has task && context.task.upstreams.contains(resource.upstream) };
+@id("declared-prompts")
+permit(principal, action == Warden::Action::"read", resource is Warden::Prompt)
+when { context has task && context.task.prompts.contains(resource.name) };
+@id("no-log-levels")
+forbid(principal, action, resource)
+when { context has mcp && context.mcp.method == "logging/setLevel" };
+@id("uri-like")
+forbid(principal, action, resource is Warden::McpResource)
+when { resource.uri like "*shadow*" };
+"#,
+        );
+        let s = store();
+        let crm = UpstreamName::parse("crm").expect("name");
+        let decide = |r: &PolicyRequest| {
+            let d = c.decide(&s, r, now());
+            assert_eq!(d, c.decide_unindexed(&s, r, now(), false), "{r:?}");
+            assert_eq!(d, c.decide_unindexed(&s, r, now(), true), "{r:?}");
+            assert_eq!(c.explain(&s, r, now()).decision, d);
+            d
+        };
+        let mut r = req(Action::Read, ResourceRef::mcp_resource(&crm, "file:///tmp/a/b"));
+        let d = decide(&r);
+        assert_eq!(d.reasons, ["declared-resources (permit)"], "{d:?}");
+        let e = c.explain(&s, &r, now());
+        assert_eq!(e.considered, ["declared-resources", "no-log-levels", "uri-like"]);
+        // Not among the task's patterns.
+        r.resource = ResourceRef::mcp_resource(&crm, "file:///etc/passwd");
+        assert_eq!(decide(&r).outcome, Outcome::Deny);
+        // A `*` pattern covers everything, but a forbid still applies.
+        r.context.task.as_mut().expect("task").resources = vec!["*".into()];
+        assert_eq!(decide(&r).outcome, Outcome::Allow);
+        r.resource = ResourceRef::mcp_resource(&crm, "file:///etc/shadow");
+        assert_eq!(decide(&r).reasons, ["uri-like (forbid)"]);
+        // Without a task nothing is declared.
+        r.resource = ResourceRef::mcp_resource(&crm, "file:///tmp/a");
+        r.context.task = None;
+        assert_eq!(decide(&r).outcome, Outcome::Deny);
+        // Prompts by name.
+        let mut r = req(Action::Read, ResourceRef::prompt(&crm, "summary"));
+        assert_eq!(decide(&r).reasons, ["declared-prompts (permit)"]);
+        r.resource = ResourceRef::prompt(&crm, "other");
+        assert_eq!(decide(&r).outcome, Outcome::Deny);
+        // The MCP method.
+        let mut r = req(Action::Read, ResourceRef::prompt(&crm, "summary"));
+        r.context.mcp = Some(McpContext {
+            method: "logging/setLevel".into(),
+            kind: McpKind::Request,
+        });
+        assert_eq!(decide(&r).reasons, ["no-log-levels (forbid)"]);
+        r.context.mcp = Some(McpContext {
+            method: "x".repeat(129),
+            kind: McpKind::Notification,
+        });
+        assert_eq!(
+            decide(&r).reasons,
+            ["limit-exceeded: the MCP method is 129 bytes long; the limit is 128"]
+        );
+        // Unknown upstreams and malformed ids.
+        for (resource, want) in [
+            (
+                ResourceRef::McpResource("erp/file:///a".into()),
+                "unknown-resource: upstream `erp` of MCP resource `erp/file:///a` is not registered",
+            ),
+            (
+                ResourceRef::Prompt("crm".into()),
+                "invalid-request: prompt `crm` is not `<upstream>/<name>`",
+            ),
+        ] {
+            assert_eq!(decide(&req(Action::Read, resource)).reasons, [want]);
+        }
+        assert_eq!(
+            decide(&req(Action::TaskStart, ResourceRef::prompt(&crm, "summary"))).reasons,
+            ["invalid-request: action `task.start` does not apply to prompt `crm/summary`"]
+        );
+    }
+
+    #[test]
+    fn resource_refs_serialize_and_name_their_upstream() {
+        let crm = UpstreamName::parse("crm").expect("name");
+        let r = ResourceRef::mcp_resource(&crm, "file:///tmp/a");
+        assert_eq!(
+            serde_json::to_value(&r).expect("ser"),
+            json!({"mcp_resource": "crm/file:///tmp/a"})
+        );
+        assert_eq!(r.upstream_name(), Some("crm"));
+        assert_eq!(r.to_string(), "MCP resource `crm/file:///tmp/a`");
+        let p = ResourceRef::prompt(&crm, "sum/mary");
+        assert_eq!(
+            serde_json::to_value(&p).expect("ser"),
+            json!({"prompt": "crm/sum/mary"})
+        );
+        assert_eq!(p.upstream_name(), Some("crm"));
+        assert_eq!(p.to_string(), "prompt `crm/sum/mary`");
+        let m: McpContext =
+            serde_json::from_value(json!({"method": "notifications/initialized", "kind": "notification"}))
+                .expect("de");
+        assert_eq!(m.kind, McpKind::Notification);
     }
 
     /// Flattening only some tags yields exactly those tags of the full flattening, including

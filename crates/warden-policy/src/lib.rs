@@ -7,7 +7,8 @@
 //!    policy, `@approval`, `@quorum`), validated against [`SCHEMA_TEXT`] in strict mode, and indexed; or
 //!    every error with file, line and column;
 //! 3. keep the registry in an [`EntityStore`] (upsert agents, upstreams, tools, datasets as they
-//!    change);
+//!    change; MCP resources and prompts are not registry entities: a decision builds them from the
+//!    [`ResourceRef`]);
 //! 4. [`CompiledPolicies::decide`] a [`PolicyRequest`] → a `warden_core::Decision` (`allow`, `deny` or
 //!    `needs_approval` with a quorum), or [`CompiledPolicies::explain`] it;
 //! 5. [`PolicyEngine`] holds the active set and an optional shadow set, swapped atomically;
@@ -35,9 +36,13 @@ pub use compile::{
 };
 pub use engine::{Explanation, PolicyEngine, PolicyMatch, ShadowedDecision, same_decision, shadow_compare};
 pub use request::{
-    Action, Approval, ArgLimits, PolicyContext, PolicyRequest, ResourceRef, Risk, TaskContext, UnknownAction,
+    Action, Approval, ArgLimits, MAX_MCP_METHOD, McpContext, McpKind, PolicyContext, PolicyRequest,
+    ResourceRef, Risk, TaskContext, UnknownAction,
 };
 pub use schema::{ArgSchemaError, ArgType, SCHEMA_TEXT, ToolArgTypes};
 pub use source::{PolicyFile, PolicySource, SourceError, load_dir};
 pub use store::{AgentFacts, DatasetFacts, EntityStore, StoreError, ToolClass, ToolFacts, UpstreamFacts};
 pub use testing::{CaseResult, TestReport, run_tests};
+/// The URI glob matcher behind an MCP resource's `declared` attribute (shared with task delegation,
+/// hence kept in `warden-core`).
+pub use warden_core::glob_matches;

@@ -25,7 +25,9 @@
 //!
 //! **The subset.** Literals (booleans, integers, strings, entities but `Warden::Args`) and sets of
 //! literals; `principal`, `resource`, `action`; `context.<attr>` and `context.<record>.<field>`
-//! for Warden's context (not `tool_args`, not a record as a whole), `context has …`,
+//! for Warden's context (not `tool_args`, not a record as a whole; `context.mcp.<field>` only when
+//! the request has the MCP message), `context has …` (but `context has mcp.<field>` and
+//! `context.mcp has <field>`),
 //! `context.task has …`; `context.args.hasTag("k")` / `.getTag("k")` with a literal key;
 //! attributes of entities and records (`.`, `has`); `&&`, `||`, `!`, `if`; `==`, `!=`, `<`, `<=`,
 //! `>`, `>=`; `+`, `-`, `*`, unary `-`; `in`; `.contains`, `.containsAll`, `.containsAny`,
@@ -75,6 +77,10 @@ enum Ctx {
     TaskUpstreams,
     TaskTools,
     TaskDatasets,
+    TaskResources,
+    TaskPrompts,
+    McpMethod,
+    McpKind,
     Sensitivity,
     SensitivityLevel,
     Upstream,
@@ -88,6 +94,7 @@ enum Present {
     Args,
     Upstream,
     ToolArgs,
+    Mcp,
 }
 
 #[derive(Clone, Debug)]
@@ -136,7 +143,16 @@ fn declared(record: &str, field: &str) -> Option<bool> {
         "time" => &["hour", "weekday", "unix"],
         "approval" => &["granted", "approvers"],
         "delegation" => &["depth", "chain"],
-        "task" => &["id", "purpose", "task_type", "upstreams", "tools", "datasets"],
+        "task" => &[
+            "id",
+            "purpose",
+            "task_type",
+            "upstreams",
+            "tools",
+            "datasets",
+            "resources",
+            "prompts",
+        ],
         _ => return None,
     };
     Some(fields.contains(&field))
@@ -161,6 +177,10 @@ fn ctx_field(record: &str, field: &str) -> Option<Ctx> {
         ("task", "upstreams") => Ctx::TaskUpstreams,
         ("task", "tools") => Ctx::TaskTools,
         ("task", "datasets") => Ctx::TaskDatasets,
+        ("task", "resources") => Ctx::TaskResources,
+        ("task", "prompts") => Ctx::TaskPrompts,
+        ("mcp", "method") => Ctx::McpMethod,
+        ("mcp", "kind") => Ctx::McpKind,
         _ => return None,
     })
 }
@@ -171,6 +191,7 @@ fn present(attr: &str) -> Option<Present> {
         "args" => Present::Args,
         "upstream" => Present::Upstream,
         "tool_args" => Present::ToolArgs,
+        "mcp" => Present::Mcp,
         "delegation" | "environment" | "sensitivity" | "sensitivity_level" | "time" | "approval" | "risk" => {
             Present::Always
         }
@@ -648,6 +669,11 @@ impl<'a> Env<'a> {
             Ctx::TaskUpstreams => V::Set(SetRef::Upstreams(&task()?.upstreams)),
             Ctx::TaskTools => V::Set(SetRef::Strings(&task()?.tools)),
             Ctx::TaskDatasets => V::Set(SetRef::Strings(&task()?.datasets)),
+            Ctx::TaskResources => V::Set(SetRef::Strings(&task()?.resources)),
+            Ctx::TaskPrompts => V::Set(SetRef::Strings(&task()?.prompts)),
+            // `context.mcp` is an error without the MCP message: Cedar reports it.
+            Ctx::McpMethod => V::Str(&self.ctx.mcp.as_ref()?.method),
+            Ctx::McpKind => V::Str(self.ctx.mcp.as_ref()?.kind.as_str()),
             Ctx::Sensitivity => V::Str(self.sensitivity),
             Ctx::SensitivityLevel => V::Long(self.sensitivity_level),
             Ctx::Upstream => V::Entity(Ent::Uid(self.upstream?)),
@@ -697,6 +723,7 @@ impl Programs {
                 Present::Args => env.ctx.args.is_some(),
                 Present::Upstream => env.upstream.is_some(),
                 Present::ToolArgs => env.has_tool_args,
+                Present::Mcp => env.ctx.mcp.is_some(),
             }),
             Node::TaskHas(known) => {
                 env.ctx.task.as_ref()?;

@@ -83,7 +83,9 @@ impl FromStr for Action {
     }
 }
 
-/// What an action targets. Tools and datasets are named `<upstream>/<name>`.
+/// What an action targets. Tools and datasets are named `<upstream>/<name>`, and so are MCP
+/// resources (`<upstream>/<uri>`) and prompts (`<upstream>/<prompt name>`): the upstream is the part
+/// before the first `/`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ResourceRef {
@@ -95,6 +97,13 @@ pub enum ResourceRef {
     Agent(AgentName),
     /// A task being started or delegated, by id; its intent is `context.task`.
     Task(String),
+    /// An MCP resource of an upstream (`resources/read`, `resources/subscribe`, …):
+    /// `<upstream>/<uri>`. Not a registry entity: the engine builds `Warden::McpResource` per
+    /// request (its `declared` attribute from the task's `resources` patterns).
+    McpResource(String),
+    /// An MCP prompt of an upstream (`prompts/get`): `<upstream>/<prompt name>`. Built per request
+    /// like an MCP resource.
+    Prompt(String),
 }
 
 impl ResourceRef {
@@ -106,7 +115,31 @@ impl ResourceRef {
         ResourceRef::Dataset(format!("{upstream}/{dataset}"))
     }
 
-    /// The resource's type as an index: upstream 0, tool 1, dataset 2, agent 3, task 4.
+    /// The MCP resource `uri` of `upstream`.
+    pub fn mcp_resource(upstream: &UpstreamName, uri: &str) -> Self {
+        ResourceRef::McpResource(format!("{upstream}/{uri}"))
+    }
+
+    /// The MCP prompt `name` of `upstream`.
+    pub fn prompt(upstream: &UpstreamName, name: &str) -> Self {
+        ResourceRef::Prompt(format!("{upstream}/{name}"))
+    }
+
+    /// The name of the upstream the resource belongs to (an upstream's own name); `None` for an
+    /// agent, a task, or an id without `/`.
+    pub fn upstream_name(&self) -> Option<&str> {
+        match self {
+            ResourceRef::Upstream(u) => Some(u.as_str()),
+            ResourceRef::Tool(id)
+            | ResourceRef::Dataset(id)
+            | ResourceRef::McpResource(id)
+            | ResourceRef::Prompt(id) => id.split_once('/').map(|(u, _)| u),
+            ResourceRef::Agent(_) | ResourceRef::Task(_) => None,
+        }
+    }
+
+    /// The resource's type as an index: upstream 0, tool 1, dataset 2, agent 3, task 4, MCP
+    /// resource 5, prompt 6.
     pub(crate) fn kind(&self) -> usize {
         match self {
             ResourceRef::Upstream(_) => 0,
@@ -114,12 +147,14 @@ impl ResourceRef {
             ResourceRef::Dataset(_) => 2,
             ResourceRef::Agent(_) => 3,
             ResourceRef::Task(_) => 4,
+            ResourceRef::McpResource(_) => 5,
+            ResourceRef::Prompt(_) => 6,
         }
     }
 }
 
 /// Number of resource types ([`ResourceRef::kind`]).
-pub(crate) const RESOURCE_KINDS: usize = 5;
+pub(crate) const RESOURCE_KINDS: usize = 7;
 
 impl fmt::Display for ResourceRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -129,6 +164,8 @@ impl fmt::Display for ResourceRef {
             ResourceRef::Dataset(d) => write!(f, "dataset `{}`", d.escape_debug()),
             ResourceRef::Agent(a) => write!(f, "agent `{a}`"),
             ResourceRef::Task(t) => write!(f, "task `{}`", t.escape_debug()),
+            ResourceRef::McpResource(r) => write!(f, "MCP resource `{}`", r.escape_debug()),
+            ResourceRef::Prompt(p) => write!(f, "prompt `{}`", p.escape_debug()),
         }
     }
 }
@@ -148,6 +185,12 @@ pub struct TaskContext {
     pub tools: Vec<String>,
     #[serde(default)]
     pub datasets: Vec<String>,
+    /// URI glob patterns of the MCP resources the task needs (`*` matches any run of characters).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Names of the MCP prompts the task needs.
+    #[serde(default)]
+    pub prompts: Vec<String>,
     /// 0 for a task an agent started itself; for `task.delegate`, the depth of the child task.
     #[serde(default)]
     pub depth: u8,
@@ -178,6 +221,45 @@ pub struct Risk {
     pub score: u8,
 }
 
+/// What kind of MCP message a decision is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpKind {
+    /// A JSON-RPC request from the client.
+    Request,
+    /// A JSON-RPC notification from the client.
+    Notification,
+    /// The client's response to a request of the server (`sampling/createMessage`, …).
+    Response,
+    /// An HTTP stream of a session: `GET` (`stream/open`) or `DELETE` (`session/delete`).
+    Stream,
+}
+
+impl McpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            McpKind::Request => "request",
+            McpKind::Notification => "notification",
+            McpKind::Response => "response",
+            McpKind::Stream => "stream",
+        }
+    }
+}
+
+/// Longest [`McpContext::method`] accepted; a longer one is a deny.
+pub const MAX_MCP_METHOD: usize = 128;
+
+/// The MCP message a decision is about (`context.mcp` in Cedar).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpContext {
+    /// The JSON-RPC method (`tools/call`, `logging/setLevel`, `notifications/initialized`); for a
+    /// response, the method of the server's request it answers; for a stream, `stream/open` or
+    /// `session/delete`. At most [`MAX_MCP_METHOD`] bytes.
+    pub method: String,
+    pub kind: McpKind,
+}
+
 /// Everything about the circumstances of a request that the registry does not know.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,6 +273,9 @@ pub struct PolicyContext {
     pub args: Option<Json>,
     #[serde(default)]
     pub risk: Risk,
+    /// The MCP message, when the request comes from the MCP gateway.
+    #[serde(default)]
+    pub mcp: Option<McpContext>,
 }
 
 /// One question to the policy engine.
@@ -311,6 +396,8 @@ impl TaskContext {
             ("upstreams", self.upstreams.len()),
             ("tools", self.tools.len()),
             ("datasets", self.datasets.len()),
+            ("resources", self.resources.len()),
+            ("prompts", self.prompts.len()),
             ("chain", self.chain.len()),
         ] {
             if len > MAX_CONTEXT_LIST {
@@ -323,6 +410,8 @@ impl TaskContext {
             .into_iter()
             .chain(self.tools.iter())
             .chain(self.datasets.iter())
+            .chain(self.resources.iter())
+            .chain(self.prompts.iter())
             .any(|s| s.len() > MAX_CONTEXT_STRING);
         if long {
             return Err(format!(

@@ -34,6 +34,8 @@
 //! task_type = "support"
 //! upstreams = ["crm"]
 //! tools = ["search"]
+//! resources = ["file:///tmp/*"]       # URI glob patterns (`*`: any run of characters)
+//! prompts = ["summary"]
 //!
 //! [defaults]
 //! time = "2025-06-02T10:00:00Z"       # RFC 3339; the default for cases without `time`
@@ -43,9 +45,12 @@
 //! principal = "support-bot"
 //! action = "read"                     # read | write | destructive | admin | task.start | task.delegate
 //! resource = { tool = "crm/search" }  # or { upstream = "…" }, { dataset = "crm/customers" },
-//!                                     #    { agent = "…" }, { task = "<id>" }
+//!                                     #    { agent = "…" }, { task = "<id>" },
+//!                                     #    { mcp_resource = "crm/file:///tmp/a" }, { prompt = "crm/summary" }
 //! task = "support"                    # optional: a named task (or `context.task` inline)
 //! context = { approval = { granted = true, approvers = 1 }, args = { q = "x" } }   # optional
+//! # also `mcp = { method = "logging/setLevel", kind = "request" }` (request | notification |
+//! # response | stream)
 //! expect = { outcome = "allow", reasons = ["reads-within-task-scope"], quorum = 1 }
 //! ```
 //!

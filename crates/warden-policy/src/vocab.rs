@@ -19,6 +19,8 @@ pub(crate) struct Vocab {
     pub tool: EntityType,
     pub dataset: EntityType,
     pub task: EntityType,
+    pub mcp_resource: EntityType,
+    pub prompt: EntityType,
     pub human: EntityType,
     pub args: EntityType,
     actions: Vec<Arc<EntityUID>>,
@@ -37,6 +39,8 @@ impl Vocab {
             tool: ty("Warden::Tool")?,
             dataset: ty("Warden::Dataset")?,
             task: ty("Warden::Task")?,
+            mcp_resource: ty("Warden::McpResource")?,
+            prompt: ty("Warden::Prompt")?,
             human: ty("Warden::Human")?,
             args: ty("Warden::Args")?,
             actions: Action::ALL
@@ -60,6 +64,8 @@ impl Vocab {
             self.dataset.clone(),
             self.agent.clone(),
             self.task.clone(),
+            self.mcp_resource.clone(),
+            self.prompt.clone(),
         ]
     }
 

@@ -1,8 +1,9 @@
 //! The index and the engine's fast paths never change a decision: on generated policy sets
 //! (per-agent, per-upstream, per-tool, action-wide and unconstrained policies, and Cedar-only kinds:
 //! policies that fail to evaluate, read the approval state in their condition, read the arguments
-//! by computed keys or through a literal `Warden::Args` entity, or use the context as a whole) and
-//! generated requests, Warden's decision equals plain Cedar's — `Authorizer::is_authorized` over the
+//! by computed keys or through a literal `Warden::Args` entity, or use the context as a whole; MCP
+//! resources, prompts and `context.mcp`) and generated requests (with MCP resources and prompts
+//! built per request, their `declared` from the task's patterns), Warden's decision equals plain Cedar's — `Authorizer::is_authorized` over the
 //! whole set, with the full context (every attribute, every argument tag) and both passes — in
 //! outcome, quorum, reasons and errors, both on the request's entity slice and on the whole registry.
 

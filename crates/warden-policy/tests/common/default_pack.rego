@@ -31,9 +31,23 @@ in_task_scope if {
 	input.resource.name in input.context.task.datasets
 }
 
+read_scope if in_task_scope
+
+read_scope if {
+	input.resource.type == "mcp_resource"
+	input.resource.upstream in input.context.task.upstreams
+	input.resource.declared
+}
+
+read_scope if {
+	input.resource.type == "prompt"
+	input.resource.upstream in input.context.task.upstreams
+	input.resource.name in input.context.task.prompts
+}
+
 permits contains "reads-within-task-scope" if {
 	input.action == "read"
-	in_task_scope
+	read_scope
 }
 
 declared_dataset if input.resource.name in input.context.task.datasets

@@ -19,8 +19,8 @@ use warden_core::{
     AgentName, AgentState, Email, Environment, Model, Sensitivity, UpstreamKind, UpstreamName,
 };
 use warden_policy::{
-    Action, AgentFacts, Approval, DatasetFacts, EntityStore, PolicyContext, PolicyRequest, ResourceRef, Risk,
-    TaskContext, ToolClass, ToolFacts, UpstreamFacts,
+    Action, AgentFacts, Approval, DatasetFacts, EntityStore, McpContext, McpKind, PolicyContext,
+    PolicyRequest, ResourceRef, Risk, TaskContext, ToolClass, ToolFacts, UpstreamFacts, glob_matches,
 };
 
 pub const ENVS: [Environment; 3] = [
@@ -42,6 +42,16 @@ const CLASSES: [ToolClass; 4] = [
     ToolClass::Destructive,
     ToolClass::Admin,
 ];
+
+/// MCP resource URIs requests name (`vary`) and patterns tasks declare.
+pub const URIS: [&str; 5] = [
+    "file:///tmp/a",
+    "file:///tmp/b/c",
+    "file:///etc/shadow",
+    "ui://w/1",
+    "file:///tmp",
+];
+const URI_PATTERNS: [&str; 5] = ["file:///tmp/*", "*", "ui://w/1", "*shadow", "file:///*/c"];
 
 /// A generated registry. Agents and upstreams are `a<i>` and `u<j>`; tools `u<j>/t<k>`, datasets
 /// `u<j>/d<k>`. Policies and requests use the first `hot_agents` agents and `hot_upstreams`
@@ -211,7 +221,8 @@ fn cedar_only(rng: &mut StdRng, w: &World, id: &str, a: usize, u: usize) -> Stri
     let ty = ["report", "support", "maintenance"].choose(rng).expect("type");
     let env = ENVS.choose(rng).expect("env").as_str();
     let n = rng.gen_range(0..100);
-    let body = match rng.gen_range(0..36) {
+    let uri = URIS.choose(rng).expect("uri");
+    let body = match rng.gen_range(0..42) {
         // Fails to evaluate (integer overflow) when it applies.
         0 => format!(
             "permit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ context.time.unix * 10000000000 > 0 }};"
@@ -346,6 +357,27 @@ fn cedar_only(rng: &mut StdRng, w: &World, id: &str, a: usize, u: usize) -> Stri
         33 => format!(
             "forbid(principal, action, resource in Warden::Upstream::\"u{u}\")\nwhen {{ context has args && context.args.hasTag(\"nested.k{k}\") && context.args.getTag(\"nested.k{k}\") == \"{}\" }};",
             ["v", "true"].choose(rng).expect("value")
+        ),
+        // MCP resources and prompts (built per request), and the MCP message (`vary`).
+        36 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource is Warden::McpResource in Warden::Upstream::\"u{u}\")\nwhen {{ resource.declared && context has task && context.task.resources.containsAny([\"*\", \"file:///tmp/*\"]) }};"
+        ),
+        37 => format!(
+            "forbid(principal, action, resource is Warden::McpResource)\nwhen {{ resource.uri like \"*shadow*\" && resource.upstream == Warden::Upstream::\"u{u}\" }};"
+        ),
+        38 => format!(
+            "forbid(principal == Warden::Agent::\"a{a}\", action, resource)\nwhen {{ context has mcp && context.mcp.method == \"logging/setLevel\" && context.mcp.kind == \"request\" }};"
+        ),
+        // `context.mcp has …` and `context has mcp.…` are left to Cedar.
+        39 => format!(
+            "permit(principal == Warden::Agent::\"a{a}\", action == Warden::Action::\"read\", resource)\nwhen {{ (resource is Warden::Prompt && context has task && context.task.prompts.contains(resource.name)) || (context has mcp.kind && context.mcp.kind == \"notification\") || (context has mcp && context.mcp has method && resource is Warden::McpResource && !resource.declared) }};"
+        ),
+        40 => format!(
+            "permit(principal, action == Warden::Action::\"read\", resource == Warden::McpResource::\"u{u}/{uri}\")\nwhen {{ principal.environment == \"{env}\" }};"
+        ),
+        41 => format!(
+            "forbid(principal, action, resource == Warden::Prompt::\"u{u}/p{}\")\nwhen {{ resource.upstream.sensitivity_level > 1 || (context has mcp && context.mcp.method == \"prompts/get\") }};",
+            rng.gen_range(0..3)
         ),
         // Literal tag keys that lead into nested arguments.
         _ => format!(
@@ -562,6 +594,8 @@ pub fn request(rng: &mut StdRng, w: &World, args_bytes: Option<usize>) -> Policy
                 .filter(|_| rng.gen_bool(0.5))
                 .map(|k| format!("d{k}"))
                 .collect(),
+            resources: Vec::new(),
+            prompts: Vec::new(),
             depth: rng.gen_range(0..4),
             chain: vec![],
         })
@@ -584,14 +618,58 @@ pub fn request(rng: &mut StdRng, w: &World, args_bytes: Option<usize>) -> Policy
                 secret_in_args: rng.gen_bool(0.05),
                 score: rng.gen_range(0..100),
             },
+            mcp: None,
         },
     }
 }
 
 /// Varies a generated request in ways the benchmarks' requests do not (so their workload stays
-/// the same): a delegation chain, sometimes with the principal in it; a task without tools.
+/// the same): a delegation chain, sometimes with the principal in it; a task without tools; MCP
+/// resources and prompts (sometimes of an unknown upstream) with the task's patterns and prompt
+/// names; the MCP message (sometimes with a method over the limit).
 pub fn vary(rng: &mut StdRng, w: &World, req: &mut PolicyRequest) {
     let principal = req.principal.clone();
+    if !req.action.is_task_action() && rng.gen_bool(0.3) {
+        let up = match req.resource.upstream_name() {
+            Some(u) if rng.gen_bool(0.95) => u.to_owned(),
+            Some(_) => "nowhere".to_owned(),
+            None => format!("u{}", rng.gen_range(0..w.hot_upstreams)),
+        };
+        req.resource = if rng.gen_bool(0.6) {
+            ResourceRef::McpResource(format!("{up}/{}", URIS.choose(rng).expect("uri")))
+        } else {
+            ResourceRef::Prompt(format!("{up}/p{}", rng.gen_range(0..3)))
+        };
+    }
+    if let Some(task) = req.context.task.as_mut() {
+        task.resources = URI_PATTERNS
+            .iter()
+            .filter(|_| rng.gen_bool(0.3))
+            .map(|p| (*p).to_owned())
+            .collect();
+        task.prompts = (0..3)
+            .filter(|_| rng.gen_bool(0.4))
+            .map(|k| format!("p{k}"))
+            .collect();
+    }
+    req.context.mcp = match rng.gen_range(0..10) {
+        0 => Some(("logging/setLevel", McpKind::Request)),
+        1 => Some(("notifications/initialized", McpKind::Notification)),
+        2 => Some(("sampling/createMessage", McpKind::Response)),
+        3 => Some(("stream/open", McpKind::Stream)),
+        4 => Some(("prompts/get", McpKind::Request)),
+        _ => None,
+    }
+    .map(|(method, kind)| McpContext {
+        method: method.to_owned(),
+        kind,
+    });
+    if rng.gen_bool(0.02) {
+        req.context.mcp = Some(McpContext {
+            method: "m".repeat(129),
+            kind: McpKind::Request,
+        });
+    }
     if let Some(task) = req.context.task.as_mut() {
         if rng.gen_bool(0.4) {
             task.chain = (0..rng.gen_range(1..=3))
@@ -689,6 +767,26 @@ pub fn rego_input(store: &EntityStore, req: &PolicyRequest, now: DateTime<Utc>) 
                 Sensitivity::Internal,
             )
         }
+        ResourceRef::McpResource(id) | ResourceRef::Prompt(id) => {
+            let (up, name) = id.split_once('/')?;
+            let f = store.upstream(up)?;
+            let (ty, uid) = match &req.resource {
+                ResourceRef::McpResource(_) => ("mcp_resource", format!("McpResource::{id}")),
+                _ => ("prompt", format!("Prompt::{id}")),
+            };
+            let declared = ty == "mcp_resource"
+                && req
+                    .context
+                    .task
+                    .as_ref()
+                    .is_some_and(|t| t.resources.iter().any(|p| glob_matches(p, name)));
+            (
+                json!({"type": ty, "uid": uid, "name": name, "upstream": up, "declared": declared,
+                       "closure": [uid, format!("Upstream::{up}")]}),
+                f.environment,
+                f.sensitivity,
+            )
+        }
         ResourceRef::Task(id) => {
             let task = req.context.task.as_ref()?;
             let mut env: Option<Environment> = None;
@@ -721,7 +819,7 @@ pub fn rego_input(store: &EntityStore, req: &PolicyRequest, now: DateTime<Utc>) 
         context["task"] = json!({
             "purpose": t.purpose, "task_type": t.task_type,
             "upstreams": t.upstreams.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
-            "tools": t.tools, "datasets": t.datasets,
+            "tools": t.tools, "datasets": t.datasets, "resources": t.resources, "prompts": t.prompts,
         });
     }
     if let Some(a) = &c.args {
