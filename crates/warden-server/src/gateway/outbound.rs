@@ -50,6 +50,7 @@ pub enum Out {
 }
 
 /// The filter for one stream (or answer) from one upstream to one caller.
+#[derive(Debug)]
 pub struct Outbound {
     pub state: AppState,
     pub caller: Arc<TaskCaller>,
