@@ -12,6 +12,8 @@
 //! * [`tools`] — tool definitions from `tools/list`: limits, the pinning digest, the default class
 //!   from MCP annotations, and rebuilding a filtered list;
 //! * [`scan`] — secret detection and redaction in JSON values (tool arguments and results);
+//! * [`credential`] — scrubbing an upstream's injected credential out of its answers, in every
+//!   spelling JSON, base64, hex and percent-encoding give it;
 //! * [`secretbox`] — XChaCha20-Poly1305 sealing of upstream credentials at rest.
 //!
 //! Every parser here takes untrusted input and never panics on it (each has property tests).
