@@ -189,6 +189,13 @@ fn forms_of(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     unique
 }
 
+impl Default for Scrubber {
+    /// No credentials: scrubbing is a no-op.
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
 impl Scrubber {
     /// A scrubber with no credentials: [`Scrubber::scrub`] does nothing.
     pub fn empty() -> Scrubber {
