@@ -68,8 +68,10 @@ async fn register(api: &Api, name: &str, url: &str, cred: &str) {
         .admin(
             Method::POST,
             "/v1/upstreams",
-            Some(json!({"name": name, "kind": "mcp", "url": url, "environment": "production",
-                        "owner": "owner@example.com", "sensitivity": "confidential"})),
+            Some(
+                json!({"name": name, "kind": "mcp", "url": url, "environment": "production",
+                        "owner": "owner@example.com", "sensitivity": "confidential"}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -86,7 +88,12 @@ async fn register(api: &Api, name: &str, url: &str, cred: &str) {
 }
 
 /// An intent with the upstreams and tools, and optionally resources and prompts.
-fn intent(upstreams: &[&str], tools: &[&str], resources: Option<&[&str]>, prompts: Option<&[&str]>) -> String {
+fn intent(
+    upstreams: &[&str],
+    tools: &[&str],
+    resources: Option<&[&str]>,
+    prompts: Option<&[&str]>,
+) -> String {
     let mut d = json!({"type": "warden_task", "purpose": "reconcile invoices", "task_type": "billing",
                        "upstreams": upstreams, "tools": tools, "datasets": ["invoices"]});
     if let Some(r) = resources {
@@ -169,8 +176,8 @@ impl Reply {
     }
 }
 
-/// One request to `/mcp/{upstream}`; the body is read until it ends or [`STREAM_WAIT`] passes.
-async fn send(
+/// One request to `/mcp/{upstream}`: the status, the headers and the body, unread.
+async fn open(
     api: &Api,
     method: Method,
     upstream: &str,
@@ -178,7 +185,7 @@ async fn send(
     session: Option<&str>,
     headers: &[(&str, &str)],
     body: Option<String>,
-) -> Reply {
+) -> (StatusCode, HeaderMap, Body) {
     let accept = if method == Method::GET {
         "text/event-stream"
     } else {
@@ -207,14 +214,37 @@ async fn send(
         .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let mut body = resp.into_body();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + STREAM_WAIT;
-    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(&mut body)).await {
-        if let Ok(data) = frame.into_data() {
-            out.extend_from_slice(&data);
+    (status, headers, resp.into_body())
+}
+
+/// Reads `body` into `out` until it ends, `done(out)` holds, or `wait` passes.
+async fn read_until(body: &mut Body, out: &mut Vec<u8>, wait: Duration, done: impl Fn(&[u8]) -> bool) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while !done(out) {
+        match tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(body)).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            _ => return,
         }
     }
+}
+
+/// One request to `/mcp/{upstream}`; the body is read until it ends or [`STREAM_WAIT`] passes.
+async fn send(
+    api: &Api,
+    method: Method,
+    upstream: &str,
+    token: &str,
+    session: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> Reply {
+    let (status, headers, mut body) = open(api, method, upstream, token, session, headers, body).await;
+    let mut out = Vec::new();
+    read_until(&mut body, &mut out, STREAM_WAIT, |_| false).await;
     Reply {
         status,
         headers,
@@ -223,11 +253,28 @@ async fn send(
 }
 
 async fn post(api: &Api, upstream: &str, token: &str, session: Option<&str>, msg: Value) -> Reply {
-    send(api, Method::POST, upstream, token, session, &[], Some(msg.to_string())).await
+    send(
+        api,
+        Method::POST,
+        upstream,
+        token,
+        session,
+        &[],
+        Some(msg.to_string()),
+    )
+    .await
 }
 
-async fn get_stream(api: &Api, upstream: &str, token: &str, session: Option<&str>, last_event_id: Option<&str>) -> Reply {
-    let headers: Vec<(&str, &str)> = last_event_id.map(|l| vec![("last-event-id", l)]).unwrap_or_default();
+async fn get_stream(
+    api: &Api,
+    upstream: &str,
+    token: &str,
+    session: Option<&str>,
+    last_event_id: Option<&str>,
+) -> Reply {
+    let headers: Vec<(&str, &str)> = last_event_id
+        .map(|l| vec![("last-event-id", l)])
+        .unwrap_or_default();
     send(api, Method::GET, upstream, token, session, &headers, None).await
 }
 
@@ -255,7 +302,14 @@ fn call(id: i64, tool: &str, args: Value) -> Value {
 
 /// Lists the tools (cataloguing them): the names shown.
 async fn listed(api: &Api, env: &Env, session: &str) -> Vec<String> {
-    let r = post(api, "tools", &env.token, Some(session), request(2, "tools/list", json!({}))).await;
+    let r = post(
+        api,
+        "tools",
+        &env.token,
+        Some(session),
+        request(2, "tools/list", json!({})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     tool_names(&r.json())
 }
@@ -263,7 +317,11 @@ async fn listed(api: &Api, env: &Env, session: &str) -> Vec<String> {
 fn tool_names(answer: &Value) -> Vec<String> {
     let mut names: Vec<String> = answer["result"]["tools"]
         .as_array()
-        .map(|a| a.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -352,9 +410,9 @@ async fn notification_tools_call_is_not_forwarded(api: Api) {
     let refused = decisions(&api, "tools/call").await;
     for upstream in ["tools", "other"] {
         assert!(
-            refused
-                .iter()
-                .any(|b| b["outcome"] == "deny" && b["upstream"] == upstream),
+            refused.iter().any(|b| b["outcome"] == "deny"
+                && (b["upstream"] == upstream
+                    || b["resource"].as_str().is_some_and(|r| r.contains(upstream)))),
             "the refusal at `{upstream}` is in the ledger: {refused:?}"
         );
     }
@@ -444,8 +502,10 @@ async fn stdio_setup(api: Api) -> (Api, String, std::path::PathBuf) {
         .admin(
             Method::POST,
             "/v1/upstreams",
-            Some(json!({"name": "local", "kind": "mcp", "url": "stdio://local", "environment": "staging",
-                        "owner": "owner@example.com", "sensitivity": "internal"})),
+            Some(
+                json!({"name": "local", "kind": "mcp", "url": "stdio://local", "environment": "staging",
+                        "owner": "owner@example.com", "sensitivity": "internal"}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -464,7 +524,10 @@ async fn stdio_setup(api: Api) -> (Api, String, std::path::PathBuf) {
 }
 
 fn started_processes(starts: &std::path::Path) -> usize {
-    std::fs::read_to_string(starts).unwrap_or_default().lines().count()
+    std::fs::read_to_string(starts)
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 async fn initialize_notification_spawns_no_stdio_process(api: Api) {
@@ -499,9 +562,23 @@ async fn stdio_secret_in_nested_json_is_cut(api: Api) {
     let r = post(&api, "local", &token, None, initialize_msg()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let session = r.session().expect("session");
-    let r = post(&api, "local", &token, Some(&session), request(2, "tools/list", json!({}))).await;
+    let r = post(
+        &api,
+        "local",
+        &token,
+        Some(&session),
+        request(2, "tools/list", json!({})),
+    )
+    .await;
     assert_eq!(tool_names(&r.json()), ["whoami"], "{}", r.text());
-    let r = post(&api, "local", &token, Some(&session), call(3, "whoami", json!({}))).await;
+    let r = post(
+        &api,
+        "local",
+        &token,
+        Some(&session),
+        call(3, "whoami", json!({})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     hostile::assert_no_secret("stdio tool result", &r.body, CRED);
 }
@@ -513,6 +590,7 @@ async fn responses_to_unissued_ids_are_refused(api: Api) {
         &api,
         Config {
             get_events: vec![GetEvent::Sampling(7)],
+            get_hold: Duration::from_secs(5),
             ..Config::default()
         },
     )
@@ -532,14 +610,27 @@ async fn responses_to_unissued_ids_are_refused(api: Api) {
         env.hostile.client_responses().is_empty(),
         "the bare response reached the upstream"
     );
-    // The server's own request reaches the agent under an opaque id of Warden's.
-    let g = get_stream(&api, "tools", &env.token, Some(&session), None).await;
-    assert_eq!(g.status, StatusCode::OK, "{}", g.text());
-    let sampling = g
-        .messages()
+    // The server's own request reaches the agent under an opaque id of Warden's; the agent
+    // answers while the stream is still open.
+    let (status, _, mut stream) =
+        open(&api, Method::GET, "tools", &env.token, Some(&session), &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut got = Vec::new();
+    let has_request = |b: &[u8]| {
+        hostile::messages(b)
+            .iter()
+            .any(|m| m["method"] == "sampling/createMessage")
+    };
+    read_until(&mut stream, &mut got, STREAM_WAIT, has_request).await;
+    let sampling = hostile::messages(&got)
         .into_iter()
         .find(|m| m["method"] == "sampling/createMessage")
-        .unwrap_or_else(|| panic!("the server's request is relayed: {}", g.text()));
+        .unwrap_or_else(|| {
+            panic!(
+                "the server's request is relayed: {}",
+                String::from_utf8_lossy(&got)
+            )
+        });
     let id = sampling["id"].clone();
     assert!(
         id.as_str().is_some_and(|s| s != "7"),
@@ -551,11 +642,16 @@ async fn responses_to_unissued_ids_are_refused(api: Api) {
     assert!(r.status.is_success(), "{} {}", r.status, r.text());
     let got = env.hostile.client_responses();
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0]["id"], json!(7), "the upstream gets its own id back: {got:?}");
+    assert_eq!(
+        got[0]["id"],
+        json!(7),
+        "the upstream gets its own id back: {got:?}"
+    );
     // The same answer again: refused, not forwarded.
     let r = post(&api, "tools", &env.token, Some(&session), answer).await;
     assert!(r.status.is_client_error(), "{} {}", r.status, r.text());
     assert_eq!(env.hostile.client_responses().len(), 1, "answered twice");
+    drop(stream);
 }
 
 // ---- GET and DELETE ----
@@ -567,8 +663,22 @@ async fn get_and_delete_outside_the_task_are_refused(api: Api) {
     let r = get_stream(&api, "other", &env.token, None, None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "GET: {}", r.text());
     let r = get_stream(&api, "other", &env.token, Some(&session), None).await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "GET with a session: {}", r.text());
-    let r = send(&api, Method::DELETE, "other", &env.token, Some(&session), &[], None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "GET with a session: {}",
+        r.text()
+    );
+    let r = send(
+        &api,
+        Method::DELETE,
+        "other",
+        &env.token,
+        Some(&session),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "DELETE: {}", r.text());
     assert!(
         other.seen().is_empty(),
@@ -584,7 +694,14 @@ async fn credential_echoes_are_cut_from_json_answers(api: Api) {
     let session = initialize(&api, "tools", &env.token).await;
     listed(&api, &env, &session).await;
     for (i, form) in (10..).zip(Echo::ALL) {
-        let r = post(&api, "tools", &env.token, Some(&session), call(i, "echo", form.arguments())).await;
+        let r = post(
+            &api,
+            "tools",
+            &env.token,
+            Some(&session),
+            call(i, "echo", form.arguments()),
+        )
+        .await;
         hostile::assert_no_secret(&format!("JSON answer, {form:?}"), &r.body, CRED);
     }
     let last = env.hostile.seen().last().cloned().unwrap();
@@ -601,7 +718,14 @@ async fn credential_echoes_are_cut_from_sse_answers(api: Api) {
     listed(&api, &env, &session).await;
     env.hostile.config(|c| c.sse = true);
     for (i, form) in (10..).zip(Echo::ALL) {
-        let r = post(&api, "tools", &env.token, Some(&session), call(i, "echo", form.arguments())).await;
+        let r = post(
+            &api,
+            "tools",
+            &env.token,
+            Some(&session),
+            call(i, "echo", form.arguments()),
+        )
+        .await;
         hostile::assert_no_secret(&format!("SSE answer, {form:?}"), &r.body, CRED);
     }
 }
@@ -634,7 +758,14 @@ async fn credential_in_random_escapings_never_reaches_the_agent(api: Api) {
     for i in 0..16 {
         let plan = plans.new_tree(&mut runner).unwrap().current();
         let form = Echo::Mixed(plan);
-        let r = post(&api, "tools", &env.token, Some(&session), call(10 + i, "echo", form.arguments())).await;
+        let r = post(
+            &api,
+            "tools",
+            &env.token,
+            Some(&session),
+            call(10 + i, "echo", form.arguments()),
+        )
+        .await;
         hostile::assert_no_secret(&format!("JSON answer, {form:?}"), &r.body, CRED);
     }
 }
@@ -648,8 +779,10 @@ async fn secret_values_shorter_than_8_bytes_are_refused(api: Api) {
         .admin(
             Method::POST,
             "/v1/upstreams",
-            Some(json!({"name": "tools", "kind": "mcp", "url": hostile.url, "environment": "production",
-                        "owner": "owner@example.com", "sensitivity": "confidential"})),
+            Some(
+                json!({"name": "tools", "kind": "mcp", "url": hostile.url, "environment": "production",
+                        "owner": "owner@example.com", "sensitivity": "confidential"}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -704,7 +837,14 @@ async fn resumed_streams_are_filtered_and_recorded(api: Api) {
         c.sse = true;
         c.sse_cut = true;
     });
-    let r = post(&api, "tools", &env.token, Some(&session), request(3, "tools/list", json!({}))).await;
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        request(3, "tools/list", json!({})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let last = r
         .event_ids()
@@ -717,10 +857,7 @@ async fn resumed_streams_are_filtered_and_recorded(api: Api) {
         .into_iter()
         .find(|m| m["result"]["tools"].is_array())
         .unwrap_or_else(|| panic!("the replayed tools/list answer is relayed: {}", replay.text()));
-    assert!(
-        tool_names(&listing).contains(&"echo".to_owned()),
-        "{listing}"
-    );
+    assert!(tool_names(&listing).contains(&"echo".to_owned()), "{listing}");
     assert!(
         !replay.text().contains("purge"),
         "the replay shows a tool the task may not call: {}",
@@ -728,7 +865,14 @@ async fn resumed_streams_are_filtered_and_recorded(api: Api) {
     );
 
     env.hostile.config(|c| c.result_aws = true);
-    let r = post(&api, "tools", &env.token, Some(&session), call(4, "search", json!({"q": "x"}))).await;
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(4, "search", json!({"q": "x"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let last = r
         .event_ids()
@@ -756,7 +900,14 @@ async fn last_event_ids_warden_did_not_issue_are_refused(api: Api) {
     let session = initialize(&api, "tools", &env.token).await;
     listed(&api, &env, &session).await;
     env.hostile.config(|c| c.sse = true);
-    let r = post(&api, "tools", &env.token, Some(&session), request(3, "tools/list", json!({}))).await;
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        request(3, "tools/list", json!({})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let raw = env.hostile.stream_ids(env.hostile.stream_count() - 1)[0].clone();
     let replay = get_stream(&api, "tools", &env.token, Some(&session), Some(&raw)).await;
@@ -787,7 +938,14 @@ async fn upstream_error_messages_are_redacted(api: Api) {
     listed(&api, &env, &session).await;
     for sse in [false, true] {
         env.hostile.config(|c| c.sse = sse);
-        let r = post(&api, "tools", &env.token, Some(&session), call(3, "search", json!({}))).await;
+        let r = post(
+            &api,
+            "tools",
+            &env.token,
+            Some(&session),
+            call(3, "search", json!({})),
+        )
+        .await;
         let text = r.text();
         assert!(
             r.messages().iter().any(|m| m["error"].is_object()),
@@ -820,7 +978,14 @@ async fn responses_with_foreign_ids_are_not_relayed(api: Api) {
         );
     }
     env.hostile.config(|c| c.sse = true);
-    let r = post(&api, "tools", &env.token, Some(&session), request(5, "tools/list", json!({}))).await;
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        request(5, "tools/list", json!({})),
+    )
+    .await;
     let text = r.text();
     assert!(!leaked(&text), "the foreign message on the stream: {text}");
 }
@@ -838,7 +1003,14 @@ async fn server_notifications_are_redacted(api: Api) {
     let session = initialize(&api, "tools", &env.token).await;
     listed(&api, &env, &session).await;
     env.hostile.config(|c| c.sse = true);
-    let r = post(&api, "tools", &env.token, Some(&session), call(3, "search", json!({}))).await;
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(3, "search", json!({})),
+    )
+    .await;
     let text = r.text();
     assert!(
         text.contains("notifications/message") && text.contains("[REDACTED:") && !text.contains(AWS_KEY),
@@ -936,7 +1108,14 @@ async fn standard_methods_are_governed(api: Api) {
         );
         assert_decided(&api, method, "allow").await;
     }
-    let r = post(&api, "tools", &token, Some(&session), request(20, "foo/bar", json!({}))).await;
+    let r = post(
+        &api,
+        "tools",
+        &token,
+        Some(&session),
+        request(20, "foo/bar", json!({})),
+    )
+    .await;
     let v = r.json();
     assert_eq!(error_code(&v), Some(-32601), "{v}");
     assert!(
@@ -958,7 +1137,11 @@ async fn reads_are_limited_to_declared_resources_and_prompts(api: Api) {
     let reads = |h: &Hostile, what: &str| {
         h.seen()
             .iter()
-            .filter(|s| s.body.contains(what) && s.rpc_method().is_some_and(|m| m == "resources/read" || m == "prompts/get"))
+            .filter(|s| {
+                s.body.contains(what)
+                    && s.rpc_method()
+                        .is_some_and(|m| m == "resources/read" || m == "prompts/get")
+            })
             .count()
     };
     // A task that declared only the tool `echo` reads no resource.
@@ -1051,7 +1234,16 @@ async fn foreign_origins_and_hosts_are_refused(api: Api) {
     let env = setup(&api).await;
     let init = Some(initialize_msg().to_string());
     for (name, value) in [("origin", "http://evil.example"), ("host", "evil.example")] {
-        let r = send(&api, Method::POST, "tools", &env.token, None, &[(name, value)], init.clone()).await;
+        let r = send(
+            &api,
+            Method::POST,
+            "tools",
+            &env.token,
+            None,
+            &[(name, value)],
+            init.clone(),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{name}: {value}: {}", r.text());
     }
     assert!(env.hostile.seen().is_empty(), "a refused request was forwarded");
@@ -1079,25 +1271,38 @@ async fn catalogue_fetch_is_decided_before_it_is_sent(api: Api) {
     let snapshots: Arc<Mutex<Vec<usize>>> = Arc::default();
     let (store, snaps) = (api.store.clone(), snapshots.clone());
     env.hostile.config(|c| {
-        c.on_message = Some(Arc::new(move |msg: Value| -> futures_util::future::BoxFuture<'static, ()> {
-            let (store, snaps) = (store.clone(), snaps.clone());
-            Box::pin(async move {
-                if msg["method"] == "tools/list" {
-                    let n = store_entries(&store)
-                        .await
-                        .iter()
-                        .filter(|(k, b)| k == "decision" && b["method"] == "tools/list")
-                        .count();
-                    snaps.lock().unwrap().push(n);
-                }
-            })
-        }));
+        c.on_message = Some(Arc::new(
+            move |msg: Value| -> futures_util::future::BoxFuture<'static, ()> {
+                let (store, snaps) = (store.clone(), snaps.clone());
+                Box::pin(async move {
+                    if msg["method"] == "tools/list" {
+                        let n = store_entries(&store)
+                            .await
+                            .iter()
+                            .filter(|(k, b)| k == "decision" && b["method"] == "tools/list")
+                            .count();
+                        snaps.lock().unwrap().push(n);
+                    }
+                })
+            },
+        ));
     });
     // No listing yet: Warden lists the tools itself to learn `search`'s class.
-    let r = post(&api, "tools", &env.token, Some(&session), call(2, "search", json!({}))).await;
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(2, "search", json!({})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let seen = snapshots.lock().unwrap().clone();
-    assert!(!seen.is_empty(), "Warden listed the tools: {:?}", env.hostile.methods());
+    assert!(
+        !seen.is_empty(),
+        "Warden listed the tools: {:?}",
+        env.hostile.methods()
+    );
     assert!(
         seen[0] >= 1,
         "the tools/list was recorded as a decision before the upstream received it"
@@ -1121,15 +1326,46 @@ async fn changed_tool_definitions_are_quarantined(api: Api) {
         ["search"],
         "the changed tool is hidden"
     );
-    let r = post(&api, "tools", &env.token, Some(&session), call(3, "echo", json!({}))).await;
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(3, "echo", json!({})),
+    )
+    .await;
     assert_eq!(
         error_code(&r.json()),
         Some(warden_gateway::jsonrpc::TOOL_QUARANTINED),
         "{}",
         r.text()
     );
-    assert!(
-        env.hostile.executed().is_empty(),
-        "the quarantined tool ran"
+    assert!(env.hostile.executed().is_empty(), "the quarantined tool ran");
+}
+
+/// The harness itself: the leak check sees every form the hostile server echoes (so a passing test
+/// means no leak, not a blind check), and does not fire on another credential's echoes.
+#[test]
+fn the_leak_check_sees_every_echo_form() {
+    let auth = format!("Bearer {CRED}");
+    let mut forms = Echo::ALL.to_vec();
+    forms.push(Echo::Mixed(vec![3, 1, 0, 2]));
+    for form in forms {
+        let payload = match hostile::echo_payload(&form, &auth) {
+            Ok(p) => format!(r#"{{"jsonrpc":"2.0","id":1,"result":{p}}}"#),
+            Err(p) => format!(r#"{{"jsonrpc":"2.0","id":1,"error":{p}}}"#),
+        };
+        let sse = format!("id: 1\ndata: {payload}\n\n");
+        for body in [&payload, &sse] {
+            let caught =
+                std::panic::catch_unwind(|| hostile::assert_no_secret("probe", body.as_bytes(), CRED));
+            assert!(caught.is_err(), "{form:?} slips past the check: {body}");
+            hostile::assert_no_secret("another credential", body.as_bytes(), OTHER_CRED);
+        }
+    }
+    hostile::assert_no_secret(
+        "redacted",
+        br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"auth=[REDACTED:upstream-credential]"}]}}"#,
+        CRED,
     );
 }

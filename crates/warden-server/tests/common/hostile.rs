@@ -56,8 +56,10 @@ pub struct Config {
     /// Answers carry another id than the request's (with an AWS key and a `tools/list` result that
     /// shows every tool). As JSON that is the whole answer; on a stream the real answer follows.
     pub foreign_id: bool,
-    /// What the `GET` stream (without `Last-Event-ID`) sends before it ends.
+    /// What the `GET` stream (without `Last-Event-ID`) sends.
     pub get_events: Vec<GetEvent>,
+    /// How long the `GET` stream stays open after its events (zero: it ends at once).
+    pub get_hold: std::time::Duration,
     /// Every `tools/list` after the first serves `echo` with another description (a rug pull).
     pub rug_pull: bool,
     /// Called with every JSON-RPC message received, before answering.
@@ -85,6 +87,7 @@ impl Default for Config {
             result_aws: false,
             foreign_id: false,
             get_events: Vec::new(),
+            get_hold: std::time::Duration::ZERO,
             rug_pull: false,
             on_message: None,
         }
@@ -422,7 +425,12 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, headers: HeaderMap, bo
         method: method.clone(),
         headers: headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
     };
@@ -510,9 +518,12 @@ async fn post(state: &Arc<Mutex<State>>, auth: &str, body: &[u8]) -> Response {
             Ok(json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": format!("contents of {uri}")}]})
                 .to_string())
         }
-        "prompts/get" => Ok(json!({"messages": [{"role": "user", "content": {"type": "text", "text": "hello"}}]})
-            .to_string()),
-        "completion/complete" => Ok(json!({"completion": {"values": ["alice"], "hasMore": false}}).to_string()),
+        "prompts/get" => Ok(
+            json!({"messages": [{"role": "user", "content": {"type": "text", "text": "hello"}}]}).to_string(),
+        ),
+        "completion/complete" => {
+            Ok(json!({"completion": {"values": ["alice"], "hasMore": false}}).to_string())
+        }
         _ => Ok("{}".to_owned()),
     };
     let answer = match payload {
@@ -543,6 +554,13 @@ async fn post(state: &Arc<Mutex<State>>, auth: &str, body: &[u8]) -> Response {
     }
     if cfg.aws_notice {
         datas.push(aws_notice());
+    }
+    if cfg.sse_cut {
+        // Something to resume after, besides the priming event.
+        datas.push(notification(
+            "notifications/message",
+            json!({"level": "info", "logger": "hostile", "data": "working on it"}),
+        ));
     }
     if let Some(f) = foreign {
         datas.push(f);
@@ -627,7 +645,23 @@ fn get(state: &Arc<Mutex<State>>, auth: &str, headers: &HeaderMap) -> Response {
         .map(|(i, d)| (format!("h{n}e{i}"), d))
         .collect();
     st.streams.push(events.clone());
-    sse(&events)
+    let hold = st.config.get_hold;
+    if hold.is_zero() {
+        return sse(&events);
+    }
+    // The events, then the stream stays open for `hold`.
+    let first =
+        futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(sse_body(&events)))]);
+    let rest = futures_util::stream::once(async move {
+        tokio::time::sleep(hold).await;
+        Ok(Bytes::new())
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(futures_util::StreamExt::chain(first, rest)),
+    )
+        .into_response()
 }
 
 // ---- What the agent received ----
