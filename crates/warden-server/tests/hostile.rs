@@ -596,20 +596,6 @@ async fn responses_to_unissued_ids_are_refused(api: Api) {
     )
     .await;
     let session = initialize(&api, "tools", &env.token).await;
-    // A response to nothing Warden handed out.
-    let r = post(
-        &api,
-        "tools",
-        &env.token,
-        Some(&session),
-        json!({"jsonrpc": "2.0", "id": 5, "result": {}}),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
-    assert!(
-        env.hostile.client_responses().is_empty(),
-        "the bare response reached the upstream"
-    );
     // The server's own request reaches the agent under an opaque id of Warden's; the agent
     // answers while the stream is still open.
     let (status, _, mut stream) =
@@ -651,6 +637,21 @@ async fn responses_to_unissued_ids_are_refused(api: Api) {
     let r = post(&api, "tools", &env.token, Some(&session), answer).await;
     assert!(r.status.is_client_error(), "{} {}", r.status, r.text());
     assert_eq!(env.hostile.client_responses().len(), 1, "answered twice");
+    // A response to nothing Warden handed out.
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 5, "result": {}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(
+        env.hostile.client_responses().len(),
+        1,
+        "the bare response reached the upstream"
+    );
     drop(stream);
 }
 
