@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod agents;
+pub mod hostile;
 
 use std::sync::Arc;
 

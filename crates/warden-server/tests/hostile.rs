@@ -1,0 +1,1372 @@
+//! Regression tests of the MCP gateway against a hostile upstream (`common::hostile`), through the
+//! real router on SQLite and PostgreSQL: one test per way an upstream or an agent broke the
+//! gateway's promise (every message decided and recorded, the upstream's credential never seen by
+//! the agent, everything coming back filtered). Each test is named after the bug it guards against
+//! and asserts only what the gateway promises from outside: HTTP status, JSON-RPC errors, what the
+//! agent's bytes hold, what reached the upstream, and what the ledger holds.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use common::Api;
+use common::agents::{enrolled, seed, start};
+use common::hostile::{self, AWS_KEY, Config, Echo, GetEvent, Hostile};
+
+api_tests!(
+    notification_tools_call_is_not_forwarded,
+    client_notifications_need_a_session_in_scope,
+    initialize_notification_spawns_no_stdio_process,
+    responses_to_unissued_ids_are_refused,
+    get_and_delete_outside_the_task_are_refused,
+    credential_echoes_are_cut_from_json_answers,
+    credential_echoes_are_cut_from_sse_answers,
+    credential_echoes_are_cut_from_the_get_stream,
+    stdio_secret_in_nested_json_is_cut,
+    secret_values_shorter_than_8_bytes_are_refused,
+    resumed_streams_are_filtered_and_recorded,
+    last_event_ids_warden_did_not_issue_are_refused,
+    upstream_error_messages_are_redacted,
+    responses_with_foreign_ids_are_not_relayed,
+    server_notifications_are_redacted,
+    secrets_anywhere_in_params_are_refused,
+    standard_methods_are_governed,
+    reads_are_limited_to_declared_resources_and_prompts,
+    foreign_origins_and_hosts_are_refused,
+    catalogue_fetch_is_decided_before_it_is_sent,
+    changed_tool_definitions_are_quarantined,
+    credential_in_random_escapings_never_reaches_the_agent,
+);
+
+/// The hostile upstream's credential: `/`, `&` and `+` (escaped differently by different JSON
+/// writers, and all in base64's alphabets), 24 bytes.
+const CRED: &str = "hk/9Qx&Zr+T4mW/8Lp&Vn+2c";
+/// The credential of the upstream outside the task.
+const OTHER_CRED: &str = "ot/7Yb&Kd+M3pQ/5Rz&Wq+1e";
+/// How long a test waits for an event stream to end.
+const STREAM_WAIT: Duration = Duration::from_secs(3);
+
+// ---- Setup ----
+
+/// The agent's task token and the hostile upstream `tools` behind the gateway.
+struct Env {
+    token: String,
+    hostile: Hostile,
+}
+
+/// Registers the MCP upstream `name` at `url` with `cred` injected as `Authorization: Bearer …`.
+async fn register(api: &Api, name: &str, url: &str, cred: &str) {
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/upstreams",
+            Some(
+                json!({"name": name, "kind": "mcp", "url": url, "environment": "production",
+                        "owner": "owner@example.com", "sensitivity": "confidential"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/secrets",
+            Some(json!({"name": format!("{name}-key"), "upstream": name,
+                        "injection": {"kind": "header", "name": "Authorization", "prefix": "Bearer "},
+                        "value": cred})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+/// An intent with the upstreams and tools, and optionally resources and prompts.
+fn intent(
+    upstreams: &[&str],
+    tools: &[&str],
+    resources: Option<&[&str]>,
+    prompts: Option<&[&str]>,
+) -> String {
+    let mut d = json!({"type": "warden_task", "purpose": "reconcile invoices", "task_type": "billing",
+                       "upstreams": upstreams, "tools": tools, "datasets": ["invoices"]});
+    if let Some(r) = resources {
+        d["resources"] = json!(r);
+    }
+    if let Some(p) = prompts {
+        d["prompts"] = json!(p);
+    }
+    json!([d]).to_string()
+}
+
+async fn task_token(api: &Api, agent: &common::agents::Enrolled, details: &str) -> String {
+    let (s, t) = start(api, agent, details, None).await;
+    assert_eq!(s, StatusCode::OK, "the task starts: {t}");
+    t["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The hostile upstream `tools` (configured by `config`), and the agent `bot` (allowed only
+/// `tools`) with a task that declares `tools` and its tools `echo` and `search`.
+async fn setup_with(api: &Api, config: Config) -> Env {
+    seed(api).await;
+    let hostile = Hostile::start(config).await;
+    register(api, "tools", &hostile.url, CRED).await;
+    let bot = enrolled(api, "bot", &["tools"]).await;
+    let token = task_token(api, &bot, &intent(&["tools"], &["echo", "search"], None, None)).await;
+    Env { token, hostile }
+}
+
+async fn setup(api: &Api) -> Env {
+    setup_with(api, Config::default()).await
+}
+
+/// A second hostile upstream, `other`: registered with its own credential, in neither the agent's
+/// allowed list nor the task.
+async fn outsider(api: &Api) -> Hostile {
+    let other = Hostile::start(Config::default()).await;
+    register(api, "other", &other.url, OTHER_CRED).await;
+    other
+}
+
+// ---- Talking to the gateway ----
+
+/// What the agent got back.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn session(&self) -> Option<String> {
+        self.headers
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    /// The JSON-RPC messages of the body (one JSON answer, or each event's data).
+    fn messages(&self) -> Vec<Value> {
+        hostile::messages(&self.body)
+    }
+
+    /// The event ids of an event stream, in order.
+    fn event_ids(&self) -> Vec<String> {
+        hostile::parse_sse(&self.text())
+            .into_iter()
+            .filter_map(|(id, _)| id.filter(|i| !i.is_empty()))
+            .collect()
+    }
+
+    fn is_json(&self) -> bool {
+        serde_json::from_slice::<Value>(&self.body).is_ok()
+    }
+}
+
+/// One request to `/mcp/{upstream}`: the status, the headers and the body, unread.
+async fn open(
+    api: &Api,
+    method: Method,
+    upstream: &str,
+    token: &str,
+    session: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (StatusCode, HeaderMap, Body) {
+    let accept = if method == Method::GET {
+        "text/event-stream"
+    } else {
+        "application/json, text/event-stream"
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("/mcp/{upstream}"))
+        .header(header::ACCEPT, accept)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header("mcp-protocol-version", "2025-06-18");
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = api
+        .app
+        .clone()
+        .oneshot(req.body(body.map_or_else(Body::empty, Body::from)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.into_body())
+}
+
+/// Reads `body` into `out` until it ends, `done(out)` holds, or `wait` passes.
+async fn read_until(body: &mut Body, out: &mut Vec<u8>, wait: Duration, done: impl Fn(&[u8]) -> bool) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while !done(out) {
+        match tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(body)).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+/// One request to `/mcp/{upstream}`; the body is read until it ends or [`STREAM_WAIT`] passes.
+async fn send(
+    api: &Api,
+    method: Method,
+    upstream: &str,
+    token: &str,
+    session: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> Reply {
+    let (status, headers, mut body) = open(api, method, upstream, token, session, headers, body).await;
+    let mut out = Vec::new();
+    read_until(&mut body, &mut out, STREAM_WAIT, |_| false).await;
+    Reply {
+        status,
+        headers,
+        body: out,
+    }
+}
+
+async fn post(api: &Api, upstream: &str, token: &str, session: Option<&str>, msg: Value) -> Reply {
+    send(
+        api,
+        Method::POST,
+        upstream,
+        token,
+        session,
+        &[],
+        Some(msg.to_string()),
+    )
+    .await
+}
+
+async fn get_stream(
+    api: &Api,
+    upstream: &str,
+    token: &str,
+    session: Option<&str>,
+    last_event_id: Option<&str>,
+) -> Reply {
+    let headers: Vec<(&str, &str)> = last_event_id
+        .map(|l| vec![("last-event-id", l)])
+        .unwrap_or_default();
+    send(api, Method::GET, upstream, token, session, &headers, None).await
+}
+
+fn initialize_msg() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+           "params": {"protocolVersion": "2025-06-18", "capabilities": {"sampling": {}},
+                      "clientInfo": {"name": "agent", "version": "1"}}})
+}
+
+/// Opens a session at `upstream`: Warden's session id.
+async fn initialize(api: &Api, upstream: &str, token: &str) -> String {
+    let r = post(api, upstream, token, None, initialize_msg()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.json()["result"]["serverInfo"].is_object(), "{}", r.text());
+    r.session().expect("a session id")
+}
+
+fn request(id: i64, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+fn call(id: i64, tool: &str, args: Value) -> Value {
+    request(id, "tools/call", json!({"name": tool, "arguments": args}))
+}
+
+/// Lists the tools (cataloguing them): the names shown.
+async fn listed(api: &Api, env: &Env, session: &str) -> Vec<String> {
+    let r = post(
+        api,
+        "tools",
+        &env.token,
+        Some(session),
+        request(2, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    tool_names(&r.json())
+}
+
+fn tool_names(answer: &Value) -> Vec<String> {
+    let mut names: Vec<String> = answer["result"]["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn error_code(answer: &Value) -> Option<i64> {
+    answer["error"]["code"].as_i64()
+}
+
+// ---- The ledger ----
+
+/// Every ledger entry's (kind, body), read from the store.
+async fn store_entries(store: &Arc<dyn warden_store::Store>) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    loop {
+        let page = store
+            .ledger_records(out.len() as u64, 500, &Default::default())
+            .await
+            .expect("ledger page");
+        if page.is_empty() {
+            return out;
+        }
+        for r in page {
+            let e = warden_ledger::EncodedEntry::decode(r.bytes).expect("entry decodes");
+            out.push((e.entry().kind.to_string(), e.entry().body.clone()));
+        }
+    }
+}
+
+/// The bodies of the `decision` entries for the JSON-RPC `method`.
+async fn decisions(api: &Api, method: &str) -> Vec<Value> {
+    common::ledger_entries(api)
+        .await
+        .into_iter()
+        .filter(|(k, b)| k == "decision" && b["method"] == method)
+        .map(|(_, b)| b)
+        .collect()
+}
+
+async fn assert_decided(api: &Api, method: &str, outcome: &str) {
+    let found = decisions(api, method).await;
+    assert!(
+        found.iter().any(|b| b["outcome"] == outcome),
+        "no `{outcome}` decision for `{method}` in the ledger: {found:?}"
+    );
+}
+
+// ---- Notifications ----
+
+async fn notification_tools_call_is_not_forwarded(api: Api) {
+    let env = setup(&api).await;
+    let other = outsider(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    let before = env.hostile.seen().len();
+    let note = json!({"jsonrpc": "2.0", "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"form": "slash"}}});
+    for (upstream, session) in [
+        ("tools", Some(session.as_str())),
+        ("tools", None),
+        ("other", None),
+    ] {
+        let r = post(&api, upstream, &env.token, session, note.clone()).await;
+        assert!(
+            r.status.is_client_error() && r.is_json(),
+            "a tools/call without id to `{upstream}` is refused with a JSON body: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    assert!(
+        env.hostile.executed().is_empty() && other.executed().is_empty(),
+        "the notification ran a tool: {:?} {:?}",
+        env.hostile.executed(),
+        other.executed()
+    );
+    assert_eq!(
+        env.hostile.seen().len(),
+        before,
+        "nothing reached the upstream: {:?}",
+        env.hostile.methods()
+    );
+    assert!(
+        other.seen().is_empty(),
+        "the upstream outside the task got a request (with its credential)"
+    );
+    let refused = decisions(&api, "tools/call").await;
+    for upstream in ["tools", "other"] {
+        assert!(
+            refused.iter().any(|b| b["outcome"] == "deny"
+                && (b["upstream"] == upstream
+                    || b["resource"].as_str().is_some_and(|r| r.contains(upstream)))),
+            "the refusal at `{upstream}` is in the ledger: {refused:?}"
+        );
+    }
+}
+
+async fn client_notifications_need_a_session_in_scope(api: Api) {
+    let env = setup(&api).await;
+    let other = outsider(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let count = |h: &Hostile| {
+        h.methods()
+            .iter()
+            .filter(|m| *m == "notifications/initialized")
+            .count()
+    };
+    // Without a session, and at an upstream outside the task: refused, never forwarded.
+    let r = post(&api, "tools", &env.token, None, note.clone()).await;
+    assert!(r.status.is_client_error(), "{} {}", r.status, r.text());
+    assert_eq!(count(&env.hostile), 0, "forwarded without a session");
+    let r = post(&api, "other", &env.token, None, note.clone()).await;
+    assert!(r.status.is_client_error(), "{} {}", r.status, r.text());
+    assert!(other.seen().is_empty(), "forwarded outside the task");
+    // In the task's session at an upstream in scope: forwarded, and recorded as allowed.
+    let r = post(&api, "tools", &env.token, Some(&session), note).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    assert_eq!(count(&env.hostile), 1);
+    assert_decided(&api, "notifications/initialized", "allow").await;
+}
+
+// ---- stdio ----
+
+/// A stdio MCP server: notes each start in the file named by its first argument; its tool
+/// `whoami` prints the injected `API_TOKEN` inside JSON text (with `\/` escapes), once and twice
+/// nested.
+const STDIO_SERVER: &str = r#"
+import json, os, sys
+if len(sys.argv) > 1:
+    with open(sys.argv[1], "a") as f:
+        f.write("started %d\n" % os.getpid())
+secret = os.environ.get("API_TOKEN", "")
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    m = msg.get("method")
+    if m == "initialize":
+        result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "py", "version": "1"}}
+    elif m == "tools/list":
+        result = {"tools": [{"name": "whoami", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": True}}]}
+    elif m == "tools/call":
+        inner = json.dumps({"token": secret}).replace("/", "\\/")
+        twice = json.dumps({"payload": inner})
+        result = {"content": [{"type": "text", "text": inner}, {"type": "text", "text": twice}]}
+    else:
+        result = {}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+"#;
+
+/// The API with a gateway that runs [`STDIO_SERVER`] for the upstream `local` (at most 4
+/// sessions), `API_TOKEN` = [`CRED`]; the agent's task token; the file of process starts.
+async fn stdio_setup(api: Api) -> (Api, String, std::path::PathBuf) {
+    seed(&api).await;
+    let starts = api.dir.path().join("starts.log");
+    let config: warden_server::config::Config = toml::from_str(&format!(
+        "[[gateway.stdio]]\nupstream = \"local\"\nmax_sessions = 4\ncommand = [\"python3\", \"-c\", {:?}, {:?}]\n",
+        STDIO_SERVER,
+        starts.display().to_string()
+    ))
+    .unwrap();
+    let mut state = api.state.clone();
+    state.gateway = Arc::new(
+        warden_server::gateway::Gateway::new(
+            config.gateway.settings(),
+            warden_server::gateway::GatewayKeys::generate(),
+            warden_gateway::scan::Scanner::new(&[]).unwrap(),
+            &config.gateway.stdio,
+        )
+        .unwrap(),
+    );
+    let api = Api {
+        app: warden_server::router(state, warden_server::HttpLimits::default()),
+        ..api
+    };
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/upstreams",
+            Some(
+                json!({"name": "local", "kind": "mcp", "url": "stdio://local", "environment": "staging",
+                        "owner": "owner@example.com", "sensitivity": "internal"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/secrets",
+            Some(json!({"name": "local-token", "upstream": "local",
+                        "injection": {"kind": "env", "var": "API_TOKEN"}, "value": CRED})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let bot = enrolled(&api, "bot", &["local"]).await;
+    let token = task_token(&api, &bot, &intent(&["local"], &["whoami"], None, None)).await;
+    (api, token, starts)
+}
+
+fn started_processes(starts: &std::path::Path) -> usize {
+    std::fs::read_to_string(starts)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+async fn initialize_notification_spawns_no_stdio_process(api: Api) {
+    let (api, token, starts) = stdio_setup(api).await;
+    let mut note = initialize_msg();
+    note.as_object_mut().unwrap().remove("id");
+    for i in 0..20 {
+        let r = post(&api, "local", &token, None, note.clone()).await;
+        assert!(
+            r.status.is_client_error() && r.session().is_none(),
+            "initialize without id #{i}: {} {:?} {}",
+            r.status,
+            r.session(),
+            r.text()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        started_processes(&starts),
+        0,
+        "no process was spawned for a notification"
+    );
+    // max_sessions is not exhausted: a real initialize still works.
+    let r = post(&api, "local", &token, None, initialize_msg()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["result"]["serverInfo"]["name"], "py", "{}", r.text());
+    assert!(r.session().is_some());
+}
+
+async fn stdio_secret_in_nested_json_is_cut(api: Api) {
+    let (api, token, _) = stdio_setup(api).await;
+    let r = post(&api, "local", &token, None, initialize_msg()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let session = r.session().expect("session");
+    let r = post(
+        &api,
+        "local",
+        &token,
+        Some(&session),
+        request(2, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(tool_names(&r.json()), ["whoami"], "{}", r.text());
+    let r = post(
+        &api,
+        "local",
+        &token,
+        Some(&session),
+        call(3, "whoami", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    hostile::assert_no_secret("stdio tool result", &r.body, CRED);
+}
+
+// ---- Responses from the agent ----
+
+async fn responses_to_unissued_ids_are_refused(api: Api) {
+    let env = setup_with(
+        &api,
+        Config {
+            get_events: vec![GetEvent::Sampling(7)],
+            get_hold: Duration::from_secs(5),
+            ..Config::default()
+        },
+    )
+    .await;
+    let session = initialize(&api, "tools", &env.token).await;
+    // The server's own request reaches the agent under an opaque id of Warden's; the agent
+    // answers while the stream is still open.
+    let (status, _, mut stream) =
+        open(&api, Method::GET, "tools", &env.token, Some(&session), &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut got = Vec::new();
+    let has_request = |b: &[u8]| {
+        hostile::messages(b)
+            .iter()
+            .any(|m| m["method"] == "sampling/createMessage")
+    };
+    read_until(&mut stream, &mut got, STREAM_WAIT, has_request).await;
+    let sampling = hostile::messages(&got)
+        .into_iter()
+        .find(|m| m["method"] == "sampling/createMessage")
+        .unwrap_or_else(|| {
+            panic!(
+                "the server's request is relayed: {}",
+                String::from_utf8_lossy(&got)
+            )
+        });
+    let id = sampling["id"].clone();
+    assert!(
+        id.as_str().is_some_and(|s| s != "7"),
+        "the upstream's id is replaced by an opaque string: {sampling}"
+    );
+    let answer = json!({"jsonrpc": "2.0", "id": id,
+                        "result": {"role": "assistant", "content": {"type": "text", "text": "hi"}, "model": "m"}});
+    let r = post(&api, "tools", &env.token, Some(&session), answer.clone()).await;
+    assert!(r.status.is_success(), "{} {}", r.status, r.text());
+    let got = env.hostile.client_responses();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0]["id"],
+        json!(7),
+        "the upstream gets its own id back: {got:?}"
+    );
+    // The same answer again: refused, not forwarded.
+    let r = post(&api, "tools", &env.token, Some(&session), answer).await;
+    assert!(r.status.is_client_error(), "{} {}", r.status, r.text());
+    assert_eq!(env.hostile.client_responses().len(), 1, "answered twice");
+    // A response to nothing Warden handed out.
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 5, "result": {}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(
+        env.hostile.client_responses().len(),
+        1,
+        "the bare response reached the upstream"
+    );
+    drop(stream);
+}
+
+// ---- GET and DELETE ----
+
+async fn get_and_delete_outside_the_task_are_refused(api: Api) {
+    let env = setup(&api).await;
+    let other = outsider(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    let r = get_stream(&api, "other", &env.token, None, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "GET: {}", r.text());
+    let r = get_stream(&api, "other", &env.token, Some(&session), None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "GET with a session: {}",
+        r.text()
+    );
+    let r = send(
+        &api,
+        Method::DELETE,
+        "other",
+        &env.token,
+        Some(&session),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "DELETE: {}", r.text());
+    assert!(
+        other.seen().is_empty(),
+        "the upstream outside the task was reached: {:?}",
+        other.seen().iter().map(|s| s.method.clone()).collect::<Vec<_>>()
+    );
+}
+
+// ---- The credential echoed back ----
+
+async fn credential_echoes_are_cut_from_json_answers(api: Api) {
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    listed(&api, &env, &session).await;
+    for (i, form) in (10..).zip(Echo::ALL) {
+        let r = post(
+            &api,
+            "tools",
+            &env.token,
+            Some(&session),
+            call(i, "echo", form.arguments()),
+        )
+        .await;
+        hostile::assert_no_secret(&format!("JSON answer, {form:?}"), &r.body, CRED);
+    }
+    let last = env.hostile.seen().last().cloned().unwrap();
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {CRED}").as_str()),
+        "the upstream got the credential to echo"
+    );
+}
+
+async fn credential_echoes_are_cut_from_sse_answers(api: Api) {
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    listed(&api, &env, &session).await;
+    env.hostile.config(|c| c.sse = true);
+    for (i, form) in (10..).zip(Echo::ALL) {
+        let r = post(
+            &api,
+            "tools",
+            &env.token,
+            Some(&session),
+            call(i, "echo", form.arguments()),
+        )
+        .await;
+        hostile::assert_no_secret(&format!("SSE answer, {form:?}"), &r.body, CRED);
+    }
+}
+
+async fn credential_echoes_are_cut_from_the_get_stream(api: Api) {
+    let env = setup_with(
+        &api,
+        Config {
+            get_events: Echo::ALL.into_iter().map(GetEvent::Echo).collect(),
+            ..Config::default()
+        },
+    )
+    .await;
+    let session = initialize(&api, "tools", &env.token).await;
+    let r = get_stream(&api, "tools", &env.token, Some(&session), None).await;
+    assert!(
+        env.hostile.seen().iter().any(|s| s.method == Method::GET),
+        "the stream was opened at the upstream"
+    );
+    hostile::assert_no_secret("GET stream", &r.body, CRED);
+}
+
+async fn credential_in_random_escapings_never_reaches_the_agent(api: Api) {
+    use proptest::strategy::{Strategy as _, ValueTree as _};
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    listed(&api, &env, &session).await;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let plans = proptest::collection::vec(0u8..4, 1..24);
+    for i in 0..16 {
+        let plan = plans.new_tree(&mut runner).unwrap().current();
+        let form = Echo::Mixed(plan);
+        let r = post(
+            &api,
+            "tools",
+            &env.token,
+            Some(&session),
+            call(10 + i, "echo", form.arguments()),
+        )
+        .await;
+        hostile::assert_no_secret(&format!("JSON answer, {form:?}"), &r.body, CRED);
+    }
+}
+
+// ---- Secrets ----
+
+async fn secret_values_shorter_than_8_bytes_are_refused(api: Api) {
+    seed(&api).await;
+    let hostile = Hostile::start(Config::default()).await;
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/upstreams",
+            Some(
+                json!({"name": "tools", "kind": "mcp", "url": hostile.url, "environment": "production",
+                        "owner": "owner@example.com", "sensitivity": "confidential"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    for (i, value) in ["k", "sevenby"].into_iter().enumerate() {
+        let (s, b) = api
+            .admin(
+                Method::POST,
+                "/v1/secrets",
+                Some(json!({"name": format!("short-{i}"), "upstream": "tools",
+                            "injection": {"kind": "header", "name": "Authorization", "prefix": "Bearer "},
+                            "value": value})),
+            )
+            .await;
+        assert_eq!(
+            (s, b["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("value")),
+            "a {}-byte value: {b}",
+            value.len()
+        );
+    }
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/secrets",
+            Some(json!({"name": "eight", "upstream": "tools",
+                        "injection": {"kind": "header", "name": "Authorization", "prefix": "Bearer "},
+                        "value": "eightbyt"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "an 8-byte value: {b}");
+}
+
+// ---- Resumed streams ----
+
+/// Polls the ledger for up to 2 s (results are committed within 200 ms).
+async fn wait_for_entry(api: &Api, f: impl Fn(&str, &Value) -> bool) -> bool {
+    for _ in 0..20 {
+        if common::ledger_entries(api).await.iter().any(|(k, b)| f(k, b)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn resumed_streams_are_filtered_and_recorded(api: Api) {
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    assert_eq!(listed(&api, &env, &session).await, ["echo", "search"]);
+    // The live streams break before the answer; the answers come on the resumed stream.
+    env.hostile.config(|c| {
+        c.sse = true;
+        c.sse_cut = true;
+    });
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        request(3, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let last = r
+        .event_ids()
+        .pop()
+        .unwrap_or_else(|| panic!("Warden relayed no event id: {}", r.text()));
+    let replay = get_stream(&api, "tools", &env.token, Some(&session), Some(&last)).await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.text());
+    let listing = replay
+        .messages()
+        .into_iter()
+        .find(|m| m["result"]["tools"].is_array())
+        .unwrap_or_else(|| panic!("the replayed tools/list answer is relayed: {}", replay.text()));
+    assert!(tool_names(&listing).contains(&"echo".to_owned()), "{listing}");
+    assert!(
+        !replay.text().contains("purge"),
+        "the replay shows a tool the task may not call: {}",
+        replay.text()
+    );
+
+    env.hostile.config(|c| c.result_aws = true);
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(4, "search", json!({"q": "x"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let last = r
+        .event_ids()
+        .pop()
+        .unwrap_or_else(|| panic!("Warden relayed no event id: {}", r.text()));
+    let replay = get_stream(&api, "tools", &env.token, Some(&session), Some(&last)).await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.text());
+    let text = replay.text();
+    assert!(
+        text.contains("[REDACTED:") && !text.contains(AWS_KEY),
+        "the replayed result is redacted: {text}"
+    );
+    assert!(
+        wait_for_entry(&api, |k, b| k == "action_result"
+            && b["tool"] == "search"
+            && b["status"].as_str().is_some_and(|s| s.starts_with("ok")))
+        .await,
+        "the replayed result is recorded: {:?}",
+        common::ledger_entries(&api).await
+    );
+}
+
+async fn last_event_ids_warden_did_not_issue_are_refused(api: Api) {
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    listed(&api, &env, &session).await;
+    env.hostile.config(|c| c.sse = true);
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        request(3, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let raw = env.hostile.stream_ids(env.hostile.stream_count() - 1)[0].clone();
+    let replay = get_stream(&api, "tools", &env.token, Some(&session), Some(&raw)).await;
+    assert_eq!(
+        replay.status,
+        StatusCode::BAD_REQUEST,
+        "the upstream's own event id: {}",
+        replay.text()
+    );
+    assert!(
+        !env.hostile.seen().iter().any(|s| s.method == Method::GET),
+        "the GET reached the upstream"
+    );
+}
+
+// ---- Unfiltered outbound paths ----
+
+async fn upstream_error_messages_are_redacted(api: Api) {
+    let env = setup_with(
+        &api,
+        Config {
+            error_with_aws: true,
+            ..Config::default()
+        },
+    )
+    .await;
+    let session = initialize(&api, "tools", &env.token).await;
+    listed(&api, &env, &session).await;
+    for sse in [false, true] {
+        env.hostile.config(|c| c.sse = sse);
+        let r = post(
+            &api,
+            "tools",
+            &env.token,
+            Some(&session),
+            call(3, "search", json!({})),
+        )
+        .await;
+        let text = r.text();
+        assert!(
+            r.messages().iter().any(|m| m["error"].is_object()),
+            "sse={sse}: the error is relayed: {text}"
+        );
+        assert!(
+            text.contains("[REDACTED:") && !text.contains(AWS_KEY),
+            "sse={sse}: the error's message and data are redacted: {text}"
+        );
+    }
+}
+
+async fn responses_with_foreign_ids_are_not_relayed(api: Api) {
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    listed(&api, &env, &session).await;
+    env.hostile.config(|c| c.foreign_id = true);
+    let leaked = |text: &str| text.contains(AWS_KEY) || text.contains("purge") || text.contains("exfiltrate");
+    for (id, msg) in [
+        (3, request(3, "tools/list", json!({}))),
+        (4, call(4, "search", json!({}))),
+    ] {
+        let r = post(&api, "tools", &env.token, Some(&session), msg).await;
+        let text = r.text();
+        assert!(!leaked(&text), "JSON answer to {id}: {text}");
+        assert_eq!(
+            error_code(&r.json()),
+            Some(warden_gateway::jsonrpc::UPSTREAM_UNAVAILABLE),
+            "JSON answer to {id}: {text}"
+        );
+    }
+    env.hostile.config(|c| c.sse = true);
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        request(5, "tools/list", json!({})),
+    )
+    .await;
+    let text = r.text();
+    assert!(!leaked(&text), "the foreign message on the stream: {text}");
+}
+
+async fn server_notifications_are_redacted(api: Api) {
+    let env = setup_with(
+        &api,
+        Config {
+            aws_notice: true,
+            get_events: vec![GetEvent::AwsNotice],
+            ..Config::default()
+        },
+    )
+    .await;
+    let session = initialize(&api, "tools", &env.token).await;
+    listed(&api, &env, &session).await;
+    env.hostile.config(|c| c.sse = true);
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(3, "search", json!({})),
+    )
+    .await;
+    let text = r.text();
+    assert!(
+        text.contains("notifications/message") && text.contains("[REDACTED:") && !text.contains(AWS_KEY),
+        "POST stream: {text}"
+    );
+    let r = get_stream(&api, "tools", &env.token, Some(&session), None).await;
+    let text = r.text();
+    assert!(
+        text.contains("notifications/message") && text.contains("[REDACTED:") && !text.contains(AWS_KEY),
+        "GET stream: {text}"
+    );
+}
+
+// ---- Unscanned inbound parts ----
+
+async fn secrets_anywhere_in_params_are_refused(api: Api) {
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    listed(&api, &env, &session).await;
+    for (what, msg) in [
+        (
+            "params._meta",
+            request(
+                3,
+                "tools/call",
+                json!({"name": "search", "arguments": {}, "_meta": {"note": AWS_KEY}}),
+            ),
+        ),
+        (
+            "an extra params member",
+            request(
+                4,
+                "tools/call",
+                json!({"name": "search", "arguments": {}, "extra": AWS_KEY}),
+            ),
+        ),
+        ("ping's params", request(5, "ping", json!({"note": AWS_KEY}))),
+    ] {
+        let r = post(&api, "tools", &env.token, Some(&session), msg).await;
+        assert_eq!(
+            error_code(&r.json()),
+            Some(warden_gateway::jsonrpc::SECRET_IN_ARGUMENTS),
+            "{what}: {}",
+            r.text()
+        );
+    }
+    assert!(
+        !env.hostile.seen().iter().any(|s| s.body.contains(AWS_KEY)),
+        "a secret reached the upstream: {:?}",
+        env.hostile.methods()
+    );
+    let all = serde_json::to_string(&common::ledger_entries(&api).await).unwrap();
+    assert!(!all.contains(AWS_KEY), "the ledger holds the key in clear");
+}
+
+// ---- Standard methods and the scope of reads ----
+
+async fn standard_methods_are_governed(api: Api) {
+    seed(&api).await;
+    let hostile = Hostile::start(Config::default()).await;
+    register(&api, "tools", &hostile.url, CRED).await;
+    let bot = enrolled(&api, "bot", &["tools"]).await;
+    let token = task_token(
+        &api,
+        &bot,
+        &intent(
+            &["tools"],
+            &["echo"],
+            Some(&["file:///tmp/*"]),
+            Some(&["greeting"]),
+        ),
+    )
+    .await;
+    let session = initialize(&api, "tools", &token).await;
+    let methods = [
+        ("logging/setLevel", json!({"level": "debug"})),
+        (
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "greeting"}, "argument": {"name": "who", "value": "a"}}),
+        ),
+        ("resources/subscribe", json!({"uri": "file:///tmp/a.txt"})),
+        ("resources/unsubscribe", json!({"uri": "file:///tmp/a.txt"})),
+    ];
+    for (i, (method, params)) in (10..).zip(methods) {
+        let r = post(&api, "tools", &token, Some(&session), request(i, method, params)).await;
+        assert!(
+            r.status == StatusCode::OK && r.json()["result"].is_object(),
+            "{method}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert!(
+            hostile.methods().iter().any(|m| m == method),
+            "{method} reached the upstream"
+        );
+        assert_decided(&api, method, "allow").await;
+    }
+    let r = post(
+        &api,
+        "tools",
+        &token,
+        Some(&session),
+        request(20, "foo/bar", json!({})),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(error_code(&v), Some(-32601), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+            .contains("govern"),
+        "the message says the method is not governed: {v}"
+    );
+    assert!(!hostile.methods().iter().any(|m| m == "foo/bar"));
+}
+
+async fn reads_are_limited_to_declared_resources_and_prompts(api: Api) {
+    seed(&api).await;
+    let hostile = Hostile::start(Config::default()).await;
+    register(&api, "tools", &hostile.url, CRED).await;
+    let bot = enrolled(&api, "bot", &["tools"]).await;
+    let reads = |h: &Hostile, what: &str| {
+        h.seen()
+            .iter()
+            .filter(|s| {
+                s.body.contains(what)
+                    && s.rpc_method()
+                        .is_some_and(|m| m == "resources/read" || m == "prompts/get")
+            })
+            .count()
+    };
+    // A task that declared only the tool `echo` reads no resource.
+    let only_echo = task_token(&api, &bot, &intent(&["tools"], &["echo"], None, None)).await;
+    let session = initialize(&api, "tools", &only_echo).await;
+    let r = post(
+        &api,
+        "tools",
+        &only_echo,
+        Some(&session),
+        request(2, "resources/read", json!({"uri": "file:///etc/shadow"})),
+    )
+    .await;
+    assert_eq!(
+        error_code(&r.json()),
+        Some(warden_gateway::jsonrpc::DENIED),
+        "{}",
+        r.text()
+    );
+    assert_eq!(reads(&hostile, "/etc/shadow"), 0, "forwarded");
+
+    // Declared resources and prompts: those are read, nothing else.
+    let scoped = task_token(
+        &api,
+        &bot,
+        &intent(
+            &["tools"],
+            &["echo"],
+            Some(&["file:///tmp/*"]),
+            Some(&["greeting"]),
+        ),
+    )
+    .await;
+    let session = initialize(&api, "tools", &scoped).await;
+    let r = post(
+        &api,
+        "tools",
+        &scoped,
+        Some(&session),
+        request(3, "resources/read", json!({"uri": "file:///tmp/a.txt"})),
+    )
+    .await;
+    assert!(r.json()["result"]["contents"].is_array(), "{}", r.text());
+    assert_eq!(reads(&hostile, "/tmp/a.txt"), 1);
+    let r = post(
+        &api,
+        "tools",
+        &scoped,
+        Some(&session),
+        request(4, "resources/read", json!({"uri": "file:///etc/shadow"})),
+    )
+    .await;
+    assert_eq!(
+        error_code(&r.json()),
+        Some(warden_gateway::jsonrpc::DENIED),
+        "{}",
+        r.text()
+    );
+    assert_eq!(reads(&hostile, "/etc/shadow"), 0, "forwarded");
+    let r = post(
+        &api,
+        "tools",
+        &scoped,
+        Some(&session),
+        request(5, "prompts/get", json!({"name": "exfiltrate"})),
+    )
+    .await;
+    assert_eq!(
+        error_code(&r.json()),
+        Some(warden_gateway::jsonrpc::DENIED),
+        "{}",
+        r.text()
+    );
+    assert_eq!(reads(&hostile, "exfiltrate"), 0, "forwarded");
+    let r = post(
+        &api,
+        "tools",
+        &scoped,
+        Some(&session),
+        request(6, "prompts/get", json!({"name": "greeting"})),
+    )
+    .await;
+    assert!(r.json()["result"]["messages"].is_array(), "{}", r.text());
+    assert_eq!(reads(&hostile, "greeting"), 1);
+}
+
+// ---- Origin and Host ----
+
+async fn foreign_origins_and_hosts_are_refused(api: Api) {
+    let env = setup(&api).await;
+    let init = Some(initialize_msg().to_string());
+    for (name, value) in [("origin", "http://evil.example"), ("host", "evil.example")] {
+        let r = send(
+            &api,
+            Method::POST,
+            "tools",
+            &env.token,
+            None,
+            &[(name, value)],
+            init.clone(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{name}: {value}: {}", r.text());
+    }
+    assert!(env.hostile.seen().is_empty(), "a refused request was forwarded");
+    let r = send(&api, Method::POST, "tools", &env.token, None, &[], init.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "no Origin: {}", r.text());
+    let r = send(
+        &api,
+        Method::POST,
+        "tools",
+        &env.token,
+        None,
+        &[("origin", common::ISSUER)],
+        init,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "Warden's own origin: {}", r.text());
+}
+
+// ---- The catalogue ----
+
+async fn catalogue_fetch_is_decided_before_it_is_sent(api: Api) {
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    // When the upstream receives a tools/list: how many tools/list decisions the ledger holds.
+    let snapshots: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let (store, snaps) = (api.store.clone(), snapshots.clone());
+    env.hostile.config(|c| {
+        c.on_message = Some(Arc::new(
+            move |msg: Value| -> futures_util::future::BoxFuture<'static, ()> {
+                let (store, snaps) = (store.clone(), snaps.clone());
+                Box::pin(async move {
+                    if msg["method"] == "tools/list" {
+                        let n = store_entries(&store)
+                            .await
+                            .iter()
+                            .filter(|(k, b)| k == "decision" && b["method"] == "tools/list")
+                            .count();
+                        snaps.lock().unwrap().push(n);
+                    }
+                })
+            },
+        ));
+    });
+    // No listing yet: Warden lists the tools itself to learn `search`'s class.
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(2, "search", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let seen = snapshots.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty(),
+        "Warden listed the tools: {:?}",
+        env.hostile.methods()
+    );
+    assert!(
+        seen[0] >= 1,
+        "the tools/list was recorded as a decision before the upstream received it"
+    );
+}
+
+async fn changed_tool_definitions_are_quarantined(api: Api) {
+    let env = setup_with(
+        &api,
+        Config {
+            rug_pull: true,
+            ..Config::default()
+        },
+    )
+    .await;
+    let session = initialize(&api, "tools", &env.token).await;
+    assert_eq!(listed(&api, &env, &session).await, ["echo", "search"]);
+    // The second listing serves `echo` with another description.
+    assert_eq!(
+        listed(&api, &env, &session).await,
+        ["search"],
+        "the changed tool is hidden"
+    );
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(3, "echo", json!({})),
+    )
+    .await;
+    assert_eq!(
+        error_code(&r.json()),
+        Some(warden_gateway::jsonrpc::TOOL_QUARANTINED),
+        "{}",
+        r.text()
+    );
+    assert!(env.hostile.executed().is_empty(), "the quarantined tool ran");
+}
+
+/// The harness itself: the leak check sees every form the hostile server echoes (so a passing test
+/// means no leak, not a blind check), and does not fire on another credential's echoes.
+#[test]
+fn the_leak_check_sees_every_echo_form() {
+    let auth = format!("Bearer {CRED}");
+    let mut forms = Echo::ALL.to_vec();
+    forms.push(Echo::Mixed(vec![3, 1, 0, 2]));
+    for form in forms {
+        let payload = match hostile::echo_payload(&form, &auth) {
+            Ok(p) => format!(r#"{{"jsonrpc":"2.0","id":1,"result":{p}}}"#),
+            Err(p) => format!(r#"{{"jsonrpc":"2.0","id":1,"error":{p}}}"#),
+        };
+        let sse = format!("id: 1\ndata: {payload}\n\n");
+        for body in [&payload, &sse] {
+            let caught =
+                std::panic::catch_unwind(|| hostile::assert_no_secret("probe", body.as_bytes(), CRED));
+            assert!(caught.is_err(), "{form:?} slips past the check: {body}");
+            hostile::assert_no_secret("another credential", body.as_bytes(), OTHER_CRED);
+        }
+    }
+    hostile::assert_no_secret(
+        "redacted",
+        br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"auth=[REDACTED:upstream-credential]"}]}}"#,
+        CRED,
+    );
+}
