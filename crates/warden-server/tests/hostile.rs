@@ -487,7 +487,7 @@ async fn stdio_setup(api: Api) -> (Api, String, std::path::PathBuf) {
     let mut state = api.state.clone();
     state.gateway = Arc::new(
         warden_server::gateway::Gateway::new(
-            config.gateway.settings(),
+            (&config.gateway).into(),
             warden_server::gateway::GatewayKeys::generate(),
             warden_gateway::scan::Scanner::new(&[]).unwrap(),
             &config.gateway.stdio,
