@@ -1,6 +1,7 @@
 //! Gateway core benchmarks: the per-message work the MCP gateway adds before forwarding a call —
 //! parsing a typical `tools/call` message, scanning (and redacting) a 4 KB argument object, digesting
-//! a tool definition, and reading a JSON-RPC message out of an SSE stream. Run with
+//! a tool definition, reading a JSON-RPC message out of an SSE stream, and scrubbing the upstream's
+//! credentials out of a 4 KB `tools/call` result. Run with
 //! `cargo bench -p warden-gateway`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,6 +10,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
+use warden_gateway::credential::Scrubber;
 use warden_gateway::jsonrpc::{self, Limits, Message};
 use warden_gateway::scan::Scanner;
 use warden_gateway::sse::{self, SseEvent, SseLimits, SseParser};
@@ -44,6 +46,34 @@ fn arguments_4k() -> Value {
         })
         .collect();
     let v = json!({"query": "SELECT name, email FROM customers WHERE region = 'EMEA'", "records": records});
+    assert!(
+        (3800..4600).contains(&serde_json::to_vec(&v).unwrap().len()),
+        "{}",
+        serde_json::to_vec(&v).unwrap().len()
+    );
+    v
+}
+
+/// A 4 KB `tools/call` result as MCP servers send it: the records as JSON text in a text content
+/// item, and again as `structuredContent`.
+fn tools_call_result_4k() -> Value {
+    let records: Vec<Value> = (0..10)
+        .map(|i| {
+            json!({
+                "id": format!("550e8400-e29b-41d4-a716-4466554400{i:02}"),
+                "name": format!("Customer {i} of Northwind"),
+                "url": format!("https://crm.example.com/api/v2/customers/{i}?fields=name%2Cemail"),
+                "amount": i * 1000 + 17,
+                "tags": ["priority", "emea"],
+            })
+        })
+        .collect();
+    let structured = json!({"records": records});
+    let v = json!({
+        "content": [{"type": "text", "text": structured.to_string()}],
+        "structuredContent": structured,
+        "isError": false
+    });
     assert!(
         (3800..4600).contains(&serde_json::to_vec(&v).unwrap().len()),
         "{}",
@@ -100,6 +130,38 @@ fn benches(c: &mut Criterion) {
         )
     });
     c.bench_function("scan/new_scanner", |b| b.iter(|| Scanner::new(&[]).unwrap()));
+
+    let key: &[u8] = b"sk/live&key+abc123/xyz";
+    let token: &[u8] = b"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";
+    let scrubber = Scrubber::new(&[key, token]).unwrap();
+    let result = tools_call_result_4k();
+    c.bench_function("credential/scrub_result_4KB_clean", |b| {
+        b.iter_batched_ref(
+            || result.clone(),
+            |v| scrubber.scrub(black_box(v)),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut leaky = result.clone();
+    leaky["structuredContent"]["records"][3]["name"] =
+        json!("debug: sent Authorization sk/live&key+abc123/xyz");
+    leaky["content"][0]["text"] = json!(leaky["content"][0]["text"].as_str().unwrap().replacen(
+        "Customer 5",
+        "Customer 5 (key sk\\/live\\u0026key+abc123\\/xyz)",
+        1
+    ));
+    let mut check = leaky.clone();
+    assert_eq!(scrubber.scrub(&mut check).replacements, 2);
+    c.bench_function("credential/scrub_result_4KB_two_occurrences", |b| {
+        b.iter_batched_ref(
+            || leaky.clone(),
+            |v| scrubber.scrub(black_box(v)),
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("credential/new_scrubber_2_credentials", |b| {
+        b.iter(|| Scrubber::new(black_box(&[key, token])).unwrap())
+    });
 
     let tool = tool();
     let tl = ToolsLimits::default();

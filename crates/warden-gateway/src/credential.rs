@@ -53,7 +53,7 @@
 //! of all values) streams over the string values in document order, carrying its state from one
 //! string to the next (long strings are searched with the automaton's prefilter and only their ends
 //! are stepped byte by byte); strings holding `\`, `%` or JSON text are also streamed through
-//! decoders. Only when that finds something is the value rewritten, and the result detected again
+//! decoders (a view is searched only if some escape in it decodes to a byte that occurs in a form). Only when that finds something is the value rewritten, and the result detected again
 //! (a few passes at most; should a form survive them, every string that still holds one is replaced as
 //! a whole).
 
@@ -121,8 +121,13 @@ struct Inner {
     values: usize,
     /// Standard (overlapping) match semantics, so the state after each byte tells whether any form
     /// ends there.
+    /// A contiguous NFA rather than a DFA: a few times cheaper to build and much smaller, for a
+    /// step cost measured at about 1.3 times the DFA's on a 4 KB answer.
     nfa: NFA,
     start: StateID,
+    /// Bytes that occur in some form: a decoded escape yielding none of them cannot be part of a
+    /// match.
+    in_forms: [bool; 256],
     max_len: usize,
 }
 
@@ -236,6 +241,12 @@ impl Scrubber {
                 }
             }
         }
+        let mut in_forms = [false; 256];
+        for f in &forms {
+            for &b in f.iter() {
+                in_forms[usize::from(b)] = true;
+            }
+        }
         let nfa = NFA::builder()
             .match_kind(MatchKind::Standard)
             .build(forms.iter().map(|f| f.as_slice()))
@@ -254,6 +265,7 @@ impl Scrubber {
                 values: values.len(),
                 nfa,
                 start,
+                in_forms,
                 max_len,
             }),
         })
@@ -381,12 +393,15 @@ fn hex_val(b: u8) -> Option<u32> {
 
 type Out<'a> = &'a mut dyn FnMut(u8, Span);
 
-struct Decoder {
+struct Decoder<'t> {
     kind: Decode,
     pending: [(u8, Span); 12],
     n: usize,
     /// Some escape was decoded (the output is shorter than the input).
     decoded: bool,
+    /// Some escape decoded to a byte in this set.
+    relevant: Option<&'t [bool; 256]>,
+    decoded_relevant: bool,
 }
 
 enum Step {
@@ -395,13 +410,15 @@ enum Step {
     Invalid,
 }
 
-impl Decoder {
-    fn new(kind: Decode) -> Decoder {
+impl<'t> Decoder<'t> {
+    fn new(kind: Decode, relevant: Option<&'t [bool; 256]>) -> Decoder<'t> {
         Decoder {
             kind,
             pending: [(0, (0, 0)); 12],
             n: 0,
             decoded: false,
+            relevant,
+            decoded_relevant: false,
         }
     }
 
@@ -436,6 +453,9 @@ impl Decoder {
                 self.n = 0;
                 self.decoded = true;
                 for &b in &bytes[..len] {
+                    if let Some(set) = self.relevant {
+                        self.decoded_relevant |= set[usize::from(b)];
+                    }
                     out(b, span);
                 }
             }
@@ -539,21 +559,43 @@ fn percent_step(p: &[(u8, Span)]) -> Step {
     }
 }
 
-/// Streams `s[range]` decoded by `chain` into `out`; returns whether the last decoder decoded
-/// anything (false for an empty chain).
-fn stream(s: &[u8], range: Span, chain: &[Decode], out: Out<'_>) -> bool {
+/// What the last decoder of a chain did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Decoded {
+    /// It decoded some escape (its output differs from its input).
+    any: bool,
+    /// It decoded some escape to a byte in the `relevant` set.
+    relevant: bool,
+}
+
+/// Streams `s[range]` decoded by `chain` into `out`.
+fn stream(s: &[u8], range: Span, chain: &[Decode], relevant: Option<&[bool; 256]>, out: Out<'_>) -> Decoded {
     match chain.split_last() {
         None => {
             for (i, &b) in s.iter().enumerate().take(range.1).skip(range.0) {
                 out(b, (i, i + 1));
             }
-            false
+            Decoded::default()
         }
         Some((&last, rest)) => {
-            let mut dec = Decoder::new(last);
-            stream(s, range, rest, &mut |b, span| dec.push(b, span, out));
+            let mut dec = Decoder::new(last, relevant);
+            if rest.is_empty() {
+                let trigger = dec.trigger();
+                for (i, &b) in s.iter().enumerate().take(range.1).skip(range.0) {
+                    if dec.n == 0 && b != trigger {
+                        out(b, (i, i + 1));
+                    } else {
+                        dec.push(b, (i, i + 1), out);
+                    }
+                }
+            } else {
+                stream(s, range, rest, None, &mut |b, span| dec.push(b, span, out));
+            }
             dec.finish(out);
-            dec.decoded
+            Decoded {
+                any: dec.decoded,
+                relevant: dec.decoded_relevant,
+            }
         }
     }
 }
@@ -644,15 +686,25 @@ impl Inner {
                 continue;
             }
             let Some(view) = chain.with(d) else { continue };
-            let mut sid = self.start;
-            let mut hit = false;
+            // First only decode: a match in this view that is not one in the text it decodes must
+            // take a byte from a decoded escape, so unless one decodes to a byte of some form there
+            // is nothing new to find.
             let mut out = Flags::default();
-            let decoded = stream(s, range, view.as_slice(), &mut |b, _| {
-                sid = self.step(sid, b);
-                hit |= self.hit(sid);
-                out.note(b);
+            let decoded = stream(s, range, view.as_slice(), Some(&self.in_forms), &mut |b, _| {
+                out.note(b)
             });
-            if hit || decoded && self.detect_views(s, range, view, depth + 1, out) {
+            if decoded.relevant {
+                let mut sid = self.start;
+                let mut hit = false;
+                stream(s, range, view.as_slice(), None, &mut |b, _| {
+                    sid = self.step(sid, b);
+                    hit |= self.hit(sid);
+                });
+                if hit {
+                    return true;
+                }
+            }
+            if decoded.any && self.detect_views(s, range, view, depth + 1, out) {
                 return true;
             }
         }
@@ -677,8 +729,8 @@ impl Inner {
         let mut key_sid = self.start;
         let mut content = Flags::default();
         let mut start = 0usize;
-        let mut dec = Decoder::new(Decode::Json);
-        stream(s, range, chain.as_slice(), &mut |b, span| {
+        let mut dec = Decoder::new(Decode::Json, None);
+        let mut lex = |b: u8, span: Span| {
             if hit || depth > MAX_JSON_TEXT_DEPTH {
                 return;
             }
@@ -693,6 +745,12 @@ impl Inner {
                     return;
                 }
                 let sid = if is_key { &mut key_sid } else { &mut values_sid };
+                if dec.n == 0 && b != b'\\' {
+                    *sid = self.step(*sid, b);
+                    hit |= self.hit(*sid);
+                    content.note(b);
+                    return;
+                }
                 dec.push(b, span, &mut |c, _| {
                     *sid = self.step(*sid, c);
                     hit |= self.hit(*sid);
@@ -726,7 +784,14 @@ impl Inner {
                 b':' => expect_key = false,
                 _ => {}
             }
-        });
+        };
+        if chain.len == 0 {
+            for (i, &b) in s.iter().enumerate().take(range.1).skip(range.0) {
+                lex(b, (i, i + 1));
+            }
+        } else {
+            stream(s, range, chain.as_slice(), None, &mut lex);
+        }
         hit
     }
 }
@@ -925,12 +990,12 @@ impl Inner {
             let Some(view) = chain.with(d) else { continue };
             let mut bytes = Vec::with_capacity(s.len());
             let mut origin = Vec::with_capacity(s.len());
-            let decoded = stream(s, (0, s.len()), view.as_slice(), &mut |b, span| {
+            let decoded = stream(s, (0, s.len()), view.as_slice(), None, &mut |b, span| {
                 bytes.push(b);
                 origin.push(span);
             });
             self.matches(&bytes, &mut |a, b| spans.push((origin[a].0, origin[b - 1].1)));
-            if decoded {
+            if decoded.any {
                 self.view_spans(s, view, depth + 1, Flags::of(&bytes), spans);
             }
         }
@@ -1159,7 +1224,7 @@ mod tests {
     fn decoders() {
         let decode = |chain: &[Decode], s: &str| {
             let mut out = Vec::new();
-            stream(s.as_bytes(), (0, s.len()), chain, &mut |b, _| out.push(b));
+            stream(s.as_bytes(), (0, s.len()), chain, None, &mut |b, _| out.push(b));
             String::from_utf8_lossy(&out).into_owned()
         };
         let j = [Decode::Json];
