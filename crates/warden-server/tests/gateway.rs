@@ -331,10 +331,14 @@ async fn every_message_is_authenticated_decided_and_recorded(api: Api) {
         &api,
         Some(&token),
         Some(&session),
-        json!({"jsonrpc": "2.0", "id": 6, "method": "tasks/list"}),
+        json!({"jsonrpc": "2.0", "id": 6, "method": "admin/shell"}),
     )
     .await;
     assert_eq!(v["error"]["code"], -32601, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("not-governed"),
+        "{v}"
+    );
 
     let log = entries(&api).await;
     let decisions: Vec<&Value> = log

@@ -663,10 +663,11 @@ async fn get_and_delete_outside_the_task_are_refused(api: Api) {
     let session = initialize(&api, "tools", &env.token).await;
     let r = get_stream(&api, "other", &env.token, None, None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "GET: {}", r.text());
+    // A session of another upstream does not open here: refused as unknown (404, MCP's answer to
+    // a session the server does not know) before anything else.
     let r = get_stream(&api, "other", &env.token, Some(&session), None).await;
-    assert_eq!(
-        r.status,
-        StatusCode::FORBIDDEN,
+    assert!(
+        matches!(r.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND),
         "GET with a session: {}",
         r.text()
     );
@@ -680,7 +681,11 @@ async fn get_and_delete_outside_the_task_are_refused(api: Api) {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "DELETE: {}", r.text());
+    assert!(
+        matches!(r.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND),
+        "DELETE: {}",
+        r.text()
+    );
     assert!(
         other.seen().is_empty(),
         "the upstream outside the task was reached: {:?}",
@@ -821,6 +826,8 @@ async fn secret_values_shorter_than_8_bytes_are_refused(api: Api) {
 /// Polls the ledger for up to 2 s (results are committed within 200 ms).
 async fn wait_for_entry(api: &Api, f: impl Fn(&str, &Value) -> bool) -> bool {
     for _ in 0..20 {
+        // The server's flusher commits result entries every 200 ms; the router tests run none.
+        api.state.gateway.flush_results(&api.state.ledger).await;
         if common::ledger_entries(api).await.iter().any(|(k, b)| f(k, b)) {
             return true;
         }

@@ -182,10 +182,11 @@ fn request(
     let plan = if UPSTREAM_READS.contains(&m) {
         q.rest = req.params.clone().map(Value::Object);
         post(
-            if m == "tools/list" {
-                After::ToolsList
-            } else {
-                After::Nothing
+            match m {
+                "tools/list" => After::ToolsList,
+                // A task's result is a tool's result: scanned and recorded like one.
+                "tasks/result" => After::Result,
+                _ => After::Nothing,
             },
             None,
         )

@@ -509,6 +509,17 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
             return refused(StatusCode::BAD_REQUEST, e.id(), e.code(), e.to_string());
         }
     };
+    if is_stdio(&upstream)
+        && session.is_none()
+        && !matches!(&message, Message::Request(r) if r.method == "initialize")
+    {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            message.id(),
+            jsonrpc::INVALID_REQUEST,
+            "a stdio upstream needs the Mcp-Session-Id of an initialized session".to_owned(),
+        );
+    }
     let route = Route {
         headers: upstream::forwarded_headers(&parts.headers, session.as_deref()),
         session,
