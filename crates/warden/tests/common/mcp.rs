@@ -60,6 +60,12 @@ fn pinned_npm_version(package: &str) -> String {
 
 /// The entry point of an installed reference server, checked to be the pinned version.
 fn reference_server(package: &str) -> PathBuf {
+    npm_package(package).join("dist/index.js")
+}
+
+/// The directory of an installed npm package of `tests/mcp/package.json`, checked to be the pinned
+/// version.
+pub fn npm_package(package: &str) -> PathBuf {
     let root = mcp_dir().join("node_modules").join(package);
     let installed = std::fs::read_to_string(root.join("package.json"))
         .ok()
@@ -71,7 +77,7 @@ fn reference_server(package: &str) -> PathBuf {
         Some(v) if v != pinned => {
             panic!("{package} {v} is installed, but package.json pins {pinned}: {INSTALL_HINT}")
         }
-        Some(_) => root.join("dist/index.js"),
+        Some(_) => root,
     }
 }
 
