@@ -24,6 +24,8 @@ fn task_context(task_id: &str, intent: &TaskIntent, depth: u8, chain: Vec<AgentN
         upstreams: intent.upstreams.clone(),
         tools: intent.tools.clone(),
         datasets: intent.datasets.clone(),
+        resources: intent.resources.clone(),
+        prompts: intent.prompts.clone(),
         depth,
         chain,
     }

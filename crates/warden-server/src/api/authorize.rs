@@ -78,6 +78,8 @@ pub fn task_context(task: &Task) -> Result<TaskContext, String> {
         upstreams: intent.upstreams,
         tools: intent.tools,
         datasets: intent.datasets,
+        resources: intent.resources,
+        prompts: intent.prompts,
         depth: task.depth,
         chain,
     })

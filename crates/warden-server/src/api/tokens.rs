@@ -484,6 +484,8 @@ async fn renew_or_delegate(
         upstreams: vec![],
         tools: vec![],
         datasets: vec![],
+        resources: vec![],
+        prompts: vec![],
         max_duration_secs: None,
         ..parent_intent.clone()
     });
