@@ -565,6 +565,12 @@ fn issued(format: Format, mut v: Value, out: Option<NewSecretFile>, verb: &str) 
                 .add("upstreams", list(&s.upstreams))
                 .add("tools", s.tools.join(", "))
                 .add("datasets", s.datasets.join(", "));
+            if !s.resources.is_empty() {
+                f.add("resources", s.resources.join(", "));
+            }
+            if !s.prompts.is_empty() {
+                f.add("prompts", s.prompts.join(", "));
+            }
         }
         f.render()
     })
@@ -601,17 +607,23 @@ pub fn task_fields(t: &warden_core::Task) -> Fields {
         .add("task_type", text("task_type"))
         .add("upstreams", strings("upstreams"))
         .add("tools", strings("tools"))
-        .add("datasets", strings("datasets"))
-        .add(
-            "parent_id",
-            t.parent_id.map(|p| p.to_string()).unwrap_or_default(),
-        )
-        .add("depth", t.depth.to_string())
-        .add("acting_for", acting_for(t.act.as_ref()))
-        .add("dpop_bound_to", t.cnf_jkt.clone().unwrap_or_default())
-        .add("created_at", time(&t.created_at))
-        .add("created_by", t.created_by.clone())
-        .add("expires_at", time(&t.expires_at));
+        .add("datasets", strings("datasets"));
+    for name in ["resources", "prompts"] {
+        let declared = strings(name);
+        if !declared.is_empty() {
+            f.add(name, declared);
+        }
+    }
+    f.add(
+        "parent_id",
+        t.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+    )
+    .add("depth", t.depth.to_string())
+    .add("acting_for", acting_for(t.act.as_ref()))
+    .add("dpop_bound_to", t.cnf_jkt.clone().unwrap_or_default())
+    .add("created_at", time(&t.created_at))
+    .add("created_by", t.created_by.clone())
+    .add("expires_at", time(&t.expires_at));
     if let Some(at) = &t.ended_at {
         f.add("ended_at", time(at))
             .add("ended_by", t.ended_by.clone().unwrap_or_default())

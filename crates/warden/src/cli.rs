@@ -644,6 +644,13 @@ pub struct IntentArgs {
     /// A dataset the task expects to touch (repeat for several).
     #[arg(long = "dataset", value_name = "DATASET")]
     pub datasets: Vec<String>,
+    /// MCP resources the task expects to read: a URI pattern where `*` matches any run of
+    /// characters, e.g. `file:///tmp/*` (repeat for several).
+    #[arg(long = "resource", value_name = "PATTERN")]
+    pub resources: Vec<String>,
+    /// An MCP prompt the task expects to get, by name (repeat for several).
+    #[arg(long = "prompt", value_name = "NAME")]
+    pub prompts: Vec<String>,
     /// Longest the whole task may last: a number and a unit, `s`, `m`, `h` or `d` (e.g. `30m`); the
     /// server may cap it. Default: the server's limit.
     #[arg(long, value_name = "DURATION", value_parser = Flag::<TaskDuration>::new())]
@@ -683,9 +690,11 @@ pub struct TaskRenewArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Run as the child agent: --key and --agent-id are the child's. Narrowing: without any of --purpose,
---type, --upstream, --tool, --dataset, --duration the child gets the parent's scope, limited to its own
-allowed upstreams; --purpose and --type default to the parent's. Asking for an upstream, tool or
-dataset the parent does not hold is refused. Ending the parent ends the child.")]
+--type, --upstream, --tool, --dataset, --resource, --prompt, --duration the child gets the parent's
+scope, limited to its own allowed upstreams; --purpose and --type default to the parent's. Asking for
+an upstream, tool, dataset or prompt the parent does not hold is refused, and so is a --resource that
+is neither one of the parent's patterns nor a URI (no `*`) they match. Ending the parent ends the
+child.")]
 pub struct TaskDelegateArgs {
     #[command(flatten)]
     pub agent: AgentKeyArgs,

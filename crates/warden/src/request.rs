@@ -51,6 +51,8 @@ fn flag_for(field: &str) -> Option<&'static str> {
         "upstreams" => "--upstream",
         "tools" => "--tool",
         "datasets" => "--dataset",
+        "resources" => "--resource",
+        "prompts" => "--prompt",
         "max_duration_secs" => "--duration",
         _ => return None,
     })
@@ -84,6 +86,8 @@ pub fn intent_given(args: &IntentArgs) -> bool {
         || !args.upstreams.is_empty()
         || !args.tools.is_empty()
         || !args.datasets.is_empty()
+        || !args.resources.is_empty()
+        || !args.prompts.is_empty()
         || args.duration.is_some()
 }
 
@@ -116,6 +120,8 @@ pub fn task_intent(args: &IntentArgs, defaults: Option<(&str, &str)>) -> Result<
         "upstreams": args.upstreams.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
         "tools": args.tools,
         "datasets": args.datasets,
+        "resources": args.resources,
+        "prompts": args.prompts,
     });
     if let (Some(d), Some(obj)) = (args.duration, entry.as_object_mut()) {
         obj.insert("max_duration_secs".into(), json!(d.0));
@@ -356,6 +362,28 @@ mod tests {
         assert_eq!(i.max_duration_secs, Some(3_600));
         assert_eq!(i.to_authorization_details()[0]["type"], "warden_task");
 
+        let i = intent(
+            &[
+                "--purpose",
+                "p",
+                "--type",
+                "t",
+                "--upstream",
+                "files",
+                "--resource",
+                "file:///tmp/*",
+                "--resource",
+                "ui://widgets/clock",
+                "--prompt",
+                "summary",
+            ],
+            None,
+        )
+        .expect("ok");
+        assert_eq!(i.resources, ["file:///tmp/*", "ui://widgets/clock"]);
+        assert_eq!(i.prompts, ["summary"]);
+        assert_eq!(i.to_authorization_details()[0]["resources"][0], "file:///tmp/*");
+
         let e = intent(&["--type", "t"], None).expect_err("no purpose");
         assert!(e.0.starts_with("--purpose is required"), "{}", e.0);
         let e = intent(&["--purpose", "p"], None).expect_err("no type");
@@ -376,6 +404,14 @@ mod tests {
             (
                 &["--type", "t", "--upstream", "crm", "--upstream", "crm"][..],
                 "--upstream: ",
+            ),
+            (
+                &["--type", "t", "--resource", "*", "--resource", "*"][..],
+                "--resource: `*` is listed twice",
+            ),
+            (
+                &["--type", "t", "--prompt", ""][..],
+                "--prompt: must be 1 to 200 bytes",
             ),
         ] {
             let mut args = vec!["--purpose", "p"];
