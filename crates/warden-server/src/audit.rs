@@ -160,4 +160,3 @@ pub async fn audit_refusals(
     }
     resp
 }
-

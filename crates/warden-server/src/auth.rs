@@ -12,8 +12,8 @@ use warden_core::token::{self, TokenHash};
 use warden_core::{ApiTokenInfo, ChangeContext, Email, Human, Permission, Secret};
 
 use crate::AppState;
-use crate::error::ApiError;
 use crate::audit::AuditSlot;
+use crate::error::ApiError;
 use warden_ledger::EntryKind;
 
 /// Longest Authorization header we read; anything longer is refused before parsing.

@@ -15,7 +15,6 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use warden_core::{Email, Secret, TrustDomain, UpstreamName};
 
-
 /// Upper bounds for configurable limits, so a typo cannot disable a protection.
 const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
 const MAX_REQUEST_TIMEOUT_SECS: u64 = 600;

@@ -61,7 +61,6 @@ pub enum LedgerError {
     Invalid(String),
 }
 
-
 /// What `/healthz` and operators see of the writer.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct LedgerStatus {

@@ -197,7 +197,13 @@ pub fn deny(state: &AppState, reason: String) -> Decision {
 /// Decides a question for the caller: scans the arguments and the rest of the message, builds the
 /// context from Warden's record of the task, asks policy, runs the approval gate on a
 /// `needs_approval`, and builds the entries that record it all.
-pub async fn decide(state: &AppState, caller: &TaskCaller, q: Question, facts: Facts, started: Instant) -> Verdict {
+pub async fn decide(
+    state: &AppState,
+    caller: &TaskCaller,
+    q: Question,
+    facts: Facts,
+    started: Instant,
+) -> Verdict {
     let now = Utc::now();
     let resource = q.resource.to_string();
     let scanned = scan(state, &q);
@@ -205,14 +211,34 @@ pub async fn decide(state: &AppState, caller: &TaskCaller, q: Question, facts: F
         Ok(s) => s,
         Err(reason) => {
             let decision = deny(state, reason);
-            return verdict(state, caller, &q, facts, decision, None, Risk::default(), None, Vec::new(), started);
+            return verdict(
+                caller,
+                &q,
+                facts,
+                decision,
+                None,
+                Risk::default(),
+                None,
+                Vec::new(),
+                started,
+            );
         }
     };
     let task = match state.identity.task_contexts.get(&caller.task) {
         Ok(t) => t,
         Err(e) => {
             let decision = deny(state, format!("bad-task: {e}"));
-            return verdict(state, caller, &q, facts, decision, None, risk, recorded, Vec::new(), started);
+            return verdict(
+                caller,
+                &q,
+                facts,
+                decision,
+                None,
+                risk,
+                recorded,
+                Vec::new(),
+                started,
+            );
         }
     };
     let request = PolicyRequest {
@@ -244,7 +270,9 @@ pub async fn decide(state: &AppState, caller: &TaskCaller, q: Question, facts: F
     } else {
         (d, None, Vec::new())
     };
-    verdict(state, caller, &q, facts, decision, approval, risk, recorded, more, started)
+    verdict(
+        caller, &q, facts, decision, approval, risk, recorded, more, started,
+    )
 }
 
 /// The arguments as the ledger records them (secrets redacted, sensitive values HMAC'd, bounded),
@@ -305,7 +333,6 @@ pub const MAX_SENSITIVE: usize = 64;
 
 #[expect(clippy::too_many_arguments, reason = "one value per fact of the decision")]
 fn verdict(
-    state: &AppState,
     caller: &TaskCaller,
     q: &Question,
     facts: Facts,
@@ -316,11 +343,10 @@ fn verdict(
     more: Vec<NewEntry>,
     started: Instant,
 ) -> Verdict {
-    let _ = state;
-    let action = facts
-        .action_label
-        .as_deref()
-        .map_or_else(|| q.action.as_str().to_owned(), |a| crate::ledger::clip_str(a, 64));
+    let action = facts.action_label.as_deref().map_or_else(
+        || q.action.as_str().to_owned(),
+        |a| crate::ledger::clip_str(a, 64),
+    );
     let record = crate::ledger::DecisionFacts {
         actor: caller.task.agent_spiffe_id.clone(),
         agent: caller.task.agent.to_string(),
@@ -344,12 +370,21 @@ fn verdict(
     }
     let mut entries = vec![entry];
     entries.extend(more);
-    tracing::info!(
-        agent = %caller.task.agent, task = %caller.task.id, action = %q.action, resource = %q.resource,
-        outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version,
-        approval = ?approval.as_ref().map(|a| a.id),
-        "decision"
-    );
+    // Refusals at info (an operator reads them); allows at debug (one per forwarded call: the
+    // ledger is their record).
+    if decision.outcome == Outcome::Allow {
+        tracing::debug!(
+            agent = %caller.task.agent, task = %caller.task.id, action = %q.action, resource = %q.resource,
+            reasons = ?decision.reasons, policy = %decision.policy_version, "allowed"
+        );
+    } else {
+        tracing::info!(
+            agent = %caller.task.agent, task = %caller.task.id, action = %q.action, resource = %q.resource,
+            outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version,
+            approval = ?approval.as_ref().map(|a| a.id),
+            "refused"
+        );
+    }
     Verdict {
         decision,
         approval,
@@ -359,7 +394,14 @@ fn verdict(
 }
 
 /// A refusal decided before policy is asked, with the question it refuses (for its entry).
-pub fn refusal(state: &AppState, caller: &TaskCaller, q: &Question, facts: Facts, reason: String, started: Instant) -> Verdict {
+pub fn refusal(
+    state: &AppState,
+    caller: &TaskCaller,
+    q: &Question,
+    facts: Facts,
+    reason: String,
+    started: Instant,
+) -> Verdict {
     let decision = deny(state, reason);
     // What the refused message carried is not recorded: it was malformed or not governed, and may
     // hold anything.
@@ -369,7 +411,17 @@ pub fn refusal(state: &AppState, caller: &TaskCaller, q: &Question, facts: Facts
         sensitive: Vec::new(),
         ..q.clone()
     };
-    verdict(state, caller, &q, facts, decision, None, Risk::default(), None, Vec::new(), started)
+    verdict(
+        caller,
+        &q,
+        facts,
+        decision,
+        None,
+        Risk::default(),
+        None,
+        Vec::new(),
+        started,
+    )
 }
 
 /// Makes a verdict durable (with `more` entries riding in the same commit) and rules on it: only an

@@ -11,9 +11,9 @@ use warden_core::Decision;
 use warden_policy::{Action, ResourceRef};
 
 use crate::AppState;
-use crate::pipeline;
 use crate::error::ApiError;
 use crate::json::ApiJson;
+use crate::pipeline;
 use crate::tasks::TaskCaller;
 
 /// Most requests in one batch.

@@ -211,14 +211,27 @@ impl GatewayKeys {
     /// ping): the upstream's id and method sealed with the task, upstream and session, so the
     /// agent's answer can go only to the session that asked, only once, and only as an answer to
     /// that request.
-    pub fn seal_server_request(&self, id: &Id, method: &str, task: Uuid, upstream: &str, session: Option<&str>) -> String {
+    pub fn seal_server_request(
+        &self,
+        id: &Id,
+        method: &str,
+        task: Uuid,
+        upstream: &str,
+        session: Option<&str>,
+    ) -> String {
         let v = serde_json::json!({ "i": id, "m": method, "t": task, "u": upstream, "s": session });
         self.seal_json(REQUEST_PREFIX, REQUEST_AAD, &v)
     }
 
     /// The upstream's request id and method behind an agent's answer, if `raw` is an id Warden
     /// handed out for a request of this task's session at this upstream.
-    pub fn open_server_request(&self, raw: &str, task: Uuid, upstream: &str, session: Option<&str>) -> Option<(Id, String)> {
+    pub fn open_server_request(
+        &self,
+        raw: &str,
+        task: Uuid,
+        upstream: &str,
+        session: Option<&str>,
+    ) -> Option<(Id, String)> {
         let v = self.open_json(REQUEST_PREFIX, REQUEST_AAD, raw)?;
         if v["t"].as_str() != Some(task.to_string().as_str())
             || v["u"].as_str() != Some(upstream)
@@ -565,8 +578,17 @@ mod tests {
             k.open_server_request(&r, task, "crm", Some("s1")),
             Some((Id::Number(7), "sampling/createMessage".to_owned()))
         );
-        assert!(k.open_server_request(&r, task, "crm", Some("s2")).is_none(), "another session");
-        assert!(k.open_server_request(&r, task, "crm", None).is_none(), "no session");
-        assert!(k.open_event(&r, task, "crm").is_none(), "a request id is not an event id");
+        assert!(
+            k.open_server_request(&r, task, "crm", Some("s2")).is_none(),
+            "another session"
+        );
+        assert!(
+            k.open_server_request(&r, task, "crm", None).is_none(),
+            "no session"
+        );
+        assert!(
+            k.open_event(&r, task, "crm").is_none(),
+            "a request id is not an event id"
+        );
     }
 }

@@ -458,7 +458,10 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         let host = host.to_str().unwrap_or("\u{fffd}");
         let ok = loopback(host)
             || own_host.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(host))
-            || settings.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+            || settings
+                .allowed_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host));
         if !ok {
             return Err(forbid("host", host));
         }
@@ -572,10 +575,6 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
 
 /// The decision on opening a stream or ending a session (`GET`, `DELETE`): a read of the
 /// upstream, recorded. `Err`: the answer refusing it.
-#[expect(
-    clippy::result_large_err,
-    reason = "the error is the response itself, built once on the refusal path"
-)]
 async fn decide_http(
     state: &AppState,
     caller: &TaskCaller,
@@ -707,7 +706,16 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>, req
             "DELETE needs the Mcp-Session-Id header".to_owned(),
         );
     };
-    let cleared = match decide_http(&state, &caller, &upstream, "session/delete", &parts.headers, started).await {
+    let cleared = match decide_http(
+        &state,
+        &caller,
+        &upstream,
+        "session/delete",
+        &parts.headers,
+        started,
+    )
+    .await
+    {
         Ok(c) => c,
         Err(resp) => return resp,
     };

@@ -104,7 +104,10 @@ impl Outbound {
                 Some(p) if p.id == r.id => Out::Send(self.answer(p, r.id, r.result).await),
                 _ => {
                     self.result("upstream_foreign_id", &[]);
-                    Out::Drop(format!("a response to `{}`, which this stream does not carry", r.id))
+                    Out::Drop(format!(
+                        "a response to `{}`, which this stream does not carry",
+                        r.id
+                    ))
                 }
             },
             Message::Error(mut e) => match &self.post {
@@ -262,7 +265,9 @@ impl Outbound {
                         Some(&id),
                         jsonrpc::SECRET_IN_ARGUMENTS,
                         "the upstream's result held a secret, and `gateway.results` is `deny`",
-                        Some(json!({"rules": report.findings.iter().map(|f| f.rule.clone()).collect::<Vec<_>>()})),
+                        Some(
+                            json!({"rules": report.findings.iter().map(|f| f.rule.clone()).collect::<Vec<_>>()}),
+                        ),
                     );
                 }
                 result

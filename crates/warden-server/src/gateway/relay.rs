@@ -281,10 +281,7 @@ pub(super) async fn fetch(
     let limits = state.gateway.settings.limits;
     let (filter, body) = match send(state, caller, upstream, route, &clearance).await? {
         Sent::Stdio {
-            reply,
-            key,
-            injected,
-            ..
+            reply, key, injected, ..
         } => {
             let filter = Outbound::new(
                 state.clone(),
@@ -406,7 +403,10 @@ pub(super) fn refused_answer(r: &Refused, reply_to: Option<&Id>, pre: Option<i64
     } else {
         StatusCode::FORBIDDEN
     };
-    let mut resp = rpc(status, jsonrpc::error_response(reply_to, code, &message, Some(data)));
+    let mut resp = rpc(
+        status,
+        jsonrpc::error_response(reply_to, code, &message, Some(data)),
+    );
     // Recorded by the gateway: the audit layer leaves it alone.
     resp.extensions_mut().insert(crate::audit::Recorded);
     resp
