@@ -410,15 +410,40 @@ fn session_of(
     reason = "the error is the response itself, built once on the refusal path"
 )]
 fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let settings = &state.gateway.settings;
-    let own = url::Url::parse(&state.identity.settings.issuer).ok();
-    let own_host = own.as_ref().and_then(|u| {
-        let host = u.host_str()?;
-        Some(match u.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_owned(),
+    match foreign_origin(&state.identity.settings.issuer, &state.gateway.settings, headers) {
+        None => Ok(()),
+        Some((what, value)) => Err(refused(
+            StatusCode::FORBIDDEN,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "{what} `{}` is not allowed here (gateway.allowed_{what}s)",
+                crate::ledger::clip_str(&value, 200).escape_debug()
+            ),
+        )),
+    }
+}
+
+/// The header (`origin` or `host`) and value [`check_origin`] refuses, if any.
+fn foreign_origin(
+    issuer: &str,
+    settings: &GatewaySettings,
+    headers: &HeaderMap,
+) -> Option<(&'static str, String)> {
+    let own = url::Url::parse(issuer).ok();
+    // Warden's own authority, and the same with its scheme's default port spelled out (a client
+    // may send either).
+    let own_hosts: Vec<String> = own
+        .as_ref()
+        .and_then(|u| {
+            let host = u.host_str()?;
+            let port = u.port_or_known_default()?;
+            Some(match u.port() {
+                Some(p) => vec![format!("{host}:{p}")],
+                None => vec![host.to_owned(), format!("{host}:{port}")],
+            })
         })
-    });
+        .unwrap_or_default();
     let loopback = |host: &str| {
         let name = host
             .strip_prefix('[')
@@ -427,46 +452,33 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         name.eq_ignore_ascii_case("localhost")
             || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     };
-    let forbid = |what: &str, value: &str| {
-        refused(
-            StatusCode::FORBIDDEN,
-            None,
-            jsonrpc::INVALID_REQUEST,
-            format!(
-                "{what} `{}` is not allowed here (gateway.allowed_{what}s)",
-                crate::ledger::clip_str(value, 200).escape_debug()
-            ),
-        )
-    };
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("\u{fffd}");
-        let parsed = url::Url::parse(origin).ok();
-        let ok = parsed.as_ref().is_some_and(|o| {
+        let ok = url::Url::parse(origin).ok().is_some_and(|o| {
             let same = own.as_ref().is_some_and(|u| u.origin() == o.origin());
-            let host = o.host_str().unwrap_or("");
-            same || loopback(host)
+            same || o.host_str().is_some_and(loopback)
                 || settings
                     .allowed_origins
                     .iter()
                     .any(|a| url::Url::parse(a).is_ok_and(|a| a.origin() == o.origin()))
         });
         if !ok {
-            return Err(forbid("origin", origin));
+            return Some(("origin", origin.to_owned()));
         }
     }
     if let Some(host) = headers.get(header::HOST) {
         let host = host.to_str().unwrap_or("\u{fffd}");
         let ok = loopback(host)
-            || own_host.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(host))
+            || own_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
             || settings
                 .allowed_hosts
                 .iter()
                 .any(|h| h.eq_ignore_ascii_case(host));
         if !ok {
-            return Err(forbid("host", host));
+            return Some(("host", host.to_owned()));
         }
     }
-    Ok(())
+    None
 }
 
 /// What every handler starts with: the `Origin`/`Host` check, the task token, the upstream, the
@@ -736,5 +748,77 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>, req
         Ok(relay::Sent::Http { resp, .. }) => resp.status().into_response(),
         Ok(relay::Sent::Stdio { .. }) => StatusCode::METHOD_NOT_ALLOWED.into_response(),
         Err(e) => relay::upstream_failed(None, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    /// Whether [`foreign_origin`] lets these headers through, for a Warden at
+    /// `https://warden.example.com`.
+    fn check(pairs: &[(&'static str, &str)], allowed_origins: &[&str], allowed_hosts: &[&str]) -> bool {
+        let settings = GatewaySettings {
+            allowed_origins: allowed_origins.iter().map(|s| (*s).to_owned()).collect(),
+            allowed_hosts: allowed_hosts.iter().map(|s| (*s).to_owned()).collect(),
+            ..GatewaySettings::default()
+        };
+        foreign_origin("https://warden.example.com", &settings, &headers(pairs)).is_none()
+    }
+
+    #[test]
+    fn origins_and_hosts_are_checked_against_dns_rebinding() {
+        // No Origin (a non-browser client) and no Host (HTTP/2 without :authority) pass.
+        assert!(check(&[], &[], &[]));
+        for ok in [
+            "https://warden.example.com",
+            "http://localhost:3000",
+            "http://127.0.0.1:8700",
+            "http://[::1]:8700",
+        ] {
+            assert!(check(&[("origin", ok)], &[], &[]), "{ok}");
+        }
+        for bad in [
+            "http://evil.example",
+            "https://warden.example.com.evil.example",
+            "null",
+            "http://warden.example.com",
+        ] {
+            assert!(!check(&[("origin", bad)], &[], &[]), "{bad}");
+        }
+        assert!(check(
+            &[("origin", "https://console.example.com")],
+            &["https://console.example.com"],
+            &[]
+        ));
+        for ok in [
+            "warden.example.com",
+            "WARDEN.example.com:443",
+            "localhost:8700",
+            "127.0.0.1",
+            "[::1]:9",
+        ] {
+            assert!(check(&[("host", ok)], &[], &[]), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "warden.example.com:8443",
+            "127.0.0.2.evil.example",
+        ] {
+            assert!(!check(&[("host", bad)], &[], &[]), "{bad}");
+        }
+        assert!(check(
+            &[("host", "mcp.internal:8700")],
+            &[],
+            &["mcp.internal:8700"]
+        ));
     }
 }
