@@ -133,6 +133,8 @@ const UPSTREAM_CACHE_TTL: Duration = Duration::from_secs(5);
 /// How long an answered upstream request is remembered (an answer replayed later is refused by
 /// the seal's session binding only).
 const ANSWER_MEMORY: Duration = Duration::from_secs(3600);
+/// Most answered upstream requests remembered.
+const MAX_ANSWERS: usize = 100_000;
 /// Longest a result entry waits for a decision to ride with.
 pub const RESULT_FLUSH: Duration = Duration::from_millis(200);
 
@@ -162,8 +164,13 @@ impl Gateway {
         let Ok(mut seen) = self.answered.lock() else {
             return false;
         };
-        if seen.len() >= 100_000 {
+        if seen.len() >= MAX_ANSWERS {
             seen.retain(|_, at| at.elapsed() < ANSWER_MEMORY);
+            // Still full within the hour: start over rather than grow (a replayed answer then
+            // reaches an upstream that already has one; the seal still binds it to its session).
+            if seen.len() >= MAX_ANSWERS {
+                seen.clear();
+            }
         }
         match seen.get(&key) {
             Some(at) if at.elapsed() < ANSWER_MEMORY => false,
