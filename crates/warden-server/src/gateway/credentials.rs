@@ -54,7 +54,22 @@ const MAX_SEALED_LEN: usize = 4096;
 /// The deployment's gateway key.
 pub struct GatewayKeys {
     key: SealingKey,
+    /// Session ids opened recently (an agent sends its session id with every message; opening it —
+    /// an AEAD open and a JSON parse — each time showed in the gateway's profile). Keyed by the
+    /// exact sealed text, which only this key could have produced.
+    opened: RwLock<HashMap<String, OpenedSession>>,
 }
+
+/// What a sealed session id says: the upstream's session, for which task and upstream.
+#[derive(Clone, Debug)]
+struct OpenedSession {
+    session: String,
+    task: Uuid,
+    upstream: String,
+}
+
+/// Most opened session ids remembered (then the memory starts over).
+const MAX_OPENED_SESSIONS: usize = 10_000;
 
 impl std::fmt::Debug for GatewayKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +90,7 @@ impl GatewayKeys {
     pub fn generate() -> Self {
         Self {
             key: SealingKey::generate(),
+            opened: RwLock::default(),
         }
     }
 
@@ -84,7 +100,10 @@ impl GatewayKeys {
         if let Some(v) = env.filter(|v| !v.trim().is_empty()) {
             let key = SealingKey::from_file_bytes(v.trim().as_bytes())
                 .context("WARDEN_GATEWAY_KEY is not a 32-byte key (64 hex characters or base64)")?;
-            return Ok(Self { key });
+            return Ok(Self {
+                key,
+                opened: RwLock::default(),
+            });
         }
         match std::fs::read(file) {
             Ok(bytes) => {
@@ -102,7 +121,10 @@ impl GatewayKeys {
                 }
                 let key = SealingKey::from_file_bytes(&bytes)
                     .with_context(|| format!("gateway key file {} holds no valid key", file.display()))?;
-                Ok(Self { key })
+                Ok(Self {
+                    key,
+                    opened: RwLock::default(),
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 use std::io::Write as _;
@@ -118,7 +140,10 @@ impl GatewayKeys {
                     .and_then(|()| f.sync_all())
                     .with_context(|| format!("cannot write gateway key file {}", file.display()))?;
                 tracing::info!(file = %file.display(), key_id = %key.key_id(), "created the gateway key (seals upstream secrets and MCP sessions; every node needs it)");
-                Ok(Self { key })
+                Ok(Self {
+                    key,
+                    opened: RwLock::default(),
+                })
             }
             Err(e) => Err(e).with_context(|| format!("cannot read gateway key file {}", file.display())),
         }
@@ -174,14 +199,23 @@ impl GatewayKeys {
     /// The upstream session behind `raw`, if `raw` is Warden's, unaltered, and for this task and
     /// upstream.
     pub fn open_session(&self, raw: &str, task: Uuid, upstream: &str) -> Option<String> {
-        let v = self.open_json(SESSION_PREFIX, SESSION_AAD, raw)?;
-        let same_task = v["t"].as_str() == Some(task.to_string().as_str());
-        let same_upstream = v["u"].as_str() == Some(upstream);
-        if same_task && same_upstream {
-            v["s"].as_str().map(str::to_owned)
-        } else {
-            None
+        let bound = |o: &OpenedSession| (o.task == task && o.upstream == upstream).then(|| o.session.clone());
+        if let Some(o) = self.opened.read().ok().and_then(|m| m.get(raw).cloned()) {
+            return bound(&o);
         }
+        let v = self.open_json(SESSION_PREFIX, SESSION_AAD, raw)?;
+        let opened = OpenedSession {
+            session: v["s"].as_str()?.to_owned(),
+            task: v["t"].as_str()?.parse().ok()?,
+            upstream: v["u"].as_str()?.to_owned(),
+        };
+        if let Ok(mut m) = self.opened.write() {
+            if m.len() >= MAX_OPENED_SESSIONS {
+                m.clear();
+            }
+            m.insert(raw.to_owned(), opened.clone());
+        }
+        bound(&opened)
     }
 
     /// The SSE event id handed to the agent for the upstream's event `event_id`: bound to the task
@@ -308,6 +342,8 @@ pub struct Credentials {
     /// deleted), still scrubbed for [`RETIRED_TTL`]: an answer or an open event stream may echo the
     /// old value after the rotation.
     retired: RwLock<HashMap<String, RetiredValues>>,
+    /// The scrubber of no values, shared.
+    empty: Arc<Scrubber>,
 }
 
 /// An upstream's retired values, and the scrubber that finds them.
@@ -328,6 +364,7 @@ impl Credentials {
             keys,
             cache: RwLock::new(HashMap::new()),
             retired: RwLock::new(HashMap::new()),
+            empty: Arc::new(Scrubber::empty()),
         }
     }
 
@@ -377,11 +414,11 @@ impl Credentials {
     /// there are none).
     pub fn retired_scrubber(&self, upstream: &str) -> Arc<Scrubber> {
         let Ok(r) = self.retired.read() else {
-            return Arc::new(Scrubber::empty());
+            return self.empty.clone();
         };
         match r.get(upstream) {
             Some(e) if e.values.iter().any(|(at, _)| at.elapsed() < RETIRED_TTL) => e.scrubber.clone(),
-            _ => Arc::new(Scrubber::empty()),
+            _ => self.empty.clone(),
         }
     }
 

@@ -142,21 +142,23 @@ pub(super) async fn forward(
         }
         Ok(Sent::Http { resp, injected }) => {
             let status = resp.status();
-            let upstream_session = resp
+            // A session the upstream names in this answer, or (for `initialize`) one of Warden's
+            // for an upstream without sessions: notifications are forwarded only inside a session
+            // this task opened. Sealed only when there is a new one to hand out.
+            let new_session = resp
                 .headers()
                 .get(SESSION_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
-                .or_else(|| route.session.clone())
-                // An upstream without sessions still gets one of Warden's: notifications are
-                // forwarded only inside a session this task opened.
-                .or_else(|| initialize.then(String::new));
-            let sealed = upstream_session.as_deref().map(|s| {
+                .filter(|s| route.session.as_deref() != Some(s.as_str()))
+                .or_else(|| (initialize && route.session.is_none()).then(String::new));
+            let sealed = new_session.as_deref().map(|s| {
                 state
                     .gateway
                     .keys
                     .seal_session(s, caller.task.id, upstream.name.as_str())
             });
+            let upstream_session = new_session.or_else(|| route.session.clone());
             let filter = Outbound::new(
                 state.clone(),
                 caller.clone(),
