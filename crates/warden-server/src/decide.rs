@@ -16,7 +16,14 @@ use crate::policy::Policies;
 /// stricter, never looser).
 pub const DEPTH_CAP_RULE: &str = "config:max_delegation_depth";
 
-fn task_context(task_id: &str, intent: &TaskIntent, depth: u8, chain: Vec<AgentName>) -> TaskContext {
+/// The policy view of a task's intent: the one constructor of a `TaskContext` from an intent (a
+/// task being started or delegated here; a recorded task in [`crate::pipeline::task_context`]).
+pub(crate) fn task_context(
+    task_id: &str,
+    intent: &TaskIntent,
+    depth: u8,
+    chain: Vec<AgentName>,
+) -> TaskContext {
     TaskContext {
         id: task_id.to_owned(),
         purpose: intent.purpose.clone(),

@@ -166,18 +166,12 @@ pub fn task_context(task: &Task) -> Result<TaskContext, String> {
         }
         act = a.get("act");
     }
-    Ok(TaskContext {
-        id: task.id.to_string(),
-        purpose: intent.purpose,
-        task_type: intent.task_type,
-        upstreams: intent.upstreams,
-        tools: intent.tools,
-        datasets: intent.datasets,
-        resources: intent.resources,
-        prompts: intent.prompts,
-        depth: task.depth,
+    Ok(crate::decide::task_context(
+        &task.id.to_string(),
+        &intent,
+        task.depth,
         chain,
-    })
+    ))
 }
 
 /// The active policy version (what a refusal made before policy is asked names).
