@@ -57,8 +57,17 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// Deepest nesting of a message. Default 64, between 8 and 127.
     pub max_depth: usize,
-    /// How long an upstream may take to start answering, ms. Default 30000, between 100 and 600000.
+    /// How long an upstream may take to start answering (its response headers; for a stdio
+    /// server, see `answer_timeout_ms`), ms. Default 30000, between 100 and 600000.
     pub upstream_timeout_ms: u64,
+    /// Longest silence inside an answer once it started — between the chunks of a JSON answer or
+    /// the bytes of an event stream answering a request (SSE comments count: servers use them to
+    /// keep a long call alive), ms. Default 60000, between 100 and 3600000.
+    pub idle_timeout_ms: u64,
+    /// Longest a whole answer to one request may take, ms. Default 600000 (10 minutes: a tool that
+    /// works longer should use MCP tasks, or progress and a higher limit), between 1000 and
+    /// 86400000, at least `upstream_timeout_ms`.
+    pub answer_timeout_ms: u64,
     /// The state of a tool seen for the first time: `active` (trust on first use, the default) or
     /// `quarantined` (an admin approves every new tool with `warden tool approve`).
     pub new_tools: warden_core::ToolState,
@@ -99,6 +108,8 @@ impl Default for GatewayConfig {
             max_message_bytes: 4 * 1024 * 1024,
             max_depth: 64,
             upstream_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            answer_timeout_ms: 600_000,
             new_tools: warden_core::ToolState::Active,
             results: ResultPolicy::Redact,
             allowed_origins: Vec::new(),
@@ -121,6 +132,15 @@ impl GatewayConfig {
         }
         if !(100..=600_000).contains(&self.upstream_timeout_ms) {
             bail!("gateway.upstream_timeout_ms must be between 100 and 600000");
+        }
+        if !(100..=3_600_000).contains(&self.idle_timeout_ms) {
+            bail!("gateway.idle_timeout_ms must be between 100 and 3600000");
+        }
+        if !(1_000..=86_400_000).contains(&self.answer_timeout_ms) {
+            bail!("gateway.answer_timeout_ms must be between 1000 and 86400000");
+        }
+        if self.answer_timeout_ms < self.upstream_timeout_ms {
+            bail!("gateway.answer_timeout_ms must be at least gateway.upstream_timeout_ms");
         }
         let mut seen = std::collections::HashSet::new();
         for (i, o) in self.allowed_origins.iter().enumerate() {

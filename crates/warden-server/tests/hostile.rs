@@ -22,6 +22,8 @@ use common::agents::{enrolled, seed, start};
 use common::hostile::{self, AWS_KEY, Config, Echo, GetEvent, Hostile};
 
 api_tests!(
+    upstream_faults_end_in_a_clear_answer,
+    concurrent_first_calls_wait_for_one_catalogue_fetch,
     notification_tools_call_is_not_forwarded,
     client_notifications_need_a_session_in_scope,
     initialize_notification_spawns_no_stdio_process,
@@ -1375,5 +1377,223 @@ fn the_leak_check_sees_every_echo_form() {
         "redacted",
         br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"auth=[REDACTED:upstream-credential]"}]}}"#,
         CRED,
+    );
+}
+
+// ---- Upstream faults (issue 14): every fault ends in a JSON-RPC error within its limit ----
+
+/// What the faulty upstream saw.
+#[derive(Default)]
+struct Faulty {
+    /// `tools/list` requests received.
+    lists: usize,
+}
+
+/// A small MCP server whose tools fail the way real servers do: `first_byte` answers after 5 s,
+/// `silent_sse` sends event-stream headers and then nothing, `hang_body` starts a JSON answer and
+/// stops, `http500` fails with a status, `garbage` answers what is not JSON, `ends_early` closes an
+/// event stream without an answer; `ok` answers. `tools/list` takes 100 ms (so concurrent callers
+/// overlap it).
+async fn faulty_upstream() -> (String, Arc<Mutex<Faulty>>) {
+    use axum::response::IntoResponse as _;
+    let shared = Arc::new(Mutex::new(Faulty::default()));
+    let s = shared.clone();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let s = s.clone();
+            async move {
+                let msg: Value = serde_json::from_slice(&body).unwrap();
+                let id = msg["id"].clone();
+                let json = |result: Value| {
+                    (
+                        StatusCode::OK,
+                        [("content-type", "application/json")],
+                        json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
+                    )
+                        .into_response()
+                };
+                let pending = || futures_util::stream::pending::<Result<axum::body::Bytes, std::convert::Infallible>>();
+                match msg["method"].as_str().unwrap_or("") {
+                    "initialize" => json(json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                                               "serverInfo": {"name": "faulty", "version": "1"}})),
+                    "tools/list" => {
+                        s.lock().unwrap().lists += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let tools: Vec<Value> = ["ok", "first_byte", "silent_sse", "hang_body", "http500", "garbage", "ends_early"]
+                            .iter()
+                            .map(|n| json!({"name": n, "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}}))
+                            .collect();
+                        json(json!({"tools": tools}))
+                    }
+                    "tools/call" => match msg["params"]["name"].as_str().unwrap_or("") {
+                        "first_byte" => {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            json(json!({"content": []}))
+                        }
+                        "silent_sse" => (
+                            StatusCode::OK,
+                            [("content-type", "text/event-stream")],
+                            Body::from_stream(pending()),
+                        )
+                            .into_response(),
+                        "hang_body" => {
+                            use futures_util::StreamExt as _;
+                            let first = futures_util::stream::once(async {
+                                Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(b"{\"jsonrpc\":"))
+                            });
+                            (
+                                StatusCode::OK,
+                                [("content-type", "application/json")],
+                                Body::from_stream(first.chain(pending())),
+                            )
+                                .into_response()
+                        }
+                        "http500" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream broke").into_response(),
+                        "garbage" => (StatusCode::OK, [("content-type", "application/json")], "this is not json")
+                            .into_response(),
+                        "ends_early" => (StatusCode::OK, [("content-type", "text/event-stream")], "")
+                            .into_response(),
+                        _ => json(json!({"content": [{"type": "text", "text": "fine"}]})),
+                    },
+                    _ if id.is_null() => StatusCode::ACCEPTED.into_response(),
+                    _ => json(json!({})),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/mcp"), shared)
+}
+
+/// The API with a gateway whose upstream limits are short (first byte and idle 300 ms, a whole
+/// answer 1.5 s), the faulty upstream registered as `faulty`, and a task token for it.
+async fn faulty_setup(api: Api) -> (Api, String, Arc<Mutex<Faulty>>) {
+    seed(&api).await;
+    let config: warden_server::config::Config = toml::from_str(
+        "[gateway]\nupstream_timeout_ms = 300\nidle_timeout_ms = 300\nanswer_timeout_ms = 1500\n",
+    )
+    .unwrap();
+    config.gateway.validate().unwrap();
+    let mut state = api.state.clone();
+    state.gateway = Arc::new(
+        warden_server::gateway::Gateway::new(
+            (&config.gateway).into(),
+            warden_server::gateway::GatewayKeys::generate(),
+            warden_gateway::scan::Scanner::new(&[]).unwrap(),
+            &[],
+        )
+        .unwrap(),
+    );
+    let api = Api {
+        app: warden_server::router(state.clone(), warden_server::HttpLimits::default()),
+        state,
+        ..api
+    };
+    let (url, seen) = faulty_upstream().await;
+    register(&api, "faulty", &url, CRED).await;
+    let bot = enrolled(&api, "bot", &["faulty"]).await;
+    let tools = [
+        "ok",
+        "first_byte",
+        "silent_sse",
+        "hang_body",
+        "http500",
+        "garbage",
+        "ends_early",
+    ];
+    let token = task_token(&api, &bot, &intent(&["faulty"], &tools, None, None)).await;
+    (api, token, seen)
+}
+
+async fn upstream_faults_end_in_a_clear_answer(api: Api) {
+    let (api, token, _) = faulty_setup(api).await;
+    let session = initialize(&api, "faulty", &token).await;
+    let r = post(
+        &api,
+        "faulty",
+        &token,
+        Some(&session),
+        request(2, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // (tool, what the error names, the result entry's status)
+    let cases = [
+        ("first_byte", "first-byte limit", "upstream_timeout_first_byte"),
+        ("silent_sse", "idle limit", "upstream_timeout_idle"),
+        ("hang_body", "idle limit", "upstream_timeout_idle"),
+        ("http500", "HTTP 500", "upstream_http_500"),
+        ("garbage", "not a JSON-RPC message", "upstream_protocol_error"),
+        ("ends_early", "without an answer", "upstream_protocol_error"),
+    ];
+    for (i, (tool, names, status)) in (10..).zip(cases) {
+        let started = std::time::Instant::now();
+        let r = post(&api, "faulty", &token, Some(&session), call(i, tool, json!({}))).await;
+        let took = started.elapsed();
+        let answer = r
+            .messages()
+            .into_iter()
+            .find(|m| m["id"] == i)
+            .unwrap_or_else(|| panic!("{tool}: no answer to the call: {} {}", r.status, r.text()));
+        assert_eq!(answer["error"]["code"], -32014, "{tool}: {answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(names),
+            "{tool}: the error names what happened: {answer}"
+        );
+        assert!(
+            took < Duration::from_millis(2500),
+            "{tool}: answered within its limit ({took:?})"
+        );
+        assert!(
+            wait_for_entry(&api, |k, b| k == "action_result"
+                && b["tool"] == tool
+                && b["status"] == status)
+            .await,
+            "{tool}: the result is recorded as {status}: {:?}",
+            common::ledger_entries(&api)
+                .await
+                .iter()
+                .filter(|(k, _)| k == "action_result")
+                .collect::<Vec<_>>()
+        );
+    }
+    // The calls that still work work.
+    let r = post(&api, "faulty", &token, Some(&session), call(30, "ok", json!({}))).await;
+    assert_eq!(r.json()["result"]["content"][0]["text"], "fine", "{}", r.text());
+}
+
+async fn concurrent_first_calls_wait_for_one_catalogue_fetch(api: Api) {
+    let (api, token, seen) = faulty_setup(api).await;
+    let session = initialize(&api, "faulty", &token).await;
+    // 16 calls at once naming a tool no tools/list has shown yet.
+    let calls = (0..16).map(|i| {
+        let (api, token, session) = (&api, &token, &session);
+        async move {
+            post(
+                api,
+                "faulty",
+                token,
+                Some(session),
+                call(100 + i, "ok", json!({})),
+            )
+            .await
+        }
+    });
+    let replies = futures_util::future::join_all(calls).await;
+    for r in &replies {
+        assert_eq!(
+            r.json()["result"]["content"][0]["text"],
+            "fine",
+            "every first call is allowed, none denied as unknown: {}",
+            r.text()
+        );
+    }
+    assert_eq!(
+        seen.lock().unwrap().lists,
+        1,
+        "one catalogue fetch served them all"
     );
 }

@@ -196,23 +196,28 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
                 .delete(crate::gateway::delete),
         )
         .layer(DefaultBodyLimit::max(state.gateway.settings.limits.max_bytes));
-    Router::new()
+    // The REST API answers within `http.request_timeout_secs`. The MCP gateway is not under that
+    // limit: it has its own (`gateway.upstream_timeout_ms`, `idle_timeout_ms`, `answer_timeout_ms`),
+    // which end in a JSON-RPC error and a recorded result rather than a bare 503.
+    let rest = Router::new()
         .route("/healthz", get(health))
-        .merge(mcp)
         .route("/.well-known/jwks.json", get(tokens::jwks))
         .route("/.well-known/oauth-authorization-server", get(tokens::metadata))
         .nest("/v1", v1)
         .fallback(not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ));
+    Router::new()
+        .merge(mcp)
+        .merge(rest)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::audit::audit_refusals,
         ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            limits.request_timeout,
-        ))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

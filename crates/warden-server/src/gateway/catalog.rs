@@ -121,6 +121,13 @@ pub(super) async fn catalogue_on_miss(
     tool: &str,
     request_id: Option<String>,
 ) {
+    // One fetch per upstream at a time on this node: calls arriving together for a tool not yet
+    // catalogued wait for the first one's fetch instead of racing it (and being denied as unknown).
+    let lock = state.gateway.catalogue_lock(upstream.name.as_str());
+    let _one_at_a_time = lock.lock().await;
+    if state.policies.tool(upstream.name.as_str(), tool).is_some() {
+        return;
+    }
     // Another node may have catalogued it; its event may not have arrived yet.
     match state.store.get_tool(&upstream.name, tool).await {
         Ok(Some(t)) => {

@@ -60,8 +60,12 @@ pub use credentials::GatewayKeys;
 pub struct GatewaySettings {
     /// Bounds on every JSON-RPC message, both directions.
     pub limits: jsonrpc::Limits,
-    /// How long an upstream may take to answer (to start answering, for streams).
+    /// How long an upstream may take to start answering (its response headers).
     pub upstream_timeout: Duration,
+    /// Longest silence inside an answer to a request once it started.
+    pub idle_timeout: Duration,
+    /// Longest a whole answer to one request may take.
+    pub answer_timeout: Duration,
     /// The state of a tool seen for the first time: `active` (trust on first use) or `quarantined`
     /// (an admin approves every new tool).
     pub new_tools: ToolState,
@@ -80,6 +84,8 @@ impl Default for GatewaySettings {
         Self {
             limits: jsonrpc::Limits::default(),
             upstream_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            answer_timeout: Duration::from_secs(600),
             new_tools: ToolState::Active,
             results: ResultPolicy::Redact,
             allowed_origins: Vec::new(),
@@ -98,6 +104,8 @@ impl From<&crate::config::GatewayConfig> for GatewaySettings {
                 max_depth: c.max_depth,
             },
             upstream_timeout: Duration::from_millis(c.upstream_timeout_ms),
+            idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+            answer_timeout: Duration::from_millis(c.answer_timeout_ms),
             new_tools: c.new_tools,
             results: c.results,
             allowed_origins: c.allowed_origins.clone(),
@@ -126,6 +134,8 @@ pub struct Gateway {
     /// The upstream requests this node relayed an agent's answer to, and when: an answer goes on
     /// once (see [`Gateway::first_answer`]).
     answered: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// One catalogue fetch at a time per upstream (see `catalog::catalogue_on_miss`).
+    catalogue_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How long a cached upstream record is used without re-reading it.
@@ -154,6 +164,15 @@ impl Gateway {
                 }
                 None => c.clear(),
             }
+        }
+    }
+
+    /// The lock that makes catalogue fetches for `upstream` one at a time on this node.
+    pub fn catalogue_lock(&self, upstream: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.catalogue_locks.lock() {
+            Ok(mut m) => m.entry(upstream.to_owned()).or_default().clone(),
+            // A poisoned map: no sharing, but no refusal either.
+            Err(_) => Arc::default(),
         }
     }
 
@@ -218,6 +237,7 @@ impl Gateway {
             upstream_cache: Default::default(),
             pending_results: Default::default(),
             answered: Default::default(),
+            catalogue_locks: Default::default(),
             stdio: stdio::StdioServers::new(stdio),
             upstreams: upstream::Client::new(settings.upstream_timeout)?,
             credentials: credentials::Credentials::new(keys.clone()),

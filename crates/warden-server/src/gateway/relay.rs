@@ -72,7 +72,7 @@ pub(super) async fn send(
         .unwrap_or_else(|| Arc::new(Scrubber::empty()));
     let reply = gw
         .stdio
-        .send(&key, task, name, clearance, gw.settings.upstream_timeout)
+        .send(&key, task, name, clearance, gw.settings.answer_timeout)
         .await;
     match reply {
         Ok(reply) => Ok(Sent::Stdio {
@@ -103,7 +103,7 @@ pub(super) async fn forward(
     let sent = send(&state, &caller, &upstream, &route, &clearance).await;
     let fail = |e: &UpstreamError| {
         if let Some(p) = &post {
-            record_result((&state, &caller, &upstream), p, "upstream_unavailable", &[]);
+            record_result((&state, &caller, &upstream), p, &e.result_status(), &[]);
         }
         upstream_failed(post.as_ref().map(|p| &p.id), e)
     };
@@ -205,14 +205,47 @@ pub(super) async fn http_answer(resp: reqwest::Response, filter: Outbound) -> Re
             ),
         );
     }
+    if !status.is_success() {
+        // The upstream's status as a JSON-RPC error (never its body: it may describe its
+        // credentials). A 404 stays a 404: MCP's "this session is gone, initialize again".
+        let e = UpstreamError::Http {
+            upstream: filter.upstream.name.to_string(),
+            status: status.as_u16(),
+        };
+        filter.result(&e.result_status(), &[]);
+        tracing::warn!(error = %e, "upstream MCP server failed");
+        return rpc(
+            if status == StatusCode::NOT_FOUND {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_GATEWAY
+            },
+            jsonrpc::error_response(
+                id.as_ref(),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &e.to_string(),
+                Some(json!({ "status": status.as_u16() })),
+            ),
+        );
+    }
     if content_type.starts_with("text/event-stream") {
         return super::streams::sse_relay(resp, filter);
     }
     if content_type.starts_with("application/json") {
-        let limit = filter.state.gateway.settings.limits.max_bytes;
-        return match super::upstream::read_limited(resp, limit).await {
+        let settings = &filter.state.gateway.settings;
+        let sent = filter.post.as_ref().map_or_else(tokio::time::Instant::now, |p| {
+            tokio::time::Instant::from_std(p.sent)
+        });
+        let times = super::upstream::AnswerLimits::new(settings, sent);
+        let read = super::upstream::read_limited(
+            resp,
+            settings.limits.max_bytes,
+            filter.upstream.name.as_str(),
+            &times,
+        );
+        return match read.await {
             Err(e) => {
-                filter.result("upstream_unavailable", &[]);
+                filter.result(&e.result_status(), &[]);
                 upstream_failed(id.as_ref(), &e)
             }
             Ok(bytes) => {
@@ -237,8 +270,7 @@ pub(super) async fn http_answer(resp: reqwest::Response, filter: Outbound) -> Re
             )),
         );
     }
-    // 202 Accepted for notifications and responses, 204, 404 for a lost session, and errors: the
-    // status alone, never the upstream's body (it may describe its credentials).
+    // 202 Accepted for notifications and responses, 204: the status alone.
     filter.result(status.as_str(), &[]);
     status.into_response()
 }
@@ -319,7 +351,9 @@ pub(super) async fn fetch(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("text/event-stream"));
     if !sse {
-        let bytes = super::upstream::read_limited(body, limits.max_bytes).await?;
+        let times = super::upstream::AnswerLimits::new(&state.gateway.settings, tokio::time::Instant::now());
+        let bytes =
+            super::upstream::read_limited(body, limits.max_bytes, upstream.name.as_str(), &times).await?;
         return filtered(filter.bytes(&bytes).await);
     }
     use futures_util::StreamExt as _;

@@ -303,7 +303,8 @@ impl StdioServers {
                 }
                 Err(UpstreamError::Timeout {
                     upstream: upstream.into(),
-                    secs: timeout.as_secs(),
+                    limit: super::upstream::TimeLimit::Answer,
+                    limit_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 })
             }
         }

@@ -17,11 +17,18 @@ use chrono::Utc;
 use warden_gateway::credential::Scrubber;
 use warden_gateway::sse::SseEvent;
 
+use warden_gateway::jsonrpc;
+
 use super::outbound::{Out, Outbound};
+use super::upstream::{AnswerLimits, UpstreamError};
 use crate::AppState;
 
 /// Relays an SSE answer event by event through the filter, with sealed event ids, and ends it
-/// when the task stops being live.
+/// when the task stops being live. A stream that answers a request is held to the answer's time
+/// limits (idle, whole answer) until the answer came: when one fires, the agent gets the JSON-RPC
+/// error -32014 naming it as the stream's last event, the result is recorded, and the upstream
+/// connection is closed. A stream that ends without the answer and without event ids to resume
+/// from is answered the same way.
 pub(super) fn sse_relay(resp: reqwest::Response, filter: Outbound) -> Response {
     use futures_util::StreamExt as _;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
@@ -33,19 +40,42 @@ pub(super) fn sse_relay(resp: reqwest::Response, filter: Outbound) -> Response {
         let mut stream = resp.bytes_stream();
         let ended = task_ended(state.clone(), task);
         tokio::pin!(ended);
-        loop {
+        let times = filter
+            .post
+            .as_ref()
+            .map(|p| AnswerLimits::new(&state.gateway.settings, tokio::time::Instant::from_std(p.sent)));
+        let mut answered = false;
+        let mut resumable = false;
+        let failure = loop {
+            let next = async {
+                match times.as_ref().filter(|_| !answered) {
+                    Some(t) => t.within(&upstream, stream.next()).await,
+                    None => Ok(stream.next().await),
+                }
+            };
             tokio::select! {
-                chunk = stream.next() => {
-                    let Some(Ok(chunk)) = chunk else { break };
+                chunk = next => {
+                    let chunk = match chunk {
+                        Err(e) => break Some(e),
+                        Ok(Some(Ok(chunk))) => chunk,
+                        Ok(_) if answered || resumable || filter.post.is_none() => break None,
+                        Ok(_) => break Some(UpstreamError::Protocol(format!(
+                            "upstream `{upstream}` ended its event stream without an answer"
+                        ))),
+                    };
                     let events = match parser.push(&chunk) {
                         Ok(ev) => ev,
                         Err(e) => {
                             tracing::warn!(%upstream, error = %e, "the upstream's event stream is malformed; closed");
-                            break;
+                            break (!answered && filter.post.is_some()).then(|| UpstreamError::Protocol(format!(
+                                "upstream `{upstream}` sent a malformed event stream: {e}"
+                            )));
                         }
                     };
                     for ev in events {
-                        let Some(ev) = filter_event(&filter, ev).await else { continue };
+                        resumable |= ev.id.as_deref().is_some_and(|id| !id.is_empty());
+                        let Some((ev, answer)) = filter_event(&filter, ev).await else { continue };
+                        answered |= answer;
                         if tx.send(bytes::Bytes::from(warden_gateway::sse::encode(&ev))).await.is_err() {
                             return;
                         }
@@ -56,17 +86,41 @@ pub(super) fn sse_relay(resp: reqwest::Response, filter: Outbound) -> Response {
                     return;
                 }
             }
+        };
+        // Dropping the stream closes the upstream connection.
+        drop(stream);
+        if let (Some(e), Some(p)) = (failure, &filter.post) {
+            tracing::warn!(error = %e, "upstream MCP server failed");
+            filter.result(&e.result_status(), &[]);
+            let error =
+                jsonrpc::error_response(Some(&p.id), jsonrpc::UPSTREAM_UNAVAILABLE, &e.to_string(), None);
+            let ev = SseEvent {
+                event: Some("message".into()),
+                data: error.to_string(),
+                id: None,
+                retry: None,
+            };
+            let _ = tx
+                .send(bytes::Bytes::from(warden_gateway::sse::encode(&ev)))
+                .await;
         }
     });
     sse_response(rx)
 }
 
 /// One upstream event as the agent gets it: its data through the filter (dropped when the filter
-/// drops it), its id sealed.
-async fn filter_event(filter: &Outbound, mut ev: SseEvent) -> Option<SseEvent> {
+/// drops it), its id sealed; and whether it is the answer to the request the stream carries.
+async fn filter_event(filter: &Outbound, mut ev: SseEvent) -> Option<(SseEvent, bool)> {
+    let mut answer = false;
     if !ev.data.is_empty() {
         match filter.bytes(ev.data.as_bytes()).await {
-            Out::Send(v) => ev.data = v.to_string(),
+            Out::Send(v) => {
+                answer = filter.post.as_ref().is_some_and(|p| {
+                    v.get("id") == Some(&p.id.to_value())
+                        && (v.get("result").is_some() || v.get("error").is_some())
+                });
+                ev.data = v.to_string();
+            }
             Out::Drop(why) => {
                 tracing::warn!(upstream = %filter.upstream.name, %why, "an upstream event was dropped by the outbound filter");
                 return None;
@@ -82,7 +136,7 @@ async fn filter_event(filter: &Outbound, mut ev: SseEvent) -> Option<SseEvent> {
             filter.post.as_ref(),
         )
     });
-    Some(ev)
+    Some((ev, answer))
 }
 
 /// A stdio session's server-initiated messages as an event stream, through the filter, while the

@@ -23,14 +23,113 @@ use crate::AppState;
 pub enum UpstreamError {
     #[error("upstream `{0}` cannot be reached")]
     Unreachable(String),
-    #[error("upstream `{upstream}` did not answer within {secs} s")]
-    Timeout { upstream: String, secs: u64 },
+    #[error(
+        "upstream `{upstream}` exceeded the {} limit of {} ms (gateway.{})",
+        limit.name(), limit_ms, limit.setting()
+    )]
+    Timeout {
+        upstream: String,
+        limit: TimeLimit,
+        limit_ms: u64,
+    },
+    #[error("upstream `{upstream}` answered HTTP {status}")]
+    Http { upstream: String, status: u16 },
     #[error("the upstream's answer is larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
     Protocol(String),
     #[error("the credentials for upstream `{0}` cannot be opened (see the server log)")]
     Credentials(String),
+}
+
+/// Which time limit an upstream exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeLimit {
+    /// No response headers in time (`gateway.upstream_timeout_ms`).
+    FirstByte,
+    /// Silence inside an answer that had started (`gateway.idle_timeout_ms`).
+    Idle,
+    /// The whole answer took too long (`gateway.answer_timeout_ms`).
+    Answer,
+}
+
+impl TimeLimit {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeLimit::FirstByte => "first-byte",
+            TimeLimit::Idle => "idle",
+            TimeLimit::Answer => "answer",
+        }
+    }
+
+    pub fn setting(self) -> &'static str {
+        match self {
+            TimeLimit::FirstByte => "upstream_timeout_ms",
+            TimeLimit::Idle => "idle_timeout_ms",
+            TimeLimit::Answer => "answer_timeout_ms",
+        }
+    }
+}
+
+impl UpstreamError {
+    /// The status of the result entry recording this failure.
+    pub fn result_status(&self) -> String {
+        match self {
+            UpstreamError::Timeout { limit, .. } => {
+                format!("upstream_timeout_{}", limit.name().replace('-', "_"))
+            }
+            UpstreamError::Http { status, .. } => format!("upstream_http_{status}"),
+            UpstreamError::TooLarge(_) => "upstream_too_large".to_owned(),
+            UpstreamError::Protocol(_) => "upstream_protocol_error".to_owned(),
+            UpstreamError::Unreachable(_) => "upstream_unreachable".to_owned(),
+            UpstreamError::Credentials(_) => "upstream_credentials_unavailable".to_owned(),
+        }
+    }
+
+    fn timeout(upstream: &str, limit: TimeLimit, d: Duration) -> Self {
+        UpstreamError::Timeout {
+            upstream: upstream.to_owned(),
+            limit,
+            limit_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// The time limits of one answer: its deadline and the longest silence inside it.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerLimits {
+    pub idle: Duration,
+    pub total: Duration,
+    pub deadline: tokio::time::Instant,
+}
+
+impl AnswerLimits {
+    /// Limits for an answer whose request was sent at `sent`.
+    pub fn new(settings: &super::GatewaySettings, sent: tokio::time::Instant) -> Self {
+        Self {
+            idle: settings.idle_timeout,
+            total: settings.answer_timeout,
+            deadline: sent + settings.answer_timeout,
+        }
+    }
+
+    /// Waits for `next` within the limits: the idle limit from now, never past the deadline.
+    pub async fn within<T>(
+        &self,
+        upstream: &str,
+        next: impl std::future::Future<Output = T>,
+    ) -> Result<T, UpstreamError> {
+        let now = tokio::time::Instant::now();
+        let idle_end = now + self.idle;
+        let (end, limit, d) = if idle_end < self.deadline {
+            (idle_end, TimeLimit::Idle, self.idle)
+        } else {
+            (self.deadline, TimeLimit::Answer, self.total)
+        };
+        tokio::time::timeout_at(end, next)
+            .await
+            .map_err(|_| UpstreamError::timeout(upstream, limit, d))
+    }
 }
 
 /// The HTTP client all upstream requests share (connection pooling per upstream).
@@ -119,10 +218,11 @@ impl Client {
         }
         tracing::debug!(upstream = %upstream.name, seq = clearance.seq(), method = ?clearance.method(), "sending to the upstream");
         match tokio::time::timeout(self.timeout, builder.send()).await {
-            Err(_) => Err(UpstreamError::Timeout {
-                upstream: upstream.name.to_string(),
-                secs: self.timeout.as_secs(),
-            }),
+            Err(_) => Err(UpstreamError::timeout(
+                upstream.name.as_str(),
+                TimeLimit::FirstByte,
+                self.timeout,
+            )),
             Ok(Err(e)) => {
                 // reqwest's error text can include the URL; log it, answer without it.
                 tracing::warn!(upstream = %upstream.name, error = %e.without_url(), "upstream request failed");
@@ -156,14 +256,20 @@ pub fn forwarded_headers(incoming: &HeaderMap, session: Option<&str>) -> HeaderM
     out
 }
 
-/// Reads a whole (non-streaming) answer, refusing more than `limit` bytes.
-pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, UpstreamError> {
+/// Reads a whole (non-streaming) answer, refusing more than `limit` bytes and waiting no longer
+/// than `times` allow (dropping the response on a refusal closes the connection).
+pub async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+    upstream: &str,
+    times: &AnswerLimits,
+) -> Result<Vec<u8>, UpstreamError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(UpstreamError::TooLarge(limit));
     }
     let mut out = Vec::new();
     loop {
-        match resp.chunk().await {
+        match times.within(upstream, resp.chunk()).await? {
             Ok(Some(chunk)) => {
                 if out.len() + chunk.len() > limit {
                     return Err(UpstreamError::TooLarge(limit));
