@@ -68,6 +68,9 @@ pub struct GatewayConfig {
     /// works longer should use MCP tasks, or progress and a higher limit), between 1000 and
     /// 86400000, at least `upstream_timeout_ms`.
     pub answer_timeout_ms: u64,
+    /// Longest an agent's message (the body of its request to `/mcp`) may take to arrive, ms: `/mcp`
+    /// is not under `http.request_timeout_secs`. Default 30000, between 100 and 600000.
+    pub message_timeout_ms: u64,
     /// The state of a tool seen for the first time: `active` (trust on first use, the default) or
     /// `quarantined` (an admin approves every new tool with `warden tool approve`).
     pub new_tools: warden_core::ToolState,
@@ -110,6 +113,7 @@ impl Default for GatewayConfig {
             upstream_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             answer_timeout_ms: 600_000,
+            message_timeout_ms: 30_000,
             new_tools: warden_core::ToolState::Active,
             results: ResultPolicy::Redact,
             allowed_origins: Vec::new(),
@@ -138,6 +142,9 @@ impl GatewayConfig {
         }
         if !(1_000..=86_400_000).contains(&self.answer_timeout_ms) {
             bail!("gateway.answer_timeout_ms must be between 1000 and 86400000");
+        }
+        if !(100..=600_000).contains(&self.message_timeout_ms) {
+            bail!("gateway.message_timeout_ms must be between 100 and 600000");
         }
         if self.answer_timeout_ms < self.upstream_timeout_ms {
             bail!("gateway.answer_timeout_ms must be at least gateway.upstream_timeout_ms");

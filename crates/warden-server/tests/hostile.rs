@@ -23,6 +23,7 @@ use common::hostile::{self, AWS_KEY, Config, Echo, GetEvent, Hostile};
 
 api_tests!(
     upstream_faults_end_in_a_clear_answer,
+    a_slow_agent_message_is_refused_in_time,
     concurrent_first_calls_wait_for_one_catalogue_fetch,
     notification_tools_call_is_not_forwarded,
     client_notifications_need_a_session_in_scope,
@@ -1473,7 +1474,7 @@ async fn faulty_upstream() -> (String, Arc<Mutex<Faulty>>) {
 async fn faulty_setup(api: Api) -> (Api, String, Arc<Mutex<Faulty>>) {
     seed(&api).await;
     let config: warden_server::config::Config = toml::from_str(
-        "[gateway]\nupstream_timeout_ms = 300\nidle_timeout_ms = 300\nanswer_timeout_ms = 1500\n",
+        "[gateway]\nupstream_timeout_ms = 300\nidle_timeout_ms = 300\nanswer_timeout_ms = 1500\nmessage_timeout_ms = 300\n",
     )
     .unwrap();
     config.gateway.validate().unwrap();
@@ -1595,5 +1596,35 @@ async fn concurrent_first_calls_wait_for_one_catalogue_fetch(api: Api) {
         seen.lock().unwrap().lists,
         1,
         "one catalogue fetch served them all"
+    );
+}
+
+async fn a_slow_agent_message_is_refused_in_time(api: Api) {
+    use futures_util::StreamExt as _;
+    let (api, token, _) = faulty_setup(api).await;
+    // The REST timeout does not cover /mcp: a body that starts and never ends must not hold the
+    // connection for ever.
+    let first = futures_util::stream::once(async {
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(b"{\"jsonrpc\":"))
+    });
+    let body = Body::from_stream(first.chain(futures_util::stream::pending()));
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/mcp/faulty")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .body(body)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(5), api.app.clone().oneshot(req))
+        .await
+        .expect("answered within the limit, not held")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
     );
 }

@@ -64,6 +64,8 @@ pub struct GatewaySettings {
     pub upstream_timeout: Duration,
     /// Longest silence inside an answer to a request once it started.
     pub idle_timeout: Duration,
+    /// Longest an agent's message may take to arrive (its request body).
+    pub message_timeout: Duration,
     /// Longest a whole answer to one request may take.
     pub answer_timeout: Duration,
     /// The state of a tool seen for the first time: `active` (trust on first use) or `quarantined`
@@ -85,6 +87,7 @@ impl Default for GatewaySettings {
             limits: jsonrpc::Limits::default(),
             upstream_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            message_timeout: Duration::from_secs(30),
             answer_timeout: Duration::from_secs(600),
             new_tools: ToolState::Active,
             results: ResultPolicy::Redact,
@@ -105,6 +108,7 @@ impl From<&crate::config::GatewayConfig> for GatewaySettings {
             },
             upstream_timeout: Duration::from_millis(c.upstream_timeout_ms),
             idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+            message_timeout: Duration::from_millis(c.message_timeout_ms),
             answer_timeout: Duration::from_millis(c.answer_timeout_ms),
             new_tools: c.new_tools,
             results: c.results,
@@ -534,9 +538,26 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
     };
     let gw = state.gateway.clone();
     let limits = gw.settings.limits;
-    let bytes = match axum::body::to_bytes(body, limits.max_bytes).await {
-        Ok(b) => b,
+    // The REST request timeout does not cover `/mcp` (see `api::router`): the agent's message
+    // must arrive within its own limit, or a slow sender holds a connection for ever.
+    let read = tokio::time::timeout(
+        gw.settings.message_timeout,
+        axum::body::to_bytes(body, limits.max_bytes),
+    );
+    let bytes = match read.await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            return refused(
+                StatusCode::REQUEST_TIMEOUT,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                format!(
+                    "the message did not arrive within {} ms (gateway.message_timeout_ms)",
+                    gw.settings.message_timeout.as_millis()
+                ),
+            );
+        }
+        Ok(Err(_)) => {
             return refused(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 None,
