@@ -881,33 +881,9 @@ fn for_each_map_mut(value: &mut Value, f: &mut dyn FnMut(&mut Map<String, Value>
     }
 }
 
-/// Whether the nesting of JSON text `bytes` stays within `max` (strings skipped).
+/// Whether the nesting of JSON text `bytes` stays within `max` (the parser's own check).
 fn depth_within(bytes: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return false;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    true
+    crate::jsonrpc::depth_within(bytes, max)
 }
 
 impl Inner {

@@ -305,6 +305,16 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Message, ParseError> {
 /// after the point where serde_json stops with a syntax error anyway, so serde_json never nests
 /// deeper than `max`.
 fn check_depth(bytes: &[u8], max: usize) -> Result<(), ParseError> {
+    if depth_within(bytes, max) {
+        Ok(())
+    } else {
+        Err(ParseError::TooDeep { max })
+    }
+}
+
+/// Whether the nesting of JSON text `bytes` stays within `max` (a linear scan; strings skipped).
+/// The one depth check of every parser of untrusted JSON in this crate.
+pub fn depth_within(bytes: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -324,14 +334,14 @@ fn check_depth(bytes: &[u8], max: usize) -> Result<(), ParseError> {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
-                    return Err(ParseError::TooDeep { max });
+                    return false;
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
-    Ok(())
+    true
 }
 
 fn kind(value: &Value) -> &'static str {
