@@ -1421,7 +1421,7 @@ async fn faulty_upstream() -> (String, Arc<Mutex<Faulty>>) {
                     "tools/list" => {
                         s.lock().unwrap().lists += 1;
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        let tools: Vec<Value> = ["ok", "first_byte", "silent_sse", "hang_body", "http500", "garbage", "ends_early"]
+                        let tools: Vec<Value> = ["ok", "first_byte", "silent_sse", "hang_body", "http500", "garbage", "ends_early", "wrong_kind"]
                             .iter()
                             .map(|n| json!({"name": n, "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}}))
                             .collect();
@@ -1452,6 +1452,15 @@ async fn faulty_upstream() -> (String, Arc<Mutex<Faulty>>) {
                         }
                         "http500" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream broke").into_response(),
                         "garbage" => (StatusCode::OK, [("content-type", "application/json")], "this is not json")
+                            .into_response(),
+                        // A JSON body that is a notification, not the answer.
+                        "wrong_kind" => (
+                            StatusCode::OK,
+                            [("content-type", "application/json")],
+                            json!({"jsonrpc": "2.0", "method": "notifications/message",
+                                   "params": {"level": "info", "data": "not your answer"}})
+                            .to_string(),
+                        )
                             .into_response(),
                         "ends_early" => (StatusCode::OK, [("content-type", "text/event-stream")], "")
                             .into_response(),
@@ -1504,6 +1513,7 @@ async fn faulty_setup(api: Api) -> (Api, String, Arc<Mutex<Faulty>>) {
         "http500",
         "garbage",
         "ends_early",
+        "wrong_kind",
     ];
     let token = task_token(&api, &bot, &intent(&["faulty"], &tools, None, None)).await;
     (api, token, seen)
@@ -1529,6 +1539,11 @@ async fn upstream_faults_end_in_a_clear_answer(api: Api) {
         ("http500", "HTTP 500", "upstream_http_500"),
         ("garbage", "not a JSON-RPC message", "upstream_protocol_error"),
         ("ends_early", "without an answer", "upstream_protocol_error"),
+        (
+            "wrong_kind",
+            "not the answer to the request",
+            "upstream_protocol_error",
+        ),
     ];
     for (i, (tool, names, status)) in (10..).zip(cases) {
         let started = std::time::Instant::now();

@@ -111,6 +111,7 @@ ledger_tests!(
     refusals_are_recorded_with_their_actor,
     audit_api_serves_checkpoints_proofs_and_entries,
     a_ledger_that_cannot_write_denies_and_recovers,
+    mcp_messages_are_not_sent_when_their_decision_cannot_be_recorded,
 );
 
 /// A request with headers; returns status, headers and JSON body.
@@ -701,4 +702,46 @@ async fn a_ledger_that_cannot_write_denies_and_recovers(api: Api, db: Db) {
         assert_eq!(entries[seq as usize].entry().body["action"], "read");
     }
     let _ = Arc::clone(&api.store);
+}
+
+/// The gateway under a ledger that cannot write: a request gets JSON-RPC -32015 in a 200 answer (MCP
+/// clients read a request's errors there), a stream is refused with 503; the clearance that would
+/// let either reach the upstream is never made (`pipeline::commit`).
+async fn mcp_messages_are_not_sent_when_their_decision_cannot_be_recorded(api: Api, db: Db) {
+    seed(&api).await;
+    let bot = enrolled(&api, "bot", &["crm"]).await;
+    let (token, _) = started(&api, &bot, &["crm"]).await;
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    db.break_ledger().await;
+    let (s, _, v) = send(
+        &api,
+        Method::POST,
+        "/mcp/crm",
+        &headers,
+        Some(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_i64()),
+        (StatusCode::OK, Some(-32015)),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was forwarded"),
+        "{v}"
+    );
+    let (s, _, v) = send(&api, Method::GET, "/mcp/crm", &headers, None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_i64()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some(-32015)),
+        "{v}"
+    );
+    db.repair_ledger().await;
 }

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use warden_core::{Upstream, UpstreamName};
 use warden_gateway::jsonrpc::{self, Id, Message};
 use warden_ledger::EntryKind;
-use warden_policy::{Action, McpContext, McpKind, ResourceRef};
+use warden_policy::McpKind;
 use warden_store::{ObservedTool, ToolChange};
 
 use super::Route;
 use super::clearance::{After, Clearance, Outgoing, Post};
 use crate::AppState;
-use crate::pipeline::{Facts, Question, Ruling};
+use crate::pipeline::Ruling;
 use crate::tasks::TaskCaller;
 
 /// Observes what an upstream's `tools/list` showed. Writes (and records) only what changed.
@@ -149,27 +149,9 @@ pub(super) async fn catalogue_on_miss(
             m.insert("cursor".into(), c.clone().into());
             m
         });
-        let mut body = serde_json::Map::new();
-        body.insert("via".into(), "mcp".into());
-        body.insert("method".into(), "tools/list".into());
-        body.insert("initiator".into(), "warden".into());
-        let facts = Facts {
-            upstream: Some(upstream.name.to_string()),
-            request_id: request_id.clone(),
-            action_label: None,
-            body,
-        };
-        let question = Question {
-            action: Action::Read,
-            resource: ResourceRef::Upstream(upstream.name.clone()),
-            args: None,
-            rest: None,
-            sensitive: Vec::new(),
-            mcp: Some(McpContext {
-                method: "tools/list".into(),
-                kind: McpKind::Request,
-            }),
-        };
+        let (question, mut facts) =
+            super::inbound::upstream_read(upstream, "tools/list", McpKind::Request, request_id.clone());
+        facts.body.insert("initiator".into(), "warden".into());
         let verdict = crate::pipeline::decide(state, caller, question, facts, started).await;
         let cleared = match crate::pipeline::commit(state, verdict, state.gateway.take_results()).await {
             Ruling::Cleared(c, _) => c,

@@ -94,26 +94,7 @@ pub(super) fn classify(
         Message::Notification(_) => McpKind::Notification,
         Message::Response(_) | Message::Error(_) => McpKind::Response,
     };
-    let mut body = Map::new();
-    body.insert("via".into(), "mcp".into());
-    body.insert("method".into(), crate::ledger::clip_str(&method, 128).into());
-    let facts = Facts {
-        upstream: Some(upstream.name.to_string()),
-        request_id,
-        action_label: None,
-        body,
-    };
-    let question = Question {
-        action: Action::Read,
-        resource: ResourceRef::Upstream(upstream.name.clone()),
-        args: None,
-        rest: None,
-        sensitive: Vec::new(),
-        mcp: Some(McpContext {
-            method: crate::ledger::clip_str(&method, 128),
-            kind,
-        }),
-    };
+    let (question, facts) = upstream_read(upstream, &method, kind, request_id);
     let mut planned = Planned {
         question,
         facts,
@@ -149,6 +130,36 @@ pub(super) fn classify(
         }
     }
     planned
+}
+
+/// The question "may this task read the upstream with this MCP message" and the facts of its
+/// entry: what every message starts as (a tool call, resource or prompt narrows it), and what
+/// Warden's own catalogue fetch, streams and session ends are.
+pub(super) fn upstream_read(
+    upstream: &Upstream,
+    method: &str,
+    kind: McpKind,
+    request_id: Option<String>,
+) -> (Question, Facts) {
+    let method = crate::ledger::clip_str(method, 128);
+    let mut body = Map::new();
+    body.insert("via".into(), "mcp".into());
+    body.insert("method".into(), method.clone().into());
+    let facts = Facts {
+        upstream: Some(upstream.name.to_string()),
+        request_id,
+        action_label: None,
+        body,
+    };
+    let question = Question {
+        action: Action::Read,
+        resource: ResourceRef::Upstream(upstream.name.clone()),
+        args: None,
+        rest: None,
+        sensitive: Vec::new(),
+        mcp: Some(McpContext { method, kind }),
+    };
+    (question, facts)
 }
 
 /// A request: its question, or its refusal.

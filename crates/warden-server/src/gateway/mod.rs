@@ -44,10 +44,10 @@ use warden_core::{ToolState, Upstream, UpstreamKind, UpstreamName};
 use warden_gateway::jsonrpc::{self, Id, Message};
 use warden_gateway::scan::Scanner;
 use warden_ledger::NewEntry;
-use warden_policy::{Action, McpContext, McpKind, ResourceRef};
+use warden_policy::McpKind;
 
 use crate::AppState;
-use crate::pipeline::{Facts, Question, Ruling};
+use crate::pipeline::Ruling;
 use crate::tasks::TaskCaller;
 
 use clearance::{Clearance, Outgoing};
@@ -643,26 +643,7 @@ async fn decide_http(
     headers: &HeaderMap,
     started: Instant,
 ) -> Result<crate::pipeline::Cleared, Response> {
-    let mut body = serde_json::Map::new();
-    body.insert("via".into(), "mcp".into());
-    body.insert("method".into(), method.into());
-    let facts = Facts {
-        upstream: Some(upstream.name.to_string()),
-        request_id: request_id(headers),
-        action_label: None,
-        body,
-    };
-    let question = Question {
-        action: Action::Read,
-        resource: ResourceRef::Upstream(upstream.name.clone()),
-        args: None,
-        rest: None,
-        sensitive: Vec::new(),
-        mcp: Some(McpContext {
-            method: method.to_owned(),
-            kind: McpKind::Stream,
-        }),
-    };
+    let (question, facts) = inbound::upstream_read(upstream, method, McpKind::Stream, request_id(headers));
     let verdict = crate::pipeline::decide(state, caller, question, facts, started).await;
     match crate::pipeline::commit(state, verdict, state.gateway.take_results()).await {
         Ruling::Cleared(c, _) => Ok(c),

@@ -249,7 +249,15 @@ pub(super) async fn http_answer(resp: reqwest::Response, filter: Outbound) -> Re
                 upstream_failed(id.as_ref(), &e)
             }
             Ok(bytes) => {
-                let out = filter.bytes(&bytes).await;
+                let mut out = filter.bytes(&bytes).await;
+                // A JSON body answering a request holds that request's answer and nothing else (the
+                // upstream's own requests and notifications come on an event stream).
+                if let (Out::Send(v), Some(p)) = (&out, &filter.post)
+                    && !is_answer_to(v, &p.id)
+                {
+                    filter.result("upstream_protocol_error", &[]);
+                    out = Out::Drop("a JSON answer that is not the answer to the request".to_owned());
+                }
                 let mut r = answer(out, filter.post.as_ref());
                 if r.status() == StatusCode::OK {
                     *r.status_mut() = status;
@@ -273,6 +281,11 @@ pub(super) async fn http_answer(resp: reqwest::Response, filter: Outbound) -> Re
     // 202 Accepted for notifications and responses, 204: the status alone.
     filter.result(status.as_str(), &[]);
     status.into_response()
+}
+
+/// Whether `v` is the response or error answering the request `id`.
+pub(super) fn is_answer_to(v: &serde_json::Value, id: &Id) -> bool {
+    v.get("id") == Some(&id.to_value()) && (v.get("result").is_some() || v.get("error").is_some())
 }
 
 /// The agent's answer to its request from what the filter let through: the message, or an error
@@ -427,10 +440,11 @@ pub(super) fn refused_answer(r: &Refused, reply_to: Option<&Id>, pre: Option<i64
     if let Some(seq) = r.seq {
         data["ledger_seq"] = seq.into();
     }
-    let status = if r.ledger_unavailable {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else if reply_to.is_some() {
+    let status = if reply_to.is_some() {
+        // MCP clients read a request's errors from a 200 answer (-32015 says what happened).
         StatusCode::OK
+    } else if r.ledger_unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
     } else if matches!(
         pre,
         Some(jsonrpc::INVALID_REQUEST | jsonrpc::INVALID_PARAMS | jsonrpc::METHOD_NOT_FOUND)

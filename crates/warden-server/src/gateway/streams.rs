@@ -115,10 +115,10 @@ async fn filter_event(filter: &Outbound, mut ev: SseEvent) -> Option<(SseEvent, 
     if !ev.data.is_empty() {
         match filter.bytes(ev.data.as_bytes()).await {
             Out::Send(v) => {
-                answer = filter.post.as_ref().is_some_and(|p| {
-                    v.get("id") == Some(&p.id.to_value())
-                        && (v.get("result").is_some() || v.get("error").is_some())
-                });
+                answer = filter
+                    .post
+                    .as_ref()
+                    .is_some_and(|p| super::relay::is_answer_to(&v, &p.id));
                 ev.data = v.to_string();
             }
             Out::Drop(why) => {
