@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `header` | 1 | `format` = `"warden-evidence-bundle"`, `version` = 1, `origin`, `created_at`, `tree_size` (the latest checkpoint's), `scope` (`complete`, and for filtered exports the filter: `since`, `until`, `agent`), optional `redaction_key` (fingerprint), `generator` |
 //! | `key` | ≥ 0 | `vkey`: a verifier key `<name>+<id>+<base64>` |
-//! | `policy` | ≥ 0 | `version`, `media_type`, `data` (base64): a policy set referenced by decisions, opaque here |
+//! | `policy` | ≥ 0 | `version`, `media_type`, `data` (base64): a policy set referenced by decisions; optional `activation`: the `policy_change` entry that activated it, with its inclusion proof against the latest checkpoint (an `entry` record's members) |
 //! | `checkpoint` | ≥ 1 | `note`: a signed checkpoint, ascending tree size |
 //! | `consistency` | one per consecutive pair | `from`, `to`, `proof` (hex hashes) |
 //! | `entry` | ≥ 0 | `seq`, `leaf_hash` (hex), `canonical` (base64 of the exact hashed bytes), `entry` (the same, decoded, for reading), `inclusion` (hex hashes; filtered exports) |
@@ -26,6 +26,18 @@
 //! * **filtered** exports: entries in ascending `seq`, each with an inclusion proof against the latest
 //!   checkpoint. A filtered export proves each entry is in the log at its position; it cannot prove
 //!   that no other entry matched the filter (the report says whether the entries are contiguous).
+//!
+//! Policy sets ([`crate::policy::POLICY_SET_MEDIA_TYPE`]): the files must hash to the version the
+//! record names, and the `activation` entry, when there is one, must be proven in the tree and name
+//! that version (its recorded file hashes name an edited file). A decision naming a policy set (a
+//! content hash) the bundle does not carry fails verification: the evidence of what decided is
+//! missing. Other media types are carried opaquely.
+//!
+//! [`verify_bundle_expecting`] also checks the bundle against what the auditor knows from outside it
+//! ([`Expected`]): a saved checkpoint must be one the bundle's tree reaches with the same root — for a
+//! complete export, at any size; for a filtered one only at the sizes of its own checkpoints (it says
+//! so otherwise: [`VerifyError::Unprovable`]) — and a minimum size must not exceed the latest
+//! checkpoint's.
 
 use std::io::{BufRead, Write};
 
@@ -41,8 +53,9 @@ use crate::entry::{EncodedEntry, EntryKind};
 use crate::hash::{Hash, leaf_hash};
 use crate::merkle::{self, HashSource, MerkleError};
 use crate::note::{SignedNote, VerifierKey};
+use crate::policy;
 use crate::verify::{
-    LogRecord, LogVerifier, Progress, SeqProblem, VerifiedCheckpoint, VerifyError, VerifyOptions,
+    Expected, LogRecord, LogVerifier, Progress, SeqProblem, VerifiedCheckpoint, VerifyError, VerifyOptions,
     verify_checkpoints,
 };
 
@@ -124,14 +137,19 @@ pub struct BundleHeader {
     pub generator: Option<String>,
 }
 
-/// A policy set version, carried opaquely.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A policy set version: for [`crate::policy::POLICY_SET_MEDIA_TYPE`], its files, checked against
+/// the version; other media types are carried opaquely.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBlob {
     pub version: String,
     pub media_type: String,
     #[serde(with = "b64")]
     pub data: Vec<u8>,
+    /// The `policy_change` entry that activated this version, with its inclusion proof against the
+    /// latest checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<BundleEntry>,
 }
 
 /// A consistency proof between two checkpoints.
@@ -616,15 +634,31 @@ pub struct BundleReport {
     pub contiguous: bool,
     /// Policy versions that decisions in the bundle reference…
     pub policy_versions_referenced: Vec<String>,
-    /// …and those of them the bundle does not carry.
+    /// …and those of them the bundle does not carry (never a policy set's content hash: that fails).
     pub policy_versions_missing: Vec<String>,
+    /// Policy sets whose files hash to their version…
+    pub policy_versions_verified: Vec<String>,
+    /// …and those of them bound to a proven activation entry.
+    pub policy_versions_activated: Vec<String>,
     pub redaction_key: Option<String>,
+    /// The size of the outside checkpoint the bundle was checked against, if one was given.
+    pub known_checkpoint: Option<u64>,
 }
 
 /// Verifies a bundle from a reader, streaming (see the module documentation for what is checked).
 pub fn verify_bundle<R: BufRead>(
     input: R,
     trust: &BundleTrust,
+    progress: impl FnMut(&Progress),
+) -> Result<BundleReport, VerifyError> {
+    verify_bundle_expecting(input, trust, &Expected::default(), progress)
+}
+
+/// [`verify_bundle`], and the bundle checked against what the auditor knows from outside it.
+pub fn verify_bundle_expecting<R: BufRead>(
+    input: R,
+    trust: &BundleTrust,
+    expected: &Expected,
     mut progress: impl FnMut(&Progress),
 ) -> Result<BundleReport, VerifyError> {
     let mut r = LineReader::new(input);
@@ -645,16 +679,14 @@ pub fn verify_bundle<R: BufRead>(
     };
 
     let mut keys = Vec::new();
-    let mut policies = std::collections::BTreeSet::new();
+    let mut blobs: Vec<PolicyBlob> = Vec::new();
     let mut notes = Vec::new();
     let mut consistency = Vec::new();
     let mut pending = r.next()?;
     loop {
         match pending {
             Some(Line::Key { vkey }) => keys.push(vkey),
-            Some(Line::Policy(p)) => {
-                policies.insert(p.version);
-            }
+            Some(Line::Policy(p)) => blobs.push(p),
             Some(Line::Checkpoint { note }) => notes.push(note),
             Some(Line::Consistency(c)) => consistency.push(c),
             _ => break,
@@ -700,6 +732,10 @@ pub fn verify_bundle<R: BufRead>(
         })?;
     }
 
+    // Policy sets: their text against their version, their activation in the tree.
+    let checked = check_policies(&blobs, &latest)?;
+    let policies: std::collections::BTreeSet<String> = blobs.into_iter().map(|b| b.version).collect();
+
     // Entries.
     let complete = header.scope.complete;
     let mut log = if complete {
@@ -712,6 +748,54 @@ pub fn verify_bundle<R: BufRead>(
         )?)
     } else {
         None
+    };
+
+    // What the auditor knows from outside the bundle.
+    if let Some(min) = expected.min_size
+        && latest.size < min
+    {
+        return Err(VerifyError::BelowMinimum {
+            entries: latest.size,
+            min,
+        });
+    }
+    let known = match &expected.checkpoint {
+        None => None,
+        Some(k) => {
+            let cp = k.verify(&verifier)?;
+            if cp.size > latest.size {
+                return Err(VerifyError::CutBack {
+                    entries: latest.size,
+                    size: cp.size,
+                    known: k.known.clone(),
+                });
+            }
+            if let Some(at) = sizes.iter().position(|c| c.size == cp.size) {
+                if sizes[at].root != cp.root {
+                    return Err(VerifyError::Rewritten {
+                        size: cp.size,
+                        first_unproven: at.checked_sub(1).map_or(0, |p| sizes[p].size),
+                        known: k.known.clone(),
+                    });
+                }
+            } else {
+                match log.as_mut() {
+                    Some(log) => log.require_checkpoint(cp.clone(), &k.known)?,
+                    None => {
+                        return Err(VerifyError::Unprovable {
+                            known: k.known.clone(),
+                            size: cp.size,
+                            sizes: sizes
+                                .iter()
+                                .map(|c| c.size.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        });
+                    }
+                }
+            }
+            Some(cp.size)
+        }
     };
     let mut count = 0u64;
     let (mut first_seq, mut last_seq): (Option<u64>, Option<u64>) = (None, None);
@@ -800,11 +884,19 @@ pub fn verify_bundle<R: BufRead>(
         checkpoints_matched: verified.len(),
         checkpoints_total: verified.len(),
     });
-    let missing = referenced
+    let missing: Vec<String> = referenced
         .iter()
         .filter(|v| !policies.contains(*v))
         .cloned()
         .collect();
+    if let Some(v) = missing.iter().find(|v| policy::is_content_hash(v)) {
+        return Err(VerifyError::Policy {
+            version: v.clone(),
+            problem: "decisions in the bundle were made under it, but the bundle does not carry it (or \
+                      carries it under another version): the evidence of what decided is missing"
+                .into(),
+        });
+    }
     Ok(BundleReport {
         origin,
         complete,
@@ -818,8 +910,107 @@ pub fn verify_bundle<R: BufRead>(
         contiguous,
         policy_versions_referenced: referenced.into_iter().collect(),
         policy_versions_missing: missing,
+        policy_versions_verified: checked.verified,
+        policy_versions_activated: checked.activated,
         redaction_key: header.redaction_key,
+        known_checkpoint: known,
     })
+}
+
+/// Which policy sets [`check_policies`] verified.
+struct CheckedPolicies {
+    verified: Vec<String>,
+    activated: Vec<String>,
+}
+
+/// Every policy-set blob: its activation entry (when carried) proven in the tree of `latest` and
+/// naming its version; its files hashing to its version, else an error naming the changed files
+/// (from the activation's recorded hashes) or, without them, every file it holds.
+fn check_policies(blobs: &[PolicyBlob], latest: &Checkpoint) -> Result<CheckedPolicies, VerifyError> {
+    let mut out = CheckedPolicies {
+        verified: Vec::new(),
+        activated: Vec::new(),
+    };
+    for blob in blobs {
+        if blob.media_type != policy::POLICY_SET_MEDIA_TYPE {
+            continue;
+        }
+        let fail = |problem: String| VerifyError::Policy {
+            version: blob.version.escape_debug().to_string(),
+            problem,
+        };
+        let recorded = match &blob.activation {
+            None => None,
+            Some(e) => {
+                let index = e.seq;
+                let encoded = check_entry(e)
+                    .map_err(|err| fail(format!("its activation entry {index} is invalid: {err}")))?;
+                let proof = e.inclusion.as_deref().unwrap_or_default();
+                merkle::verify_inclusion(&e.leaf_hash, index, latest.size, proof, &latest.root).map_err(
+                    |err| {
+                        fail(format!(
+                            "its activation entry {index} is not in the tree of the latest checkpoint: {err}"
+                        ))
+                    },
+                )?;
+                let Some((version, hashes)) = policy::activation_of(encoded.entry()) else {
+                    return Err(fail(format!(
+                        "entry {index}, given as its activation, is not a policy activation"
+                    )));
+                };
+                if version != blob.version {
+                    return Err(fail(format!(
+                        "entry {index}, given as its activation, activated policy set {}",
+                        version.escape_debug()
+                    )));
+                }
+                out.activated.push(blob.version.clone());
+                Some((index, hashes))
+            }
+        };
+        let files = policy::decode_set(&blob.data).map_err(|e| fail(format!("its files are {e}")))?;
+        let actual = policy::set_version(&files);
+        if actual == blob.version {
+            out.verified.push(blob.version.clone());
+            continue;
+        }
+        let detail = match recorded {
+            Some((index, Some(hashes))) => {
+                let changed = policy::changed_files(&files, &hashes);
+                if changed.is_empty() {
+                    format!("the files match ledger entry {index}'s file hashes but not the version")
+                } else {
+                    format!(
+                        "compared with the file hashes ledger entry {index} recorded: {}",
+                        changed.join(", ")
+                    )
+                }
+            }
+            Some((index, None)) => format!(
+                "ledger entry {index} that activated it records no file hashes, so the changed file cannot \
+                 be named; the bundle's copy holds {}",
+                file_list(&files)
+            ),
+            None => format!(
+                "the bundle carries no activation entry for it, so the changed file cannot be named; the \
+                 bundle's copy holds {}",
+                file_list(&files)
+            ),
+        };
+        return Err(fail(format!(
+            "the policy text in the bundle does not hash to this version (it hashes to {actual}): it was \
+             edited; {detail}"
+        )));
+    }
+    Ok(out)
+}
+
+fn file_list(files: &std::collections::BTreeMap<String, String>) -> String {
+    files
+        .keys()
+        .map(|n| format!("`{}`", n.escape_debug()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One exported entry: decoded copy = canonical bytes, strict decode, declared hash, declared seq.

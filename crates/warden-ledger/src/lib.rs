@@ -16,6 +16,7 @@
 //! | [`verify`] | whole-log verification naming the first bad entry | |
 //! | [`bundle`] | evidence bundles: export, read, offline verification | |
 //! | [`ocsf`] | OCSF events for SIEMs | OCSF 1.3.0 |
+//! | [`policy`] | policy sets as evidence: content hash, per-file hashes, activation entries | |
 //!
 //! # How the pieces fit
 //! Appending (server): read the [`Frontier`] under the log's lock → [`prepare_append`] a batch of
@@ -33,6 +34,7 @@ pub mod hash;
 pub mod merkle;
 pub mod note;
 pub mod ocsf;
+pub mod policy;
 pub mod redact;
 pub mod verify;
 
@@ -40,7 +42,7 @@ pub use append::{AppendError, PreparedAppend, prepare_append, prepare_append_enc
 pub use bundle::{
     Bundle, BundleEntry, BundleError, BundleHeader, BundleReport, BundleTrust, BundleWriter,
     ConsistencyRecord, ExportSpec, PolicyBlob, Scope, export_bundle, read_bundle, verify_bundle,
-    write_bundle,
+    verify_bundle_expecting, write_bundle,
 };
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointVerifier};
 pub use entry::{
@@ -55,5 +57,6 @@ pub use note::{NoteError, NoteSigner, VerifierKey};
 pub use ocsf::{OCSF_VERSION, OcsfOptions, to_ocsf, write_ocsf_lines};
 pub use redact::{RedactionKey, Redactor};
 pub use verify::{
-    LogRecord, LogVerifier, Progress, SeqProblem, VerifyError, VerifyOptions, VerifyReport, verify_log,
+    Expected, KnownCheckpoint, LogRecord, LogVerifier, Progress, SeqProblem, VerifyError, VerifyOptions,
+    VerifyReport, verify_log,
 };

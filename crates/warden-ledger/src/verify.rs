@@ -15,6 +15,14 @@
 //! 3. whenever the entries reach a checkpoint's size, the recomputed root must equal the signed root;
 //! 4. at the end, no checkpoint may be larger than the log (truncation).
 //!
+//! What the log itself holds cannot show that its newest entries were cut off together with their
+//! checkpoints: a log cut back to an earlier size, its head recomputed, still carries genuine
+//! signatures. Only something kept outside it can — a checkpoint saved elsewhere (a witness's, an
+//! auditor's, the server's own `ledger.checkpoint` file: [`KnownCheckpoint`]) or a size known by other
+//! means. [`LogVerifier::require_checkpoint`] and [`LogVerifier::require_min_size`] add them: the log
+//! must reach that size ([`VerifyError::CutBack`], [`VerifyError::BelowMinimum`]) and its root at the
+//! checkpoint's size must be the checkpoint's root ([`VerifyError::Rewritten`]).
+//!
 //! Checkpoints that all match prefixes of one recomputed tree are consistent with each other, so no
 //! consistency proofs are needed here (bundles of filtered exports carry and check them).
 //!
@@ -139,6 +147,60 @@ pub enum VerifyError {
     MissingConsistency { from: u64, to: u64 },
     #[error("the bundle is invalid: {0}")]
     Bundle(#[from] crate::bundle::BundleError),
+    #[error("{known} is not acceptable: {error}")]
+    KnownCheckpoint { known: String, error: CheckpointError },
+    #[error(
+        "the log holds {entries} entries but {known} covers {size}: the log was cut back (entries {entries}.. are missing)"
+    )]
+    CutBack { entries: u64, size: u64, known: String },
+    #[error(
+        "the log's tree of {size} entries is not the one {known} signed: its history was rewritten (an entry in {first_unproven}..{size} was changed)"
+    )]
+    Rewritten {
+        size: u64,
+        first_unproven: u64,
+        known: String,
+    },
+    #[error(
+        "the log holds {entries} entries, fewer than the required minimum of {min}: the log was cut back"
+    )]
+    BelowMinimum { entries: u64, min: u64 },
+    #[error(
+        "{known} (tree size {size}) cannot be checked against this bundle: a filtered export proves only the trees of its own checkpoints (sizes {sizes}); check it against a complete export or the database"
+    )]
+    Unprovable { known: String, size: u64, sizes: String },
+    #[error("policy set {version}: {problem}")]
+    Policy { version: String, problem: String },
+}
+
+/// A signed checkpoint kept outside the log — by a witness, an auditor, the server's own
+/// `ledger.checkpoint` file — and a description of where (`the checkpoint in saved.cp`), for messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownCheckpoint {
+    /// The C2SP signed note.
+    pub note: String,
+    pub known: String,
+}
+
+impl KnownCheckpoint {
+    /// Its signature (by a key `verifier` trusts), origin and body.
+    pub fn verify(&self, verifier: &CheckpointVerifier) -> Result<Checkpoint, VerifyError> {
+        verifier
+            .verify(&self.note)
+            .map_err(|error| VerifyError::KnownCheckpoint {
+                known: self.known.clone(),
+                error,
+            })
+    }
+}
+
+/// What the log must hold besides what its own checkpoints prove.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// A checkpoint kept outside the log: the log must reach its size with its root.
+    pub checkpoint: Option<KnownCheckpoint>,
+    /// The log must hold at least this many entries.
+    pub min_size: Option<u64>,
 }
 
 impl VerifyError {
@@ -155,13 +217,19 @@ impl VerifyError {
             | VerifyError::DecodedMismatch { index }
             | VerifyError::EntryBeyondCheckpoint { index, .. }
             | VerifyError::Inclusion { index, .. } => Some(*index),
-            VerifyError::RootMismatch { first_unproven, .. } => Some(*first_unproven),
-            VerifyError::Truncated { entries, .. } => Some(*entries),
+            VerifyError::RootMismatch { first_unproven, .. }
+            | VerifyError::Rewritten { first_unproven, .. } => Some(*first_unproven),
+            VerifyError::Truncated { entries, .. }
+            | VerifyError::CutBack { entries, .. }
+            | VerifyError::BelowMinimum { entries, .. } => Some(*entries),
             VerifyError::Checkpoint { .. }
             | VerifyError::ConflictingCheckpoints { .. }
             | VerifyError::Consistency { .. }
             | VerifyError::MissingConsistency { .. }
-            | VerifyError::Bundle(_) => None,
+            | VerifyError::Bundle(_)
+            | VerifyError::KnownCheckpoint { .. }
+            | VerifyError::Unprovable { .. }
+            | VerifyError::Policy { .. } => None,
         }
     }
 }
@@ -207,6 +275,9 @@ pub struct LogVerifier {
     frontier: Frontier,
     last_proven: u64,
     options: VerifyOptions,
+    /// A checkpoint from outside the log the entries must reach, and where it came from.
+    required: Option<(Checkpoint, String)>,
+    min_size: u64,
 }
 
 impl LogVerifier {
@@ -230,9 +301,57 @@ impl LogVerifier {
             frontier: Frontier::new(),
             last_proven: 0,
             options,
+            required: None,
+            min_size: 0,
         };
         v.match_checkpoints()?;
         Ok(v)
+    }
+
+    /// Requires the log to reach `checkpoint` (verified by the caller: see [`KnownCheckpoint`]) with
+    /// the same root; `known` says where it came from. Call it before pushing the entries it covers.
+    pub fn require_checkpoint(&mut self, checkpoint: Checkpoint, known: &str) -> Result<(), VerifyError> {
+        let size = self.frontier.size();
+        if size > checkpoint.size {
+            return Err(VerifyError::Unprovable {
+                known: known.to_owned(),
+                size: checkpoint.size,
+                sizes: format!("{size} and up"),
+            });
+        }
+        self.required = Some((checkpoint, known.to_owned()));
+        self.match_required(self.last_proven)
+    }
+
+    /// Requires the log to hold at least `min` entries.
+    pub fn require_min_size(&mut self, min: u64) {
+        self.min_size = self.min_size.max(min);
+    }
+
+    /// Compares the root with the required checkpoint when the log has its size. `before`: the first
+    /// entry no checkpoint proved before this size was reached.
+    fn match_required(&mut self, before: u64) -> Result<(), VerifyError> {
+        let size = self.frontier.size();
+        let Some((cp, known)) = &self.required else {
+            return Ok(());
+        };
+        if cp.size != size {
+            return Ok(());
+        }
+        let root = if size == 0 {
+            empty_root()
+        } else {
+            self.frontier.root()
+        };
+        if root != cp.root {
+            return Err(VerifyError::Rewritten {
+                size,
+                first_unproven: before,
+                known: known.clone(),
+            });
+        }
+        self.last_proven = size;
+        Ok(())
     }
 
     pub fn entries(&self) -> u64 {
@@ -311,7 +430,9 @@ impl LogVerifier {
                 index,
                 tree_size: index,
             })?;
-        self.match_checkpoints()
+        let before = self.last_proven;
+        self.match_checkpoints()?;
+        self.match_required(before)
     }
 
     /// Ends the log: no checkpoint may be larger than what was pushed.
@@ -321,6 +442,21 @@ impl LogVerifier {
             return Err(VerifyError::Truncated {
                 entries,
                 checkpoint_size: cp.checkpoint.size,
+            });
+        }
+        if let Some((cp, known)) = &self.required
+            && entries < cp.size
+        {
+            return Err(VerifyError::CutBack {
+                entries,
+                size: cp.size,
+                known: known.clone(),
+            });
+        }
+        if entries < self.min_size {
+            return Err(VerifyError::BelowMinimum {
+                entries,
+                min: self.min_size,
             });
         }
         let latest = self.checkpoints.last().map(|c| c.checkpoint.clone());

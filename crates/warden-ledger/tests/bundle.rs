@@ -24,6 +24,7 @@ fn spec(log: &TestLog, scope: Scope) -> ExportSpec {
             version: "sha256:v0".into(),
             media_type: "application/x-warden-policies+json".into(),
             data: b"{\"policies\":[]}".to_vec(),
+            activation: None,
         }],
         checkpoints: log.checkpoints.clone(),
         redaction_key: Some("sha256:0011223344556677".into()),
@@ -471,4 +472,325 @@ fn a_bundle_file_verifies_from_disk() {
     assert_eq!(report.entries, 25);
     let bundle = read_bundle(BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
     assert_eq!(bundle.header.tree_size, 25);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Outside checkpoints and minimum sizes (issue 14: truncation and rewrite detection)
+
+fn expecting(note: Option<&str>, min: Option<u64>) -> warden_ledger::Expected {
+    warden_ledger::Expected {
+        checkpoint: note.map(|n| warden_ledger::KnownCheckpoint {
+            note: n.to_owned(),
+            known: "the checkpoint in saved.cp".into(),
+        }),
+        min_size: min,
+    }
+}
+
+fn check_expecting(
+    bytes: &[u8],
+    expected: &warden_ledger::Expected,
+) -> Result<warden_ledger::BundleReport, VerifyError> {
+    warden_ledger::verify_bundle_expecting(bytes, &pinned(), expected, |_| {})
+}
+
+/// A complete bundle of a log cut back to 40 entries (checkpoints and all) verifies by itself; the
+/// checkpoint of size 60 saved before the cut does not let it.
+#[test]
+fn a_bundle_of_a_cut_back_log_fails_against_a_saved_checkpoint() {
+    let log = build_log(60, 10);
+    let saved = log.checkpoints[5].clone();
+    let mut short = build_log(60, 10);
+    short.entries.truncate(40);
+    short.checkpoints.truncate(4);
+    let bytes = complete(&short);
+    assert!(check(&bytes, &pinned()).is_ok());
+    let err = check_expecting(&bytes, &expecting(Some(&saved), None)).unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::CutBack {
+            entries: 40,
+            size: 60,
+            known: "the checkpoint in saved.cp".into()
+        }
+    );
+    assert_eq!(
+        check_expecting(&bytes, &expecting(None, Some(41))).unwrap_err(),
+        VerifyError::BelowMinimum { entries: 40, min: 41 }
+    );
+    // The full log's bundle against the same checkpoint, at a size between two of its own, and a
+    // minimum it reaches.
+    let full = complete(&log);
+    let r = check_expecting(&full, &expecting(Some(&saved), Some(60))).unwrap();
+    assert_eq!(r.known_checkpoint, Some(60));
+    let mid = warden_ledger::Checkpoint::new(ORIGIN, 45, log.tree.root_at(45).unwrap())
+        .unwrap()
+        .sign(&[&signer()])
+        .unwrap();
+    assert_eq!(
+        check_expecting(&full, &expecting(Some(&mid), None))
+            .unwrap()
+            .known_checkpoint,
+        Some(45)
+    );
+    // A checkpoint of another tree of the same size: the bundle's history is not the saved one.
+    let other = warden_ledger::Checkpoint::new(ORIGIN, 45, log.tree.root_at(44).unwrap())
+        .unwrap()
+        .sign(&[&signer()])
+        .unwrap();
+    assert!(matches!(
+        check_expecting(&full, &expecting(Some(&other), None)).unwrap_err(),
+        VerifyError::Rewritten { size: 45, .. }
+    ));
+    // Signed by a key the auditor does not trust.
+    let forged = warden_ledger::Checkpoint::new(ORIGIN, 60, log.tree.root())
+        .unwrap()
+        .sign(&[&other_signer()])
+        .unwrap();
+    assert!(matches!(
+        check_expecting(&full, &expecting(Some(&forged), None)).unwrap_err(),
+        VerifyError::KnownCheckpoint { .. }
+    ));
+}
+
+#[test]
+fn a_filtered_bundle_says_what_it_cannot_prove() {
+    let log = build_log(60, 10);
+    let f = filtered(&log, |s| s % 7 == 3);
+    // Its own (latest) checkpoint's size: compared.
+    assert!(check_expecting(&f, &expecting(Some(&log.checkpoints[5]), None)).is_ok());
+    let other = warden_ledger::Checkpoint::new(ORIGIN, 60, log.tree.root_at(59).unwrap())
+        .unwrap()
+        .sign(&[&signer()])
+        .unwrap();
+    assert!(matches!(
+        check_expecting(&f, &expecting(Some(&other), None)).unwrap_err(),
+        VerifyError::Rewritten { size: 60, .. }
+    ));
+    // A size none of its checkpoints has: it carries no proof, and says so.
+    let between = warden_ledger::Checkpoint::new(ORIGIN, 35, log.tree.root_at(35).unwrap())
+        .unwrap()
+        .sign(&[&signer()])
+        .unwrap();
+    let err = check_expecting(&f, &expecting(Some(&between), None)).unwrap_err();
+    assert!(matches!(err, VerifyError::Unprovable { size: 35, .. }), "{err:?}");
+    assert!(err.to_string().contains("complete export"), "{err}");
+    // A larger one: the bundle's log is shorter.
+    let mut short = build_log(60, 10);
+    short.checkpoints.truncate(3);
+    short.entries.truncate(30);
+    let fs = filtered(&short, |s| s % 7 == 3);
+    assert!(matches!(
+        check_expecting(&fs, &expecting(Some(&log.checkpoints[5]), None)).unwrap_err(),
+        VerifyError::CutBack {
+            entries: 30,
+            size: 60,
+            ..
+        }
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Policies are evidence too (issue 14)
+
+use warden_ledger::policy;
+
+const POLICY_TEXT: &str = "@id(\"all\") permit(principal, action, resource);\n";
+
+fn policy_files() -> std::collections::BTreeMap<String, String> {
+    [
+        ("a.cedar".to_owned(), POLICY_TEXT.to_owned()),
+        (
+            "b.cedar".to_owned(),
+            "@id(\"none\") forbid(principal, action, resource) when { false };\n".to_owned(),
+        ),
+    ]
+    .into()
+}
+
+/// A log whose entry 0 activates the policy set and whose decisions name it; checkpoints every 5.
+fn policy_log(file_hashes: bool) -> (TestLog, String) {
+    use warden_ledger::{DecisionRecord, EntryKind, Frontier, MemoryTree, NewEntry, Outcome, prepare_append};
+    let files = policy_files();
+    let version = policy::set_version(&files);
+    let at = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
+    let mut body = serde_json::json!({"op": "policy.active", "policy_version": version, "files": ["a.cedar", "b.cedar"]});
+    if file_hashes {
+        body["file_hashes"] = serde_json::to_value(policy::file_hashes(&files)).unwrap();
+    }
+    let mut all = vec![
+        NewEntry::new(at, EntryKind::PolicyChange, "admin@acme.test")
+            .subject(version.clone())
+            .body(body),
+    ];
+    for i in 1..10 {
+        all.push(
+            NewEntry::new(at, EntryKind::Decision, "spiffe://acme.test/agent/a1").body(
+                DecisionRecord {
+                    outcome: Outcome::Allow,
+                    reasons: vec!["all".into()],
+                    policy_version: version.clone(),
+                    action: "read".into(),
+                    upstream: None,
+                    resource: None,
+                    task: None,
+                    request_id: Some(format!("req-{i}")),
+                    arguments: None,
+                    errors: vec![],
+                    latency_us: 1,
+                }
+                .to_body(),
+            ),
+        );
+    }
+    let (mut frontier, mut tree) = (Frontier::new(), MemoryTree::new());
+    let (mut entries, mut checkpoints) = (Vec::new(), Vec::new());
+    for batch in all.chunks(5) {
+        let p = prepare_append(&frontier, batch.to_vec()).unwrap();
+        checkpoints.push(p.sign_checkpoint(ORIGIN, &[&signer()]).unwrap());
+        for e in &p.entries {
+            tree.push(e.leaf_hash()).unwrap();
+        }
+        entries.extend(p.entries);
+        frontier = p.frontier;
+    }
+    (
+        TestLog {
+            entries,
+            checkpoints,
+            tree,
+            frontier,
+        },
+        version,
+    )
+}
+
+/// The blob an export writes, with the activation entry proven against the latest checkpoint.
+fn policy_blob(
+    log: &TestLog,
+    version: &str,
+    files: &std::collections::BTreeMap<String, String>,
+) -> PolicyBlob {
+    let e = &log.entries[0];
+    PolicyBlob {
+        version: version.to_owned(),
+        media_type: policy::POLICY_SET_MEDIA_TYPE.into(),
+        data: serde_json::to_vec(files).unwrap(),
+        activation: Some(warden_ledger::BundleEntry {
+            seq: 0,
+            leaf_hash: e.leaf_hash(),
+            canonical: e.bytes().to_vec(),
+            entry: e.entry().to_value().unwrap(),
+            inclusion: Some(log.tree.inclusion_proof(0, log.tree.size()).unwrap()),
+        }),
+    }
+}
+
+fn policy_bundle(log: &TestLog, blobs: Vec<PolicyBlob>, complete: bool) -> Vec<u8> {
+    let mut s = spec(
+        log,
+        Scope {
+            complete,
+            agent: (!complete).then(|| "a1".to_owned()),
+            ..Scope::default()
+        },
+    );
+    s.policies = blobs;
+    if !complete {
+        s.checkpoints = vec![log.checkpoints.last().unwrap().clone()];
+    }
+    export_bundle(
+        Vec::new(),
+        &s,
+        &log.tree,
+        log.entries
+            .iter()
+            .filter(|e| complete || e.seq() > 0)
+            .cloned()
+            .map(Ok::<_, Infallible>),
+    )
+    .unwrap()
+}
+
+#[test]
+fn policy_sets_in_a_bundle_are_bound_to_their_hash_and_activation() {
+    let (log, version) = policy_log(true);
+    for complete in [true, false] {
+        let good = policy_bundle(&log, vec![policy_blob(&log, &version, &policy_files())], complete);
+        let r = check(&good, &pinned()).unwrap();
+        assert_eq!(r.policy_versions_verified, vec![version.clone()]);
+        assert_eq!(r.policy_versions_activated, vec![version.clone()]);
+        assert!(r.policy_versions_missing.is_empty());
+    }
+}
+
+/// The bug: a policy text edited inside a bundle verified with pinned keys.
+#[test]
+fn policy_text_edited_in_a_bundle_fails_naming_the_set_and_file() {
+    let (log, version) = policy_log(true);
+    let good = policy_bundle(&log, vec![policy_blob(&log, &version, &policy_files())], false);
+    let line = line_of(&good, |v| v["type"] == "policy");
+    let mut edited = policy_files();
+    edited.insert("a.cedar".into(), POLICY_TEXT.replace("permit", "forbid"));
+    let t = edit_line(&good, line, |v| {
+        v["data"] = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            serde_json::to_vec(&edited).unwrap(),
+        )
+        .into();
+    });
+    let err = check(&t, &pinned()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, VerifyError::Policy { version: v, .. } if *v == version),
+        "{err:?}"
+    );
+    assert!(msg.contains("`a.cedar` was changed"), "{msg}");
+    assert!(!msg.contains("b.cedar"), "{msg}");
+
+    // Without the activation entry, the set is still caught; the file cannot be named.
+    let t2 = edit_line(&t, line, |v| {
+        v.as_object_mut().unwrap().remove("activation");
+    });
+    let msg = check(&t2, &pinned()).unwrap_err().to_string();
+    assert!(msg.contains(&version) && msg.contains("cannot be named"), "{msg}");
+
+    // Relabelled with the edited text's own hash: the decisions' version is no longer carried.
+    let t3 = edit_line(&t2, line, |v| v["version"] = policy::set_version(&edited).into());
+    let err = check(&t3, &pinned()).unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::Policy { version: v, problem } if *v == version && problem.contains("does not carry")),
+        "{err:?}"
+    );
+
+    // Relabelled but with the original activation kept: the entry names another version.
+    let t4 = edit_line(&t, line, |v| v["version"] = policy::set_version(&edited).into());
+    let msg = check(&t4, &pinned()).unwrap_err().to_string();
+    assert!(msg.contains("activated policy set"), "{msg}");
+
+    // An activation entry whose proof does not lead to the checkpoint.
+    let t5 = edit_line(&good, line, |v| {
+        v["activation"]["inclusion"] = serde_json::json!([]);
+    });
+    let msg = check(&t5, &pinned()).unwrap_err().to_string();
+    assert!(msg.contains("not in the tree"), "{msg}");
+
+    // An activation that records no file hashes (older entries): the set is named, the files listed.
+    let (old, version) = policy_log(false);
+    let good = policy_bundle(&old, vec![policy_blob(&old, &version, &policy_files())], true);
+    assert!(check(&good, &pinned()).is_ok());
+    let blob = policy_blob(&old, &version, &edited);
+    let msg = check(&policy_bundle(&old, vec![blob], true), &pinned())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("records no file hashes"), "{msg}");
+    assert!(msg.contains("`a.cedar`, `b.cedar`"), "{msg}");
+}
+
+#[test]
+fn the_content_hash_agrees_with_warden_policy() {
+    // warden-policy's own test holds `PolicySource::version` equal to this; here the fixed value.
+    let files: std::collections::BTreeMap<String, String> = [("a.cedar".to_owned(), "x".to_owned())].into();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(b"a.cedar\x001\x00x");
+    assert_eq!(policy::set_version(&files), hex::encode(digest));
 }

@@ -389,3 +389,130 @@ fn an_empty_log() {
         Err(VerifyError::RootMismatch { size: 0, .. })
     ));
 }
+
+// ---------------------------------------------------------------------------------------------------
+// What only a checkpoint kept outside the log can show (issue 14: truncation and rewrite detection)
+
+/// A log of `n` entries rebuilt from `log`'s first `n`, checkpoints and all: what an attacker who cut
+/// the newest entries off (or rewrote one and re-hashed everything) leaves behind.
+fn cut(log: &TestLog, n: usize) -> (Vec<LogRecord>, Vec<String>) {
+    let records = log.records()[..n].to_vec();
+    // Genuine checkpoints of the remaining sizes are kept (every 10 entries).
+    let checkpoints = log.checkpoints[..n / 10].to_vec();
+    (records, checkpoints)
+}
+
+fn verify_expecting(
+    records: Vec<LogRecord>,
+    checkpoints: &[String],
+    known: Option<&str>,
+    min: Option<u64>,
+) -> Result<VerifyReport, VerifyError> {
+    let mut v = LogVerifier::new(checkpoints, &verifier(), VerifyOptions::default())?;
+    if let Some(note) = known {
+        let k = warden_ledger::KnownCheckpoint {
+            note: note.to_owned(),
+            known: "the checkpoint in saved.cp".into(),
+        };
+        v.require_checkpoint(k.verify(&verifier())?, &k.known)?;
+    }
+    if let Some(m) = min {
+        v.require_min_size(m);
+    }
+    for r in &records {
+        v.push(r)?;
+    }
+    v.finish()
+}
+
+#[test]
+fn a_log_cut_back_with_its_checkpoints_verifies_only_without_an_outside_checkpoint() {
+    let log = build_log(100, 10);
+    let saved = log.checkpoints[9].clone(); // size 100
+    let (records, checkpoints) = cut(&log, 70);
+    // The limit of what a log can say about itself.
+    assert_eq!(verify(records.clone(), &checkpoints).unwrap().entries, 70);
+    // A checkpoint saved elsewhere catches it, naming both sizes.
+    let err = verify_expecting(records.clone(), &checkpoints, Some(&saved), None).unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::CutBack {
+            entries: 70,
+            size: 100,
+            known: "the checkpoint in saved.cp".into()
+        }
+    );
+    assert!(err.to_string().contains("70 entries"), "{err}");
+    assert!(err.to_string().contains("covers 100"), "{err}");
+    assert_eq!(err.first_bad_index(), Some(70));
+    // So does a minimum size.
+    let err = verify_expecting(records.clone(), &checkpoints, None, Some(71)).unwrap_err();
+    assert_eq!(err, VerifyError::BelowMinimum { entries: 70, min: 71 });
+    // Saved earlier, the same checkpoint is consistent with the longer log, at any size.
+    assert!(verify_expecting(log.records(), &log.checkpoints, Some(&saved), Some(100)).is_ok());
+    assert!(verify_expecting(records.clone(), &checkpoints, Some(&log.checkpoints[6]), Some(70)).is_ok());
+    // A checkpoint of a size no stored checkpoint has is still compared.
+    let mid = Checkpoint::new(ORIGIN, 65, log.tree.root_at(65).unwrap())
+        .unwrap()
+        .sign(&[&signer()])
+        .unwrap();
+    assert!(verify_expecting(records.clone(), &checkpoints, Some(&mid), None).is_ok());
+    // An empty log against an empty tree's checkpoint.
+    let empty = Checkpoint::new(ORIGIN, 0, warden_ledger::empty_root())
+        .unwrap()
+        .sign(&[&signer()])
+        .unwrap();
+    assert!(verify_expecting(vec![], &[], Some(&empty), None).is_ok());
+}
+
+#[test]
+fn a_rewritten_entry_under_an_outside_checkpoint_is_caught() {
+    let log = build_log(100, 10);
+    let saved = log.checkpoints[9].clone();
+    // Entry 83 rewritten, its hash and every later checkpoint re-made by someone without the key:
+    // the checkpoints covering it are dropped, the log re-hashed.
+    let mut records = log.records();
+    edit(&mut records, 83, "owners", "ownerz");
+    records[83].stored_hash = Some(leaf_hash(&records[83].bytes));
+    let checkpoints = log.checkpoints[..8].to_vec();
+    assert_eq!(verify(records.clone(), &checkpoints).unwrap().unsigned_tail, 20);
+    let err = verify_expecting(records, &checkpoints, Some(&saved), None).unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::Rewritten {
+            size: 100,
+            first_unproven: 80,
+            known: "the checkpoint in saved.cp".into()
+        }
+    );
+    assert_eq!(err.first_bad_index(), Some(80));
+}
+
+#[test]
+fn a_forged_outside_checkpoint_is_refused() {
+    let log = build_log(30, 10);
+    let forged = Checkpoint::new(ORIGIN, 30, log.tree.root())
+        .unwrap()
+        .sign(&[&other_signer()])
+        .unwrap();
+    let err = verify_expecting(log.records(), &log.checkpoints, Some(&forged), None).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            VerifyError::KnownCheckpoint {
+                error: CheckpointError::Note(NoteError::UnknownKey),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("the checkpoint in saved.cp is not acceptable"),
+        "{err}"
+    );
+    // An edited size breaks the signature.
+    let edited = log.checkpoints[2].replacen("\n30\n", "\n31\n", 1);
+    let err = verify_expecting(log.records(), &log.checkpoints, Some(&edited), None).unwrap_err();
+    assert!(matches!(err, VerifyError::KnownCheckpoint { .. }), "{err:?}");
+}

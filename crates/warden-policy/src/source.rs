@@ -192,6 +192,25 @@ mod tests {
         assert_ne!(a.version(), c.version());
     }
 
+    /// `warden_ledger::policy::set_version` is the same hash (an auditor's offline check and the
+    /// server's refusal to load an edited set rely on it): the two must never drift apart.
+    #[test]
+    fn version_equals_the_ledgers_content_hash() {
+        for files in [
+            vec![],
+            vec![("a.cedar", "permit(principal, action, resource);")],
+            vec![("b.cedar", "x"), ("a.cedar", "yé\n"), ("Z.cedar", "")],
+        ] {
+            let owned: Vec<(String, String)> = files
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+                .collect();
+            let source = PolicySource::from_files(owned.clone()).expect("ok");
+            let map: std::collections::BTreeMap<String, String> = owned.into_iter().collect();
+            assert_eq!(source.version(), warden_ledger::policy::set_version(&map));
+        }
+    }
+
     #[test]
     fn names_and_limits() {
         assert!(matches!(
