@@ -27,9 +27,9 @@ use tokio::runtime::Handle;
 use warden_ledger::bundle::peek_checkpoint;
 use warden_ledger::verify::verify_checkpoints;
 use warden_ledger::{
-    BundleReport, BundleTrust, CheckpointVerifier, EncodedEntry, ExportSpec, Frontier, Hash, HashSource,
-    LogRecord, LogVerifier, MerkleError, NodeId, NoteSigner, OcsfOptions, PolicyBlob, RedactionKey, Scope,
-    VerifierKey, VerifyError, VerifyOptions, VerifyReport,
+    BundleReport, BundleTrust, Checkpoint, CheckpointVerifier, EncodedEntry, Expected, ExportSpec, Frontier,
+    Hash, HashSource, KnownCheckpoint, LogRecord, LogVerifier, MerkleError, NodeId, NoteSigner, OcsfOptions,
+    PolicyBlob, RedactionKey, Scope, VerifierKey, VerifyError, VerifyOptions, VerifyReport,
 };
 use warden_server::ServeOptions;
 use warden_server::config::{Config, DatabaseTarget};
@@ -353,9 +353,68 @@ fn pretty(v: &Value) -> String {
 pub async fn verify(format: Format, args: AuditVerifyArgs) -> anyhow::Result<()> {
     let pinned = pinned_keys(&args.keys, args.key_file.as_deref())?;
     let origin = args.origin.map(|o| o.0);
+    // Read first: a checkpoint saved before this run began covers no more than the head read later.
+    let expected = Expected {
+        checkpoint: args
+            .checkpoint
+            .as_deref()
+            .map(read_known_checkpoint)
+            .transpose()?,
+        min_size: args.min_size,
+    };
     match args.bundle {
-        Some(file) => verify_bundle_file(format, &file, pinned, origin, args.progress).await,
-        None => verify_store(format, &args.store, pinned, origin, args.progress, args.strict).await,
+        Some(file) => verify_bundle_file(format, &file, pinned, origin, &expected, args.progress).await,
+        None => {
+            verify_store(
+                format,
+                &args.store,
+                pinned,
+                origin,
+                &expected,
+                args.progress,
+                args.strict,
+            )
+            .await
+        }
+    }
+}
+
+/// A signed checkpoint saved outside the database, as `--checkpoint FILE` gives it.
+fn read_known_checkpoint(file: &Path) -> anyhow::Result<KnownCheckpoint> {
+    let note = read_small(file, "checkpoint file")?;
+    Ok(KnownCheckpoint {
+        note,
+        known: format!("the checkpoint in {}", file.display()),
+    })
+}
+
+/// The outside checkpoint and minimum size that were checked, for the report.
+fn expected_json(expected: &Expected, checked: Option<&Checkpoint>) -> (Value, Value) {
+    let checkpoint = match (&expected.checkpoint, checked) {
+        (Some(k), Some(cp)) => json!({
+            "file": k.known.strip_prefix("the checkpoint in ").unwrap_or(&k.known),
+            "size": cp.size,
+            "root": cp.root.to_hex(),
+            "consistent": true,
+        }),
+        _ => Value::Null,
+    };
+    (checkpoint, json!(expected.min_size))
+}
+
+fn expected_fields(f: &mut Fields, expected: &Expected, checked: Option<&Checkpoint>) {
+    if let (Some(k), Some(cp)) = (&expected.checkpoint, checked) {
+        f.add(
+            "checkpoint",
+            format!(
+                "{} (tree size {}): consistent",
+                k.known.strip_prefix("the checkpoint in ").unwrap_or(&k.known),
+                cp.size
+            ),
+        );
+    }
+    if let Some(min) = expected.min_size {
+        f.add("min_size", format!("{min}: reached"));
     }
 }
 
@@ -365,6 +424,8 @@ struct StoreVerification {
     origin: Option<String>,
     /// Entries the server appended while the log was read (past the head read first).
     appended_meanwhile: u64,
+    /// The outside checkpoint the log was checked against.
+    known: Option<Checkpoint>,
 }
 
 async fn verify_store(
@@ -372,6 +433,7 @@ async fn verify_store(
     args: &StoreArgs,
     pinned: Option<Vec<TrustedKey>>,
     origin: Option<String>,
+    expected: &Expected,
     progress: bool,
     strict: bool,
 ) -> anyhow::Result<()> {
@@ -385,6 +447,7 @@ async fn verify_store(
         &opened.store,
         &keys,
         origin,
+        expected,
         &mut ProgressLine::new(progress),
         strict,
     )
@@ -399,6 +462,7 @@ async fn verify_store(
     let r = &v.report;
     let latest = r.latest_checkpoint.as_ref().map(|c| c.size);
     let from_store = keys.iter().any(|k| k.source != "pinned");
+    let (checkpoint, min_size) = expected_json(expected, v.known.as_ref());
     match format {
         Format::Json => output::stdout(&pretty(&json!({
             "verified": true,
@@ -410,6 +474,8 @@ async fn verify_store(
             "latest_checkpoint": latest,
             "unsigned_tail": r.unsigned_tail,
             "appended_during_verification": v.appended_meanwhile,
+            "checkpoint": checkpoint,
+            "min_size": min_size,
             "keys": keys_json(&keys),
             "keys_pinned": !from_store,
         })))?,
@@ -435,6 +501,7 @@ async fn verify_store(
                     ),
                 );
             }
+            expected_fields(&mut f, expected, v.known.as_ref());
             f.add("keys", keys_line(&keys));
             output::stdout(&f.render())?;
         }
@@ -475,6 +542,7 @@ async fn verify_stored_log(
     shared: &Arc<dyn Store>,
     keys: &[TrustedKey],
     origin: Option<String>,
+    expected: &Expected,
     progress: &mut ProgressLine,
     strict: bool,
 ) -> anyhow::Result<Result<StoreVerification, Failure>> {
@@ -486,7 +554,11 @@ async fn verify_stored_log(
     let origin = match origin {
         Some(o) => Some(o),
         None => match covered.first() {
-            None => None,
+            None => expected
+                .checkpoint
+                .as_ref()
+                .and_then(|k| peek_checkpoint(&k.note))
+                .map(|cp| cp.origin),
             Some(c) => match peek_checkpoint(&c.note) {
                 Some(cp) => Some(cp.origin),
                 None => {
@@ -501,8 +573,8 @@ async fn verify_stored_log(
             },
         },
     };
-    let verified = match &origin {
-        Some(origin) if !covered.is_empty() => {
+    let verifier = match &origin {
+        Some(origin) if !covered.is_empty() || expected.checkpoint.is_some() => {
             if keys.is_empty() {
                 return Ok(Err(Failure {
                     error: "no trusted key: the database publishes none and there is no ledger.key; give \
@@ -511,10 +583,34 @@ async fn verify_stored_log(
                     first_bad: None,
                 }));
             }
-            let verifier = CheckpointVerifier::new(origin, keys.iter().map(|k| k.key.clone()).collect())
-                .map_err(|e| anyhow!("--origin: {e}"))?;
+            Some(
+                CheckpointVerifier::new(origin, keys.iter().map(|k| k.key.clone()).collect())
+                    .map_err(|e| anyhow!("--origin: {e}"))?,
+            )
+        }
+        _ => None,
+    };
+    // The outside checkpoint: signed by a trusted key, for this log.
+    let known = match (&expected.checkpoint, &verifier) {
+        (Some(k), Some(verifier)) => match k.verify(verifier) {
+            Ok(cp) => Some((cp, k.known.clone())),
+            Err(e) => return Ok(Err(e.into())),
+        },
+        (Some(k), None) => {
+            return Ok(Err(Failure {
+                error: format!(
+                    "{} is not acceptable: it is not a signed checkpoint (give --origin to see why)",
+                    k.known
+                ),
+                first_bad: None,
+            }));
+        }
+        (None, _) => None,
+    };
+    let verified = match &verifier {
+        Some(verifier) if !covered.is_empty() => {
             let notes: Vec<&str> = covered.iter().map(|c| c.note.as_str()).collect();
-            match verify_checkpoints(&notes, &verifier) {
+            match verify_checkpoints(&notes, verifier) {
                 Ok(v) => v,
                 Err(e) => {
                     // Name the checkpoint by its size, not its position in this list.
@@ -544,6 +640,14 @@ async fn verify_stored_log(
         Ok(v) => v,
         Err(e) => return Ok(Err(e.into())),
     };
+    if let Some((cp, known)) = &known
+        && let Err(e) = verifier.require_checkpoint(cp.clone(), known)
+    {
+        return Ok(Err(e.into()));
+    }
+    if let Some(min) = expected.min_size {
+        verifier.require_min_size(min);
+    }
 
     // Pages are read ahead while the previous one is verified.
     let total = head.size();
@@ -618,6 +722,7 @@ async fn verify_stored_log(
         report,
         origin,
         appended_meanwhile,
+        known: known.map(|(cp, _)| cp),
     }))
 }
 
@@ -696,6 +801,7 @@ async fn verify_bundle_file(
     file: &Path,
     pinned: Option<Vec<TrustedKey>>,
     origin: Option<String>,
+    expected: &Expected,
     progress: bool,
 ) -> anyhow::Result<()> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot read bundle {}", file.display()))?;
@@ -704,8 +810,9 @@ async fn verify_bundle_file(
         keys: pinned.as_ref().map(|k| k.iter().map(|k| k.key.clone()).collect()),
     };
     let mut line = ProgressLine::new(progress);
+    let want = expected.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let r = warden_ledger::verify_bundle(BufReader::new(f), &trust, |p| {
+        let r = warden_ledger::verify_bundle_expecting(BufReader::new(f), &trust, &want, |p| {
             line.update(|| format!("verifying bundle entries: {}", p.entries));
         });
         line.finish();
@@ -725,7 +832,7 @@ async fn verify_bundle_file(
             ));
         }
     };
-    print_bundle_report(format, file, &r, pinned.as_deref())?;
+    print_bundle_report(format, file, &r, pinned.as_deref(), expected)?;
     if !r.policy_versions_missing.is_empty() {
         eprintln!(
             "note: decisions name policy versions the bundle does not carry: {}",
@@ -769,11 +876,18 @@ fn print_bundle_report(
     file: &Path,
     r: &BundleReport,
     pinned: Option<&[TrustedKey]>,
+    expected: &Expected,
 ) -> anyhow::Result<()> {
     let keys = match pinned {
         Some(k) => keys_line(k),
         None => "the bundle's own".into(),
     };
+    let known = r.known_checkpoint.and_then(|size| {
+        let k = expected.checkpoint.as_ref()?;
+        let cp = peek_checkpoint(&k.note)?;
+        (cp.size == size).then_some(cp)
+    });
+    let (checkpoint, min_size) = expected_json(expected, known.as_ref());
     match format {
         Format::Json => output::stdout(&pretty(&json!({
             "verified": true,
@@ -792,6 +906,10 @@ fn print_bundle_report(
             "keys_from_bundle": r.keys_from_bundle,
             "policy_versions_referenced": r.policy_versions_referenced,
             "policy_versions_missing": r.policy_versions_missing,
+            "policy_versions_verified": r.policy_versions_verified,
+            "policy_versions_activated": r.policy_versions_activated,
+            "checkpoint": checkpoint,
+            "min_size": min_size,
             "redaction_key": r.redaction_key,
         }))),
         Format::Table => {
@@ -799,22 +917,21 @@ fn print_bundle_report(
                 (Some(a), Some(b)) => format!("{a}..{b}{}", if r.contiguous { "" } else { " (with gaps)" }),
                 _ => String::new(),
             };
-            output::stdout(
-                &Fields::new()
-                    .add("result", "verified")
-                    .add("bundle", file.display().to_string())
-                    .add("origin", r.origin.clone())
-                    .add("scope", scope_text(&r.scope))
-                    .add("entries", r.entries.to_string())
-                    .add("sequence_numbers", seqs)
-                    .add("checkpoints", r.checkpoints.to_string())
-                    .add("latest_checkpoint", r.latest_checkpoint.size.to_string())
-                    .add("root", r.latest_checkpoint.root.to_hex())
-                    .add("keys", keys)
-                    .add("policy_versions", r.policy_versions_referenced.join(", "))
-                    .add("redaction_key", r.redaction_key.clone().unwrap_or_default())
-                    .render(),
-            )
+            let mut f = Fields::new();
+            f.add("result", "verified")
+                .add("bundle", file.display().to_string())
+                .add("origin", r.origin.clone())
+                .add("scope", scope_text(&r.scope))
+                .add("entries", r.entries.to_string())
+                .add("sequence_numbers", seqs)
+                .add("checkpoints", r.checkpoints.to_string())
+                .add("latest_checkpoint", r.latest_checkpoint.size.to_string())
+                .add("root", r.latest_checkpoint.root.to_hex());
+            expected_fields(&mut f, expected, known.as_ref());
+            f.add("keys", keys)
+                .add("policy_versions", r.policy_versions_referenced.join(", "))
+                .add("redaction_key", r.redaction_key.clone().unwrap_or_default());
+            output::stdout(&f.render())
         }
     }
 }
@@ -1165,6 +1282,7 @@ async fn export_from(
                         version: p.version,
                         media_type: POLICY_MEDIA_TYPE.into(),
                         data: serde_json::to_vec(&p.files).context("encoding a policy set")?,
+                        activation: None,
                     }),
                     None => missing.push(v),
                 }

@@ -975,6 +975,14 @@ Trusted keys: those pinned with --key / --key-file; without them, the keys publi
 from the evidence itself are reported with a warning: whoever can rewrite the database or the bundle
 can add a key too. Pin the keys to rule that out.
 
+What the log cannot show by itself: that its newest entries were cut off together with their
+checkpoints (what is left still carries genuine signatures). --checkpoint FILE compares it with a
+signed checkpoint saved outside the database (`warden audit checkpoint --out FILE`, a witness's copy,
+or the server's DATA_DIR/ledger.checkpoint): its signature must verify with the trusted keys, the log
+must reach its size, and the log's tree at that size must have its root. --min-size N requires at least
+N entries. A complete bundle is checked the same way; a filtered bundle proves only the trees of its
+own checkpoints, so a saved checkpoint of another size fails as not provable by it.
+
 Exit codes: 0 verified; 1 verification failed (the message names the first bad entry where there is
 one), or the database or file could not be read; 2 usage error.")]
 pub struct AuditVerifyArgs {
@@ -1000,6 +1008,13 @@ pub struct AuditVerifyArgs {
     /// checked this way.
     #[arg(long)]
     pub strict: bool,
+    /// A signed checkpoint (C2SP signed note) saved outside the database: the log must reach its size
+    /// with its root (fails when the log was cut back or its history rewritten).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// The log must hold at least this many entries.
+    #[arg(long, value_name = "N")]
+    pub min_size: Option<u64>,
 }
 
 /// What `audit export` writes.

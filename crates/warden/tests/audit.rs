@@ -28,7 +28,17 @@ use warden_store::{CheckpointSigner, PolicyRole, PolicyVersion, SqliteStore, Sto
 use common::{Out, WARDEN, clean_env};
 
 const ORIGIN: &str = "warden.test/ledger";
-const POLICY: &str = "0123abcd";
+const POLICY_TEXT: &str = "permit(principal, action, resource);";
+
+/// The fixture's policy set: one file.
+fn policy_files() -> std::collections::BTreeMap<String, String> {
+    [("all.cedar".to_owned(), POLICY_TEXT.to_owned())].into()
+}
+
+/// Its version: the content hash, as the server names it.
+fn policy_version() -> String {
+    warden_ledger::policy::set_version(&policy_files())
+}
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
@@ -84,7 +94,7 @@ fn entry(i: u64) -> NewEntry {
         "agent": agent,
         "action": "read",
         "outcome": "allow",
-        "policy_version": POLICY,
+        "policy_version": policy_version(),
         "i": i,
     }))
 }
@@ -114,12 +124,8 @@ impl Ledger {
             .await
             .unwrap();
         let policy = PolicyVersion {
-            version: POLICY.into(),
-            files: [(
-                "all.cedar".to_owned(),
-                "permit(principal, action, resource);".to_owned(),
-            )]
-            .into(),
+            version: policy_version(),
+            files: policy_files(),
             created_at: Utc::now(),
             created_by: "admin@example.com".into(),
         };
@@ -422,6 +428,325 @@ async fn checkpoints_signed_by_other_keys() {
 }
 
 // ----------------------------------------------------------------------------------------------------
+// Truncation and rewrites (issue 14): what only a checkpoint kept outside the database can show
+
+/// A database as someone with write access to it (and no signing key) sees it.
+pub(crate) enum Db {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Db {
+    async fn exec(&self, statements: &[String]) {
+        match self {
+            Db::Sqlite(path) => {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+                    .await
+                    .unwrap();
+                for s in statements {
+                    sqlx::query(s).execute(&pool).await.unwrap();
+                }
+                pool.close().await;
+            }
+            Db::Postgres(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                for s in statements {
+                    sqlx::query(s).execute(&pool).await.unwrap();
+                }
+                pool.close().await;
+            }
+        }
+    }
+
+    /// Every entry's canonical bytes and stored leaf hash, in sequence order.
+    async fn entries(&self) -> Vec<(Vec<u8>, warden_ledger::Hash)> {
+        const Q: &str = "SELECT canonical, leaf_hash FROM ledger_entries ORDER BY seq";
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = match self {
+            Db::Sqlite(path) => {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+                    .await
+                    .unwrap();
+                let rows = sqlx::query_as(Q).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows
+            }
+            Db::Postgres(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                let rows = sqlx::query_as(Q).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows
+            }
+        };
+        rows.into_iter()
+            .map(|(c, h)| (c, warden_ledger::Hash(h.try_into().unwrap())))
+            .collect()
+    }
+
+    /// A scalar text column.
+    async fn text(&self, query: &str) -> String {
+        match self {
+            Db::Sqlite(path) => {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+                    .await
+                    .unwrap();
+                let v = sqlx::query_scalar(query).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                v
+            }
+            Db::Postgres(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                let v = sqlx::query_scalar(query).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                v
+            }
+        }
+    }
+
+    /// A byte string as an SQL literal.
+    fn blob(&self, bytes: &[u8]) -> String {
+        match self {
+            Db::Sqlite(_) => format!("X'{}'", hex::encode(bytes)),
+            Db::Postgres(_) => format!("decode('{}', 'hex')", hex::encode(bytes)),
+        }
+    }
+
+    async fn checkpoint_note(&self, size: u64) -> String {
+        self.text(&format!(
+            "SELECT note FROM ledger_checkpoints WHERE size = {size}"
+        ))
+        .await
+    }
+
+    /// Makes the stored tree the one of `leaves`: the head (size and frontier) and the interior nodes
+    /// (level 8 and up) recomputed, as anyone can without a key.
+    async fn rebuild_tree(&self, leaves: &[warden_ledger::Hash]) {
+        let mut statements = vec!["DELETE FROM ledger_nodes".to_owned()];
+        for level in 8u32..20 {
+            let width = 1usize << level;
+            for index in 0..leaves.len() / width {
+                let range = &leaves[index * width..(index + 1) * width];
+                let root = warden_ledger::MemoryTree::from_leaves(range.iter().copied())
+                    .unwrap()
+                    .root();
+                statements.push(format!(
+                    "INSERT INTO ledger_nodes (level, idx, hash) VALUES ({level}, {index}, {})",
+                    self.blob(root.as_bytes())
+                ));
+            }
+        }
+        let mut frontier = warden_ledger::Frontier::new();
+        for h in leaves {
+            frontier.append(*h).unwrap();
+        }
+        statements.push(format!(
+            "UPDATE ledger_head SET size = {}, frontier = '{}' WHERE id = 1",
+            leaves.len(),
+            serde_json::to_string(&frontier).unwrap()
+        ));
+        self.exec(&statements).await;
+    }
+
+    /// Cuts the log back to `size` entries: the newer entries and their checkpoints deleted, the head
+    /// recomputed. What is left carries genuine signatures.
+    async fn cut_back(&self, size: u64) {
+        self.exec(&[
+            format!("DELETE FROM ledger_entries WHERE seq >= {size}"),
+            format!("DELETE FROM ledger_checkpoints WHERE size > {size}"),
+        ])
+        .await;
+        let leaves: Vec<_> = self.entries().await.into_iter().map(|(_, h)| h).collect();
+        self.rebuild_tree(&leaves).await;
+    }
+
+    /// Rewrites entry `seq` (the first `from` in its bytes becomes `to`), its leaf hash and the tree;
+    /// the checkpoints that covered it, which no longer match and cannot be re-signed, are deleted.
+    async fn rewrite(&self, seq: u64, from: &[u8], to: &[u8]) {
+        let entries = self.entries().await;
+        let mut bytes = entries[seq as usize].0.clone();
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("the bytes to rewrite");
+        bytes.splice(at..at + from.len(), to.iter().copied());
+        let hash = warden_ledger::leaf_hash(&bytes);
+        self.exec(&[
+            format!(
+                "UPDATE ledger_entries SET canonical = {}, leaf_hash = {} WHERE seq = {seq}",
+                self.blob(&bytes),
+                self.blob(hash.as_bytes())
+            ),
+            format!("DELETE FROM ledger_checkpoints WHERE size > {seq}"),
+        ])
+        .await;
+        let mut leaves: Vec<_> = entries.into_iter().map(|(_, h)| h).collect();
+        leaves[seq as usize] = hash;
+        self.rebuild_tree(&leaves).await;
+    }
+}
+
+/// The bug: the newest entries cut off with their checkpoints and the head recomputed — genuine
+/// signatures on everything left — passed `audit verify`, even with pinned keys. It still does (a log
+/// cannot show what is missing from its end), but not against a checkpoint saved outside the
+/// database, nor a minimum size.
+#[tokio::test]
+async fn a_log_cut_back_with_its_head_recomputed_fails_against_a_saved_checkpoint() {
+    let ledger = Ledger::new(300, 0).await;
+    let db = Db::Sqlite(ledger.data().join("warden.db"));
+    std::fs::write(ledger.cwd().join("saved.cp"), db.checkpoint_note(300).await).unwrap();
+    db.cut_back(222).await;
+    let vkey = ledger.signer.verifier_key().to_string();
+
+    // The limit of what a log can say about itself.
+    let v = ledger
+        .audit(&["verify", "--key", &vkey, "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (v["verified"].clone(), v["entries"].clone()),
+        (true.into(), 222.into())
+    );
+
+    // Against the checkpoint saved before the cut: refused, naming both sizes.
+    let e = ledger
+        .audit(&["verify", "--key", &vkey, "--checkpoint", "saved.cp"])
+        .fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED at entry 222: "),
+        "{e}"
+    );
+    assert!(e.contains("222 entries") && e.contains("covers 300"), "{e}");
+    assert!(e.contains("saved.cp") && e.contains("cut back"), "{e}");
+    let out = ledger.audit(&["verify", "--checkpoint", "saved.cp", "-o", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let v = out.json();
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["first_bad_entry"], 222);
+    assert!(v["error"].as_str().unwrap().contains("covers 300"), "{v}");
+    // A minimum size does the same without a file.
+    let e = ledger
+        .audit(&["verify", "--key", &vkey, "--min-size", "300"])
+        .fails(1);
+    assert!(
+        e.contains("222 entries, fewer than the required minimum of 300"),
+        "{e}"
+    );
+    ledger
+        .audit(&["verify", "--key", &vkey, "--min-size", "222"])
+        .ok();
+
+    // A complete bundle exported from the cut log verifies by itself, not against the checkpoint.
+    let bundle = ledger.cwd().join("cut.jsonl");
+    ledger.audit(&["export", "--out", path_str(&bundle)]).ok();
+    let (dir, _) = elsewhere(&bundle);
+    std::fs::copy(ledger.cwd().join("saved.cp"), dir.path().join("saved.cp")).unwrap();
+    let in_dir = |args: &[&str]| {
+        let mut all = vec!["audit", "verify", "--bundle", "evidence.jsonl", "--key", &vkey];
+        all.extend(args);
+        warden(dir.path(), &all)
+    };
+    in_dir(&[]).ok();
+    let e = in_dir(&["--checkpoint", "saved.cp"]).fails(1);
+    assert!(
+        e.starts_with("error: bundle verification FAILED at entry 222: "),
+        "{e}"
+    );
+    assert!(e.contains("covers 300"), "{e}");
+    let e = in_dir(&["--min-size", "223"]).fails(1);
+    assert!(e.contains("minimum of 223"), "{e}");
+}
+
+/// An entry below the saved checkpoint's size rewritten, its leaf hash, the tree and the head
+/// recomputed, the checkpoints that no longer match deleted: the log verifies (with an unsigned
+/// tail), but its tree at the saved size is not the saved one.
+#[tokio::test]
+async fn a_rewritten_entry_with_its_tree_recomputed_fails_against_a_saved_checkpoint() {
+    let ledger = Ledger::new(300, 0).await;
+    let db = Db::Sqlite(ledger.data().join("warden.db"));
+    std::fs::write(ledger.cwd().join("saved.cp"), db.checkpoint_note(300).await).unwrap();
+    db.rewrite(250, b"beta\"", b"betz\"").await;
+    let vkey = ledger.signer.verifier_key().to_string();
+    let v = ledger
+        .audit(&["verify", "--key", &vkey, "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(v["entries"], 300);
+    assert_eq!(v["latest_checkpoint"], 222);
+    let e = ledger
+        .audit(&["verify", "--key", &vkey, "--checkpoint", "saved.cp"])
+        .fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED at entry 222: "),
+        "{e}"
+    );
+    assert!(e.contains("rewritten") && e.contains("222..300"), "{e}");
+    // A checkpoint saved earlier, of a size the rewrite did not reach, still verifies.
+    std::fs::write(ledger.cwd().join("old.cp"), db.checkpoint_note(185).await).unwrap();
+    ledger
+        .audit(&["verify", "--key", &vkey, "--checkpoint", "old.cp"])
+        .ok();
+}
+
+#[tokio::test]
+async fn a_forged_or_unreadable_checkpoint_file_is_refused() {
+    let ledger = Ledger::new(100, 0).await;
+    let db = Db::Sqlite(ledger.data().join("warden.db"));
+    let genuine = db.checkpoint_note(100).await;
+    let vkey = ledger.signer.verifier_key().to_string();
+    // The same tree head signed by a key that is not the log's (a rogue "node" of the same name).
+    let (rogue, _) = signer("node-1.warden.test", 66);
+    let body = genuine.split("\n\n").next().unwrap().to_owned() + "\n";
+    let forged = warden_ledger::Checkpoint::parse_body(&body)
+        .unwrap()
+        .sign(&[&rogue])
+        .unwrap();
+    std::fs::write(ledger.cwd().join("forged.cp"), &forged).unwrap();
+    for keys in [vec!["--key", vkey.as_str()], vec![]] {
+        let mut args = vec!["verify", "--checkpoint", "forged.cp"];
+        args.extend(keys);
+        let e = ledger.audit(&args).fails(1);
+        assert!(
+            e.contains("the checkpoint in forged.cp is not acceptable")
+                && e.contains("not signed by any trusted key"),
+            "{e}"
+        );
+    }
+    // An edited size breaks the genuine signature.
+    std::fs::write(
+        ledger.cwd().join("edited.cp"),
+        genuine.replacen("\n100\n", "\n101\n", 1),
+    )
+    .unwrap();
+    let e = ledger
+        .audit(&["verify", "--key", &vkey, "--checkpoint", "edited.cp"])
+        .fails(1);
+    assert!(e.contains("does not verify"), "{e}");
+    // Not a note, too large, missing.
+    std::fs::write(ledger.cwd().join("junk.cp"), "hello\n").unwrap();
+    let e = ledger
+        .audit(&["verify", "--key", &vkey, "--checkpoint", "junk.cp"])
+        .fails(1);
+    assert!(e.contains("the checkpoint in junk.cp is not acceptable"), "{e}");
+    std::fs::write(ledger.cwd().join("big.cp"), "x".repeat(70_000)).unwrap();
+    let e = ledger
+        .audit(&["verify", "--key", &vkey, "--checkpoint", "big.cp"])
+        .fails(1);
+    assert!(e.contains("big.cp") && e.contains("larger than"), "{e}");
+    let e = ledger
+        .audit(&["verify", "--key", &vkey, "--checkpoint", "missing.cp"])
+        .fails(1);
+    assert!(e.contains("cannot read checkpoint file missing.cp"), "{e}");
+    let e = ledger.audit(&["verify", "--min-size", "many"]).fails(2);
+    assert!(e.contains("--min-size"), "{e}");
+    // The genuine one verifies, with the database's keys too.
+    std::fs::write(ledger.cwd().join("genuine.cp"), &genuine).unwrap();
+    let v = ledger
+        .audit(&["verify", "--checkpoint", "genuine.cp", "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(v["checkpoint"]["size"], 100, "{v}");
+}
+
+// ----------------------------------------------------------------------------------------------------
 // export
 
 /// Copies `file` into a fresh directory (nothing else there) and returns both.
@@ -591,7 +916,10 @@ async fn complete_and_filtered_bundles_verify_offline() {
     assert_eq!(v["last_seq"], 297);
     assert_eq!(v["contiguous"], false);
     assert_eq!(v["scope"]["agent"], "alpha");
-    assert_eq!(v["policy_versions_referenced"], serde_json::json!([POLICY]));
+    assert_eq!(
+        v["policy_versions_referenced"],
+        serde_json::json!([policy_version()])
+    );
 
     // Filtered by time: minutes 100 (inclusive) to 150 (exclusive).
     let window = ledger.cwd().join("window.jsonl");
@@ -787,6 +1115,20 @@ async fn postgres_logs_verify_and_export() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("ledger.key"), format!("{private}\n")).unwrap();
+    store
+        .activate_policies(
+            &PolicyVersion {
+                version: policy_version(),
+                files: policy_files(),
+                created_at: Utc::now(),
+                created_by: "admin@example.com".into(),
+            },
+            PolicyRole::Active,
+            "",
+            &warden_core::ChangeContext::new("admin@example.com", Utc::now()),
+        )
+        .await
+        .unwrap();
     for start in (0..120u64).step_by(40) {
         let sign = CheckpointSigner {
             origin: ORIGIN,
@@ -863,6 +1205,30 @@ async fn postgres_logs_verify_and_export() {
     .ok()
     .json();
     assert_eq!(v["entries"], 80);
+
+    // Cut back to 80 entries with the head recomputed: only the checkpoint saved before says so.
+    let db = Db::Postgres(url.clone());
+    std::fs::write(dir.path().join("saved.cp"), db.checkpoint_note(120).await).unwrap();
+    db.cut_back(80).await;
+    let pg = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "verify",
+            "--database",
+            &url,
+            "--data-dir",
+            data_dir,
+            "--key",
+            &vkey,
+        ];
+        args.extend(extra);
+        warden(dir.path(), &args)
+    };
+    pg(&[]).ok();
+    let e = pg(&["--checkpoint", "saved.cp"]).fails(1);
+    assert!(e.contains("80 entries") && e.contains("covers 120"), "{e}");
+    let e = pg(&["--min-size", "120"]).fails(1);
+    assert!(e.contains("minimum of 120"), "{e}");
 
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     sqlx::query("UPDATE ledger_entries SET canonical = convert_to(replace(convert_from(canonical, 'UTF8'), 'beta', 'betb'), 'UTF8') WHERE seq = 41")
