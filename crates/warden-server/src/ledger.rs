@@ -15,7 +15,13 @@
 //!
 //! **Checkpoints.** A signed checkpoint (C2SP, this node's Ed25519 key) of the new head goes into the
 //! same transaction as a batch whenever `checkpoint_interval` has passed since the last one; an idle
-//! timer signs the tail a quiet period left uncovered, and shutdown signs the final head.
+//! timer signs the tail a quiet period left uncovered, and shutdown signs the final head. Every
+//! checkpoint this node signs is also kept outside the database ([`crate::checkpoint_file`]), so a
+//! start on a log cut back below it is refused.
+//!
+//! **Never a sequence number twice.** An append whose first sequence number is below the size this
+//! node already committed means the log was cut back under the running server: the writer stops
+//! (every later append fails, `/healthz` says why) rather than number entries again.
 //!
 //! INVARIANT (record before act): code that acts on an allow first awaits the allow's entry;
 //! secrets never enter an entry (sensitive values go through [`Ledger::redactor`]).
@@ -75,6 +81,10 @@ pub struct LedgerStatus {
     /// The last commit error, while failing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why `<data-dir>/ledger.checkpoint` cannot be kept current, while it cannot (entries still
+    /// commit; a log cut back meanwhile would not be noticed at the next start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_file_error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +155,7 @@ pub struct Ledger {
     redactor: Redactor,
     append_timeout: Duration,
     queue: usize,
+    checkpoint_file_error: Option<Arc<Mutex<Option<String>>>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -166,6 +177,19 @@ impl Ledger {
         settings: WriterSettings,
         node: &str,
     ) -> anyhow::Result<Arc<Self>> {
+        Self::start_keeping(store, signer, origin, redactor, settings, node, None).await
+    }
+
+    /// [`Ledger::start`], keeping every checkpoint this node signs in `keeper`'s file too.
+    pub async fn start_keeping(
+        store: Arc<dyn Store>,
+        signer: NoteSigner,
+        origin: String,
+        redactor: Redactor,
+        settings: WriterSettings,
+        node: &str,
+        keeper: Option<crate::checkpoint_file::Keeper>,
+    ) -> anyhow::Result<Arc<Self>> {
         let verifier = signer.verifier_key();
         store
             .publish_ledger_key(&verifier.to_string(), node, Utc::now())
@@ -183,6 +207,7 @@ impl Ledger {
         // Entries a crash left unsigned get their checkpoint at the first tick.
         let unsigned = head.size() > signed;
         let (tx, rx) = mpsc::channel(settings.queue);
+        let checkpoint_file_error = keeper.as_ref().map(crate::checkpoint_file::Keeper::error_slot);
         let writer = Writer {
             store,
             signer,
@@ -190,6 +215,8 @@ impl Ledger {
             state: state.clone(),
             settings: settings.clone(),
             unsigned,
+            keeper,
+            cut_back: None,
         };
         tokio::spawn(writer.run(rx));
         tracing::info!(%origin, key = %verifier, size = head.size(), "audit ledger open");
@@ -201,6 +228,7 @@ impl Ledger {
             redactor,
             append_timeout: settings.append_timeout,
             queue: settings.queue,
+            checkpoint_file_error,
         }))
     }
 
@@ -229,6 +257,10 @@ impl Ledger {
             } else {
                 self.state.error.lock().ok().and_then(|e| e.clone())
             },
+            checkpoint_file_error: self
+                .checkpoint_file_error
+                .as_ref()
+                .and_then(|e| e.lock().ok().and_then(|e| e.clone())),
         }
     }
 
@@ -284,10 +316,14 @@ struct Writer {
     origin: String,
     state: Arc<State>,
     settings: WriterSettings,
+    /// Keeps the checkpoints this node signs outside the database.
+    keeper: Option<crate::checkpoint_file::Keeper>,
+    /// Set when the log was found cut back under this node: nothing is appended any more.
+    cut_back: Option<String>,
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Msg>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let interval = self.settings.checkpoint_interval;
         let mut last_checkpoint: Option<Instant> = None;
         let mut unsigned = self.unsigned;
@@ -364,33 +400,65 @@ impl Writer {
             }
             if let Some(done) = shutdown {
                 let size = self.state.size.load(Ordering::Relaxed);
+                if let Some(keeper) = self.keeper.take() {
+                    keeper.finish().await;
+                }
                 tracing::info!(size, "audit ledger closed with a final checkpoint");
                 let _ = done.send(());
                 break;
             }
         }
+        if let Some(keeper) = self.keeper.take() {
+            keeper.finish().await;
+        }
     }
 
     /// Commits entries (possibly none) and maybe a checkpoint.
-    async fn commit(&self, entries: Vec<PreEncoded>, checkpoint: bool) -> Result<(), LedgerError> {
+    async fn commit(&mut self, entries: Vec<PreEncoded>, checkpoint: bool) -> Result<(), LedgerError> {
         self.commit_batch(entries, checkpoint).await.map(|_| ())
     }
 
     async fn commit_batch(
-        &self,
+        &mut self,
         entries: Vec<PreEncoded>,
         checkpoint: bool,
     ) -> Result<(u64, bool), LedgerError> {
+        if let Some(why) = &self.cut_back {
+            self.state.fail(why.clone());
+            return Err(LedgerError::Unavailable(why.clone()));
+        }
         let signer = checkpoint.then(|| CheckpointSigner {
             origin: &self.origin,
             signer: &self.signer,
             at: Utc::now(),
         });
+        let committed = self.state.size.load(Ordering::Relaxed);
         match self.store.ledger_append(entries, signer).await {
+            Ok(a) if a.first_seq < committed => {
+                // Numbers this node already handed out were handed out again: the log was cut back
+                // under the running server. Stop, loudly; never number another entry.
+                let why = format!(
+                    "the ledger in the database was cut back: this node had committed {committed} entries,                      and the database numbered new ones from {}; the writer has stopped",
+                    a.first_seq
+                );
+                tracing::error!(error = %why, "audit ledger: cut back under the running server");
+                self.cut_back = Some(why.clone());
+                self.state.fail(why.clone());
+                Err(LedgerError::Unavailable(why))
+            }
             Ok(a) => {
                 self.state.ok(a.tree_size);
                 if let Some(size) = a.checkpoint {
                     self.state.checkpoint_size.store(size, Ordering::Relaxed);
+                    if let Some(keeper) = &self.keeper {
+                        // The note the store committed, signed again (Ed25519 is deterministic).
+                        match warden_ledger::Checkpoint::new(&self.origin, size, a.root)
+                            .and_then(|cp| cp.sign(&[&self.signer]))
+                        {
+                            Ok(note) => keeper.offer(size, note),
+                            Err(e) => tracing::error!(error = %e, "cannot sign the checkpoint to keep"),
+                        }
+                    }
                 }
                 Ok((a.first_seq, checkpoint))
             }

@@ -14,6 +14,7 @@ pub mod api;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod checkpoint_file;
 pub mod config;
 pub mod decide;
 pub mod error;
@@ -69,6 +70,22 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         DatabaseTarget::Url(_) => None,
     };
     let store = open_store(&resolved.database).await?;
+    // Before anything is written: a log cut back below the checkpoint this node kept outside the
+    // database must not be extended (its lost sequence numbers would be handed out again).
+    let signer = ledger::load_signer(
+        &resolved.data_dir,
+        resolved.ledger.signing_key_file.as_ref(),
+        &ledger::key_name(&resolved.trust_domain, &hostname()),
+    )?;
+    let checkpoint_path = checkpoint_file::path(&resolved.data_dir);
+    let kept = checkpoint_file::check(
+        store.as_ref(),
+        &checkpoint_path,
+        &signer,
+        &ledger::origin(&resolved.trust_domain),
+    )
+    .await?;
+    let keeper = checkpoint_file::Keeper::start(checkpoint_path, kept.map_or(0, |c| c.size));
     let mut first_start = Vec::new();
     first_start.extend(bootstrap(store.as_ref(), &resolved).await?);
 
@@ -88,7 +105,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     }
     let policies = Arc::new(policy::Policies::load(store.as_ref()).await?);
     spawn_background(store.clone(), identity.clone(), policies.clone());
-    let ledger = open_ledger(&resolved, store.clone(), &public_url).await?;
+    let ledger = open_ledger(&resolved, store.clone(), &public_url, signer, keeper).await?;
     // What the first start did (the admin, the policy set) is the log's first history. (Recorded
     // after the fact: the ledger's keys live in the data directory the bootstrap prepares.)
     if !first_start.is_empty() {
@@ -156,23 +173,25 @@ fn build_gateway(r: &Resolved) -> anyhow::Result<gateway::Gateway> {
     gateway::Gateway::new((&r.gateway).into(), keys, scanner, &r.gateway.stdio)
 }
 
-/// The audit ledger's writer, with this node's checkpoint key and the deployment's redaction key.
+/// The audit ledger's writer, with this node's checkpoint key, the deployment's redaction key and the
+/// keeper of `<data-dir>/ledger.checkpoint`.
 async fn open_ledger(
     r: &Resolved,
     store: Arc<dyn Store>,
     public_url: &url::Url,
+    signer: warden_ledger::NoteSigner,
+    keeper: checkpoint_file::Keeper,
 ) -> anyhow::Result<Arc<ledger::Ledger>> {
-    let name = ledger::key_name(&r.trust_domain, &hostname());
-    let signer = ledger::load_signer(&r.data_dir, r.ledger.signing_key_file.as_ref(), &name)?;
     let redactor = ledger::load_redactor(&r.data_dir, r.ledger.redaction_key_file.as_ref())?;
     let node = format!("{}@{}", hostname(), public_url);
-    ledger::Ledger::start(
+    ledger::Ledger::start_keeping(
         store,
         signer,
         ledger::origin(&r.trust_domain),
         redactor,
         (&r.ledger).into(),
         &node,
+        Some(keeper),
     )
     .await
 }

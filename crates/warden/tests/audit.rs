@@ -25,7 +25,7 @@ use serde_json::Value;
 use warden_ledger::{EntryKind, NewEntry, NoteSigner};
 use warden_store::{CheckpointSigner, PolicyRole, PolicyVersion, SqliteStore, Store as _};
 
-use common::{Out, WARDEN, clean_env};
+use common::{Backend, Out, Server, WARDEN, clean_env};
 
 const ORIGIN: &str = "warden.test/ledger";
 const POLICY_TEXT: &str = "permit(principal, action, resource);";
@@ -744,6 +744,284 @@ async fn a_forged_or_unreadable_checkpoint_file_is_refused() {
         .ok()
         .json();
     assert_eq!(v["checkpoint"]["size"], 100, "{v}");
+}
+
+// ----------------------------------------------------------------------------------------------------
+// The server's own checkpoint file (issue 14): a sequence number is never handed out twice
+
+on_both_backends!(
+    a_server_restarted_on_a_cut_back_log_refuses_to_start,
+    a_server_restarted_on_a_rewritten_log_refuses_to_start,
+    the_servers_checkpoint_file_follows_its_checkpoints,
+    a_log_cut_back_under_a_running_server_stops_its_ledger,
+);
+
+/// The size of the checkpoint in a file, if it holds one.
+fn file_checkpoint(path: &Path) -> Option<warden_ledger::Checkpoint> {
+    warden_ledger::bundle::peek_checkpoint(&std::fs::read_to_string(path).ok()?)
+}
+
+/// `GET /v1/audit/checkpoint` as the admin: the latest checkpoint in the database.
+async fn latest_checkpoint(server: &Server) -> Value {
+    reqwest::Client::new()
+        .get(server.endpoint("/v1/audit/checkpoint"))
+        .bearer_auth(server.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The number of entries in the log, from `GET /v1/audit/entries`.
+async fn log_size(server: &Server) -> u64 {
+    let v: Value = reqwest::Client::new()
+        .get(server.endpoint("/v1/audit/entries?from=9007199254740000&limit=1"))
+        .bearer_auth(server.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["size"].as_u64().unwrap()
+}
+
+/// Waits until the server's checkpoint file holds a checkpoint of the whole log (this node signs the
+/// tail within a checkpoint interval) and returns its size.
+async fn checkpoint_file_caught_up(server: &Server) -> u64 {
+    let file = server.data_dir().join("ledger.checkpoint");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let latest = log_size(server).await;
+        if let Some(cp) = file_checkpoint(&file)
+            && cp.size == latest
+        {
+            return cp.size;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never reached the latest checkpoint ({latest}): {:?}",
+            file.display(),
+            file_checkpoint(&file)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Makes `n` recorded changes.
+async fn changes(server: &Server, tag: &str, n: usize) {
+    for i in 0..n {
+        server
+            .run(&[
+                "human",
+                "add",
+                &format!("{tag}{i}@example.com"),
+                "--name",
+                "Someone",
+                "--role",
+                "auditor",
+            ])
+            .await
+            .ok();
+    }
+}
+
+fn server_db(server: &Server) -> Db {
+    match server.database_url() {
+        Some(url) => Db::Postgres(url),
+        None => Db::Sqlite(server.data_dir().join("warden.db")),
+    }
+}
+
+/// The bug: a server restarted on a log cut back to an earlier size (entries, checkpoints, head)
+/// started and handed the lost sequence numbers out again.
+async fn a_server_restarted_on_a_cut_back_log_refuses_to_start(backend: Backend) {
+    let mut server = Server::start(backend).await;
+    changes(&server, "a", 6).await;
+    let signed = checkpoint_file_caught_up(&server).await;
+    server.kill9();
+    let db = server_db(&server);
+    db.cut_back(signed - 3).await;
+    let (code, log) = server.restart_refused();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("ledger.checkpoint"), "{log}");
+    assert!(
+        log.contains(&format!("{} entries", signed - 3)) && log.contains(&format!("covers {signed}")),
+        "{log}"
+    );
+    assert!(!log.contains("listening"), "{log}");
+}
+
+/// An entry rewritten under the node's last checkpoint, tree and head recomputed: same size, another
+/// tree. And a checkpoint file this node did not sign is refused too.
+async fn a_server_restarted_on_a_rewritten_log_refuses_to_start(backend: Backend) {
+    let mut server = Server::start(backend).await;
+    changes(&server, "r", 4).await;
+    checkpoint_file_caught_up(&server).await;
+    server.kill9();
+    let db = server_db(&server);
+    db.rewrite(2, b"example.com", b"example.org").await;
+    let (code, log) = server.restart_refused();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("ledger.checkpoint") && log.contains("rewritten"),
+        "{log}"
+    );
+
+    // A checkpoint file signed by another key (or edited) is not this node's.
+    let file = server.data_dir().join("ledger.checkpoint");
+    let genuine = std::fs::read_to_string(&file).unwrap();
+    let (rogue, _) = signer("rogue.warden.test", 66);
+    let body = genuine.split("\n\n").next().unwrap().to_owned() + "\n";
+    let forged = warden_ledger::Checkpoint::parse_body(&body)
+        .unwrap()
+        .sign(&[&rogue])
+        .unwrap();
+    std::fs::write(&file, forged).unwrap();
+    let (code, log) = server.restart_refused();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("ledger.checkpoint")
+            && log.contains("not a checkpoint signed by this node's ledger key"),
+        "{log}"
+    );
+    std::fs::write(&file, "garbage").unwrap();
+    let (code, log) = server.restart_refused();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("ledger.checkpoint") && log.contains("the note is malformed"),
+        "{log}"
+    );
+}
+
+/// The server keeps the largest checkpoint it signed in `<data-dir>/ledger.checkpoint` (mode 0600),
+/// replaced only by larger ones; the file verifies the log as `audit verify --checkpoint`.
+async fn the_servers_checkpoint_file_follows_its_checkpoints(backend: Backend) {
+    let mut server = Server::start(backend).await;
+    let first = checkpoint_file_caught_up(&server).await;
+    assert!(first > 0);
+    let file = server.data_dir().join("ledger.checkpoint");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    changes(&server, "g", 3).await;
+    let grown = checkpoint_file_caught_up(&server).await;
+    assert!(grown > first, "{grown} > {first}");
+    // The note is the database's latest checkpoint, verbatim.
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        latest_checkpoint(&server).await["note"].as_str().unwrap()
+    );
+    // No temporary file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(server.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("checkpoint") && n != "ledger.checkpoint")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A graceful restart keeps it, and the log verifies against it.
+    server.kill9();
+    server.restart();
+    let data = server.data_dir();
+    let mut args = vec!["audit", "verify", "--data-dir", path_str(&data)];
+    let url = server.database_url();
+    if let Some(u) = &url {
+        args.extend(["--database", u.as_str()]);
+    }
+    let cp = path_str(&file).to_owned();
+    args.extend(["--checkpoint", cp.as_str(), "-o", "json"]);
+    let v = warden(server.dir.path(), &args).ok().json();
+    assert_eq!(v["checkpoint"]["size"], grown, "{v}");
+}
+
+/// The log cut back while the server runs: the next append would number entries again from the cut;
+/// the writer notices (its first number is below what it had committed) and stops for good — changes
+/// are refused with 503 and `/healthz` says why — instead of going on.
+async fn a_log_cut_back_under_a_running_server_stops_its_ledger(backend: Backend) {
+    let server = Server::start(backend).await;
+    changes(&server, "u", 4).await;
+    let signed = checkpoint_file_caught_up(&server).await;
+    server_db(&server).cut_back(signed - 2).await;
+    let out = server
+        .run(&[
+            "human",
+            "add",
+            "late@example.com",
+            "--name",
+            "Late",
+            "--role",
+            "auditor",
+        ])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("ledger"), "{}", out.stderr);
+    let health = reqwest::get(server.endpoint("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    let body: Value = health.json().await.unwrap();
+    assert!(
+        body["ledger"]["error"].as_str().unwrap().contains("cut back"),
+        "{body}"
+    );
+    // And it stays stopped.
+    let out = server
+        .run(&[
+            "human",
+            "add",
+            "later@example.com",
+            "--name",
+            "Later",
+            "--role",
+            "auditor",
+        ])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+}
+
+/// Several nodes on one PostgreSQL database: each node's file holds what that node signed; another
+/// node extending the log does not stop a restart.
+#[tokio::test]
+async fn another_node_extending_the_log_does_not_stop_a_restart() {
+    let database = warden_store::testing::fresh_postgres_url().await;
+    let mut a = Server::spawn(
+        Backend::Postgres,
+        common::Spawn {
+            database: Some(database.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let b = Server::spawn(
+        Backend::Postgres,
+        common::Spawn {
+            database: Some(database.clone()),
+            admin_token_file: Some(a.admin_token_file.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    changes(&a, "a", 2).await;
+    let a_signed = checkpoint_file_caught_up(&a).await;
+    a.kill9();
+    changes(&b, "b", 4).await;
+    let b_signed = checkpoint_file_caught_up(&b).await;
+    assert!(b_signed > a_signed);
+    assert_eq!(
+        file_checkpoint(&a.data_dir().join("ledger.checkpoint"))
+            .unwrap()
+            .size,
+        a_signed,
+        "node A's file holds what A signed"
+    );
+    a.restart();
+    changes(&a, "c", 1).await;
 }
 
 // ----------------------------------------------------------------------------------------------------

@@ -296,6 +296,44 @@ impl Server {
         }
     }
 
+    /// Starts `warden serve` again (after [`Server::kill9`]) expecting it to refuse to start: waits
+    /// for it to exit and returns its exit code and what this start printed.
+    pub fn restart_refused(&mut self) -> (Option<i32>, String) {
+        let before = self.log().len();
+        let (child, rx) = launch(self.dir.path(), &self.args, &self.log);
+        self.child = child;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(url) = rx.try_recv() {
+                panic!("`warden serve` started on {url}; output:\n{}", self.log());
+            }
+            if let Some(status) = self.child.try_wait().expect("waiting for `warden serve`") {
+                // The pipes may still hold the last lines: wait until the output stops growing.
+                let mut seen = self.log().len();
+                for _ in 0..20 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let now = self.log().len();
+                    if now == seen {
+                        break;
+                    }
+                    seen = now;
+                }
+                return (status.code(), self.log()[before..].to_owned());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`warden serve` neither started nor exited; output:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("warden-data")
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
