@@ -1462,3 +1462,158 @@ pub async fn tail(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Checkpoints kept elsewhere
+
+/// `warden audit checkpoint --out FILE`: the server's latest checkpoint, written to FILE only when it
+/// is at least as large as the one FILE holds and consistent with it.
+pub async fn save_checkpoint(
+    client: &crate::client::Client,
+    format: Format,
+    args: crate::cli::AuditCheckpointArgs,
+) -> anyhow::Result<()> {
+    let pinned = pinned_keys(&args.keys, args.key_file.as_deref())?;
+    let out = &args.out;
+    let saved = match std::fs::symlink_metadata(out) {
+        Ok(m) if m.is_file() => Some(read_small(out, "checkpoint file")?),
+        Ok(_) => bail!("{} exists and is not a regular file", out.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", out.display())),
+    };
+    let latest = client.get(&["v1", "audit", "checkpoint"], &[]).await?;
+    let field = |name: &str| {
+        latest[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("the server's checkpoint has no `{name}`"))
+    };
+    let note = field("note")?;
+    let keys = match pinned {
+        Some(k) => k,
+        None => {
+            let mut keys = Vec::new();
+            for k in latest["keys"].as_array().into_iter().flatten() {
+                let text = k.as_str().unwrap_or_default();
+                let key = VerifierKey::parse(text).map_err(|e| {
+                    anyhow!(
+                        "the server publishes a verifier key that does not parse (`{}`): {e}",
+                        crate::client::printable(text)
+                    )
+                })?;
+                push_key(&mut keys, key, "server");
+            }
+            keys
+        }
+    };
+    if keys.is_empty() {
+        bail!(
+            "no trusted key: the server publishes none; give the log's verifier keys with --key or --key-file"
+        );
+    }
+    // The saved checkpoint decides which log this is; the first one, the server's.
+    let origin = match saved.as_deref().and_then(peek_checkpoint) {
+        Some(cp) => cp.origin,
+        None => field("origin")?,
+    };
+    let verifier = CheckpointVerifier::new(&origin, keys.iter().map(|k| k.key.clone()).collect())
+        .map_err(|e| anyhow!("the log's origin `{}`: {e}", origin.escape_debug()))?;
+    let new = verifier
+        .verify(&note)
+        .map_err(|e| anyhow!("the server's latest checkpoint is not acceptable: {e}"))?;
+    let unchanged = || format!("{} is unchanged", out.display());
+    let previous = match &saved {
+        None => None,
+        Some(text) => {
+            let old = verifier
+                .verify(text)
+                .map_err(|e| anyhow!("{} is not acceptable: {e}; {}", out.display(), unchanged()))?;
+            if old.size > new.size {
+                bail!(
+                    "the server's latest checkpoint covers {} entries, fewer than the {} of the one saved in {}: \
+                     the log was cut back (or this is not the server that signed it); a smaller checkpoint \
+                     never replaces a larger one, {}",
+                    new.size,
+                    old.size,
+                    out.display(),
+                    unchanged()
+                );
+            }
+            let proof = if old.size == 0 || old.size == new.size {
+                Vec::new()
+            } else {
+                let (first, second) = (old.size.to_string(), new.size.to_string());
+                let answer = client
+                    .get(
+                        &["v1", "audit", "proof", "consistency"],
+                        &[("first", first.as_str()), ("second", second.as_str())],
+                    )
+                    .await?;
+                answer["proof"]
+                    .as_array()
+                    .ok_or_else(|| anyhow!("the server's consistency proof has no `proof`"))?
+                    .iter()
+                    .map(|h| {
+                        Hash::from_hex(h.as_str().unwrap_or_default())
+                            .map_err(|e| anyhow!("the server's consistency proof holds a bad hash: {e}"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            warden_ledger::verify_consistency(old.size, new.size, &old.root, &new.root, &proof).map_err(
+                |e| {
+                    anyhow!(
+                        "the server's checkpoint of {} entries is not consistent with the one of {} saved in {}: \
+                         the log's history was rewritten ({e}); {}",
+                        new.size,
+                        old.size,
+                        out.display(),
+                        unchanged()
+                    )
+                },
+            )?;
+            Some(old)
+        }
+    };
+    let updated = previous.as_ref().is_none_or(|old| old.size < new.size);
+    if updated {
+        warden_server::checkpoint_file::write_atomically(out, note.as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    let from_server = keys.iter().any(|k| k.source != "pinned");
+    match format {
+        Format::Json => output::stdout(&pretty(&json!({
+            "out": out.display().to_string(),
+            "origin": new.origin,
+            "size": new.size,
+            "root": new.root.to_hex(),
+            "previous_size": previous.as_ref().map(|c| c.size),
+            "consistent": previous.is_some(),
+            "updated": updated,
+            "keys": keys_json(&keys),
+            "keys_pinned": !from_server,
+        })))?,
+        Format::Table => {
+            let mut f = Fields::new();
+            f.add("out", out.display().to_string())
+                .add("origin", new.origin.clone())
+                .add("size", new.size.to_string())
+                .add("root", new.root.to_hex());
+            match &previous {
+                Some(old) if updated => {
+                    f.add("previous", format!("{} entries: consistent, replaced", old.size))
+                }
+                Some(_) => f.add("previous", "the same checkpoint: unchanged"),
+                None => f.add("previous", "none: saved"),
+            };
+            f.add("keys", keys_line(&keys));
+            output::stdout(&f.render())?;
+        }
+    }
+    if from_server {
+        eprintln!(
+            "warning: the trusted keys came from the server whose checkpoint this is; pin the log's keys \
+             with --key or --key-file"
+        );
+    }
+    Ok(())
+}

@@ -59,7 +59,7 @@ Audit (`audit verify`, `audit export`):
   These read the ledger from the server's database directly (--data-dir, --database
   or --config, as `warden serve` finds it) or, with `audit verify --bundle FILE`, from
   an exported evidence bundle. They need neither a server nor a token.
-  `audit tail` asks the server, with an admin's or auditor's API token.
+  `audit tail` and `audit checkpoint` ask the server, with an admin's or auditor's API token.
 
 Policies (`policy validate`, `policy test`):
   These work on local files and need neither a server nor a token.
@@ -924,6 +924,36 @@ pub enum AuditCommand {
     Export(AuditExportArgs),
     /// Show the newest ledger entries from the server, and with --follow keep showing new ones.
     Tail(AuditTailArgs),
+    /// Save the server's latest signed checkpoint in a file kept outside the database, proven
+    /// consistent with the one saved there before.
+    Checkpoint(AuditCheckpointArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads GET /v1/audit/checkpoint (an API token of an admin or auditor) and writes its signed note (C2SP) to
+FILE, which `warden audit verify --checkpoint FILE` reads. Keep FILE where whoever administers the
+database cannot write, and run this regularly (e.g. from cron): a log cut back, or rewritten, after a
+checkpoint was saved then fails verification against it.
+
+When FILE exists, the new checkpoint must be at least as large as the saved one and consistent with it
+(an RFC 9162 consistency proof from GET /v1/audit/proof/consistency, verified here); FILE is then
+replaced atomically (temporary file, fsync, rename; mode 0600). Otherwise this exits 1 and FILE is left
+as it was: a smaller checkpoint means the log was cut back, an inconsistent one that its history was
+rewritten.
+
+Trusted keys: those pinned with --key / --key-file; without them, the keys the server publishes (with a
+warning). Both checkpoints must verify with them.")]
+pub struct AuditCheckpointArgs {
+    /// The file to keep the checkpoint in.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Trust this checkpoint verifier key, `<name>+<id>+<base64>` (repeat for several).
+    #[arg(long = "key", value_name = "VKEY", value_parser = Flag::<VerifierKey>::new())]
+    pub keys: Vec<VerifierKey>,
+    /// Trust the verifier keys in this file: one per line; blank lines and `#` comments are ignored.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

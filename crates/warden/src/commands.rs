@@ -42,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit(AuditCommand::Verify(a)) => return audit::verify(format, a).await.map(done),
         Command::Audit(AuditCommand::Export(a)) => return audit::export(format, a).await.map(done),
         Command::Audit(AuditCommand::Tail(a)) => Call::AuditTail(a),
+        Command::Audit(AuditCommand::Checkpoint(a)) => Call::AuditCheckpoint(a),
         Command::Policy(PolicyCommand::Validate(a)) => return policy::validate(format, &a.dir).map(done),
         Command::Policy(PolicyCommand::Test(a)) => return policy::test(format, a).map(done),
         // Compiled here first; nothing is sent when the set does not compile.
@@ -101,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Call::Policy(c) => policy::run(&client, format, c).await,
         Call::Whoami => whoami(&client, format).await,
         Call::AuditTail(a) => audit::tail(&client, format, a).await,
+        Call::AuditCheckpoint(a) => audit::save_checkpoint(&client, format, a).await,
         Call::Approvals(c) => crate::approvals::run(&client, format, c).await,
         Call::Tool(c) => crate::gateway::run_tool(&client, format, c).await,
         Call::Secret(c) => crate::gateway::run_secret(&client, format, c).await,
@@ -138,6 +140,7 @@ enum Call {
     Policy(PolicyCall),
     Whoami,
     AuditTail(crate::cli::AuditTailArgs),
+    AuditCheckpoint(crate::cli::AuditCheckpointArgs),
     Approvals(crate::cli::ApprovalsCommand),
     Tool(crate::cli::ToolCommand),
     Secret(crate::gateway::SecretCall),

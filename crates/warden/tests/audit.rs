@@ -754,6 +754,8 @@ on_both_backends!(
     a_server_restarted_on_a_rewritten_log_refuses_to_start,
     the_servers_checkpoint_file_follows_its_checkpoints,
     a_log_cut_back_under_a_running_server_stops_its_ledger,
+    the_checkpoint_endpoint_answers_text_plain_with_the_raw_note,
+    audit_checkpoint_out_saves_updates_and_refuses_a_smaller_or_inconsistent_one,
 );
 
 /// The size of the checkpoint in a file, if it holds one.
@@ -983,6 +985,190 @@ async fn a_log_cut_back_under_a_running_server_stops_its_ledger(backend: Backend
         ])
         .await;
     assert_eq!(out.code, 1, "{out:?}");
+}
+
+/// `GET /v1/audit/checkpoint` answers the raw C2SP signed note as `text/plain` when the request
+/// prefers it (what witnesses and `curl` fetch), JSON otherwise.
+async fn the_checkpoint_endpoint_answers_text_plain_with_the_raw_note(backend: Backend) {
+    let server = Server::start(backend).await;
+    checkpoint_file_caught_up(&server).await;
+    let json = latest_checkpoint(&server).await;
+    let http = reqwest::Client::new();
+    let get = |accept: Option<&'static str>| {
+        let mut r = http
+            .get(server.endpoint("/v1/audit/checkpoint"))
+            .bearer_auth(server.admin_token());
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
+        r.send()
+    };
+    for accept in [
+        "text/plain",
+        "text/*",
+        "application/json;q=0.5, text/plain",
+        "text/plain;charset=utf-8",
+    ] {
+        let r = get(Some(accept)).await.unwrap();
+        assert_eq!(r.status(), 200, "{accept}");
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "text/plain; charset=utf-8",
+            "{accept}"
+        );
+        let note = r.text().await.unwrap();
+        assert_eq!(note, json["note"].as_str().unwrap(), "{accept}");
+        // It parses and verifies with the key the server publishes.
+        let key = warden_ledger::VerifierKey::parse(json["keys"][0].as_str().unwrap()).unwrap();
+        let verifier =
+            warden_ledger::CheckpointVerifier::new(json["origin"].as_str().unwrap(), vec![key]).unwrap();
+        assert_eq!(
+            verifier.verify(&note).unwrap().size,
+            json["size"].as_u64().unwrap()
+        );
+    }
+    for accept in [
+        None,
+        Some("*/*"),
+        Some("application/json"),
+        Some("text/plain;q=0.4, application/json"),
+        Some("text/plain;q=0, */*"),
+        Some("image/png"),
+    ] {
+        let r = get(accept).await.unwrap();
+        assert_eq!(r.status(), 200, "{accept:?}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{accept:?}"
+        );
+    }
+    // The OpenAPI document says so.
+    let doc: Value = reqwest::get(server.endpoint("/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let content = &doc["paths"]["/v1/audit/checkpoint"]["get"]["responses"]["200"]["content"];
+    assert!(
+        content["text/plain"].is_object() && content["application/json"].is_object(),
+        "{content}"
+    );
+}
+
+/// `warden audit checkpoint --out FILE` saves the latest checkpoint where the database's
+/// administrators cannot reach it; run again, it replaces the file only with a larger checkpoint
+/// proven consistent with the saved one, and leaves it untouched otherwise.
+async fn audit_checkpoint_out_saves_updates_and_refuses_a_smaller_or_inconsistent_one(backend: Backend) {
+    let server = Server::start(backend).await;
+    let first = checkpoint_file_caught_up(&server).await;
+    let saved = server.path("saved.cp");
+    let saved_s = path_str(&saved).to_owned();
+    let v = server.json(&["audit", "checkpoint", "--out", &saved_s]).await;
+    assert_eq!(v["size"], first, "{v}");
+    assert_eq!(v["previous_size"], Value::Null, "{v}");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let note = std::fs::read_to_string(&saved).unwrap();
+    assert_eq!(file_checkpoint(&saved).unwrap().size, first);
+
+    // Grown: replaced, with the proof checked.
+    changes(&server, "c", 3).await;
+    let grown = checkpoint_file_caught_up(&server).await;
+    let v = server.json(&["audit", "checkpoint", "--out", &saved_s]).await;
+    assert_eq!(
+        (v["size"].clone(), v["previous_size"].clone()),
+        (grown.into(), first.into()),
+        "{v}"
+    );
+    assert_eq!(v["consistent"], true);
+    // The same again: nothing to do, still fine.
+    server.json(&["audit", "checkpoint", "--out", &saved_s]).await;
+    // Pinned keys: the server's own published key.
+    let vkey = latest_checkpoint(&server).await["keys"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = server
+        .run(&["audit", "checkpoint", "--out", &saved_s, "--key", &vkey])
+        .await
+        .ok();
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let (stranger, _) = signer("node-9.warden.test", 9);
+    let e = server
+        .run(&[
+            "audit",
+            "checkpoint",
+            "--out",
+            &saved_s,
+            "--key",
+            &stranger.verifier_key().to_string(),
+        ])
+        .await
+        .fails(1);
+    assert!(e.contains("not signed by any trusted key"), "{e}");
+
+    // A saved checkpoint larger than the server's (the log was cut back since): refused, file kept.
+    let kept = std::fs::read_to_string(&saved).unwrap();
+    let mut big = server.path("big.cp");
+    std::fs::write(&big, &kept).unwrap();
+    server_db(&server).cut_back(grown - 2).await;
+    let e = server
+        .run(&["audit", "checkpoint", "--out", path_str(&big)])
+        .await
+        .fails(1);
+    assert!(e.contains(&format!("fewer than the {grown}")), "{e}");
+    assert!(e.contains("cut back") && e.contains("big.cp is unchanged"), "{e}");
+    assert_eq!(std::fs::read_to_string(&big).unwrap(), kept);
+
+    // A saved checkpoint signed by a key the server does not publish: refused, file kept.
+    big = server.path("forged.cp");
+    let (rogue, _) = signer("rogue.warden.test", 66);
+    let body = note.split("\n\n").next().unwrap().to_owned() + "\n";
+    let forged = warden_ledger::Checkpoint::parse_body(&body)
+        .unwrap()
+        .sign(&[&rogue])
+        .unwrap();
+    std::fs::write(&big, &forged).unwrap();
+    let e = server
+        .run(&["audit", "checkpoint", "--out", path_str(&big)])
+        .await
+        .fails(1);
+    assert!(
+        e.contains("forged.cp") && e.contains("not signed by any trusted key"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&big).unwrap(), forged);
+}
+
+/// A log whose history was rewritten under the running server (same size, tree recomputed) goes on
+/// growing; its next checkpoint is larger but not consistent with the one saved before: refused.
+#[tokio::test]
+async fn audit_checkpoint_out_refuses_a_rewritten_history() {
+    let server = Server::start(Backend::Sqlite).await;
+    changes(&server, "w", 3).await;
+    checkpoint_file_caught_up(&server).await;
+    let saved = server.path("saved.cp");
+    let saved_s = path_str(&saved).to_owned();
+    server.json(&["audit", "checkpoint", "--out", &saved_s]).await;
+    let kept = std::fs::read_to_string(&saved).unwrap();
+    server_db(&server)
+        .rewrite(2, b"example.com", b"example.org")
+        .await;
+    changes(&server, "x", 2).await;
+    checkpoint_file_caught_up(&server).await;
+    let e = server
+        .run(&["audit", "checkpoint", "--out", &saved_s])
+        .await
+        .fails(1);
+    assert!(e.contains("not consistent"), "{e}");
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), kept);
 }
 
 /// Several nodes on one PostgreSQL database: each node's file holds what that node signed; another

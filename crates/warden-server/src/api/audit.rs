@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -36,10 +38,52 @@ pub struct CheckpointInfo {
     pub keys: Vec<String>,
 }
 
+/// The quality a request's `Accept` gives `ty/sub`: that of the most specific range that matches it
+/// (`ty/sub`, then `ty/*`, then `*/*`; RFC 9110 §12.5.1), 0 when none does. Ranges whose `q` does not
+/// parse are ignored.
+fn accept_quality(accept: &str, ty: &str, sub: &str) -> f32 {
+    let mut best: Option<(u8, f32)> = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let range = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let Some((t, s)) = range.split_once('/') else {
+            continue;
+        };
+        let specificity = match (t, s) {
+            (t, s) if t == ty && s == sub => 2,
+            (t, "*") if t == ty => 1,
+            ("*", "*") => 0,
+            _ => continue,
+        };
+        let mut q = Some(1.0f32);
+        for p in parts {
+            if let Some((k, v)) = p.split_once('=')
+                && k.trim().eq_ignore_ascii_case("q")
+            {
+                q = v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q));
+            }
+        }
+        let Some(q) = q else { continue };
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, q));
+        }
+    }
+    best.map_or(0.0, |(_, q)| q)
+}
+
+/// Does the request prefer the raw signed note (`text/plain`) to JSON? Ties keep JSON, the default.
+fn prefers_text(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    accept_quality(accept, "text", "plain") > accept_quality(accept, "application", "json")
+}
+
 #[utoipa::path(
     get, path = "/v1/audit/checkpoint", tag = "audit",
     responses(
-        (status = 200, description = "The latest signed checkpoint", body = CheckpointInfo),
+        (status = 200, description = "The latest signed checkpoint: JSON by default; the raw C2SP signed note (what `warden audit verify --checkpoint` and witnesses take) when `Accept` prefers `text/plain`",
+            content((CheckpointInfo = "application/json"), (String = "text/plain"))),
         (status = 404, description = "No checkpoint yet", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -47,13 +91,22 @@ pub struct CheckpointInfo {
 pub async fn checkpoint(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<CheckpointInfo>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     caller.require(Permission::ReadAudit)?;
     let cp = state
         .store
         .latest_ledger_checkpoint()
         .await?
         .ok_or_else(|| ApiError::NotFound("the ledger has no checkpoint yet".into()))?;
+    let vary = (header::VARY, HeaderValue::from_static("accept"));
+    if prefers_text(&headers) {
+        let text = (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return Ok(([text, vary], cp.note).into_response());
+    }
     let parsed = warden_ledger::bundle::peek_checkpoint(&cp.note)
         .ok_or_else(|| ApiError::Internal(format!("stored checkpoint at size {} does not parse", cp.size)))?;
     let keys = state
@@ -63,13 +116,17 @@ pub async fn checkpoint(
         .into_iter()
         .map(|k| k.vkey)
         .collect();
-    Ok(Json(CheckpointInfo {
-        origin: parsed.origin,
-        size: cp.size,
-        root: parsed.root.to_hex(),
-        note: cp.note,
-        keys,
-    }))
+    Ok((
+        [vary],
+        Json(CheckpointInfo {
+            origin: parsed.origin,
+            size: cp.size,
+            root: parsed.root.to_hex(),
+            note: cp.note,
+            keys,
+        }),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -300,4 +357,35 @@ pub async fn entries(
         next,
         size,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_picks_the_most_specific_range() {
+        let text = |a: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(a).expect("header"));
+            prefers_text(&h)
+        };
+        assert!(text("text/plain"));
+        assert!(text("TEXT/Plain; charset=utf-8"));
+        assert!(text("text/*"));
+        assert!(text("application/json;q=0.5, text/plain"));
+        assert!(text("*/*;q=0.1, text/plain"));
+        assert!(!text("*/*"));
+        assert!(!text("application/json"));
+        assert!(!text("text/plain, application/json"), "a tie keeps JSON");
+        assert!(!text("text/plain;q=0, */*"));
+        assert!(!text("text/plain;q=0.4, application/json"));
+        assert!(!text("image/png"));
+        assert!(
+            !text("text/plain;q=oops"),
+            "a range whose q does not parse is ignored"
+        );
+        assert!(!text("garbage, ,;;,"));
+        assert!(!prefers_text(&HeaderMap::new()));
+    }
 }
