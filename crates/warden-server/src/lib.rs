@@ -100,20 +100,26 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         None => url::Url::parse(&format!("http://{addr}")).context("cannot make the public URL")?,
     };
     let identity = Arc::new(build_identity(&resolved, &public_url, store.clone()).await?);
-    if let Some(dir) = &resolved.policy_bootstrap_dir {
-        first_start.extend(policy::bootstrap(store.as_ref(), dir).await?);
-    }
-    let policies = Arc::new(policy::Policies::load(store.as_ref()).await?);
-    spawn_background(store.clone(), identity.clone(), policies.clone());
+    let policy_bootstrap = match &resolved.policy_bootstrap_dir {
+        Some(dir) => policy::prepare_bootstrap(store.as_ref(), dir).await?,
+        None => None,
+    };
+    first_start.extend(policy_bootstrap.as_ref().map(|b| b.entry.clone()));
     let ledger = open_ledger(&resolved, store.clone(), &public_url, signer, keeper).await?;
-    // What the first start did (the admin, the policy set) is the log's first history. (Recorded
-    // after the fact: the ledger's keys live in the data directory the bootstrap prepares.)
+    // What the first start did (the admin, the policy set) is the log's first history. (The admin is
+    // recorded after the fact: the ledger's keys live in the data directory the bootstrap prepares.
+    // The policy set is recorded before it is activated: its entry binds its text to its hash.)
     if !first_start.is_empty() {
         ledger
             .record_all(first_start)
             .await
             .context("cannot record the first start in the audit ledger")?;
     }
+    if let Some(b) = &policy_bootstrap {
+        policy::activate_bootstrap(store.as_ref(), b).await?;
+    }
+    let policies = Arc::new(policy::Policies::load(store.as_ref()).await?);
+    spawn_background(store.clone(), identity.clone(), policies.clone());
     let mut state = AppState::new(
         store.clone(),
         resolved.trust_domain.clone(),

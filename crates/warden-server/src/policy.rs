@@ -177,6 +177,34 @@ pub struct Policies {
     /// take it.
     sources: tokio::sync::Mutex<Sources>,
     pub shadow: ShadowStats,
+    /// Why the stored sets were last refused (a text that does not match its content hash), while
+    /// they are: `/healthz` reports it. Cleared by the next load that verifies.
+    refused: RwLock<Option<String>>,
+}
+
+/// A stored policy set whose text does not match its version (the content hash decisions name and
+/// the ledger entry that activated it records): it was edited after it was activated. Never loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct TamperedPolicy(pub String);
+
+/// Checks that a stored set's files hash to its version (see `warden_ledger::policy`); `role`
+/// (`active`, `shadow` or empty) names it in the error.
+pub fn check_stored(v: &PolicyVersion, role: &str) -> Result<(), TamperedPolicy> {
+    let actual = warden_ledger::policy::set_version(&v.files);
+    if actual == v.version {
+        return Ok(());
+    }
+    let what = if role.is_empty() {
+        "policy set".to_owned()
+    } else {
+        format!("{role} policy set")
+    };
+    Err(TamperedPolicy(format!(
+        "the stored {what} {} does not match its content hash (its files hash to {actual}): its text was \
+         changed in the database after it was activated",
+        v.version.escape_debug()
+    )))
 }
 
 /// Puts an active tool into the policy entities with its effective class, and takes a quarantined
@@ -232,6 +260,26 @@ impl Policies {
             .current_policies()
             .await
             .context("cannot read the current policy sets")?;
+        // Before anything is compiled: a set whose text is not the one its version names is never
+        // loaded (at start, the node does not start; later, it keeps the sets it runs).
+        let tampered: Vec<String> = [(&current.active, "active"), (&current.shadow, "shadow")]
+            .into_iter()
+            .filter_map(|(v, role)| check_stored(v.as_ref()?, role).err())
+            .map(|e| e.0)
+            .collect();
+        if !tampered.is_empty() {
+            let why = tampered.join("; ");
+            if strict {
+                anyhow::bail!(
+                    "{why}; refusing to start. Restore the set's text (an evidence bundle carries it; `warden audit \
+                     verify` names the changed file) or activate another set from a node that runs"
+                );
+            }
+            tracing::error!(error = %why, "a stored policy set was refused; the running policy sets are kept");
+            *self.refused.write().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+            return Err(TamperedPolicy(format!("{why}; the running policy sets are kept")).into());
+        }
+        *self.refused.write().unwrap_or_else(|p| p.into_inner()) = None;
         let types = self.wanted();
         let fingerprint = types.fingerprint();
         let active = match &current.active {
@@ -688,6 +736,11 @@ impl Policies {
     }
 
     /// Versions of the active and shadow sets.
+    /// Why the stored policy sets were refused, while they are (for `/healthz`).
+    pub fn refused(&self) -> Option<String> {
+        self.refused.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn versions(&self) -> (Option<String>, Option<String>) {
         match self.engine.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(e) => (
@@ -798,9 +851,32 @@ pub fn compile_files(
     Ok((version, compiled))
 }
 
-/// On first start (no active set in the store), activates the policy directory named in the config.
-/// Returns the ledger entry of the activation, if there was one (the caller records it).
-pub async fn bootstrap(store: &dyn Store, dir: &Path) -> anyhow::Result<Option<warden_ledger::NewEntry>> {
+/// The ledger entry of a policy activation: the version (the content hash) and, so that an edited
+/// text can be named by file later, every file's SHA-256 (`warden_ledger::policy`).
+pub fn activation_body(version: &PolicyVersion, comment: &str) -> serde_json::Value {
+    serde_json::json!({
+        "policy_version": version.version,
+        "files": version.files.keys().collect::<Vec<_>>(),
+        warden_ledger::policy::FILE_HASHES_MEMBER: warden_ledger::policy::file_hashes(&version.files),
+        "comment": comment,
+    })
+}
+
+/// The first-start activation of `policy.bootstrap_dir`: the set and the ledger entry to record
+/// before it is activated.
+#[derive(Debug)]
+pub struct Bootstrap {
+    pub version: PolicyVersion,
+    pub comment: String,
+    pub entry: warden_ledger::NewEntry,
+    policies: usize,
+    typed_tools: usize,
+}
+
+/// On first start (no active set in the store), compiles the policy directory named in the config;
+/// `None` when a set is active already. The caller records [`Bootstrap::entry`], then
+/// [`activate_bootstrap`] (record before act).
+pub async fn prepare_bootstrap(store: &dyn Store, dir: &Path) -> anyhow::Result<Option<Bootstrap>> {
     if store
         .current_policies()
         .await
@@ -841,27 +917,44 @@ pub async fn bootstrap(store: &dyn Store, dir: &Path) -> anyhow::Result<Option<w
         created_at: now,
         created_by: "system:bootstrap".into(),
     };
+    let comment = format!("bootstrap from {}", dir.display());
+    let mut body = activation_body(&version, &comment);
+    body["op"] = "policy.active".into();
+    let entry = warden_ledger::NewEntry::new(now, warden_ledger::EntryKind::PolicyChange, "system:bootstrap")
+        .subject(version.version.clone())
+        .body(body);
+    Ok(Some(Bootstrap {
+        version,
+        comment,
+        entry,
+        policies: compiled.len(),
+        typed_tools: types.len(),
+    }))
+}
+
+/// [`prepare_bootstrap`] and [`activate_bootstrap`] in one step, for callers that record the
+/// returned entry afterwards (tests that build their own state).
+pub async fn bootstrap(store: &dyn Store, dir: &Path) -> anyhow::Result<Option<warden_ledger::NewEntry>> {
+    let Some(b) = prepare_bootstrap(store, dir).await? else {
+        return Ok(None);
+    };
+    activate_bootstrap(store, &b).await?;
+    Ok(Some(b.entry))
+}
+
+/// Activates a prepared bootstrap set (its entry recorded first), at the entry's time.
+pub async fn activate_bootstrap(store: &dyn Store, b: &Bootstrap) -> anyhow::Result<()> {
     store
         .activate_policies(
-            &version,
+            &b.version,
             PolicyRole::Active,
-            &format!("bootstrap from {}", dir.display()),
-            &ChangeContext::new("system:bootstrap", now),
+            &b.comment,
+            &ChangeContext::new("system:bootstrap", b.entry.at),
         )
         .await
         .context("cannot activate the bootstrap policies")?;
-    tracing::info!(version = %version.version, policies = compiled.len(), typed_tools = types.len(), dir = %dir.display(), "bootstrap policy set activated");
-    let names: Vec<&String> = version.files.keys().collect();
-    Ok(Some(
-        warden_ledger::NewEntry::new(now, warden_ledger::EntryKind::PolicyChange, "system:bootstrap")
-            .subject(version.version.clone())
-            .body(serde_json::json!({
-                "op": "policy.active",
-                "policy_version": version.version,
-                "files": names,
-                "comment": format!("bootstrap from {}", dir.display()),
-            })),
-    ))
+    tracing::info!(version = %b.version.version, policies = b.policies, typed_tools = b.typed_tools, "bootstrap policy set activated");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1292,6 +1385,55 @@ when { context has tool_args && context.tool_args has "crm/refund" && context.to
             compile_files(files, "a@example.com", Utc::now(), &ToolArgTypes::new()).expect("compiles");
         assert_eq!(typed.version, untyped.version, "content-addressed by source");
         assert_ne!(typed.version, plain.version);
+    }
+
+    /// A stored set whose text does not hash to its version (edited in the database) is never
+    /// loaded: at start the node does not start; later it keeps the sets it runs and reports it.
+    #[tokio::test]
+    async fn a_stored_set_whose_text_does_not_match_its_version_is_never_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = warden_store::SqliteStore::open(&dir.path().join("w.db"))
+            .await
+            .expect("sqlite");
+        let ctx = ChangeContext::new("test", Utc::now());
+        let good = version(POLICY);
+        store
+            .activate_policies(&good, PolicyRole::Active, "test", &ctx)
+            .await
+            .expect("activate");
+        let p = Policies::load(&store).await.expect("loads");
+        assert!(p.refused().is_none());
+        // A set stored under a version its text does not hash to (as an edit in the database leaves it).
+        let mut forged = version(&POLICY.replace("forbid", "permit"));
+        forged.version = "f".repeat(64);
+        store
+            .activate_policies(&forged, PolicyRole::Active, "test", &ctx)
+            .await
+            .expect("activate");
+        let err = p.reload_policies(&store, false).await.expect_err("refused");
+        assert!(err.downcast_ref::<TamperedPolicy>().is_some(), "{err:#}");
+        assert!(err.to_string().contains(&"f".repeat(64)), "{err:#}");
+        assert_eq!(
+            p.versions().0.as_deref(),
+            Some(good.version.as_str()),
+            "the running set is kept"
+        );
+        assert!(p.refused().expect("reported").contains("content hash"));
+        // At start: no start.
+        let err = Policies::load(&store).await.expect_err("refused");
+        assert!(format!("{err:#}").contains("refusing to start"), "{err:#}");
+        // A set that matches its hash clears it.
+        store
+            .activate_policies(
+                &version("@id(\"p\") permit(principal, action, resource);"),
+                PolicyRole::Active,
+                "test",
+                &ctx,
+            )
+            .await
+            .expect("activate");
+        p.reload_policies(&store, false).await.expect("loads");
+        assert!(p.refused().is_none());
     }
 
     /// Through a real store: the start compiles the stored set with the stored catalogue's views,

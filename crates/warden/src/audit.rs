@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::runtime::Handle;
 use warden_ledger::bundle::peek_checkpoint;
+use warden_ledger::policy as policy_evidence;
 use warden_ledger::verify::verify_checkpoints;
 use warden_ledger::{
     BundleReport, BundleTrust, Checkpoint, CheckpointVerifier, EncodedEntry, Expected, ExportSpec, Frontier,
@@ -33,7 +34,7 @@ use warden_ledger::{
 };
 use warden_server::ServeOptions;
 use warden_server::config::{Config, DatabaseTarget};
-use warden_store::{LedgerFilter, SqliteStore, Store, StoredCheckpoint};
+use warden_store::{LedgerFilter, PolicyVersion, SqliteStore, Store, StoredCheckpoint};
 
 use crate::cli::{AuditExportArgs, AuditVerifyArgs, ExportFormat, Format, StoreArgs};
 use crate::output::{self, Fields};
@@ -48,7 +49,7 @@ pub const LEDGER_KEY_FILE: &str = "ledger.key";
 /// The deployment's redaction key's file in the data directory.
 pub const REDACTION_KEY_FILE: &str = "ledger-redaction.key";
 /// How a bundle carries a policy set: the JSON object of its files, name → text.
-pub const POLICY_MEDIA_TYPE: &str = "application/vnd.warden.policy-set+json";
+pub const POLICY_MEDIA_TYPE: &str = policy_evidence::POLICY_SET_MEDIA_TYPE;
 /// Largest key file read.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
@@ -426,6 +427,8 @@ struct StoreVerification {
     appended_meanwhile: u64,
     /// The outside checkpoint the log was checked against.
     known: Option<Checkpoint>,
+    /// Stored policy sets verified against their content hash and their activation entry.
+    policy_sets: usize,
 }
 
 async fn verify_store(
@@ -476,6 +479,7 @@ async fn verify_store(
             "appended_during_verification": v.appended_meanwhile,
             "checkpoint": checkpoint,
             "min_size": min_size,
+            "policy_sets_verified": v.policy_sets,
             "keys": keys_json(&keys),
             "keys_pinned": !from_store,
         })))?,
@@ -502,6 +506,13 @@ async fn verify_store(
                 );
             }
             expected_fields(&mut f, expected, v.known.as_ref());
+            f.add(
+                "policy_sets",
+                format!(
+                    "{} verified (text against content hash, activation entry in the log)",
+                    v.policy_sets
+                ),
+            );
             f.add("keys", keys_line(&keys));
             output::stdout(&f.render())?;
         }
@@ -547,6 +558,9 @@ async fn verify_stored_log(
     strict: bool,
 ) -> anyhow::Result<Result<StoreVerification, Failure>> {
     let store = shared.as_ref();
+    // The stored policy sets before the head: every activation read here was recorded (record before
+    // act) by an entry the head covers.
+    let policy_sets = stored_policy_sets(store).await?;
     // The head first: everything up to it is committed, entries and checkpoints alike.
     let head = store.ledger_head().await.context("reading the ledger's head")?;
     let checkpoints = all_checkpoints(store).await?;
@@ -658,6 +672,8 @@ async fn verify_stored_log(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Vec<LogRecord>>>(4);
     let fetch = tokio::spawn(read_pages(shared.clone(), total, tx));
     let mut beyond_head = false;
+    // What each `policy_change` entry says it activated: version → (entry, file hashes).
+    let mut activations = Activations::new();
     let check = async {
         let checked = async {
             while let Some(page) = rx.recv().await {
@@ -669,6 +685,7 @@ async fn verify_stored_log(
                     if let Err(e) = verifier.push(record) {
                         return Ok(Err(Failure::from(e)));
                     }
+                    note_activation(&mut activations, record);
                 }
                 progress.update(|| format!("verifying entries: {}", of_total(verifier.entries(), total)));
             }
@@ -718,12 +735,124 @@ async fn verify_stored_log(
         }
         appended_meanwhile = now.size() - head.size();
     }
+    if let Err(failure) = check_policy_sets(&policy_sets, &activations) {
+        return Ok(Err(failure));
+    }
     Ok(Ok(StoreVerification {
         report,
         origin,
         appended_meanwhile,
         known: known.map(|(cp, _)| cp),
+        policy_sets: policy_sets.len(),
     }))
+}
+
+/// Version → the last entry that activated it and the file hashes it recorded (`None`: an entry from
+/// before per-file hashes).
+type Activations = HashMap<String, (u64, Option<std::collections::BTreeMap<String, String>>)>;
+
+/// Remembers what a `policy_change` entry activated (cheap for every other entry: a byte search).
+fn note_activation(activations: &mut Activations, record: &LogRecord) {
+    if !policy_evidence::may_be_policy_change(&record.bytes) {
+        return;
+    }
+    // An entry that does not decode is the verifier's to report (with --strict); here it activated
+    // nothing.
+    if let Ok(e) = EncodedEntry::decode(record.bytes.clone())
+        && let Some((version, hashes)) = policy_evidence::activation_of(e.entry())
+    {
+        activations.insert(version, (record.seq, hashes));
+    }
+}
+
+/// Every policy set the store holds an activation of, with when it was last activated and as what.
+struct StoredSet {
+    set: PolicyVersion,
+    last: warden_store::PolicyActivation,
+}
+
+async fn stored_policy_sets(store: &dyn Store) -> anyhow::Result<Vec<StoredSet>> {
+    let history = store
+        .policy_history(u32::MAX)
+        .await
+        .context("reading the policy history")?;
+    let mut out: Vec<StoredSet> = Vec::new();
+    // Newest first: the first activation seen of a version is its last.
+    for a in history {
+        let Some(v) = &a.version else { continue };
+        if out.iter().any(|s| s.set.version == *v) {
+            continue;
+        }
+        let set = store
+            .policy_version(v)
+            .await
+            .with_context(|| format!("reading policy set {v}"))?
+            .ok_or_else(|| anyhow!("the policy history names set {v}, which the database does not hold"))?;
+        out.push(StoredSet { set, last: a });
+    }
+    Ok(out)
+}
+
+/// Each stored set: its files hash to its version, and a `policy_change` entry of the verified log
+/// activated that version. The message names the set and, from the entry's file hashes, the file.
+fn check_policy_sets(sets: &[StoredSet], activations: &Activations) -> Result<(), Failure> {
+    for s in sets {
+        let v = &s.set.version;
+        let when = format!(
+            "last made {} on {} by {}",
+            s.last.role.as_str(),
+            output::time(&s.last.at),
+            crate::client::printable(&s.last.by)
+        );
+        let activation = activations.get(v);
+        let actual = policy_evidence::set_version(&s.set.files);
+        if actual != *v {
+            let files = s
+                .set
+                .files
+                .keys()
+                .map(|n| format!("`{}`", n.escape_debug()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let detail = match activation {
+                Some((seq, Some(hashes))) => {
+                    let changed = policy_evidence::changed_files(&s.set.files, hashes);
+                    format!(
+                        "compared with the file hashes ledger entry {seq} recorded when it was activated: {}",
+                        if changed.is_empty() {
+                            "every file matches, the version does not".to_owned()
+                        } else {
+                            changed.join(", ")
+                        }
+                    )
+                }
+                Some((seq, None)) => format!(
+                    "ledger entry {seq} that activated it records no file hashes, so the changed file cannot be \
+                     named; the stored set holds {files}"
+                ),
+                None => format!("no ledger entry activated it either; the stored set holds {files}"),
+            };
+            return Err(Failure {
+                error: format!(
+                    "policy set {} ({when}) does not match its content hash (its files hash to {actual}): its text \
+                     was changed in the database after it was activated; {detail}",
+                    v.escape_debug()
+                ),
+                first_bad: None,
+            });
+        }
+        if activation.is_none() {
+            return Err(Failure {
+                error: format!(
+                    "policy set {} ({when}) is stored as activated, but no ledger entry activated it: the activation \
+                     was written into the database, not made through Warden",
+                    v.escape_debug()
+                ),
+                first_bad: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The stored head must be the tree the entries make.
@@ -1046,6 +1175,90 @@ impl Iterator for ExportEntries {
     }
 }
 
+/// A stored policy set as a bundle carries it: refused when its text does not hash to its version
+/// (an export must not carry evidence that fails), with the `policy_change` entry that activated it
+/// and that entry's inclusion proof in the tree of `tree_size` when one is found.
+async fn policy_blob(store: &dyn Store, set: PolicyVersion, tree_size: u64) -> anyhow::Result<PolicyBlob> {
+    let actual = policy_evidence::set_version(&set.files);
+    if actual != set.version {
+        bail!(
+            "policy set {} in the database does not match its content hash (its files hash to {actual}); nothing \
+             was exported: run `warden audit verify`, which names the changed file",
+            set.version.escape_debug()
+        );
+    }
+    let activation = activation_entry(store, &set.version, tree_size).await?;
+    if activation.is_none() {
+        eprintln!(
+            "warning: no ledger entry that activated policy set {} was found under the latest checkpoint; the \
+             bundle carries the set without it (its text is still checked against its hash)",
+            set.version
+        );
+    }
+    Ok(PolicyBlob {
+        data: serde_json::to_vec(&set.files).context("encoding a policy set")?,
+        version: set.version,
+        media_type: POLICY_MEDIA_TYPE.into(),
+        activation,
+    })
+}
+
+/// The newest `policy_change` entry below `tree_size` that activated `version`, found by the times
+/// the policy history gives (an activation and its entry share their time), with its inclusion proof.
+async fn activation_entry(
+    store: &dyn Store,
+    version: &str,
+    tree_size: u64,
+) -> anyhow::Result<Option<warden_ledger::BundleEntry>> {
+    let history = store
+        .policy_history(u32::MAX)
+        .await
+        .context("reading the policy history")?;
+    for a in history.iter().filter(|a| a.version.as_deref() == Some(version)) {
+        let filter = LedgerFilter {
+            since: Some(a.at - chrono::Duration::seconds(1)),
+            until: Some(a.at + chrono::Duration::seconds(1)),
+            agent: None,
+        };
+        let mut from = 0;
+        let mut found = None;
+        loop {
+            let page = store
+                .ledger_records(from, PAGE, &filter)
+                .await
+                .context("reading the ledger")?;
+            for r in page.iter().filter(|r| r.seq < tree_size) {
+                if !policy_evidence::may_be_policy_change(&r.bytes) {
+                    continue;
+                }
+                let Ok(e) = EncodedEntry::decode(r.bytes.clone()) else {
+                    continue;
+                };
+                if policy_evidence::activation_of(e.entry()).is_some_and(|(v, _)| v == version) {
+                    found = Some(e);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => from = last.seq + 1,
+                _ => break,
+            }
+        }
+        if let Some(e) = found {
+            let proof = warden_store::inclusion_proof(store, e.seq(), tree_size)
+                .await
+                .map_err(|err| anyhow!("the inclusion proof of ledger entry {}: {err}", e.seq()))?;
+            return Ok(Some(warden_ledger::BundleEntry {
+                seq: e.seq(),
+                leaf_hash: e.leaf_hash(),
+                canonical: e.bytes().to_vec(),
+                entry: e.entry().to_value().map_err(|err| anyhow!("{err}"))?,
+                inclusion: Some(proof),
+            }));
+        }
+    }
+    Ok(None)
+}
+
 /// Merkle nodes already read, shared by the entry reader (which prefetches) and [`StoreNodes`].
 /// Proofs of neighbouring entries share most of their nodes. Bounded: cleared when full.
 #[derive(Default)]
@@ -1278,12 +1491,7 @@ async fn export_from(
                     .await
                     .with_context(|| format!("reading policy version {v}"))?
                 {
-                    Some(p) => policies.push(PolicyBlob {
-                        version: p.version,
-                        media_type: POLICY_MEDIA_TYPE.into(),
-                        data: serde_json::to_vec(&p.files).context("encoding a policy set")?,
-                        activation: None,
-                    }),
+                    Some(p) => policies.push(policy_blob(store.as_ref(), p, cp.size).await?),
                     None => missing.push(v),
                 }
             }

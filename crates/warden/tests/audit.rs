@@ -81,8 +81,20 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap()
 }
 
-/// Entry `i`: a decision at `t0 + i minutes`, about `alpha` (i % 3 == 0) or `beta`.
+/// Entry `i`: entry 0 activates the policy set, as the server records it (with every file's hash);
+/// the others are decisions under it at `t0 + i minutes`, about `alpha` (i % 3 == 0) or `beta`.
 fn entry(i: u64) -> NewEntry {
+    if i == 0 {
+        return NewEntry::new(t0(), EntryKind::PolicyChange, "admin@example.com")
+            .subject(policy_version())
+            .body(serde_json::json!({
+                "op": "policy.active",
+                "policy_version": policy_version(),
+                "files": ["all.cedar"],
+                "file_hashes": warden_ledger::policy::file_hashes(&policy_files()),
+                "comment": "",
+            }));
+    }
     let agent = if i.is_multiple_of(3) { "alpha" } else { "beta" };
     NewEntry::new(
         t0() + Duration::minutes(i as i64),
@@ -134,7 +146,7 @@ impl Ledger {
                 &policy,
                 PolicyRole::Active,
                 "",
-                &warden_core::ChangeContext::new("admin@example.com", Utc::now()),
+                &warden_core::ChangeContext::new("admin@example.com", t0()),
             )
             .await
             .unwrap();
@@ -756,6 +768,9 @@ on_both_backends!(
     a_log_cut_back_under_a_running_server_stops_its_ledger,
     the_checkpoint_endpoint_answers_text_plain_with_the_raw_note,
     audit_checkpoint_out_saves_updates_and_refuses_a_smaller_or_inconsistent_one,
+    a_policy_text_edited_in_the_database_stops_the_server_and_fails_verify,
+    a_policy_set_edited_in_the_database_is_not_loaded_at_runtime,
+    a_policy_text_edited_in_a_bundle_fails_verify_naming_it,
 );
 
 /// The size of the checkpoint in a file, if it holds one.
@@ -1171,6 +1186,280 @@ async fn audit_checkpoint_out_refuses_a_rewritten_history() {
     assert_eq!(std::fs::read_to_string(&saved).unwrap(), kept);
 }
 
+// ----------------------------------------------------------------------------------------------------
+// Policies are evidence too (issue 14)
+
+/// The edit an attacker with write access makes: the secret-in-arguments guard switched off, in a
+/// text that still compiles.
+const GUARD: &str = "when { context.risk.secret_in_args }";
+const GUARD_OFF: &str = "when { false && context.risk.secret_in_args }";
+
+/// The active policy set's version and files, as stored.
+async fn stored_active_set(db: &Db) -> (String, std::collections::BTreeMap<String, String>) {
+    let version = db
+        .text("SELECT version FROM policy_activations WHERE role = 'active' ORDER BY seq DESC LIMIT 1")
+        .await;
+    let files = db
+        .text(&format!(
+            "SELECT files FROM policy_versions WHERE version = '{version}'"
+        ))
+        .await;
+    (version, serde_json::from_str(&files).unwrap())
+}
+
+/// Rewrites the stored text of policy set `version` with `edit` applied to `agents.cedar`.
+async fn edit_stored_set(db: &Db, version: &str, edit: impl Fn(&str) -> String) {
+    let stored = db
+        .text(&format!(
+            "SELECT files FROM policy_versions WHERE version = '{version}'"
+        ))
+        .await;
+    let mut files: std::collections::BTreeMap<String, String> = serde_json::from_str(&stored).unwrap();
+    let text = files["agents.cedar"].clone();
+    let edited = edit(&text);
+    assert_ne!(edited, text);
+    files.insert("agents.cedar".into(), edited);
+    let json = serde_json::to_string(&files).unwrap().replace('\'', "''");
+    db.exec(&[format!(
+        "UPDATE policy_versions SET files = '{json}' WHERE version = '{version}'"
+    )])
+    .await;
+}
+
+/// `audit verify` of a server's database (SQLite in its data directory, or its PostgreSQL URL).
+fn verify_server_db(server: &Server, extra: &[&str]) -> Out {
+    let data = server.data_dir();
+    let mut args = vec!["audit", "verify", "--data-dir", path_str(&data)];
+    let url = server.database_url();
+    if let Some(u) = &url {
+        args.extend(["--database", u.as_str()]);
+    }
+    args.extend(extra);
+    warden(server.dir.path(), &args)
+}
+
+/// The bug: a stored policy text edited in the database — still compiling, nothing else changed —
+/// was enforced by a server started on it without a warning, and `audit verify` passed. The text is
+/// bound to its content hash (the version decisions name) and to the ledger entry that activated it.
+async fn a_policy_text_edited_in_the_database_stops_the_server_and_fails_verify(backend: Backend) {
+    let mut server = Server::start(backend).await;
+    checkpoint_file_caught_up(&server).await;
+    server.kill9();
+    verify_server_db(&server, &[]).ok();
+    let db = server_db(&server);
+    let (version, _) = stored_active_set(&db).await;
+    edit_stored_set(&db, &version, |t| t.replacen(GUARD, GUARD_OFF, 1)).await;
+
+    let (code, log) = server.restart_refused();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&version) && log.contains("does not match its content hash"),
+        "{log}"
+    );
+
+    let e = verify_server_db(&server, &[]).fails(1);
+    assert!(
+        e.starts_with("error: ledger verification FAILED: policy set "),
+        "{e}"
+    );
+    assert!(e.contains(&version), "{e}");
+    assert!(e.contains("`agents.cedar` was changed"), "{e}");
+    assert!(!e.contains("data.cedar"), "{e}");
+    let out = verify_server_db(&server, &["-o", "json"]);
+    assert_eq!(out.code, 1);
+    assert!(out.json()["error"].as_str().unwrap().contains("agents.cedar"));
+
+    // Relabelled as the edited text's own hash (versions, activations and all): the content hash
+    // holds, but no ledger entry activated that version.
+    let (_, files) = stored_active_set(&db).await;
+    let forged = warden_ledger::policy::set_version(&files);
+    db.exec(&[
+        format!(
+            "INSERT INTO policy_versions (version, files, created_at, created_by) \
+             SELECT '{forged}', files, created_at, created_by FROM policy_versions WHERE version = '{version}'"
+        ),
+        format!("UPDATE policy_activations SET version = '{forged}' WHERE version = '{version}'"),
+    ])
+    .await;
+    let e = verify_server_db(&server, &[]).fails(1);
+    assert!(e.contains(&forged) && e.contains("no ledger entry"), "{e}");
+}
+
+/// At runtime. Re-activating a version whose stored text was edited is refused (409, naming it) and
+/// changes nothing. A reload of the stored sets (a store event; here the one a shadow change makes)
+/// that finds the active set's text edited keeps the sets the node runs, fails naming it, and
+/// `/healthz` reports it until sets that match their hashes are loaded.
+async fn a_policy_set_edited_in_the_database_is_not_loaded_at_runtime(backend: Backend) {
+    let server = Server::start(backend).await;
+    let db = server_db(&server);
+    let (original, _) = stored_active_set(&db).await;
+    let set = |name: &str, text: &str| {
+        let dir = server.path(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("agents.cedar"), text).unwrap();
+        dir
+    };
+    let other = set(
+        "other",
+        "@id(\"all\") @reason(\"test\") forbid (principal, action, resource)\nwhen { context.risk.secret_in_args };\n",
+    );
+    let third = set(
+        "third",
+        "@id(\"none\") @reason(\"test\") forbid (principal, action, resource)\nwhen { context.risk.secret_in_args };\n// three\n",
+    );
+    let server = &server;
+    let activate = |dir: &Path, how: &'static str| {
+        let dir = path_str(dir).to_owned();
+        async move { server.run(&["policy", how, &dir, "--comment", "test"]).await }
+    };
+    activate(&other, "activate").await.ok();
+    let (other_version, _) = stored_active_set(&db).await;
+    edit_stored_set(&db, &original, |t| t.replacen(GUARD, GUARD_OFF, 1)).await;
+    let healthz = || async {
+        let r = reqwest::get(server.endpoint("/healthz")).await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+
+    // Re-activating the original: its genuine files are uploaded, the stored (edited) text is what
+    // the nodes would load. Refused before anything is recorded or changed.
+    let e = activate(&common::default_policies_dir(), "activate")
+        .await
+        .fails(1);
+    assert!(e.contains(&original) && e.contains("content hash"), "{e}");
+    assert_eq!(
+        server.json(&["policy", "status"]).await["active"],
+        other_version.as_str()
+    );
+    assert_eq!(healthz().await.0, 200);
+
+    // The running set's stored text edited; a change makes the node reload the stored sets.
+    edit_stored_set(&db, &other_version, |t| t.replacen("forbid", "permit", 1)).await;
+    let e = activate(&third, "shadow").await.fails(1);
+    assert!(e.contains(&other_version) && e.contains("content hash"), "{e}");
+    let status = server.json(&["policy", "status"]).await;
+    assert_eq!(
+        status["active"],
+        other_version.as_str(),
+        "the running set is kept: {status}"
+    );
+    assert_eq!(status["shadow"]["version"], Value::Null, "{status}");
+    let (code, body) = healthz().await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["policy_error"].as_str().unwrap().contains(&other_version),
+        "{body}"
+    );
+    assert!(server.log().contains("a stored policy set was refused"));
+
+    // Sets that match their hashes clear it.
+    activate(&third, "activate").await.ok();
+    let (code, body) = healthz().await;
+    assert_eq!(code, 200, "{body}");
+}
+
+/// The same inside an evidence bundle: the bundle carries the policy sets its decisions name, each
+/// with the ledger entry that activated it (recording every file's hash) and its inclusion proof.
+async fn a_policy_text_edited_in_a_bundle_fails_verify_naming_it(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.bot_with_task("staging").await;
+    checkpoint_file_caught_up(&server).await;
+    let vkey = latest_checkpoint(&server).await["keys"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let db = server_db(&server);
+    let (version, _) = stored_active_set(&db).await;
+    let data = server.data_dir();
+    let url = server.database_url();
+    let export = |out: &str, extra: &[&str]| {
+        let mut args = vec!["audit", "export", "--out", out, "--data-dir", path_str(&data)];
+        if let Some(u) = &url {
+            args.extend(["--database", u.as_str()]);
+        }
+        args.extend(extra);
+        warden(server.dir.path(), &args).ok();
+    };
+    export("all.jsonl", &[]);
+    export("bot.jsonl", &["--agent", "bot"]);
+    for name in ["all.jsonl", "bot.jsonl"] {
+        let bundle = server.dir.path().join(name);
+        let (dir, copy) = elsewhere(&bundle);
+        let v = warden(
+            dir.path(),
+            &[
+                "audit",
+                "verify",
+                "--bundle",
+                "evidence.jsonl",
+                "--key",
+                &vkey,
+                "-o",
+                "json",
+            ],
+        )
+        .ok()
+        .json();
+        assert_eq!(
+            v["policy_versions_verified"],
+            serde_json::json!([version]),
+            "{name}: {v}"
+        );
+        assert_eq!(
+            v["policy_versions_activated"],
+            serde_json::json!([version]),
+            "{name}: {v}"
+        );
+        // The guard switched off in the bundle's copy of the policy text.
+        let edited: String = std::fs::read_to_string(&copy)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if !l.contains(r#""type":"policy""#) {
+                    return l.to_owned() + "\n";
+                }
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut files: std::collections::BTreeMap<String, String> =
+                    serde_json::from_slice(&b64.decode(v["data"].as_str().unwrap()).unwrap()).unwrap();
+                let text = files["agents.cedar"].replacen(GUARD, GUARD_OFF, 1);
+                files.insert("agents.cedar".into(), text);
+                v["data"] = b64.encode(serde_json::to_vec(&files).unwrap()).into();
+                serde_json::to_string(&v).unwrap() + "\n"
+            })
+            .collect();
+        std::fs::write(&copy, edited).unwrap();
+        let e = warden(
+            dir.path(),
+            &["audit", "verify", "--bundle", "evidence.jsonl", "--key", &vkey],
+        )
+        .fails(1);
+        assert!(
+            e.starts_with("error: bundle verification FAILED: policy set "),
+            "{name}: {e}"
+        );
+        assert!(
+            e.contains(&version) && e.contains("`agents.cedar` was changed"),
+            "{name}: {e}"
+        );
+    }
+    // A database whose stored text was edited exports nothing.
+    edit_stored_set(&db, &version, |t| t.replacen(GUARD, GUARD_OFF, 1)).await;
+    let mut args = vec![
+        "audit",
+        "export",
+        "--out",
+        "late.jsonl",
+        "--data-dir",
+        path_str(&data),
+    ];
+    if let Some(u) = &url {
+        args.extend(["--database", u.as_str()]);
+    }
+    let e = warden(server.dir.path(), &args).fails(1);
+    assert!(e.contains(&version) && e.contains("content hash"), "{e}");
+    assert!(!server.dir.path().join("late.jsonl").exists());
+}
+
 /// Several nodes on one PostgreSQL database: each node's file holds what that node signed; another
 /// node extending the log does not stop a restart.
 #[tokio::test]
@@ -1356,7 +1645,7 @@ async fn complete_and_filtered_bundles_verify_offline() {
         ])
         .ok()
         .json();
-    assert_eq!(v["entries"], 100, "{v}");
+    assert_eq!(v["entries"], 99, "{v}"); // entry 0 activates the policy set
     assert_eq!(v["scope"]["complete"], false);
     let (dir, _) = elsewhere(&alpha);
     let v = warden(
@@ -1375,8 +1664,17 @@ async fn complete_and_filtered_bundles_verify_offline() {
     .ok()
     .json();
     assert_eq!(v["complete"], false);
-    assert_eq!(v["entries"], 100);
-    assert_eq!(v["first_seq"], 0);
+    assert_eq!(v["entries"], 99);
+    assert_eq!(v["first_seq"], 3);
+    // The policy set travels with the entry that activated it, proven in the tree.
+    assert_eq!(
+        v["policy_versions_verified"],
+        serde_json::json!([policy_version()])
+    );
+    assert_eq!(
+        v["policy_versions_activated"],
+        serde_json::json!([policy_version()])
+    );
     assert_eq!(v["last_seq"], 297);
     assert_eq!(v["contiguous"], false);
     assert_eq!(v["scope"]["agent"], "alpha");
@@ -1589,7 +1887,7 @@ async fn postgres_logs_verify_and_export() {
             },
             PolicyRole::Active,
             "",
-            &warden_core::ChangeContext::new("admin@example.com", Utc::now()),
+            &warden_core::ChangeContext::new("admin@example.com", t0()),
         )
         .await
         .unwrap();

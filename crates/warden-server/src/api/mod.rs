@@ -245,6 +245,10 @@ pub struct Health {
     /// The audit ledger's writer. While it cannot commit, actions are denied and this endpoint
     /// answers 503.
     pub ledger: crate::ledger::LedgerStatus,
+    /// Why a stored policy set was refused (its text does not match its content hash), while it is:
+    /// the node keeps enforcing the sets it runs, and this endpoint answers 503.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_error: Option<String>,
 }
 
 /// How long `/healthz` waits for the store before calling it unavailable.
@@ -270,9 +274,16 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         )),
     };
     let ledger = state.ledger.status();
-    let error = error.or_else(|| {
-        (ledger.status != "ok").then(|| "the audit ledger cannot commit: actions are denied".to_owned())
-    });
+    let policy_error = state.policies.refused();
+    let error = error
+        .or_else(|| {
+            (ledger.status != "ok").then(|| "the audit ledger cannot commit: actions are denied".to_owned())
+        })
+        .or_else(|| {
+            policy_error
+                .is_some()
+                .then(|| "a stored policy set was refused: the node runs the sets it had".to_owned())
+        });
     let (code, status) = if error.is_none() {
         (StatusCode::OK, "ok")
     } else {
@@ -286,6 +297,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             version,
             error,
             ledger,
+            policy_error,
         }),
     )
 }

@@ -166,13 +166,21 @@ async fn install(
         &state.policies.tool_types(),
     )
     .map_err(located)?;
+    // A version stored before is activated as stored: its stored text must still be this one.
+    if let Some(stored) = state.store.policy_version(&version.version).await? {
+        crate::policy::check_stored(&stored, "").map_err(|e| {
+            ApiError::Conflict(format!(
+                "{e}; it cannot be activated until the stored text is restored"
+            ))
+        })?;
+    }
     let ctx = permit
         .record(
             state,
             EntryKind::PolicyChange,
             &format!("policy.{}", role.as_str()),
             &version.version,
-            serde_json::json!({"policy_version": version.version, "files": names, "comment": upload.comment}),
+            crate::policy::activation_body(&version, &upload.comment),
         )
         .await?;
     state
@@ -180,11 +188,7 @@ async fn install(
         .activate_policies(&version, role, &upload.comment, &ctx)
         .await?;
     // This node at once; the others when the store's event arrives.
-    state
-        .policies
-        .reload_policies(state.store.as_ref(), false)
-        .await
-        .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+    reload(state).await?;
     tracing::info!(version = %version.version, role = role.as_str(), policies = compiled.len(), by = %caller.human.email, "policy set installed");
     Ok(Json(PolicySetInfo {
         version: version.version,
@@ -253,12 +257,21 @@ pub async fn clear_shadow(
                 .await?,
         )
         .await?;
+    reload(&state).await?;
+    Ok(Json(serde_json::json!({ "shadow": null })))
+}
+
+/// Loads the stored sets after a change on this node. A stored set whose text no longer matches its
+/// hash is refused (409, naming it; the running sets are kept); anything else is internal.
+async fn reload(state: &AppState) -> Result<(), ApiError> {
     state
         .policies
         .reload_policies(state.store.as_ref(), false)
         .await
-        .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-    Ok(Json(serde_json::json!({ "shadow": null })))
+        .map_err(|e| match e.downcast_ref::<crate::policy::TamperedPolicy>() {
+            Some(t) => ApiError::Conflict(t.to_string()),
+            None => ApiError::Internal(format!("{e:#}")),
+        })
 }
 
 /// A hypothetical request to explain.
