@@ -103,8 +103,7 @@ pub fn activation_of(entry: &LedgerEntry) -> Option<(String, Option<BTreeMap<Str
 /// (Every such entry's canonical form contains the kind's name literally; others rarely do, and are
 /// then decoded and dismissed.)
 pub fn may_be_policy_change(canonical: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"\"policy_change\"";
-    canonical.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+    memchr::memmem::find(canonical, b"\"policy_change\"").is_some()
 }
 
 #[cfg(test)]
