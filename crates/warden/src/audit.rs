@@ -1,5 +1,6 @@
 //! `warden audit verify` and `warden audit export`: the ledger, read straight from the server's database
-//! (or from an evidence bundle), with no server and no token.
+//! (or from an evidence bundle), with no server and no token; `audit tail` and `audit checkpoint`
+//! through the API.
 //!
 //! The database is found as `warden serve` finds it (`--config`, `--data-dir`, `--database`,
 //! `WARDEN_DATABASE_URL`, default `./warden-data/warden.db`). Conventions shared with the server:
@@ -10,9 +11,12 @@
 //! Verification streams the entries page by page through [`LogVerifier`], with the stored head read
 //! first, so that a server appending meanwhile neither fails the check nor goes unnoticed: entries and
 //! checkpoints past that head are left out, and reported as appended during verification when the head
-//! moved (a row past a head that did not move is a failure). Exports are bounded by the latest signed
-//! checkpoint, and written to a temporary file in the target directory that is renamed only when
-//! complete.
+//! moved (a row past a head that did not move is a failure). What the log cannot show by itself — that
+//! it was cut back with its checkpoints — is checked against a signed checkpoint kept outside the
+//! database (`--checkpoint`) and a minimum size. Every stored policy set must hash to its version, and
+//! a `policy_change` entry of the verified log must have activated it. Exports are bounded by the
+//! latest signed checkpoint, carry each policy set with the entry that activated it, and are written to
+//! a temporary file in the target directory that is renamed only when complete.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, IsTerminal as _, Write as _};

@@ -8,7 +8,17 @@
 //!   pinned key), a pinned key that signed nothing;
 //! - export: complete and filtered bundles, verified offline in another directory with and without
 //!   pinned keys; an edited bundle fails; OCSF lines; an unsigned tail is not exported;
-//! - bad input: unknown format, bad times, missing files, passwords in URLs, existing output files.
+//! - bad input: unknown format, bad times, missing files, passwords in URLs, existing output files;
+//! - truncation and rewrites (issue 14): a log cut back with its head recomputed, or an entry rewritten
+//!   with its tree recomputed, verifies by itself (the limit) but not against a checkpoint saved outside
+//!   the database (`--checkpoint`) or a minimum size, in the database and in bundles; forged and
+//!   unreadable checkpoint files; a real server keeps `ledger.checkpoint`, refuses to restart on a log
+//!   cut back or rewritten below it, stops its writer on a log cut back under it, and is not stopped by
+//!   another node extending the log; `GET /v1/audit/checkpoint` as `text/plain`; `audit checkpoint
+//!   --out` saves, updates, and refuses a smaller or inconsistent checkpoint;
+//! - policies are evidence (issue 14): a policy text edited in the database stops the server and fails
+//!   verify naming the set and file; at runtime it is not loaded (409, `/healthz`); edited inside a
+//!   bundle it fails verification naming the set and file.
 
 // Test code: a failed `expect` is a failed test, with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
