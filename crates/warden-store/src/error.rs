@@ -21,6 +21,11 @@ pub enum StoreError {
     /// The database cannot be reached or did not answer in time.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database cannot be written: the disk is full or failing (SQLite `SQLITE_FULL`/`SQLITE_IOERR`,
+    /// PostgreSQL `53100`/`58030`). Answered like `Unavailable` (503); it also puts the store in its
+    /// failed state.
+    #[error("the database cannot be written: {0}")]
+    StorageFault(String),
     /// A stored value failed to parse back: someone wrote to the database behind Warden's back, or a
     /// migration is missing.
     #[error("stored data is corrupt: {0}")]
@@ -44,6 +49,9 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
+        if let Some(reason) = crate::write::storage_fault(&err) {
+            return StoreError::StorageFault(reason);
+        }
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict("a record with the same key already exists".into())
