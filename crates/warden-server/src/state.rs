@@ -102,6 +102,8 @@ pub struct AppState {
     pub notifier: crate::notify::Notifier,
     /// The MCP gateway: its key, settings, secret scanner, upstream client and credential cache.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// Revocations the store could not take yet: journaled, enforced, retried.
+    pub revocations: Arc<crate::revocations::Revocations>,
 }
 
 impl AppState {
@@ -113,7 +115,11 @@ impl AppState {
         ledger: Arc<Ledger>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let revocations = Arc::new(crate::revocations::Revocations::memory_only(
+            identity.tasks.held.clone(),
+        ));
         Self {
+            revocations,
             store,
             trust_domain,
             events,

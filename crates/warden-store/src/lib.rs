@@ -24,9 +24,9 @@ mod ledger;
 mod postgres;
 mod sql;
 mod sqlite;
-mod write;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod write;
 
 use std::sync::Arc;
 

@@ -72,13 +72,18 @@ impl SqliteStore {
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(options.acquire_timeout.max(MIN_WRITER_WAIT))
-            .connect_with(opts.read_only(true))
+            .connect_with(opts.clone().read_only(true))
             .await?;
         let (events, _) = tokio::sync::broadcast::channel(crate::EVENT_BUFFER);
+        let dir = opts
+            .get_filename()
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         Ok(Self {
             read,
             write,
-            health: crate::write::WriteHealth::default(),
+            health: crate::write::WriteHealth::on_disk(dir),
             events,
         })
     }

@@ -58,16 +58,40 @@ struct State {
 }
 
 /// Written by probes: one row whose counter every probe increments, so the probe is a real write.
-const PROBE: &str = "INSERT INTO store_probe (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = store_probe.n + 1";
+const PROBE: &str =
+    "INSERT INTO store_probe (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = store_probe.n + 1";
+
+/// How much free space the filesystem of a failed SQLite database must have again before a
+/// committed probe makes the store healthy. A tiny write can commit on a full disk (into space SQLite
+/// already holds) while the next ledger batch cannot; without this, the state would flap.
+pub const RECOVERY_HEADROOM: u64 = 8 << 20;
 
 /// The store's write health, shared by every write transaction of one store.
 #[derive(Debug, Default, Clone)]
-pub struct WriteHealth(Arc<Mutex<State>>);
+pub struct WriteHealth {
+    state: Arc<Mutex<State>>,
+    /// The directory holding the database file (SQLite): its free space is checked on recovery.
+    disk: Option<Arc<std::path::PathBuf>>,
+}
+
+/// Free bytes (for an unprivileged process) on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize as u64))
+}
 
 impl WriteHealth {
+    /// The health of a database stored in `dir` (SQLite).
+    pub(crate) fn on_disk(dir: std::path::PathBuf) -> Self {
+        Self {
+            state: Arc::default(),
+            disk: Some(Arc::new(dir)),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state half-written (plain assignments).
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The failure, if the store is in the failed state.
@@ -111,20 +135,36 @@ impl WriteHealth {
 
     fn failed(&self, reason: String) {
         let mut s = self.lock();
+        // Only the transition sets the next probe: refusals while failed come back here too (through
+        // `observe_result`), and must not push the probe away for as long as the load lasts.
         if s.failed.is_none() {
             tracing::error!(reason = %reason, "the database cannot be written: the store is now in the failed state");
             s.failed = Some(Failure {
                 reason,
                 since: Utc::now(),
             });
+            s.next_probe = Some(Instant::now() + PROBE_INTERVAL);
         }
-        s.next_probe = Some(Instant::now() + PROBE_INTERVAL);
     }
 
-    /// A write committed: the storage works.
+    /// A write committed: the storage works (with room to spare, for a database on a local disk).
     pub(crate) fn committed(&self) {
         let mut s = self.lock();
         s.suspect = false;
+        if s.failed.is_some()
+            && let Some(dir) = &self.disk
+            && let Some(free) = free_bytes(dir)
+            && free < RECOVERY_HEADROOM
+        {
+            if let Some(f) = s.failed.as_mut() {
+                f.reason = format!(
+                    "the disk holding the database is (nearly) full: {} KiB free, {} KiB needed to resume",
+                    free / 1024,
+                    RECOVERY_HEADROOM / 1024
+                );
+            }
+            return;
+        }
         if let Some(f) = s.failed.take() {
             tracing::warn!(since = %f.since, reason = %f.reason, "the database can be written again: the store left the failed state");
         }
@@ -155,7 +195,7 @@ pub(crate) fn storage_fault(err: &sqlx::Error) -> Option<String> {
 
 /// One write transaction on a connection of its own (see the module docs).
 pub struct WriteTx<DB: Database> {
-    conn: Option<PoolConnection<DB>>,
+    conn: PoolConnection<DB>,
     health: WriteHealth,
     committed: bool,
 }
@@ -171,7 +211,7 @@ impl WriteTx<$db> {
         let probe = health.admit()?;
         let conn = pool.acquire().await?;
         let mut tx = Self {
-            conn: Some(conn),
+            conn,
             health: health.clone(),
             committed: false,
         };
@@ -203,6 +243,9 @@ impl WriteTx<$db> {
 
     fn check<T>(&self, result: std::result::Result<T, sqlx::Error>) -> Result<T> {
         result.map_err(|e| {
+            if self.health.failure().is_some() {
+                tracing::warn!(error = %e, "probe write failed: the store stays in the failed state");
+            }
             self.health.observe(&e);
             e.into()
         })
@@ -218,10 +261,8 @@ impl<DB: Database> Drop for WriteTx<DB> {
     fn drop(&mut self) {
         if !self.committed {
             self.health.rolled_back();
-            if let Some(conn) = self.conn.as_mut() {
-                // Closing the connection rolls back whatever it holds; the pool opens a fresh one.
-                conn.close_on_drop();
-            }
+            // Closing the connection rolls back whatever it holds; the pool opens a fresh one.
+            self.conn.close_on_drop();
         }
     }
 }
@@ -230,23 +271,29 @@ impl<DB: Database> Deref for WriteTx<DB> {
     type Target = DB::Connection;
 
     fn deref(&self) -> &DB::Connection {
-        // `conn` is `Some` from `begin` until drop.
-        self.conn.as_ref().map(|c| &**c).unwrap_or_else(|| unreachable!("connection taken before drop"))
+        &self.conn
     }
 }
 
 impl<DB: Database> DerefMut for WriteTx<DB> {
     fn deref_mut(&mut self) -> &mut DB::Connection {
-        self.conn
-            .as_mut()
-            .map(|c| &mut **c)
-            .unwrap_or_else(|| unreachable!("connection taken before drop"))
+        &mut self.conn
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_while_failed_do_not_push_the_probe_away() {
+        let h = WriteHealth::default();
+        h.failed("disk full".into());
+        h.lock().next_probe = Some(Instant::now());
+        // A refused write reports its refusal: the probe stays due.
+        h.observe_result::<()>(&Err(StoreError::StorageFault("refused".into())));
+        assert!(h.admit().is_ok(), "the probe is still due");
+    }
 
     #[test]
     fn a_failed_store_lets_one_probe_through_per_interval() {
@@ -263,12 +310,18 @@ mod tests {
         let err = h.admit().expect_err("refused while failed");
         assert!(err.to_string().contains("disk full"), "{err}");
         h.lock().next_probe = Some(Instant::now());
-        assert!(h.admit().expect("the probe goes through"), "and writes the probe row");
+        assert!(
+            h.admit().expect("the probe goes through"),
+            "and writes the probe row"
+        );
         assert!(h.admit().is_err(), "only one probe per interval");
         h.committed();
         assert!(h.failure().is_none());
         assert!(!h.admit().expect("healthy"), "no probe row once healthy");
         h.rolled_back();
-        assert!(h.admit().expect("a rollback refuses nothing"), "but the next write probes");
+        assert!(
+            h.admit().expect("a rollback refuses nothing"),
+            "but the next write probes"
+        );
     }
 }

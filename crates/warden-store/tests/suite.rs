@@ -3532,7 +3532,13 @@ async fn sqlite_disk_full_acknowledges_only_what_is_durable() {
         active_agent(&store, "bot").await;
         let mut tasks = Vec::new();
         for _ in 0..30 {
-            tasks.push(store.create_task(&new_task("bot", None), &ctx("a")).await.expect("task").id);
+            tasks.push(
+                store
+                    .create_task(&new_task("bot", None), &ctx("a"))
+                    .await
+                    .expect("task")
+                    .id,
+            );
         }
         let mut tokens = Vec::new();
         for _ in 0..30 {
@@ -3544,12 +3550,23 @@ async fn sqlite_disk_full_acknowledges_only_what_is_durable() {
     };
     // Ballast, then a limit a little above what the file holds now.
     let url = format!("sqlite://{}", path.display());
-    let mut side = sqlx::SqliteConnection::connect(&url).await.expect("side connection");
-    sqlx::query("CREATE TABLE ballast (b BLOB)").execute(&mut side).await.unwrap();
+    let mut side = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("side connection");
+    sqlx::query("CREATE TABLE ballast (b BLOB)")
+        .execute(&mut side)
+        .await
+        .unwrap();
     for _ in 0..200 {
-        sqlx::query("INSERT INTO ballast VALUES (zeroblob(3000))").execute(&mut side).await.unwrap();
+        sqlx::query("INSERT INTO ballast VALUES (zeroblob(3000))")
+            .execute(&mut side)
+            .await
+            .unwrap();
     }
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut side).await.unwrap();
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&mut side)
+        .await
+        .unwrap();
     let options = warden_store::StoreOptions {
         sqlite_max_page_count: Some(pages as u64 + 40),
         ..Default::default()
@@ -3578,7 +3595,11 @@ async fn sqlite_disk_full_acknowledges_only_what_is_durable() {
                 match store.ledger_append(batch, (i % 5 == 0).then_some(sign)).await {
                     Ok(a) => {
                         let before = acked.lock().unwrap().insert(a.first_seq, (id, 3));
-                        assert!(before.is_none(), "sequence number {} acknowledged twice", a.first_seq);
+                        assert!(
+                            before.is_none(),
+                            "sequence number {} acknowledged twice",
+                            a.first_seq
+                        );
                     }
                     Err(StoreError::StorageFault(why)) => {
                         refused += 1;
@@ -3619,20 +3640,40 @@ async fn sqlite_disk_full_acknowledges_only_what_is_durable() {
     let (mut ended, mut revoked) = revoker.await.unwrap();
     assert!(refused > 0, "the size limit was never reached: raise the load");
     let failure = store.health().await.expect_err("a full store is not healthy");
-    assert!(failure.to_string().contains("SQLITE_FULL"), "health says why: {failure}");
+    assert!(
+        failure.to_string().contains("SQLITE_FULL"),
+        "health says why: {failure}"
+    );
     // Every revocation answered with success holds while the disk is full.
     for t in &ended {
-        assert_ne!(store.get_task(*t).await.unwrap().unwrap().state, TaskState::Active);
+        assert_ne!(
+            store.get_task(*t).await.unwrap().unwrap().state,
+            TaskState::Active
+        );
     }
     for k in &revoked {
-        assert!(store.get_api_token(*k).await.unwrap().unwrap().revoked_at.is_some());
+        assert!(
+            store
+                .get_api_token(*k)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
     }
 
     // Free space: the store recovers by itself, without a restart.
-    sqlx::query("DROP TABLE ballast").execute(&mut side).await.unwrap();
+    sqlx::query("DROP TABLE ballast")
+        .execute(&mut side)
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while store.health().await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "the store did not recover after space was freed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not recover after space was freed"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let after: Vec<_> = (10..12).map(|w| append(w, 20)).collect();
@@ -3648,12 +3689,21 @@ async fn sqlite_disk_full_acknowledges_only_what_is_durable() {
     let records = all_records(store.as_ref()).await;
     let acked = acked.lock().unwrap().clone();
     let total: u64 = acked.values().map(|(_, n)| n).sum();
-    assert_eq!(records.len() as u64, total, "the ledger holds exactly the acknowledged entries");
+    assert_eq!(
+        records.len() as u64,
+        total,
+        "the ledger holds exactly the acknowledged entries"
+    );
     for (first, (id, n)) in &acked {
         for k in 0..*n {
             let r = &records[(first + k) as usize];
             let entry = warden_ledger::EncodedEntry::decode(r.bytes.clone()).expect("entry");
-            assert_eq!(entry.entry().body["i"], serde_json::json!(id + k), "entry {} is the one acknowledged", first + k);
+            assert_eq!(
+                entry.entry().body["i"],
+                serde_json::json!(id + k),
+                "entry {} is the one acknowledged",
+                first + k
+            );
         }
     }
     let report = verify_stored(store.as_ref(), vec![signer.verifier_key()]).await;
@@ -3662,9 +3712,20 @@ async fn sqlite_disk_full_acknowledges_only_what_is_durable() {
     store.close().await;
     let reopened = warden_store::SqliteStore::open(&path).await.expect("reopen");
     for t in &ended {
-        assert_ne!(reopened.get_task(*t).await.unwrap().unwrap().state, TaskState::Active);
+        assert_ne!(
+            reopened.get_task(*t).await.unwrap().unwrap().state,
+            TaskState::Active
+        );
     }
     for k in &revoked {
-        assert!(reopened.get_api_token(*k).await.unwrap().unwrap().revoked_at.is_some());
+        assert!(
+            reopened
+                .get_api_token(*k)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
     }
 }

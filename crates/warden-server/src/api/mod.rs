@@ -245,6 +245,9 @@ pub struct Health {
     /// The audit ledger's writer. While it cannot commit, actions are denied and this endpoint
     /// answers 503.
     pub ledger: crate::ledger::LedgerStatus,
+    /// Revocations the store could not take yet: enforced on this node, journaled, retried every
+    /// second (0 normally).
+    pub held_revocations: usize,
 }
 
 /// How long `/healthz` waits for the store before calling it unavailable.
@@ -260,6 +263,11 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     let result = tokio::time::timeout(HEALTH_TIMEOUT, state.store.health()).await;
     let error = match result {
         Ok(Ok(())) => None,
+        Ok(Err(e @ warden_store::StoreError::StorageFault(_))) => {
+            tracing::warn!(error = %e, "health check: the store cannot be written");
+            // The reason names the fault (disk full, I/O error) and when it began; never a path.
+            Some(e.to_string())
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health check: store unhealthy");
             Some("the store did not answer a query".to_owned())
@@ -286,6 +294,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             version,
             error,
             ledger,
+            held_revocations: state.revocations.held(),
         }),
     )
 }

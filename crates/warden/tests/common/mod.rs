@@ -66,6 +66,8 @@ pub struct Server {
     log: Arc<Mutex<String>>,
     /// The arguments it was started with (for [`Server::restart`]).
     args: Vec<std::ffi::OsString>,
+    /// A tmpfs mounted on the data directory, unmounted on drop.
+    mounted: Option<PathBuf>,
 }
 
 /// How to start a server, beyond the defaults of [`Server::start`].
@@ -79,6 +81,17 @@ pub struct Spawn {
     /// The admin token of an already bootstrapped store (a second node): this server writes none, so
     /// start does not wait for one.
     pub admin_token_file: Option<PathBuf>,
+    /// Put the data directory on a tmpfs of this size (e.g. `"16m"`), mounted for this server and
+    /// unmounted when it is dropped: a disk the test can fill. Needs root (`mount`).
+    pub tmpfs_data_dir: Option<&'static str>,
+}
+
+/// Whether this process may mount filesystems (the disk-full tests need it).
+pub fn can_mount() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// What a CLI run produced.
@@ -206,6 +219,21 @@ impl Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data_dir = dir.path().join("warden-data");
         std::fs::create_dir(dir.path().join("cwd")).expect("cwd");
+        let mounted = how.tmpfs_data_dir.map(|size| {
+            std::fs::create_dir(&data_dir).expect("data dir");
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+                .arg(&data_dir)
+                .output()
+                .expect("running mount");
+            assert!(
+                out.status.success(),
+                "cannot mount a tmpfs on {}: {}",
+                data_dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            data_dir.clone()
+        });
         let mut cmd = Command::new(WARDEN);
         clean_env(&mut cmd)
             .arg("serve")
@@ -248,6 +276,7 @@ impl Server {
             dir,
             log,
             args,
+            mounted,
         };
         match rx.recv_timeout(READY_TIMEOUT) {
             Ok(url) => server.url = url,
@@ -482,6 +511,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.mounted {
+            let _ = std::process::Command::new("umount").arg("-l").arg(dir).status();
+        }
         if std::thread::panicking() {
             eprintln!(
                 "--- output of `warden serve` ({:?}) ---\n{}",
