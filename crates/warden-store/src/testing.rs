@@ -425,12 +425,12 @@ impl PrivateServer {
     }
 }
 
-/// Sends `SIGname` to `pids` with `kill(1)`, in order.
+/// Sends `SIGname` to `pids`, in order (the shell's `kill`: no procps needed).
 fn signal(name: &str, pids: &[u32]) {
     for pid in pids {
-        let _ = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {pid}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
