@@ -20,21 +20,25 @@
 //!   caught naming its entry.
 //! - [`postgres_crash_under_load_refuses_then_recovers`]: the test's own PostgreSQL server is
 //!   crashed (`pg_ctl stop -m immediate`) under load and started again. While it is down every
-//!   decision, credential and change is refused (503; a gateway call -32015 or a 503) and none is
-//!   acknowledged, `/healthz` is 503, revoked credentials stay refused; once it is back, Warden
-//!   recovers without a restart, and the three properties hold.
-//!   Every refusal while it is down comes within 1.5 s.
+//!   decision, credential and change is refused (503; a gateway call -32015 or a 503 — today the
+//!   503 of the task check, with an OAuth body) within 1.5 s and none is acknowledged, `/healthz`
+//!   is 503, revoked credentials stay refused; once it is back, Warden recovers without a restart,
+//!   and the three properties hold.
 //! - [`postgres_hung_is_refused_within_1_5_s`] (ignored until `[store] acquire_timeout_ms` lands):
 //!   a database that hangs (every PostgreSQL process stopped) is refused within 1.5 s too.
 //! - [`upstream_faults_end_in_a_recorded_answer_within_their_limits`]: an upstream that is silent,
 //!   hangs after its event-stream headers or in the middle of a body, trickles keep-alives for ever,
 //!   resets the connection (before or inside the answer), answers HTTP 500, garbage, JSON that is
 //!   not JSON-RPC, or more than `gateway.max_message_bytes`: the agent gets -32014 naming the fault
-//!   within the configured limit, an `action_result` entry records it, Warden closes the upstream
-//!   connection, and Warden's open file descriptors do not grow over repeated rounds.
+//!   within the configured limit, an `action_result` entry records it (and the call's allow was
+//!   recorded before it was forwarded), Warden closes the upstream connection of an answer cut short
+//!   (a complete one — a framed 500, garbage — may go back to the pool: it is closed or used
+//!   again), and neither Warden's open file descriptors nor the upstream's open connections grow
+//!   over three rounds.
 //! - [`clock_skew_within_leeway_works_beyond_is_refused_and_recorded`]: assertions and DPoP proofs
-//!   from an agent whose clock is off, within and beyond the 30 s leeway (and the 60 s DPoP age);
-//!   a task token used after its task expired.
+//!   from an agent whose clock is off, within and beyond the 30 s leeway (and the 60 s DPoP age),
+//!   at the token endpoint and at `/v1/authorize`; a task token works until its task's end and is
+//!   refused after it. What was accepted is recorded as allowed, what was refused as denied.
 //!
 //! Disk full: see the placeholder at the end of this file.
 
