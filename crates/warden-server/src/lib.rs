@@ -111,6 +111,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         state.identity.tasks.held.clone(),
     )?);
     revocations::spawn_retry(state.clone(), std::time::Duration::from_secs(1));
+    state.store_timeout = resolved.store_options.acquire_timeout;
     state.approvals = (&resolved.approvals).into();
     state.notifier = notify::Notifier::new(&resolved.notify.webhook)?;
     state.gateway = Arc::new(build_gateway(&resolved)?);

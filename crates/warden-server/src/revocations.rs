@@ -354,7 +354,9 @@ impl Revocations {
                 }
                 Ok(Settled::Written(v))
             }
-            Err(e @ (StoreError::Unavailable(_) | StoreError::StorageFault(_))) if revocation.is_some() => {
+            Err(
+                e @ (StoreError::Unavailable(_) | StoreError::StorageFault(_) | StoreError::Unreachable(_)),
+            ) if revocation.is_some() => {
                 tracing::error!(error = %e, revocation = ?revocation, by = %ctx.actor, "the store cannot take a revocation: holding it");
                 let outcome = self.hold(held(revocation));
                 let (durability, message) = match outcome {

@@ -104,6 +104,8 @@ pub struct AppState {
     pub gateway: Arc<crate::gateway::Gateway>,
     /// Revocations the store could not take yet: journaled, enforced, retried.
     pub revocations: Arc<crate::revocations::Revocations>,
+    /// How long `/healthz` waits for the store (`[database] acquire_timeout_ms`).
+    pub store_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -120,6 +122,7 @@ impl AppState {
         ));
         Self {
             revocations,
+            store_timeout: warden_store::StoreOptions::default().acquire_timeout,
             store,
             trust_domain,
             events,

@@ -22,6 +22,7 @@
 mod error;
 mod ledger;
 mod postgres;
+mod reach;
 mod sql;
 mod sqlite;
 #[cfg(feature = "testing")]

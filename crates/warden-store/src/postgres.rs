@@ -20,6 +20,8 @@ pub struct PostgresStore {
     write: PgPool,
     /// Whether the database can be written (the failed state after a disk-full or I/O error).
     health: crate::write::WriteHealth,
+    /// Whether the database answers at all (the breaker around every call).
+    reach: crate::reach::Reach,
     /// Events of this node (sent after commit) and of every other node (forwarded by the listener).
     events: broadcast::Sender<StoreEvent>,
     /// Stops the listener task when the last clone of the store is dropped.
@@ -57,6 +59,7 @@ impl PostgresStore {
             read: pool.clone(),
             write: pool,
             health: crate::write::WriteHealth::default(),
+            reach: Default::default(),
             events,
             _listener: std::sync::Arc::new(AbortOnDrop(task)),
         })

@@ -28,6 +28,8 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// Whether the database can be written (the failed state after `SQLITE_FULL`/`SQLITE_IOERR`).
     health: crate::write::WriteHealth,
+    /// Whether the database answers at all (the breaker around every call).
+    reach: crate::reach::Reach,
     /// One node: events only need to reach this process.
     events: tokio::sync::broadcast::Sender<crate::StoreEvent>,
 }
@@ -84,6 +86,7 @@ impl SqliteStore {
             read,
             write,
             health: crate::write::WriteHealth::on_disk(dir),
+            reach: Default::default(),
             events,
         })
     }

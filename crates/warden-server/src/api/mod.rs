@@ -18,8 +18,6 @@ pub mod tasks;
 pub mod tokens;
 pub mod upstreams;
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -250,9 +248,6 @@ pub struct Health {
     pub held_revocations: usize,
 }
 
-/// How long `/healthz` waits for the store before calling it unavailable.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-
 #[utoipa::path(
     get, path = "/healthz", tag = "health",
     responses((status = 200, body = Health), (status = 503, description = "The store is unavailable", body = Health))
@@ -260,7 +255,10 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let store = state.store.backend().as_str();
     let version = env!("CARGO_PKG_VERSION");
-    let result = tokio::time::timeout(HEALTH_TIMEOUT, state.store.health()).await;
+    // As long as a request waits for a connection (`[database] acquire_timeout_ms`): a database
+    // that hangs is reported as fast as requests are refused.
+    let limit = state.store_timeout;
+    let result = tokio::time::timeout(limit, state.store.health()).await;
     let error = match result {
         Ok(Ok(())) => None,
         Ok(Err(e @ warden_store::StoreError::StorageFault(_))) => {
@@ -273,8 +271,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             Some("the store did not answer a query".to_owned())
         }
         Err(_) => Some(format!(
-            "the store did not answer within {} s",
-            HEALTH_TIMEOUT.as_secs()
+            "the store did not answer within {} ms",
+            limit.as_millis()
         )),
     };
     let ledger = state.ledger.status();
