@@ -49,17 +49,10 @@ impl Permit {
         kind: EntryKind,
         op: &str,
         subject: &str,
-        mut details: serde_json::Value,
+        details: serde_json::Value,
     ) -> Result<ChangeContext, ApiError> {
         let at = Utc::now();
-        if !details.is_object() {
-            details = serde_json::json!({ "details": details });
-        }
-        details["op"] = op.into();
-        details["permission"] = format!("{:?}", self.permission).into();
-        let entry = warden_ledger::NewEntry::new(at, kind.clone(), self.actor.clone())
-            .subject(subject)
-            .body(details);
+        let entry = self.entry(at, kind.clone(), op, subject, details);
         let seq = state.ledger.record(entry).await?;
         self.audit.set_change(seq, kind, op);
         Ok(ChangeContext::new(self.actor.clone(), at))
@@ -68,7 +61,8 @@ impl Permit {
     /// Like [`Permit::record`], for changes that take privileges away (suspending, ending a task,
     /// revoking a token, removing a human): those must work even while the ledger cannot record —
     /// refusing a revocation would fail open. The entry is still written first when it can be; when
-    /// it cannot, the change goes ahead and the failure is logged at error level.
+    /// it cannot, the change goes ahead, and the entry is held with the revocation (see
+    /// [`crate::revocations`]) until the ledger takes it, with its original time.
     pub async fn record_revocation(
         &self,
         state: &AppState,
@@ -76,14 +70,41 @@ impl Permit {
         op: &str,
         subject: &str,
         details: serde_json::Value,
-    ) -> ChangeContext {
-        match self.record(state, kind, op, subject, details).await {
-            Ok(ctx) => ctx,
-            Err(e) => {
-                tracing::error!(%op, %subject, by = %self.actor, error = ?e, "revocation not recorded in the audit ledger; it goes ahead");
-                ChangeContext::new(self.actor.clone(), Utc::now())
+    ) -> crate::revocations::Revoking {
+        let at = Utc::now();
+        let entry = self.entry(at, kind.clone(), op, subject, details);
+        let unrecorded = match state.ledger.record(entry.clone()).await {
+            Ok(seq) => {
+                self.audit.set_change(seq, kind, op);
+                None
             }
+            Err(e) => {
+                tracing::error!(%op, %subject, by = %self.actor, error = ?e, "revocation not recorded in the audit ledger yet; it goes ahead and its entry is held until the ledger takes it");
+                Some(crate::revocations::PendingEntry::of(&entry))
+            }
+        };
+        crate::revocations::Revoking {
+            ctx: ChangeContext::new(self.actor.clone(), at),
+            unrecorded,
         }
+    }
+
+    fn entry(
+        &self,
+        at: chrono::DateTime<Utc>,
+        kind: EntryKind,
+        op: &str,
+        subject: &str,
+        mut details: serde_json::Value,
+    ) -> warden_ledger::NewEntry {
+        if !details.is_object() {
+            details = serde_json::json!({ "details": details });
+        }
+        details["op"] = op.into();
+        details["permission"] = format!("{:?}", self.permission).into();
+        warden_ledger::NewEntry::new(at, kind, self.actor.clone())
+            .subject(subject)
+            .body(details)
     }
 
     pub fn permission(&self) -> Permission {
@@ -149,6 +170,10 @@ where
             return Err(ApiError::Unauthorized(
                 "the token's human has been removed".into(),
             ));
+        }
+        if state.revocations.set.token_revoked(owner.token.id) {
+            tracing::info!(token_id = %owner.token.id, human = %owner.human.email, "refused API token: revocation held");
+            return Err(ApiError::Unauthorized("the token was revoked".into()));
         }
         if let Some(why) = owner.token.unusable_at(Utc::now()) {
             tracing::info!(token_id = %owner.token.id, human = %owner.human.email, why, "refused API token");

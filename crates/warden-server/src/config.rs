@@ -575,6 +575,10 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// A file holding the database URL (may include a password).
     pub url_file: Option<PathBuf>,
+    /// How long a request waits for a database connection before it is answered 503 (so a database
+    /// that is down is refused in about this long, not in the 5–10 s of a connect retry loop).
+    /// SQLite's single writer waits at least 5 s: its queue is this process's own writes.
+    pub acquire_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -678,6 +682,8 @@ pub struct Resolved {
     /// Checked by [`validate_webhooks`]; the secret files are read by [`crate::notify::Notifier::new`].
     pub notify: NotifyConfig,
     pub gateway: GatewayConfig,
+    /// `[database]` options for opening the store.
+    pub store_options: warden_store::StoreOptions,
 }
 
 impl Config {
@@ -722,6 +728,14 @@ impl Config {
             DatabaseTarget::Url(Secret::new(url.clone()))
         } else {
             DatabaseTarget::EmbeddedSqlite(data_dir.join("warden.db"))
+        };
+        let acquire_ms = self.database.acquire_timeout_ms.unwrap_or(1_000);
+        if !(50..=60_000).contains(&acquire_ms) {
+            bail!("database.acquire_timeout_ms must be between 50 and 60000");
+        }
+        let store_options = warden_store::StoreOptions {
+            acquire_timeout: std::time::Duration::from_millis(acquire_ms),
+            ..Default::default()
         };
         if self.http.max_body_bytes == 0 || self.http.max_body_bytes > MAX_BODY_LIMIT {
             bail!("http.max_body_bytes must be between 1 and {MAX_BODY_LIMIT}");
@@ -793,6 +807,7 @@ impl Config {
         self.gateway.validate()?;
         Ok(Resolved {
             gateway: self.gateway,
+            store_options,
             public_url,
             notify: self.notify,
             policy_bootstrap_dir: self.policy.bootstrap_dir,

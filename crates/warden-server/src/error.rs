@@ -111,7 +111,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Forbidden(m) => ApiError::Forbidden(m),
             StoreError::Invalid(v) => v.into(),
-            StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            StoreError::Unavailable(_) | StoreError::StorageFault(_) | StoreError::Unreachable(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             StoreError::Config(_) | StoreError::Corrupt(_) | StoreError::Internal(_) => {
                 ApiError::Internal(e.to_string())
             }

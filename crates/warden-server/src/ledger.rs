@@ -272,6 +272,15 @@ impl Ledger {
     /// Records entries as one unit (same batch, consecutive numbers) and waits until they are
     /// durable. Returns the first one's sequence number.
     pub async fn record_all(&self, entries: Vec<NewEntry>) -> Result<u64, LedgerError> {
+        // While the writer cannot commit, refuse at once: queueing behind commits that each wait for
+        // the store (`[database] acquire_timeout_ms`) would make every refusal take seconds. The
+        // writer's own probe (every checkpoint interval) notices when the store is back.
+        if !self.state.healthy.load(Ordering::Acquire) {
+            let why = self.state.error.lock().ok().and_then(|e| e.clone());
+            return Err(LedgerError::Unavailable(
+                why.unwrap_or_else(|| "the audit ledger cannot commit".into()),
+            ));
+        }
         // Encoding happens here, on the caller's task (in parallel across requests); the writer only
         // numbers, hashes and commits.
         let entries = entries

@@ -27,6 +27,7 @@ pub mod notify;
 pub mod oauth;
 pub mod pipeline;
 pub mod policy;
+pub mod revocations;
 mod state;
 pub mod tasks;
 
@@ -69,7 +70,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         DatabaseTarget::EmbeddedSqlite(_) => Some(lock_data_dir(&resolved.data_dir)?),
         DatabaseTarget::Url(_) => None,
     };
-    let store = open_store(&resolved.database).await?;
+    let store = open_store(&resolved.database, &resolved.store_options).await?;
     // Before anything is written: a log cut back below the checkpoint this node kept outside the
     // database must not be extended (its lost sequence numbers would be handed out again).
     let signer = ledger::load_signer(
@@ -127,6 +128,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         policies,
         ledger.clone(),
     );
+    // Before the first request: revocations held before a restart are in force at once.
+    state.revocations = Arc::new(revocations::Revocations::open_with(
+        &resolved.data_dir,
+        state.identity.tasks.held.clone(),
+    )?);
+    revocations::spawn_retry(state.clone(), std::time::Duration::from_secs(1));
+    state.store_timeout = resolved.store_options.acquire_timeout;
     state.approvals = (&resolved.approvals).into();
     state.notifier = notify::Notifier::new(&resolved.notify.webhook)?;
     state.gateway = Arc::new(build_gateway(&resolved)?);
@@ -370,16 +378,19 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
     }
 }
 
-async fn open_store(target: &DatabaseTarget) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(
+    target: &DatabaseTarget,
+    options: &warden_store::StoreOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
     match target {
         DatabaseTarget::EmbeddedSqlite(path) => {
-            let store = SqliteStore::open(path)
+            let store = SqliteStore::open_with_options(path, options)
                 .await
                 .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
             Ok(Arc::new(store))
         }
         // The URL is not put in the context: it may hold a password.
-        DatabaseTarget::Url(url) => warden_store::open(url.expose())
+        DatabaseTarget::Url(url) => warden_store::open_with_options(url.expose(), options)
             .await
             .context("cannot open the store"),
     }

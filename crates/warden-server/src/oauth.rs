@@ -102,7 +102,9 @@ impl OAuthError {
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(detail) => {
+            StoreError::Unavailable(detail)
+            | StoreError::StorageFault(detail)
+            | StoreError::Unreachable(detail) => {
                 tracing::warn!(%detail, "store unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

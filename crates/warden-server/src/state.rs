@@ -102,6 +102,10 @@ pub struct AppState {
     pub notifier: crate::notify::Notifier,
     /// The MCP gateway: its key, settings, secret scanner, upstream client and credential cache.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// Revocations the store could not take yet: journaled, enforced, retried.
+    pub revocations: Arc<crate::revocations::Revocations>,
+    /// How long `/healthz` waits for the store (`[database] acquire_timeout_ms`).
+    pub store_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -113,7 +117,12 @@ impl AppState {
         ledger: Arc<Ledger>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let revocations = Arc::new(crate::revocations::Revocations::memory_only(
+            identity.tasks.held.clone(),
+        ));
         Self {
+            revocations,
+            store_timeout: warden_store::StoreOptions::default().acquire_timeout,
             store,
             trust_domain,
             events,

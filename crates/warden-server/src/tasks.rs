@@ -42,6 +42,8 @@ struct Entry {
 /// The revocation-aware cache of task states.
 #[derive(Debug)]
 pub struct TaskCache {
+    /// Revocations the store could not take yet, enforced here (see `crate::revocations`).
+    pub held: Arc<crate::revocations::HeldSet>,
     entries: RwLock<HashMap<Uuid, Entry>>,
     generation: AtomicU64,
     ttl: Duration,
@@ -58,6 +60,7 @@ pub enum TaskRefused {
 impl TaskCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
+            held: Default::default(),
             entries: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
             ttl,
@@ -106,7 +109,10 @@ impl TaskCache {
             }
         };
         if task.is_live_at(now) {
-            Ok(task)
+            match self.held.task_refusal(store, &task).await {
+                None => Ok(task),
+                Some(why) => Err(TaskRefused::NotLive(why)),
+            }
         } else if now >= task.expires_at {
             Err(TaskRefused::NotLive(format!("task `{id}` has expired")))
         } else {

@@ -21,6 +21,17 @@ pub enum StoreError {
     /// The database cannot be reached or did not answer in time.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database did not answer: no connection within the acquire timeout, a broken connection,
+    /// a server shutting down. Answered like `Unavailable` (503); it also makes the store refuse
+    /// further calls at once for a moment (see `reach.rs`), so a database that is down or hangs is
+    /// refused in about one acquire timeout per request, not one per store call.
+    #[error("the database did not answer: {0}")]
+    Unreachable(String),
+    /// The database cannot be written: the disk is full or failing (SQLite `SQLITE_FULL`/`SQLITE_IOERR`,
+    /// PostgreSQL `53100`/`58030`). Answered like `Unavailable` (503); it also puts the store in its
+    /// failed state.
+    #[error("the database cannot be written: {0}")]
+    StorageFault(String),
     /// A stored value failed to parse back: someone wrote to the database behind Warden's back, or a
     /// migration is missing.
     #[error("stored data is corrupt: {0}")]
@@ -44,6 +55,9 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
+        if let Some(reason) = crate::write::storage_fault(&err) {
+            return StoreError::StorageFault(reason);
+        }
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict("a record with the same key already exists".into())
@@ -54,11 +68,20 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_check_violation() => {
                 StoreError::Corrupt(format!("a value violates a database check: {}", db.message()))
             }
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+            sqlx::Error::PoolTimedOut => {
+                StoreError::Unreachable("no database connection within the acquire timeout".into())
+            }
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
+                StoreError::Unreachable(err.to_string())
+            }
+            sqlx::Error::PoolClosed => StoreError::Unavailable(err.to_string()),
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| {
+                    c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+                }) =>
+            {
+                StoreError::Unreachable(db.message().to_owned())
+            }
             sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
                 StoreError::Unavailable(db.message().to_owned())
             }

@@ -22,10 +22,12 @@
 mod error;
 mod ledger;
 mod postgres;
+mod reach;
 mod sql;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod write;
 
 use std::sync::Arc;
 
@@ -43,6 +45,7 @@ pub use error::StoreError;
 pub use ledger::{ProofError, consistency_proof, inclusion_proof};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use write::{Failure, PROBE_INTERVAL};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -844,14 +847,40 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a request waits for a database connection before it is refused as unavailable (so a
+    /// database that is down is a quick 503, not a hang). SQLite's writer waits at least 5 s: it is a
+    /// queue of this process's own writes.
+    pub acquire_timeout: std::time::Duration,
+    /// SQLite only: the most pages the database may grow to (`PRAGMA max_page_count`): a size limit
+    /// that fails writes with `SQLITE_FULL` like a full disk does.
+    pub sqlite_max_page_count: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: std::time::Duration::from_secs(1),
+            sqlite_max_page_count: None,
+        }
+    }
+}
+
 /// Opens the store a database URL names: `sqlite://PATH` (or `sqlite:PATH`) or `postgres://…`, and
 /// applies pending migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_with_options(url, &StoreOptions::default()).await
+}
+
+/// [`open`] with options.
+pub async fn open_with_options(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open_url(url).await?))
+        Ok(Arc::new(SqliteStore::open_url(url, options).await?))
     } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url).await?))
+        Ok(Arc::new(PostgresStore::connect(url, options).await?))
     } else {
         Err(StoreError::Config(
             "database URL must start with `sqlite:` or `postgres://` (the URL itself is not shown: it may hold a password)"

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 use tokio::sync::broadcast;
 
-use crate::{Backend, Result, StoreError, StoreEvent};
+use crate::{Backend, Result, StoreError, StoreEvent, StoreOptions};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -18,6 +18,10 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgr
 pub struct PostgresStore {
     read: PgPool,
     write: PgPool,
+    /// Whether the database can be written (the failed state after a disk-full or I/O error).
+    health: crate::write::WriteHealth,
+    /// Whether the database answers at all (the breaker around every call).
+    reach: crate::reach::Reach,
     /// Events of this node (sent after commit) and of every other node (forwarded by the listener).
     events: broadcast::Sender<StoreEvent>,
     /// Stops the listener task when the last clone of the store is dropped.
@@ -36,13 +40,14 @@ impl Drop for AbortOnDrop {
 impl PostgresStore {
     /// Connects, and applies pending migrations. The URL is never echoed in errors: it may hold a
     /// password.
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|_| StoreError::Config("the PostgreSQL URL could not be parsed".into()))?
             .application_name("warden");
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            // While the server is down, a request waits this long for a connection, then is a 503.
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(opts)
             .await?;
         MIGRATIONS.run(&pool).await?;
@@ -53,6 +58,8 @@ impl PostgresStore {
         Ok(Self {
             read: pool.clone(),
             write: pool,
+            health: crate::write::WriteHealth::default(),
+            reach: Default::default(),
             events,
             _listener: std::sync::Arc::new(AbortOnDrop(task)),
         })
@@ -108,5 +115,6 @@ crate::sql::impl_store!(
     Postgres,
     sqlx::postgres::PgRow,
     Backend::Postgres,
-    for_update = " FOR UPDATE"
+    for_update = " FOR UPDATE",
+    begin = "BEGIN"
 );

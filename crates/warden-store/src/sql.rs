@@ -48,7 +48,7 @@ pub(crate) fn uuid_col(value: &str) -> Result<uuid::Uuid> {
 
 /// Implements [`crate::Store`] for `$store`, whose fields `read` and `write` are `sqlx::Pool<$db>`.
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $row:ty, $backend:expr, for_update = $for_update:literal) => {
+    ($store:ty, $db:ty, $row:ty, $backend:expr, for_update = $for_update:literal, begin = $begin:literal) => {
         mod decode {
             use crate::sql::{parse_col, roles_from_col, uuid_col};
             use sqlx::Row as _;
@@ -331,7 +331,7 @@ macro_rules! impl_store {
             /// Reads one agent (with its lists) inside a transaction, locking its row where the backend
             /// supports row locks.
             async fn agent_for_update(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 name: &warden_core::AgentName,
             ) -> crate::Result<warden_core::Agent> {
                 let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents a WHERE a.name = $1{}", $for_update))
@@ -347,7 +347,7 @@ macro_rules! impl_store {
             /// Checks that every value names an existing row (`query` selects by `$1`), naming the first
             /// that does not: `field[i]` and `missing(value)` make the error.
             async fn check_refs(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 query: &str,
                 values: &[&str],
                 field: &str,
@@ -364,7 +364,7 @@ macro_rules! impl_store {
 
             /// Checks that every owner is a registered, not removed human.
             async fn check_owners(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 owners: &[warden_core::Email],
             ) -> crate::Result<()> {
                 let values: Vec<&str> = owners.iter().map(|o| o.as_str()).collect();
@@ -376,7 +376,7 @@ macro_rules! impl_store {
 
             /// Checks that every allowed upstream is registered.
             async fn check_upstreams(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 ups: &[warden_core::UpstreamName],
             ) -> crate::Result<()> {
                 let values: Vec<&str> = ups.iter().map(|u| u.as_str()).collect();
@@ -390,7 +390,7 @@ macro_rules! impl_store {
             /// `agent_upstreams.upstream_name`). `table` and `column` are constants of this module,
             /// never input.
             async fn write_list(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 table: &str,
                 column: &str,
                 agent_id: &str,
@@ -405,7 +405,7 @@ macro_rules! impl_store {
             }
 
             async fn write_owners(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 agent_id: &str,
                 owners: &[warden_core::Email],
             ) -> crate::Result<()> {
@@ -414,7 +414,7 @@ macro_rules! impl_store {
             }
 
             async fn write_upstreams(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 agent_id: &str,
                 ups: &[warden_core::UpstreamName],
             ) -> crate::Result<()> {
@@ -423,7 +423,7 @@ macro_rules! impl_store {
             }
 
             async fn write_history(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 agent_id: &str,
                 from: Option<warden_core::AgentState>,
                 to: warden_core::AgentState,
@@ -449,7 +449,7 @@ macro_rules! impl_store {
             /// with `$1` its parameter) and every active task delegated from them, transitively.
             /// Returns their ids. Both backends accept `WITH RECURSIVE … UPDATE … RETURNING`.
             async fn revoke_task_tree(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 seed: &str,
                 param: &str,
                 reason: &str,
@@ -476,7 +476,7 @@ macro_rules! impl_store {
 
             /// Tells other nodes, at commit, that these tasks stopped (PostgreSQL `NOTIFY`; a no-op on
             /// SQLite, which has one node). Ids go in chunks to stay under NOTIFY's 8000-byte payload.
-            async fn notify_revoked(tx: &mut sqlx::Transaction<'_, $db>, ids: &[uuid::Uuid]) -> crate::Result<()> {
+            async fn notify_revoked(tx: &mut crate::write::WriteTx<$db>, ids: &[uuid::Uuid]) -> crate::Result<()> {
                 if $backend != crate::Backend::Postgres {
                     return Ok(());
                 }
@@ -487,7 +487,7 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn notify(tx: &mut sqlx::Transaction<'_, $db>, event: &crate::StoreEvent) -> crate::Result<()> {
+            async fn notify(tx: &mut crate::write::WriteTx<$db>, event: &crate::StoreEvent) -> crate::Result<()> {
                 if $backend != crate::Backend::Postgres {
                     return Ok(());
                 }
@@ -541,12 +541,12 @@ macro_rules! impl_store {
                 }
             }
 
-            async fn approval_in(tx: &mut sqlx::Transaction<'_, $db>, id: uuid::Uuid) -> crate::Result<Option<crate::Approval>> {
+            async fn approval_in(tx: &mut crate::write::WriteTx<$db>, id: uuid::Uuid) -> crate::Result<Option<crate::Approval>> {
                 Self::approval_by_id(&mut **tx, id).await
             }
 
             async fn open_approval(&self, new: &crate::NewApproval) -> crate::Result<(crate::Approval, bool)> {
-                let mut tx = self.write.begin().await?;
+                let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
                 // A pending request past its expiry is over; it is never reused.
                 sqlx::query("UPDATE approvals SET state = 'expired' WHERE request_key = $1 AND state = 'pending' AND expires_at <= $2")
                     .bind(&new.request_key)
@@ -601,7 +601,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_join_token(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 agent_id: &str,
                 join: &crate::JoinTokenRecord,
                 ctx: &warden_core::ChangeContext,
@@ -641,7 +641,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_token(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 token: &crate::TokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<()> {
@@ -665,7 +665,7 @@ macro_rules! impl_store {
             /// the whole event, for [`Self::emit`] after commit. Tools go in chunks so each payload stays
             /// well under NOTIFY's 8000 bytes (a key is at most 63 + 1 + 128 characters, escaped).
             async fn notify_registry(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 agents: Vec<String>,
                 upstreams: Vec<String>,
                 tools: Vec<String>,
@@ -694,7 +694,7 @@ macro_rules! impl_store {
 
             /// One catalogued tool, read in the transaction and, when `lock`, locked.
             async fn tool_in(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 upstream: &warden_core::UpstreamName,
                 name: &str,
                 lock: bool,
@@ -712,7 +712,7 @@ macro_rules! impl_store {
 
             /// The tool, locked, or not found naming it.
             async fn tool_for_update(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 upstream: &warden_core::UpstreamName,
                 name: &str,
             ) -> crate::Result<crate::ToolRecord> {
@@ -723,7 +723,7 @@ macro_rules! impl_store {
 
             /// One secret's metadata, locked, or not found naming it.
             async fn secret_for_update(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 name: &warden_core::SecretName,
             ) -> crate::Result<crate::SecretInfo> {
                 let row = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE name = $1{}", $for_update))
@@ -790,7 +790,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_human(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut crate::write::WriteTx<$db>,
                 new: &warden_core::NewHuman,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Human> {
@@ -837,10 +837,20 @@ macro_rules! impl_store {
             }
 
             async fn health(&self) -> crate::Result<()> {
-                sqlx::query("SELECT 1").execute(&self.read).await?;
-                // The writer too: a healthy reader over a wedged writer is not a healthy store.
-                sqlx::query("SELECT 1").execute(&self.write).await?;
-                Ok(())
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    if self.health.failure().is_some() {
+                        // Failed: a write proves whether it still is (at most once per probe interval).
+                        crate::write::WriteTx::<$db>::probe(&self.write, &self.health, $begin).await?;
+                    }
+                    sqlx::query("SELECT 1").execute(&self.read).await?;
+                    // The writer too: a healthy reader over a wedged writer is not a healthy store.
+                    sqlx::query("SELECT 1").execute(&self.write).await?;
+                    Ok(())
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn create_human(
@@ -848,25 +858,48 @@ macro_rules! impl_store {
                 new: &warden_core::NewHuman,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Human> {
-                let mut tx = self.write.begin().await?;
-                let human = Self::insert_human(&mut tx, new, ctx).await?;
-                tx.commit().await?;
-                Ok(human)
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let human = Self::insert_human(&mut tx, new, ctx).await?;
+                        tx.commit().await?;
+                        Ok(human)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn get_human(&self, email: &warden_core::Email) -> crate::Result<Option<warden_core::Human>> {
-                let row = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans WHERE email = $1"))
-                    .bind(email.as_str())
-                    .fetch_optional(&self.read)
-                    .await?;
-                row.as_ref().map(decode::human).transpose()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let row = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans WHERE email = $1"))
+                        .bind(email.as_str())
+                        .fetch_optional(&self.read)
+                        .await?;
+                    row.as_ref().map(decode::human).transpose()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn list_humans(&self) -> crate::Result<Vec<warden_core::Human>> {
-                let rows = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans ORDER BY email"))
-                    .fetch_all(&self.read)
-                    .await?;
-                rows.iter().map(decode::human).collect()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans ORDER BY email"))
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter().map(decode::human).collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn bootstrap_admin(
@@ -875,20 +908,31 @@ macro_rules! impl_store {
                 token: &crate::TokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<bool> {
-                let mut tx = self.write.begin().await?;
-                // Nodes starting together race here; the lock makes the check-then-insert atomic on
-                // PostgreSQL (SQLite serializes writers already).
-                if $backend == crate::Backend::Postgres {
-                    sqlx::query("LOCK TABLE humans IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        // Nodes starting together race here; the lock makes the check-then-insert atomic on
+                        // PostgreSQL (SQLite serializes writers already).
+                        if $backend == crate::Backend::Postgres {
+                            sqlx::query("LOCK TABLE humans IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+                        }
+                        let any = sqlx::query("SELECT 1 FROM humans LIMIT 1").fetch_optional(&mut *tx).await?;
+                        if any.is_some() {
+                            return Ok(false);
+                        }
+                        Self::insert_human(&mut tx, admin, ctx).await?;
+                        Self::insert_token(&mut tx, token, ctx).await?;
+                        tx.commit().await?;
+                        Ok(true)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                let any = sqlx::query("SELECT 1 FROM humans LIMIT 1").fetch_optional(&mut *tx).await?;
-                if any.is_some() {
-                    return Ok(false);
-                }
-                Self::insert_human(&mut tx, admin, ctx).await?;
-                Self::insert_token(&mut tx, token, ctx).await?;
-                tx.commit().await?;
-                Ok(true)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn create_api_token(
@@ -896,35 +940,58 @@ macro_rules! impl_store {
                 token: &crate::TokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::ApiTokenInfo> {
-                let mut tx = self.write.begin().await?;
-                let human = sqlx::query("SELECT 1 FROM humans WHERE email = $1")
-                    .bind(token.human.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if human.is_none() {
-                    return Err(crate::StoreError::not_found("human", &token.human));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let human = sqlx::query("SELECT 1 FROM humans WHERE email = $1")
+                            .bind(token.human.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if human.is_none() {
+                            return Err(crate::StoreError::not_found("human", &token.human));
+                        }
+                        Self::insert_token(&mut tx, token, ctx).await?;
+                        tx.commit().await?;
+                        self.get_api_token(token.id).await?.ok_or_else(|| crate::StoreError::not_found("token", token.id))
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                Self::insert_token(&mut tx, token, ctx).await?;
-                tx.commit().await?;
-                self.get_api_token(token.id).await?.ok_or_else(|| crate::StoreError::not_found("token", token.id))
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn list_api_tokens(&self, human: &warden_core::Email) -> crate::Result<Vec<warden_core::ApiTokenInfo>> {
-                let rows = sqlx::query(&format!(
-                    "SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.human_email = $1 ORDER BY t.created_at, t.id"
-                ))
-                .bind(human.as_str())
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter().map(decode::token).collect()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.human_email = $1 ORDER BY t.created_at, t.id"
+                    ))
+                    .bind(human.as_str())
+                    .fetch_all(&self.read)
+                    .await?;
+                    rows.iter().map(decode::token).collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn get_api_token(&self, id: uuid::Uuid) -> crate::Result<Option<warden_core::ApiTokenInfo>> {
-                let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1"))
-                    .bind(id.to_string())
-                    .fetch_optional(&self.write)
-                    .await?;
-                row.as_ref().map(decode::token).transpose()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1"))
+                        .bind(id.to_string())
+                        .fetch_optional(&self.write)
+                        .await?;
+                    row.as_ref().map(decode::token).transpose()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn revoke_api_token(
@@ -932,42 +999,59 @@ macro_rules! impl_store {
                 id: uuid::Uuid,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::ApiTokenInfo> {
-                let mut tx = self.write.begin().await?;
-                let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1{}", $for_update))
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| crate::StoreError::not_found("token", id))?;
-                let mut token = decode::token(&row)?;
-                if token.revoked_at.is_some() {
-                    return Err(crate::StoreError::Conflict(format!("token `{id}` is already revoked")));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1{}", $for_update))
+                            .bind(id.to_string())
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .ok_or_else(|| crate::StoreError::not_found("token", id))?;
+                        let mut token = decode::token(&row)?;
+                        if token.revoked_at.is_some() {
+                            return Err(crate::StoreError::Conflict(format!("token `{id}` is already revoked")));
+                        }
+                        token.revoked_at = Some(crate::sql::ts(ctx.at));
+                        token.revoked_by = Some(ctx.actor.clone());
+                        sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3")
+                            .bind(token.revoked_at)
+                            .bind(&token.revoked_by)
+                            .bind(id.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        Ok(token)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                token.revoked_at = Some(crate::sql::ts(ctx.at));
-                token.revoked_by = Some(ctx.actor.clone());
-                sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3")
-                    .bind(token.revoked_at)
-                    .bind(&token.revoked_by)
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(token)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn find_token(
                 &self,
                 hash: &warden_core::token::TokenHash,
             ) -> crate::Result<Option<crate::TokenOwner>> {
-                let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.token_hash = $1"))
-                    .bind(hash.as_str())
-                    .fetch_optional(&self.read)
-                    .await?;
-                let Some(row) = row else { return Ok(None) };
-                let token = decode::token(&row)?;
-                let human = crate::Store::get_human(self, &token.human)
-                    .await?
-                    .ok_or_else(|| crate::StoreError::Corrupt(format!("token `{}` belongs to no human", token.id)))?;
-                Ok(Some(crate::TokenOwner { human, token }))
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.token_hash = $1"))
+                        .bind(hash.as_str())
+                        .fetch_optional(&self.read)
+                        .await?;
+                    let Some(row) = row else { return Ok(None) };
+                    let token = decode::token(&row)?;
+                    let human = crate::Store::get_human(self, &token.human)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::Corrupt(format!("token `{}` belongs to no human", token.id)))?;
+                    Ok(Some(crate::TokenOwner { human, token }))
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn create_upstream(
@@ -975,72 +1059,95 @@ macro_rules! impl_store {
                 new: &warden_core::NewUpstream,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Upstream> {
-                new.validate()?;
-                let mut tx = self.write.begin().await?;
-                let exists = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
-                    .bind(new.name.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if exists.is_some() {
-                    return Err(crate::StoreError::Conflict(format!("upstream `{}` already exists", new.name)));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        new.validate()?;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let exists = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
+                            .bind(new.name.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if exists.is_some() {
+                            return Err(crate::StoreError::Conflict(format!("upstream `{}` already exists", new.name)));
+                        }
+                        let owner = sqlx::query("SELECT 1 FROM humans WHERE email = $1")
+                            .bind(new.owner.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if owner.is_none() {
+                            return Err(warden_core::ValidationError::new(
+                                "owner",
+                                format!("owner `{}` is not a registered human; add them with `warden human add`", new.owner),
+                            )
+                            .into());
+                        }
+                        let up = warden_core::Upstream {
+                            id: uuid::Uuid::new_v4(),
+                            name: new.name.clone(),
+                            kind: new.kind,
+                            url: new.url.clone(),
+                            environment: new.environment,
+                            owner: new.owner.clone(),
+                            sensitivity: new.sensitivity,
+                            description: new.description.clone(),
+                            created_at: crate::sql::ts(ctx.at),
+                            created_by: ctx.actor.clone(),
+                        };
+                        sqlx::query(
+                            "INSERT INTO upstreams (id, name, kind, url, environment, owner_email, sensitivity, description, \
+                             created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        )
+                        .bind(up.id.to_string())
+                        .bind(up.name.as_str())
+                        .bind(up.kind.as_str())
+                        .bind(&up.url)
+                        .bind(up.environment.as_str())
+                        .bind(up.owner.as_str())
+                        .bind(up.sensitivity.as_str())
+                        .bind(up.description.as_str())
+                        .bind(up.created_at)
+                        .bind(&up.created_by)
+                        .execute(&mut *tx)
+                        .await?;
+                        let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![], upstreams: vec![new.name.to_string()], tools: vec![], secrets: vec![] };
+                        Self::notify(&mut tx, &registry_event).await?;
+                        tx.commit().await?;
+                        self.emit(registry_event);
+                        Ok(up)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                let owner = sqlx::query("SELECT 1 FROM humans WHERE email = $1")
-                    .bind(new.owner.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if owner.is_none() {
-                    return Err(warden_core::ValidationError::new(
-                        "owner",
-                        format!("owner `{}` is not a registered human; add them with `warden human add`", new.owner),
-                    )
-                    .into());
-                }
-                let up = warden_core::Upstream {
-                    id: uuid::Uuid::new_v4(),
-                    name: new.name.clone(),
-                    kind: new.kind,
-                    url: new.url.clone(),
-                    environment: new.environment,
-                    owner: new.owner.clone(),
-                    sensitivity: new.sensitivity,
-                    description: new.description.clone(),
-                    created_at: crate::sql::ts(ctx.at),
-                    created_by: ctx.actor.clone(),
-                };
-                sqlx::query(
-                    "INSERT INTO upstreams (id, name, kind, url, environment, owner_email, sensitivity, description, \
-                     created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(up.id.to_string())
-                .bind(up.name.as_str())
-                .bind(up.kind.as_str())
-                .bind(&up.url)
-                .bind(up.environment.as_str())
-                .bind(up.owner.as_str())
-                .bind(up.sensitivity.as_str())
-                .bind(up.description.as_str())
-                .bind(up.created_at)
-                .bind(&up.created_by)
-                .execute(&mut *tx)
-                .await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![], upstreams: vec![new.name.to_string()], tools: vec![], secrets: vec![] };
-                Self::notify(&mut tx, &registry_event).await?;
-                tx.commit().await?;
-                self.emit(registry_event);
-                Ok(up)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn get_upstream(&self, name: &warden_core::UpstreamName) -> crate::Result<Option<warden_core::Upstream>> {
-                let row = sqlx::query("SELECT * FROM upstreams WHERE name = $1")
-                    .bind(name.as_str())
-                    .fetch_optional(&self.read)
-                    .await?;
-                row.as_ref().map(decode::upstream).transpose()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let row = sqlx::query("SELECT * FROM upstreams WHERE name = $1")
+                        .bind(name.as_str())
+                        .fetch_optional(&self.read)
+                        .await?;
+                    row.as_ref().map(decode::upstream).transpose()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn list_upstreams(&self) -> crate::Result<Vec<warden_core::Upstream>> {
-                let rows = sqlx::query("SELECT * FROM upstreams ORDER BY name").fetch_all(&self.read).await?;
-                rows.iter().map(decode::upstream).collect()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query("SELECT * FROM upstreams ORDER BY name").fetch_all(&self.read).await?;
+                    rows.iter().map(decode::upstream).collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn remove_upstream(
@@ -1048,54 +1155,65 @@ macro_rules! impl_store {
                 name: &warden_core::UpstreamName,
                 _ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Upstream> {
-                use sqlx::Row as _;
-                let mut tx = self.write.begin().await?;
-                let row = sqlx::query(&format!("SELECT * FROM upstreams WHERE name = $1{}", $for_update))
-                    .bind(name.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| crate::StoreError::not_found("upstream", name))?;
-                let up = decode::upstream(&row)?;
-                let users = sqlx::query(
-                    "SELECT a.name FROM agents a JOIN agent_upstreams u ON u.agent_id = a.id \
-                     WHERE u.upstream_name = $1 AND a.state <> 'retired' ORDER BY a.name",
-                )
-                .bind(name.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-                if !users.is_empty() {
-                    let names = users
-                        .iter()
-                        .map(|r| r.try_get::<String, _>("name").map(|n| format!("`{n}`")))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    return Err(crate::StoreError::Conflict(format!(
-                        "upstream `{name}` is still allowed for agent(s) {}; remove it from them first",
-                        names.join(", ")
-                    )));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        use sqlx::Row as _;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let row = sqlx::query(&format!("SELECT * FROM upstreams WHERE name = $1{}", $for_update))
+                            .bind(name.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .ok_or_else(|| crate::StoreError::not_found("upstream", name))?;
+                        let up = decode::upstream(&row)?;
+                        let users = sqlx::query(
+                            "SELECT a.name FROM agents a JOIN agent_upstreams u ON u.agent_id = a.id \
+                             WHERE u.upstream_name = $1 AND a.state <> 'retired' ORDER BY a.name",
+                        )
+                        .bind(name.as_str())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        if !users.is_empty() {
+                            let names = users
+                                .iter()
+                                .map(|r| r.try_get::<String, _>("name").map(|n| format!("`{n}`")))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            return Err(crate::StoreError::Conflict(format!(
+                                "upstream `{name}` is still allowed for agent(s) {}; remove it from them first",
+                                names.join(", ")
+                            )));
+                        }
+                        // Secrets were put there deliberately: they go only when deleted deliberately.
+                        let secrets: Vec<String> = sqlx::query_scalar("SELECT name FROM secrets WHERE upstream_name = $1 ORDER BY name")
+                            .bind(name.as_str())
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        if !secrets.is_empty() {
+                            let names: Vec<String> = secrets.iter().map(|s| format!("`{s}`")).collect();
+                            return Err(crate::StoreError::Conflict(format!(
+                                "upstream `{name}` still holds secret(s) {}; delete them first with `warden secret delete`",
+                                names.join(", ")
+                            )));
+                        }
+                        // The tool catalogue is what the upstream showed: it goes with it, re-learned on first sight.
+                        let tools: Vec<String> = sqlx::query_scalar("DELETE FROM tools WHERE upstream_name = $1 RETURNING name")
+                            .bind(name.as_str())
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM upstreams WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
+                        let tools = tools.iter().map(|t| format!("{name}/{t}")).collect();
+                        let registry_event = Self::notify_registry(&mut tx, vec![], vec![name.to_string()], tools, vec![]).await?;
+                        tx.commit().await?;
+                        self.emit(registry_event);
+                        Ok(up)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                // Secrets were put there deliberately: they go only when deleted deliberately.
-                let secrets: Vec<String> = sqlx::query_scalar("SELECT name FROM secrets WHERE upstream_name = $1 ORDER BY name")
-                    .bind(name.as_str())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                if !secrets.is_empty() {
-                    let names: Vec<String> = secrets.iter().map(|s| format!("`{s}`")).collect();
-                    return Err(crate::StoreError::Conflict(format!(
-                        "upstream `{name}` still holds secret(s) {}; delete them first with `warden secret delete`",
-                        names.join(", ")
-                    )));
-                }
-                // The tool catalogue is what the upstream showed: it goes with it, re-learned on first sight.
-                let tools: Vec<String> = sqlx::query_scalar("DELETE FROM tools WHERE upstream_name = $1 RETURNING name")
-                    .bind(name.as_str())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM upstreams WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
-                let tools = tools.iter().map(|t| format!("{name}/{t}")).collect();
-                let registry_event = Self::notify_registry(&mut tx, vec![], vec![name.to_string()], tools, vec![]).await?;
-                tx.commit().await?;
-                self.emit(registry_event);
-                Ok(up)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn create_agent(
@@ -1105,101 +1223,124 @@ macro_rules! impl_store {
                 join: &crate::JoinTokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Agent> {
-                new.validate()?;
-                let mut tx = self.write.begin().await?;
-                let exists = sqlx::query("SELECT state FROM agents WHERE name = $1")
-                    .bind(new.name.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(row) = exists {
-                    use sqlx::Row as _;
-                    let state: String = row.try_get("state")?;
-                    let hint = if state == "retired" {
-                        " (retired; names are never reused, so the ledger keeps meaning one identity)"
-                    } else {
-                        ""
-                    };
-                    return Err(crate::StoreError::Conflict(format!("agent `{}` already exists{hint}", new.name)));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        new.validate()?;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let exists = sqlx::query("SELECT state FROM agents WHERE name = $1")
+                            .bind(new.name.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if let Some(row) = exists {
+                            use sqlx::Row as _;
+                            let state: String = row.try_get("state")?;
+                            let hint = if state == "retired" {
+                                " (retired; names are never reused, so the ledger keeps meaning one identity)"
+                            } else {
+                                ""
+                            };
+                            return Err(crate::StoreError::Conflict(format!("agent `{}` already exists{hint}", new.name)));
+                        }
+                        Self::check_owners(&mut tx, &new.owners).await?;
+                        Self::check_upstreams(&mut tx, &new.allowed_upstreams).await?;
+                        let at = crate::sql::ts(ctx.at);
+                        let agent = warden_core::Agent {
+                            id: uuid::Uuid::new_v4(),
+                            name: new.name.clone(),
+                            spiffe_id: trust_domain.agent_spiffe_id(&new.name),
+                            owners: new.owners.clone(),
+                            environment: new.environment,
+                            model: new.model.clone(),
+                            description: new.description.clone(),
+                            allowed_upstreams: new.allowed_upstreams.clone(),
+                            state: warden_core::AgentState::PendingReview,
+                            state_changed_at: at,
+                            state_changed_by: ctx.actor.clone(),
+                            created_at: at,
+                            created_by: ctx.actor.clone(),
+                            updated_at: at,
+                            updated_by: ctx.actor.clone(),
+                        };
+                        let id = agent.id.to_string();
+                        sqlx::query(
+                            "INSERT INTO agents (id, name, spiffe_id, environment, model, description, state, state_changed_at, \
+                             state_changed_by, created_at, created_by, updated_at, updated_by) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                        )
+                        .bind(&id)
+                        .bind(agent.name.as_str())
+                        .bind(&agent.spiffe_id)
+                        .bind(agent.environment.as_str())
+                        .bind(agent.model.to_string())
+                        .bind(agent.description.as_str())
+                        .bind(agent.state.as_str())
+                        .bind(at)
+                        .bind(&ctx.actor)
+                        .bind(at)
+                        .bind(&ctx.actor)
+                        .bind(at)
+                        .bind(&ctx.actor)
+                        .execute(&mut *tx)
+                        .await?;
+                        Self::write_owners(&mut tx, &id, &agent.owners).await?;
+                        Self::write_upstreams(&mut tx, &id, &agent.allowed_upstreams).await?;
+                        Self::write_history(&mut tx, &id, None, agent.state, "registered", ctx).await?;
+                        Self::insert_join_token(&mut tx, &id, join, ctx).await?;
+                        let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![new.name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
+                        Self::notify(&mut tx, &registry_event).await?;
+                        tx.commit().await?;
+                        self.emit(registry_event);
+                        Ok(agent)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                Self::check_owners(&mut tx, &new.owners).await?;
-                Self::check_upstreams(&mut tx, &new.allowed_upstreams).await?;
-                let at = crate::sql::ts(ctx.at);
-                let agent = warden_core::Agent {
-                    id: uuid::Uuid::new_v4(),
-                    name: new.name.clone(),
-                    spiffe_id: trust_domain.agent_spiffe_id(&new.name),
-                    owners: new.owners.clone(),
-                    environment: new.environment,
-                    model: new.model.clone(),
-                    description: new.description.clone(),
-                    allowed_upstreams: new.allowed_upstreams.clone(),
-                    state: warden_core::AgentState::PendingReview,
-                    state_changed_at: at,
-                    state_changed_by: ctx.actor.clone(),
-                    created_at: at,
-                    created_by: ctx.actor.clone(),
-                    updated_at: at,
-                    updated_by: ctx.actor.clone(),
-                };
-                let id = agent.id.to_string();
-                sqlx::query(
-                    "INSERT INTO agents (id, name, spiffe_id, environment, model, description, state, state_changed_at, \
-                     state_changed_by, created_at, created_by, updated_at, updated_by) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(&id)
-                .bind(agent.name.as_str())
-                .bind(&agent.spiffe_id)
-                .bind(agent.environment.as_str())
-                .bind(agent.model.to_string())
-                .bind(agent.description.as_str())
-                .bind(agent.state.as_str())
-                .bind(at)
-                .bind(&ctx.actor)
-                .bind(at)
-                .bind(&ctx.actor)
-                .bind(at)
-                .bind(&ctx.actor)
-                .execute(&mut *tx)
-                .await?;
-                Self::write_owners(&mut tx, &id, &agent.owners).await?;
-                Self::write_upstreams(&mut tx, &id, &agent.allowed_upstreams).await?;
-                Self::write_history(&mut tx, &id, None, agent.state, "registered", ctx).await?;
-                Self::insert_join_token(&mut tx, &id, join, ctx).await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![new.name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
-                Self::notify(&mut tx, &registry_event).await?;
-                tx.commit().await?;
-                self.emit(registry_event);
-                Ok(agent)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn get_agent(&self, name: &warden_core::AgentName) -> crate::Result<Option<warden_core::Agent>> {
-                let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents a WHERE a.name = $1"))
-                    .bind(name.as_str())
-                    .fetch_optional(&self.read)
-                    .await?;
-                let Some(row) = row else { return Ok(None) };
-                let mut agents = [decode::agent(&row)?];
-                self.attach_lists(&mut agents).await?;
-                let [agent] = agents;
-                Ok(Some(agent))
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents a WHERE a.name = $1"))
+                        .bind(name.as_str())
+                        .fetch_optional(&self.read)
+                        .await?;
+                    let Some(row) = row else { return Ok(None) };
+                    let mut agents = [decode::agent(&row)?];
+                    self.attach_lists(&mut agents).await?;
+                    let [agent] = agents;
+                    Ok(Some(agent))
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn list_agents(&self, filter: &crate::AgentFilter) -> crate::Result<Vec<warden_core::Agent>> {
-                let rows = sqlx::query(&format!(
-                    "SELECT {AGENT_COLUMNS} FROM agents a \
-                     WHERE (CAST($1 AS TEXT) IS NULL OR a.state = $1) \
-                     AND (CAST($2 AS TEXT) IS NULL OR EXISTS \
-                         (SELECT 1 FROM agent_owners o WHERE o.agent_id = a.id AND o.human_email = $2)) \
-                     ORDER BY a.name"
-                ))
-                .bind(filter.state.map(|s| s.as_str()))
-                .bind(filter.owner.as_ref().map(|o| o.as_str()))
-                .fetch_all(&self.read)
-                .await?;
-                let mut agents = rows.iter().map(decode::agent).collect::<crate::Result<Vec<_>>>()?;
-                self.attach_lists(&mut agents).await?;
-                Ok(agents)
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {AGENT_COLUMNS} FROM agents a \
+                         WHERE (CAST($1 AS TEXT) IS NULL OR a.state = $1) \
+                         AND (CAST($2 AS TEXT) IS NULL OR EXISTS \
+                             (SELECT 1 FROM agent_owners o WHERE o.agent_id = a.id AND o.human_email = $2)) \
+                         ORDER BY a.name"
+                    ))
+                    .bind(filter.state.map(|s| s.as_str()))
+                    .bind(filter.owner.as_ref().map(|o| o.as_str()))
+                    .fetch_all(&self.read)
+                    .await?;
+                    let mut agents = rows.iter().map(decode::agent).collect::<crate::Result<Vec<_>>>()?;
+                    self.attach_lists(&mut agents).await?;
+                    Ok(agents)
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn update_agent(
@@ -1208,71 +1349,82 @@ macro_rules! impl_store {
                 update: &warden_core::AgentUpdate,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::AgentChange> {
-                update.validate()?;
-                let mut tx = self.write.begin().await?;
-                let mut agent = Self::agent_for_update(&mut tx, name).await?;
-                let (next, invalidated) = agent
-                    .state
-                    .after_update(update, &agent)
-                    .map_err(|e| crate::StoreError::Conflict(format!("agent `{name}`: {e}")))?;
-                let id = agent.id.to_string();
-                if let Some(owners) = &update.owners {
-                    Self::check_owners(&mut tx, owners).await?;
-                    Self::write_owners(&mut tx, &id, owners).await?;
-                    agent.owners = owners.clone();
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        update.validate()?;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let mut agent = Self::agent_for_update(&mut tx, name).await?;
+                        let (next, invalidated) = agent
+                            .state
+                            .after_update(update, &agent)
+                            .map_err(|e| crate::StoreError::Conflict(format!("agent `{name}`: {e}")))?;
+                        let id = agent.id.to_string();
+                        if let Some(owners) = &update.owners {
+                            Self::check_owners(&mut tx, owners).await?;
+                            Self::write_owners(&mut tx, &id, owners).await?;
+                            agent.owners = owners.clone();
+                        }
+                        if let Some(ups) = &update.allowed_upstreams {
+                            Self::check_upstreams(&mut tx, ups).await?;
+                            Self::write_upstreams(&mut tx, &id, ups).await?;
+                            agent.allowed_upstreams = ups.clone();
+                        }
+                        if let Some(m) = &update.model {
+                            agent.model = m.clone();
+                        }
+                        if let Some(e) = update.environment {
+                            agent.environment = e;
+                        }
+                        if let Some(d) = &update.description {
+                            agent.description = d.clone();
+                        }
+                        let at = crate::sql::ts(ctx.at);
+                        agent.updated_at = at;
+                        agent.updated_by = ctx.actor.clone();
+                        if next != agent.state {
+                            let reason = invalidated.as_deref().unwrap_or("updated");
+                            Self::write_history(&mut tx, &id, Some(agent.state), next, reason, ctx).await?;
+                            agent.state = next;
+                            agent.state_changed_at = at;
+                            agent.state_changed_by = ctx.actor.clone();
+                        }
+                        sqlx::query(
+                            "UPDATE agents SET environment = $1, model = $2, description = $3, state = $4, \
+                             state_changed_at = $5, state_changed_by = $6, updated_at = $7, updated_by = $8 WHERE id = $9",
+                        )
+                        .bind(agent.environment.as_str())
+                        .bind(agent.model.to_string())
+                        .bind(agent.description.as_str())
+                        .bind(agent.state.as_str())
+                        .bind(agent.state_changed_at)
+                        .bind(&agent.state_changed_by)
+                        .bind(agent.updated_at)
+                        .bind(&agent.updated_by)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                        let revoked = match &invalidated {
+                            Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
+                            None => Vec::new(),
+                        };
+                        Self::notify_revoked(&mut tx, &revoked).await?;
+                        let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
+                        Self::notify(&mut tx, &registry_event).await?;
+                        tx.commit().await?;
+                        self.emit(registry_event);
+                        if !revoked.is_empty() {
+                            self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                        }
+                        Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                if let Some(ups) = &update.allowed_upstreams {
-                    Self::check_upstreams(&mut tx, ups).await?;
-                    Self::write_upstreams(&mut tx, &id, ups).await?;
-                    agent.allowed_upstreams = ups.clone();
-                }
-                if let Some(m) = &update.model {
-                    agent.model = m.clone();
-                }
-                if let Some(e) = update.environment {
-                    agent.environment = e;
-                }
-                if let Some(d) = &update.description {
-                    agent.description = d.clone();
-                }
-                let at = crate::sql::ts(ctx.at);
-                agent.updated_at = at;
-                agent.updated_by = ctx.actor.clone();
-                if next != agent.state {
-                    let reason = invalidated.as_deref().unwrap_or("updated");
-                    Self::write_history(&mut tx, &id, Some(agent.state), next, reason, ctx).await?;
-                    agent.state = next;
-                    agent.state_changed_at = at;
-                    agent.state_changed_by = ctx.actor.clone();
-                }
-                sqlx::query(
-                    "UPDATE agents SET environment = $1, model = $2, description = $3, state = $4, \
-                     state_changed_at = $5, state_changed_by = $6, updated_at = $7, updated_by = $8 WHERE id = $9",
-                )
-                .bind(agent.environment.as_str())
-                .bind(agent.model.to_string())
-                .bind(agent.description.as_str())
-                .bind(agent.state.as_str())
-                .bind(agent.state_changed_at)
-                .bind(&agent.state_changed_by)
-                .bind(agent.updated_at)
-                .bind(&agent.updated_by)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-                let revoked = match &invalidated {
-                    Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
-                    None => Vec::new(),
-                };
-                Self::notify_revoked(&mut tx, &revoked).await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
-                Self::notify(&mut tx, &registry_event).await?;
-                tx.commit().await?;
-                self.emit(registry_event);
-                if !revoked.is_empty() {
-                    self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
-                }
-                Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn transition_agent(
@@ -1282,63 +1434,80 @@ macro_rules! impl_store {
                 reason: &str,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::AgentChange> {
-                let mut tx = self.write.begin().await?;
-                let mut agent = Self::agent_for_update(&mut tx, name).await?;
-                let next = agent
-                    .state
-                    .apply(action)
-                    .map_err(|e| crate::StoreError::Conflict(format!("agent `{name}`: {e}")))?;
-                let id = agent.id.to_string();
-                let at = crate::sql::ts(ctx.at);
-                Self::write_history(&mut tx, &id, Some(agent.state), next, reason, ctx).await?;
-                sqlx::query(
-                    "UPDATE agents SET state = $1, state_changed_at = $2, state_changed_by = $3, updated_at = $2, \
-                     updated_by = $3 WHERE id = $4",
-                )
-                .bind(next.as_str())
-                .bind(at)
-                .bind(&ctx.actor)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-                let invalidated = match next {
-                    warden_core::AgentState::Suspended | warden_core::AgentState::Retired => {
-                        Some(format!("agent {next} by {}", ctx.actor))
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let mut agent = Self::agent_for_update(&mut tx, name).await?;
+                        let next = agent
+                            .state
+                            .apply(action)
+                            .map_err(|e| crate::StoreError::Conflict(format!("agent `{name}`: {e}")))?;
+                        let id = agent.id.to_string();
+                        let at = crate::sql::ts(ctx.at);
+                        Self::write_history(&mut tx, &id, Some(agent.state), next, reason, ctx).await?;
+                        sqlx::query(
+                            "UPDATE agents SET state = $1, state_changed_at = $2, state_changed_by = $3, updated_at = $2, \
+                             updated_by = $3 WHERE id = $4",
+                        )
+                        .bind(next.as_str())
+                        .bind(at)
+                        .bind(&ctx.actor)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                        let invalidated = match next {
+                            warden_core::AgentState::Suspended | warden_core::AgentState::Retired => {
+                                Some(format!("agent {next} by {}", ctx.actor))
+                            }
+                            _ => None,
+                        };
+                        let revoked = match &invalidated {
+                            Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
+                            None => Vec::new(),
+                        };
+                        Self::notify_revoked(&mut tx, &revoked).await?;
+                        let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
+                        Self::notify(&mut tx, &registry_event).await?;
+                        tx.commit().await?;
+                        self.emit(registry_event);
+                        if !revoked.is_empty() {
+                            self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                        }
+                        agent.state = next;
+                        agent.state_changed_at = at;
+                        agent.state_changed_by = ctx.actor.clone();
+                        agent.updated_at = at;
+                        agent.updated_by = ctx.actor.clone();
+                        Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
                     }
-                    _ => None,
-                };
-                let revoked = match &invalidated {
-                    Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
-                    None => Vec::new(),
-                };
-                Self::notify_revoked(&mut tx, &revoked).await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
-                Self::notify(&mut tx, &registry_event).await?;
-                tx.commit().await?;
-                self.emit(registry_event);
-                if !revoked.is_empty() {
-                    self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                agent.state = next;
-                agent.state_changed_at = at;
-                agent.state_changed_by = ctx.actor.clone();
-                agent.updated_at = at;
-                agent.updated_by = ctx.actor.clone();
-                Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn agent_history(
                 &self,
                 name: &warden_core::AgentName,
             ) -> crate::Result<Vec<warden_core::AgentStateChange>> {
-                let rows = sqlx::query(
-                    "SELECT c.from_state, c.to_state, c.at, c.by_actor, c.reason FROM agent_state_changes c \
-                     JOIN agents a ON a.id = c.agent_id WHERE a.name = $1 ORDER BY c.seq",
-                )
-                .bind(name.as_str())
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter().map(decode::state_change).collect()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query(
+                        "SELECT c.from_state, c.to_state, c.at, c.by_actor, c.reason FROM agent_state_changes c \
+                         JOIN agents a ON a.id = c.agent_id WHERE a.name = $1 ORDER BY c.seq",
+                    )
+                    .bind(name.as_str())
+                    .fetch_all(&self.read)
+                    .await?;
+                    rows.iter().map(decode::state_change).collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn issue_join_token(
@@ -1347,14 +1516,25 @@ macro_rules! impl_store {
                 join: &crate::JoinTokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<()> {
-                let mut tx = self.write.begin().await?;
-                let found = Self::agent_for_update(&mut tx, agent).await?;
-                if found.state == warden_core::AgentState::Retired {
-                    return Err(crate::StoreError::Conflict(format!("agent `{agent}` is retired and cannot enroll")));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let found = Self::agent_for_update(&mut tx, agent).await?;
+                        if found.state == warden_core::AgentState::Retired {
+                            return Err(crate::StoreError::Conflict(format!("agent `{agent}` is retired and cannot enroll")));
+                        }
+                        Self::insert_join_token(&mut tx, &found.id.to_string(), join, ctx).await?;
+                        tx.commit().await?;
+                        Ok(())
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                Self::insert_join_token(&mut tx, &found.id.to_string(), join, ctx).await?;
-                tx.commit().await?;
-                Ok(())
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn enroll_agent(
@@ -1363,81 +1543,98 @@ macro_rules! impl_store {
                 key: &crate::AgentKey,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> crate::Result<warden_core::Agent> {
-                use sqlx::Row as _;
-                let mut tx = self.write.begin().await?;
-                let row = sqlx::query(&format!(
-                    "SELECT j.agent_id, j.expires_at, j.used_at, a.name FROM join_tokens j \
-                     JOIN agents a ON a.id = j.agent_id WHERE j.token_hash = $1{}",
-                    if $backend == crate::Backend::Postgres { " FOR UPDATE OF j" } else { "" }
-                ))
-                .bind(join.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| crate::StoreError::NotFound { what: "join token", key: "(presented)".into() })?;
-                let used: Option<chrono::DateTime<chrono::Utc>> = row.try_get("used_at")?;
-                if used.is_some() {
-                    return Err(crate::StoreError::Conflict("the join token has already been used".into()));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        use sqlx::Row as _;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let row = sqlx::query(&format!(
+                            "SELECT j.agent_id, j.expires_at, j.used_at, a.name FROM join_tokens j \
+                             JOIN agents a ON a.id = j.agent_id WHERE j.token_hash = $1{}",
+                            if $backend == crate::Backend::Postgres { " FOR UPDATE OF j" } else { "" }
+                        ))
+                        .bind(join.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::NotFound { what: "join token", key: "(presented)".into() })?;
+                        let used: Option<chrono::DateTime<chrono::Utc>> = row.try_get("used_at")?;
+                        if used.is_some() {
+                            return Err(crate::StoreError::Conflict("the join token has already been used".into()));
+                        }
+                        let expires: chrono::DateTime<chrono::Utc> = row.try_get("expires_at")?;
+                        if now >= expires {
+                            return Err(crate::StoreError::Conflict("the join token has expired".into()));
+                        }
+                        let agent_id: String = row.try_get("agent_id")?;
+                        let name: warden_core::AgentName = crate::sql::parse_col("name", row.try_get::<&str, _>("name")?)?;
+                        let agent = Self::agent_for_update(&mut tx, &name).await?;
+                        if agent.state == warden_core::AgentState::Retired {
+                            return Err(crate::StoreError::Conflict(format!("agent `{name}` is retired and cannot enroll")));
+                        }
+                        let at = crate::sql::ts(now);
+                        sqlx::query("UPDATE join_tokens SET used_at = $1 WHERE token_hash = $2")
+                            .bind(at)
+                            .bind(join.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
+                            .bind(at)
+                            .bind(&agent_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("INSERT INTO agent_keys (kid, agent_id, public_x, created_at) VALUES ($1, $2, $3, $4)")
+                            .bind(&key.kid)
+                            .bind(&agent_id)
+                            .bind(&key.public_x)
+                            .bind(crate::sql::ts(key.created_at))
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        Ok(agent)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                let expires: chrono::DateTime<chrono::Utc> = row.try_get("expires_at")?;
-                if now >= expires {
-                    return Err(crate::StoreError::Conflict("the join token has expired".into()));
-                }
-                let agent_id: String = row.try_get("agent_id")?;
-                let name: warden_core::AgentName = crate::sql::parse_col("name", row.try_get::<&str, _>("name")?)?;
-                let agent = Self::agent_for_update(&mut tx, &name).await?;
-                if agent.state == warden_core::AgentState::Retired {
-                    return Err(crate::StoreError::Conflict(format!("agent `{name}` is retired and cannot enroll")));
-                }
-                let at = crate::sql::ts(now);
-                sqlx::query("UPDATE join_tokens SET used_at = $1 WHERE token_hash = $2")
-                    .bind(at)
-                    .bind(join.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
-                    .bind(at)
-                    .bind(&agent_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("INSERT INTO agent_keys (kid, agent_id, public_x, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&key.kid)
-                    .bind(&agent_id)
-                    .bind(&key.public_x)
-                    .bind(crate::sql::ts(key.created_at))
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(agent)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn agent_by_spiffe_id(
                 &self,
                 spiffe_id: &str,
             ) -> crate::Result<Option<(warden_core::Agent, Option<crate::AgentKey>)>> {
-                use sqlx::Row as _;
-                let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents a WHERE a.spiffe_id = $1"))
-                    .bind(spiffe_id)
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents a WHERE a.spiffe_id = $1"))
+                        .bind(spiffe_id)
+                        .fetch_optional(&self.read)
+                        .await?;
+                    let Some(row) = row else { return Ok(None) };
+                    let mut agents = [decode::agent(&row)?];
+                    self.attach_lists(&mut agents).await?;
+                    let [agent] = agents;
+                    let key = sqlx::query(
+                        "SELECT kid, public_x, created_at FROM agent_keys WHERE agent_id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(agent.id.to_string())
                     .fetch_optional(&self.read)
-                    .await?;
-                let Some(row) = row else { return Ok(None) };
-                let mut agents = [decode::agent(&row)?];
-                self.attach_lists(&mut agents).await?;
-                let [agent] = agents;
-                let key = sqlx::query(
-                    "SELECT kid, public_x, created_at FROM agent_keys WHERE agent_id = $1 AND revoked_at IS NULL",
-                )
-                .bind(agent.id.to_string())
-                .fetch_optional(&self.read)
-                .await?
-                .map(|r| -> crate::Result<crate::AgentKey> {
-                    Ok(crate::AgentKey {
-                        kid: r.try_get("kid")?,
-                        public_x: r.try_get("public_x")?,
-                        created_at: r.try_get("created_at")?,
+                    .await?
+                    .map(|r| -> crate::Result<crate::AgentKey> {
+                        Ok(crate::AgentKey {
+                            kid: r.try_get("kid")?,
+                            public_x: r.try_get("public_x")?,
+                            created_at: r.try_get("created_at")?,
+                        })
                     })
-                })
-                .transpose()?;
-                Ok(Some((agent, key)))
+                    .transpose()?;
+                    Ok(Some((agent, key)))
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn remember_jti(
@@ -1446,23 +1643,49 @@ macro_rules! impl_store {
                 jti: &str,
                 expires_at: chrono::DateTime<chrono::Utc>,
             ) -> crate::Result<bool> {
-                let done = sqlx::query(
-                    "INSERT INTO used_jtis (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(issuer)
-                .bind(jti)
-                .bind(crate::sql::ts(expires_at))
-                .execute(&self.write)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let done = sqlx::query(
+                            "INSERT INTO used_jtis (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(issuer)
+                        .bind(jti)
+                        .bind(crate::sql::ts(expires_at))
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Ok(done.rows_affected() == 1)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn purge_expired_jtis(&self, now: chrono::DateTime<chrono::Utc>) -> crate::Result<u64> {
-                let done = sqlx::query("DELETE FROM used_jtis WHERE expires_at < $1")
-                    .bind(crate::sql::ts(now))
-                    .execute(&self.write)
-                    .await?;
-                Ok(done.rows_affected())
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let done = sqlx::query("DELETE FROM used_jtis WHERE expires_at < $1")
+                            .bind(crate::sql::ts(now))
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        Ok(done.rows_affected())
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn create_task(
@@ -1470,74 +1693,97 @@ macro_rules! impl_store {
                 new: &crate::NewTask,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Task> {
-                let mut tx = self.write.begin().await?;
-                // Locks the agent row: a concurrent suspension waits, or this waits for it and then
-                // sees the new state.
-                let agent = Self::agent_for_update(&mut tx, &new.agent).await?;
-                if agent.state != warden_core::AgentState::Active {
-                    return Err(crate::StoreError::Conflict(format!(
-                        "agent `{}` is {}; only active agents start tasks",
-                        agent.name, agent.state
-                    )));
-                }
-                if let Some(parent_id) = new.parent_id {
-                    let parent = Self::task_by_id(&mut *tx, parent_id, true)
-                        .await?
-                        .ok_or_else(|| crate::StoreError::not_found("task", parent_id))?;
-                    if !parent.is_live_at(ctx.at) {
-                        return Err(crate::StoreError::Conflict(format!("parent task `{parent_id}` is not active")));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        // Locks the agent row: a concurrent suspension waits, or this waits for it and then
+                        // sees the new state.
+                        let agent = Self::agent_for_update(&mut tx, &new.agent).await?;
+                        if agent.state != warden_core::AgentState::Active {
+                            return Err(crate::StoreError::Conflict(format!(
+                                "agent `{}` is {}; only active agents start tasks",
+                                agent.name, agent.state
+                            )));
+                        }
+                        if let Some(parent_id) = new.parent_id {
+                            let parent = Self::task_by_id(&mut *tx, parent_id, true)
+                                .await?
+                                .ok_or_else(|| crate::StoreError::not_found("task", parent_id))?;
+                            if !parent.is_live_at(ctx.at) {
+                                return Err(crate::StoreError::Conflict(format!("parent task `{parent_id}` is not active")));
+                            }
+                            if new.depth != parent.depth.saturating_add(1) || new.expires_at > parent.expires_at {
+                                return Err(crate::StoreError::Conflict(
+                                    "a delegated task must be one level deeper than its parent and end no later".into(),
+                                ));
+                            }
+                        }
+                        let intent = serde_json::to_string(&new.intent).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                        let act = new
+                            .act
+                            .as_ref()
+                            .map(serde_json::to_string)
+                            .transpose()
+                            .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                        sqlx::query(
+                            "INSERT INTO tasks (id, agent_id, parent_id, depth, intent, act, cnf_jkt, state, created_at, \
+                             created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $10)",
+                        )
+                        .bind(new.id.to_string())
+                        .bind(agent.id.to_string())
+                        .bind(new.parent_id.map(|p| p.to_string()))
+                        .bind(i64::from(new.depth))
+                        .bind(intent)
+                        .bind(act)
+                        .bind(&new.cnf_jkt)
+                        .bind(crate::sql::ts(ctx.at))
+                        .bind(&ctx.actor)
+                        .bind(crate::sql::ts(new.expires_at))
+                        .execute(&mut *tx)
+                        .await?;
+                        let task = Self::task_by_id(&mut *tx, new.id, false)
+                            .await?
+                            .ok_or_else(|| crate::StoreError::Internal("inserted task not found".into()))?;
+                        tx.commit().await?;
+                        Ok(task)
                     }
-                    if new.depth != parent.depth.saturating_add(1) || new.expires_at > parent.expires_at {
-                        return Err(crate::StoreError::Conflict(
-                            "a delegated task must be one level deeper than its parent and end no later".into(),
-                        ));
-                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                let intent = serde_json::to_string(&new.intent).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-                let act = new
-                    .act
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-                sqlx::query(
-                    "INSERT INTO tasks (id, agent_id, parent_id, depth, intent, act, cnf_jkt, state, created_at, \
-                     created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $10)",
-                )
-                .bind(new.id.to_string())
-                .bind(agent.id.to_string())
-                .bind(new.parent_id.map(|p| p.to_string()))
-                .bind(i64::from(new.depth))
-                .bind(intent)
-                .bind(act)
-                .bind(&new.cnf_jkt)
-                .bind(crate::sql::ts(ctx.at))
-                .bind(&ctx.actor)
-                .bind(crate::sql::ts(new.expires_at))
-                .execute(&mut *tx)
-                .await?;
-                let task = Self::task_by_id(&mut *tx, new.id, false)
-                    .await?
-                    .ok_or_else(|| crate::StoreError::Internal("inserted task not found".into()))?;
-                tx.commit().await?;
-                Ok(task)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn get_task(&self, id: uuid::Uuid) -> crate::Result<Option<warden_core::Task>> {
-                Self::task_by_id(&self.read, id, false).await
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    Self::task_by_id(&self.read, id, false).await
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn list_tasks(&self, filter: &crate::TaskFilter) -> crate::Result<Vec<warden_core::Task>> {
-                let rows = sqlx::query(&format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks t JOIN agents a ON a.id = t.agent_id \
-                     WHERE (CAST($1 AS TEXT) IS NULL OR a.name = $1) AND (CAST($2 AS TEXT) IS NULL OR t.state = $2) \
-                     ORDER BY t.created_at DESC, t.id LIMIT 1000"
-                ))
-                .bind(filter.agent.as_ref().map(|a| a.as_str()))
-                .bind(filter.state.map(|s| s.as_str()))
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter().map(decode::task).collect()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {TASK_COLUMNS} FROM tasks t JOIN agents a ON a.id = t.agent_id \
+                         WHERE (CAST($1 AS TEXT) IS NULL OR a.name = $1) AND (CAST($2 AS TEXT) IS NULL OR t.state = $2) \
+                         ORDER BY t.created_at DESC, t.id LIMIT 1000"
+                    ))
+                    .bind(filter.agent.as_ref().map(|a| a.as_str()))
+                    .bind(filter.state.map(|s| s.as_str()))
+                    .fetch_all(&self.read)
+                    .await?;
+                    rows.iter().map(decode::task).collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn end_task(
@@ -1546,76 +1792,115 @@ macro_rules! impl_store {
                 reason: &str,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<Vec<uuid::Uuid>> {
-                let mut tx = self.write.begin().await?;
-                let task = Self::task_by_id(&mut *tx, id, true)
-                    .await?
-                    .ok_or_else(|| crate::StoreError::not_found("task", id))?;
-                if task.state != warden_core::TaskState::Active {
-                    return Err(crate::StoreError::Conflict(format!("task `{id}` is already {}", task.state)));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let task = Self::task_by_id(&mut *tx, id, true)
+                            .await?
+                            .ok_or_else(|| crate::StoreError::not_found("task", id))?;
+                        if task.state != warden_core::TaskState::Active {
+                            return Err(crate::StoreError::Conflict(format!("task `{id}` is already {}", task.state)));
+                        }
+                        sqlx::query("UPDATE tasks SET state = 'ended', ended_at = $1, ended_by = $2, end_reason = $3 WHERE id = $4")
+                            .bind(crate::sql::ts(ctx.at))
+                            .bind(&ctx.actor)
+                            .bind(reason)
+                            .bind(id.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                        let why = format!("parent task {id} ended");
+                        let mut stopped = vec![id];
+                        stopped.extend(Self::revoke_task_tree(&mut tx, "parent_id = $1", &id.to_string(), &why, ctx).await?);
+                        Self::notify_revoked(&mut tx, &stopped).await?;
+                        tx.commit().await?;
+                        self.emit(crate::StoreEvent::TasksRevoked { ids: stopped.clone() });
+                        Ok(stopped)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                sqlx::query("UPDATE tasks SET state = 'ended', ended_at = $1, ended_by = $2, end_reason = $3 WHERE id = $4")
-                    .bind(crate::sql::ts(ctx.at))
-                    .bind(&ctx.actor)
-                    .bind(reason)
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                let why = format!("parent task {id} ended");
-                let mut stopped = vec![id];
-                stopped.extend(Self::revoke_task_tree(&mut tx, "parent_id = $1", &id.to_string(), &why, ctx).await?);
-                Self::notify_revoked(&mut tx, &stopped).await?;
-                tx.commit().await?;
-                self.emit(crate::StoreEvent::TasksRevoked { ids: stopped.clone() });
-                Ok(stopped)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn publish_signing_key(&self, key: &crate::SigningKeyRecord) -> crate::Result<()> {
-                let mut tx = self.write.begin().await?;
-                sqlx::query(
-                    "INSERT INTO signing_keys (kid, public_x, node, created_at, retire_after) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (kid) DO NOTHING",
-                )
-                .bind(&key.kid)
-                .bind(&key.public_x)
-                .bind(&key.node)
-                .bind(crate::sql::ts(key.created_at))
-                .bind(key.retire_after.map(crate::sql::ts))
-                .execute(&mut *tx)
-                .await?;
-                Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
-                tx.commit().await?;
-                self.emit(crate::StoreEvent::SigningKeysChanged);
-                Ok(())
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        sqlx::query(
+                            "INSERT INTO signing_keys (kid, public_x, node, created_at, retire_after) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (kid) DO NOTHING",
+                        )
+                        .bind(&key.kid)
+                        .bind(&key.public_x)
+                        .bind(&key.node)
+                        .bind(crate::sql::ts(key.created_at))
+                        .bind(key.retire_after.map(crate::sql::ts))
+                        .execute(&mut *tx)
+                        .await?;
+                        Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
+                        tx.commit().await?;
+                        self.emit(crate::StoreEvent::SigningKeysChanged);
+                        Ok(())
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn retire_signing_key(&self, kid: &str, retire_after: chrono::DateTime<chrono::Utc>) -> crate::Result<()> {
-                let mut tx = self.write.begin().await?;
-                let done = sqlx::query(
-                    "UPDATE signing_keys SET retire_after = $1 WHERE kid = $2 AND (retire_after IS NULL OR retire_after > $1)",
-                )
-                .bind(crate::sql::ts(retire_after))
-                .bind(kid)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 0 {
-                    let exists = sqlx::query("SELECT 1 FROM signing_keys WHERE kid = $1").bind(kid).fetch_optional(&mut *tx).await?;
-                    if exists.is_none() {
-                        return Err(crate::StoreError::not_found("signing key", kid));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let done = sqlx::query(
+                            "UPDATE signing_keys SET retire_after = $1 WHERE kid = $2 AND (retire_after IS NULL OR retire_after > $1)",
+                        )
+                        .bind(crate::sql::ts(retire_after))
+                        .bind(kid)
+                        .execute(&mut *tx)
+                        .await?;
+                        if done.rows_affected() == 0 {
+                            let exists = sqlx::query("SELECT 1 FROM signing_keys WHERE kid = $1").bind(kid).fetch_optional(&mut *tx).await?;
+                            if exists.is_none() {
+                                return Err(crate::StoreError::not_found("signing key", kid));
+                            }
+                        }
+                        Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
+                        tx.commit().await?;
+                        self.emit(crate::StoreEvent::SigningKeysChanged);
+                        Ok(())
                     }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
-                tx.commit().await?;
-                self.emit(crate::StoreEvent::SigningKeysChanged);
-                Ok(())
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn signing_keys(&self) -> crate::Result<Vec<crate::SigningKeyRecord>> {
-                let rows = sqlx::query(
-                    "SELECT kid, public_x, node, created_at, retire_after FROM signing_keys ORDER BY created_at, kid",
-                )
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter().map(decode::signing_key).collect()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query(
+                        "SELECT kid, public_x, node, created_at, retire_after FROM signing_keys ORDER BY created_at, kid",
+                    )
+                    .fetch_all(&self.read)
+                    .await?;
+                    rows.iter().map(decode::signing_key).collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn remove_human(
@@ -1623,84 +1908,95 @@ macro_rules! impl_store {
                 email: &warden_core::Email,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::HumanRemoval> {
-                use sqlx::Row as _;
-                let mut tx = self.write.begin().await?;
-                let row = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans WHERE email = $1{}", $for_update))
-                    .bind(email.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| crate::StoreError::not_found("human", email))?;
-                let mut human = decode::human(&row)?;
-                if human.disabled_at.is_some() {
-                    return Err(crate::StoreError::Conflict(format!("human `{email}` was already removed")));
-                }
-                let at = crate::sql::ts(ctx.at);
-                sqlx::query("UPDATE humans SET disabled_at = $1, disabled_by = $2 WHERE email = $3")
-                    .bind(at)
-                    .bind(&ctx.actor)
-                    .bind(email.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                human.disabled_at = Some(at);
-                human.disabled_by = Some(ctx.actor.clone());
-                let tokens = sqlx::query(
-                    "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE human_email = $3 AND revoked_at IS NULL",
-                )
-                .bind(at)
-                .bind(&ctx.actor)
-                .bind(email.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                let owned = sqlx::query(
-                    "SELECT a.name FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE o.human_email = $1 ORDER BY a.name",
-                )
-                .bind(email.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM agent_owners WHERE human_email = $1")
-                    .bind(email.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                let mut orphaned = Vec::new();
-                let mut revoked = Vec::new();
-                let why = format!("last owner {email} removed");
-                for r in &owned {
-                    let name: warden_core::AgentName = crate::sql::parse_col("name", r.try_get::<&str, _>("name")?)?;
-                    let agent = Self::agent_for_update(&mut tx, &name).await?;
-                    if !agent.owners.is_empty() || agent.state == warden_core::AgentState::Retired {
-                        continue;
-                    }
-                    let id = agent.id.to_string();
-                    if agent.state != warden_core::AgentState::Suspended {
-                        Self::write_history(&mut tx, &id, Some(agent.state), warden_core::AgentState::Suspended, &why, ctx).await?;
-                        sqlx::query(
-                            "UPDATE agents SET state = 'suspended', state_changed_at = $1, state_changed_by = $2, \
-                             updated_at = $1, updated_by = $2 WHERE id = $3",
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        use sqlx::Row as _;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let row = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans WHERE email = $1{}", $for_update))
+                            .bind(email.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .ok_or_else(|| crate::StoreError::not_found("human", email))?;
+                        let mut human = decode::human(&row)?;
+                        if human.disabled_at.is_some() {
+                            return Err(crate::StoreError::Conflict(format!("human `{email}` was already removed")));
+                        }
+                        let at = crate::sql::ts(ctx.at);
+                        sqlx::query("UPDATE humans SET disabled_at = $1, disabled_by = $2 WHERE email = $3")
+                            .bind(at)
+                            .bind(&ctx.actor)
+                            .bind(email.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        human.disabled_at = Some(at);
+                        human.disabled_by = Some(ctx.actor.clone());
+                        let tokens = sqlx::query(
+                            "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE human_email = $3 AND revoked_at IS NULL",
                         )
                         .bind(at)
                         .bind(&ctx.actor)
-                        .bind(&id)
+                        .bind(email.as_str())
                         .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        let owned = sqlx::query(
+                            "SELECT a.name FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE o.human_email = $1 ORDER BY a.name",
+                        )
+                        .bind(email.as_str())
+                        .fetch_all(&mut *tx)
                         .await?;
+                        sqlx::query("DELETE FROM agent_owners WHERE human_email = $1")
+                            .bind(email.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        let mut orphaned = Vec::new();
+                        let mut revoked = Vec::new();
+                        let why = format!("last owner {email} removed");
+                        for r in &owned {
+                            let name: warden_core::AgentName = crate::sql::parse_col("name", r.try_get::<&str, _>("name")?)?;
+                            let agent = Self::agent_for_update(&mut tx, &name).await?;
+                            if !agent.owners.is_empty() || agent.state == warden_core::AgentState::Retired {
+                                continue;
+                            }
+                            let id = agent.id.to_string();
+                            if agent.state != warden_core::AgentState::Suspended {
+                                Self::write_history(&mut tx, &id, Some(agent.state), warden_core::AgentState::Suspended, &why, ctx).await?;
+                                sqlx::query(
+                                    "UPDATE agents SET state = 'suspended', state_changed_at = $1, state_changed_by = $2, \
+                                     updated_at = $1, updated_by = $2 WHERE id = $3",
+                                )
+                                .bind(at)
+                                .bind(&ctx.actor)
+                                .bind(&id)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            revoked.extend(Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, &why, ctx).await?);
+                            orphaned.push(name);
+                        }
+                        Self::notify_revoked(&mut tx, &revoked).await?;
+                        let registry_event = crate::StoreEvent::RegistryChanged { agents: owned.iter().filter_map(|r| r.try_get::<String, _>("name").ok()).collect(), upstreams: vec![], tools: vec![], secrets: vec![] };
+                        Self::notify(&mut tx, &registry_event).await?;
+                        tx.commit().await?;
+                        self.emit(registry_event);
+                        if !revoked.is_empty() {
+                            self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                        }
+                        Ok(crate::HumanRemoval {
+                            human,
+                            revoked_api_tokens: usize::try_from(tokens).unwrap_or(usize::MAX),
+                            orphaned_agents: orphaned,
+                            revoked_tasks: revoked,
+                        })
                     }
-                    revoked.extend(Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, &why, ctx).await?);
-                    orphaned.push(name);
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                Self::notify_revoked(&mut tx, &revoked).await?;
-                let registry_event = crate::StoreEvent::RegistryChanged { agents: owned.iter().filter_map(|r| r.try_get::<String, _>("name").ok()).collect(), upstreams: vec![], tools: vec![], secrets: vec![] };
-                Self::notify(&mut tx, &registry_event).await?;
-                tx.commit().await?;
-                self.emit(registry_event);
-                if !revoked.is_empty() {
-                    self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
-                }
-                Ok(crate::HumanRemoval {
-                    human,
-                    revoked_api_tokens: usize::try_from(tokens).unwrap_or(usize::MAX),
-                    orphaned_agents: orphaned,
-                    revoked_tasks: revoked,
-                })
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn activate_policies(
@@ -1710,118 +2006,158 @@ macro_rules! impl_store {
                 comment: &str,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<()> {
-                let files = serde_json::to_string(&policies.files).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-                let mut tx = self.write.begin().await?;
-                sqlx::query(
-                    "INSERT INTO policy_versions (version, files, created_at, created_by) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (version) DO NOTHING",
-                )
-                .bind(&policies.version)
-                .bind(files)
-                .bind(crate::sql::ts(ctx.at))
-                .bind(&ctx.actor)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&policies.version)
-                    .bind(role.as_str())
-                    .bind(crate::sql::ts(ctx.at))
-                    .bind(&ctx.actor)
-                    .bind(comment)
-                    .execute(&mut *tx)
-                    .await?;
-                Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
-                tx.commit().await?;
-                self.emit(crate::StoreEvent::PoliciesChanged);
-                Ok(())
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let files = serde_json::to_string(&policies.files).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        sqlx::query(
+                            "INSERT INTO policy_versions (version, files, created_at, created_by) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (version) DO NOTHING",
+                        )
+                        .bind(&policies.version)
+                        .bind(files)
+                        .bind(crate::sql::ts(ctx.at))
+                        .bind(&ctx.actor)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(&policies.version)
+                            .bind(role.as_str())
+                            .bind(crate::sql::ts(ctx.at))
+                            .bind(&ctx.actor)
+                            .bind(comment)
+                            .execute(&mut *tx)
+                            .await?;
+                        Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
+                        tx.commit().await?;
+                        self.emit(crate::StoreEvent::PoliciesChanged);
+                        Ok(())
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn clear_shadow_policies(&self, comment: &str, ctx: &warden_core::ChangeContext) -> crate::Result<()> {
-                let mut tx = self.write.begin().await?;
-                sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES (NULL, 'shadow', $1, $2, $3)")
-                    .bind(crate::sql::ts(ctx.at))
-                    .bind(&ctx.actor)
-                    .bind(comment)
-                    .execute(&mut *tx)
-                    .await?;
-                Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
-                tx.commit().await?;
-                self.emit(crate::StoreEvent::PoliciesChanged);
-                Ok(())
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES (NULL, 'shadow', $1, $2, $3)")
+                            .bind(crate::sql::ts(ctx.at))
+                            .bind(&ctx.actor)
+                            .bind(comment)
+                            .execute(&mut *tx)
+                            .await?;
+                        Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
+                        tx.commit().await?;
+                        self.emit(crate::StoreEvent::PoliciesChanged);
+                        Ok(())
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn current_policies(&self) -> crate::Result<crate::CurrentPolicies> {
-                use sqlx::Row as _;
-                let mut current = crate::CurrentPolicies::default();
-                for role in [crate::PolicyRole::Active, crate::PolicyRole::Shadow] {
-                    let row = sqlx::query(
-                        "SELECT v.version, v.files, v.created_at, v.created_by FROM policy_activations a \
-                         LEFT JOIN policy_versions v ON v.version = a.version \
-                         WHERE a.role = $1 ORDER BY a.seq DESC LIMIT 1",
-                    )
-                    .bind(role.as_str())
-                    .fetch_optional(&self.read)
-                    .await?;
-                    let version = match row {
-                        Some(r) => match r.try_get::<Option<String>, _>("version")? {
-                            Some(version) => Some(crate::PolicyVersion {
-                                version,
-                                files: serde_json::from_str(r.try_get::<&str, _>("files")?)
-                                    .map_err(|e| crate::StoreError::corrupt("files", e))?,
-                                created_at: r.try_get("created_at")?,
-                                created_by: r.try_get("created_by")?,
-                            }),
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let mut current = crate::CurrentPolicies::default();
+                    for role in [crate::PolicyRole::Active, crate::PolicyRole::Shadow] {
+                        let row = sqlx::query(
+                            "SELECT v.version, v.files, v.created_at, v.created_by FROM policy_activations a \
+                             LEFT JOIN policy_versions v ON v.version = a.version \
+                             WHERE a.role = $1 ORDER BY a.seq DESC LIMIT 1",
+                        )
+                        .bind(role.as_str())
+                        .fetch_optional(&self.read)
+                        .await?;
+                        let version = match row {
+                            Some(r) => match r.try_get::<Option<String>, _>("version")? {
+                                Some(version) => Some(crate::PolicyVersion {
+                                    version,
+                                    files: serde_json::from_str(r.try_get::<&str, _>("files")?)
+                                        .map_err(|e| crate::StoreError::corrupt("files", e))?,
+                                    created_at: r.try_get("created_at")?,
+                                    created_by: r.try_get("created_by")?,
+                                }),
+                                None => None,
+                            },
                             None => None,
-                        },
-                        None => None,
-                    };
-                    match role {
-                        crate::PolicyRole::Active => current.active = version,
-                        crate::PolicyRole::Shadow => current.shadow = version,
+                        };
+                        match role {
+                            crate::PolicyRole::Active => current.active = version,
+                            crate::PolicyRole::Shadow => current.shadow = version,
+                        }
                     }
+                    Ok(current)
                 }
-                Ok(current)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn policy_history(&self, limit: u32) -> crate::Result<Vec<crate::PolicyActivation>> {
-                use sqlx::Row as _;
-                let rows = sqlx::query(
-                    "SELECT seq, version, role, at, by_actor, comment FROM policy_activations ORDER BY seq DESC LIMIT $1",
-                )
-                .bind(i64::from(limit))
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        let role: String = r.try_get("role")?;
-                        Ok(crate::PolicyActivation {
-                            seq: r.try_get("seq")?,
-                            version: r.try_get("version")?,
-                            role: if role == "active" { crate::PolicyRole::Active } else { crate::PolicyRole::Shadow },
-                            at: r.try_get("at")?,
-                            by: r.try_get("by_actor")?,
-                            comment: r.try_get("comment")?,
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let rows = sqlx::query(
+                        "SELECT seq, version, role, at, by_actor, comment FROM policy_activations ORDER BY seq DESC LIMIT $1",
+                    )
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.read)
+                    .await?;
+                    rows.iter()
+                        .map(|r| {
+                            let role: String = r.try_get("role")?;
+                            Ok(crate::PolicyActivation {
+                                seq: r.try_get("seq")?,
+                                version: r.try_get("version")?,
+                                role: if role == "active" { crate::PolicyRole::Active } else { crate::PolicyRole::Shadow },
+                                at: r.try_get("at")?,
+                                by: r.try_get("by_actor")?,
+                                comment: r.try_get("comment")?,
+                            })
                         })
-                    })
-                    .collect()
+                        .collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn policy_version(&self, version: &str) -> crate::Result<Option<crate::PolicyVersion>> {
-                use sqlx::Row as _;
-                let row = sqlx::query("SELECT version, files, created_at, created_by FROM policy_versions WHERE version = $1")
-                    .bind(version)
-                    .fetch_optional(&self.read)
-                    .await?;
-                row.map(|r| {
-                    Ok(crate::PolicyVersion {
-                        version: r.try_get("version")?,
-                        files: serde_json::from_str(r.try_get::<&str, _>("files")?)
-                            .map_err(|e| crate::StoreError::corrupt("files", e))?,
-                        created_at: r.try_get("created_at")?,
-                        created_by: r.try_get("created_by")?,
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let row = sqlx::query("SELECT version, files, created_at, created_by FROM policy_versions WHERE version = $1")
+                        .bind(version)
+                        .fetch_optional(&self.read)
+                        .await?;
+                    row.map(|r| {
+                        Ok(crate::PolicyVersion {
+                            version: r.try_get("version")?,
+                            files: serde_json::from_str(r.try_get::<&str, _>("files")?)
+                                .map_err(|e| crate::StoreError::corrupt("files", e))?,
+                            created_at: r.try_get("created_at")?,
+                            created_by: r.try_get("created_by")?,
+                        })
                     })
-                })
-                .transpose()
+                    .transpose()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             // ---- ledger ----
@@ -1831,86 +2167,103 @@ macro_rules! impl_store {
                 batch: Vec<warden_ledger::PreEncoded>,
                 checkpoint: Option<crate::CheckpointSigner<'_>>,
             ) -> crate::Result<crate::LedgerAppend> {
-                use sqlx::Row as _;
-                let mut tx = self.write.begin().await?;
-                let head = sqlx::query(&format!("SELECT size, frontier FROM ledger_head WHERE id = 1{}", $for_update))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let frontier = crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)?;
-                let prepared = warden_ledger::prepare_append_encoded(&frontier, batch).map_err(crate::ledger::append_error)?;
-                for chunk in crate::ledger::shaped_chunks(&prepared.entries) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO ledger_entries (seq, at, agent, canonical, leaf_hash) ",
-                    );
-                    q.push_values(chunk, |mut b, e| {
-                        let entry = e.entry();
-                        b.push_bind(crate::ledger::to_i64(e.seq()))
-                            .push_bind(entry.at)
-                            .push_bind(crate::ledger::agent_of(entry))
-                            .push_bind(e.bytes())
-                            .push_bind(e.leaf_hash().as_bytes().to_vec());
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                let stored: Vec<_> = prepared
-                    .nodes
-                    .iter()
-                    .filter(|(id, _)| id.level >= crate::ledger::STORED_NODE_LEVEL)
-                    .collect();
-                for chunk in crate::ledger::shaped_chunks(&stored) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO ledger_nodes (level, idx, hash) ");
-                    q.push_values(chunk, |mut b, (id, hash)| {
-                        b.push_bind(i32::from(id.level))
-                            .push_bind(crate::ledger::to_i64(id.index))
-                            .push_bind(hash.as_bytes().to_vec());
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                let size = prepared.tree_size();
-                // Written even for an empty batch: an empty append is the writer's probe, and it must
-                // prove the head can still be written, not only read.
-                let state = serde_json::to_string(&prepared.frontier)
-                    .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-                sqlx::query("UPDATE ledger_head SET size = $1, frontier = $2 WHERE id = 1")
-                    .bind(crate::ledger::to_i64(size))
-                    .bind(state)
-                    .execute(&mut *tx)
-                    .await?;
-                let mut signed = None;
-                if let Some(cs) = checkpoint
-                    && size > 0
-                {
-                    let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if latest != Some(crate::ledger::to_i64(size)) {
-                        let note = prepared
-                            .sign_checkpoint(cs.origin, &[cs.signer])
-                            .map_err(|e| crate::StoreError::Internal(format!("cannot sign a checkpoint: {e}")))?;
-                        sqlx::query("INSERT INTO ledger_checkpoints (size, note, at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING")
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        use sqlx::Row as _;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let head = sqlx::query(&format!("SELECT size, frontier FROM ledger_head WHERE id = 1{}", $for_update))
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        let frontier = crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)?;
+                        let prepared = warden_ledger::prepare_append_encoded(&frontier, batch).map_err(crate::ledger::append_error)?;
+                        for chunk in crate::ledger::shaped_chunks(&prepared.entries) {
+                            let mut q = sqlx::QueryBuilder::<$db>::new(
+                                "INSERT INTO ledger_entries (seq, at, agent, canonical, leaf_hash) ",
+                            );
+                            q.push_values(chunk, |mut b, e| {
+                                let entry = e.entry();
+                                b.push_bind(crate::ledger::to_i64(e.seq()))
+                                    .push_bind(entry.at)
+                                    .push_bind(crate::ledger::agent_of(entry))
+                                    .push_bind(e.bytes())
+                                    .push_bind(e.leaf_hash().as_bytes().to_vec());
+                            });
+                            q.build().execute(&mut *tx).await?;
+                        }
+                        let stored: Vec<_> = prepared
+                            .nodes
+                            .iter()
+                            .filter(|(id, _)| id.level >= crate::ledger::STORED_NODE_LEVEL)
+                            .collect();
+                        for chunk in crate::ledger::shaped_chunks(&stored) {
+                            let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO ledger_nodes (level, idx, hash) ");
+                            q.push_values(chunk, |mut b, (id, hash)| {
+                                b.push_bind(i32::from(id.level))
+                                    .push_bind(crate::ledger::to_i64(id.index))
+                                    .push_bind(hash.as_bytes().to_vec());
+                            });
+                            q.build().execute(&mut *tx).await?;
+                        }
+                        let size = prepared.tree_size();
+                        // Written even for an empty batch: an empty append is the writer's probe, and it must
+                        // prove the head can still be written, not only read.
+                        let state = serde_json::to_string(&prepared.frontier)
+                            .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                        sqlx::query("UPDATE ledger_head SET size = $1, frontier = $2 WHERE id = 1")
                             .bind(crate::ledger::to_i64(size))
-                            .bind(&note)
-                            .bind(crate::sql::ts(cs.at))
+                            .bind(state)
                             .execute(&mut *tx)
                             .await?;
-                        signed = Some(size);
+                        let mut signed = None;
+                        if let Some(cs) = checkpoint
+                            && size > 0
+                        {
+                            let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            if latest != Some(crate::ledger::to_i64(size)) {
+                                let note = prepared
+                                    .sign_checkpoint(cs.origin, &[cs.signer])
+                                    .map_err(|e| crate::StoreError::Internal(format!("cannot sign a checkpoint: {e}")))?;
+                                sqlx::query("INSERT INTO ledger_checkpoints (size, note, at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING")
+                                    .bind(crate::ledger::to_i64(size))
+                                    .bind(&note)
+                                    .bind(crate::sql::ts(cs.at))
+                                    .execute(&mut *tx)
+                                    .await?;
+                                signed = Some(size);
+                            }
+                        }
+                        tx.commit().await?;
+                        Ok(crate::LedgerAppend {
+                            first_seq: prepared.first_seq(),
+                            tree_size: size,
+                            root: prepared.root(),
+                            checkpoint: signed,
+                        })
                     }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                tx.commit().await?;
-                Ok(crate::LedgerAppend {
-                    first_seq: prepared.first_seq(),
-                    tree_size: size,
-                    root: prepared.root(),
-                    checkpoint: signed,
-                })
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn ledger_head(&self) -> crate::Result<warden_ledger::Frontier> {
-                use sqlx::Row as _;
-                let head = sqlx::query("SELECT size, frontier FROM ledger_head WHERE id = 1")
-                    .fetch_one(&self.read)
-                    .await?;
-                crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let head = sqlx::query("SELECT size, frontier FROM ledger_head WHERE id = 1")
+                        .fetch_one(&self.read)
+                        .await?;
+                    crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn ledger_records(
@@ -1919,184 +2272,245 @@ macro_rules! impl_store {
                 limit: u32,
                 filter: &crate::LedgerFilter,
             ) -> crate::Result<Vec<warden_ledger::LogRecord>> {
-                use sqlx::Row as _;
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT seq, canonical, leaf_hash FROM ledger_entries WHERE seq >= ");
-                q.push_bind(crate::ledger::to_i64(from_seq));
-                if let Some(since) = filter.since {
-                    q.push(" AND at >= ").push_bind(crate::sql::ts(since));
-                }
-                if let Some(until) = filter.until {
-                    q.push(" AND at < ").push_bind(crate::sql::ts(until));
-                }
-                if let Some(agent) = &filter.agent {
-                    q.push(" AND agent = ").push_bind(agent.clone());
-                }
-                q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
-                let rows = q.build().fetch_all(&self.read).await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(warden_ledger::LogRecord {
-                            seq: crate::ledger::seq_col(r.try_get("seq")?)?,
-                            bytes: r.try_get("canonical")?,
-                            stored_hash: Some(crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?)),
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT seq, canonical, leaf_hash FROM ledger_entries WHERE seq >= ");
+                    q.push_bind(crate::ledger::to_i64(from_seq));
+                    if let Some(since) = filter.since {
+                        q.push(" AND at >= ").push_bind(crate::sql::ts(since));
+                    }
+                    if let Some(until) = filter.until {
+                        q.push(" AND at < ").push_bind(crate::sql::ts(until));
+                    }
+                    if let Some(agent) = &filter.agent {
+                        q.push(" AND agent = ").push_bind(agent.clone());
+                    }
+                    q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+                    let rows = q.build().fetch_all(&self.read).await?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(warden_ledger::LogRecord {
+                                seq: crate::ledger::seq_col(r.try_get("seq")?)?,
+                                bytes: r.try_get("canonical")?,
+                                stored_hash: Some(crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?)),
+                            })
                         })
-                    })
-                    .collect()
+                        .collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn ledger_nodes(&self, ids: &[warden_ledger::NodeId]) -> crate::Result<Vec<warden_ledger::Hash>> {
-                use sqlx::Row as _;
-                use std::collections::HashMap;
-                let missing = |id: &warden_ledger::NodeId| crate::StoreError::not_found("ledger node", format!("{}/{}", id.level, id.index));
-                let mut conn = self.read.acquire().await?;
-                let mut found: HashMap<warden_ledger::NodeId, warden_ledger::Hash> = HashMap::with_capacity(ids.len());
-                let leaves: Vec<i64> = ids.iter().filter(|id| id.level == 0).map(|id| crate::ledger::to_i64(id.index)).collect();
-                let stored: Vec<&warden_ledger::NodeId> = ids.iter().filter(|id| id.level >= crate::ledger::STORED_NODE_LEVEL).collect();
-                // One query for the leaves, one for the stored nodes (proofs need ~log2(n) of them).
-                for chunk in leaves.chunks(crate::ledger::INSERT_CHUNK) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT seq, leaf_hash FROM ledger_entries WHERE seq IN (");
-                    let mut list = q.separated(", ");
-                    for seq in chunk {
-                        list.push_bind(*seq);
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    use std::collections::HashMap;
+                    let missing = |id: &warden_ledger::NodeId| crate::StoreError::not_found("ledger node", format!("{}/{}", id.level, id.index));
+                    let mut conn = self.read.acquire().await?;
+                    let mut found: HashMap<warden_ledger::NodeId, warden_ledger::Hash> = HashMap::with_capacity(ids.len());
+                    let leaves: Vec<i64> = ids.iter().filter(|id| id.level == 0).map(|id| crate::ledger::to_i64(id.index)).collect();
+                    let stored: Vec<&warden_ledger::NodeId> = ids.iter().filter(|id| id.level >= crate::ledger::STORED_NODE_LEVEL).collect();
+                    // One query for the leaves, one for the stored nodes (proofs need ~log2(n) of them).
+                    for chunk in leaves.chunks(crate::ledger::INSERT_CHUNK) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("SELECT seq, leaf_hash FROM ledger_entries WHERE seq IN (");
+                        let mut list = q.separated(", ");
+                        for seq in chunk {
+                            list.push_bind(*seq);
+                        }
+                        q.push(")");
+                        for r in q.build().fetch_all(&mut *conn).await? {
+                            let seq = crate::ledger::seq_col(r.try_get("seq")?)?;
+                            found.insert(warden_ledger::NodeId::leaf(seq), crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?));
+                        }
                     }
-                    q.push(")");
-                    for r in q.build().fetch_all(&mut *conn).await? {
-                        let seq = crate::ledger::seq_col(r.try_get("seq")?)?;
-                        found.insert(warden_ledger::NodeId::leaf(seq), crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?));
+                    for chunk in stored.chunks(crate::ledger::INSERT_CHUNK) {
+                                            // push_tuples writes the parentheses around the list itself.
+                        let mut q = sqlx::QueryBuilder::<$db>::new("SELECT level, idx, hash FROM ledger_nodes WHERE (level, idx) IN");
+                        q.push_tuples(chunk, |mut b, id| {
+                            b.push_bind(i32::from(id.level)).push_bind(crate::ledger::to_i64(id.index));
+                        });
+                        for r in q.build().fetch_all(&mut *conn).await? {
+                            let level: i32 = r.try_get("level")?;
+                            let id = warden_ledger::NodeId::new(
+                                u8::try_from(level).map_err(|e| crate::StoreError::corrupt("level", e))?,
+                                crate::ledger::seq_col(r.try_get("idx")?)?,
+                            );
+                            found.insert(id, crate::ledger::stored_hash(r.try_get::<&[u8], _>("hash")?));
+                        }
                     }
+                    // Nodes below the stored levels: hashed from their leaves (at most 128 each).
+                    for id in ids.iter().filter(|id| id.level > 0 && id.level < crate::ledger::STORED_NODE_LEVEL) {
+                        let (start, end) = id.leaf_range().ok_or_else(|| missing(id))?;
+                        let rows = sqlx::query("SELECT leaf_hash FROM ledger_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq")
+                            .bind(crate::ledger::to_i64(start))
+                            .bind(crate::ledger::to_i64(end))
+                            .fetch_all(&mut *conn)
+                            .await?;
+                        if rows.len() as u64 != end - start {
+                            return Err(missing(id));
+                        }
+                        let hashes = rows
+                            .iter()
+                            .map(|r| Ok(crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?)))
+                            .collect::<crate::Result<Vec<_>>>()?;
+                        found.insert(*id, warden_ledger::root(&hashes));
+                    }
+                    ids.iter().map(|id| found.get(id).copied().ok_or_else(|| missing(id))).collect()
                 }
-                for chunk in stored.chunks(crate::ledger::INSERT_CHUNK) {
-                                        // push_tuples writes the parentheses around the list itself.
-                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT level, idx, hash FROM ledger_nodes WHERE (level, idx) IN");
-                    q.push_tuples(chunk, |mut b, id| {
-                        b.push_bind(i32::from(id.level)).push_bind(crate::ledger::to_i64(id.index));
-                    });
-                    for r in q.build().fetch_all(&mut *conn).await? {
-                        let level: i32 = r.try_get("level")?;
-                        let id = warden_ledger::NodeId::new(
-                            u8::try_from(level).map_err(|e| crate::StoreError::corrupt("level", e))?,
-                            crate::ledger::seq_col(r.try_get("idx")?)?,
-                        );
-                        found.insert(id, crate::ledger::stored_hash(r.try_get::<&[u8], _>("hash")?));
-                    }
-                }
-                // Nodes below the stored levels: hashed from their leaves (at most 128 each).
-                for id in ids.iter().filter(|id| id.level > 0 && id.level < crate::ledger::STORED_NODE_LEVEL) {
-                    let (start, end) = id.leaf_range().ok_or_else(|| missing(id))?;
-                    let rows = sqlx::query("SELECT leaf_hash FROM ledger_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq")
-                        .bind(crate::ledger::to_i64(start))
-                        .bind(crate::ledger::to_i64(end))
-                        .fetch_all(&mut *conn)
-                        .await?;
-                    if rows.len() as u64 != end - start {
-                        return Err(missing(id));
-                    }
-                    let hashes = rows
-                        .iter()
-                        .map(|r| Ok(crate::ledger::stored_hash(r.try_get::<&[u8], _>("leaf_hash")?)))
-                        .collect::<crate::Result<Vec<_>>>()?;
-                    found.insert(*id, warden_ledger::root(&hashes));
-                }
-                ids.iter().map(|id| found.get(id).copied().ok_or_else(|| missing(id))).collect()
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn ledger_checkpoints(&self, from_size: u64, limit: u32) -> crate::Result<Vec<crate::StoredCheckpoint>> {
-                use sqlx::Row as _;
-                let rows = sqlx::query("SELECT size, note, at FROM ledger_checkpoints WHERE size >= $1 ORDER BY size LIMIT $2")
-                    .bind(crate::ledger::to_i64(from_size))
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.read)
-                    .await?;
-                rows.iter()
-                    .map(|r| {
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let rows = sqlx::query("SELECT size, note, at FROM ledger_checkpoints WHERE size >= $1 ORDER BY size LIMIT $2")
+                        .bind(crate::ledger::to_i64(from_size))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(crate::StoredCheckpoint {
+                                size: crate::ledger::seq_col(r.try_get("size")?)?,
+                                note: r.try_get("note")?,
+                                at: r.try_get("at")?,
+                            })
+                        })
+                        .collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
+            }
+
+            async fn latest_ledger_checkpoint(&self) -> crate::Result<Option<crate::StoredCheckpoint>> {
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let row = sqlx::query("SELECT size, note, at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+                        .fetch_optional(&self.read)
+                        .await?;
+                    row.map(|r| {
                         Ok(crate::StoredCheckpoint {
                             size: crate::ledger::seq_col(r.try_get("size")?)?,
                             note: r.try_get("note")?,
                             at: r.try_get("at")?,
                         })
                     })
-                    .collect()
-            }
-
-            async fn latest_ledger_checkpoint(&self) -> crate::Result<Option<crate::StoredCheckpoint>> {
-                use sqlx::Row as _;
-                let row = sqlx::query("SELECT size, note, at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
-                    .fetch_optional(&self.read)
-                    .await?;
-                row.map(|r| {
-                    Ok(crate::StoredCheckpoint {
-                        size: crate::ledger::seq_col(r.try_get("size")?)?,
-                        note: r.try_get("note")?,
-                        at: r.try_get("at")?,
-                    })
-                })
-                .transpose()
+                    .transpose()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn publish_ledger_key(&self, vkey: &str, node: &str, at: chrono::DateTime<chrono::Utc>) -> crate::Result<()> {
-                sqlx::query("INSERT INTO ledger_keys (vkey, node, created_at) VALUES ($1, $2, $3) ON CONFLICT (vkey) DO NOTHING")
-                    .bind(vkey)
-                    .bind(node)
-                    .bind(crate::sql::ts(at))
-                    .execute(&self.write)
-                    .await?;
-                Ok(())
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        sqlx::query("INSERT INTO ledger_keys (vkey, node, created_at) VALUES ($1, $2, $3) ON CONFLICT (vkey) DO NOTHING")
+                            .bind(vkey)
+                            .bind(node)
+                            .bind(crate::sql::ts(at))
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        Ok(())
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn ledger_keys(&self) -> crate::Result<Vec<crate::LedgerKeyRecord>> {
-                use sqlx::Row as _;
-                let rows = sqlx::query("SELECT vkey, node, created_at FROM ledger_keys ORDER BY created_at, vkey")
-                    .fetch_all(&self.read)
-                    .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(crate::LedgerKeyRecord {
-                            vkey: r.try_get("vkey")?,
-                            node: r.try_get("node")?,
-                            created_at: r.try_get("created_at")?,
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let rows = sqlx::query("SELECT vkey, node, created_at FROM ledger_keys ORDER BY created_at, vkey")
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(crate::LedgerKeyRecord {
+                                vkey: r.try_get("vkey")?,
+                                node: r.try_get("node")?,
+                                created_at: r.try_get("created_at")?,
+                            })
                         })
-                    })
-                    .collect()
+                        .collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             // ---- approvals ----
 
             async fn request_approval(&self, new: &crate::NewApproval) -> crate::Result<(crate::Approval, bool)> {
-                // Two nodes opening the same request at once: one insert wins the unique index on
-                // pending keys, the other retries and finds it.
-                let mut attempt = 0;
-                loop {
-                    match self.open_approval(new).await {
-                        Err(crate::StoreError::Conflict(_)) if attempt < 3 => attempt += 1,
-                        other => return other,
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    // Two nodes opening the same request at once: one insert wins the unique index on
+                    // pending keys, the other retries and finds it.
+                    let mut attempt = 0;
+                    loop {
+                        match self.open_approval(new).await {
+                            Err(crate::StoreError::Conflict(_)) if attempt < 3 => attempt += 1,
+                            other => return other,
+                        }
                     }
                 }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn get_approval(&self, id: uuid::Uuid) -> crate::Result<Option<crate::Approval>> {
-                let mut conn = self.read.acquire().await?;
-                Self::approval_by_id(&mut *conn, id).await
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let mut conn = self.read.acquire().await?;
+                    Self::approval_by_id(&mut *conn, id).await
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn list_approvals(&self, filter: &crate::ApprovalFilter) -> crate::Result<Vec<crate::Approval>> {
-                use sqlx::Row as _;
-                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE 1 = 1"));
-                if let Some(s) = filter.state {
-                    q.push(" AND state = ").push_bind(s.as_str());
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE 1 = 1"));
+                    if let Some(s) = filter.state {
+                        q.push(" AND state = ").push_bind(s.as_str());
+                    }
+                    if let Some(a) = &filter.agent {
+                        q.push(" AND agent_name = ").push_bind(a.as_str().to_owned());
+                    }
+                    q.push(" ORDER BY created_at DESC, id LIMIT 500");
+                    let mut conn = self.read.acquire().await?;
+                    let rows = q.build().fetch_all(&mut *conn).await?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in &rows {
+                        let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
+                        let votes = Self::votes_of(&mut *conn, id).await?;
+                        out.push(decode::approval(r, votes)?);
+                    }
+                    Ok(out)
                 }
-                if let Some(a) = &filter.agent {
-                    q.push(" AND agent_name = ").push_bind(a.as_str().to_owned());
-                }
-                q.push(" ORDER BY created_at DESC, id LIMIT 500");
-                let mut conn = self.read.acquire().await?;
-                let rows = q.build().fetch_all(&mut *conn).await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
-                    let votes = Self::votes_of(&mut *conn, id).await?;
-                    out.push(decode::approval(r, votes)?);
-                }
-                Ok(out)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn vote_approval(
@@ -2108,170 +2522,211 @@ macro_rules! impl_store {
                 now: chrono::DateTime<chrono::Utc>,
                 grant_ttl: chrono::Duration,
             ) -> crate::Result<crate::Approval> {
-                use sqlx::Row as _;
-                let mut tx = self.write.begin().await?;
-                let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1{}", $for_update))
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
-                let current = decode::approval(&row, Vec::new())?;
-                if current.state != crate::ApprovalState::Pending {
-                    return Err(crate::StoreError::Conflict(format!(
-                        "approval request `{id}` is already {}", current.state.as_str()
-                    )));
-                }
-                if current.expires_at <= now {
-                    // Refused, and left for the expiry sweep to mark and record: an expiry written
-                    // here would never reach the ledger.
-                    return Err(crate::StoreError::Conflict(format!(
-                        "approval request `{id}` expired at {}", current.expires_at.to_rfc3339()
-                    )));
-                }
-                // Separation of duties: an owner of the agent does not approve its requests.
-                let owns: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE a.name = $1 AND o.human_email = $2",
-                )
-                .bind(current.agent.as_str())
-                .bind(approver.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                if owns > 0 && !current.owners_may_approve {
-                    return Err(crate::StoreError::Conflict(format!(
-                        "`{approver}` owns agent `{}` and may not decide its approval requests (separation of duties)",
-                        current.agent
-                    )));
-                }
-                // Eligibility narrowed by policy (`@approvers`): the approver must be named by every
-                // approval policy behind the request, by address or as the upstream's owner.
-                if !current.approvers.is_empty() {
-                    let upstream_owner: Option<String> = match &current.upstream {
-                        Some(u) => sqlx::query_scalar("SELECT owner_email FROM upstreams WHERE name = $1")
-                            .bind(u)
-                            .fetch_optional(&mut *tx)
-                            .await?,
-                        None => None,
-                    };
-                    if let Some(names) = current.approvers.iter().find(|names| {
-                        !names.iter().any(|n| {
-                            n == approver.as_str()
-                                || (n == crate::UPSTREAM_OWNER && upstream_owner.as_deref() == Some(approver.as_str()))
-                        })
-                    }) {
-                        return Err(crate::StoreError::Forbidden(format!(
-                            "`{approver}` is not among the approvers policy names for approval request `{id}` ({})",
-                            names.join(", ")
-                        )));
-                    }
-                }
-                let voted: Option<String> = sqlx::query_scalar("SELECT vote FROM approval_votes WHERE approval_id = $1 AND approver = $2")
-                    .bind(id.to_string())
-                    .bind(approver.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(v) = voted {
-                    return Err(crate::StoreError::Conflict(format!(
-                        "`{approver}` already voted `{v}` on approval request `{id}`; nobody decides twice"
-                    )));
-                }
-                sqlx::query("INSERT INTO approval_votes (approval_id, approver, vote, comment, at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(id.to_string())
-                    .bind(approver.as_str())
-                    .bind(match vote { crate::Vote::Approve => "approve", crate::Vote::Deny => "deny" })
-                    .bind(comment)
-                    .bind(crate::sql::ts(now))
-                    .execute(&mut *tx)
-                    .await?;
-                match vote {
-                    crate::Vote::Deny => {
-                        sqlx::query("UPDATE approvals SET state = 'denied', decided_at = $2 WHERE id = $1")
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        use sqlx::Row as _;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1{}", $for_update))
                             .bind(id.to_string())
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
+                        let current = decode::approval(&row, Vec::new())?;
+                        if current.state != crate::ApprovalState::Pending {
+                            return Err(crate::StoreError::Conflict(format!(
+                                "approval request `{id}` is already {}", current.state.as_str()
+                            )));
+                        }
+                        if current.expires_at <= now {
+                            // Refused, and left for the expiry sweep to mark and record: an expiry written
+                            // here would never reach the ledger.
+                            return Err(crate::StoreError::Conflict(format!(
+                                "approval request `{id}` expired at {}", current.expires_at.to_rfc3339()
+                            )));
+                        }
+                        // Separation of duties: an owner of the agent does not approve its requests.
+                        let owns: i64 = sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE a.name = $1 AND o.human_email = $2",
+                        )
+                        .bind(current.agent.as_str())
+                        .bind(approver.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if owns > 0 && !current.owners_may_approve {
+                            return Err(crate::StoreError::Conflict(format!(
+                                "`{approver}` owns agent `{}` and may not decide its approval requests (separation of duties)",
+                                current.agent
+                            )));
+                        }
+                        // Eligibility narrowed by policy (`@approvers`): the approver must be named by every
+                        // approval policy behind the request, by address or as the upstream's owner.
+                        if !current.approvers.is_empty() {
+                            let upstream_owner: Option<String> = match &current.upstream {
+                                Some(u) => sqlx::query_scalar("SELECT owner_email FROM upstreams WHERE name = $1")
+                                    .bind(u)
+                                    .fetch_optional(&mut *tx)
+                                    .await?,
+                                None => None,
+                            };
+                            if let Some(names) = current.approvers.iter().find(|names| {
+                                !names.iter().any(|n| {
+                                    n == approver.as_str()
+                                        || (n == crate::UPSTREAM_OWNER && upstream_owner.as_deref() == Some(approver.as_str()))
+                                })
+                            }) {
+                                return Err(crate::StoreError::Forbidden(format!(
+                                    "`{approver}` is not among the approvers policy names for approval request `{id}` ({})",
+                                    names.join(", ")
+                                )));
+                            }
+                        }
+                        let voted: Option<String> = sqlx::query_scalar("SELECT vote FROM approval_votes WHERE approval_id = $1 AND approver = $2")
+                            .bind(id.to_string())
+                            .bind(approver.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if let Some(v) = voted {
+                            return Err(crate::StoreError::Conflict(format!(
+                                "`{approver}` already voted `{v}` on approval request `{id}`; nobody decides twice"
+                            )));
+                        }
+                        sqlx::query("INSERT INTO approval_votes (approval_id, approver, vote, comment, at) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(id.to_string())
+                            .bind(approver.as_str())
+                            .bind(match vote { crate::Vote::Approve => "approve", crate::Vote::Deny => "deny" })
+                            .bind(comment)
                             .bind(crate::sql::ts(now))
                             .execute(&mut *tx)
                             .await?;
-                    }
-                    crate::Vote::Approve => {
-                        let approvals = i64::from(current.approvals) + 1;
-                        if approvals >= i64::from(current.quorum) {
-                            let task_end: chrono::DateTime<chrono::Utc> = sqlx::query("SELECT expires_at FROM tasks WHERE id = $1")
-                                .bind(current.task_id.to_string())
-                                .fetch_one(&mut *tx)
-                                .await?
-                                .try_get("expires_at")?;
-                            let grant_end = (now + grant_ttl).min(task_end);
-                            sqlx::query("UPDATE approvals SET state = 'approved', approvals = $2, decided_at = $3, grant_expires_at = $4 WHERE id = $1")
-                                .bind(id.to_string())
-                                .bind(approvals)
-                                .bind(crate::sql::ts(now))
-                                .bind(crate::sql::ts(grant_end))
-                                .execute(&mut *tx)
-                                .await?;
-                        } else {
-                            sqlx::query("UPDATE approvals SET approvals = $2 WHERE id = $1")
-                                .bind(id.to_string())
-                                .bind(approvals)
-                                .execute(&mut *tx)
-                                .await?;
+                        match vote {
+                            crate::Vote::Deny => {
+                                sqlx::query("UPDATE approvals SET state = 'denied', decided_at = $2 WHERE id = $1")
+                                    .bind(id.to_string())
+                                    .bind(crate::sql::ts(now))
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            crate::Vote::Approve => {
+                                let approvals = i64::from(current.approvals) + 1;
+                                if approvals >= i64::from(current.quorum) {
+                                    let task_end: chrono::DateTime<chrono::Utc> = sqlx::query("SELECT expires_at FROM tasks WHERE id = $1")
+                                        .bind(current.task_id.to_string())
+                                        .fetch_one(&mut *tx)
+                                        .await?
+                                        .try_get("expires_at")?;
+                                    let grant_end = (now + grant_ttl).min(task_end);
+                                    sqlx::query("UPDATE approvals SET state = 'approved', approvals = $2, decided_at = $3, grant_expires_at = $4 WHERE id = $1")
+                                        .bind(id.to_string())
+                                        .bind(approvals)
+                                        .bind(crate::sql::ts(now))
+                                        .bind(crate::sql::ts(grant_end))
+                                        .execute(&mut *tx)
+                                        .await?;
+                                } else {
+                                    sqlx::query("UPDATE approvals SET approvals = $2 WHERE id = $1")
+                                        .bind(id.to_string())
+                                        .bind(approvals)
+                                        .execute(&mut *tx)
+                                        .await?;
+                                }
+                            }
                         }
+                        let approval = Self::approval_in(&mut tx, id).await?.ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
+                        tx.commit().await?;
+                        Ok(approval)
                     }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                let approval = Self::approval_in(&mut tx, id).await?.ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
-                tx.commit().await?;
-                Ok(approval)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn find_grant(&self, request_key: &str, now: chrono::DateTime<chrono::Utc>) -> crate::Result<Option<crate::Approval>> {
-                use sqlx::Row as _;
-                let mut conn = self.read.acquire().await?;
-                let row = sqlx::query(&format!(
-                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE request_key = $1 AND state = 'approved' \
-                     AND grant_expires_at > $2 AND (single_use = $3 OR used_at IS NULL) ORDER BY decided_at DESC LIMIT 1"
-                ))
-                .bind(request_key)
-                .bind(crate::sql::ts(now))
-                .bind(false)
-                .fetch_optional(&mut *conn)
-                .await?;
-                match row {
-                    None => Ok(None),
-                    Some(r) => {
-                        let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
-                        let votes = Self::votes_of(&mut *conn, id).await?;
-                        Ok(Some(decode::approval(&r, votes)?))
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    use sqlx::Row as _;
+                    let mut conn = self.read.acquire().await?;
+                    let row = sqlx::query(&format!(
+                        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE request_key = $1 AND state = 'approved' \
+                         AND grant_expires_at > $2 AND (single_use = $3 OR used_at IS NULL) ORDER BY decided_at DESC LIMIT 1"
+                    ))
+                    .bind(request_key)
+                    .bind(crate::sql::ts(now))
+                    .bind(false)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    match row {
+                        None => Ok(None),
+                        Some(r) => {
+                            let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
+                            let votes = Self::votes_of(&mut *conn, id).await?;
+                            Ok(Some(decode::approval(&r, votes)?))
+                        }
                     }
                 }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn use_grant(&self, id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>) -> crate::Result<bool> {
-                let done = sqlx::query(
-                    "UPDATE approvals SET used_at = $2 WHERE id = $1 AND state = 'approved' AND single_use = $3 AND used_at IS NULL",
-                )
-                .bind(id.to_string())
-                .bind(crate::sql::ts(now))
-                .bind(true)
-                .execute(&self.write)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let done = sqlx::query(
+                            "UPDATE approvals SET used_at = $2 WHERE id = $1 AND state = 'approved' AND single_use = $3 AND used_at IS NULL",
+                        )
+                        .bind(id.to_string())
+                        .bind(crate::sql::ts(now))
+                        .bind(true)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Ok(done.rows_affected() == 1)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn expire_approvals(&self, now: chrono::DateTime<chrono::Utc>) -> crate::Result<Vec<crate::Approval>> {
-                use sqlx::Row as _;
-                let mut tx = self.write.begin().await?;
-                let rows = sqlx::query(
-                    "UPDATE approvals SET state = 'expired' WHERE state = 'pending' AND expires_at <= $1 RETURNING id",
-                )
-                .bind(crate::sql::ts(now))
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
-                    if let Some(a) = Self::approval_in(&mut tx, id).await? {
-                        out.push(a);
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        use sqlx::Row as _;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let rows = sqlx::query(
+                            "UPDATE approvals SET state = 'expired' WHERE state = 'pending' AND expires_at <= $1 RETURNING id",
+                        )
+                        .bind(crate::sql::ts(now))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        let mut out = Vec::with_capacity(rows.len());
+                        for r in &rows {
+                            let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
+                            if let Some(a) = Self::approval_in(&mut tx, id).await? {
+                                out.push(a);
+                            }
+                        }
+                        tx.commit().await?;
+                        Ok(out)
                     }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                tx.commit().await?;
-                Ok(out)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             // ---- MCP gateway: tool catalogue ----
@@ -2283,128 +2738,151 @@ macro_rules! impl_store {
                 new_state: warden_core::ToolState,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> crate::Result<Vec<crate::ToolChange>> {
-                Self::check_observed(seen)?;
-                // The common case, a listing like the last one, reads and writes nothing (and takes
-                // no write lock: SQLite has one writer, and every `tools/list` comes through here).
-                let known: std::collections::HashMap<String, crate::ToolRecord> = crate::Store::list_tools(self, Some(upstream))
-                    .await?
-                    .into_iter()
-                    .map(|t| (t.name.clone(), t))
-                    .collect();
-                if seen.iter().all(|t| known.get(&t.name).is_some_and(|k| Self::tool_unchanged(k, &t.digest))) {
-                    return Ok(Vec::new());
-                }
-                let at = crate::sql::ts(now);
-                let mut tx = self.write.begin().await?;
-                let exists = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
-                    .bind(upstream.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if exists.is_none() {
-                    return Err(crate::StoreError::not_found("upstream", upstream));
-                }
-                // Rows are locked in name order, so concurrent observers of one upstream never deadlock.
-                let mut ordered: Vec<&crate::ObservedTool> = seen.iter().collect();
-                ordered.sort_by(|a, b| a.name.cmp(&b.name));
-                let mut changes = Vec::new();
-                for t in ordered {
-                    let definition = t.definition.to_string();
-                    let active = new_state == warden_core::ToolState::Active;
-                    // First sight. A concurrent observer's insert makes this one do nothing (on
-                    // PostgreSQL it waits for that transaction first), and the row is handled below.
-                    let inserted = sqlx::query(
-                        "INSERT INTO tools (upstream_name, name, state, digest, definition, hint_class, pending_digest, \
-                         pending_definition, pending_hint_class, first_seen, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
-                         ON CONFLICT (upstream_name, name) DO NOTHING",
-                    )
-                    .bind(upstream.as_str())
-                    .bind(&t.name)
-                    .bind(new_state.as_str())
-                    .bind(active.then_some(t.digest.as_str()))
-                    .bind(active.then_some(definition.as_str()))
-                    .bind(t.hint_class.as_str())
-                    .bind((!active).then_some(t.digest.as_str()))
-                    .bind((!active).then_some(definition.as_str()))
-                    .bind((!active).then_some(t.hint_class.as_str()))
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if inserted == 1 {
-                        let (approved, pending) = if active { (Some(t), None) } else { (None, Some(t)) };
-                        changes.push(crate::ToolChange::New(crate::ToolRecord {
-                            upstream: upstream.clone(),
-                            name: t.name.clone(),
-                            state: new_state,
-                            digest: approved.map(|t| t.digest.clone()),
-                            definition: approved.map(|t| t.definition.clone()),
-                            hint_class: t.hint_class,
-                            class_override: None,
-                            pending_digest: pending.map(|t| t.digest.clone()),
-                            pending_definition: pending.map(|t| t.definition.clone()),
-                            pending_hint_class: pending.map(|t| t.hint_class),
-                            first_seen: at,
-                            updated_at: at,
-                            approved_by: None,
-                            approved_at: None,
-                            classified_by: None,
-                            classified_at: None,
-                        }));
-                        continue;
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        Self::check_observed(seen)?;
+                        // The common case, a listing like the last one, reads and writes nothing (and takes
+                        // no write lock: SQLite has one writer, and every `tools/list` comes through here).
+                        let known: std::collections::HashMap<String, crate::ToolRecord> = crate::Store::list_tools(self, Some(upstream))
+                            .await?
+                            .into_iter()
+                            .map(|t| (t.name.clone(), t))
+                            .collect();
+                        if seen.iter().all(|t| known.get(&t.name).is_some_and(|k| Self::tool_unchanged(k, &t.digest))) {
+                            return Ok(Vec::new());
+                        }
+                        let at = crate::sql::ts(now);
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let exists = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
+                            .bind(upstream.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if exists.is_none() {
+                            return Err(crate::StoreError::not_found("upstream", upstream));
+                        }
+                        // Rows are locked in name order, so concurrent observers of one upstream never deadlock.
+                        let mut ordered: Vec<&crate::ObservedTool> = seen.iter().collect();
+                        ordered.sort_by(|a, b| a.name.cmp(&b.name));
+                        let mut changes = Vec::new();
+                        for t in ordered {
+                            let definition = t.definition.to_string();
+                            let active = new_state == warden_core::ToolState::Active;
+                            // First sight. A concurrent observer's insert makes this one do nothing (on
+                            // PostgreSQL it waits for that transaction first), and the row is handled below.
+                            let inserted = sqlx::query(
+                                "INSERT INTO tools (upstream_name, name, state, digest, definition, hint_class, pending_digest, \
+                                 pending_definition, pending_hint_class, first_seen, updated_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                                 ON CONFLICT (upstream_name, name) DO NOTHING",
+                            )
+                            .bind(upstream.as_str())
+                            .bind(&t.name)
+                            .bind(new_state.as_str())
+                            .bind(active.then_some(t.digest.as_str()))
+                            .bind(active.then_some(definition.as_str()))
+                            .bind(t.hint_class.as_str())
+                            .bind((!active).then_some(t.digest.as_str()))
+                            .bind((!active).then_some(definition.as_str()))
+                            .bind((!active).then_some(t.hint_class.as_str()))
+                            .bind(at)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                            if inserted == 1 {
+                                let (approved, pending) = if active { (Some(t), None) } else { (None, Some(t)) };
+                                changes.push(crate::ToolChange::New(crate::ToolRecord {
+                                    upstream: upstream.clone(),
+                                    name: t.name.clone(),
+                                    state: new_state,
+                                    digest: approved.map(|t| t.digest.clone()),
+                                    definition: approved.map(|t| t.definition.clone()),
+                                    hint_class: t.hint_class,
+                                    class_override: None,
+                                    pending_digest: pending.map(|t| t.digest.clone()),
+                                    pending_definition: pending.map(|t| t.definition.clone()),
+                                    pending_hint_class: pending.map(|t| t.hint_class),
+                                    first_seen: at,
+                                    updated_at: at,
+                                    approved_by: None,
+                                    approved_at: None,
+                                    classified_by: None,
+                                    classified_at: None,
+                                }));
+                                continue;
+                            }
+                            let mut tool = Self::tool_for_update(&mut tx, upstream, &t.name).await?;
+                            if Self::tool_unchanged(&tool, &t.digest) {
+                                continue;
+                            }
+                            sqlx::query(
+                                "UPDATE tools SET state = 'quarantined', pending_digest = $1, pending_definition = $2, \
+                                 pending_hint_class = $3, updated_at = $4 WHERE upstream_name = $5 AND name = $6",
+                            )
+                            .bind(&t.digest)
+                            .bind(&definition)
+                            .bind(t.hint_class.as_str())
+                            .bind(at)
+                            .bind(upstream.as_str())
+                            .bind(&t.name)
+                            .execute(&mut *tx)
+                            .await?;
+                            tool.state = warden_core::ToolState::Quarantined;
+                            tool.pending_digest = Some(t.digest.clone());
+                            tool.pending_definition = Some(t.definition.clone());
+                            tool.pending_hint_class = Some(t.hint_class);
+                            tool.updated_at = at;
+                            changes.push(crate::ToolChange::Quarantined(tool));
+                        }
+                        if changes.is_empty() {
+                            // Another observer made the same changes first: nothing to write or announce.
+                            return Ok(changes);
+                        }
+                        let keys = changes.iter().map(|c| c.tool().key()).collect();
+                        let event = Self::notify_registry(&mut tx, vec![], vec![], keys, vec![]).await?;
+                        tx.commit().await?;
+                        self.emit(event);
+                        Ok(changes)
                     }
-                    let mut tool = Self::tool_for_update(&mut tx, upstream, &t.name).await?;
-                    if Self::tool_unchanged(&tool, &t.digest) {
-                        continue;
-                    }
-                    sqlx::query(
-                        "UPDATE tools SET state = 'quarantined', pending_digest = $1, pending_definition = $2, \
-                         pending_hint_class = $3, updated_at = $4 WHERE upstream_name = $5 AND name = $6",
-                    )
-                    .bind(&t.digest)
-                    .bind(&definition)
-                    .bind(t.hint_class.as_str())
-                    .bind(at)
-                    .bind(upstream.as_str())
-                    .bind(&t.name)
-                    .execute(&mut *tx)
-                    .await?;
-                    tool.state = warden_core::ToolState::Quarantined;
-                    tool.pending_digest = Some(t.digest.clone());
-                    tool.pending_definition = Some(t.definition.clone());
-                    tool.pending_hint_class = Some(t.hint_class);
-                    tool.updated_at = at;
-                    changes.push(crate::ToolChange::Quarantined(tool));
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                if changes.is_empty() {
-                    // Another observer made the same changes first: nothing to write or announce.
-                    return Ok(changes);
-                }
-                let keys = changes.iter().map(|c| c.tool().key()).collect();
-                let event = Self::notify_registry(&mut tx, vec![], vec![], keys, vec![]).await?;
-                tx.commit().await?;
-                self.emit(event);
-                Ok(changes)
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn list_tools(&self, upstream: Option<&warden_core::UpstreamName>) -> crate::Result<Vec<crate::ToolRecord>> {
-                let rows = sqlx::query(&format!(
-                    "SELECT {TOOL_COLUMNS} FROM tools WHERE (CAST($1 AS TEXT) IS NULL OR upstream_name = $1) \
-                     ORDER BY upstream_name, name"
-                ))
-                .bind(upstream.map(|u| u.as_str()))
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter().map(decode::tool).collect()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {TOOL_COLUMNS} FROM tools WHERE (CAST($1 AS TEXT) IS NULL OR upstream_name = $1) \
+                         ORDER BY upstream_name, name"
+                    ))
+                    .bind(upstream.map(|u| u.as_str()))
+                    .fetch_all(&self.read)
+                    .await?;
+                    rows.iter().map(decode::tool).collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn get_tool(&self, upstream: &warden_core::UpstreamName, name: &str) -> crate::Result<Option<crate::ToolRecord>> {
-                let row = sqlx::query(&format!("SELECT {TOOL_COLUMNS} FROM tools WHERE upstream_name = $1 AND name = $2"))
-                    .bind(upstream.as_str())
-                    .bind(name)
-                    .fetch_optional(&self.read)
-                    .await?;
-                row.as_ref().map(decode::tool).transpose()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let row = sqlx::query(&format!("SELECT {TOOL_COLUMNS} FROM tools WHERE upstream_name = $1 AND name = $2"))
+                        .bind(upstream.as_str())
+                        .bind(name)
+                        .fetch_optional(&self.read)
+                        .await?;
+                    row.as_ref().map(decode::tool).transpose()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn classify_tool(
@@ -2414,28 +2892,39 @@ macro_rules! impl_store {
                 class: Option<warden_core::ToolClass>,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::ToolRecord> {
-                let mut tx = self.write.begin().await?;
-                let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
-                let at = crate::sql::ts(ctx.at);
-                sqlx::query(
-                    "UPDATE tools SET class_override = $1, classified_by = $2, classified_at = $3, updated_at = $3 \
-                     WHERE upstream_name = $4 AND name = $5",
-                )
-                .bind(class.map(|c| c.as_str()))
-                .bind(&ctx.actor)
-                .bind(at)
-                .bind(upstream.as_str())
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-                tool.class_override = class;
-                tool.classified_by = Some(ctx.actor.clone());
-                tool.classified_at = Some(at);
-                tool.updated_at = at;
-                let event = Self::notify_registry(&mut tx, vec![], vec![], vec![tool.key()], vec![]).await?;
-                tx.commit().await?;
-                self.emit(event);
-                Ok(tool)
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
+                        let at = crate::sql::ts(ctx.at);
+                        sqlx::query(
+                            "UPDATE tools SET class_override = $1, classified_by = $2, classified_at = $3, updated_at = $3 \
+                             WHERE upstream_name = $4 AND name = $5",
+                        )
+                        .bind(class.map(|c| c.as_str()))
+                        .bind(&ctx.actor)
+                        .bind(at)
+                        .bind(upstream.as_str())
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                        tool.class_override = class;
+                        tool.classified_by = Some(ctx.actor.clone());
+                        tool.classified_at = Some(at);
+                        tool.updated_at = at;
+                        let event = Self::notify_registry(&mut tx, vec![], vec![], vec![tool.key()], vec![]).await?;
+                        tx.commit().await?;
+                        self.emit(event);
+                        Ok(tool)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn approve_tool(
@@ -2445,73 +2934,84 @@ macro_rules! impl_store {
                 digest: &str,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::ToolApproval> {
-                warden_core::gateway::check_digest("digest", digest)?;
-                let mut tx = self.write.begin().await?;
-                let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
-                let key = tool.key();
-                let Some(pending) = tool.pending_digest.clone() else {
-                    let approved = tool.digest.as_deref().unwrap_or_default();
-                    return Err(crate::StoreError::Conflict(if approved == digest {
-                        format!("tool `{key}` is already approved with digest `{digest}`")
-                    } else {
-                        format!(
-                            "tool `{key}` has no definition awaiting approval; its approved digest is `{approved}`, not `{digest}`"
-                        )
-                    }));
-                };
-                // The pending digest approves the pending definition; the approved digest (an
-                // upstream that changed the tool and changed it back) restores the approved one.
-                let restored = if pending == digest {
-                    false
-                } else if tool.digest.as_deref() == Some(digest) {
-                    true
-                } else {
-                    return Err(crate::StoreError::Conflict(match tool.digest.as_deref() {
-                        Some(approved) => format!(
-                            "digest `{digest}` is neither the pending digest `{pending}` of tool `{key}` nor its \
-                             approved digest `{approved}`; approve the pending digest to accept the definition you \
-                             reviewed, or the approved digest to restore the approved definition"
-                        ),
-                        None => format!(
-                            "digest `{digest}` is not the pending digest `{pending}` of tool `{key}`, which has no \
-                             approved definition to restore; approve only the definition you reviewed"
-                        ),
-                    }));
-                };
-                let at = crate::sql::ts(ctx.at);
-                let sql = if restored {
-                    "UPDATE tools SET state = 'active', pending_digest = NULL, pending_definition = NULL, \
-                     pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
-                     WHERE upstream_name = $3 AND name = $4"
-                } else {
-                    "UPDATE tools SET state = 'active', digest = pending_digest, definition = pending_definition, \
-                     hint_class = pending_hint_class, pending_digest = NULL, pending_definition = NULL, \
-                     pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
-                     WHERE upstream_name = $3 AND name = $4"
-                };
-                sqlx::query(sql)
-                    .bind(&ctx.actor)
-                    .bind(at)
-                    .bind(upstream.as_str())
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
-                tool.state = warden_core::ToolState::Active;
-                let pending_definition = tool.pending_definition.take();
-                let pending_hint_class = tool.pending_hint_class.take();
-                tool.pending_digest = None;
-                if !restored {
-                    tool.digest = Some(pending);
-                    tool.definition = pending_definition;
-                    tool.hint_class = pending_hint_class.unwrap_or(tool.hint_class);
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        warden_core::gateway::check_digest("digest", digest)?;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
+                        let key = tool.key();
+                        let Some(pending) = tool.pending_digest.clone() else {
+                            let approved = tool.digest.as_deref().unwrap_or_default();
+                            return Err(crate::StoreError::Conflict(if approved == digest {
+                                format!("tool `{key}` is already approved with digest `{digest}`")
+                            } else {
+                                format!(
+                                    "tool `{key}` has no definition awaiting approval; its approved digest is `{approved}`, not `{digest}`"
+                                )
+                            }));
+                        };
+                        // The pending digest approves the pending definition; the approved digest (an
+                        // upstream that changed the tool and changed it back) restores the approved one.
+                        let restored = if pending == digest {
+                            false
+                        } else if tool.digest.as_deref() == Some(digest) {
+                            true
+                        } else {
+                            return Err(crate::StoreError::Conflict(match tool.digest.as_deref() {
+                                Some(approved) => format!(
+                                    "digest `{digest}` is neither the pending digest `{pending}` of tool `{key}` nor its \
+                                     approved digest `{approved}`; approve the pending digest to accept the definition you \
+                                     reviewed, or the approved digest to restore the approved definition"
+                                ),
+                                None => format!(
+                                    "digest `{digest}` is not the pending digest `{pending}` of tool `{key}`, which has no \
+                                     approved definition to restore; approve only the definition you reviewed"
+                                ),
+                            }));
+                        };
+                        let at = crate::sql::ts(ctx.at);
+                        let sql = if restored {
+                            "UPDATE tools SET state = 'active', pending_digest = NULL, pending_definition = NULL, \
+                             pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
+                             WHERE upstream_name = $3 AND name = $4"
+                        } else {
+                            "UPDATE tools SET state = 'active', digest = pending_digest, definition = pending_definition, \
+                             hint_class = pending_hint_class, pending_digest = NULL, pending_definition = NULL, \
+                             pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
+                             WHERE upstream_name = $3 AND name = $4"
+                        };
+                        sqlx::query(sql)
+                            .bind(&ctx.actor)
+                            .bind(at)
+                            .bind(upstream.as_str())
+                            .bind(name)
+                            .execute(&mut *tx)
+                            .await?;
+                        tool.state = warden_core::ToolState::Active;
+                        let pending_definition = tool.pending_definition.take();
+                        let pending_hint_class = tool.pending_hint_class.take();
+                        tool.pending_digest = None;
+                        if !restored {
+                            tool.digest = Some(pending);
+                            tool.definition = pending_definition;
+                            tool.hint_class = pending_hint_class.unwrap_or(tool.hint_class);
+                        }
+                        tool.approved_by = Some(ctx.actor.clone());
+                        tool.approved_at = Some(at);
+                        tool.updated_at = at;
+                        let event = Self::notify_registry(&mut tx, vec![], vec![], vec![key], vec![]).await?;
+                        tx.commit().await?;
+                        self.emit(event);
+                        Ok(crate::ToolApproval { tool, restored })
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                tool.approved_by = Some(ctx.actor.clone());
-                tool.approved_at = Some(at);
-                tool.updated_at = at;
-                let event = Self::notify_registry(&mut tx, vec![], vec![], vec![key], vec![]).await?;
-                tx.commit().await?;
-                self.emit(event);
-                Ok(crate::ToolApproval { tool, restored })
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             // ---- MCP gateway: upstream secrets ----
@@ -2521,84 +3021,95 @@ macro_rules! impl_store {
                 new: &crate::NewSecret,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::SecretInfo> {
-                Self::check_sealed(&new.key_id, &new.nonce, &new.ciphertext)?;
-                let mut tx = self.write.begin().await?;
-                let upstream = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
-                    .bind(new.upstream.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if upstream.is_none() {
-                    return Err(crate::StoreError::not_found("upstream", &new.upstream));
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        Self::check_sealed(&new.key_id, &new.nonce, &new.ciphertext)?;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let upstream = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
+                            .bind(new.upstream.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if upstream.is_none() {
+                            return Err(crate::StoreError::not_found("upstream", &new.upstream));
+                        }
+                        let taken = sqlx::query("SELECT 1 FROM secrets WHERE name = $1")
+                            .bind(new.name.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if taken.is_some() {
+                            return Err(crate::StoreError::Conflict(format!(
+                                "secret `{}` already exists; rotate it to change its value",
+                                new.name
+                            )));
+                        }
+                        let (header, prefix, var) = match &new.injection {
+                            warden_core::Injection::Header { name, prefix } => (Some(name.as_str()), Some(prefix.as_str()), None),
+                            warden_core::Injection::Env { var } => (None, None, Some(var.as_str())),
+                        };
+                        let same_target: Option<String> = sqlx::query_scalar(
+                            "SELECT name FROM secrets WHERE upstream_name = $1 AND (header_name = $2 OR env_var = $3)",
+                        )
+                        .bind(new.upstream.as_str())
+                        .bind(header)
+                        .bind(var)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(other) = same_target {
+                            return Err(crate::StoreError::Conflict(format!(
+                                "upstream `{}` already gets {} from secret `{other}`",
+                                new.upstream,
+                                new.injection.target()
+                            )));
+                        }
+                        let at = crate::sql::ts(ctx.at);
+                        sqlx::query(
+                            "INSERT INTO secrets (name, upstream_name, injection, header_name, header_prefix, env_var, version, \
+                             key_id, nonce, ciphertext, created_at, created_by) \
+                             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11)",
+                        )
+                        .bind(new.name.as_str())
+                        .bind(new.upstream.as_str())
+                        .bind(new.injection.kind())
+                        .bind(header)
+                        .bind(prefix)
+                        .bind(var)
+                        .bind(&new.key_id)
+                        .bind(new.nonce.as_slice())
+                        .bind(new.ciphertext.as_slice())
+                        .bind(at)
+                        .bind(&ctx.actor)
+                        .execute(&mut *tx)
+                        .await?;
+                        let event = Self::notify_registry(
+                            &mut tx,
+                            vec![],
+                            vec![],
+                            vec![],
+                            vec![format!("{}/{}", new.upstream, new.name)],
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        self.emit(event);
+                        Ok(crate::SecretInfo {
+                            name: new.name.clone(),
+                            upstream: new.upstream.clone(),
+                            injection: new.injection.clone(),
+                            version: 1,
+                            key_id: new.key_id.clone(),
+                            created_at: at,
+                            created_by: ctx.actor.clone(),
+                            rotated_at: None,
+                            rotated_by: None,
+                        })
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
                 }
-                let taken = sqlx::query("SELECT 1 FROM secrets WHERE name = $1")
-                    .bind(new.name.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if taken.is_some() {
-                    return Err(crate::StoreError::Conflict(format!(
-                        "secret `{}` already exists; rotate it to change its value",
-                        new.name
-                    )));
-                }
-                let (header, prefix, var) = match &new.injection {
-                    warden_core::Injection::Header { name, prefix } => (Some(name.as_str()), Some(prefix.as_str()), None),
-                    warden_core::Injection::Env { var } => (None, None, Some(var.as_str())),
-                };
-                let same_target: Option<String> = sqlx::query_scalar(
-                    "SELECT name FROM secrets WHERE upstream_name = $1 AND (header_name = $2 OR env_var = $3)",
-                )
-                .bind(new.upstream.as_str())
-                .bind(header)
-                .bind(var)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(other) = same_target {
-                    return Err(crate::StoreError::Conflict(format!(
-                        "upstream `{}` already gets {} from secret `{other}`",
-                        new.upstream,
-                        new.injection.target()
-                    )));
-                }
-                let at = crate::sql::ts(ctx.at);
-                sqlx::query(
-                    "INSERT INTO secrets (name, upstream_name, injection, header_name, header_prefix, env_var, version, \
-                     key_id, nonce, ciphertext, created_at, created_by) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11)",
-                )
-                .bind(new.name.as_str())
-                .bind(new.upstream.as_str())
-                .bind(new.injection.kind())
-                .bind(header)
-                .bind(prefix)
-                .bind(var)
-                .bind(&new.key_id)
-                .bind(new.nonce.as_slice())
-                .bind(new.ciphertext.as_slice())
-                .bind(at)
-                .bind(&ctx.actor)
-                .execute(&mut *tx)
-                .await?;
-                let event = Self::notify_registry(
-                    &mut tx,
-                    vec![],
-                    vec![],
-                    vec![],
-                    vec![format!("{}/{}", new.upstream, new.name)],
-                )
-                .await?;
-                tx.commit().await?;
-                self.emit(event);
-                Ok(crate::SecretInfo {
-                    name: new.name.clone(),
-                    upstream: new.upstream.clone(),
-                    injection: new.injection.clone(),
-                    version: 1,
-                    key_id: new.key_id.clone(),
-                    created_at: at,
-                    created_by: ctx.actor.clone(),
-                    rotated_at: None,
-                    rotated_by: None,
-                })
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn rotate_secret(
@@ -2609,36 +3120,47 @@ macro_rules! impl_store {
                 ciphertext: &[u8],
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::SecretInfo> {
-                Self::check_sealed(key_id, nonce, ciphertext)?;
-                let mut tx = self.write.begin().await?;
-                let mut info = Self::secret_for_update(&mut tx, name).await?;
-                let version = info
-                    .version
-                    .checked_add(1)
-                    .ok_or_else(|| crate::StoreError::Conflict(format!("secret `{name}` cannot be rotated any more")))?;
-                let at = crate::sql::ts(ctx.at);
-                sqlx::query(
-                    "UPDATE secrets SET version = $1, key_id = $2, nonce = $3, ciphertext = $4, rotated_at = $5, \
-                     rotated_by = $6 WHERE name = $7",
-                )
-                .bind(i64::from(version))
-                .bind(key_id)
-                .bind(nonce)
-                .bind(ciphertext)
-                .bind(at)
-                .bind(&ctx.actor)
-                .bind(name.as_str())
-                .execute(&mut *tx)
-                .await?;
-                info.version = version;
-                info.key_id = key_id.to_owned();
-                info.rotated_at = Some(at);
-                info.rotated_by = Some(ctx.actor.clone());
-                let event =
-                    Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
-                tx.commit().await?;
-                self.emit(event);
-                Ok(info)
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        Self::check_sealed(key_id, nonce, ciphertext)?;
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let mut info = Self::secret_for_update(&mut tx, name).await?;
+                        let version = info
+                            .version
+                            .checked_add(1)
+                            .ok_or_else(|| crate::StoreError::Conflict(format!("secret `{name}` cannot be rotated any more")))?;
+                        let at = crate::sql::ts(ctx.at);
+                        sqlx::query(
+                            "UPDATE secrets SET version = $1, key_id = $2, nonce = $3, ciphertext = $4, rotated_at = $5, \
+                             rotated_by = $6 WHERE name = $7",
+                        )
+                        .bind(i64::from(version))
+                        .bind(key_id)
+                        .bind(nonce)
+                        .bind(ciphertext)
+                        .bind(at)
+                        .bind(&ctx.actor)
+                        .bind(name.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                        info.version = version;
+                        info.key_id = key_id.to_owned();
+                        info.rotated_at = Some(at);
+                        info.rotated_by = Some(ctx.actor.clone());
+                        let event =
+                            Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
+                        tx.commit().await?;
+                        self.emit(event);
+                        Ok(info)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn delete_secret(
@@ -2646,31 +3168,54 @@ macro_rules! impl_store {
                 name: &warden_core::SecretName,
                 _ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::SecretInfo> {
-                let mut tx = self.write.begin().await?;
-                let info = Self::secret_for_update(&mut tx, name).await?;
-                sqlx::query("DELETE FROM secrets WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
-                let event =
-                    Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
-                tx.commit().await?;
-                self.emit(event);
-                Ok(info)
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let result: crate::Result<_> = async {
+                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                        let info = Self::secret_for_update(&mut tx, name).await?;
+                        sqlx::query("DELETE FROM secrets WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
+                        let event =
+                            Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
+                        tx.commit().await?;
+                        self.emit(event);
+                        Ok(info)
+                    }
+                    .await;
+                    self.health.observe_result(&result);
+                    result
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn list_secrets(&self) -> crate::Result<Vec<crate::SecretInfo>> {
-                let rows = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets ORDER BY name"))
-                    .fetch_all(&self.read)
-                    .await?;
-                rows.iter().map(decode::secret_info).collect()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets ORDER BY name"))
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter().map(decode::secret_info).collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             async fn upstream_secrets(&self, upstream: &warden_core::UpstreamName) -> crate::Result<Vec<crate::SealedSecret>> {
-                let rows = sqlx::query(&format!(
-                    "SELECT {SECRET_COLUMNS}, nonce, ciphertext FROM secrets WHERE upstream_name = $1 ORDER BY name"
-                ))
-                .bind(upstream.as_str())
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter().map(decode::sealed_secret).collect()
+                self.reach.admit()?;
+                let reached: crate::Result<_> = async {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {SECRET_COLUMNS}, nonce, ciphertext FROM secrets WHERE upstream_name = $1 ORDER BY name"
+                    ))
+                    .bind(upstream.as_str())
+                    .fetch_all(&self.read)
+                    .await?;
+                    rows.iter().map(decode::sealed_secret).collect()
+                }
+                .await;
+                self.reach.observe(&reached);
+                reached
             }
 
             fn events(&self) -> tokio::sync::broadcast::Receiver<crate::StoreEvent> {

@@ -19,6 +19,10 @@
 //!   then stops the server and deletes the directory.
 //!
 //! If PostgreSQL is not installed, the first call panics and says how to install it.
+//!
+//! [`PrivateServer`] is a server of one test's own, for fault tests that stop PostgreSQL under load
+//! (as a crash would) and start it again: never the shared one of `WARDEN_TEST_PG_URL`, which other
+//! tests are using.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -138,119 +142,360 @@ fn is_transient(err: &sqlx::Error) -> bool {
 /// Starts this process's own server; see the module documentation. The error is a complete panic
 /// message.
 async fn start_server() -> Result<Server, String> {
-    let Some(bin) = find_bin_dir() else {
-        return Err(format!(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in \
-             /usr/lib/postgresql/*/bin: install them with `apt-get install -y postgresql`, \
-             or run ./scripts/test, which does (or set {PG_URL_ENV} to the URL of an admin database \
-             on a running server)"
-        ));
-    };
-    // When running as root: the `runuser` that runs PostgreSQL as the `postgres` user.
-    let as_postgres = if running_as_root().await {
-        Some(find_runuser().ok_or(
-            "the tests run as root, and PostgreSQL refuses to run as root, so its server must run as the \
-             `postgres` system user, but `runuser` (util-linux) was found neither on PATH nor in \
-             /usr/sbin or /sbin",
-        )?)
-    } else {
-        None
-    };
+    // Durability off: the shared server only ever holds throwaway databases, and no test crashes it.
+    let cluster = Cluster::create(
+        "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+        "a throwaway test server",
+    )
+    .await?;
+    cluster.start().await?;
+    // pg_ctl -w has waited for "ready"; this proves that sqlx gets in too.
+    let conn = connect(&cluster.admin_url, Some(&cluster.log)).await?;
+    let _ = conn.close().await;
+    tracing::info!(dir = %cluster.dir.display(), "started a throwaway PostgreSQL server for the tests");
+    Ok(Server {
+        admin_url: cluster.admin_url,
+        dir: cluster.dir,
+    })
+}
 
-    // A short base path: a unix socket path must fit in about 100 bytes, and when running as root the
-    // `postgres` user must be able to reach the directory (it cannot enter e.g. /root/tmp).
-    let base = if Path::new("/tmp").is_dir() {
-        PathBuf::from("/tmp")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("warden-pg-")
-        .tempdir_in(&base)
-        .map_err(|err| format!("cannot create a temporary directory in {}: {err}", base.display()))?
-        // Deleted by the watchdog, not on drop: statics are never dropped.
-        .keep();
-    let data = dir.join("data");
-    let log = dir.join("server.log");
+/// A PostgreSQL cluster in a temporary directory of its own (`initdb` done, not necessarily running),
+/// and how to run its tools.
+#[derive(Debug)]
+struct Cluster {
+    bin: PathBuf,
+    /// `runuser`, when the tests run as root and PostgreSQL therefore runs as `postgres`.
+    as_postgres: Option<PathBuf>,
+    /// The temporary directory: data directory, socket and log. Deleted by the watchdog.
+    dir: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    /// URL of the `postgres` database on it.
+    admin_url: String,
+}
 
-    // The watchdog first, so that the directory goes away whatever happens below.
-    spawn_watchdog(&bin, &dir, &data, as_postgres.as_deref())?;
+impl Cluster {
+    /// `initdb` in a new temporary directory, with a unix socket there (no TCP listener) and
+    /// `settings` (lines of `postgresql.conf`) added; `what` names the server in its config file.
+    async fn create(settings: &str, what: &str) -> Result<Self, String> {
+        let Some(bin) = find_bin_dir() else {
+            return Err(format!(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in \
+                 /usr/lib/postgresql/*/bin: install them with `apt-get install -y postgresql`, \
+                 or run ./scripts/test, which does (or set {PG_URL_ENV} to the URL of an admin database \
+                 on a running server)"
+            ));
+        };
+        // When running as root: the `runuser` that runs PostgreSQL as the `postgres` user.
+        let as_postgres = if running_as_root().await {
+            Some(find_runuser().ok_or(
+                "the tests run as root, and PostgreSQL refuses to run as root, so its server must run as the \
+                 `postgres` system user, but `runuser` (util-linux) was found neither on PATH nor in \
+                 /usr/sbin or /sbin",
+            )?)
+        } else {
+            None
+        };
 
-    if as_postgres.is_some() {
-        let out = run(Command::new("chown").arg("postgres:").arg(&dir), "chown").await?;
+        // A short base path: a unix socket path must fit in about 100 bytes, and when running as root the
+        // `postgres` user must be able to reach the directory (it cannot enter e.g. /root/tmp).
+        let base = if Path::new("/tmp").is_dir() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("warden-pg-")
+            .tempdir_in(&base)
+            .map_err(|err| format!("cannot create a temporary directory in {}: {err}", base.display()))?
+            // Deleted by the watchdog (the shared server is a static, never dropped) or by
+            // `PrivateServer`'s drop, not by `TempDir`'s.
+            .keep();
+        let data = dir.join("data");
+        let log = dir.join("server.log");
+
+        // The watchdog first, so that the directory goes away whatever happens below.
+        spawn_watchdog(&bin, &dir, &data, as_postgres.as_deref())?;
+
+        if as_postgres.is_some() {
+            let out = run(Command::new("chown").arg("postgres:").arg(&dir), "chown").await?;
+            if !out.status.success() {
+                return Err(format!(
+                    "the tests run as root, and PostgreSQL refuses to run as root, so its server runs as \
+                     the `postgres` system user; but `chown postgres: {}` failed (does the user exist? \
+                     installing the `postgresql` package creates it):\n{}",
+                    dir.display(),
+                    output_text(&out)
+                ));
+            }
+        }
+
+        let mut initdb = pg_command(&bin, "initdb", as_postgres.as_deref(), &dir);
+        initdb.arg("-D").arg(&data).args([
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
+        let out = run(&mut initdb, "initdb").await?;
+        if !out.status.success() {
+            return Err(format!("initdb failed ({}):\n{}", out.status, output_text(&out)));
+        }
+
+        // Settings go into postgresql.conf rather than through `pg_ctl -o`, which a shell would re-parse.
+        let settings = format!(
+            "\n# Added by warden_store::testing: {what}.\n\
+             listen_addresses = ''\n\
+             unix_socket_directories = '{dir}'\n\
+             port = {PORT}\n\
+             max_connections = 300\n\
+             {settings}",
+            dir = dir.display()
+        );
+        let conf = data.join("postgresql.conf");
+        append(&conf, &settings)
+            .await
+            .map_err(|err| format!("cannot write {}: {err}", conf.display()))?;
+
+        let mut url = Url::parse("postgres://postgres@localhost/postgres")
+            .map_err(|err| format!("BUG: constant URL does not parse: {err}"))?;
+        url.query_pairs_mut()
+            .append_pair("host", &dir.to_string_lossy())
+            .append_pair("port", &PORT.to_string());
+        Ok(Self {
+            bin,
+            as_postgres,
+            dir,
+            data,
+            log,
+            admin_url: String::from(url),
+        })
+    }
+
+    /// `pg_ctl start`, waiting until the server accepts connections (crash recovery included).
+    async fn start(&self) -> Result<(), String> {
+        let mut pg_ctl = self.pg("pg_ctl");
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "start"]);
+        let out = run(&mut pg_ctl, "pg_ctl start").await?;
         if !out.status.success() {
             return Err(format!(
-                "the tests run as root, and PostgreSQL refuses to run as root, so its server runs as \
-                 the `postgres` system user; but `chown postgres: {}` failed (does the user exist? \
-                 installing the `postgresql` package creates it):\n{}",
-                dir.display(),
-                output_text(&out)
+                "starting the test PostgreSQL server failed ({}):\n{}{}",
+                out.status,
+                output_text(&out),
+                log_tail(Some(&self.log))
             ));
+        }
+        Ok(())
+    }
+
+    /// `pg_ctl stop -m immediate`: every server process quits at once, without a checkpoint, as in a
+    /// crash; the next start recovers from the WAL.
+    async fn stop_immediate(&self) -> Result<(), String> {
+        let mut pg_ctl = self.pg("pg_ctl");
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"]);
+        let out = run(&mut pg_ctl, "pg_ctl stop").await?;
+        if !out.status.success() {
+            return Err(format!(
+                "stopping the test PostgreSQL server failed ({}):\n{}{}",
+                out.status,
+                output_text(&out),
+                log_tail(Some(&self.log))
+            ));
+        }
+        Ok(())
+    }
+
+    fn pg(&self, program: &str) -> Command {
+        pg_command(&self.bin, program, self.as_postgres.as_deref(), &self.dir)
+    }
+}
+
+/// A PostgreSQL server of one test's own, which the test may crash (`pg_ctl stop -m immediate`: every
+/// server process quits at once, no checkpoint) and start again (crash recovery from the WAL). Unlike
+/// the shared server, commits are durable across such a crash: `synchronous_commit` is on (the
+/// default), so a commit returns only once its WAL is written. `fsync` stays off — the processes die,
+/// not the machine, so what was written survives in the page cache — to keep the tests fast.
+///
+/// Stopped and deleted when dropped (and by a watchdog when the test process dies without dropping
+/// it). Never the server of `WARDEN_TEST_PG_URL`: crashing that one would break the other tests.
+#[derive(Debug)]
+pub struct PrivateServer {
+    cluster: Cluster,
+}
+
+impl PrivateServer {
+    /// Creates and starts a new server.
+    ///
+    /// # Panics
+    ///
+    /// If PostgreSQL is not installed or does not start; the message says why.
+    pub async fn start() -> Self {
+        let cluster = match Cluster::create(
+            "fsync = off\nfull_page_writes = off\n",
+            "a test's private server, crashed on purpose",
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(msg) => panic!("{msg}"),
+        };
+        if let Err(msg) = cluster.start().await {
+            panic!("{msg}");
+        }
+        if let Err(msg) = connect(&cluster.admin_url, Some(&cluster.log)).await.map(drop) {
+            panic!("{msg}");
+        }
+        Self { cluster }
+    }
+
+    /// The URL of a new, empty database on this server.
+    pub async fn fresh_database(&self) -> String {
+        let name = format!("warden_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = match connect(&self.cluster.admin_url, Some(&self.cluster.log)).await {
+            Ok(conn) => conn,
+            Err(msg) => panic!("{msg}"),
+        };
+        if let Err(err) = conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await {
+            panic!(
+                "creating test database {name} failed: {err}{}",
+                log_tail(Some(&self.cluster.log))
+            );
+        }
+        let _ = conn.close().await;
+        with_database(&self.cluster.admin_url, &name)
+    }
+
+    /// Crashes the server: `pg_ctl stop -m immediate`, returning once no server process is left.
+    ///
+    /// # Panics
+    ///
+    /// If `pg_ctl` fails.
+    pub async fn crash(&self) {
+        if let Err(msg) = self.cluster.stop_immediate().await {
+            panic!("{msg}");
         }
     }
 
-    let mut initdb = pg_command(&bin, "initdb", as_postgres.as_deref(), &dir);
-    initdb.arg("-D").arg(&data).args([
-        "--auth=trust",
-        "-U",
-        "postgres",
-        "--no-sync",
-        "-E",
-        "UTF8",
-        "--locale=C",
-    ]);
-    let out = run(&mut initdb, "initdb").await?;
-    if !out.status.success() {
-        return Err(format!("initdb failed ({}):\n{}", out.status, output_text(&out)));
+    /// Starts the server again after [`PrivateServer::crash`], returning once it accepts
+    /// connections (crash recovery done).
+    ///
+    /// # Panics
+    ///
+    /// If it does not start.
+    pub async fn restart(&self) {
+        if let Err(msg) = self.cluster.start().await {
+            panic!("{msg}");
+        }
     }
 
-    // Settings go into postgresql.conf rather than through `pg_ctl -o`, which a shell would re-parse.
-    let settings = format!(
-        "\n# Added by warden_store::testing: a throwaway test server.\n\
-         listen_addresses = ''\n\
-         unix_socket_directories = '{dir}'\n\
-         port = {PORT}\n\
-         max_connections = 300\n\
-         fsync = off\n\
-         synchronous_commit = off\n\
-         full_page_writes = off\n",
-        dir = dir.display()
-    );
-    let conf = data.join("postgresql.conf");
-    append(&conf, &settings)
-        .await
-        .map_err(|err| format!("cannot write {}: {err}", conf.display()))?;
-
-    let mut pg_ctl = pg_command(&bin, "pg_ctl", as_postgres.as_deref(), &dir);
-    pg_ctl
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(&log)
-        .args(["-w", "-t", "60", "start"]);
-    let out = run(&mut pg_ctl, "pg_ctl start").await?;
-    if !out.status.success() {
-        return Err(format!(
-            "starting the test PostgreSQL server failed ({}):\n{}{}",
-            out.status,
-            output_text(&out),
-            log_tail(Some(&log))
-        ));
+    /// Hangs the server: every one of its processes is stopped (`SIGSTOP`), so connections are
+    /// accepted by the kernel but nothing ever answers — a database host that froze, or a network
+    /// that drops everything. Returns how many processes were stopped.
+    ///
+    /// # Panics
+    ///
+    /// If the server is not running.
+    pub fn freeze(&self) -> usize {
+        let pids = self.cluster.pids();
+        assert!(!pids.is_empty(), "the PostgreSQL server is not running");
+        // The postmaster first, so that it starts no new process meanwhile.
+        signal("STOP", &pids);
+        pids.len()
     }
 
-    let mut url = Url::parse("postgres://postgres@localhost/postgres")
-        .map_err(|err| format!("BUG: constant URL does not parse: {err}"))?;
-    url.query_pairs_mut()
-        .append_pair("host", &dir.to_string_lossy())
-        .append_pair("port", &PORT.to_string());
-    let admin_url = String::from(url);
+    /// Lets a [`PrivateServer::freeze`]d server run again (`SIGCONT`).
+    pub fn thaw(&self) {
+        signal("CONT", &self.cluster.pids());
+    }
 
-    // pg_ctl -w has waited for "ready"; this proves that sqlx gets in too.
-    let conn = connect(&admin_url, Some(&log)).await?;
-    let _ = conn.close().await;
-    tracing::info!(dir = %dir.display(), "started a throwaway PostgreSQL server for the tests");
+    /// The last lines of the server's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(Some(&self.cluster.log))
+    }
+}
 
-    Ok(Server { admin_url, dir })
+/// Sends `SIGname` to `pids`, in order (the shell's `kill`: no procps needed).
+fn signal(name: &str, pids: &[u32]) {
+    for pid in pids {
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {pid}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Cluster {
+    /// The postmaster's pid (first line of `postmaster.pid`) and its children's (from `/proc`),
+    /// postmaster first; empty when it is not running.
+    fn pids(&self) -> Vec<u32> {
+        let Some(postmaster) = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`: the fields after the last `)`.
+            let ppid = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1.to_owned();
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        // Synchronously (no runtime in drop): let it run if it was frozen, stop it if it runs, then
+        // delete the directory.
+        let c = &self.cluster;
+        signal("CONT", &c.pids());
+        if c.data.join("postmaster.pid").exists() {
+            let program = c.bin.join("pg_ctl");
+            let mut cmd = match &c.as_postgres {
+                Some(runuser) => {
+                    let mut cmd = std::process::Command::new(runuser);
+                    cmd.args(["-u", "postgres", "--"]).arg(program);
+                    cmd
+                }
+                None => std::process::Command::new(program),
+            };
+            let _ = cmd
+                .arg("-D")
+                .arg(&c.data)
+                .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+                .current_dir(&c.dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&c.dir);
+    }
 }
 
 /// A command for one of the PostgreSQL binaries in `bin`, run as the `postgres` user with the
@@ -287,6 +532,9 @@ fn spawn_watchdog(bin: &Path, dir: &Path, data: &Path, as_postgres: Option<&Path
         pid=$1 dir=$2 data=$3 pg_ctl=$4 runuser=$5
         while kill -0 "$pid" 2>/dev/null; do sleep 1; done
         if [ -f "$data/postmaster.pid" ]; then
+            # A frozen server (PrivateServer::freeze) must run to stop; its postmaster kills the
+            # children that stay frozen.
+            kill -CONT "$(head -n 1 "$data/postmaster.pid")" 2>/dev/null
             if [ -n "$runuser" ]; then
                 "$runuser" -u postgres -- "$pg_ctl" stop -D "$data" -m immediate -w -t 30
             else

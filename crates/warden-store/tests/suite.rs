@@ -3506,3 +3506,226 @@ async fn postgres_tool_changes_reach_other_nodes() {
     assert_eq!(heard.len(), 60);
     assert!(heard.iter().all(|k| k.starts_with("crm/")));
 }
+
+// ---- a full disk (SQLite) ----
+//
+// SQLite's own size limit (`PRAGMA max_page_count`, `StoreOptions::sqlite_max_page_count`) fails
+// writes with `SQLITE_FULL` exactly as a full disk does; "freeing space" drops a ballast table another
+// connection made, which puts its pages on the free list. PostgreSQL rolls a failed transaction back
+// cleanly and is covered by the fault suite (`crates/warden/tests/faults.rs`).
+
+/// Regression (issue 14): with the disk full, 200,321 decisions were acknowledged and 8,045 were in
+/// the ledger, sequence numbers were acknowledged twice and revocations were undone, because sqlx lost
+/// track of the transaction SQLite had rolled back by itself.
+#[tokio::test]
+async fn sqlite_disk_full_acknowledges_only_what_is_durable() {
+    use sqlx::Connection as _;
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warden.db");
+    // Seed: an agent with tasks to end, a human with tokens to revoke.
+    let (tasks, tokens) = {
+        let store: Arc<dyn Store> = Arc::new(warden_store::SqliteStore::open(&path).await.expect("open"));
+        seeded(&store).await;
+        add_human(&store, "bob@example.com", &[Role::Auditor]).await;
+        active_agent(&store, "bot").await;
+        let mut tasks = Vec::new();
+        for _ in 0..30 {
+            tasks.push(
+                store
+                    .create_task(&new_task("bot", None), &ctx("a"))
+                    .await
+                    .expect("task")
+                    .id,
+            );
+        }
+        let mut tokens = Vec::new();
+        for _ in 0..30 {
+            let (_, rec) = token_record("bob@example.com", Duration::hours(1));
+            tokens.push(store.create_api_token(&rec, &ctx("a")).await.expect("token").id);
+        }
+        store.close().await;
+        (tasks, tokens)
+    };
+    // Ballast, then a limit a little above what the file holds now.
+    let url = format!("sqlite://{}", path.display());
+    let mut side = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("side connection");
+    sqlx::query("CREATE TABLE ballast (b BLOB)")
+        .execute(&mut side)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        sqlx::query("INSERT INTO ballast VALUES (zeroblob(3000))")
+            .execute(&mut side)
+            .await
+            .unwrap();
+    }
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&mut side)
+        .await
+        .unwrap();
+    let options = warden_store::StoreOptions {
+        sqlite_max_page_count: Some(pages as u64 + 40),
+        ..Default::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        warden_store::SqliteStore::open_with_options(&path, &options)
+            .await
+            .expect("open with a size limit"),
+    );
+    let signer = Arc::new(ledger_signer(9));
+
+    // Concurrent appends and revocations until the database is full.
+    let acked: Arc<std::sync::Mutex<BTreeMap<u64, (u64, u64)>>> = Default::default();
+    let append = |w: u64, rounds: u64| {
+        let (store, signer, acked) = (store.clone(), signer.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut refused = 0;
+            for i in 0..rounds {
+                let id = w * 100_000 + i * 10;
+                let batch = (0..3).map(|k| new_entry(id + k, "full")).collect();
+                let sign = warden_store::CheckpointSigner {
+                    origin: ORIGIN,
+                    signer: &signer,
+                    at: Utc::now(),
+                };
+                match store.ledger_append(batch, (i % 5 == 0).then_some(sign)).await {
+                    Ok(a) => {
+                        let before = acked.lock().unwrap().insert(a.first_seq, (id, 3));
+                        assert!(
+                            before.is_none(),
+                            "sequence number {} acknowledged twice",
+                            a.first_seq
+                        );
+                    }
+                    Err(StoreError::StorageFault(why)) => {
+                        refused += 1;
+                        assert!(why.contains("SQLITE_FULL"), "a refusal says why: {why}");
+                    }
+                    Err(other) => panic!("a full disk is unavailable, not {other:?}"),
+                }
+            }
+            refused
+        })
+    };
+    let revoke = |tasks: Vec<Uuid>, tokens: Vec<Uuid>| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (mut ended, mut revoked) = (Vec::new(), Vec::new());
+            for (t, k) in tasks.into_iter().zip(tokens) {
+                match store.end_task(t, "stop", &ctx("a")).await {
+                    Ok(_) => ended.push(t),
+                    Err(StoreError::StorageFault(_)) => {}
+                    Err(other) => panic!("end_task: {other:?}"),
+                }
+                match store.revoke_api_token(k, &ctx("a")).await {
+                    Ok(_) => revoked.push(k),
+                    Err(StoreError::StorageFault(_)) => {}
+                    Err(other) => panic!("revoke_api_token: {other:?}"),
+                }
+                tokio::task::yield_now().await;
+            }
+            (ended, revoked)
+        })
+    };
+    let writers: Vec<_> = (0..4).map(|w| append(w, 400)).collect();
+    let revoker = revoke(tasks[..15].to_vec(), tokens[..15].to_vec());
+    let mut refused = 0;
+    for w in writers {
+        refused += w.await.unwrap();
+    }
+    let (mut ended, mut revoked) = revoker.await.unwrap();
+    assert!(refused > 0, "the size limit was never reached: raise the load");
+    let failure = store.health().await.expect_err("a full store is not healthy");
+    assert!(
+        failure.to_string().contains("SQLITE_FULL"),
+        "health says why: {failure}"
+    );
+    // Every revocation answered with success holds while the disk is full.
+    for t in &ended {
+        assert_ne!(
+            store.get_task(*t).await.unwrap().unwrap().state,
+            TaskState::Active
+        );
+    }
+    for k in &revoked {
+        assert!(
+            store
+                .get_api_token(*k)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
+    }
+
+    // Free space: the store recovers by itself, without a restart.
+    sqlx::query("DROP TABLE ballast")
+        .execute(&mut side)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.health().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not recover after space was freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let after: Vec<_> = (10..12).map(|w| append(w, 20)).collect();
+    for w in after {
+        assert_eq!(w.await.unwrap(), 0, "appends work again");
+    }
+    let (e2, r2) = revoke(tasks[15..].to_vec(), tokens[15..].to_vec()).await.unwrap();
+    assert_eq!((e2.len(), r2.len()), (15, 15), "revocations work again");
+    ended.extend(e2);
+    revoked.extend(r2);
+
+    // Every acknowledged entry is in the ledger where it was acknowledged, and nothing else is.
+    let records = all_records(store.as_ref()).await;
+    let acked = acked.lock().unwrap().clone();
+    let total: u64 = acked.values().map(|(_, n)| n).sum();
+    assert_eq!(
+        records.len() as u64,
+        total,
+        "the ledger holds exactly the acknowledged entries"
+    );
+    for (first, (id, n)) in &acked {
+        for k in 0..*n {
+            let r = &records[(first + k) as usize];
+            let entry = warden_ledger::EncodedEntry::decode(r.bytes.clone()).expect("entry");
+            assert_eq!(
+                entry.entry().body["i"],
+                serde_json::json!(id + k),
+                "entry {} is the one acknowledged",
+                first + k
+            );
+        }
+    }
+    let report = verify_stored(store.as_ref(), vec![signer.verifier_key()]).await;
+    assert_eq!(report.entries, total);
+    // Revocations made before, during and after stay made, also after a restart.
+    store.close().await;
+    let reopened = warden_store::SqliteStore::open(&path).await.expect("reopen");
+    for t in &ended {
+        assert_ne!(
+            reopened.get_task(*t).await.unwrap().unwrap().state,
+            TaskState::Active
+        );
+    }
+    for k in &revoked {
+        assert!(
+            reopened
+                .get_api_token(*k)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
+    }
+}

@@ -975,6 +975,7 @@ async fn two_nodes_share_revocation() {
             database: Some(database),
             config: Some(CLUSTER_CONFIG.into()),
             admin_token_file: Some(a.admin_token_file.clone()),
+            ..Default::default()
         },
     )
     .await;

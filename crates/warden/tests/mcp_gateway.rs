@@ -818,6 +818,7 @@ async fn sessions_survive_another_node_and_revocation_reaches_both() {
             database: Some(database),
             config: Some(cluster_config(&key_file)),
             admin_token_file: Some(a.admin_token_file.clone()),
+            ..Default::default()
         },
     )
     .await;

@@ -1239,6 +1239,7 @@ async fn activation_reaches_every_node() {
             database: Some(database),
             config: Some(CLUSTER_CONFIG.into()),
             admin_token_file: Some(a.admin_token_file.clone()),
+            ..Default::default()
         },
     )
     .await;

@@ -1,8 +1,10 @@
 //! `/v1/agents`: register, list, show, update, and move agents through their lifecycle.
 
+use crate::revocations::Settled;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use warden_core::{
@@ -255,7 +257,7 @@ async fn lifecycle(
     name: String,
     body: LifecycleRequest,
     action: LifecycleAction,
-) -> Result<Json<Agent>, ApiError> {
+) -> Result<Response, ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
     let name = parse_name(&name)?;
     let reason = body.reason;
@@ -267,35 +269,44 @@ async fn lifecycle(
     }
     let op = format!("agent.{}", action.as_str());
     let details = serde_json::json!({"agent": name.as_str(), "reason": reason});
-    let change = state
-        .store
-        .transition_agent(
-            &name,
-            action,
-            &reason,
-            &if action == LifecycleAction::Activate {
-                permit
-                    .record(
-                        &state,
-                        EntryKind::RegistryChange,
-                        "agent.activate",
-                        name.as_str(),
-                        details,
-                    )
-                    .await?
-            } else {
-                permit
-                    .record_revocation(&state, EntryKind::RegistryChange, &op, name.as_str(), details)
-                    .await
-            },
-        )
-        .await?;
+    let change = if action == LifecycleAction::Activate {
+        let ctx = permit
+            .record(
+                &state,
+                EntryKind::RegistryChange,
+                "agent.activate",
+                name.as_str(),
+                details,
+            )
+            .await?;
+        state.store.transition_agent(&name, action, &reason, &ctx).await?
+    } else {
+        let revoking = permit
+            .record_revocation(&state, EntryKind::RegistryChange, &op, name.as_str(), details)
+            .await;
+        let result = state
+            .store
+            .transition_agent(&name, action, &reason, &revoking.ctx)
+            .await;
+        // Suspending and retiring stop the agent's credentials: held when the store cannot take them.
+        let revocation = matches!(action, LifecycleAction::Suspend | LifecycleAction::Retire).then(|| {
+            crate::revocations::Revocation::Agent {
+                agent: name.clone(),
+                action,
+                reason: reason.clone(),
+            }
+        });
+        match state.revocations.settle(revoking, revocation, result)? {
+            Settled::Written(change) => change,
+            Settled::Held(held) => return Ok(held.into_response()),
+        }
+    };
     tracing::info!(agent = %name, state = %change.agent.state, by = %caller.human.email, "agent lifecycle change");
-    Ok(Json(publish(&state, change)))
+    Ok(Json(publish(&state, change)).into_response())
 }
 
 /// Publishes the revocation hook when a change invalidates the agent's credentials.
-fn publish(state: &AppState, change: AgentChange) -> Agent {
+pub(crate) fn publish(state: &AppState, change: AgentChange) -> Agent {
     state.forget_tasks(&change.revoked_tasks);
     state.policies.agent_changed(&change.agent);
     if let Some(reason) = change.credentials_invalidated {
@@ -317,6 +328,7 @@ macro_rules! lifecycle_handler {
                     request_body(content = Option<LifecycleRequest>, description = "Optional reason"),
                     responses(
                         (status = 200, body = Agent),
+                        (status = 202, description = "Suspend or retire held: the store could not take it", body = crate::revocations::HeldRevocation),
                         (status = 404, body = ErrorBody),
                         (status = 409, description = "Not allowed from the current state", body = ErrorBody),
                     ),
@@ -327,7 +339,7 @@ macro_rules! lifecycle_handler {
             caller: Caller,
             ApiPath(name): ApiPath<String>,
             OptionalJson(body): OptionalJson<LifecycleRequest>,
-        ) -> Result<Json<Agent>, ApiError> {
+        ) -> Result<Response, ApiError> {
             lifecycle(state, caller, name, body, $action).await
         }
     };

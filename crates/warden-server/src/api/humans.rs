@@ -1,8 +1,10 @@
 //! `/v1/humans` and `/v1/tokens`: the people who run Warden and their API tokens.
 
+use crate::revocations::Settled;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -155,7 +157,7 @@ pub async fn remove(
             "you cannot remove yourself; ask another admin".into(),
         ));
     }
-    let ctx = permit
+    let revoking = permit
         .record_revocation(
             &state,
             EntryKind::RegistryChange,
@@ -164,7 +166,13 @@ pub async fn remove(
             serde_json::json!({}),
         )
         .await;
-    let removal = state.store.remove_human(&email, &ctx).await?;
+    let result = state.store.remove_human(&email, &revoking.ctx).await;
+    // Not held when the store cannot take it (a 503 to retry); its entry is held when only the ledger
+    // could not take it.
+    let removal = match state.revocations.settle(revoking, None, result)? {
+        Settled::Written(removal) => removal,
+        Settled::Held(held) => return Err(ApiError::Unavailable(held.message)),
+    };
     state.forget_tasks(&removal.revoked_tasks);
     // Owners changed for every agent the human owned; re-read them now for this node's policies.
     let owned: Vec<String> = removal.orphaned_agents.iter().map(ToString::to_string).collect();
@@ -258,6 +266,7 @@ pub async fn list_tokens(
     params(("id" = Uuid, Path, description = "Token id (not the token)")),
     responses(
         (status = 200, description = "Revoked", body = ApiTokenInfo),
+        (status = 202, description = "Held: the store could not take it", body = crate::revocations::HeldRevocation),
         (status = 404, body = ErrorBody), (status = 409, description = "Already revoked", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -266,7 +275,7 @@ pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<ApiTokenInfo>, ApiError> {
+) -> Result<Response, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::BadRequest {
         message: format!("`{}` is not a token id (a UUID)", id.escape_debug()),
         field: Some("id".into()),
@@ -281,7 +290,7 @@ pub async fn revoke_token(
         .ok_or_else(|| ApiError::NotFound(format!("token `{id}` not found")))?;
     let permit =
         caller.require_self_or(&info.human, Permission::ManageOwnTokens, Permission::ManageHumans)?;
-    let ctx = permit
+    let revoking = permit
         .record_revocation(
             &state,
             EntryKind::TokenRevoked,
@@ -290,7 +299,12 @@ pub async fn revoke_token(
             serde_json::json!({"token_id": id}),
         )
         .await;
-    let revoked = state.store.revoke_api_token(id, &ctx).await?;
+    let result = state.store.revoke_api_token(id, &revoking.ctx).await;
+    let revocation = crate::revocations::Revocation::ApiToken { token: id };
+    let revoked = match state.revocations.settle(revoking, Some(revocation), result)? {
+        Settled::Written(revoked) => revoked,
+        Settled::Held(held) => return Ok(held.into_response()),
+    };
     tracing::info!(token_id = %id, human = %revoked.human, by = %caller.human.email, "API token revoked");
-    Ok(Json(revoked))
+    Ok(Json(revoked).into_response())
 }

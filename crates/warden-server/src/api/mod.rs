@@ -18,8 +18,6 @@ pub mod tasks;
 pub mod tokens;
 pub mod upstreams;
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -249,10 +247,10 @@ pub struct Health {
     /// the node keeps enforcing the sets it runs, and this endpoint answers 503.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_error: Option<String>,
+    /// Revocations the store could not take yet: enforced on this node, journaled, retried every
+    /// second (0 normally).
+    pub held_revocations: usize,
 }
-
-/// How long `/healthz` waits for the store before calling it unavailable.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[utoipa::path(
     get, path = "/healthz", tag = "health",
@@ -261,16 +259,24 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let store = state.store.backend().as_str();
     let version = env!("CARGO_PKG_VERSION");
-    let result = tokio::time::timeout(HEALTH_TIMEOUT, state.store.health()).await;
+    // As long as a request waits for a connection (`[database] acquire_timeout_ms`): a database
+    // that hangs is reported as fast as requests are refused.
+    let limit = state.store_timeout;
+    let result = tokio::time::timeout(limit, state.store.health()).await;
     let error = match result {
         Ok(Ok(())) => None,
+        Ok(Err(e @ warden_store::StoreError::StorageFault(_))) => {
+            tracing::warn!(error = %e, "health check: the store cannot be written");
+            // The reason names the fault (disk full, I/O error) and when it began; never a path.
+            Some(e.to_string())
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health check: store unhealthy");
             Some("the store did not answer a query".to_owned())
         }
         Err(_) => Some(format!(
-            "the store did not answer within {} s",
-            HEALTH_TIMEOUT.as_secs()
+            "the store did not answer within {} ms",
+            limit.as_millis()
         )),
     };
     let ledger = state.ledger.status();
@@ -298,6 +304,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             error,
             ledger,
             policy_error,
+            held_revocations: state.revocations.held(),
         }),
     )
 }

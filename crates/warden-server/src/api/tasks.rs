@@ -1,9 +1,11 @@
 //! Tasks: what an agent sees of its own task (`/v1/task`, with its task token), and what admins and
 //! owners see and do (`/v1/tasks`), plus signing-key rotation.
 
+use crate::revocations::Settled;
 use axum::Json;
 use axum::extract::State;
-use chrono::Utc;
+use axum::response::{IntoResponse as _, Response};
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -90,14 +92,14 @@ pub async fn current(caller: TaskCaller) -> Json<CurrentTask> {
 
 #[utoipa::path(
     post, path = "/v1/task/end", tag = "tasks", request_body(content = Option<EndTask>),
-    responses((status = 200, body = TaskEnded), (status = 401, body = OAuthErrorBody)),
+    responses((status = 200, body = TaskEnded), (status = 202, description = "Held: the store could not take it", body = crate::revocations::HeldRevocation), (status = 401, body = OAuthErrorBody)),
     security(("task_token" = []))
 )]
 pub async fn end_current(
     State(state): State<AppState>,
     caller: TaskCaller,
     body: axum::body::Bytes,
-) -> Result<Json<TaskEnded>, OAuthError> {
+) -> Result<Response, OAuthError> {
     let reason = if body.is_empty() {
         String::new()
     } else {
@@ -112,7 +114,8 @@ pub async fn end_current(
     } else {
         reason
     };
-    // Ending a task takes privileges away: it goes ahead even if the ledger cannot record it.
+    // Ending a task takes privileges away: it goes ahead even if the ledger cannot record it (the
+    // entry is then held until it can), and is held when the store cannot take it.
     let entry = crate::ledger::entry(EntryKind::TaskEnded, &caller.claims.sub)
         .subject(caller.task.id.to_string())
         .body(serde_json::json!({
@@ -121,21 +124,31 @@ pub async fn end_current(
             "task": caller.task.id,
             "reason": reason,
         }));
-    if let Err(e) = state.ledger.record(entry).await {
-        tracing::error!(task = %caller.task.id, error = %e, "task end not recorded in the audit ledger; it goes ahead");
-    }
-    let ctx = warden_core::ChangeContext::new(caller.claims.sub.clone(), Utc::now());
-    let stopped = state
-        .store
-        .end_task(caller.task.id, &reason, &ctx)
-        .await
-        .map_err(|e| match e {
-            warden_store::StoreError::Conflict(m) => OAuthError::invalid_token(m),
-            other => other.into(),
-        })?;
+    let unrecorded = match state.ledger.record(entry.clone()).await {
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(task = %caller.task.id, error = %e, "task end not recorded in the audit ledger yet; it goes ahead and the entry is held");
+            Some(crate::revocations::PendingEntry::of(&entry))
+        }
+    };
+    let revoking = crate::revocations::Revoking {
+        ctx: warden_core::ChangeContext::new(caller.claims.sub.clone(), entry.at),
+        unrecorded,
+    };
+    let result = state.store.end_task(caller.task.id, &reason, &revoking.ctx).await;
+    let revocation = crate::revocations::Revocation::TaskEnd {
+        task: caller.task.id,
+        reason: reason.clone(),
+    };
+    let stopped = match state.revocations.settle(revoking, Some(revocation), result) {
+        Ok(Settled::Written(stopped)) => stopped,
+        Ok(Settled::Held(held)) => return Ok(held.into_response()),
+        Err(warden_store::StoreError::Conflict(m)) => return Err(OAuthError::invalid_token(m)),
+        Err(other) => return Err(other.into()),
+    };
     state.forget_tasks(&stopped);
     tracing::info!(task = %caller.task.id, agent = %caller.task.agent, stopped = stopped.len(), "task ended by its agent");
-    Ok(Json(TaskEnded { stopped }))
+    Ok(Json(TaskEnded { stopped }).into_response())
 }
 
 #[utoipa::path(
@@ -187,7 +200,7 @@ pub async fn show(
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/end", tag = "tasks", params(("id" = Uuid, Path)), request_body = EndTask,
     responses(
-        (status = 200, body = TaskEnded), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 200, body = TaskEnded), (status = 202, description = "Held: the store could not take it", body = crate::revocations::HeldRevocation), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "Not active", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -197,7 +210,7 @@ pub async fn end(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<EndTask>,
-) -> Result<Json<TaskEnded>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     check_reason(&body.reason)?;
     // Admins may end any task; an agent's owners may end its tasks.
@@ -220,7 +233,7 @@ pub async fn end(
     } else {
         body.reason
     };
-    let ctx = permit
+    let revoking = permit
         .record_revocation(
             &state,
             EntryKind::TaskEnded,
@@ -229,10 +242,18 @@ pub async fn end(
             serde_json::json!({"agent": task.agent.as_str(), "task": id, "reason": reason}),
         )
         .await;
-    let stopped = state.store.end_task(id, &reason, &ctx).await?;
+    let result = state.store.end_task(id, &reason, &revoking.ctx).await;
+    let revocation = crate::revocations::Revocation::TaskEnd {
+        task: id,
+        reason: reason.clone(),
+    };
+    let stopped = match state.revocations.settle(revoking, Some(revocation), result)? {
+        Settled::Written(stopped) => stopped,
+        Settled::Held(held) => return Ok(held.into_response()),
+    };
     state.forget_tasks(&stopped);
     tracing::info!(task = %id, by = %caller.human.email, stopped = stopped.len(), "task ended");
-    Ok(Json(TaskEnded { stopped }))
+    Ok(Json(TaskEnded { stopped }).into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -327,7 +327,13 @@ async fn authenticate_agent(
     Ok(agent)
 }
 
-fn refuse_inactive(agent: &Agent) -> Result<(), OAuthError> {
+fn refuse_inactive(state: &AppState, agent: &Agent) -> Result<(), OAuthError> {
+    if state.identity.tasks.held.agent_stopped(&agent.name) {
+        return Err(OAuthError::access_denied(format!(
+            "agent `{}` was stopped (held revocation); only active agents get task tokens",
+            agent.name
+        )));
+    }
     if agent.state == AgentState::Active {
         Ok(())
     } else {
@@ -370,7 +376,7 @@ async fn start_task(
         ));
     }
     let agent = authenticate_agent(state, &req.subject_token, now).await?;
-    refuse_inactive(&agent)?;
+    refuse_inactive(state, &agent)?;
     let intent = req.intent.clone().ok_or_else(|| {
         OAuthError::invalid_request("authorization_details (the task's intent) is required to start a task")
     })?;
@@ -442,7 +448,7 @@ async fn renew_or_delegate(
     )
     .await?;
     let actor = authenticate_agent(state, actor_token, now).await?;
-    refuse_inactive(&actor)?;
+    refuse_inactive(state, &actor)?;
     if actor.spiffe_id == claims.sub {
         if req.intent.is_some() {
             return Err(OAuthError::invalid_request(

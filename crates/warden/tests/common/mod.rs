@@ -3,11 +3,15 @@
 //! second node on another node's database), and running `warden` commands as separate processes
 //! against it.
 //!
-//! The MCP parts (the reference servers, the official Python SDK client) are in [`mcp`].
+//! The MCP parts (the reference servers, the official Python SDK client) are in [`mcp`]; traffic
+//! that records what was acknowledged (for crash tests) in [`load`]; an MCP upstream that fails on
+//! request in [`faulty`].
 //!
 //! Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod faulty;
+pub mod load;
 pub mod mcp;
 
 use std::io::{BufRead, BufReader, Read};
@@ -66,6 +70,8 @@ pub struct Server {
     log: Arc<Mutex<String>>,
     /// The arguments it was started with (for [`Server::restart`]).
     args: Vec<std::ffi::OsString>,
+    /// A tmpfs mounted on the data directory, unmounted on drop.
+    mounted: Option<PathBuf>,
 }
 
 /// How to start a server, beyond the defaults of [`Server::start`].
@@ -79,6 +85,17 @@ pub struct Spawn {
     /// The admin token of an already bootstrapped store (a second node): this server writes none, so
     /// start does not wait for one.
     pub admin_token_file: Option<PathBuf>,
+    /// Put the data directory on a tmpfs of this size (e.g. `"16m"`), mounted for this server and
+    /// unmounted when it is dropped: a disk the test can fill. Needs root (`mount`).
+    pub tmpfs_data_dir: Option<&'static str>,
+}
+
+/// Whether this process may mount filesystems (the disk-full tests need it).
+pub fn can_mount() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// What a CLI run produced.
@@ -206,6 +223,21 @@ impl Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data_dir = dir.path().join("warden-data");
         std::fs::create_dir(dir.path().join("cwd")).expect("cwd");
+        let mounted = how.tmpfs_data_dir.map(|size| {
+            std::fs::create_dir(&data_dir).expect("data dir");
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+                .arg(&data_dir)
+                .output()
+                .expect("running mount");
+            assert!(
+                out.status.success(),
+                "cannot mount a tmpfs on {}: {}",
+                data_dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            data_dir.clone()
+        });
         let mut cmd = Command::new(WARDEN);
         clean_env(&mut cmd)
             .arg("serve")
@@ -248,6 +280,7 @@ impl Server {
             dir,
             log,
             args,
+            mounted,
         };
         match rx.recv_timeout(READY_TIMEOUT) {
             Ok(url) => server.url = url,
@@ -276,6 +309,19 @@ impl Server {
         self.args.get(at + 1).map(|u| u.to_string_lossy().into_owned())
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How many file descriptors the server process has open now (`/proc/<pid>/fd`).
+    pub fn open_fds(&self) -> usize {
+        let dir = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {dir}: {e}"))
+            .count()
+    }
+
     /// Kills the server with SIGKILL (no shutdown of any kind), as a crash would.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -283,8 +329,18 @@ impl Server {
     }
 
     /// Starts `warden serve` again with the same arguments, data directory and database (after
-    /// [`Server::kill9`]); waits until it listens.
+    /// [`Server::kill9`]), on the same address — so that its URL, the issuer of the task tokens it
+    /// signed, stays the same — and waits until it listens.
     pub fn restart(&mut self) {
+        let address = self
+            .url
+            .strip_prefix("http://")
+            .expect("an http:// URL")
+            .trim_end_matches('/')
+            .to_owned();
+        if let Some(at) = self.args.iter().position(|a| a == "--listen") {
+            self.args[at + 1] = address.into();
+        }
         let (child, rx) = launch(self.dir.path(), &self.args, &self.log);
         self.child = child;
         match rx.recv_timeout(READY_TIMEOUT) {
@@ -501,6 +557,150 @@ impl Server {
         (task, key, "bot")
     }
 
+    /// Registers the MCP upstream `name` at `url` (staging, internal), owned by alice (see
+    /// [`Server::add_owner`], which must have run).
+    pub async fn add_mcp_upstream(&self, name: &str, url: &str) {
+        self.run(&[
+            "upstream",
+            "add",
+            name,
+            "--kind",
+            "mcp",
+            "--url",
+            url,
+            "--environment",
+            "staging",
+            "--owner",
+            "alice@example.com",
+            "--sensitivity",
+            "internal",
+        ])
+        .await
+        .ok();
+    }
+
+    /// The agent `name` (staging, owned by alice, allowed on `upstreams`), registered, enrolled (its
+    /// key in `cwd/<name>.key`) and active. Returns the key file.
+    pub async fn active_agent(&self, name: &str, upstreams: &[&str]) -> PathBuf {
+        let join = self.path(&format!("{name}.jt"));
+        let join_s = join.to_str().expect("UTF-8 path");
+        let mut args = vec![
+            "agent",
+            "register",
+            name,
+            "--owner",
+            "alice@example.com",
+            "--environment",
+            "staging",
+            "--model",
+            "anthropic/claude-sonnet@4.5",
+            "--join-token-out",
+            join_s,
+        ];
+        for u in upstreams {
+            args.extend(["--upstream", u]);
+        }
+        self.run(&args).await.ok();
+        let key = self.path(&format!("{name}.key"));
+        let key_s = key.to_str().expect("UTF-8 path");
+        self.agent(&["agent", "enroll", "--join-token-file", join_s, "--key-out", key_s])
+            .await
+            .ok();
+        self.run(&["agent", "activate", name]).await.ok();
+        key
+    }
+
+    /// A task of the agent `name` (key file `key`) on `upstream`, declaring `tools`, started with
+    /// `warden task start` (plus `extra` flags). Returns the task id and the task token.
+    pub async fn start_task(
+        &self,
+        name: &str,
+        key: &Path,
+        upstream: &str,
+        tools: &[&str],
+        extra: &[&str],
+    ) -> (String, String) {
+        let token_file = self.path(&format!("{name}-{}.task", uuid::Uuid::new_v4().simple()));
+        let mut args = vec![
+            "task",
+            "start",
+            "--key",
+            key.to_str().expect("UTF-8 path"),
+            "--agent-id",
+            name,
+            "--purpose",
+            "survive faults",
+            "--type",
+            "faults",
+            "--upstream",
+            upstream,
+            "--token-out",
+            token_file.to_str().expect("UTF-8 path"),
+            "-o",
+            "json",
+        ];
+        for tool in tools {
+            args.extend(["--tool", tool]);
+        }
+        args.extend(extra);
+        let started = self.agent(&args).await.ok().json();
+        let id = started["task_id"].as_str().expect("task_id").to_owned();
+        let token = std::fs::read_to_string(&token_file)
+            .expect("the task token file")
+            .trim()
+            .to_owned();
+        (id, token)
+    }
+
+    /// Every entry of the ledger, through `GET /v1/audit/entries` as the bootstrap admin: each
+    /// `{"seq", "leaf_hash", "canonical", "entry": {"kind", "body", ...}}`, in order.
+    pub async fn ledger(&self) -> Vec<Value> {
+        let http = reqwest::Client::new();
+        let admin = self.admin_token();
+        let mut entries: Vec<Value> = Vec::new();
+        loop {
+            let url = self.endpoint(&format!("/v1/audit/entries?from={}&limit=1000", entries.len()));
+            let resp = http
+                .get(&url)
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            let status = resp.status();
+            let page: Value = resp.json().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            assert_eq!(status, 200, "GET {url}: {page}");
+            let page = page["entries"].as_array().expect("entries").clone();
+            if page.is_empty() {
+                return entries;
+            }
+            entries.extend(page);
+        }
+    }
+
+    /// Where `warden audit` finds this server's ledger: `--data-dir`, and `--database` on PostgreSQL.
+    pub fn ledger_location(&self) -> Vec<String> {
+        let data_dir = self.dir.path().join("warden-data");
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            data_dir.to_str().expect("UTF-8 path").to_owned(),
+        ];
+        if let Some(url) = self.database_url() {
+            args.extend(["--database".to_owned(), url]);
+        }
+        args
+    }
+
+    /// `warden audit verify` over the whole ledger, straight from the database (no server); asserts
+    /// it passes and returns its report.
+    pub async fn audit_verify(&self) -> Value {
+        let location = self.ledger_location();
+        let mut args = vec!["audit", "verify", "-o", "json"];
+        args.extend(location.iter().map(String::as_str));
+        let v = self.agent(&args).await.ok().json();
+        assert_eq!(v["verified"], true, "`warden audit verify`: {v}");
+        v
+    }
+
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
@@ -520,6 +720,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.mounted {
+            let _ = std::process::Command::new("umount").arg("-l").arg(dir).status();
+        }
         if std::thread::panicking() {
             eprintln!(
                 "--- output of `warden serve` ({:?}) ---\n{}",
