@@ -646,21 +646,14 @@ fn acting_for(act: Option<&Value>) -> String {
     chain.join(" <- ")
 }
 
-/// Prints the answer of a task end: the tasks that stopped, or that the end is held (the store could
-/// not take it yet; see the server's revocation journal).
+/// Prints the answer of a task end: the tasks that stopped (a held end is printed by `output::one`).
 pub fn stopped(format: Format, v: Value) -> anyhow::Result<()> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Answer {
-        Stopped { stopped: Vec<String> },
-        Held { durability: String, message: String },
+    struct Stopped {
+        stopped: Vec<String>,
     }
-    output::one(format, v, "task end answer", |a: &Answer| match a {
-        Answer::Stopped { stopped } => Fields::new().add("stopped", stopped.join(", ")).render(),
-        Answer::Held { durability, message } => Fields::new()
-            .add("held", durability.clone())
-            .add("message", message.clone())
-            .render(),
+    output::one(format, v, "task end answer", |s: &Stopped| {
+        Fields::new().add("stopped", s.stopped.join(", ")).render()
     })
 }
 

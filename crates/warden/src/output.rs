@@ -154,8 +154,19 @@ pub fn one<T: DeserializeOwned>(
 ) -> anyhow::Result<()> {
     match format {
         Format::Json => stdout(&pretty(&value)?),
+        // A revocation the store could not take yet (202): say so, whatever the command expected.
+        Format::Table if value.get("held") == Some(&Value::Bool(true)) => stdout(&held(&value)),
         Format::Table => stdout(&render(&decode::<T>(value, what)?)),
     }
+}
+
+/// A held revocation, as a table: durability and the server's explanation.
+fn held(value: &Value) -> String {
+    let field = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    Fields::new()
+        .add("held", field("durability"))
+        .add("message", field("message"))
+        .render()
 }
 
 /// Prints a list the server wraps as `{"<key>": [...]}`: the array as JSON, or a table of `T`s.
@@ -192,6 +203,16 @@ pub fn many<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_revocation_is_printed_whatever_the_command_expected() {
+        let v = serde_json::json!({"held": true, "durability": "journaled", "message": "the store did not take it"});
+        let table = held(&v);
+        assert!(
+            table.contains("journaled") && table.contains("the store did not take it"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn tables_align_columns_without_trailing_spaces() {
