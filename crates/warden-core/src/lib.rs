@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod glob;
 pub mod model;
 pub mod names;
+pub mod redact;
 pub mod roles;
 pub mod secret;
 pub mod token;

@@ -13,7 +13,7 @@ use warden_ledger::EntryKind;
 use crate::ledger::{BUILTIN_REQUEST_CHECKS, MAX_REASON_BYTES, clip, entry};
 
 /// A refused request, as the error response describes it (a response extension the audit layer
-/// reads). Set for 400, 401, 403, 413 and 415: authentication and authorization refusals, and
+/// reads). Set for 400, 401, 403, 405, 413 and 415: authentication and authorization refusals, and
 /// malformed input, are decisions too.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -43,9 +43,96 @@ impl Refusal {
         Some(Self {
             status: status.as_u16(),
             code,
-            message,
+            message: warden_core::redact::credentials_redacted(&message),
         })
     }
+}
+
+/// The OAuth endpoints answer errors in RFC 6749's shape (`error`, `error_description`); the rest
+/// of the API in Warden's (`error`, `message`).
+fn is_oauth_path(path: &str) -> bool {
+    matches!(path, "/v1/token" | "/v1/enroll")
+}
+
+/// A refusal the framework answered before any handler ran (405 with an empty body, 413 and 415 as
+/// plain text from the body extractors, …) becomes JSON in the API's one error shape, with a
+/// [`Refusal`] so that it is recorded like every other.
+fn json_refusal(
+    resp: axum::response::Response,
+    method: &axum::http::Method,
+    path: &str,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error())
+        || is_json
+        || resp.extensions().get::<Refusal>().is_some()
+        || path.starts_with("/mcp/") && resp.headers().get(header::CONTENT_TYPE).is_some()
+    {
+        return resp;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = resp
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (
+                "method_not_allowed",
+                format!("`{method}` is not allowed here; allowed: {allow}"),
+            )
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than this endpoint accepts".to_owned(),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request body's content type is not accepted here".to_owned(),
+        ),
+        StatusCode::NOT_FOUND => ("not_found", "no such route".to_owned()),
+        s if s.is_client_error() => (
+            "invalid_request",
+            s.canonical_reason().unwrap_or("refused").to_owned(),
+        ),
+        _ => (
+            "internal",
+            "internal error; the server log has the details".to_owned(),
+        ),
+    };
+    let body = if is_oauth_path(path) {
+        let code = match status {
+            StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE => "invalid_request",
+            _ => code,
+        };
+        serde_json::json!({"error": code, "error_description": message})
+    } else {
+        serde_json::json!({"error": code, "message": message})
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut out = axum::response::Response::from_parts(parts, axum::body::Body::from(body.to_string()));
+    if status.is_client_error() {
+        out.extensions_mut().insert(Refusal {
+            status: status.as_u16(),
+            code,
+            message,
+        });
+    }
+    out
 }
 
 /// Marks a response whose decision the handler already recorded.
@@ -105,8 +192,9 @@ pub async fn audit_refusals(
     let uri = req.uri().clone();
     let request_id = req.headers().get("x-request-id").cloned();
     let started = Instant::now();
-    let resp = next.run(req).await;
-    let path = || clip(uri.path(), MAX_REASON_BYTES);
+    let resp = json_refusal(next.run(req).await, &method, uri.path());
+    // A token pasted into a path is not stored in the append-only ledger.
+    let path = || warden_core::redact::credentials_redacted(&clip(uri.path(), MAX_REASON_BYTES));
     let request_id = request_id.and_then(|v| v.to_str().ok().map(str::to_owned));
     let seen = slot.get();
     let actor = seen.actor.unwrap_or_else(|| "anonymous".to_owned());

@@ -162,6 +162,8 @@ impl IntoResponse for ApiError {
             | ApiError::PayloadTooLarge(m)
             | ApiError::UnsupportedMediaType(m) => (m, None),
         };
+        // A token pasted where an id or a name goes is never echoed back.
+        let message = warden_core::redact::credentials_redacted(&message);
         let mut resp = (
             status,
             Json(ErrorBody {

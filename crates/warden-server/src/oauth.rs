@@ -131,11 +131,12 @@ impl IntoResponse for OAuthError {
         if self.status.is_client_error() {
             tracing::info!(status = self.status.as_u16(), error = self.code, description = %self.description, "credential request refused");
         }
+        let description = warden_core::redact::credentials_redacted(&self.description);
         let mut resp = (
             self.status,
             Json(OAuthErrorBody {
                 error: self.code,
-                error_description: self.description.clone(),
+                error_description: description.clone(),
             }),
         )
             .into_response();
@@ -146,7 +147,7 @@ impl IntoResponse for OAuthError {
             resp.extensions_mut().insert(crate::audit::Refusal {
                 status: self.status.as_u16(),
                 code: self.code,
-                message: self.description.clone(),
+                message: description,
             });
         }
         let h = resp.headers_mut();

@@ -25,6 +25,8 @@ api_tests!(
     bad_agent_input_is_400_naming_the_field_and_writes_nothing,
     duplicate_agent_is_409,
     body_limits_and_content_type,
+    framework_refusals_are_json_and_recorded,
+    tokens_pasted_into_paths_are_never_echoed_or_recorded,
     lifecycle_publishes_revocation_hook,
     model_change_returns_agent_to_review,
     tokens_create_use_revoke,
@@ -275,6 +277,106 @@ async fn duplicate_agent_is_409(api: Api) {
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["error"], "conflict");
     assert_eq!(api.agent_count().await, 1);
+}
+
+/// Regression (issue 15): a 405 had an empty body, a 413 on `/v1/token` and `/v1/enroll` was plain
+/// text, and none of them was recorded.
+async fn framework_refusals_are_json_and_recorded(api: Api) {
+    api.seed().await;
+    let send = |method: Method, uri: &str, ct: &str, body: Vec<u8>| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, ct)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (s, b) = api
+        .raw(send(
+            Method::PUT,
+            "/v1/agents",
+            "application/json",
+            b"{}".to_vec(),
+        ))
+        .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")),
+        "{b}"
+    );
+    let (s, b) = api
+        .raw(send(Method::DELETE, "/v1/token", "application/json", Vec::new()))
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{b}");
+    assert_eq!(
+        b["error"], "invalid_request",
+        "OAuth shape on the token endpoint: {b}"
+    );
+    assert!(b["error_description"].as_str().unwrap().contains("DELETE"), "{b}");
+    let big = vec![b'a'; 300 * 1024];
+    for uri in ["/v1/token", "/v1/enroll"] {
+        let ct = if uri == "/v1/token" {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
+        let (s, b) = api.raw(send(Method::POST, uri, ct, big.clone())).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {b}");
+        assert!(
+            b["error_description"].as_str().is_some(),
+            "{uri}: JSON, OAuth shape: {b}"
+        );
+    }
+    let entries = common::ledger_entries(&api).await;
+    let refused: Vec<(u64, String)> = entries
+        .iter()
+        .filter(|(k, b)| k == "decision" && b["outcome"] == "deny")
+        .map(|(_, b)| {
+            (
+                b["status"].as_u64().unwrap_or(0),
+                b["resource"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        (405, "/v1/agents"),
+        (405, "/v1/token"),
+        (413, "/v1/token"),
+        (413, "/v1/enroll"),
+    ] {
+        assert!(
+            refused.iter().any(|(s, r)| (*s, r.as_str()) == want),
+            "{want:?} is not recorded: {refused:?}"
+        );
+    }
+}
+
+/// Regression (issue 15): a token pasted where a name goes was echoed in the error and stored in the
+/// append-only ledger.
+async fn tokens_pasted_into_paths_are_never_echoed_or_recorded(api: Api) {
+    api.seed().await;
+    let pasted = "wdn_at_4lhs85nN4f9VKdSOGvMAAUhOJxWzzdFREobqZDM8CL8";
+    for uri in [
+        format!("/v1/agents/{pasted}"),
+        format!("/v1/agents/{pasted}/suspend"),
+        format!("/v1/tasks/{pasted}"),
+    ] {
+        let method = if uri.ends_with("/suspend") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let (s, b) = api.admin(method, &uri, None).await;
+        assert!(s.is_client_error(), "{uri}: {s} {b}");
+        assert!(
+            !b.to_string().contains("4lhs85nN4f9"),
+            "{uri}: the token is echoed: {b}"
+        );
+    }
+    let all = common::ledger_entries(&api).await;
+    let text = serde_json::to_string(&all).unwrap();
+    assert!(!text.contains("4lhs85nN4f9"), "the token is in the ledger");
+    assert!(text.contains("[redacted]"), "the refusals are recorded, redacted");
 }
 
 async fn body_limits_and_content_type(api: Api) {
