@@ -412,6 +412,9 @@ pub struct TokenCreateArgs {
     /// Lifetime: a number and a unit, `s`, `m`, `h` or `d` (e.g. `30d`); default 30 days, at most 365 days.
     #[arg(long, value_name = "TTL", value_parser = Flag::<Ttl>::new())]
     pub ttl: Option<Ttl>,
+    /// Write the token to this new file (mode 0600) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub token_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -179,7 +179,7 @@ enum HumanCall {
     List,
     Show(String),
     Remove(String),
-    TokenCreate(String, warden_core::token::NewApiToken),
+    TokenCreate(String, warden_core::token::NewApiToken, Option<PathBuf>),
     TokenList(String),
     TokenRevoke(String),
 }
@@ -226,7 +226,7 @@ fn human_call(c: HumanCommand) -> anyhow::Result<HumanCall> {
         HumanCommand::Remove(a) => HumanCall::Remove(a.email.to_string()),
         HumanCommand::Token(TokenCommand::Create(a)) => {
             let body = request::new_api_token(&a)?;
-            HumanCall::TokenCreate(a.email.to_string(), body)
+            HumanCall::TokenCreate(a.email.to_string(), body, a.token_out.clone())
         }
         HumanCommand::Token(TokenCommand::List(a)) => HumanCall::TokenList(a.email.to_string()),
         HumanCommand::Token(TokenCommand::Revoke(a)) => HumanCall::TokenRevoke(a.id.0),
@@ -595,9 +595,10 @@ async fn run_human(client: &Client, format: Format, call: HumanCall) -> anyhow::
                     .render()
             })
         }
-        HumanCall::TokenCreate(email, body) => {
+        HumanCall::TokenCreate(email, body, out) => {
+            let out = out.map(|p| NewSecretFile::create(&p, "API token")).transpose()?;
             let v = client.post(&["v1", HUMANS, &email, TOKENS], &body).await?;
-            created_token(format, v)
+            created_token(format, v, out)
         }
         HumanCall::TokenList(email) => {
             let v = client.get(&["v1", HUMANS, &email, TOKENS], &[]).await?;
@@ -674,7 +675,26 @@ struct CreatedToken {
 /// Prints a new token. JSON mode prints the whole response. Table mode says on stderr that the token is
 /// shown only once (with its id and expiry), and puts the token alone on stdout, so that
 /// `warden human token create ... > file` captures exactly the token.
-fn created_token(format: Format, v: Value) -> anyhow::Result<()> {
+fn created_token(format: Format, mut v: Value, out: Option<NewSecretFile>) -> anyhow::Result<()> {
+    if let Some(out) = out {
+        let created: CreatedToken = output::decode(v.clone(), "new API token")?;
+        let file = out
+            .write(&warden_core::Secret::new(created.token))?
+            .display()
+            .to_string();
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("token");
+            obj.insert("token_file".into(), json!(file));
+        }
+        return output::one(format, v, TOKEN, |_: &Value| {
+            format!(
+                "API token {} for {} written to {file}, expires {}\n",
+                created.info.id,
+                created.info.human,
+                time(&created.info.expires_at)
+            )
+        });
+    }
     if format == Format::Json {
         return output::one(format, v, TOKEN, |_: &Value| String::new());
     }

@@ -653,8 +653,44 @@ async fn token_lifecycle(backend: Backend) {
     assert_eq!(created["info"]["label"], "ci");
     assert_eq!(created["info"]["human"], "bob@example.com");
 
+    // --token-out: the token goes to a new 0600 file, never to stdout (the README's example).
+    let file = s.cwd().join("bob.token");
+    let out = s
+        .run(&[
+            "human",
+            "token",
+            "create",
+            "bob@example.com",
+            "--label",
+            "file",
+            "--token-out",
+            "bob.token",
+        ])
+        .await
+        .ok();
+    assert!(
+        !out.stdout.contains("wdn_at_") && !out.stderr.contains("wdn_at_"),
+        "{out:?}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&file).expect("token file").permissions().mode() & 0o777,
+        0o600
+    );
+    s.run_as(&file, &["whoami"]).await.ok();
+    s.run(&[
+        "human",
+        "token",
+        "create",
+        "bob@example.com",
+        "--token-out",
+        "bob.token",
+    ])
+    .await
+    .fails(1);
+
     let tokens = s.json(&["human", "token", "list", "bob@example.com"]).await;
-    assert_eq!(tokens.as_array().map(Vec::len), Some(2), "{tokens:#}");
+    assert_eq!(tokens.as_array().map(Vec::len), Some(3), "{tokens:#}");
     assert!(
         !tokens.to_string().contains("wdn_at_"),
         "a listing never shows tokens: {tokens:#}"
