@@ -362,16 +362,39 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Checks that every owner is a registered, not removed human.
+            /// Checks that every owner is a registered, not removed human who holds the `owner` or
+            /// `admin` role: an agent's owner is accountable for it, and an auditor or a bare approver is
+            /// not someone the registry should name as accountable (nor let approve as an owner).
             async fn check_owners(
                 tx: &mut crate::write::WriteTx<$db>,
                 owners: &[warden_core::Email],
             ) -> crate::Result<()> {
-                let values: Vec<&str> = owners.iter().map(|o| o.as_str()).collect();
-                Self::check_refs(tx, "SELECT 1 FROM humans WHERE email = $1 AND disabled_at IS NULL", &values, "owners", |o| {
-                    format!("owner `{o}` is not a registered human (or was removed); add them with `warden human add`")
-                })
-                .await
+                use sqlx::Row as _;
+                for (i, owner) in owners.iter().enumerate() {
+                    let row = sqlx::query("SELECT roles FROM humans WHERE email = $1 AND disabled_at IS NULL")
+                        .bind(owner.as_str())
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    let Some(row) = row else {
+                        return Err(warden_core::ValidationError::new(
+                            format!("owners[{i}]"),
+                            format!("owner `{owner}` is not a registered human (or was removed); add them with `warden human add`"),
+                        )
+                        .into());
+                    };
+                    let roles = crate::sql::roles_from_col(row.try_get::<&str, _>("roles")?)?;
+                    if !roles.iter().any(|r| matches!(r, warden_core::Role::Owner | warden_core::Role::Admin)) {
+                        return Err(warden_core::ValidationError::new(
+                            format!("owners[{i}]"),
+                            format!(
+                                "`{owner}` holds the roles [{}]; an agent's owner needs the `owner` (or `admin`) role",
+                                crate::sql::roles_to_col(&roles)
+                            ),
+                        )
+                        .into());
+                    }
+                }
+                Ok(())
             }
 
             /// Checks that every allowed upstream is registered.
