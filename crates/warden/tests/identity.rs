@@ -630,7 +630,8 @@ async fn delegation_narrows_and_cascades(backend: Backend) {
 }
 
 /// `task start --dpop` binds the task to the agent's key: the token alone is refused, the CLI makes a
-/// proof with `--key` (and refuses another key before sending), renewals stay bound.
+/// proof with `--key` (and refuses another key before sending), renewals stay bound, and a task
+/// delegated from it is bound to the child's key.
 async fn dpop_binds_tasks_to_the_agent_key(backend: Backend) {
     let s = Server::start(backend).await;
     setup(&s).await;
@@ -704,7 +705,10 @@ async fn dpop_binds_tasks_to_the_agent_key(backend: Backend) {
         .json();
     assert_eq!(renewed["token_type"], "DPoP");
 
-    // Delegating from a bound token needs the parent's key for the proof; the child is not bound.
+    // Delegating from a bound token needs the parent's key for the proof, and (issue 15: delegation
+    // used to drop DPoP) the child is bound to the child's key: the CLI sends the child's proof made
+    // with --key, and the child token is useless without that key.
+    let child_file = s.path("child.tt");
     let mut args = vec![
         "task",
         "delegate",
@@ -714,6 +718,8 @@ async fn dpop_binds_tasks_to_the_agent_key(backend: Backend) {
         "other",
         "--task-token-file",
         path_str(&file),
+        "--token-out",
+        path_str(&child_file),
         "-o",
         "json",
     ];
@@ -721,7 +727,44 @@ async fn dpop_binds_tasks_to_the_agent_key(backend: Backend) {
     assert!(e.contains("DPoP-bound") && e.contains("--parent-key"), "{e}");
     args.extend(["--parent-key", bot.key()]);
     let child = s.agent(&args).await.ok().json();
-    assert_eq!(child["token_type"], "Bearer", "{child:#}");
+    assert_eq!(child["token_type"], "DPoP", "{child:#}");
+    let child_token = read_token(&child_file);
+    assert_eq!(claims_of(&child_token)["cnf"]["jkt"], other.kid.as_str());
+    let r = reqwest::Client::new()
+        .get(s.endpoint("/v1/task"))
+        .bearer_auth(&child_token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 401, "a stolen child token alone is useless");
+    let e = s
+        .agent(&[
+            "task",
+            "current",
+            "--task-token-file",
+            path_str(&child_file),
+            "--key",
+            bot.key(),
+        ])
+        .await
+        .fails(1);
+    assert!(e.contains(&other.kid), "the parent's key is not the child's: {e}");
+    let cur = s
+        .agent(&[
+            "task",
+            "current",
+            "--task-token-file",
+            path_str(&child_file),
+            "--key",
+            other.key(),
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(cur["task"]["cnf_jkt"], other.kid.as_str());
+    assert_eq!(cur["task"]["id"], child["task_id"]);
 
     let ended = s
         .agent(&[
