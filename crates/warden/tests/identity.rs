@@ -883,6 +883,9 @@ const FEDERATED_SUB: &str = "system:serviceaccount:ns:bot";
 
 /// Tokens of a trusted OIDC issuer (ES256, made by Python) are exchanged for task tokens; a token
 /// signed by another key, one whose subject maps to no agent, and a replayed one are refused (401).
+/// Issue 15: a token without `jti` is accepted once — replayed as is, or with its ECDSA signature
+/// rewritten, it is refused — and a token without `iat` or valid longer than the issuer's
+/// `max_token_lifetime_secs` (here 600 s; a 30-day token) is refused, naming the claim.
 #[tokio::test]
 async fn federated_identity_via_oidc_issuer() {
     let mut python = python3();
@@ -916,6 +919,7 @@ audiences = ["warden"]
 algorithms = ["ES256"]
 jwks_file = "{}"
 claim = "sub"
+max_token_lifetime_secs = 600
 mapping = {{ "{FEDERATED_SUB}" = "bot" }}
 "#,
         jwks.display()
@@ -976,10 +980,44 @@ mapping = {{ "{FEDERATED_SUB}" = "bot" }}
             "{name}: `{desc}` does not mention `{why}`"
         );
     }
+
+    // Without `jti`: accepted once, then remembered by what was signed.
+    let r = exchange(&token("no_jti")).await.expect("request");
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+    for name in ["no_jti", "no_jti_malleated"] {
+        let r = exchange(&token(name)).await.expect("request");
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.expect("OAuth error body");
+        assert_eq!(
+            (status, &body["error"]),
+            (401, &json!("invalid_grant")),
+            "{name}: {body:#}"
+        );
+        let desc = body["error_description"].as_str().unwrap_or_default();
+        assert!(desc.contains("replay"), "{name}: `{desc}`");
+    }
+    // Lifetime: `iat` required, `exp - iat` at most the configured 600 s.
+    for (name, want) in [
+        ("no_iat", vec!["`iat`", "missing"]),
+        (
+            "thirty_days",
+            vec!["`exp`", "2592000 s", "at most 600 s", "max_token_lifetime_secs"],
+        ),
+    ] {
+        let r = exchange(&token(name)).await.expect("request");
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.expect("OAuth error body");
+        assert_eq!(body["error"], "invalid_grant", "{name}: {body:#}");
+        assert!((400..500).contains(&status), "{name}: {status}");
+        let desc = body["error_description"].as_str().unwrap_or_default();
+        for w in want {
+            assert!(desc.contains(w), "{name}: `{desc}` lacks `{w}`");
+        }
+    }
     let listed = s.json(&["task", "list"]).await;
     assert_eq!(
         listed.as_array().map(Vec::len),
-        Some(1),
+        Some(2),
         "refusals created nothing"
     );
 }
