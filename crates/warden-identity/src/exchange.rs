@@ -34,6 +34,11 @@ pub struct TokenExchangeRequest {
     pub actor_token: Option<Secret<String>>,
     /// [`TOKEN_TYPE_JWT`] when `actor_token` is present.
     pub actor_token_type: Option<String>,
+    /// `actor_dpop` (Warden's extension for delegation): a DPoP proof (RFC 9449) of the key the
+    /// delegated token is to be bound to, made for `POST` the token endpoint without `ath`. Needed
+    /// when the parent's token is DPoP-bound: the `DPoP` header then proves the parent's key, and one
+    /// header cannot prove two keys. Only with `actor_token`.
+    pub actor_dpop: Option<String>,
     /// [`TOKEN_TYPE_TASK`] or [`TOKEN_TYPE_ACCESS`], if given.
     pub requested_token_type: Option<String>,
     pub audience: Option<String>,
@@ -55,8 +60,8 @@ impl TokenExchangeRequest {
     /// * `grant_type` must be the token-exchange URN (else `unsupported_grant_type`);
     /// * `subject_token` and `subject_token_type` required, the type [`TOKEN_TYPE_JWT`] or
     ///   [`TOKEN_TYPE_TASK`]; `actor_token_type` required iff `actor_token` is present, and
-    ///   [`TOKEN_TYPE_JWT`]; `requested_token_type`, if present, [`TOKEN_TYPE_TASK`] or
-    ///   [`TOKEN_TYPE_ACCESS`];
+    ///   [`TOKEN_TYPE_JWT`]; `actor_dpop` only with `actor_token`; `requested_token_type`, if present,
+    ///   [`TOKEN_TYPE_TASK`] or [`TOKEN_TYPE_ACCESS`];
     /// * `authorization_details` is parsed by [`TaskIntent::from_authorization_details`].
     ///
     /// Errors name the parameter.
@@ -129,6 +134,14 @@ impl TokenExchangeRequest {
             }
             (None, None) => (None, None),
         };
+        let actor_dpop = get("actor_dpop").map(str::to_owned);
+        if actor_dpop.is_some() && actor_token.is_none() {
+            return Err(invalid(
+                "parameter `actor_dpop` is given without `actor_token` (it proves the key of a delegated \
+                 token; to bind a new task's token, send the proof in the `DPoP` header)"
+                    .into(),
+            ));
+        }
         let requested_token_type = get("requested_token_type")
             .map(|t| one_of("requested_token_type", t, &[TOKEN_TYPE_TASK, TOKEN_TYPE_ACCESS]))
             .transpose()?;
@@ -150,6 +163,7 @@ impl TokenExchangeRequest {
             subject_token_type,
             actor_token,
             actor_token_type,
+            actor_dpop,
             requested_token_type,
             audience,
             scope,
@@ -232,6 +246,7 @@ mod tests {
             ("subject_token_type", TOKEN_TYPE_TASK),
             ("actor_token", "child.assertion.x"),
             ("actor_token_type", TOKEN_TYPE_JWT),
+            ("actor_dpop", "child.proof.x"),
             ("requested_token_type", TOKEN_TYPE_TASK),
             ("audience", "https://warden.example.com"),
             ("scope", "mcp"),
@@ -245,6 +260,7 @@ mod tests {
             Some("child.assertion.x")
         );
         assert_eq!(req.actor_token_type.as_deref(), Some(TOKEN_TYPE_JWT));
+        assert_eq!(req.actor_dpop.as_deref(), Some("child.proof.x"));
         assert_eq!(req.requested_token_type.as_deref(), Some(TOKEN_TYPE_TASK));
         assert_eq!(req.scope.as_deref(), Some("mcp"));
         assert_eq!(req.intent, Some(sample_intent()));
@@ -278,6 +294,10 @@ mod tests {
         check(
             &with(&[("actor_token", "x.y.z"), ("actor_token_type", TOKEN_TYPE_TASK)]),
             "parameter `actor_token_type` is",
+        );
+        check(
+            &with(&[("actor_dpop", "x.y.z")]),
+            "`actor_dpop` is given without `actor_token`",
         );
         check(
             &with(&[("requested_token_type", TOKEN_TYPE_JWT)]),

@@ -10,7 +10,12 @@
 //!   key is refused before any cryptography), and agree with the JWK's own `alg` if it has one;
 //! * header members that point elsewhere for keys (`jku`, `x5u`, `jwk`, `x5c`) are ignored: keys come
 //!   only from the configured JWK Set; `crit` is refused;
-//! * RSA keys must be 2048 to 4096 bits; JWK Sets with private or symmetric key material are refused.
+//! * RSA keys must be 2048 to 4096 bits; JWK Sets with private or symmetric key material are refused;
+//! * `exp` and `iat` are required and `exp − iat` may not exceed the issuer's maximum lifetime
+//!   ([`DEFAULT_MAX_FEDERATED_LIFETIME_SECS`] unless configured), so a long-lived token a CI system or
+//!   a cloud minted for something else cannot become a standing credential for Warden;
+//! * every accepted token is one-time: [`FederatedIdentity::one_time_id`] is what the caller remembers
+//!   until the token expires (its `jti`, or, without one, a digest of what was signed).
 //!
 //! Signatures are checked with `jsonwebtoken`'s crypto (RSA, RSA-PSS, ECDSA) and `ed25519-dalek`
 //! (EdDSA). Claims are checked here, against the caller's `now`: `jsonwebtoken`'s validation reads the
@@ -42,6 +47,12 @@ use crate::{DPOP_TYP, TASK_TOKEN_TYP, TokenError};
 const MAX_JWKS_KEYS: usize = 100;
 const MIN_RSA_BITS: usize = 2048;
 const MAX_RSA_BITS: usize = 4096;
+/// The longest a federated token may be valid (`exp − iat`) unless the issuer's configuration says
+/// otherwise: one hour. Workload identity tokens are minutes long; a token valid for days is a
+/// standing credential, and the replay memory keeps each token until it expires.
+pub const DEFAULT_MAX_FEDERATED_LIFETIME_SECS: u64 = 3600;
+/// The most an issuer may be configured to accept: one day.
+pub const MAX_FEDERATED_LIFETIME_SECS: u64 = 86_400;
 
 /// What kind of issuer this is.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -67,6 +78,8 @@ pub struct FederatedIssuer {
     keys: Vec<FederatedKey>,
     claim: String,
     mapping: BTreeMap<String, AgentName>,
+    /// The longest `exp − iat` accepted, in seconds.
+    max_lifetime_secs: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -115,9 +128,33 @@ pub struct FederatedIdentity {
     pub issuer: String,
     /// The token's `sub`.
     pub subject: String,
-    /// The token's `jti`, if any (for the caller's replay cache, keyed with `issuer`).
+    /// The token's `jti`, if any.
     pub jti: Option<String>,
+    /// Hex SHA-256 of the token's signing input (`header.payload`, the part the signature covers).
+    pub signed_digest: String,
     pub exp: i64,
+}
+
+impl FederatedIdentity {
+    /// What the caller's replay cache must remember until `exp` (plus leeway), as `(namespace, id)`:
+    /// the token is accepted once, on every node.
+    ///
+    /// A token with a `jti` is remembered by it under its issuer. A token without one is not refused —
+    /// common workload issuers (Google ID tokens, SPIRE's JWT-SVIDs, older Kubernetes service-account
+    /// tokens) issue none, and refusing them would make federation unusable with them — but remembered
+    /// by the SHA-256 of its signing input, under a namespace of its own so no `jti` can collide with a
+    /// digest. The digest covers what was signed, not the signature: ECDSA signatures are malleable
+    /// (`(r, n − s)` verifies as well as `(r, s)`), so a digest of the whole token would let a replay
+    /// with a rewritten signature through. The maximum lifetime bounds how long either is kept.
+    pub fn one_time_id(&self) -> (String, String) {
+        match &self.jti {
+            Some(jti) => (self.issuer.clone(), jti.clone()),
+            None => (
+                format!("federated-digest:{}", self.issuer),
+                self.signed_digest.clone(),
+            ),
+        }
+    }
 }
 
 fn config(message: impl Into<String>) -> TokenError {
@@ -228,7 +265,26 @@ impl FederatedIssuer {
             keys,
             claim,
             mapping,
+            max_lifetime_secs: DEFAULT_MAX_FEDERATED_LIFETIME_SECS as i64,
         })
+    }
+
+    /// Sets the longest validity (`exp − iat`, seconds) accepted from this issuer: 1 to
+    /// [`MAX_FEDERATED_LIFETIME_SECS`]; the default is [`DEFAULT_MAX_FEDERATED_LIFETIME_SECS`].
+    pub fn with_max_lifetime(mut self, secs: u64) -> Result<Self, TokenError> {
+        if !(1..=MAX_FEDERATED_LIFETIME_SECS).contains(&secs) {
+            return Err(config(format!(
+                "issuer `{}`: `max_token_lifetime_secs` must be between 1 and {MAX_FEDERATED_LIFETIME_SECS}",
+                self.name
+            )));
+        }
+        self.max_lifetime_secs = secs as i64;
+        Ok(self)
+    }
+
+    /// The longest validity (`exp − iat`, seconds) accepted from this issuer.
+    pub fn max_lifetime_secs(&self) -> i64 {
+        self.max_lifetime_secs
     }
 
     pub fn name(&self) -> &str {
@@ -268,9 +324,9 @@ impl FederatedIssuer {
     }
 
     /// Verifies the signature (key by `kid` from the JWKS; the algorithm must be on the allow-list AND
-    /// match the key type), `iss` (or the SPIFFE trust domain of `sub`), `aud`, `exp` (required),
-    /// `nbf` and `iat` (if present, with `LEEWAY_SECS`), then maps the claim to an agent. An unmapped
-    /// claim value is an error.
+    /// match the key type), `iss` (or the SPIFFE trust domain of `sub`), `aud`, `exp` and `iat`
+    /// (required, with `LEEWAY_SECS`; `exp − iat` at most the issuer's maximum lifetime), `nbf` (if
+    /// present), then maps the claim to an agent. An unmapped claim value is an error.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<FederatedIdentity, TokenError> {
         #[derive(Deserialize)]
         struct Header {
@@ -361,10 +417,34 @@ impl FederatedIssuer {
         if let Some(nbf) = date("nbf")? {
             jws::check_nbf(nbf, now)?;
         }
-        if let Some(iat) = date("iat")? {
-            jws::check_iat(iat, now)?;
+        // Without `iat` the lifetime cannot be known, and a token that may live for weeks is refused.
+        let iat = date("iat")?.ok_or(TokenError::MissingClaim("iat"))?;
+        jws::check_iat(iat, now)?;
+        let lifetime = exp.saturating_sub(iat);
+        if lifetime <= 0 {
+            return Err(TokenError::InvalidClaim {
+                claim: "exp".into(),
+                message: "is not after `iat`".into(),
+            });
+        }
+        if lifetime > self.max_lifetime_secs {
+            return Err(TokenError::InvalidClaim {
+                claim: "exp".into(),
+                message: format!(
+                    "the token is valid for {lifetime} s (`exp` − `iat`); issuer `{}` accepts at most {} s \
+                     (`max_token_lifetime_secs`)",
+                    self.name, self.max_lifetime_secs
+                ),
+            });
         }
         let jti = string("jti")?;
+        if jti.as_deref() == Some("") {
+            return Err(TokenError::InvalidClaim {
+                claim: "jti".into(),
+                message: "is empty".into(),
+            });
+        }
+        let signed_digest = hex_sha256(jws.signing_input.as_bytes());
 
         let value = if self.claim.starts_with('/') {
             Value::Object(claims.clone()).pointer(&self.claim).cloned()
@@ -404,6 +484,7 @@ impl FederatedIssuer {
             issuer,
             subject: sub,
             jti,
+            signed_digest,
             exp,
         })
     }
@@ -478,6 +559,7 @@ impl fmt::Debug for FederatedIssuer {
             )
             .field("claim", &self.claim)
             .field("mapping", &self.mapping)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
             .finish()
     }
 }
@@ -606,6 +688,11 @@ fn parse_jwk(obj: &Map<String, Value>) -> Result<Option<FederatedKey>, TokenErro
         }
     }
     Ok(Some(FederatedKey { kid, alg, material }))
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
@@ -764,6 +851,136 @@ mod tests {
             issuer.verify(&task_typ, at(NOW)),
             Err(TokenError::WrongType { .. })
         ));
+    }
+
+    fn oidc(claims: Value) -> String {
+        forge(&json!({"alg":"EdDSA","kid":"ed-1"}), &claims, test_key())
+    }
+
+    fn bot_claims() -> Value {
+        json!({"iss": "https://idp.example.com", "sub": "spiffe://prod.example.com/ns/a/sa/bot",
+               "aud": "warden", "iat": NOW, "exp": NOW + 300})
+    }
+
+    /// Issue 15: a token without `iat` has no knowable lifetime; it is refused, naming the claim.
+    #[test]
+    fn a_federated_token_without_iat_is_refused() {
+        let issuer = ed_issuer(FederationKind::Oidc, &["EdDSA"]).expect("valid");
+        let mut claims = bot_claims();
+        claims.as_object_mut().expect("object").remove("iat");
+        let err = issuer.verify(&oidc(claims), at(NOW)).expect_err("no iat");
+        assert_eq!(err, TokenError::MissingClaim("iat"));
+        assert_eq!(err.to_string(), "the claim `iat` is missing");
+        assert!(issuer.verify(&oidc(bot_claims()), at(NOW)).is_ok());
+    }
+
+    /// Issue 15: a 30-day federated token was accepted. `exp − iat` is capped (1 h by default); the
+    /// refusal names `exp`, the lifetime, the limit and the config key. An issue date in the past does
+    /// not get around it, nor does `exp` before `iat`.
+    #[test]
+    fn a_30_day_federated_token_is_refused() {
+        let issuer = ed_issuer(FederationKind::Oidc, &["EdDSA"]).expect("valid");
+        assert_eq!(
+            issuer.max_lifetime_secs(),
+            DEFAULT_MAX_FEDERATED_LIFETIME_SECS as i64
+        );
+        let month = 30 * 86_400;
+        let mut claims = bot_claims();
+        claims["exp"] = json!(NOW + month);
+        let err = issuer
+            .verify(&oidc(claims.clone()), at(NOW))
+            .expect_err("30 days");
+        assert!(
+            matches!(&err, TokenError::InvalidClaim { claim, .. } if claim == "exp"),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`exp`")
+                && msg.contains(&format!("{month} s"))
+                && msg.contains("at most 3600 s")
+                && msg.contains("max_token_lifetime_secs"),
+            "{msg}"
+        );
+        // Backdated: issued a month ago, expiring in five minutes: still a month-long token.
+        let mut backdated = bot_claims();
+        backdated["iat"] = json!(NOW - month);
+        assert!(issuer.verify(&oidc(backdated), at(NOW)).is_err());
+        // Exactly the limit is accepted; one second more is not.
+        let mut limit = bot_claims();
+        limit["exp"] = json!(NOW + 3600);
+        assert!(issuer.verify(&oidc(limit.clone()), at(NOW)).is_ok());
+        limit["exp"] = json!(NOW + 3601);
+        assert!(issuer.verify(&oidc(limit), at(NOW)).is_err());
+        let mut inverted = bot_claims();
+        inverted["iat"] = json!(NOW + 10);
+        inverted["exp"] = json!(NOW + 5);
+        assert!(
+            issuer
+                .verify(&oidc(inverted), at(NOW))
+                .expect_err("exp before iat")
+                .to_string()
+                .contains("`exp`")
+        );
+    }
+
+    #[test]
+    fn the_maximum_lifetime_is_configurable_within_bounds() {
+        let issuer = ed_issuer(FederationKind::Oidc, &["EdDSA"])
+            .expect("valid")
+            .with_max_lifetime(7200)
+            .expect("2 h is allowed");
+        let mut claims = bot_claims();
+        claims["exp"] = json!(NOW + 7200);
+        assert!(issuer.verify(&oidc(claims.clone()), at(NOW)).is_ok());
+        let short = issuer.clone().with_max_lifetime(60).expect("1 min is allowed");
+        assert!(short.verify(&oidc(claims), at(NOW)).is_err());
+        for bad in [0, MAX_FEDERATED_LIFETIME_SECS + 1] {
+            let err = issuer
+                .clone()
+                .with_max_lifetime(bad)
+                .expect_err("out of bounds")
+                .to_string();
+            assert!(err.contains("max_token_lifetime_secs"), "{err}");
+        }
+    }
+
+    /// Issue 15: tokens without `jti` could be replayed. Every accepted token now has a one-time id:
+    /// its `jti` under its issuer, else the digest of its signing input under a namespace of its own
+    /// (so the signature, which ECDSA lets anyone rewrite, does not change it).
+    #[test]
+    fn every_federated_token_has_a_one_time_id() {
+        let issuer = ed_issuer(FederationKind::Oidc, &["EdDSA"]).expect("valid");
+        let mut with_jti = bot_claims();
+        with_jti["jti"] = json!("abc");
+        let id = issuer.verify(&oidc(with_jti), at(NOW)).expect("valid");
+        assert_eq!(
+            id.one_time_id(),
+            ("https://idp.example.com".to_owned(), "abc".to_owned())
+        );
+
+        let token = oidc(bot_claims());
+        let id = issuer.verify(&token, at(NOW)).expect("valid");
+        let signed = &token[..token.rfind('.').expect("compact JWS")];
+        let (namespace, digest) = id.one_time_id();
+        assert_eq!(namespace, "federated-digest:https://idp.example.com");
+        assert_eq!(digest, hex_sha256(signed.as_bytes()));
+        assert_eq!(digest.len(), 64);
+        // Another token (other claims) has another id.
+        let mut later = bot_claims();
+        later["iat"] = json!(NOW + 1);
+        let other = issuer.verify(&oidc(later), at(NOW)).expect("valid");
+        assert_ne!(other.one_time_id().1, digest);
+        // An empty `jti` is not a one-time id.
+        let mut empty = bot_claims();
+        empty["jti"] = json!("");
+        assert!(
+            issuer
+                .verify(&oidc(empty), at(NOW))
+                .expect_err("empty jti")
+                .to_string()
+                .contains("`jti`")
+        );
     }
 
     #[test]

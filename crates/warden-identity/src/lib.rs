@@ -60,7 +60,10 @@ pub use exchange::{
     GRANT_TYPE_TOKEN_EXCHANGE, MAX_FORM_PARAMETERS, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT, TOKEN_TYPE_TASK,
     TokenExchangeRequest, TokenExchangeResponse,
 };
-pub use federation::{FederatedIdentity, FederatedIssuer, FederationKind};
+pub use federation::{
+    DEFAULT_MAX_FEDERATED_LIFETIME_SECS, FederatedIdentity, FederatedIssuer, FederationKind,
+    MAX_FEDERATED_LIFETIME_SECS,
+};
 pub use keys::{KeyLookup, PublicKey, SigningKey, jwk_thumbprint, jwks};
 pub use spiffe::{MAX_SPIFFE_ID_LEN, SpiffeId};
 pub use task::{

@@ -368,6 +368,7 @@ fn json_pointer_claims() {
         "iss": "https://kubernetes.default.svc",
         "sub": "system:serviceaccount:prod:billing",
         "aud": ["warden"],
+        "iat": NOW,
         "exp": NOW + 600,
         "kubernetes.io": {"namespace": "prod", "serviceaccount": {"name": "billing", "uid": "1"}}
     });

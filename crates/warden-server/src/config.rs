@@ -536,6 +536,10 @@ pub struct FederationConfig {
     pub jwks_url: Option<String>,
     #[serde(default = "default_jwks_refresh")]
     pub jwks_refresh_secs: u64,
+    /// The longest validity (`exp − iat`, seconds) accepted for this issuer's tokens: 1 to 86400,
+    /// default 3600. Tokens without `iat`, or valid longer, are refused.
+    #[serde(default = "default_federated_lifetime")]
+    pub max_token_lifetime_secs: u64,
     /// The claim whose value names the agent (e.g. `sub`).
     pub claim: String,
     /// Claim value → registered agent name.
@@ -544,6 +548,10 @@ pub struct FederationConfig {
 
 fn default_jwks_refresh() -> u64 {
     300
+}
+
+fn default_federated_lifetime() -> u64 {
+    warden_identity::DEFAULT_MAX_FEDERATED_LIFETIME_SECS
 }
 
 impl Default for Config {
@@ -800,6 +808,13 @@ impl Config {
                 bail!(
                     "federation[{i}] (`{}`): set exactly one of jwks_file and jwks_url",
                     f.name
+                );
+            }
+            if !(1..=warden_identity::MAX_FEDERATED_LIFETIME_SECS).contains(&f.max_token_lifetime_secs) {
+                bail!(
+                    "federation[{i}] (`{}`): max_token_lifetime_secs must be between 1 and {}",
+                    f.name,
+                    warden_identity::MAX_FEDERATED_LIFETIME_SECS
                 );
             }
         }

@@ -43,6 +43,7 @@ impl Federation {
                 cfg.claim.clone(),
                 mapping,
             )
+            .and_then(|i| i.with_max_lifetime(cfg.max_token_lifetime_secs))
             .with_context(|| format!("federation `{}`", cfg.name))?;
             issuers.push(issuer);
         }

@@ -30,6 +30,7 @@ api_tests!(
     delegation_narrows_records_and_cascades,
     delegation_beyond_depth_or_scope_is_refused,
     dpop_binds_the_token,
+    delegation_from_a_dpop_bound_parent_stays_dpop_bound,
     key_rotation_keeps_old_tokens_valid,
     removing_the_last_owner_kills_credentials,
     malformed_token_requests,
@@ -513,6 +514,190 @@ async fn dpop_binds_the_token(api: Api) {
     let (s, r) = exchange(&api, &token, &bot, None, Some(renew_proof.expose())).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["token_type"], "DPoP");
+}
+
+/// Issue 15: "Delegation drops DPoP: a token delegated from a DPoP-bound parent is a plain bearer
+/// token." A stolen child token was as good as the key. Now the delegation must prove the child's key
+/// (`actor_dpop`), is refused without it (nothing created), and the child's token and task are bound to
+/// that key: refused without a proof, refused with the parent's key, accepted with the child's.
+async fn delegation_from_a_dpop_bound_parent_stays_dpop_bound(api: Api) {
+    seed(&api).await;
+    let parent = enrolled(&api, "planner", &["crm", "db"]).await;
+    let child = enrolled(&api, "worker", &["crm"]).await;
+    let parent_key = SigningKey::generate(Utc::now());
+    let child_key = SigningKey::generate(Utc::now());
+    let at_token_endpoint = |key: &SigningKey, token: Option<&str>| {
+        create_dpop_proof(key, "POST", TOKEN_ENDPOINT, token, Utc::now())
+            .expect("proof")
+            .expose()
+            .clone()
+    };
+    let (s, t) = start(
+        &api,
+        &parent,
+        &intent(&["crm", "db"], &[]),
+        Some(&at_token_endpoint(&parent_key, None)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let ptoken = t["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(claims_of(&ptoken)["cnf"]["jkt"], parent_key.kid());
+
+    // The bug: the parent's proof alone used to yield a bearer child token. Now refused, naming what
+    // is missing, and nothing is created.
+    let parent_proof = at_token_endpoint(&parent_key, Some(&ptoken));
+    let (s, b) = exchange(&api, &ptoken, &child, None, Some(&parent_proof)).await;
+    assert_oauth(s, &b, StatusCode::BAD_REQUEST, "invalid_request", "DPoP-bound");
+    let desc = b["error_description"].as_str().unwrap_or_default();
+    assert!(desc.contains("`actor_dpop`") && desc.contains("child"), "{desc}");
+    let (_, listed) = api.admin(Method::GET, "/v1/tasks", None).await;
+    assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(1), "{listed}");
+
+    // The parent's own proof (it carries `ath`) does not pass as the child's.
+    let (s, b) = exchange_with_actor_dpop(
+        &api,
+        &ptoken,
+        &child,
+        None,
+        Some(&at_token_endpoint(&parent_key, Some(&ptoken))),
+        Some(&at_token_endpoint(&parent_key, Some(&ptoken))),
+    )
+    .await;
+    assert_oauth(s, &b, StatusCode::BAD_REQUEST, "invalid_dpop_proof", "ath");
+    // A child proof for another URL is refused.
+    let elsewhere =
+        create_dpop_proof(&child_key, "POST", "http://elsewhere/v1/token", None, Utc::now()).expect("proof");
+    let (s, b) = exchange_with_actor_dpop(
+        &api,
+        &ptoken,
+        &child,
+        None,
+        Some(&at_token_endpoint(&parent_key, Some(&ptoken))),
+        Some(elsewhere.expose()),
+    )
+    .await;
+    assert_oauth(s, &b, StatusCode::BAD_REQUEST, "invalid_dpop_proof", "htu");
+
+    // With both proofs: a bound child.
+    let child_proof = at_token_endpoint(&child_key, None);
+    let (s, c) = exchange_with_actor_dpop(
+        &api,
+        &ptoken,
+        &child,
+        None,
+        Some(&at_token_endpoint(&parent_key, Some(&ptoken))),
+        Some(&child_proof),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["token_type"], "DPoP");
+    let ctoken = c["access_token"].as_str().expect("token").to_owned();
+    let claims = claims_of(&ctoken);
+    assert_eq!(claims["cnf"]["jkt"], child_key.kid(), "bound to the child's key");
+    assert_eq!(claims["act"]["sub"], parent.spiffe);
+    let (_, task) = api
+        .admin(
+            Method::GET,
+            &format!("/v1/tasks/{}", c["task_id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        task["cnf_jkt"],
+        child_key.kid(),
+        "the task records the binding: {task}"
+    );
+
+    // The child proof again: a replay.
+    let (s, b) = exchange_with_actor_dpop(
+        &api,
+        &ptoken,
+        &child,
+        None,
+        Some(&at_token_endpoint(&parent_key, Some(&ptoken))),
+        Some(&child_proof),
+    )
+    .await;
+    assert_oauth(
+        s,
+        &b,
+        StatusCode::UNAUTHORIZED,
+        "invalid_dpop_proof",
+        "already used",
+    );
+
+    // The child token is not a bearer token.
+    let (s, b) = task_with(&api, &ctoken).await;
+    assert_oauth(s, &b, StatusCode::UNAUTHORIZED, "invalid_token", "DPoP");
+    let url = format!("{ISSUER}/v1/task");
+    let auth = format!("DPoP {ctoken}");
+    let by_parent = create_dpop_proof(&parent_key, "GET", &url, Some(&ctoken), Utc::now()).expect("proof");
+    let (s, b) = task_dpop(&api, &auth, by_parent.expose()).await;
+    assert_oauth(s, &b, StatusCode::UNAUTHORIZED, "invalid_token", "another key");
+    let by_child = create_dpop_proof(&child_key, "GET", &url, Some(&ctoken), Utc::now()).expect("proof");
+    let (s, b) = task_dpop(&api, &auth, by_child.expose()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["task"]["id"], c["task_id"]);
+
+    // Renewing the child needs the child's proof and stays bound; `actor_dpop` has no place there.
+    let (s, b) = exchange_with_actor_dpop(
+        &api,
+        &ctoken,
+        &child,
+        None,
+        Some(&at_token_endpoint(&child_key, Some(&ctoken))),
+        Some(&at_token_endpoint(&child_key, None)),
+    )
+    .await;
+    assert_oauth(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "only for delegation",
+    );
+    let (s, r) = exchange(
+        &api,
+        &ctoken,
+        &child,
+        None,
+        Some(&at_token_endpoint(&child_key, Some(&ctoken))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["token_type"], "DPoP");
+    assert_eq!(
+        claims_of(r["access_token"].as_str().expect("token"))["cnf"]["jkt"],
+        child_key.kid()
+    );
+
+    // From an unbound parent, binding stays optional: `actor_dpop` alone binds, both places is
+    // ambiguous and refused.
+    let (utoken, _) = started(&api, &parent, &["crm"]).await;
+    let (s, b) = exchange_with_actor_dpop(
+        &api,
+        &utoken,
+        &child,
+        None,
+        Some(&at_token_endpoint(&child_key, None)),
+        Some(&at_token_endpoint(&child_key, None)),
+    )
+    .await;
+    assert_oauth(s, &b, StatusCode::BAD_REQUEST, "invalid_request", "not both");
+    let (s, u) = exchange_with_actor_dpop(
+        &api,
+        &utoken,
+        &child,
+        None,
+        None,
+        Some(&at_token_endpoint(&child_key, None)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    assert_eq!(
+        claims_of(u["access_token"].as_str().expect("token"))["cnf"]["jkt"],
+        child_key.kid()
+    );
 }
 
 async fn key_rotation_keeps_old_tokens_valid(api: Api) {

@@ -33,7 +33,7 @@ use crate::cli::{
 };
 use crate::client::{ApiError, Client, TokenSource, authorization, printable, read_secret_file};
 use crate::output::{self, Fields, list, time};
-use crate::request::{self, UsageError};
+use crate::request;
 use crate::secret_file::NewSecretFile;
 
 /// Lifetime of the assertions this client makes: used at once, so short.
@@ -397,14 +397,6 @@ pub async fn delegate(server: &ServerUrl, format: Format, args: TaskDelegateArgs
         None => None,
     };
     let parent_proof_key = parent.proof_key(parent_key.as_ref(), "--parent-key")?;
-    if args.dpop && parent_proof_key.is_some() {
-        return Err(UsageError(
-            "--dpop: the parent's task token is DPoP-bound, and a delegation from a bound token cannot be \
-             bound to the child's key (the one proof sent proves the parent's key)"
-                .into(),
-        )
-        .into());
-    }
     let out = open_out(args.token_out.as_deref())?;
     let (client, d) = connect(server).await?;
     let spiffe = d.spiffe_id(&args.agent.agent_id)?;
@@ -415,15 +407,24 @@ pub async fn delegate(server: &ServerUrl, format: Format, args: TaskDelegateArgs
         );
     }
     let actor = assertion(&key, &spiffe, &d)?;
-    let proof = match (parent_proof_key, args.dpop) {
-        (Some(k), _) => Some(dpop_proof(
-            k,
-            &Method::POST,
-            &d.token_endpoint,
-            Some(&parent.token),
-        )?),
-        (None, true) => Some(dpop_proof(&key, &Method::POST, &d.token_endpoint, None)?),
-        (None, false) => None,
+    // A bound parent: the `DPoP` header proves the parent's key, and the child's token is always
+    // bound to the child's key, proven in `actor_dpop` (the server refuses a bearer child of a bound
+    // parent). An unbound parent: the child is bound only with --dpop, by the header.
+    let (proof, actor_proof) = match (parent_proof_key, args.dpop) {
+        (Some(k), _) => (
+            Some(dpop_proof(
+                k,
+                &Method::POST,
+                &d.token_endpoint,
+                Some(&parent.token),
+            )?),
+            Some(dpop_proof(&key, &Method::POST, &d.token_endpoint, None)?),
+        ),
+        (None, true) => (
+            Some(dpop_proof(&key, &Method::POST, &d.token_endpoint, None)?),
+            None,
+        ),
+        (None, false) => (None, None),
     };
     let details = intent.map(|i| i.to_authorization_details().to_string());
     let mut form = vec![
@@ -436,6 +437,9 @@ pub async fn delegate(server: &ServerUrl, format: Format, args: TaskDelegateArgs
     ];
     if let Some(d) = &details {
         form.push(("authorization_details", d.as_str()));
+    }
+    if let Some(p) = &actor_proof {
+        form.push(("actor_dpop", p.expose().as_str()));
     }
     let v = exchange(&client, &form, proof.as_ref()).await?;
     issued(format, v, out, "delegated")

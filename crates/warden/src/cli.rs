@@ -704,12 +704,13 @@ pub struct TaskDelegateArgs {
     /// File holding the parent's task token.
     #[arg(long, value_name = "FILE")]
     pub task_token_file: PathBuf,
-    /// The parent agent's key, needed when the parent's token is DPoP-bound (to prove possession).
-    #[arg(long, value_name = "FILE", conflicts_with = "dpop")]
+    /// The parent agent's key, needed when the parent's token is DPoP-bound (to prove possession);
+    /// the child's token is then always DPoP-bound to the child's key (--key).
+    #[arg(long, value_name = "FILE")]
     pub parent_key: Option<PathBuf>,
     #[command(flatten)]
     pub intent: IntentArgs,
-    /// Bind the child's tokens to the child's key (only when the parent's token is not DPoP-bound).
+    /// Bind the child's tokens to the child's key (always done when the parent's token is DPoP-bound).
     #[arg(long)]
     pub dpop: bool,
     /// Write the child's task token to this new file (mode 0600) instead of printing it.

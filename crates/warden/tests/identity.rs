@@ -630,7 +630,8 @@ async fn delegation_narrows_and_cascades(backend: Backend) {
 }
 
 /// `task start --dpop` binds the task to the agent's key: the token alone is refused, the CLI makes a
-/// proof with `--key` (and refuses another key before sending), renewals stay bound.
+/// proof with `--key` (and refuses another key before sending), renewals stay bound, and a task
+/// delegated from it is bound to the child's key.
 async fn dpop_binds_tasks_to_the_agent_key(backend: Backend) {
     let s = Server::start(backend).await;
     setup(&s).await;
@@ -704,7 +705,10 @@ async fn dpop_binds_tasks_to_the_agent_key(backend: Backend) {
         .json();
     assert_eq!(renewed["token_type"], "DPoP");
 
-    // Delegating from a bound token needs the parent's key for the proof; the child is not bound.
+    // Delegating from a bound token needs the parent's key for the proof, and (issue 15: delegation
+    // used to drop DPoP) the child is bound to the child's key: the CLI sends the child's proof made
+    // with --key, and the child token is useless without that key.
+    let child_file = s.path("child.tt");
     let mut args = vec![
         "task",
         "delegate",
@@ -714,6 +718,8 @@ async fn dpop_binds_tasks_to_the_agent_key(backend: Backend) {
         "other",
         "--task-token-file",
         path_str(&file),
+        "--token-out",
+        path_str(&child_file),
         "-o",
         "json",
     ];
@@ -721,7 +727,44 @@ async fn dpop_binds_tasks_to_the_agent_key(backend: Backend) {
     assert!(e.contains("DPoP-bound") && e.contains("--parent-key"), "{e}");
     args.extend(["--parent-key", bot.key()]);
     let child = s.agent(&args).await.ok().json();
-    assert_eq!(child["token_type"], "Bearer", "{child:#}");
+    assert_eq!(child["token_type"], "DPoP", "{child:#}");
+    let child_token = read_token(&child_file);
+    assert_eq!(claims_of(&child_token)["cnf"]["jkt"], other.kid.as_str());
+    let r = reqwest::Client::new()
+        .get(s.endpoint("/v1/task"))
+        .bearer_auth(&child_token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 401, "a stolen child token alone is useless");
+    let e = s
+        .agent(&[
+            "task",
+            "current",
+            "--task-token-file",
+            path_str(&child_file),
+            "--key",
+            bot.key(),
+        ])
+        .await
+        .fails(1);
+    assert!(e.contains(&other.kid), "the parent's key is not the child's: {e}");
+    let cur = s
+        .agent(&[
+            "task",
+            "current",
+            "--task-token-file",
+            path_str(&child_file),
+            "--key",
+            other.key(),
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(cur["task"]["cnf_jkt"], other.kid.as_str());
+    assert_eq!(cur["task"]["id"], child["task_id"]);
 
     let ended = s
         .agent(&[
@@ -840,6 +883,9 @@ const FEDERATED_SUB: &str = "system:serviceaccount:ns:bot";
 
 /// Tokens of a trusted OIDC issuer (ES256, made by Python) are exchanged for task tokens; a token
 /// signed by another key, one whose subject maps to no agent, and a replayed one are refused (401).
+/// Issue 15: a token without `jti` is accepted once — replayed as is, or with its ECDSA signature
+/// rewritten, it is refused — and a token without `iat` or valid longer than the issuer's
+/// `max_token_lifetime_secs` (here 600 s; a 30-day token) is refused, naming the claim.
 #[tokio::test]
 async fn federated_identity_via_oidc_issuer() {
     let mut python = python3();
@@ -873,6 +919,7 @@ audiences = ["warden"]
 algorithms = ["ES256"]
 jwks_file = "{}"
 claim = "sub"
+max_token_lifetime_secs = 600
 mapping = {{ "{FEDERATED_SUB}" = "bot" }}
 "#,
         jwks.display()
@@ -933,10 +980,44 @@ mapping = {{ "{FEDERATED_SUB}" = "bot" }}
             "{name}: `{desc}` does not mention `{why}`"
         );
     }
+
+    // Without `jti`: accepted once, then remembered by what was signed.
+    let r = exchange(&token("no_jti")).await.expect("request");
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+    for name in ["no_jti", "no_jti_malleated"] {
+        let r = exchange(&token(name)).await.expect("request");
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.expect("OAuth error body");
+        assert_eq!(
+            (status, &body["error"]),
+            (401, &json!("invalid_grant")),
+            "{name}: {body:#}"
+        );
+        let desc = body["error_description"].as_str().unwrap_or_default();
+        assert!(desc.contains("replay"), "{name}: `{desc}`");
+    }
+    // Lifetime: `iat` required, `exp - iat` at most the configured 600 s.
+    for (name, want) in [
+        ("no_iat", vec!["`iat`", "missing"]),
+        (
+            "thirty_days",
+            vec!["`exp`", "2592000 s", "at most 600 s", "max_token_lifetime_secs"],
+        ),
+    ] {
+        let r = exchange(&token(name)).await.expect("request");
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.expect("OAuth error body");
+        assert_eq!(body["error"], "invalid_grant", "{name}: {body:#}");
+        assert!((400..500).contains(&status), "{name}: {status}");
+        let desc = body["error_description"].as_str().unwrap_or_default();
+        for w in want {
+            assert!(desc.contains(w), "{name}: `{desc}` lacks `{w}`");
+        }
+    }
     let listed = s.json(&["task", "list"]).await;
     assert_eq!(
         listed.as_array().map(Vec::len),
-        Some(1),
+        Some(2),
         "refusals created nothing"
     );
 }

@@ -9,9 +9,12 @@
 //! scope is the parent's narrowed to what the child may do, and the chain goes into `act`.
 //!
 //! DPoP (RFC 9449): a proof sent when starting a task binds the task's tokens to its key (`cnf.jkt`).
-//! A bound task token must come with a proof by that key, at renewal as everywhere. A delegated token
-//! is bound to the proof's key only when the parent token was not bound (a bound parent token's proof
-//! proves the parent's key, which the child does not hold).
+//! A bound task token must come with a proof by that key, at renewal as everywhere. Delegation keeps
+//! proof of possession: the child of a bound parent is bound to the child's key, proven by a second
+//! proof in the `actor_dpop` form parameter (the `DPoP` header proves the parent's key, with `ath` of
+//! the parent's token); a delegation from a bound parent without it is refused, so a bound token never
+//! yields a bearer token. From an unbound parent the child's proof may come in either place, and
+//! binding stays optional.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -269,12 +272,13 @@ async fn authenticate_agent(
     let token = presented.expose();
     if let Some(result) = state.identity.federation.verify(token, now) {
         let fed = result.map_err(|e| OAuthError::from_grant(&e))?;
-        if let Some(jti) = &fed.jti {
-            let until = DateTime::<Utc>::from_timestamp(fed.exp, 0).unwrap_or(now)
-                + Duration::seconds(warden_identity::LEEWAY_SECS);
-            if !state.store.remember_jti(&fed.issuer, jti, until).await? {
-                return Err(OAuthError::invalid_grant("the token was already used (replay)"));
-            }
+        // Every federated token is one-time, with or without a `jti` (see `one_time_id`); it is
+        // remembered until it expires, which the issuer's maximum lifetime bounds.
+        let (namespace, id) = fed.one_time_id();
+        let until = DateTime::<Utc>::from_timestamp(fed.exp, 0).unwrap_or(now)
+            + Duration::seconds(warden_identity::LEEWAY_SECS);
+        if !state.store.remember_jti(&namespace, &id, until).await? {
+            return Err(OAuthError::invalid_grant("the token was already used (replay)"));
         }
         let agent = state.store.get_agent(&fed.agent).await?.ok_or_else(|| {
             OAuthError::invalid_grant(format!(
@@ -450,6 +454,11 @@ async fn renew_or_delegate(
     let actor = authenticate_agent(state, actor_token, now).await?;
     refuse_inactive(state, &actor)?;
     if actor.spiffe_id == claims.sub {
+        if req.actor_dpop.is_some() {
+            return Err(OAuthError::invalid_request(
+                "`actor_dpop` is only for delegation; a renewed token stays bound to its task's key",
+            ));
+        }
         if req.intent.is_some() {
             return Err(OAuthError::invalid_request(
                 "a renewal cannot change the task's intent; start a new task",
@@ -476,7 +485,37 @@ async fn renew_or_delegate(
         tracing::info!(agent = %actor.name, task = %parent.id, "task token renewed");
         return Ok(issued);
     }
-    // Delegation.
+    // Delegation. The child's key: from a bound parent it must be proven in `actor_dpop` (the header
+    // proved the parent's key); from an unbound parent a proof in either place binds the child.
+    let child_proof = match (subject_bound, proof, req.actor_dpop.as_deref()) {
+        (false, Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "two proofs of the delegated token's key: the parent's token is not DPoP-bound, so send \
+                 the child's proof either in the `DPoP` header or in `actor_dpop`, not both",
+            ));
+        }
+        (_, _, Some(p)) => Some(p),
+        (true, _, None) => {
+            return Err(OAuthError::invalid_request(format!(
+                "the parent's task token is DPoP-bound, so the delegated token must be bound too: send a \
+                 DPoP proof of the child agent's key (`htm` POST, `htu` {}, no `ath`) in the `actor_dpop` \
+                 parameter; the `DPoP` header proves the parent's key",
+                s.token_endpoint
+            )));
+        }
+        (false, p, None) => p,
+    };
+    let jkt = match child_proof {
+        Some(p) => Some(token_endpoint_proof(state, p, now).await?),
+        None => None,
+    };
+    if subject_bound && jkt.is_none() {
+        // Unreachable by the match above; kept so no later edit can issue a bearer child of a bound
+        // parent.
+        return Err(OAuthError::invalid_request(
+            "the parent's task token is DPoP-bound; the delegated token must be bound too",
+        ));
+    }
     let depth = claims.depth.saturating_add(1);
     let parent_intent = TaskIntent::from_authorization_details(&parent.intent.to_string()).map_err(|e| {
         tracing::error!(task = %parent.id, error = %e, "stored task intent is unreadable");
@@ -516,10 +555,6 @@ async fn renew_or_delegate(
     let allowed = match decision.allowed() {
         Ok(a) => a,
         Err(d) => return Err(refuse(state, decided, d).await),
-    };
-    let jkt = match (proof, subject_bound) {
-        (Some(p), false) => Some(token_endpoint_proof(state, p, now).await?),
-        _ => None,
     };
     let act = Actor {
         sub: claims.sub.clone(),

@@ -131,6 +131,18 @@ pub async fn exchange(
     details: Option<&str>,
     dpop: Option<&str>,
 ) -> (StatusCode, Value) {
+    exchange_with_actor_dpop(api, subject, actor, details, dpop, None).await
+}
+
+/// [`exchange`] with a proof of the delegated token's key in `actor_dpop`.
+pub async fn exchange_with_actor_dpop(
+    api: &Api,
+    subject: &str,
+    actor: &Enrolled,
+    details: Option<&str>,
+    dpop: Option<&str>,
+    actor_dpop: Option<&str>,
+) -> (StatusCode, Value) {
     let a = assertion(actor);
     let mut pairs = vec![
         ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
@@ -141,6 +153,9 @@ pub async fn exchange(
     ];
     if let Some(d) = details {
         pairs.push(("authorization_details", d));
+    }
+    if let Some(p) = actor_dpop {
+        pairs.push(("actor_dpop", p));
     }
     let headers: Vec<(&str, &str)> = dpop.map(|p| vec![("dpop", p)]).unwrap_or_default();
     api.form("/v1/token", &pairs, &headers).await
