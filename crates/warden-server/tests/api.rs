@@ -26,6 +26,7 @@ api_tests!(
     duplicate_agent_is_409,
     body_limits_and_content_type,
     framework_refusals_are_json_and_recorded,
+    an_auditor_is_not_accepted_as_an_agent_owner,
     tokens_pasted_into_paths_are_never_echoed_or_recorded,
     lifecycle_publishes_revocation_hook,
     model_change_returns_agent_to_review,
@@ -277,6 +278,30 @@ async fn duplicate_agent_is_409(api: Api) {
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["error"], "conflict");
     assert_eq!(api.agent_count().await, 1);
+}
+
+/// Regression (issue 15): an auditor was accepted as an agent owner (accountable for it, and an
+/// owner's say in its approvals).
+async fn an_auditor_is_not_accepted_as_an_agent_owner(api: Api) {
+    api.seed().await;
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/humans",
+            Some(json!({"email": "audit@example.com", "display_name": "Audit", "roles": ["auditor"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let mut body = agent_body("bot");
+    body["owners"] = json!(["owner@example.com", "audit@example.com"]);
+    let (s, b) = api.admin(Method::POST, "/v1/agents", Some(body)).await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("owners[1]")),
+        "{b}"
+    );
+    assert!(b["message"].as_str().unwrap().contains("`owner`"), "{b}");
+    assert_eq!(api.agent_count().await, 0);
 }
 
 /// Regression (issue 15): a 405 had an empty body, a 413 on `/v1/token` and `/v1/enroll` was plain
