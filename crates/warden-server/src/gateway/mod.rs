@@ -520,6 +520,7 @@ async fn admit(
     parts: &mut axum::http::request::Parts,
 ) -> Result<(Arc<TaskCaller>, Arc<Upstream>, Option<String>), Response> {
     check_origin(state, &parts.headers)?;
+    check_protocol_version(&parts.headers)?;
     let caller = TaskCaller::from_request_parts(parts, state)
         .await
         .map_err(IntoResponse::into_response)?;
@@ -528,10 +529,54 @@ async fn admit(
     Ok((Arc::new(caller), upstream, session))
 }
 
+/// `MCP-Protocol-Version`, when sent, must be one the gateway speaks: it is forwarded to the
+/// upstream, so an unchecked value would reach it as the agent wrote it (MCP: 400 for an invalid or
+/// unsupported version).
+fn check_protocol_version(headers: &axum::http::HeaderMap) -> Result<(), Response> {
+    let Some(v) = headers.get("mcp-protocol-version") else {
+        return Ok(());
+    };
+    match v.to_str() {
+        Ok(v) if PROTOCOL_VERSIONS.contains(&v) => Ok(()),
+        _ => Err(refused(
+            StatusCode::BAD_REQUEST,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "unsupported MCP-Protocol-Version; Warden speaks {}",
+                PROTOCOL_VERSIONS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// A message must be `Content-Type: application/json` (MCP Streamable HTTP): anything else is a
+/// 415, before the body is read.
+fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), Response> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            "a message to /mcp must be sent with `Content-Type: application/json`".to_owned(),
+        ))
+    }
+}
+
 /// `POST /mcp/{upstream}`: one JSON-RPC message from the agent.
 pub async fn post(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> Response {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
+    if let Err(resp) = check_content_type(&parts.headers) {
+        return resp;
+    }
     let (caller, upstream, session) = match admit(&state, &name, &mut parts).await {
         Ok(a) => a,
         Err(resp) => return resp,
@@ -790,6 +835,45 @@ mod tests {
             h.insert(*k, v.parse().expect("header value"));
         }
         h
+    }
+
+    /// Regression (issue 15): `text/plain` was accepted on `/mcp`, and any `MCP-Protocol-Version`
+    /// was forwarded to the upstream as the agent wrote it.
+    #[test]
+    fn messages_need_json_and_a_known_protocol_version() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ] {
+            assert!(
+                check_content_type(&headers(&[("content-type", ok)])).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+        ] {
+            let r = check_content_type(&headers(&[("content-type", bad)])).expect_err(bad);
+            assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+        assert!(check_content_type(&HeaderMap::new()).is_err(), "no content type");
+        assert!(
+            check_protocol_version(&HeaderMap::new()).is_ok(),
+            "absent: the client's choice"
+        );
+        for v in PROTOCOL_VERSIONS {
+            assert!(
+                check_protocol_version(&headers(&[("mcp-protocol-version", v)])).is_ok(),
+                "{v}"
+            );
+        }
+        for bad in ["2099-01-01", "2024-13-45", "x"] {
+            let r = check_protocol_version(&headers(&[("mcp-protocol-version", bad)])).expect_err(bad);
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        }
     }
 
     /// Whether [`foreign_origin`] lets these headers through, for a Warden at
