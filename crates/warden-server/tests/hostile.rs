@@ -30,6 +30,8 @@ api_tests!(
     initialize_notification_spawns_no_stdio_process,
     an_env_secret_named_node_options_never_reaches_a_stdio_child,
     an_env_secret_named_pythonpath_never_reaches_a_stdio_child,
+    authorize_cannot_weaken_a_catalogued_tools_class,
+    authorize_may_name_a_stricter_class_than_the_catalogue,
     responses_to_unissued_ids_are_refused,
     get_and_delete_outside_the_task_are_refused,
     credential_echoes_are_cut_from_json_answers,
@@ -802,6 +804,150 @@ async fn stdio_secret_in_nested_json_is_cut(api: Api) {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     hostile::assert_no_secret("stdio tool result", &r.body, CRED);
+}
+
+// ---- /v1/authorize and the catalogue ----
+
+/// The upstream `evil` whose catalogue holds `wipe` (classified `destructive` by an admin) and
+/// `search` (read, from its hint); the agent's task token for both.
+async fn evil_catalogue(api: &Api) -> (String, Hostile) {
+    seed(api).await;
+    let mut config = Config::default();
+    config
+        .tools
+        .push(json!({"name": "wipe", "description": "wipes everything",
+                             "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}}));
+    let hostile = Hostile::start(config).await;
+    register(api, "evil", &hostile.url, CRED).await;
+    let bot = enrolled(api, "bot", &["evil"]).await;
+    let token = task_token(api, &bot, &intent(&["evil"], &["wipe", "search"], None, None)).await;
+    let session = initialize(api, "evil", &token).await;
+    let r = post(
+        api,
+        "evil",
+        &token,
+        Some(&session),
+        request(2, "tools/list", json!({})),
+    )
+    .await;
+    assert!(tool_names(&r.json()).contains(&"wipe".to_owned()), "{}", r.text());
+    // The upstream's hint says read-only; the admin knows better.
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/tools/evil/wipe/classify",
+            Some(json!({"class": "destructive"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    (token, hostile)
+}
+
+async fn authorize(api: &Api, token: &str, action: &str, tool: &str) -> Value {
+    let resp = api
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/authorize")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({"action": action, "resource": {"tool": tool}}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Issue 15: `read` on the catalogued destructive tool was an allow at `/v1/authorize` while the
+/// gateway required two approvals. The catalogue's class wins over a weaker one, and the answer
+/// and the ledger say so.
+async fn authorize_cannot_weaken_a_catalogued_tools_class(api: Api) {
+    let (token, _hostile) = evil_catalogue(&api).await;
+    let d = authorize(&api, &token, "read", "evil/wipe").await;
+    assert_eq!(
+        (d["outcome"].as_str(), d["quorum"].as_u64()),
+        (Some("needs_approval"), Some(2)),
+        "decided as destructive: {d}"
+    );
+    assert_eq!(
+        (
+            d["action_class"]["requested"].as_str(),
+            d["action_class"]["catalogued"].as_str(),
+            d["action_class"]["used"].as_str()
+        ),
+        (Some("read"), Some("destructive"), Some("destructive")),
+        "{d}"
+    );
+    assert!(
+        d["action_class"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("weaker than the catalogued class `destructive`"),
+        "{d}"
+    );
+    // The same answer as naming the class honestly.
+    let honest = authorize(&api, &token, "destructive", "evil/wipe").await;
+    assert_eq!(
+        (honest["outcome"].clone(), honest["quorum"].clone()),
+        (d["outcome"].clone(), d["quorum"].clone())
+    );
+    // The ledger records the class used and why.
+    let entries: Vec<Value> = store_entries(&api.store)
+        .await
+        .into_iter()
+        .filter(|(k, b)| {
+            k == "decision"
+                && b["action_class"]["requested"] == "read"
+                && b["resource"].as_str().is_some_and(|r| r.contains("evil/wipe"))
+        })
+        .map(|(_, b)| b)
+        .collect();
+    assert!(!entries.is_empty(), "no decision entry for the weakened request");
+    assert_eq!(entries[0]["action"], "destructive", "{:?}", entries[0]);
+    assert!(
+        entries[0]["action_class"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("weaker"),
+        "{:?}",
+        entries[0]
+    );
+    // A tool the catalogue does not hold is denied, as at the gateway.
+    let d = authorize(&api, &token, "read", "evil/nope").await;
+    assert_eq!(d["outcome"], "deny", "{d}");
+    assert!(d["reasons"].to_string().contains("unknown-tool"), "{d}");
+    assert!(d.get("action_class").is_none(), "{d}");
+}
+
+/// A caller may ask for a stricter class than the catalogue's, and is decided on it.
+async fn authorize_may_name_a_stricter_class_than_the_catalogue(api: Api) {
+    let (token, _hostile) = evil_catalogue(&api).await;
+    let d = authorize(&api, &token, "read", "evil/search").await;
+    assert_eq!(d["outcome"], "allow", "{d}");
+    assert_eq!(d["action_class"]["used"], "read", "{d}");
+    let d = authorize(&api, &token, "destructive", "evil/search").await;
+    assert_eq!(
+        (d["outcome"].as_str(), d["quorum"].as_u64()),
+        (Some("needs_approval"), Some(2)),
+        "decided as the stricter class asked for: {d}"
+    );
+    assert_eq!(
+        (
+            d["action_class"]["requested"].as_str(),
+            d["action_class"]["catalogued"].as_str(),
+            d["action_class"]["used"].as_str()
+        ),
+        (Some("destructive"), Some("read"), Some("destructive")),
+        "{d}"
+    );
+    assert!(d["action_class"].get("reason").is_none(), "{d}");
 }
 
 // ---- Responses from the agent ----
