@@ -236,6 +236,137 @@ fn check_env_var(value: &str) -> Result<String, ValidationError> {
     Ok(value.to_owned())
 }
 
+/// Environment variables that make a program load, run or fetch code other than its own — or
+/// change which program runs: a secret injected as one of them is code execution on the Warden host
+/// for whoever holds an admin token (`NODE_OPTIONS=--require /tmp/x.js`). Exact names.
+pub const CODE_LOADING_ENV: &[&str] = &[
+    // The process itself, the shell and the user's configuration.
+    "PATH",
+    "HOME",
+    "USERPROFILE",
+    "SHELL",
+    "ENV",
+    "BASH_ENV",
+    "ZDOTDIR",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "IFS",
+    "CDPATH",
+    "COMSPEC",
+    "PATHEXT",
+    // glibc: modules and tunables the loader or iconv read.
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "LOCPATH",
+    "NLSPATH",
+    // Programs other programs run.
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "BROWSER",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "MANPAGER",
+    "SSH_ASKPASS",
+    "SUDO_ASKPASS",
+    // Java, Go, PHP, Tcl, R, build tools.
+    "CLASSPATH",
+    "GOFLAGS",
+    "GOPATH",
+    "GOROOT",
+    "GOPROXY",
+    "GOTOOLCHAIN",
+    "GOENV",
+    "GOINSECURE",
+    "GONOSUMDB",
+    "GONOSUMCHECK",
+    "GOSUMDB",
+    "GOEXPERIMENT",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "TCLLIBPATH",
+    "CC",
+    "CXX",
+    "CPP",
+    "LD",
+    "AR",
+    "CFLAGS",
+    "CXXFLAGS",
+    "CPPFLAGS",
+    "LDFLAGS",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "RUSTC",
+    "RUSTC_WRAPPER",
+    "RUSTFLAGS",
+    "RUSTDOCFLAGS",
+    "VIRTUAL_ENV",
+    "GEM_HOME",
+    "GEM_PATH",
+    "GTK_MODULES",
+    "GTK_PATH",
+    "QT_PLUGIN_PATH",
+    "GIO_EXTRA_MODULES",
+    "GST_PLUGIN_PATH",
+    "SASL_PATH",
+    "PKG_CONFIG_PATH",
+];
+
+/// Prefixes of environment variables that load code (see [`CODE_LOADING_ENV`]): the dynamic
+/// loaders, shells' exported functions, and interpreters' and package managers' settings.
+pub const CODE_LOADING_ENV_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "BASH_",
+    "NODE_",
+    "NPM_CONFIG_",
+    "YARN_",
+    "COREPACK_",
+    "TS_NODE_",
+    "DENO_",
+    "BUN_",
+    "ELECTRON_",
+    "PYTHON",
+    "PIP_",
+    "UV_",
+    "CONDA_",
+    "PERL",
+    "RUBY",
+    "BUNDLE_",
+    "JAVA_",
+    "_JAVA_",
+    "JDK_",
+    "DOTNET_",
+    "CORECLR_",
+    "COR_",
+    "COMPLUS_",
+    "LUA_",
+    "R_PROFILE",
+    "R_ENVIRON",
+    "R_LIBS",
+    "ERL_",
+    "GIT_",
+    "OPENSSL_",
+    "CARGO_",
+    "RUSTUP_",
+    "XDG_",
+];
+
+/// Suffixes of environment variables that pass options to an interpreter or a tool's runtime
+/// (`MAVEN_OPTS`, `GRADLE_OPTS`, `SBT_OPTS`, …).
+pub const CODE_LOADING_ENV_SUFFIXES: &[&str] = &["_OPTS", "_OPTIONS"];
+
+/// Whether a secret injected as environment variable `name` could make a stdio server load or
+/// run code of the secret's choosing (see [`CODE_LOADING_ENV`]). Such a name reaches a server only
+/// when its `[[gateway.stdio]]` entry lists it in `allow_code_loading_env`.
+pub fn env_var_loads_code(name: &str) -> bool {
+    CODE_LOADING_ENV.contains(&name)
+        || CODE_LOADING_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+        || CODE_LOADING_ENV_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
 checked_string!(
     /// The name of an upstream secret: 1 to 64 characters of `[a-z0-9._-]`, starting with a letter or a
     /// digit. Unique across upstreams.
@@ -435,6 +566,52 @@ mod tests {
             let e = SecretEnvVar::parse(bad).expect_err(bad);
             assert_eq!(e.field, "var");
             assert!(e.message.contains(want), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn code_loading_env_vars() {
+        for bad in [
+            "NODE_OPTIONS",
+            "NODE_PATH",
+            "PYTHONPATH",
+            "PYTHONSTARTUP",
+            "PYTHONHOME",
+            "PERL5LIB",
+            "PERL5OPT",
+            "RUBYOPT",
+            "RUBYLIB",
+            "JAVA_TOOL_OPTIONS",
+            "_JAVA_OPTIONS",
+            "JDK_JAVA_OPTIONS",
+            "LD_PRELOAD",
+            "DYLD_INSERT_LIBRARIES",
+            "BASH_ENV",
+            "ENV",
+            "PATH",
+            "HOME",
+            "GCONV_PATH",
+            "GIT_SSH_COMMAND",
+            "MAVEN_OPTS",
+            "OPENSSL_CONF",
+            "DOTNET_STARTUP_HOOKS",
+            "LUA_INIT",
+            "XDG_CONFIG_HOME",
+            "NPM_CONFIG_NODE_OPTIONS",
+            "GLIBC_TUNABLES",
+            "LESSOPEN",
+        ] {
+            assert!(env_var_loads_code(bad), "{bad} is not flagged");
+        }
+        for ok in [
+            "API_TOKEN",
+            "CRM_API_KEY",
+            "GITHUB_TOKEN",
+            "GOOGLE_API_KEY",
+            "OPENAI_API_KEY",
+            "LANG",
+        ] {
+            assert!(!env_var_loads_code(ok), "{ok} is flagged");
         }
     }
 

@@ -191,6 +191,18 @@ pub struct StdioConfig {
     /// Extra environment variables (not secrets: those belong in `warden secret set --env`).
     #[serde(default)]
     pub env: HashMap<String, String>,
+    /// The environment variables this upstream's secrets of kind `env` may be injected as. The
+    /// API creates such a secret only for a name listed here, and a spawn injects only names listed
+    /// here (a secret whose name is no longer listed is withheld, logged and recorded). Empty (the
+    /// default): no secret reaches the process.
+    #[serde(default)]
+    pub allow_env: Vec<String>,
+    /// Names on `allow_env` that make a program load or run other code (`NODE_OPTIONS`,
+    /// `PYTHONPATH`, `LD_*`, `HOME`, …: `warden_core::gateway::env_var_loads_code`). Such a name on
+    /// `allow_env` is a startup error unless it is listed here too: whoever holds an admin API
+    /// token could otherwise run code on the Warden host.
+    #[serde(default)]
+    pub allow_code_loading_env: Vec<String>,
     /// Working directory. Default: the server's.
     pub cwd: Option<PathBuf>,
     /// Most live sessions (processes) at once. Default 16, between 1 and 1024.
@@ -235,7 +247,60 @@ impl StdioConfig {
                 self.upstream
             );
         }
+        for var in &self.allow_env {
+            if let Err(e) = warden_core::SecretEnvVar::parse(var) {
+                anyhow::bail!(
+                    "gateway.stdio[{i}] (`{}`): allow_env `{}`: {}",
+                    self.upstream,
+                    var.escape_debug(),
+                    e.message
+                );
+            }
+            if warden_core::gateway::env_var_loads_code(var) && !self.allow_code_loading_env.contains(var) {
+                anyhow::bail!(
+                    "gateway.stdio[{i}] (`{}`): allow_env `{var}` makes the server load or run other code (an interpreter, loader or shell variable): a secret in it would run code as Warden's user. Remove it, or, if the server needs it, list it in allow_code_loading_env too",
+                    self.upstream
+                );
+            }
+        }
+        for var in &self.allow_code_loading_env {
+            if !self.allow_env.contains(var) {
+                anyhow::bail!(
+                    "gateway.stdio[{i}] (`{}`): allow_code_loading_env `{}` is not on allow_env",
+                    self.upstream,
+                    var.escape_debug()
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Why a secret cannot be injected as environment variable `var` of this server's processes;
+    /// `None` when it can.
+    pub fn env_refusal(&self, var: &str) -> Option<String> {
+        if !self.allow_env.iter().any(|v| v == var) {
+            return Some(if self.allow_env.is_empty() {
+                format!(
+                    "environment variable `{var}` is not on the allow_env list of upstream `{}`'s [[gateway.stdio]] entry (the list is empty: no secret reaches its processes); the names a stdio server may receive are set in the configuration file",
+                    self.upstream
+                )
+            } else {
+                format!(
+                    "environment variable `{var}` is not on the allow_env list of upstream `{}`'s [[gateway.stdio]] entry ({}); the names a stdio server may receive are set in the configuration file",
+                    self.upstream,
+                    self.allow_env.join(", ")
+                )
+            });
+        }
+        if warden_core::gateway::env_var_loads_code(var)
+            && !self.allow_code_loading_env.iter().any(|v| v == var)
+        {
+            return Some(format!(
+                "environment variable `{var}` makes the server load or run other code, and upstream `{}`'s [[gateway.stdio]] entry does not list it in allow_code_loading_env",
+                self.upstream
+            ));
+        }
+        None
     }
 }
 

@@ -883,7 +883,7 @@ for line in sys.stdin:
 async fn stdio_servers_run_one_process_per_session(api: Api) {
     seed(&api).await;
     let config: warden_server::config::Config = toml::from_str(&format!(
-        "[[gateway.stdio]]\nupstream = \"local\"\ncommand = [\"python3\", \"-c\", {:?}]\n",
+        "[[gateway.stdio]]\nupstream = \"local\"\nallow_env = [\"API_TOKEN\"]\ncommand = [\"python3\", \"-c\", {:?}]\n",
         STDIO_SERVER
     ))
     .unwrap();

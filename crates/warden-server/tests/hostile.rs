@@ -28,6 +28,10 @@ api_tests!(
     notification_tools_call_is_not_forwarded,
     client_notifications_need_a_session_in_scope,
     initialize_notification_spawns_no_stdio_process,
+    an_env_secret_named_node_options_never_reaches_a_stdio_child,
+    an_env_secret_named_pythonpath_never_reaches_a_stdio_child,
+    authorize_cannot_weaken_a_catalogued_tools_class,
+    authorize_may_name_a_stricter_class_than_the_catalogue,
     responses_to_unissued_ids_are_refused,
     get_and_delete_outside_the_task_are_refused,
     credential_echoes_are_cut_from_json_answers,
@@ -482,7 +486,7 @@ async fn stdio_setup(api: Api) -> (Api, String, std::path::PathBuf) {
     seed(&api).await;
     let starts = api.dir.path().join("starts.log");
     let config: warden_server::config::Config = toml::from_str(&format!(
-        "[[gateway.stdio]]\nupstream = \"local\"\nmax_sessions = 4\ncommand = [\"python3\", \"-c\", {:?}, {:?}]\n",
+        "[[gateway.stdio]]\nupstream = \"local\"\nmax_sessions = 4\nallow_env = [\"API_TOKEN\"]\ncommand = [\"python3\", \"-c\", {:?}, {:?}]\n",
         STDIO_SERVER,
         starts.display().to_string()
     ))
@@ -560,6 +564,222 @@ async fn initialize_notification_spawns_no_stdio_process(api: Api) {
     assert!(r.session().is_some());
 }
 
+/// A stdio server whose tool `env` answers the names in its environment (values never leave it),
+/// and notes each start in the file named by its first argument.
+const ENV_SERVER: &str = r#"
+import json, os, sys
+with open(sys.argv[1], "a") as f:
+    f.write("started %d\n" % os.getpid())
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    m = msg.get("method")
+    if m == "initialize":
+        result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "py", "version": "1"}}
+    elif m == "tools/list":
+        result = {"tools": [{"name": "env", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": True}}]}
+    elif m == "tools/call":
+        result = {"content": [{"type": "text", "text": json.dumps(sorted(os.environ))}]}
+    else:
+        result = {}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+"#;
+
+/// The deployment's gateway key, fixed so that a gateway rebuilt with another configuration (a
+/// restart after the operator edited the file) still opens the secrets stored before.
+const GATEWAY_KEY: &str = "6a1f0c4e9b2d7a3c5e8f1b0d2c4a6e8f0b1d3c5e7a9f1b3d5c7e9a1b3d5f7a9c";
+
+/// Gives `api` a gateway that runs [`ENV_SERVER`] for `local` under `[[gateway.stdio]]` `extra`
+/// (a restart with that configuration file).
+fn use_stdio(api: &mut Api, extra: &str, starts: &std::path::Path) {
+    let config: warden_server::config::Config = toml::from_str(&format!(
+        "[[gateway.stdio]]\nupstream = \"local\"\ncommand = [\"python3\", \"-c\", {:?}, {:?}]\n{extra}",
+        ENV_SERVER,
+        starts.display().to_string()
+    ))
+    .unwrap();
+    config.gateway.validate().expect("the configuration starts");
+    let keys =
+        warden_server::gateway::GatewayKeys::load(Some(GATEWAY_KEY), &api.dir.path().join("unused.key"))
+            .unwrap();
+    let mut state = api.state.clone();
+    state.gateway = Arc::new(
+        warden_server::gateway::Gateway::new(
+            (&config.gateway).into(),
+            keys,
+            warden_gateway::scan::Scanner::new(&[]).unwrap(),
+            &config.gateway.stdio,
+        )
+        .unwrap(),
+    );
+    api.app = warden_server::router(state.clone(), warden_server::HttpLimits::default());
+    api.state = state;
+}
+
+async fn env_secret(api: &Api, name: &str, var: &str, value: &str) -> (StatusCode, Value) {
+    api.admin(
+        Method::POST,
+        "/v1/secrets",
+        Some(json!({"name": name, "upstream": "local",
+                    "injection": {"kind": "env", "var": var}, "value": value})),
+    )
+    .await
+}
+
+/// The regression of issue 15: an admin API token made a stdio child run its script as Warden's
+/// user through a secret of kind `env` named after an interpreter variable. `var` = `value` is
+/// such a secret; `payload` is what running it would leave behind.
+async fn code_loading_env_never_reaches_a_stdio_child(
+    mut api: Api,
+    var: &str,
+    value: &str,
+    payload: &std::path::Path,
+) {
+    seed(&api).await;
+    let starts = api.dir.path().join("starts.log");
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/upstreams",
+            Some(
+                json!({"name": "local", "kind": "mcp", "url": "stdio://local", "environment": "staging",
+                        "owner": "owner@example.com", "sensitivity": "internal"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    // The API refuses the name, naming the field: the entry's allow-list does not hold it.
+    let strict = "allow_env = [\"API_TOKEN\"]\n";
+    let lax = format!("allow_env = [\"API_TOKEN\", \"{var}\"]\nallow_code_loading_env = [\"{var}\"]\n");
+    use_stdio(&mut api, strict, &starts);
+    let (s, b) = env_secret(&api, "evil", var, value).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["field"], "injection.var", "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains(&format!(
+            "`{var}` is not on the allow_env list of upstream `local`"
+        )),
+        "{b}"
+    );
+    // Not for an upstream without a [[gateway.stdio]] entry either.
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/secrets",
+            Some(json!({"name": "elsewhere", "upstream": "crm",
+                        "injection": {"kind": "env", "var": "API_TOKEN"}, "value": "elsewhere-123456"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("injection.var")),
+        "{b}"
+    );
+    let (s, b) = env_secret(&api, "local-token", "API_TOKEN", CRED).await;
+    assert_eq!(s, StatusCode::CREATED, "the allowed name: {b}");
+
+    // Defense in depth: an operator once allowed the name explicitly, a secret was stored, and
+    // the configuration changed since. The spawn withholds it.
+    use_stdio(&mut api, &lax, &starts);
+    let (s, b) = env_secret(&api, "evil", var, value).await;
+    assert_eq!(s, StatusCode::CREATED, "explicitly allowed then: {b}");
+    use_stdio(&mut api, strict, &starts);
+    let bot = enrolled(&api, "bot", &["local"]).await;
+    let token = task_token(&api, &bot, &intent(&["local"], &["env"], None, None)).await;
+    let session = initialize(&api, "local", &token).await;
+    let r = post(
+        &api,
+        "local",
+        &token,
+        Some(&session),
+        request(2, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(tool_names(&r.json()), ["env"], "{}", r.text());
+    let r = post(&api, "local", &token, Some(&session), call(3, "env", json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let names: Vec<String> =
+        serde_json::from_str(r.json()["result"]["content"][0]["text"].as_str().expect("text"))
+            .expect("names");
+    assert!(
+        !names.iter().any(|n| n == var),
+        "{var} reached the child: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "API_TOKEN"),
+        "the allowed secret is injected: {names:?}"
+    );
+    assert_eq!(started_processes(&starts), 1);
+    assert!(!payload.exists(), "the child ran the payload of {var}");
+    let withheld: Vec<Value> = store_entries(&api.state.store)
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == "secret_withheld")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(withheld.len(), 1, "{withheld:?}");
+    assert_eq!(
+        (
+            withheld[0]["upstream"].as_str(),
+            withheld[0]["secret"].as_str(),
+            withheld[0]["var"].as_str()
+        ),
+        (Some("local"), Some("evil"), Some(var)),
+        "{withheld:?}"
+    );
+    let all = serde_json::to_string(&store_entries(&api.state.store).await).unwrap();
+    assert!(!all.contains(value), "the withheld value is not in the ledger");
+
+    // With the name still allowed (the operator's explicit choice), it is injected: the check
+    // above withheld it because of the configuration, not by accident.
+    use_stdio(&mut api, &lax, &starts);
+    let session = initialize(&api, "local", &token).await;
+    let r = post(&api, "local", &token, Some(&session), call(3, "env", json!({}))).await;
+    let names: Vec<String> =
+        serde_json::from_str(r.json()["result"]["content"][0]["text"].as_str().expect("text"))
+            .expect("names");
+    assert!(names.iter().any(|n| n == var), "explicitly allowed: {names:?}");
+    if var == "PYTHONPATH" {
+        // The child is Python: the payload is live, so its absence above is the fix's doing.
+        assert!(payload.exists(), "the payload runs when the name is let through");
+    }
+}
+
+async fn an_env_secret_named_node_options_never_reaches_a_stdio_child(api: Api) {
+    let dir = api.dir.path().to_owned();
+    let script = dir.join("evil.js");
+    let payload = dir.join("pwned-by-node");
+    std::fs::write(
+        &script,
+        format!(
+            "require('fs').writeFileSync({:?}, 'gateway.key');\n",
+            payload.display().to_string()
+        ),
+    )
+    .unwrap();
+    let value = format!("--require {}", script.display());
+    code_loading_env_never_reaches_a_stdio_child(api, "NODE_OPTIONS", &value, &payload).await;
+}
+
+async fn an_env_secret_named_pythonpath_never_reaches_a_stdio_child(api: Api) {
+    let dir = api.dir.path().join("evil-python");
+    std::fs::create_dir_all(&dir).unwrap();
+    let payload = api.dir.path().join("pwned-by-python");
+    std::fs::write(
+        dir.join("sitecustomize.py"),
+        format!(
+            "open({:?}, 'w').write('gateway.key')\n",
+            payload.display().to_string()
+        ),
+    )
+    .unwrap();
+    let value = dir.display().to_string();
+    code_loading_env_never_reaches_a_stdio_child(api, "PYTHONPATH", &value, &payload).await;
+}
+
 async fn stdio_secret_in_nested_json_is_cut(api: Api) {
     let (api, token, _) = stdio_setup(api).await;
     let r = post(&api, "local", &token, None, initialize_msg()).await;
@@ -584,6 +804,150 @@ async fn stdio_secret_in_nested_json_is_cut(api: Api) {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     hostile::assert_no_secret("stdio tool result", &r.body, CRED);
+}
+
+// ---- /v1/authorize and the catalogue ----
+
+/// The upstream `evil` whose catalogue holds `wipe` (classified `destructive` by an admin) and
+/// `search` (read, from its hint); the agent's task token for both.
+async fn evil_catalogue(api: &Api) -> (String, Hostile) {
+    seed(api).await;
+    let mut config = Config::default();
+    config
+        .tools
+        .push(json!({"name": "wipe", "description": "wipes everything",
+                             "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}}));
+    let hostile = Hostile::start(config).await;
+    register(api, "evil", &hostile.url, CRED).await;
+    let bot = enrolled(api, "bot", &["evil"]).await;
+    let token = task_token(api, &bot, &intent(&["evil"], &["wipe", "search"], None, None)).await;
+    let session = initialize(api, "evil", &token).await;
+    let r = post(
+        api,
+        "evil",
+        &token,
+        Some(&session),
+        request(2, "tools/list", json!({})),
+    )
+    .await;
+    assert!(tool_names(&r.json()).contains(&"wipe".to_owned()), "{}", r.text());
+    // The upstream's hint says read-only; the admin knows better.
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/tools/evil/wipe/classify",
+            Some(json!({"class": "destructive"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    (token, hostile)
+}
+
+async fn authorize(api: &Api, token: &str, action: &str, tool: &str) -> Value {
+    let resp = api
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/authorize")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({"action": action, "resource": {"tool": tool}}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Issue 15: `read` on the catalogued destructive tool was an allow at `/v1/authorize` while the
+/// gateway required two approvals. The catalogue's class wins over a weaker one, and the answer
+/// and the ledger say so.
+async fn authorize_cannot_weaken_a_catalogued_tools_class(api: Api) {
+    let (token, _hostile) = evil_catalogue(&api).await;
+    let d = authorize(&api, &token, "read", "evil/wipe").await;
+    assert_eq!(
+        (d["outcome"].as_str(), d["quorum"].as_u64()),
+        (Some("needs_approval"), Some(2)),
+        "decided as destructive: {d}"
+    );
+    assert_eq!(
+        (
+            d["action_class"]["requested"].as_str(),
+            d["action_class"]["catalogued"].as_str(),
+            d["action_class"]["used"].as_str()
+        ),
+        (Some("read"), Some("destructive"), Some("destructive")),
+        "{d}"
+    );
+    assert!(
+        d["action_class"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("weaker than the catalogued class `destructive`"),
+        "{d}"
+    );
+    // The same answer as naming the class honestly.
+    let honest = authorize(&api, &token, "destructive", "evil/wipe").await;
+    assert_eq!(
+        (honest["outcome"].clone(), honest["quorum"].clone()),
+        (d["outcome"].clone(), d["quorum"].clone())
+    );
+    // The ledger records the class used and why.
+    let entries: Vec<Value> = store_entries(&api.store)
+        .await
+        .into_iter()
+        .filter(|(k, b)| {
+            k == "decision"
+                && b["action_class"]["requested"] == "read"
+                && b["resource"].as_str().is_some_and(|r| r.contains("evil/wipe"))
+        })
+        .map(|(_, b)| b)
+        .collect();
+    assert!(!entries.is_empty(), "no decision entry for the weakened request");
+    assert_eq!(entries[0]["action"], "destructive", "{:?}", entries[0]);
+    assert!(
+        entries[0]["action_class"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("weaker"),
+        "{:?}",
+        entries[0]
+    );
+    // A tool the catalogue does not hold is denied, as at the gateway.
+    let d = authorize(&api, &token, "read", "evil/nope").await;
+    assert_eq!(d["outcome"], "deny", "{d}");
+    assert!(d["reasons"].to_string().contains("unknown-tool"), "{d}");
+    assert!(d.get("action_class").is_none(), "{d}");
+}
+
+/// A caller may ask for a stricter class than the catalogue's, and is decided on it.
+async fn authorize_may_name_a_stricter_class_than_the_catalogue(api: Api) {
+    let (token, _hostile) = evil_catalogue(&api).await;
+    let d = authorize(&api, &token, "read", "evil/search").await;
+    assert_eq!(d["outcome"], "allow", "{d}");
+    assert_eq!(d["action_class"]["used"], "read", "{d}");
+    let d = authorize(&api, &token, "destructive", "evil/search").await;
+    assert_eq!(
+        (d["outcome"].as_str(), d["quorum"].as_u64()),
+        (Some("needs_approval"), Some(2)),
+        "decided as the stricter class asked for: {d}"
+    );
+    assert_eq!(
+        (
+            d["action_class"]["requested"].as_str(),
+            d["action_class"]["catalogued"].as_str(),
+            d["action_class"]["used"].as_str()
+        ),
+        (Some("destructive"), Some("read"), Some("destructive")),
+        "{d}"
+    );
+    assert!(d["action_class"].get("reason").is_none(), "{d}");
 }
 
 // ---- Responses from the agent ----

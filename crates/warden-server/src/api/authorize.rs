@@ -2,12 +2,20 @@
 //! services, sidecars). An agent (or a service acting for it) presents the task token; the action, the
 //! resource and the arguments come in the body; the task's intent and delegation chain come from Warden's
 //! own record of the task, never from the caller. The answer is the decision value.
+//!
+//! For a catalogued tool (`{"tool": "upstream/name"}`) the action class comes from the catalogue,
+//! as at the gateway's `tools/call`: the caller may name a stricter class (`destructive` for a
+//! `write` tool; read < write < destructive < admin) and is decided on it, but a weaker one is
+//! raised to the catalogue's class — decided as that, and the answer's and the ledger entry's
+//! `action_class` say which class was used and why (no 400: an enforcement point always gets a
+//! decision it can act on). A tool the catalogue does not hold (after a re-read of the store) or
+//! holds quarantined is denied (`unknown-tool`, `tool-quarantined`), as at the gateway.
 
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use warden_core::Decision;
+use warden_core::{Decision, ToolState};
 use warden_policy::{Action, ResourceRef};
 
 use crate::AppState;
@@ -23,7 +31,9 @@ pub const MAX_BATCH: usize = 100;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
-    /// `read`, `write`, `destructive` or `admin`. An unknown action is a deny, with the reason.
+    /// `read`, `write`, `destructive` or `admin`. An unknown action is a deny, with the reason. For a
+    /// catalogued tool, a class weaker than the catalogue's is raised to the catalogue's (see
+    /// `action_class` in the answer); a stricter one stands.
     pub action: String,
     /// `{"upstream": "crm"}`, `{"tool": "crm/search"}` or `{"dataset": "crm/invoices"}`.
     #[schema(value_type = Object)]
@@ -61,6 +71,84 @@ pub struct AuthorizeResponse {
     pub decision: Decision,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::approvals::ApprovalRef>,
+    /// For a catalogued tool: the class asked for, the catalogue's, and the one decided on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_class: Option<ActionClass>,
+}
+
+/// Which action class a catalogued tool was decided as, and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionClass {
+    /// The action the request named.
+    pub requested: String,
+    /// The tool's class in the catalogue (an admin's classification, else the MCP hint).
+    pub catalogued: String,
+    /// The action decided: `requested` when it is at least as strict as `catalogued`, else
+    /// `catalogued`.
+    pub used: String,
+    /// Why `used` is not `requested`, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// How strict an action class is: read < write < destructive < admin.
+fn strictness(a: Action) -> u8 {
+    match a {
+        Action::Read => 0,
+        Action::Write => 1,
+        Action::Destructive => 2,
+        Action::Admin | Action::TaskStart | Action::TaskDelegate => 3,
+    }
+}
+
+/// The catalogue's word on a tool resource: its record as this node knows it, re-read from the
+/// store when this node has not seen it (another node may have catalogued it). `Err`: the refusal.
+async fn catalogued_tool(
+    state: &AppState,
+    resource: &ResourceRef,
+) -> Option<Result<std::sync::Arc<warden_store::ToolRecord>, String>> {
+    let ResourceRef::Tool(t) = resource else {
+        return None;
+    };
+    let (upstream, name) = t.split_once('/').unwrap_or((t.as_str(), ""));
+    let unknown = || {
+        Err(format!(
+            "unknown-tool: upstream `{}` does not list a tool `{}` (Warden knows a tool once it was listed through the gateway)",
+            crate::ledger::clip_str(upstream, 100).escape_debug(),
+            crate::ledger::clip_str(name, 200).escape_debug()
+        ))
+    };
+    let tool = match state.policies.tool(upstream, name) {
+        Some(t) => t,
+        None => {
+            let Ok(up) = warden_core::UpstreamName::parse(upstream) else {
+                return Some(unknown());
+            };
+            match state.store.get_tool(&up, name).await {
+                Ok(Some(rec)) => {
+                    state.policies.tool_changed(&rec).await;
+                    std::sync::Arc::new(rec)
+                }
+                Ok(None) => return Some(unknown()),
+                Err(e) => {
+                    tracing::warn!(upstream, error = %e, "the tool catalogue cannot be read");
+                    return Some(Err(format!(
+                        "unknown-tool: the tool catalogue cannot be read now, so the class of `{}` is unknown",
+                        crate::ledger::clip_str(t, 300).escape_debug()
+                    )));
+                }
+            }
+        }
+    };
+    if tool.state == ToolState::Quarantined {
+        return Some(Err(format!(
+            "tool-quarantined: the definition of `{}/{}` changed; an admin must approve digest {} (`warden tool approve`)",
+            tool.upstream,
+            tool.name,
+            tool.pending_digest.as_deref().unwrap_or("-")
+        )));
+    }
+    Some(Ok(tool))
 }
 
 /// Decides one request through the one decision pipeline ([`crate::pipeline`]): arguments scanned,
@@ -81,13 +169,13 @@ async fn decide_one(
         | ResourceRef::Prompt(t) => t.split('/').next().map(str::to_owned),
         _ => None,
     };
-    let facts = pipeline::Facts {
+    let mut facts = pipeline::Facts {
         upstream,
         request_id: request_id.map(str::to_owned),
         action_label: Some(req.action.clone()),
         body: serde_json::Map::new(),
     };
-    let (action, malformed) = match req.action.parse::<Action>() {
+    let (mut action, mut malformed) = match req.action.parse::<Action>() {
         Ok(a) if a.is_task_action() => (
             Action::Read,
             Some(format!(
@@ -98,6 +186,44 @@ async fn decide_one(
         Ok(a) => (a, None),
         Err(e) => (Action::Read, Some(format!("bad-request: {e}"))),
     };
+    // A catalogued tool is decided on the catalogue's class, never a weaker one.
+    let mut action_class = None;
+    if malformed.is_none() {
+        match catalogued_tool(state, &req.resource).await {
+            None => {}
+            Some(Err(refusal)) => malformed = Some(refusal),
+            Some(Ok(tool)) => {
+                let catalogued = crate::gateway::inbound::class_action(tool.effective_class());
+                let reason = (strictness(action) < strictness(catalogued)).then(|| {
+                    format!(
+                        "`{}` is weaker than the catalogued class `{}` of tool `{}/{}`: decided as `{}`",
+                        action.as_str(),
+                        catalogued.as_str(),
+                        tool.upstream,
+                        tool.name,
+                        catalogued.as_str()
+                    )
+                });
+                let requested = action;
+                if reason.is_some() {
+                    action = catalogued;
+                }
+                // The entry records the action decided, with the class note beside it.
+                facts.action_label = None;
+                let class = ActionClass {
+                    requested: requested.as_str().to_owned(),
+                    catalogued: catalogued.as_str().to_owned(),
+                    used: action.as_str().to_owned(),
+                    reason,
+                };
+                facts.body.insert(
+                    "action_class".into(),
+                    serde_json::to_value(&class).unwrap_or_default(),
+                );
+                action_class = Some(class);
+            }
+        }
+    }
     let question = pipeline::Question {
         action,
         resource: req.resource,
@@ -111,7 +237,14 @@ async fn decide_one(
         None => pipeline::decide(state, caller, question, facts, started).await,
     };
     let (decision, approval, entries) = verdict.into_entries();
-    (AuthorizeResponse { decision, approval }, entries)
+    (
+        AuthorizeResponse {
+            decision,
+            approval,
+            action_class,
+        },
+        entries,
+    )
 }
 
 pub fn policy_version(state: &AppState) -> String {

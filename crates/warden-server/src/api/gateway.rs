@@ -228,7 +228,9 @@ pub struct SecretBody {
     #[schema(value_type = String)]
     pub upstream: UpstreamName,
     /// `{"kind": "header", "name": "Authorization", "prefix": "Bearer "}` or
-    /// `{"kind": "env", "var": "API_KEY"}`.
+    /// `{"kind": "env", "var": "API_KEY"}`. An `env` variable must be on the `allow_env` list of the
+    /// upstream's `[[gateway.stdio]]` entry (variables that load code, such as `NODE_OPTIONS` or
+    /// `PYTHONPATH`, also on its `allow_code_loading_env`); otherwise 400 on `injection.var`.
     pub injection: Injection,
     #[schema(value_type = String)]
     pub value: Secret<String>,
@@ -268,6 +270,29 @@ fn check_value(v: &Secret<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A secret of kind `env` only as a variable the upstream's `[[gateway.stdio]]` entry allows
+/// (`allow_env`, and for a variable that loads code also `allow_code_loading_env`): the names a
+/// spawned server receives are the operator's, set in the configuration file, never the API's.
+fn check_injection(state: &AppState, body: &SecretBody) -> Result<(), ApiError> {
+    let Injection::Env { var } = &body.injection else {
+        return Ok(());
+    };
+    let refusal = match state.gateway.stdio.config(body.upstream.as_str()) {
+        Some(cfg) => cfg.env_refusal(var.as_str()),
+        None => Some(format!(
+            "upstream `{}` has no [[gateway.stdio]] entry in this node's configuration: a secret of kind `env` is injected only into a stdio server, as a variable its entry lists in allow_env",
+            body.upstream
+        )),
+    };
+    match refusal {
+        None => Ok(()),
+        Some(message) => Err(ApiError::BadRequest {
+            message,
+            field: Some("injection.var".into()),
+        }),
+    }
+}
+
 #[utoipa::path(
     post, path = "/v1/secrets", tag = "gateway", request_body = SecretBody,
     responses(
@@ -283,6 +308,7 @@ pub async fn create_secret(
 ) -> Result<(StatusCode, Json<SecretInfo>), ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
     check_value(&body.value)?;
+    check_injection(&state, &body)?;
     let ctx = permit
         .record(
             &state,

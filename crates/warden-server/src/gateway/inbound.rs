@@ -380,7 +380,8 @@ fn response(
     Ok((message, None))
 }
 
-pub(super) fn class_action(class: warden_core::ToolClass) -> Action {
+/// The action a tool of `class` is decided as (the gateway's `tools/call` and `/v1/authorize`).
+pub(crate) fn class_action(class: warden_core::ToolClass) -> Action {
     match class {
         warden_core::ToolClass::Read => Action::Read,
         warden_core::ToolClass::Write => Action::Write,

@@ -57,7 +57,7 @@ pub(super) async fn send(
     let (key, new) = match route.session.as_deref() {
         Some(k) => (k.to_owned(), false),
         None => {
-            let env = stdio::env_secrets(state, &upstream.name).await?;
+            let env = stdio::env_secrets(state, &upstream.name, &caller.task.agent_spiffe_id).await?;
             (
                 gw.stdio
                     .spawn(clearance, name, task, &env, gw.settings.limits.max_bytes)?,

@@ -4,9 +4,17 @@
 //! entry. Commands come only from the configuration file — the operator's — never from the API:
 //! an API that starts programs would be remote code execution for anyone who holds an admin token.
 //!
-//! `initialize` spawns the process (environment cleared but for `PATH`, `HOME`, `LANG`, the entry's
-//! `env` and the upstream's secrets of kind `env`), and the session id Warden hands out is sealed
-//! like an HTTP upstream's. Messages are newline-delimited JSON-RPC on stdin/stdout (stderr goes to
+//! `initialize` spawns the process (environment cleared but for Warden's own `PATH`, `HOME`,
+//! `LANG`, the entry's `env` and the upstream's secrets of kind `env`), and the session id Warden
+//! hands out is sealed like an HTTP upstream's.
+//!
+//! The names a secret may be injected as are an allow-list in the entry (`allow_env`), never set
+//! through the API: a secret named `NODE_OPTIONS` or `PYTHONPATH` would make the server run code
+//! of the admin's choosing as Warden's user (and read `gateway.key`). Names that load code are
+//! refused on `allow_env` at startup unless the entry also lists them in `allow_code_loading_env`;
+//! `/v1/secrets` refuses a name the entry does not allow (400 on `injection.var`); and a spawn
+//! injects only allowed names — a secret stored before the configuration changed is withheld,
+//! logged as an error and recorded (`secret_withheld`). Messages are newline-delimited JSON-RPC on stdin/stdout (stderr goes to
 //! the log at debug level). Answers to requests are matched by id; everything else the server sends
 //! (notifications, its own requests) goes to the session's `GET` stream. A session's process is
 //! killed on `DELETE`, when its task stops being live, after `idle_secs` without a message, or when
@@ -94,6 +102,11 @@ impl StdioServers {
         }
     }
 
+    /// The `[[gateway.stdio]]` entry of `upstream`, if this node has one.
+    pub fn config(&self, upstream: &str) -> Option<&StdioConfig> {
+        self.configs.get(upstream)
+    }
+
     fn session(&self, key: &str, task: Uuid, upstream: &str) -> Option<Arc<Session>> {
         let s = self.sessions.lock().ok()?.get(key).cloned()?;
         (s.task == task && s.upstream == upstream).then_some(s)
@@ -122,16 +135,28 @@ impl StdioServers {
                 ));
             }
         }
-        let values: Vec<&[u8]> = env_secrets.iter().map(|(_, v)| v.as_bytes()).collect();
-        let secrets = Arc::new(super::credentials::Injected::for_values(&values).map_err(|e| {
-            tracing::error!(upstream, error = %e, "a stdio server's secret is too short to be scrubbed from its output; set a longer one");
-            UpstreamError::Credentials(upstream.into())
-        })?);
         let cfg = self.configs.get(upstream).ok_or_else(|| {
             UpstreamError::Protocol(format!(
                 "upstream `{upstream}` is a stdio server, but this node has no [[gateway.stdio]] entry for it"
             ))
         })?;
+        // Only names the entry allows (`env_secrets` has withheld and recorded the others; this
+        // is the last check before the process sees them).
+        let env_secrets: Vec<&(String, String)> = env_secrets
+            .iter()
+            .filter(|(var, _)| match cfg.env_refusal(var) {
+                None => true,
+                Some(why) => {
+                    tracing::error!(upstream, var = %var, %why, "a secret was withheld from a stdio server");
+                    false
+                }
+            })
+            .collect();
+        let values: Vec<&[u8]> = env_secrets.iter().map(|(_, v)| v.as_bytes()).collect();
+        let secrets = Arc::new(super::credentials::Injected::for_values(&values).map_err(|e| {
+            tracing::error!(upstream, error = %e, "a stdio server's secret is too short to be scrubbed from its output; set a longer one");
+            UpstreamError::Credentials(upstream.into())
+        })?);
         {
             let sessions = self
                 .sessions
@@ -157,7 +182,7 @@ impl StdioServers {
             }
         }
         cmd.envs(&cfg.env);
-        for (k, v) in env_secrets {
+        for (k, v) in &env_secrets {
             cmd.env(k, v);
         }
         if let Some(dir) = &cfg.cwd {
@@ -383,20 +408,46 @@ pub fn spawn_reaper(state: crate::AppState, every: Duration) {
     });
 }
 
-/// The upstream's secrets of kind `env`, opened.
+/// The upstream's secrets of kind `env` that its `[[gateway.stdio]]` entry allows, opened. A
+/// secret whose variable the entry does not allow (the configuration changed after the secret was
+/// created) is withheld: never opened, logged as an error, and recorded in the ledger
+/// (`secret_withheld`, by `actor`: the agent whose session spawns the server).
 pub async fn env_secrets(
     state: &crate::AppState,
     upstream: &UpstreamName,
+    actor: &str,
 ) -> Result<Vec<(String, String)>, UpstreamError> {
     let sealed = state.store.upstream_secrets(upstream).await.map_err(|e| {
         tracing::warn!(%upstream, error = %e, "upstream secrets cannot be read");
         UpstreamError::Credentials(upstream.to_string())
     })?;
+    let cfg = state.gateway.stdio.config(upstream.as_str());
     let mut out = Vec::new();
     for s in &sealed {
         let Injection::Env { var } = &s.injection else {
             continue;
         };
+        let refusal = match cfg {
+            Some(cfg) => cfg.env_refusal(var.as_str()),
+            None => Some(format!(
+                "upstream `{upstream}` has no [[gateway.stdio]] entry on this node"
+            )),
+        };
+        if let Some(why) = refusal {
+            tracing::error!(%upstream, secret = %s.name, var = %var, %why, "a secret was withheld from a stdio server: its variable is not allowed by the configuration");
+            let mut entry =
+                crate::ledger::entry(warden_ledger::EntryKind::Other("secret_withheld".into()), actor);
+            entry.body = serde_json::json!({
+                "upstream": upstream.as_str(),
+                "secret": s.name.as_str(),
+                "var": var.as_str(),
+                "reason": why,
+            });
+            if let Err(e) = state.ledger.record(entry).await {
+                tracing::error!(%upstream, secret = %s.name, error = %e, "the withheld secret could not be recorded in the ledger");
+            }
+            continue;
+        }
         let value = state.gateway.keys.open_secret(s).map_err(|e| {
             tracing::error!(%upstream, secret = %s.name, error = %e, "an upstream secret does not open with this node's gateway key");
             UpstreamError::Credentials(upstream.to_string())
@@ -464,6 +515,8 @@ mod tests {
             upstream: "fs".into(),
             command: vec!["node".into()],
             env: HashMap::new(),
+            allow_env: vec!["API_TOKEN".into()],
+            allow_code_loading_env: vec![],
             cwd: None,
             max_sessions: 16,
             idle_secs: 600,
@@ -492,6 +545,109 @@ mod tests {
             }
             .validate(0)
             .is_err()
+        );
+    }
+
+    fn gateway(toml_text: &str) -> anyhow::Result<()> {
+        let c: crate::config::Config = toml::from_str(toml_text).expect("parses");
+        c.gateway.validate()
+    }
+
+    #[test]
+    fn code_loading_names_on_allow_env_are_a_startup_error() {
+        for var in [
+            "NODE_OPTIONS",
+            "PYTHONPATH",
+            "BASH_ENV",
+            "HOME",
+            "JAVA_TOOL_OPTIONS",
+        ] {
+            let e = gateway(&format!(
+                "[[gateway.stdio]]\nupstream = \"files\"\ncommand = [\"node\"]\nallow_env = [\"API_TOKEN\", \"{var}\"]\n"
+            ))
+            .expect_err(var)
+            .to_string();
+            assert!(
+                e.contains("gateway.stdio[0] (`files`)")
+                    && e.contains(&format!("allow_env `{var}`"))
+                    && e.contains("allow_code_loading_env"),
+                "{var}: {e}"
+            );
+        }
+        // Marked explicitly: the operator's decision.
+        gateway(
+            "[[gateway.stdio]]\nupstream = \"files\"\ncommand = [\"python3\"]\nallow_env = [\"PYTHONPATH\"]\nallow_code_loading_env = [\"PYTHONPATH\"]\n",
+        )
+        .expect("marked");
+        // The loader's variables and PATH are never a secret's, marked or not.
+        let e = gateway(
+            "[[gateway.stdio]]\nupstream = \"files\"\ncommand = [\"node\"]\nallow_env = [\"LD_PRELOAD\"]\nallow_code_loading_env = [\"LD_PRELOAD\"]\n",
+        )
+        .expect_err("LD_PRELOAD")
+        .to_string();
+        assert!(e.contains("allow_env `LD_PRELOAD`: environment variable `LD_PRELOAD` controls how the server program is loaded"), "{e}");
+        // A mark for a name not on allow_env is a mistake, and a name must be a variable name.
+        let e = gateway(
+            "[[gateway.stdio]]\nupstream = \"files\"\ncommand = [\"node\"]\nallow_code_loading_env = [\"NODE_OPTIONS\"]\n",
+        )
+        .expect_err("unlisted mark")
+        .to_string();
+        assert!(
+            e.contains("allow_code_loading_env `NODE_OPTIONS` is not on allow_env"),
+            "{e}"
+        );
+        let e = gateway(
+            "[[gateway.stdio]]\nupstream = \"files\"\ncommand = [\"node\"]\nallow_env = [\"api_token\"]\n",
+        )
+        .expect_err("lowercase")
+        .to_string();
+        assert!(
+            e.contains("gateway.stdio[0] (`files`): allow_env `api_token`"),
+            "{e}"
+        );
+        // The second entry is named as such.
+        let e = gateway(
+            "[[gateway.stdio]]\nupstream = \"a\"\ncommand = [\"x\"]\n[[gateway.stdio]]\nupstream = \"b\"\ncommand = [\"x\"]\nallow_env = [\"NODE_PATH\"]\n",
+        )
+        .expect_err("second")
+        .to_string();
+        assert!(e.contains("gateway.stdio[1] (`b`)"), "{e}");
+    }
+
+    #[test]
+    fn only_allowed_names_are_injectable() {
+        let c: crate::config::Config = toml::from_str(
+            "[[gateway.stdio]]\nupstream = \"files\"\ncommand = [\"python3\"]\nallow_env = [\"API_TOKEN\", \"PYTHONPATH\"]\nallow_code_loading_env = [\"PYTHONPATH\"]\n",
+        )
+        .expect("parses");
+        let cfg = &c.gateway.stdio[0];
+        assert_eq!(cfg.env_refusal("API_TOKEN"), None);
+        assert_eq!(cfg.env_refusal("PYTHONPATH"), None, "marked");
+        let why = cfg.env_refusal("NODE_OPTIONS").expect("not listed");
+        assert!(
+            why.contains("not on the allow_env list of upstream `files`")
+                && why.contains("API_TOKEN, PYTHONPATH"),
+            "{why}"
+        );
+        // A config that was never validated still does not let a code-loading name through.
+        let raw = StdioConfig {
+            allow_env: vec!["NODE_OPTIONS".into()],
+            allow_code_loading_env: vec![],
+            ..cfg.clone()
+        };
+        assert!(
+            raw.env_refusal("NODE_OPTIONS")
+                .expect("unmarked")
+                .contains("load or run other code")
+        );
+        let none = StdioConfig {
+            allow_env: vec![],
+            ..cfg.clone()
+        };
+        assert!(
+            none.env_refusal("API_TOKEN")
+                .expect("empty")
+                .contains("the list is empty")
         );
     }
 }
