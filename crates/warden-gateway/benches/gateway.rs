@@ -127,7 +127,8 @@ fn benches(c: &mut Criterion) {
     });
     // The same secret hex-encoded: found only in a decoded view (issue 15 item 10).
     let mut with_hex_secret = args.clone();
-    with_hex_secret["records"][7]["note"] = json!(format!("upload key {}", hex::encode("AKIAIOSFODNN7EXAMPLE")));
+    with_hex_secret["records"][7]["note"] =
+        json!(format!("upload key {}", hex::encode("AKIAIOSFODNN7EXAMPLE")));
     c.bench_function("scan/scan_args_4KB_one_hex_secret", |b| {
         b.iter(|| scanner.scan(black_box(&with_hex_secret)))
     });
