@@ -20,19 +20,45 @@
 //! | `google-api-key` | `AIza` + 35 |
 //! | `anthropic-api-key` | `sk-ant-` + 32 or more |
 //! | `openai-api-key` | `sk-` + 32 or more (`sk-proj-…` included) |
-//! | `high-entropy` | a run of 24 to 512 base64 / base64url characters with upper case, lower case *and* digits, Shannon entropy ≥ 3.5 bits per character and frequent switches between those classes (≥ 45% of adjacent pairs) |
+//! | `url-credentials` | the password of a URL with credentials, `scheme://user:password@host` (any scheme: `postgres`, `mysql`, `redis://:password@…`, `amqp`, `https`, …); not `user@host` without a password, nor a placeholder password (`${…}`, `<…>`, `{…}`, `%(…)`, `***`) |
+//! | `high-entropy` | a run of 24 to 512 base64 / base64url characters with upper case, lower case *and* digits, Shannon entropy ≥ 3.5 bits per character and frequent switches between those classes (≥ 45% of adjacent pairs), unless it is base64 of an image, archive or PDF (a small inline image) |
 //! | custom rules | `{ id, regex }` from the configuration |
-//! | `sensitive-key` | any non-empty string that is the value of a member named like a credential: the name, lower-cased without `_`, `-`, `.` and spaces, ends in `password`, `passwd`, `passphrase`, `secret`, `secretkey`, `apikey`, `token`, `privatekey` or is `authorization` — except pagination tokens (`pagetoken`, `nexttoken`, `continuationtoken`, `synctoken`) |
+//! | `sensitive-key` | any non-empty string that is the value of a member named like a credential: the name, lower-cased without `_`, `-`, `.` and spaces, ends in `password`, `passwd`, `passphrase`, `passcode`, `secret`, `secretkey`, `apikey`, `accesskey`, `signingkey`, `encryptionkey`, `token`, `privatekey`, `credential(s)` or is `authorization`; or whose last word (split at `_ - .`, spaces and lower-to-upper case changes) is `pass`, or `pwd` after another word (`db_pass`, `DB-PASS`, `userPwd`; not `bypass`, nor `pwd` alone, a working directory) — except pagination tokens (`pagetoken`, `nexttoken`, `continuationtoken`, `synctoken`) |
 //!
 //! The generic `high-entropy` rule is a heuristic tuned so that hex digests (no upper case), UUIDs
 //! (no mixed case), ordinary words, identifiers and paths (long same-class runs) do not trigger it, and
 //! random base64 tokens of 24+ characters do (about 95% at 24 characters, 98% at 40, by simulation).
 //! Runs longer than 512 characters are taken to be data (images, files), not credentials.
 //!
+//! The encodings a leak takes. Each string is also matched in its *views*, and a rule that matches in a
+//! view is reported at the string's pointer like any other:
+//!
+//! - normalised: zero-width and invisible formatting characters (U+00AD, U+034F, U+180E,
+//!   U+200B–U+200F, U+202A–U+202E, U+2060–U+2064, U+FEFF) removed, full-width forms
+//!   (U+FF01–U+FF5E, U+3000) as ASCII;
+//! - `%XX`-decoded; backslash-unescaped (`\uXXXX`, `\xXX`, …) when it has a `\u` or `\x` escape;
+//! - each run of 24 to 16 Ki hex digits (even length), and each run of 16 to 16 Ki base64 / base64url
+//!   characters, decoded, when the result is text (UTF-8 without control characters): a digest, an
+//!   image or random bytes decode to nothing scanned;
+//! - views of views, two layers deep (hex inside base64, base64 of full-width text, …).
+//!
+//! And each array's or object's string members (not those under credential names) are matched
+//! concatenated, with their views, by the specific rules (not `high-entropy`, which would join
+//! ordinary identifiers into a random-looking run): a secret split across members (`{"a": "AKIA",
+//! "b": "IOSFODNN7EXAMPLE"}`, a key's lines in an array) is reported at the container's pointer, if
+//! no member holds that rule's match alone. Redaction replaces a string whose views hold a secret,
+//! and every string member of a container whose concatenation does, whole. Not decoded: secrets in
+//! member names' views, reversed or otherwise deliberately scrambled text, base64 broken into lines
+//! inside one string, other homoglyphs (Cyrillic, mathematical alphanumerics).
+//!
 //! Bounds: the `regex` crate matches in linear time; custom rules are compiled with a size limit;
 //! scanning stops after [`ScanLimits::max_bytes`] bytes of strings (and below
 //! [`ScanLimits::max_depth`]) and then says so ([`ScanReport::incomplete`]) so the caller can fail
-//! closed — in [`Scanner::redact`], strings past the budget are left as they are.
+//! closed — in [`Scanner::redact`], strings past the budget are left as they are. Views have a
+//! budget of their own of the same size (every view's bytes count, at every layer), past which the
+//! scan is incomplete too; no view is longer than the text it comes from, and a concatenation holds
+//! each string once (its container's), so a scan examines at most about three times `max_bytes`
+//! (strings, concatenations, views): linear in the input, never quadratic.
 //!
 //! A report names rules and RFC 6901 pointers, never the secret; an object member whose *name* holds a
 //! secret is reported (and renamed by [`redact`]) under its redacted name, so pointers never carry
@@ -832,8 +858,7 @@ fn hex_at(b: &[u8], at: usize, n: usize) -> Option<u32> {
 /// `s` with `%XX` escapes decoded (invalid UTF-8 replaced), if it has any.
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
-    let is_escape = |i: usize| b[i] == b'%' && hex_at(b, i + 1, 2).is_some();
-    if !(0..b.len()).any(is_escape) {
+    if !memchr::memchr_iter(b'%', b).any(|i| hex_at(b, i + 1, 2).is_some()) {
         return None;
     }
     let mut out = Vec::with_capacity(b.len());
@@ -856,7 +881,7 @@ fn percent_decode(s: &str) -> Option<String> {
 /// `s` with backslash escapes (`\uXXXX` with surrogate pairs, `\xXX`, `\n`, `\t`, `\r`, `\\`, `\/`,
 /// `\"`) decoded, if it has a `\u` or `\x` escape: a value pasted from JSON, JavaScript or Python source.
 fn unescape(s: &str) -> Option<String> {
-    if !(s.contains("\\u") || s.contains("\\x")) {
+    if memchr::memchr(b'\\', s.as_bytes()).is_none() || !(s.contains("\\u") || s.contains("\\x")) {
         return None;
     }
     let b = s.as_bytes();
@@ -925,19 +950,36 @@ fn is_base64_byte(b: u8) -> bool {
 /// The decoded and normalised forms of `s` a leak takes (see the module documentation), each at most
 /// as long as `s` (normalised, unescaped, percent-decoded) or shorter (hex, base64 runs).
 fn views_of(s: &str, out: &mut Vec<String>) {
-    out.extend(normalise(s));
+    if !s.is_ascii() {
+        out.extend(normalise(s));
+    }
     out.extend(percent_decode(s));
     out.extend(unescape(s));
-    for (a, b) in runs_of(s, |b| b.is_ascii_hexdigit(), MIN_HEX_RUN) {
-        if (b - a) % 2 == 0 && b - a <= MAX_DECODE_RUN {
-            out.extend(hex::decode(&s[a..b]).ok().and_then(printable));
-        }
+    if s.len() < MIN_BASE64_RUN {
+        return;
     }
+    // Hex runs lie inside base64 runs: one pass finds the base64 runs, and only those with enough hex
+    // digits in them are searched for hex runs.
     for (a, b) in runs_of(s, is_base64_byte, MIN_BASE64_RUN) {
         let run = &s[a..b];
-        if b - a <= MAX_DECODE_RUN && !run.bytes().all(|b| b.is_ascii_hexdigit()) {
-            out.extend(decode_base64(run).and_then(printable));
+        if b - a > MAX_DECODE_RUN {
+            continue;
         }
+        let hex_digits = run.bytes().filter(u8::is_ascii_hexdigit).count();
+        if hex_digits == run.len() {
+            if run.len() >= MIN_HEX_RUN && run.len() % 2 == 0 {
+                out.extend(hex::decode(run).ok().and_then(printable));
+            }
+            continue;
+        }
+        if hex_digits >= MIN_HEX_RUN {
+            for (ha, hb) in runs_of(run, |b| b.is_ascii_hexdigit(), MIN_HEX_RUN) {
+                if (hb - ha) % 2 == 0 {
+                    out.extend(hex::decode(&run[ha..hb]).ok().and_then(printable));
+                }
+            }
+        }
+        out.extend(decode_base64(run).and_then(printable));
     }
 }
 
@@ -1609,6 +1651,16 @@ mod tests {
             Just("aws_secret_access_key=".to_owned()),
             Just("[REDACTED:".to_owned()),
             Just("]".to_owned()),
+            // Encoded and split forms (issue 15 item 10).
+            Just("414b4941494f53464f444e4e374558414d504c45".to_owned()),
+            Just("QUtJQUlPU0ZPRE5ON0VYQU1QTEU=".to_owned()),
+            Just("\u{200B}".to_owned()),
+            Just("ＡＫＩＡ".to_owned()),
+            Just("AKIA".to_owned()),
+            Just("IOSFODNN7EXAMPLE".to_owned()),
+            Just("%41%4B".to_owned()),
+            Just("\\u0041".to_owned()),
+            Just("redis://u:p@h".to_owned()),
             "[A-Za-z0-9+/=_-]{0,40}",
             ".{0,12}",
         ];
@@ -1630,6 +1682,16 @@ mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    /// Bytes of member names and string values in `v`.
+    fn strings_len(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(strings_len).sum(),
+            Value::Object(m) => m.iter().map(|(k, v)| k.len() + strings_len(v)).sum(),
+            _ => 0,
+        }
     }
 
     fn arb_text() -> impl Strategy<Value = String> {
@@ -1680,6 +1742,21 @@ mod tests {
             let mut twice = redacted.clone();
             prop_assert!(sc.redact(&mut twice).is_clean());
             prop_assert_eq!(twice, redacted);
+        }
+
+        #[test]
+        fn scanning_stays_within_its_budget(v in arb_json(), max_bytes in 0usize..400) {
+            // Never panics; a value whose strings exceed the budget is reported incomplete, and the
+            // decoded views never take more than a second budget of the same size.
+            let sc = Scanner::new(&[]).unwrap().with_limits(ScanLimits { max_bytes, max_depth: 128 });
+            let mut walk = Walk::new(&sc);
+            walk.scan_value(&v, 0);
+            prop_assert!(walk.view_budget <= max_bytes && walk.budget <= max_bytes);
+            let total = strings_len(&v);
+            prop_assert_eq!(walk.report().incomplete || total <= max_bytes, true);
+            if total > max_bytes {
+                prop_assert!(sc.scan(&v).incomplete);
+            }
         }
 
         #[test]
