@@ -967,14 +967,14 @@ fn views_of(s: &str, out: &mut Vec<String>) {
         }
         let hex_digits = run.bytes().filter(u8::is_ascii_hexdigit).count();
         if hex_digits == run.len() {
-            if run.len() >= MIN_HEX_RUN && run.len() % 2 == 0 {
+            if run.len() >= MIN_HEX_RUN && run.len().is_multiple_of(2) {
                 out.extend(hex::decode(run).ok().and_then(printable));
             }
             continue;
         }
         if hex_digits >= MIN_HEX_RUN {
             for (ha, hb) in runs_of(run, |b| b.is_ascii_hexdigit(), MIN_HEX_RUN) {
-                if (hb - ha) % 2 == 0 {
+                if (hb - ha).is_multiple_of(2) {
                     out.extend(hex::decode(&run[ha..hb]).ok().and_then(printable));
                 }
             }
