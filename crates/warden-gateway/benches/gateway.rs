@@ -122,6 +122,16 @@ fn benches(c: &mut Criterion) {
     });
     let mut with_secret = args.clone();
     with_secret["records"][7]["note"] = json!("use AKIAIOSFODNN7EXAMPLE for the upload");
+    c.bench_function("scan/scan_args_4KB_one_secret", |b| {
+        b.iter(|| scanner.scan(black_box(&with_secret)))
+    });
+    // The same secret hex-encoded: found only in a decoded view (issue 15 item 10).
+    let mut with_hex_secret = args.clone();
+    with_hex_secret["records"][7]["note"] =
+        json!(format!("upload key {}", hex::encode("AKIAIOSFODNN7EXAMPLE")));
+    c.bench_function("scan/scan_args_4KB_one_hex_secret", |b| {
+        b.iter(|| scanner.scan(black_box(&with_hex_secret)))
+    });
     c.bench_function("scan/redact_args_4KB_one_secret", |b| {
         b.iter_batched(
             || with_secret.clone(),

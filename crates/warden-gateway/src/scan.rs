@@ -20,19 +20,45 @@
 //! | `google-api-key` | `AIza` + 35 |
 //! | `anthropic-api-key` | `sk-ant-` + 32 or more |
 //! | `openai-api-key` | `sk-` + 32 or more (`sk-proj-…` included) |
-//! | `high-entropy` | a run of 24 to 512 base64 / base64url characters with upper case, lower case *and* digits, Shannon entropy ≥ 3.5 bits per character and frequent switches between those classes (≥ 45% of adjacent pairs) |
+//! | `url-credentials` | the password of a URL with credentials, `scheme://user:password@host` (any scheme: `postgres`, `mysql`, `redis://:password@…`, `amqp`, `https`, …); not `user@host` without a password, nor a placeholder password (`${…}`, `<…>`, `{…}`, `%(…)`, `***`) |
+//! | `high-entropy` | a run of 24 to 512 base64 / base64url characters with upper case, lower case *and* digits, Shannon entropy ≥ 3.5 bits per character and frequent switches between those classes (≥ 45% of adjacent pairs), unless it is base64 of an image, archive or PDF (a small inline image) |
 //! | custom rules | `{ id, regex }` from the configuration |
-//! | `sensitive-key` | any non-empty string that is the value of a member named like a credential: the name, lower-cased without `_`, `-`, `.` and spaces, ends in `password`, `passwd`, `passphrase`, `secret`, `secretkey`, `apikey`, `token`, `privatekey` or is `authorization` — except pagination tokens (`pagetoken`, `nexttoken`, `continuationtoken`, `synctoken`) |
+//! | `sensitive-key` | any non-empty string that is the value of a member named like a credential: the name, lower-cased without `_`, `-`, `.` and spaces, ends in `password`, `passwd`, `passphrase`, `passcode`, `secret`, `secretkey`, `apikey`, `accesskey`, `signingkey`, `encryptionkey`, `token`, `privatekey`, `credential(s)` or is `authorization`; or whose last word (split at `_ - .`, spaces and lower-to-upper case changes) is `pass`, or `pwd` after another word (`db_pass`, `DB-PASS`, `userPwd`; not `bypass`, nor `pwd` alone, a working directory) — except pagination tokens (`pagetoken`, `nexttoken`, `continuationtoken`, `synctoken`) |
 //!
 //! The generic `high-entropy` rule is a heuristic tuned so that hex digests (no upper case), UUIDs
 //! (no mixed case), ordinary words, identifiers and paths (long same-class runs) do not trigger it, and
 //! random base64 tokens of 24+ characters do (about 95% at 24 characters, 98% at 40, by simulation).
 //! Runs longer than 512 characters are taken to be data (images, files), not credentials.
 //!
+//! The encodings a leak takes. Each string is also matched in its *views*, and a rule that matches in a
+//! view is reported at the string's pointer like any other:
+//!
+//! - normalised: zero-width and invisible formatting characters (U+00AD, U+034F, U+180E,
+//!   U+200B–U+200F, U+202A–U+202E, U+2060–U+2064, U+FEFF) removed, full-width forms
+//!   (U+FF01–U+FF5E, U+3000) as ASCII;
+//! - `%XX`-decoded; backslash-unescaped (`\uXXXX`, `\xXX`, …) when it has a `\u` or `\x` escape;
+//! - each run of 24 to 16 Ki hex digits (even length), and each run of 16 to 16 Ki base64 / base64url
+//!   characters, decoded, when the result is text (UTF-8 without control characters): a digest, an
+//!   image or random bytes decode to nothing scanned;
+//! - views of views, two layers deep (hex inside base64, base64 of full-width text, …).
+//!
+//! And each array's or object's string members (not those under credential names) are matched
+//! concatenated, with their views, by the specific rules (not `high-entropy`, which would join
+//! ordinary identifiers into a random-looking run): a secret split across members (`{"a": "AKIA",
+//! "b": "IOSFODNN7EXAMPLE"}`, a key's lines in an array) is reported at the container's pointer, if
+//! no member holds that rule's match alone. Redaction replaces a string whose views hold a secret,
+//! and every string member of a container whose concatenation does, whole. Not decoded: secrets in
+//! member names' views, reversed or otherwise deliberately scrambled text, base64 broken into lines
+//! inside one string, other homoglyphs (Cyrillic, mathematical alphanumerics).
+//!
 //! Bounds: the `regex` crate matches in linear time; custom rules are compiled with a size limit;
 //! scanning stops after [`ScanLimits::max_bytes`] bytes of strings (and below
 //! [`ScanLimits::max_depth`]) and then says so ([`ScanReport::incomplete`]) so the caller can fail
-//! closed — in [`Scanner::redact`], strings past the budget are left as they are.
+//! closed — in [`Scanner::redact`], strings past the budget are left as they are. Views have a
+//! budget of their own of the same size (every view's bytes count, at every layer), past which the
+//! scan is incomplete too; no view is longer than the text it comes from, and a concatenation holds
+//! each string once (its container's), so a scan examines at most about three times `max_bytes`
+//! (strings, concatenations, views): linear in the input, never quadratic.
 //!
 //! A report names rules and RFC 6901 pointers, never the secret; an object member whose *name* holds a
 //! secret is reported (and renamed by [`redact`]) under its redacted name, so pointers never carry
@@ -96,11 +122,16 @@ const BUILT_IN: &[(&str, &str, Check)] = &[
         Check::None,
     ),
     ("openai-api-key", r"(?-u:\b)sk-[A-Za-z0-9_-]{32,}", Check::None),
+    (
+        "url-credentials",
+        r"(?-u:\b)[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@\[\]]*:(?P<secret>[^\s/?#]+)@[A-Za-z0-9\[]",
+        Check::UrlPassword,
+    ),
     ("high-entropy", r"[A-Za-z0-9+/=_-]{24,}", Check::Entropy),
 ];
 
 /// Literals (or near-literals) that each specific built-in rule's matches contain, in rule order.
-const PREFILTER: &str = r"-----BEGIN|AKIA|ASIA|(?i:aws_?secret)|ey[A-Za-z0-9_-]{6,}\.|gh[pousr]_|github_pat_|xox[baprs]-|k_live_|AIza|sk-";
+const PREFILTER: &str = r"-----BEGIN|AKIA|ASIA|(?i:aws_?secret)|ey[A-Za-z0-9_-]{6,}\.|gh[pousr]_|github_pat_|xox[baprs]-|k_live_|AIza|sk-|://";
 
 /// Priority of custom rules: after every specific built-in rule, before `high-entropy`.
 const CUSTOM_AT: usize = BUILT_IN.len() - 1;
@@ -114,7 +145,17 @@ const SENSITIVE_SUFFIXES: &[&str] = &[
     "apikey",
     "token",
     "privatekey",
+    "accesskey",
+    "signingkey",
+    "encryptionkey",
+    "credential",
+    "credentials",
+    "passcode",
 ];
+/// Credential names that are too short or too common inside other words to match as suffixes: they
+/// count only as the last word of a name (`db_pass`, `DB-PASS`, `dbPass`; not `bypass`, `compass`),
+/// and `pwd` only after another word (alone, `pwd` is usually a working directory).
+const SENSITIVE_LAST_WORDS: &[&str] = &["pass", "pwd"];
 const NOT_SENSITIVE_SUFFIXES: &[&str] = &["pagetoken", "nexttoken", "continuationtoken", "synctoken"];
 const AWS_SECRET_KEYS: &[&str] = &["awssecretaccesskey", "secretaccesskey", "awssecretkey"];
 
@@ -123,12 +164,22 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 const SET_SIZE_LIMIT: usize = 16 << 20;
 /// Redaction passes over one string before the whole string is replaced (see `redact_str`).
 const MAX_PASSES: usize = 4;
+/// Hex and base64 runs longer than this are data (files, images), not encoded credentials: not decoded.
+const MAX_DECODE_RUN: usize = 16 * 1024;
+/// Shortest hex run decoded (12 bytes: shorter than any built-in rule's match).
+const MIN_HEX_RUN: usize = 24;
+/// Shortest base64 run decoded (12 bytes).
+const MIN_BASE64_RUN: usize = 16;
+/// Decoding layers examined below a string (e.g. hex inside base64, or base64 after full-width
+/// characters were normalised).
+const MAX_VIEW_DEPTH: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Check {
     None,
     Jwt,
     Entropy,
+    UrlPassword,
 }
 
 /// A configured detection rule.
@@ -363,6 +414,11 @@ impl Scanner {
 
     /// Non-overlapping matches in `s`, by start. Where matches overlap, the earlier rule wins.
     fn matches(&self, s: &str) -> Vec<Match> {
+        self.matches_in(s, true)
+    }
+
+    /// [`Self::matches`], with the generic entropy rule or without it (`entropy`).
+    fn matches_in(&self, s: &str, entropy: bool) -> Vec<Match> {
         if s.len() < self.min_len {
             return Vec::new();
         }
@@ -374,7 +430,7 @@ impl Scanner {
             hits.extend(set.matches(s).iter().map(|i| CUSTOM_AT + i));
         }
         let entropy_rule = self.rules.len() - 1;
-        let runs = token_runs(s);
+        let runs = if entropy { token_runs(s) } else { Vec::new() };
         if !runs.is_empty() {
             hits.push(entropy_rule);
         }
@@ -462,6 +518,42 @@ impl Scanner {
         rules
     }
 
+    /// Rules that match in the decoded and normalised views of `s` (up to [`MAX_VIEW_DEPTH`] layers
+    /// deep), not counting `s` itself; redaction markers in `s` are blanked first. Each view's bytes are
+    /// taken from `budget`; `None` when it ran out (the scan is then incomplete).
+    fn view_rules(&self, s: &str, entropy: bool, budget: &mut usize) -> Option<Vec<usize>> {
+        let mut found: Vec<usize> = Vec::new();
+        let mut pending: Vec<(String, usize)> = Vec::new();
+        let mut fresh = Vec::new();
+        let blanked;
+        let s = if s.contains("[REDACTED:") {
+            blanked = self.marker.replace_all(s, " ");
+            &*blanked
+        } else {
+            s
+        };
+        views_of(s, &mut fresh);
+        pending.extend(fresh.drain(..).map(|v| (v, 1)));
+        while let Some((view, depth)) = pending.pop() {
+            if view.len() > *budget {
+                *budget = 0;
+                return None;
+            }
+            *budget -= view.len();
+            for m in self.matches_in(&view, entropy) {
+                if !found.contains(&m.rule) {
+                    found.push(m.rule);
+                }
+            }
+            if depth < MAX_VIEW_DEPTH {
+                views_of(&view, &mut fresh);
+                pending.extend(fresh.drain(..).map(|v| (v, depth + 1)));
+            }
+        }
+        found.sort_unstable();
+        Some(found)
+    }
+
     fn is_marker(&self, s: &str) -> bool {
         self.marker
             .find(s)
@@ -479,7 +571,8 @@ fn passes(check: Check, text: &str) -> bool {
     match check {
         Check::None => true,
         Check::Jwt => is_jwt(text),
-        Check::Entropy => is_high_entropy(text),
+        Check::Entropy => is_high_entropy(text) && !is_base64_media(text),
+        Check::UrlPassword => !is_placeholder(text),
     }
 }
 
@@ -584,9 +677,9 @@ enum KeyKind {
 }
 
 fn key_kind(key: &str) -> KeyKind {
-    // The shortest name that matters is "token"; names are normalized (lower case, without `_`, `-`,
+    // The shortest name that matters is "pass"; names are normalized (lower case, without `_`, `-`,
     // `.` and spaces) into a stack buffer: this runs for every member of every scanned object.
-    if key.len() < 5 || key.len() > 128 {
+    if key.len() < 4 || key.len() > 128 {
         return KeyKind::Plain;
     }
     let mut buf = [0u8; 128];
@@ -612,11 +705,37 @@ fn key_kind(key: &str) -> KeyKind {
     if NOT_SENSITIVE_SUFFIXES.iter().any(|s| k.ends_with(s.as_bytes())) {
         return KeyKind::Plain;
     }
-    if k == b"authorization" || SENSITIVE_SUFFIXES.iter().any(|s| k.ends_with(s.as_bytes())) {
+    if k == b"authorization"
+        || SENSITIVE_SUFFIXES.iter().any(|s| k.ends_with(s.as_bytes()))
+        || last_word_is_credential(key)
+    {
         KeyKind::Sensitive
     } else {
         KeyKind::Plain
     }
+}
+
+/// Whether the last word of `key` (words split at `_`, `-`, `.`, spaces and lower-to-upper case
+/// changes) is one of [`SENSITIVE_LAST_WORDS`]; `pwd` needs a word before it.
+fn last_word_is_credential(key: &str) -> bool {
+    let mut start = 0;
+    let mut prev_lower = false;
+    for (i, c) in key.char_indices() {
+        if matches!(c, '_' | '-' | '.' | ' ') {
+            start = i + 1;
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower {
+            start = i;
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+    }
+    let word = &key[start..];
+    let before = key[..start].chars().any(char::is_alphanumeric);
+    SENSITIVE_LAST_WORDS
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w) && (*w != "pwd" || before))
 }
 
 fn is_aws_secret(s: &str) -> bool {
@@ -625,9 +744,250 @@ fn is_aws_secret(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+')
 }
 
+/// A URL's password that is a placeholder, not a credential: `${DB_PASSWORD}`, `<password>`,
+/// `{{pass}}`, `%(password)s`, `***`.
+fn is_placeholder(password: &str) -> bool {
+    password.starts_with('$')
+        || password.starts_with('<')
+        || password.starts_with('{')
+        || password.starts_with("%(")
+        || password.bytes().all(|b| b == b'*')
+}
+
+/// Base64 that decodes to an image, archive or document (a small inline image, a data URL): data, not
+/// a credential, even when short enough for the entropy rule.
+fn is_base64_media(text: &str) -> bool {
+    const MAGIC: &[&[u8]] = &[
+        b"\x89PNG",
+        b"\xff\xd8\xff",
+        b"GIF8",
+        b"%PDF",
+        b"PK\x03\x04",
+        b"\x1f\x8b",
+        b"RIFF",
+        b"\x00\x00\x01\x00",
+    ];
+    let Some(head) = text.get(..16) else { return false };
+    let Some(bytes) = decode_base64(head) else {
+        return false;
+    };
+    MAGIC.iter().any(|m| bytes.starts_with(m))
+}
+
+fn decode_base64(run: &str) -> Option<Vec<u8>> {
+    use base64::alphabet;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+    let run = run.trim_end_matches('=');
+    let url = run.bytes().any(|b| b == b'-' || b == b'_');
+    if url && run.bytes().any(|b| b == b'+' || b == b'/') {
+        return None;
+    }
+    if url {
+        URL_SAFE.decode(run)
+    } else {
+        STANDARD.decode(run)
+    }
+    .ok()
+}
+
+/// Decoded bytes that are text (UTF-8 without control characters other than tab, CR, LF): random or
+/// binary bytes almost never are, so decoding a digest or an image yields nothing to scan.
+fn printable(bytes: Vec<u8>) -> Option<String> {
+    let text = String::from_utf8(bytes).ok()?;
+    text.chars()
+        .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+        .then_some(text)
+}
+
+/// Zero-width and other invisible formatting characters, stripped before matching.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{FEFF}'
+    )
+}
+
+fn is_full_width(c: char) -> bool {
+    matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{3000}')
+}
+
+/// `s` without invisible characters and with full-width forms as ASCII, if that changes anything.
+fn normalise(s: &str) -> Option<String> {
+    if s.is_ascii() || !s.chars().any(|c| is_invisible(c) || is_full_width(c)) {
+        return None;
+    }
+    Some(
+        s.chars()
+            .filter(|&c| !is_invisible(c))
+            .map(|c| match c {
+                '\u{3000}' => ' ',
+                '\u{FF01}'..='\u{FF5E}' => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c),
+                c => c,
+            })
+            .collect(),
+    )
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn hex_at(b: &[u8], at: usize, n: usize) -> Option<u32> {
+    let digits = b.get(at..at + n)?;
+    digits
+        .iter()
+        .try_fold(0u32, |acc, &d| Some(acc * 16 + u32::from(hex_digit(d)?)))
+}
+
+/// `s` with `%XX` escapes decoded (invalid UTF-8 replaced), if it has any.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if !memchr::memchr_iter(b'%', b).any(|i| hex_at(b, i + 1, 2).is_some()) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match hex_at(b, i + 1, 2) {
+            Some(v) if b[i] == b'%' => {
+                out.push(v as u8);
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `s` with backslash escapes (`\uXXXX` with surrogate pairs, `\xXX`, `\n`, `\t`, `\r`, `\\`, `\/`,
+/// `\"`) decoded, if it has a `\u` or `\x` escape: a value pasted from JSON, JavaScript or Python source.
+fn unescape(s: &str) -> Option<String> {
+    if memchr::memchr(b'\\', s.as_bytes()).is_none() || !(s.contains("\\u") || s.contains("\\x")) {
+        return None;
+    }
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let (mut i, mut last) = (0, 0);
+    while let Some(off) = memchr::memchr(b'\\', &b[i..]) {
+        let at = i + off;
+        out.push_str(&s[last..at]);
+        let (c, len) = match b.get(at + 1) {
+            Some(b'u') => match hex_at(b, at + 2, 4) {
+                Some(hi @ 0xD800..=0xDBFF) => match (b.get(at + 6..at + 8), hex_at(b, at + 8, 4)) {
+                    (Some(b"\\u"), Some(lo @ 0xDC00..=0xDFFF)) => (
+                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)),
+                        12,
+                    ),
+                    _ => (Some('\u{FFFD}'), 6),
+                },
+                Some(v) => (Some(char::from_u32(v).unwrap_or('\u{FFFD}')), 6),
+                None => (None, 1),
+            },
+            Some(b'x') => match hex_at(b, at + 2, 2) {
+                Some(v) => (char::from_u32(v), 4),
+                None => (None, 1),
+            },
+            Some(b'n') => (Some('\n'), 2),
+            Some(b't') => (Some('\t'), 2),
+            Some(b'r') => (Some('\r'), 2),
+            Some(b'\\') => (Some('\\'), 2),
+            Some(b'/') => (Some('/'), 2),
+            Some(b'"') => (Some('"'), 2),
+            _ => (None, 1),
+        };
+        out.push(c.unwrap_or('\\'));
+        i = at + len;
+        last = i;
+    }
+    out.push_str(&s[last..]);
+    Some(out)
+}
+
+/// Maximal runs of bytes satisfying `class`, `min` or more long.
+fn runs_of(s: &str, class: fn(u8) -> bool, min: usize) -> Vec<(usize, usize)> {
+    let bytes = s.as_bytes();
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !class(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && class(bytes[i]) {
+            i += 1;
+        }
+        if i - start >= min {
+            runs.push((start, i));
+        }
+    }
+    runs
+}
+
+fn is_base64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-')
+}
+
+/// The decoded and normalised forms of `s` a leak takes (see the module documentation), each at most
+/// as long as `s` (normalised, unescaped, percent-decoded) or shorter (hex, base64 runs).
+fn views_of(s: &str, out: &mut Vec<String>) {
+    if !s.is_ascii() {
+        out.extend(normalise(s));
+    }
+    out.extend(percent_decode(s));
+    out.extend(unescape(s));
+    if s.len() < MIN_BASE64_RUN {
+        return;
+    }
+    // Hex runs lie inside base64 runs: one pass finds the base64 runs, and only those with enough hex
+    // digits in them are searched for hex runs.
+    for (a, b) in runs_of(s, is_base64_byte, MIN_BASE64_RUN) {
+        let run = &s[a..b];
+        if b - a > MAX_DECODE_RUN {
+            continue;
+        }
+        let hex_digits = run.bytes().filter(u8::is_ascii_hexdigit).count();
+        if hex_digits == run.len() {
+            if run.len() >= MIN_HEX_RUN && run.len().is_multiple_of(2) {
+                out.extend(hex::decode(run).ok().and_then(printable));
+            }
+            continue;
+        }
+        if hex_digits >= MIN_HEX_RUN {
+            for (ha, hb) in runs_of(run, |b| b.is_ascii_hexdigit(), MIN_HEX_RUN) {
+                if (hb - ha).is_multiple_of(2) {
+                    out.extend(hex::decode(&run[ha..hb]).ok().and_then(printable));
+                }
+            }
+        }
+        out.extend(decode_base64(run).and_then(printable));
+    }
+}
+
 struct Walk<'a> {
     scanner: &'a Scanner,
     budget: usize,
+    /// Bytes of decoded and normalised views still to examine (the same size as `budget`).
+    view_budget: usize,
     incomplete: bool,
     /// The current RFC 6901 pointer, and where each of its segments starts.
     path: String,
@@ -641,6 +1001,7 @@ impl<'a> Walk<'a> {
         Walk {
             scanner,
             budget: scanner.limits.max_bytes,
+            view_budget: scanner.limits.max_bytes,
             incomplete: false,
             path: String::new(),
             marks: Vec::new(),
@@ -733,32 +1094,79 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// Rules that match in the views of `s` (see [`Scanner::view_rules`]); marks the scan incomplete
+    /// when the view budget runs out.
+    fn view_rules(&mut self, s: &str, entropy: bool) -> Vec<usize> {
+        match self.scanner.view_rules(s, entropy, &mut self.view_budget) {
+            Some(rules) => rules,
+            None => {
+                self.incomplete = true;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Rules that match in the concatenation of a container's string members (specific rules only:
+    /// the entropy rule would join ordinary identifiers into a random-looking run).
+    fn join_rules(&mut self, join: &str) -> Vec<usize> {
+        let mut rules: Vec<usize> = self
+            .scanner
+            .matches_in(join, false)
+            .iter()
+            .map(|m| m.rule)
+            .collect();
+        rules.extend(self.view_rules(join, false));
+        rules.sort_unstable();
+        rules.dedup();
+        rules
+    }
+
+    /// Appends a string member to its container's concatenation (a redaction marker as a space).
+    fn join_push(&self, join: &mut String, s: &str) {
+        if self.scanner.is_marker(s) {
+            join.push(' ');
+        } else {
+            join.push_str(s);
+        }
+    }
+
     // ---- scanning (read only) ----
 
-    fn scan_value(&mut self, value: &Value, depth: usize) {
+    /// Scans a value; returns the rules found in it if it is a string.
+    fn scan_value(&mut self, value: &Value, depth: usize) -> Vec<usize> {
         match value {
             Value::String(s) => {
-                if self.spend(s.len()) {
-                    let rules: Vec<usize> = self.scanner.matches(s).iter().map(|m| m.rule).collect();
-                    self.record_rules(&rules);
+                if !self.spend(s.len()) {
+                    return Vec::new();
                 }
+                let mut rules: Vec<usize> = self.scanner.matches(s).iter().map(|m| m.rule).collect();
+                rules.extend(self.view_rules(s, true));
+                self.record_rules(&rules);
+                return rules;
             }
             Value::Array(items) => {
                 if depth >= self.scanner.limits.max_depth {
                     self.incomplete = true;
-                    return;
+                    return Vec::new();
                 }
+                let (mut join, mut strings, mut found) = (String::new(), 0, Vec::new());
                 for (i, item) in items.iter().enumerate() {
                     self.push_index(i);
-                    self.scan_value(item, depth + 1);
+                    found.extend(self.scan_value(item, depth + 1));
                     self.pop();
+                    if let Value::String(s) = item {
+                        self.join_push(&mut join, s);
+                        strings += 1;
+                    }
                 }
+                self.scan_join(&join, strings, &found);
             }
             Value::Object(members) => {
                 if depth >= self.scanner.limits.max_depth {
                     self.incomplete = true;
-                    return;
+                    return Vec::new();
                 }
+                let (mut join, mut strings, mut found) = (String::new(), 0, Vec::new());
                 for (key, item) in members {
                     self.enter_member(key);
                     match (key_kind(key), item) {
@@ -772,25 +1180,79 @@ impl<'a> Walk<'a> {
                                 self.record(SENSITIVE_KEY);
                             }
                         }
-                        _ => self.scan_value(item, depth + 1),
+                        _ => {
+                            found.extend(self.scan_value(item, depth + 1));
+                            if let Value::String(s) = item {
+                                self.join_push(&mut join, s);
+                                strings += 1;
+                            }
+                        }
                     }
                     self.pop();
                 }
+                self.scan_join(&join, strings, &found);
             }
             Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
+        Vec::new()
+    }
+
+    /// Records what the concatenation of a container's string members holds that none of them holds
+    /// alone: a secret split across members, reported at the container's pointer.
+    fn scan_join(&mut self, join: &str, strings: usize, found: &[usize]) {
+        if strings < 2 {
+            return;
+        }
+        let rules: Vec<usize> = self
+            .join_rules(join)
+            .into_iter()
+            .filter(|r| !found.contains(r))
+            .collect();
+        self.record_rules(&rules);
     }
 
     // ---- redaction ----
 
+    /// Redacts a string in place: matches are replaced; if a decoded or normalised view of what is
+    /// left still holds a secret, the whole string is.
+    fn redact_string(&mut self, s: &mut String) {
+        if !self.spend(s.len()) {
+            return;
+        }
+        let mut rules = self.scanner.redact_str(s);
+        let hidden = self.view_rules(s, true);
+        if let Some(&first) = hidden.first() {
+            s.clear();
+            push_marker(s, &self.scanner.rules[first].id);
+            rules.extend(hidden);
+        }
+        self.record_rules(&rules);
+    }
+
+    /// If a container's string members together hold a secret, records it at the container and
+    /// replaces each of them (redaction markers aside) with a marker.
+    fn redact_join(&mut self, strings: Vec<&mut String>) {
+        if strings.len() < 2 {
+            return;
+        }
+        let mut join = String::new();
+        for s in &strings {
+            self.join_push(&mut join, s);
+        }
+        let rules = self.join_rules(&join);
+        let Some(&first) = rules.first() else { return };
+        self.record_rules(&rules);
+        for s in strings {
+            if !self.scanner.is_marker(s) {
+                s.clear();
+                push_marker(s, &self.scanner.rules[first].id);
+            }
+        }
+    }
+
     fn redact_value(&mut self, value: &mut Value, depth: usize) {
         match value {
-            Value::String(s) => {
-                if self.spend(s.len()) {
-                    let rules = self.scanner.redact_str(s);
-                    self.record_rules(&rules);
-                }
-            }
+            Value::String(s) => self.redact_string(s),
             Value::Array(items) => {
                 if depth >= self.scanner.limits.max_depth {
                     self.incomplete = true;
@@ -801,6 +1263,14 @@ impl<'a> Walk<'a> {
                     self.redact_value(item, depth + 1);
                     self.pop();
                 }
+                let strings = items
+                    .iter_mut()
+                    .filter_map(|v| match v {
+                        Value::String(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
+                self.redact_join(strings);
             }
             Value::Object(members) => {
                 if depth >= self.scanner.limits.max_depth {
@@ -831,6 +1301,15 @@ impl<'a> Walk<'a> {
                     }
                     self.pop();
                 }
+                let strings = members
+                    .iter_mut()
+                    .filter_map(|(key, v)| match v {
+                        // As in `scan_value`: members scanned as values, not as credentials.
+                        Value::String(s) if key_kind(key) == KeyKind::Plain || s.is_empty() => Some(s),
+                        _ => None,
+                    })
+                    .collect();
+                self.redact_join(strings);
                 rename_keys(members, renames);
             }
             Value::Null | Value::Bool(_) | Value::Number(_) => {}
@@ -1172,6 +1651,16 @@ mod tests {
             Just("aws_secret_access_key=".to_owned()),
             Just("[REDACTED:".to_owned()),
             Just("]".to_owned()),
+            // Encoded and split forms (issue 15 item 10).
+            Just("414b4941494f53464f444e4e374558414d504c45".to_owned()),
+            Just("QUtJQUlPU0ZPRE5ON0VYQU1QTEU=".to_owned()),
+            Just("\u{200B}".to_owned()),
+            Just("ＡＫＩＡ".to_owned()),
+            Just("AKIA".to_owned()),
+            Just("IOSFODNN7EXAMPLE".to_owned()),
+            Just("%41%4B".to_owned()),
+            Just("\\u0041".to_owned()),
+            Just("redis://u:p@h".to_owned()),
             "[A-Za-z0-9+/=_-]{0,40}",
             ".{0,12}",
         ];
@@ -1193,6 +1682,16 @@ mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    /// Bytes of member names and string values in `v`.
+    fn strings_len(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(strings_len).sum(),
+            Value::Object(m) => m.iter().map(|(k, v)| k.len() + strings_len(v)).sum(),
+            _ => 0,
+        }
     }
 
     fn arb_text() -> impl Strategy<Value = String> {
@@ -1243,6 +1742,21 @@ mod tests {
             let mut twice = redacted.clone();
             prop_assert!(sc.redact(&mut twice).is_clean());
             prop_assert_eq!(twice, redacted);
+        }
+
+        #[test]
+        fn scanning_stays_within_its_budget(v in arb_json(), max_bytes in 0usize..400) {
+            // Never panics; a value whose strings exceed the budget is reported incomplete, and the
+            // decoded views never take more than a second budget of the same size.
+            let sc = Scanner::new(&[]).unwrap().with_limits(ScanLimits { max_bytes, max_depth: 128 });
+            let mut walk = Walk::new(&sc);
+            walk.scan_value(&v, 0);
+            prop_assert!(walk.view_budget <= max_bytes && walk.budget <= max_bytes);
+            let total = strings_len(&v);
+            prop_assert_eq!(walk.report().incomplete || total <= max_bytes, true);
+            if total > max_bytes {
+                prop_assert!(sc.scan(&v).incomplete);
+            }
         }
 
         #[test]
