@@ -532,6 +532,10 @@ async fn admit(
 /// `MCP-Protocol-Version`, when sent, must be one the gateway speaks: it is forwarded to the
 /// upstream, so an unchecked value would reach it as the agent wrote it (MCP: 400 for an invalid or
 /// unsupported version).
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once on the refusal path"
+)]
 fn check_protocol_version(headers: &axum::http::HeaderMap) -> Result<(), Response> {
     let Some(v) = headers.get("mcp-protocol-version") else {
         return Ok(());
@@ -552,6 +556,10 @@ fn check_protocol_version(headers: &axum::http::HeaderMap) -> Result<(), Respons
 
 /// A message must be `Content-Type: application/json` (MCP Streamable HTTP): anything else is a
 /// 415, before the body is read.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once on the refusal path"
+)]
 fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), Response> {
     let ok = headers
         .get(header::CONTENT_TYPE)
