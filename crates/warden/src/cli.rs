@@ -1693,20 +1693,24 @@ mod tests {
             "k",
         ]);
         assert!(parse(&["task", "end", "--task-token-file", "t", "--key", "k"]).is_ok());
-        // A delegation from a bound parent token cannot also bind the child.
-        usage_error(&[
-            "task",
-            "delegate",
-            "--key",
-            "k",
-            "--agent-id",
-            "w",
-            "--task-token-file",
-            "t",
-            "--parent-key",
-            "p",
-            "--dpop",
-        ]);
+        // A delegation from a bound parent proves the parent's key (--parent-key) and binds the child
+        // to its own (issue 15: a child of a DPoP-bound parent stays DPoP-bound).
+        assert!(
+            parse(&[
+                "task",
+                "delegate",
+                "--key",
+                "k",
+                "--agent-id",
+                "w",
+                "--task-token-file",
+                "t",
+                "--parent-key",
+                "p",
+                "--dpop",
+            ])
+            .is_ok()
+        );
         // Task tokens come from files only.
         usage_error(&["task", "current", "--task-token", "x"]);
         usage_error(&["agent", "enroll", "--join-token", "wdn_jt_x", "--key-out", "k"]);

@@ -529,9 +529,14 @@ async fn admit(
     Ok((Arc::new(caller), upstream, session))
 }
 
-/// `MCP-Protocol-Version`, when sent, must be one the gateway speaks: it is forwarded to the
-/// upstream, so an unchecked value would reach it as the agent wrote it (MCP: 400 for an invalid or
-/// unsupported version).
+/// Every MCP revision there is: the values `MCP-Protocol-Version` may take. Which one a session uses
+/// is between the client and the upstream (negotiated at `initialize`); Warden checks the header is a
+/// real revision before it forwards it.
+const KNOWN_PROTOCOL_REVISIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// `MCP-Protocol-Version`, when sent, must be an MCP revision: it is forwarded to the upstream, so an
+/// unchecked value would reach it as the agent wrote it (MCP: 400 for an invalid or unsupported
+/// version).
 #[expect(
     clippy::result_large_err,
     reason = "the error is the response itself, built once on the refusal path"
@@ -541,14 +546,14 @@ fn check_protocol_version(headers: &axum::http::HeaderMap) -> Result<(), Respons
         return Ok(());
     };
     match v.to_str() {
-        Ok(v) if PROTOCOL_VERSIONS.contains(&v) => Ok(()),
+        Ok(v) if KNOWN_PROTOCOL_REVISIONS.contains(&v) => Ok(()),
         _ => Err(refused(
             StatusCode::BAD_REQUEST,
             None,
             jsonrpc::INVALID_REQUEST,
             format!(
-                "unsupported MCP-Protocol-Version; Warden speaks {}",
-                PROTOCOL_VERSIONS.join(", ")
+                "unsupported MCP-Protocol-Version; MCP revisions are {}",
+                KNOWN_PROTOCOL_REVISIONS.join(", ")
             ),
         )),
     }
