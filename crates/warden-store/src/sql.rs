@@ -15,6 +15,13 @@ use std::str::FromStr;
 
 use crate::{Result, StoreError};
 
+/// What a store call does, for `guarded`: a write also reports to the store's failed state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Call {
+    Read,
+    Write,
+}
+
 /// Truncates a timestamp to what both backends store.
 pub(crate) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
@@ -293,6 +300,22 @@ macro_rules! impl_store {
             "t.id, t.human_email, t.label, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.revoked_by";
 
         impl $store {
+            /// Every store call runs through here: refused at once while the database is unreachable
+            /// (`reach.rs`), and its result tells the breaker — and, for a write, the failed state
+            /// (`write.rs`) — what it found.
+            async fn guarded<T>(
+                &self,
+                call: crate::sql::Call,
+                body: impl std::future::Future<Output = crate::Result<T>> + Send,
+            ) -> crate::Result<T> {
+                self.reach.admit()?;
+                let result = body.await;
+                if call == crate::sql::Call::Write {
+                    self.health.observe_result(&result);
+                }
+                self.reach.observe(&result);
+                result
+            }
             /// Loads an agent's owners and allowed upstreams, in their stored order.
             async fn load_lists(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -860,8 +883,7 @@ macro_rules! impl_store {
             }
 
             async fn health(&self) -> crate::Result<()> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     if self.health.failure().is_some() {
                         // Failed: a write proves whether it still is (at most once per probe interval).
                         crate::write::WriteTx::<$db>::probe(&self.write, &self.health, $begin).await?;
@@ -870,10 +892,8 @@ macro_rules! impl_store {
                     // The writer too: a healthy reader over a wedged writer is not a healthy store.
                     sqlx::query("SELECT 1").execute(&self.write).await?;
                     Ok(())
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn create_human(
@@ -881,48 +901,34 @@ macro_rules! impl_store {
                 new: &warden_core::NewHuman,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Human> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let human = Self::insert_human(&mut tx, new, ctx).await?;
-                        tx.commit().await?;
-                        Ok(human)
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let human = Self::insert_human(&mut tx, new, ctx).await?;
+                    tx.commit().await?;
+                    Ok(human)
+                })
+                .await
             }
 
             async fn get_human(&self, email: &warden_core::Email) -> crate::Result<Option<warden_core::Human>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let row = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans WHERE email = $1"))
                         .bind(email.as_str())
                         .fetch_optional(&self.read)
                         .await?;
                     row.as_ref().map(decode::human).transpose()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn list_humans(&self) -> crate::Result<Vec<warden_core::Human>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans ORDER BY email"))
                         .fetch_all(&self.read)
                         .await?;
                     rows.iter().map(decode::human).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn bootstrap_admin(
@@ -931,31 +937,23 @@ macro_rules! impl_store {
                 token: &crate::TokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<bool> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        // Nodes starting together race here; the lock makes the check-then-insert atomic on
-                        // PostgreSQL (SQLite serializes writers already).
-                        if $backend == crate::Backend::Postgres {
-                            sqlx::query("LOCK TABLE humans IN EXCLUSIVE MODE").execute(&mut *tx).await?;
-                        }
-                        let any = sqlx::query("SELECT 1 FROM humans LIMIT 1").fetch_optional(&mut *tx).await?;
-                        if any.is_some() {
-                            return Ok(false);
-                        }
-                        Self::insert_human(&mut tx, admin, ctx).await?;
-                        Self::insert_token(&mut tx, token, ctx).await?;
-                        tx.commit().await?;
-                        Ok(true)
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    // Nodes starting together race here; the lock makes the check-then-insert atomic on
+                    // PostgreSQL (SQLite serializes writers already).
+                    if $backend == crate::Backend::Postgres {
+                        sqlx::query("LOCK TABLE humans IN EXCLUSIVE MODE").execute(&mut *tx).await?;
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    let any = sqlx::query("SELECT 1 FROM humans LIMIT 1").fetch_optional(&mut *tx).await?;
+                    if any.is_some() {
+                        return Ok(false);
+                    }
+                    Self::insert_human(&mut tx, admin, ctx).await?;
+                    Self::insert_token(&mut tx, token, ctx).await?;
+                    tx.commit().await?;
+                    Ok(true)
+                })
+                .await
             }
 
             async fn create_api_token(
@@ -963,33 +961,24 @@ macro_rules! impl_store {
                 token: &crate::TokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::ApiTokenInfo> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let human = sqlx::query("SELECT 1 FROM humans WHERE email = $1")
-                            .bind(token.human.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if human.is_none() {
-                            return Err(crate::StoreError::not_found("human", &token.human));
-                        }
-                        Self::insert_token(&mut tx, token, ctx).await?;
-                        tx.commit().await?;
-                        self.get_api_token(token.id).await?.ok_or_else(|| crate::StoreError::not_found("token", token.id))
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let human = sqlx::query("SELECT 1 FROM humans WHERE email = $1")
+                        .bind(token.human.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if human.is_none() {
+                        return Err(crate::StoreError::not_found("human", &token.human));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    Self::insert_token(&mut tx, token, ctx).await?;
+                    tx.commit().await?;
+                    self.get_api_token(token.id).await?.ok_or_else(|| crate::StoreError::not_found("token", token.id))
+                })
+                .await
             }
 
             async fn list_api_tokens(&self, human: &warden_core::Email) -> crate::Result<Vec<warden_core::ApiTokenInfo>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query(&format!(
                         "SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.human_email = $1 ORDER BY t.created_at, t.id"
                     ))
@@ -997,24 +986,19 @@ macro_rules! impl_store {
                     .fetch_all(&self.read)
                     .await?;
                     rows.iter().map(decode::token).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn get_api_token(&self, id: uuid::Uuid) -> crate::Result<Option<warden_core::ApiTokenInfo>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1"))
                         .bind(id.to_string())
                         .fetch_optional(&self.write)
                         .await?;
                     row.as_ref().map(decode::token).transpose()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn revoke_api_token(
@@ -1022,45 +1006,36 @@ macro_rules! impl_store {
                 id: uuid::Uuid,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::ApiTokenInfo> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1{}", $for_update))
-                            .bind(id.to_string())
-                            .fetch_optional(&mut *tx)
-                            .await?
-                            .ok_or_else(|| crate::StoreError::not_found("token", id))?;
-                        let mut token = decode::token(&row)?;
-                        if token.revoked_at.is_some() {
-                            return Err(crate::StoreError::Conflict(format!("token `{id}` is already revoked")));
-                        }
-                        token.revoked_at = Some(crate::sql::ts(ctx.at));
-                        token.revoked_by = Some(ctx.actor.clone());
-                        sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3")
-                            .bind(token.revoked_at)
-                            .bind(&token.revoked_by)
-                            .bind(id.to_string())
-                            .execute(&mut *tx)
-                            .await?;
-                        tx.commit().await?;
-                        Ok(token)
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1{}", $for_update))
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::not_found("token", id))?;
+                    let mut token = decode::token(&row)?;
+                    if token.revoked_at.is_some() {
+                        return Err(crate::StoreError::Conflict(format!("token `{id}` is already revoked")));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    token.revoked_at = Some(crate::sql::ts(ctx.at));
+                    token.revoked_by = Some(ctx.actor.clone());
+                    sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3")
+                        .bind(token.revoked_at)
+                        .bind(&token.revoked_by)
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(token)
+                })
+                .await
             }
 
             async fn find_token(
                 &self,
                 hash: &warden_core::token::TokenHash,
             ) -> crate::Result<Option<crate::TokenOwner>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.token_hash = $1"))
                         .bind(hash.as_str())
                         .fetch_optional(&self.read)
@@ -1071,10 +1046,8 @@ macro_rules! impl_store {
                         .await?
                         .ok_or_else(|| crate::StoreError::Corrupt(format!("token `{}` belongs to no human", token.id)))?;
                     Ok(Some(crate::TokenOwner { human, token }))
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn create_upstream(
@@ -1082,95 +1055,81 @@ macro_rules! impl_store {
                 new: &warden_core::NewUpstream,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Upstream> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        new.validate()?;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let exists = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
-                            .bind(new.name.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if exists.is_some() {
-                            return Err(crate::StoreError::Conflict(format!("upstream `{}` already exists", new.name)));
-                        }
-                        let owner = sqlx::query("SELECT 1 FROM humans WHERE email = $1")
-                            .bind(new.owner.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if owner.is_none() {
-                            return Err(warden_core::ValidationError::new(
-                                "owner",
-                                format!("owner `{}` is not a registered human; add them with `warden human add`", new.owner),
-                            )
-                            .into());
-                        }
-                        let up = warden_core::Upstream {
-                            id: uuid::Uuid::new_v4(),
-                            name: new.name.clone(),
-                            kind: new.kind,
-                            url: new.url.clone(),
-                            environment: new.environment,
-                            owner: new.owner.clone(),
-                            sensitivity: new.sensitivity,
-                            description: new.description.clone(),
-                            created_at: crate::sql::ts(ctx.at),
-                            created_by: ctx.actor.clone(),
-                        };
-                        sqlx::query(
-                            "INSERT INTO upstreams (id, name, kind, url, environment, owner_email, sensitivity, description, \
-                             created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                        )
-                        .bind(up.id.to_string())
-                        .bind(up.name.as_str())
-                        .bind(up.kind.as_str())
-                        .bind(&up.url)
-                        .bind(up.environment.as_str())
-                        .bind(up.owner.as_str())
-                        .bind(up.sensitivity.as_str())
-                        .bind(up.description.as_str())
-                        .bind(up.created_at)
-                        .bind(&up.created_by)
-                        .execute(&mut *tx)
+                self.guarded(crate::sql::Call::Write, async {
+                    new.validate()?;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let exists = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
+                        .bind(new.name.as_str())
+                        .fetch_optional(&mut *tx)
                         .await?;
-                        let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![], upstreams: vec![new.name.to_string()], tools: vec![], secrets: vec![] };
-                        Self::notify(&mut tx, &registry_event).await?;
-                        tx.commit().await?;
-                        self.emit(registry_event);
-                        Ok(up)
+                    if exists.is_some() {
+                        return Err(crate::StoreError::Conflict(format!("upstream `{}` already exists", new.name)));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    let owner = sqlx::query("SELECT 1 FROM humans WHERE email = $1")
+                        .bind(new.owner.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if owner.is_none() {
+                        return Err(warden_core::ValidationError::new(
+                            "owner",
+                            format!("owner `{}` is not a registered human; add them with `warden human add`", new.owner),
+                        )
+                        .into());
+                    }
+                    let up = warden_core::Upstream {
+                        id: uuid::Uuid::new_v4(),
+                        name: new.name.clone(),
+                        kind: new.kind,
+                        url: new.url.clone(),
+                        environment: new.environment,
+                        owner: new.owner.clone(),
+                        sensitivity: new.sensitivity,
+                        description: new.description.clone(),
+                        created_at: crate::sql::ts(ctx.at),
+                        created_by: ctx.actor.clone(),
+                    };
+                    sqlx::query(
+                        "INSERT INTO upstreams (id, name, kind, url, environment, owner_email, sensitivity, description, \
+                         created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(up.id.to_string())
+                    .bind(up.name.as_str())
+                    .bind(up.kind.as_str())
+                    .bind(&up.url)
+                    .bind(up.environment.as_str())
+                    .bind(up.owner.as_str())
+                    .bind(up.sensitivity.as_str())
+                    .bind(up.description.as_str())
+                    .bind(up.created_at)
+                    .bind(&up.created_by)
+                    .execute(&mut *tx)
+                    .await?;
+                    let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![], upstreams: vec![new.name.to_string()], tools: vec![], secrets: vec![] };
+                    Self::notify(&mut tx, &registry_event).await?;
+                    tx.commit().await?;
+                    self.emit(registry_event);
+                    Ok(up)
+                })
+                .await
             }
 
             async fn get_upstream(&self, name: &warden_core::UpstreamName) -> crate::Result<Option<warden_core::Upstream>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let row = sqlx::query("SELECT * FROM upstreams WHERE name = $1")
                         .bind(name.as_str())
                         .fetch_optional(&self.read)
                         .await?;
                     row.as_ref().map(decode::upstream).transpose()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn list_upstreams(&self) -> crate::Result<Vec<warden_core::Upstream>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query("SELECT * FROM upstreams ORDER BY name").fetch_all(&self.read).await?;
                     rows.iter().map(decode::upstream).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn remove_upstream(
@@ -1178,65 +1137,57 @@ macro_rules! impl_store {
                 name: &warden_core::UpstreamName,
                 _ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Upstream> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        use sqlx::Row as _;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let row = sqlx::query(&format!("SELECT * FROM upstreams WHERE name = $1{}", $for_update))
-                            .bind(name.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?
-                            .ok_or_else(|| crate::StoreError::not_found("upstream", name))?;
-                        let up = decode::upstream(&row)?;
-                        let users = sqlx::query(
-                            "SELECT a.name FROM agents a JOIN agent_upstreams u ON u.agent_id = a.id \
-                             WHERE u.upstream_name = $1 AND a.state <> 'retired' ORDER BY a.name",
-                        )
+                self.guarded(crate::sql::Call::Write, async {
+                    use sqlx::Row as _;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let row = sqlx::query(&format!("SELECT * FROM upstreams WHERE name = $1{}", $for_update))
+                        .bind(name.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::not_found("upstream", name))?;
+                    let up = decode::upstream(&row)?;
+                    let users = sqlx::query(
+                        "SELECT a.name FROM agents a JOIN agent_upstreams u ON u.agent_id = a.id \
+                         WHERE u.upstream_name = $1 AND a.state <> 'retired' ORDER BY a.name",
+                    )
+                    .bind(name.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    if !users.is_empty() {
+                        let names = users
+                            .iter()
+                            .map(|r| r.try_get::<String, _>("name").map(|n| format!("`{n}`")))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        return Err(crate::StoreError::Conflict(format!(
+                            "upstream `{name}` is still allowed for agent(s) {}; remove it from them first",
+                            names.join(", ")
+                        )));
+                    }
+                    // Secrets were put there deliberately: they go only when deleted deliberately.
+                    let secrets: Vec<String> = sqlx::query_scalar("SELECT name FROM secrets WHERE upstream_name = $1 ORDER BY name")
                         .bind(name.as_str())
                         .fetch_all(&mut *tx)
                         .await?;
-                        if !users.is_empty() {
-                            let names = users
-                                .iter()
-                                .map(|r| r.try_get::<String, _>("name").map(|n| format!("`{n}`")))
-                                .collect::<Result<Vec<_>, _>>()?;
-                            return Err(crate::StoreError::Conflict(format!(
-                                "upstream `{name}` is still allowed for agent(s) {}; remove it from them first",
-                                names.join(", ")
-                            )));
-                        }
-                        // Secrets were put there deliberately: they go only when deleted deliberately.
-                        let secrets: Vec<String> = sqlx::query_scalar("SELECT name FROM secrets WHERE upstream_name = $1 ORDER BY name")
-                            .bind(name.as_str())
-                            .fetch_all(&mut *tx)
-                            .await?;
-                        if !secrets.is_empty() {
-                            let names: Vec<String> = secrets.iter().map(|s| format!("`{s}`")).collect();
-                            return Err(crate::StoreError::Conflict(format!(
-                                "upstream `{name}` still holds secret(s) {}; delete them first with `warden secret delete`",
-                                names.join(", ")
-                            )));
-                        }
-                        // The tool catalogue is what the upstream showed: it goes with it, re-learned on first sight.
-                        let tools: Vec<String> = sqlx::query_scalar("DELETE FROM tools WHERE upstream_name = $1 RETURNING name")
-                            .bind(name.as_str())
-                            .fetch_all(&mut *tx)
-                            .await?;
-                        sqlx::query("DELETE FROM upstreams WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
-                        let tools = tools.iter().map(|t| format!("{name}/{t}")).collect();
-                        let registry_event = Self::notify_registry(&mut tx, vec![], vec![name.to_string()], tools, vec![]).await?;
-                        tx.commit().await?;
-                        self.emit(registry_event);
-                        Ok(up)
+                    if !secrets.is_empty() {
+                        let names: Vec<String> = secrets.iter().map(|s| format!("`{s}`")).collect();
+                        return Err(crate::StoreError::Conflict(format!(
+                            "upstream `{name}` still holds secret(s) {}; delete them first with `warden secret delete`",
+                            names.join(", ")
+                        )));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    // The tool catalogue is what the upstream showed: it goes with it, re-learned on first sight.
+                    let tools: Vec<String> = sqlx::query_scalar("DELETE FROM tools WHERE upstream_name = $1 RETURNING name")
+                        .bind(name.as_str())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM upstreams WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
+                    let tools = tools.iter().map(|t| format!("{name}/{t}")).collect();
+                    let registry_event = Self::notify_registry(&mut tx, vec![], vec![name.to_string()], tools, vec![]).await?;
+                    tx.commit().await?;
+                    self.emit(registry_event);
+                    Ok(up)
+                })
+                .await
             }
 
             async fn create_agent(
@@ -1246,88 +1197,79 @@ macro_rules! impl_store {
                 join: &crate::JoinTokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Agent> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        new.validate()?;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let exists = sqlx::query("SELECT state FROM agents WHERE name = $1")
-                            .bind(new.name.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if let Some(row) = exists {
-                            use sqlx::Row as _;
-                            let state: String = row.try_get("state")?;
-                            let hint = if state == "retired" {
-                                " (retired; names are never reused, so the ledger keeps meaning one identity)"
-                            } else {
-                                ""
-                            };
-                            return Err(crate::StoreError::Conflict(format!("agent `{}` already exists{hint}", new.name)));
-                        }
-                        Self::check_owners(&mut tx, &new.owners).await?;
-                        Self::check_upstreams(&mut tx, &new.allowed_upstreams).await?;
-                        let at = crate::sql::ts(ctx.at);
-                        let agent = warden_core::Agent {
-                            id: uuid::Uuid::new_v4(),
-                            name: new.name.clone(),
-                            spiffe_id: trust_domain.agent_spiffe_id(&new.name),
-                            owners: new.owners.clone(),
-                            environment: new.environment,
-                            model: new.model.clone(),
-                            description: new.description.clone(),
-                            allowed_upstreams: new.allowed_upstreams.clone(),
-                            state: warden_core::AgentState::PendingReview,
-                            state_changed_at: at,
-                            state_changed_by: ctx.actor.clone(),
-                            created_at: at,
-                            created_by: ctx.actor.clone(),
-                            updated_at: at,
-                            updated_by: ctx.actor.clone(),
-                        };
-                        let id = agent.id.to_string();
-                        sqlx::query(
-                            "INSERT INTO agents (id, name, spiffe_id, environment, model, description, state, state_changed_at, \
-                             state_changed_by, created_at, created_by, updated_at, updated_by) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                        )
-                        .bind(&id)
-                        .bind(agent.name.as_str())
-                        .bind(&agent.spiffe_id)
-                        .bind(agent.environment.as_str())
-                        .bind(agent.model.to_string())
-                        .bind(agent.description.as_str())
-                        .bind(agent.state.as_str())
-                        .bind(at)
-                        .bind(&ctx.actor)
-                        .bind(at)
-                        .bind(&ctx.actor)
-                        .bind(at)
-                        .bind(&ctx.actor)
-                        .execute(&mut *tx)
+                self.guarded(crate::sql::Call::Write, async {
+                    new.validate()?;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let exists = sqlx::query("SELECT state FROM agents WHERE name = $1")
+                        .bind(new.name.as_str())
+                        .fetch_optional(&mut *tx)
                         .await?;
-                        Self::write_owners(&mut tx, &id, &agent.owners).await?;
-                        Self::write_upstreams(&mut tx, &id, &agent.allowed_upstreams).await?;
-                        Self::write_history(&mut tx, &id, None, agent.state, "registered", ctx).await?;
-                        Self::insert_join_token(&mut tx, &id, join, ctx).await?;
-                        let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![new.name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
-                        Self::notify(&mut tx, &registry_event).await?;
-                        tx.commit().await?;
-                        self.emit(registry_event);
-                        Ok(agent)
+                    if let Some(row) = exists {
+                        use sqlx::Row as _;
+                        let state: String = row.try_get("state")?;
+                        let hint = if state == "retired" {
+                            " (retired; names are never reused, so the ledger keeps meaning one identity)"
+                        } else {
+                            ""
+                        };
+                        return Err(crate::StoreError::Conflict(format!("agent `{}` already exists{hint}", new.name)));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    Self::check_owners(&mut tx, &new.owners).await?;
+                    Self::check_upstreams(&mut tx, &new.allowed_upstreams).await?;
+                    let at = crate::sql::ts(ctx.at);
+                    let agent = warden_core::Agent {
+                        id: uuid::Uuid::new_v4(),
+                        name: new.name.clone(),
+                        spiffe_id: trust_domain.agent_spiffe_id(&new.name),
+                        owners: new.owners.clone(),
+                        environment: new.environment,
+                        model: new.model.clone(),
+                        description: new.description.clone(),
+                        allowed_upstreams: new.allowed_upstreams.clone(),
+                        state: warden_core::AgentState::PendingReview,
+                        state_changed_at: at,
+                        state_changed_by: ctx.actor.clone(),
+                        created_at: at,
+                        created_by: ctx.actor.clone(),
+                        updated_at: at,
+                        updated_by: ctx.actor.clone(),
+                    };
+                    let id = agent.id.to_string();
+                    sqlx::query(
+                        "INSERT INTO agents (id, name, spiffe_id, environment, model, description, state, state_changed_at, \
+                         state_changed_by, created_at, created_by, updated_at, updated_by) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    )
+                    .bind(&id)
+                    .bind(agent.name.as_str())
+                    .bind(&agent.spiffe_id)
+                    .bind(agent.environment.as_str())
+                    .bind(agent.model.to_string())
+                    .bind(agent.description.as_str())
+                    .bind(agent.state.as_str())
+                    .bind(at)
+                    .bind(&ctx.actor)
+                    .bind(at)
+                    .bind(&ctx.actor)
+                    .bind(at)
+                    .bind(&ctx.actor)
+                    .execute(&mut *tx)
+                    .await?;
+                    Self::write_owners(&mut tx, &id, &agent.owners).await?;
+                    Self::write_upstreams(&mut tx, &id, &agent.allowed_upstreams).await?;
+                    Self::write_history(&mut tx, &id, None, agent.state, "registered", ctx).await?;
+                    Self::insert_join_token(&mut tx, &id, join, ctx).await?;
+                    let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![new.name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
+                    Self::notify(&mut tx, &registry_event).await?;
+                    tx.commit().await?;
+                    self.emit(registry_event);
+                    Ok(agent)
+                })
+                .await
             }
 
             async fn get_agent(&self, name: &warden_core::AgentName) -> crate::Result<Option<warden_core::Agent>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents a WHERE a.name = $1"))
                         .bind(name.as_str())
                         .fetch_optional(&self.read)
@@ -1337,15 +1279,12 @@ macro_rules! impl_store {
                     self.attach_lists(&mut agents).await?;
                     let [agent] = agents;
                     Ok(Some(agent))
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn list_agents(&self, filter: &crate::AgentFilter) -> crate::Result<Vec<warden_core::Agent>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query(&format!(
                         "SELECT {AGENT_COLUMNS} FROM agents a \
                          WHERE (CAST($1 AS TEXT) IS NULL OR a.state = $1) \
@@ -1360,10 +1299,8 @@ macro_rules! impl_store {
                     let mut agents = rows.iter().map(decode::agent).collect::<crate::Result<Vec<_>>>()?;
                     self.attach_lists(&mut agents).await?;
                     Ok(agents)
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn update_agent(
@@ -1372,82 +1309,74 @@ macro_rules! impl_store {
                 update: &warden_core::AgentUpdate,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::AgentChange> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        update.validate()?;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let mut agent = Self::agent_for_update(&mut tx, name).await?;
-                        let (next, invalidated) = agent
-                            .state
-                            .after_update(update, &agent)
-                            .map_err(|e| crate::StoreError::Conflict(format!("agent `{name}`: {e}")))?;
-                        let id = agent.id.to_string();
-                        if let Some(owners) = &update.owners {
-                            Self::check_owners(&mut tx, owners).await?;
-                            Self::write_owners(&mut tx, &id, owners).await?;
-                            agent.owners = owners.clone();
-                        }
-                        if let Some(ups) = &update.allowed_upstreams {
-                            Self::check_upstreams(&mut tx, ups).await?;
-                            Self::write_upstreams(&mut tx, &id, ups).await?;
-                            agent.allowed_upstreams = ups.clone();
-                        }
-                        if let Some(m) = &update.model {
-                            agent.model = m.clone();
-                        }
-                        if let Some(e) = update.environment {
-                            agent.environment = e;
-                        }
-                        if let Some(d) = &update.description {
-                            agent.description = d.clone();
-                        }
-                        let at = crate::sql::ts(ctx.at);
-                        agent.updated_at = at;
-                        agent.updated_by = ctx.actor.clone();
-                        if next != agent.state {
-                            let reason = invalidated.as_deref().unwrap_or("updated");
-                            Self::write_history(&mut tx, &id, Some(agent.state), next, reason, ctx).await?;
-                            agent.state = next;
-                            agent.state_changed_at = at;
-                            agent.state_changed_by = ctx.actor.clone();
-                        }
-                        sqlx::query(
-                            "UPDATE agents SET environment = $1, model = $2, description = $3, state = $4, \
-                             state_changed_at = $5, state_changed_by = $6, updated_at = $7, updated_by = $8 WHERE id = $9",
-                        )
-                        .bind(agent.environment.as_str())
-                        .bind(agent.model.to_string())
-                        .bind(agent.description.as_str())
-                        .bind(agent.state.as_str())
-                        .bind(agent.state_changed_at)
-                        .bind(&agent.state_changed_by)
-                        .bind(agent.updated_at)
-                        .bind(&agent.updated_by)
-                        .bind(&id)
-                        .execute(&mut *tx)
-                        .await?;
-                        let revoked = match &invalidated {
-                            Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
-                            None => Vec::new(),
-                        };
-                        Self::notify_revoked(&mut tx, &revoked).await?;
-                        let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
-                        Self::notify(&mut tx, &registry_event).await?;
-                        tx.commit().await?;
-                        self.emit(registry_event);
-                        if !revoked.is_empty() {
-                            self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
-                        }
-                        Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
+                self.guarded(crate::sql::Call::Write, async {
+                    update.validate()?;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let mut agent = Self::agent_for_update(&mut tx, name).await?;
+                    let (next, invalidated) = agent
+                        .state
+                        .after_update(update, &agent)
+                        .map_err(|e| crate::StoreError::Conflict(format!("agent `{name}`: {e}")))?;
+                    let id = agent.id.to_string();
+                    if let Some(owners) = &update.owners {
+                        Self::check_owners(&mut tx, owners).await?;
+                        Self::write_owners(&mut tx, &id, owners).await?;
+                        agent.owners = owners.clone();
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    if let Some(ups) = &update.allowed_upstreams {
+                        Self::check_upstreams(&mut tx, ups).await?;
+                        Self::write_upstreams(&mut tx, &id, ups).await?;
+                        agent.allowed_upstreams = ups.clone();
+                    }
+                    if let Some(m) = &update.model {
+                        agent.model = m.clone();
+                    }
+                    if let Some(e) = update.environment {
+                        agent.environment = e;
+                    }
+                    if let Some(d) = &update.description {
+                        agent.description = d.clone();
+                    }
+                    let at = crate::sql::ts(ctx.at);
+                    agent.updated_at = at;
+                    agent.updated_by = ctx.actor.clone();
+                    if next != agent.state {
+                        let reason = invalidated.as_deref().unwrap_or("updated");
+                        Self::write_history(&mut tx, &id, Some(agent.state), next, reason, ctx).await?;
+                        agent.state = next;
+                        agent.state_changed_at = at;
+                        agent.state_changed_by = ctx.actor.clone();
+                    }
+                    sqlx::query(
+                        "UPDATE agents SET environment = $1, model = $2, description = $3, state = $4, \
+                         state_changed_at = $5, state_changed_by = $6, updated_at = $7, updated_by = $8 WHERE id = $9",
+                    )
+                    .bind(agent.environment.as_str())
+                    .bind(agent.model.to_string())
+                    .bind(agent.description.as_str())
+                    .bind(agent.state.as_str())
+                    .bind(agent.state_changed_at)
+                    .bind(&agent.state_changed_by)
+                    .bind(agent.updated_at)
+                    .bind(&agent.updated_by)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let revoked = match &invalidated {
+                        Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
+                        None => Vec::new(),
+                    };
+                    Self::notify_revoked(&mut tx, &revoked).await?;
+                    let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
+                    Self::notify(&mut tx, &registry_event).await?;
+                    tx.commit().await?;
+                    self.emit(registry_event);
+                    if !revoked.is_empty() {
+                        self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                    }
+                    Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
+                })
+                .await
             }
 
             async fn transition_agent(
@@ -1457,68 +1386,59 @@ macro_rules! impl_store {
                 reason: &str,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::AgentChange> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let mut agent = Self::agent_for_update(&mut tx, name).await?;
-                        let next = agent
-                            .state
-                            .apply(action)
-                            .map_err(|e| crate::StoreError::Conflict(format!("agent `{name}`: {e}")))?;
-                        let id = agent.id.to_string();
-                        let at = crate::sql::ts(ctx.at);
-                        Self::write_history(&mut tx, &id, Some(agent.state), next, reason, ctx).await?;
-                        sqlx::query(
-                            "UPDATE agents SET state = $1, state_changed_at = $2, state_changed_by = $3, updated_at = $2, \
-                             updated_by = $3 WHERE id = $4",
-                        )
-                        .bind(next.as_str())
-                        .bind(at)
-                        .bind(&ctx.actor)
-                        .bind(&id)
-                        .execute(&mut *tx)
-                        .await?;
-                        let invalidated = match next {
-                            warden_core::AgentState::Suspended | warden_core::AgentState::Retired => {
-                                Some(format!("agent {next} by {}", ctx.actor))
-                            }
-                            _ => None,
-                        };
-                        let revoked = match &invalidated {
-                            Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
-                            None => Vec::new(),
-                        };
-                        Self::notify_revoked(&mut tx, &revoked).await?;
-                        let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
-                        Self::notify(&mut tx, &registry_event).await?;
-                        tx.commit().await?;
-                        self.emit(registry_event);
-                        if !revoked.is_empty() {
-                            self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let mut agent = Self::agent_for_update(&mut tx, name).await?;
+                    let next = agent
+                        .state
+                        .apply(action)
+                        .map_err(|e| crate::StoreError::Conflict(format!("agent `{name}`: {e}")))?;
+                    let id = agent.id.to_string();
+                    let at = crate::sql::ts(ctx.at);
+                    Self::write_history(&mut tx, &id, Some(agent.state), next, reason, ctx).await?;
+                    sqlx::query(
+                        "UPDATE agents SET state = $1, state_changed_at = $2, state_changed_by = $3, updated_at = $2, \
+                         updated_by = $3 WHERE id = $4",
+                    )
+                    .bind(next.as_str())
+                    .bind(at)
+                    .bind(&ctx.actor)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let invalidated = match next {
+                        warden_core::AgentState::Suspended | warden_core::AgentState::Retired => {
+                            Some(format!("agent {next} by {}", ctx.actor))
                         }
-                        agent.state = next;
-                        agent.state_changed_at = at;
-                        agent.state_changed_by = ctx.actor.clone();
-                        agent.updated_at = at;
-                        agent.updated_by = ctx.actor.clone();
-                        Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
+                        _ => None,
+                    };
+                    let revoked = match &invalidated {
+                        Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
+                        None => Vec::new(),
+                    };
+                    Self::notify_revoked(&mut tx, &revoked).await?;
+                    let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
+                    Self::notify(&mut tx, &registry_event).await?;
+                    tx.commit().await?;
+                    self.emit(registry_event);
+                    if !revoked.is_empty() {
+                        self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    agent.state = next;
+                    agent.state_changed_at = at;
+                    agent.state_changed_by = ctx.actor.clone();
+                    agent.updated_at = at;
+                    agent.updated_by = ctx.actor.clone();
+                    Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
+                })
+                .await
             }
 
             async fn agent_history(
                 &self,
                 name: &warden_core::AgentName,
             ) -> crate::Result<Vec<warden_core::AgentStateChange>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query(
                         "SELECT c.from_state, c.to_state, c.at, c.by_actor, c.reason FROM agent_state_changes c \
                          JOIN agents a ON a.id = c.agent_id WHERE a.name = $1 ORDER BY c.seq",
@@ -1527,10 +1447,8 @@ macro_rules! impl_store {
                     .fetch_all(&self.read)
                     .await?;
                     rows.iter().map(decode::state_change).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn issue_join_token(
@@ -1539,25 +1457,17 @@ macro_rules! impl_store {
                 join: &crate::JoinTokenRecord,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<()> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let found = Self::agent_for_update(&mut tx, agent).await?;
-                        if found.state == warden_core::AgentState::Retired {
-                            return Err(crate::StoreError::Conflict(format!("agent `{agent}` is retired and cannot enroll")));
-                        }
-                        Self::insert_join_token(&mut tx, &found.id.to_string(), join, ctx).await?;
-                        tx.commit().await?;
-                        Ok(())
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let found = Self::agent_for_update(&mut tx, agent).await?;
+                    if found.state == warden_core::AgentState::Retired {
+                        return Err(crate::StoreError::Conflict(format!("agent `{agent}` is retired and cannot enroll")));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    Self::insert_join_token(&mut tx, &found.id.to_string(), join, ctx).await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn enroll_agent(
@@ -1566,70 +1476,61 @@ macro_rules! impl_store {
                 key: &crate::AgentKey,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> crate::Result<warden_core::Agent> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        use sqlx::Row as _;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let row = sqlx::query(&format!(
-                            "SELECT j.agent_id, j.expires_at, j.used_at, a.name FROM join_tokens j \
-                             JOIN agents a ON a.id = j.agent_id WHERE j.token_hash = $1{}",
-                            if $backend == crate::Backend::Postgres { " FOR UPDATE OF j" } else { "" }
-                        ))
-                        .bind(join.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .ok_or_else(|| crate::StoreError::NotFound { what: "join token", key: "(presented)".into() })?;
-                        let used: Option<chrono::DateTime<chrono::Utc>> = row.try_get("used_at")?;
-                        if used.is_some() {
-                            return Err(crate::StoreError::Conflict("the join token has already been used".into()));
-                        }
-                        let expires: chrono::DateTime<chrono::Utc> = row.try_get("expires_at")?;
-                        if now >= expires {
-                            return Err(crate::StoreError::Conflict("the join token has expired".into()));
-                        }
-                        let agent_id: String = row.try_get("agent_id")?;
-                        let name: warden_core::AgentName = crate::sql::parse_col("name", row.try_get::<&str, _>("name")?)?;
-                        let agent = Self::agent_for_update(&mut tx, &name).await?;
-                        if agent.state == warden_core::AgentState::Retired {
-                            return Err(crate::StoreError::Conflict(format!("agent `{name}` is retired and cannot enroll")));
-                        }
-                        let at = crate::sql::ts(now);
-                        sqlx::query("UPDATE join_tokens SET used_at = $1 WHERE token_hash = $2")
-                            .bind(at)
-                            .bind(join.as_str())
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
-                            .bind(at)
-                            .bind(&agent_id)
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("INSERT INTO agent_keys (kid, agent_id, public_x, created_at) VALUES ($1, $2, $3, $4)")
-                            .bind(&key.kid)
-                            .bind(&agent_id)
-                            .bind(&key.public_x)
-                            .bind(crate::sql::ts(key.created_at))
-                            .execute(&mut *tx)
-                            .await?;
-                        tx.commit().await?;
-                        Ok(agent)
+                self.guarded(crate::sql::Call::Write, async {
+                    use sqlx::Row as _;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let row = sqlx::query(&format!(
+                        "SELECT j.agent_id, j.expires_at, j.used_at, a.name FROM join_tokens j \
+                         JOIN agents a ON a.id = j.agent_id WHERE j.token_hash = $1{}",
+                        if $backend == crate::Backend::Postgres { " FOR UPDATE OF j" } else { "" }
+                    ))
+                    .bind(join.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| crate::StoreError::NotFound { what: "join token", key: "(presented)".into() })?;
+                    let used: Option<chrono::DateTime<chrono::Utc>> = row.try_get("used_at")?;
+                    if used.is_some() {
+                        return Err(crate::StoreError::Conflict("the join token has already been used".into()));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    let expires: chrono::DateTime<chrono::Utc> = row.try_get("expires_at")?;
+                    if now >= expires {
+                        return Err(crate::StoreError::Conflict("the join token has expired".into()));
+                    }
+                    let agent_id: String = row.try_get("agent_id")?;
+                    let name: warden_core::AgentName = crate::sql::parse_col("name", row.try_get::<&str, _>("name")?)?;
+                    let agent = Self::agent_for_update(&mut tx, &name).await?;
+                    if agent.state == warden_core::AgentState::Retired {
+                        return Err(crate::StoreError::Conflict(format!("agent `{name}` is retired and cannot enroll")));
+                    }
+                    let at = crate::sql::ts(now);
+                    sqlx::query("UPDATE join_tokens SET used_at = $1 WHERE token_hash = $2")
+                        .bind(at)
+                        .bind(join.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE agent_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
+                        .bind(at)
+                        .bind(&agent_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO agent_keys (kid, agent_id, public_x, created_at) VALUES ($1, $2, $3, $4)")
+                        .bind(&key.kid)
+                        .bind(&agent_id)
+                        .bind(&key.public_x)
+                        .bind(crate::sql::ts(key.created_at))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(agent)
+                })
+                .await
             }
 
             async fn agent_by_spiffe_id(
                 &self,
                 spiffe_id: &str,
             ) -> crate::Result<Option<(warden_core::Agent, Option<crate::AgentKey>)>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents a WHERE a.spiffe_id = $1"))
                         .bind(spiffe_id)
@@ -1654,10 +1555,8 @@ macro_rules! impl_store {
                     })
                     .transpose()?;
                     Ok(Some((agent, key)))
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn remember_jti(
@@ -1666,49 +1565,33 @@ macro_rules! impl_store {
                 jti: &str,
                 expires_at: chrono::DateTime<chrono::Utc>,
             ) -> crate::Result<bool> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let done = sqlx::query(
-                            "INSERT INTO used_jtis (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(issuer)
-                        .bind(jti)
-                        .bind(crate::sql::ts(expires_at))
-                        .execute(&mut *tx)
-                        .await?;
-                        tx.commit().await?;
-                        Ok(done.rows_affected() == 1)
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let done = sqlx::query(
+                        "INSERT INTO used_jtis (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(issuer)
+                    .bind(jti)
+                    .bind(crate::sql::ts(expires_at))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(done.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn purge_expired_jtis(&self, now: chrono::DateTime<chrono::Utc>) -> crate::Result<u64> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let done = sqlx::query("DELETE FROM used_jtis WHERE expires_at < $1")
-                            .bind(crate::sql::ts(now))
-                            .execute(&mut *tx)
-                            .await?;
-                        tx.commit().await?;
-                        Ok(done.rows_affected())
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let done = sqlx::query("DELETE FROM used_jtis WHERE expires_at < $1")
+                        .bind(crate::sql::ts(now))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(done.rows_affected())
+                })
+                .await
             }
 
             async fn create_task(
@@ -1716,83 +1599,71 @@ macro_rules! impl_store {
                 new: &crate::NewTask,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<warden_core::Task> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        // Locks the agent row: a concurrent suspension waits, or this waits for it and then
-                        // sees the new state.
-                        let agent = Self::agent_for_update(&mut tx, &new.agent).await?;
-                        if agent.state != warden_core::AgentState::Active {
-                            return Err(crate::StoreError::Conflict(format!(
-                                "agent `{}` is {}; only active agents start tasks",
-                                agent.name, agent.state
-                            )));
-                        }
-                        if let Some(parent_id) = new.parent_id {
-                            let parent = Self::task_by_id(&mut *tx, parent_id, true)
-                                .await?
-                                .ok_or_else(|| crate::StoreError::not_found("task", parent_id))?;
-                            if !parent.is_live_at(ctx.at) {
-                                return Err(crate::StoreError::Conflict(format!("parent task `{parent_id}` is not active")));
-                            }
-                            if new.depth != parent.depth.saturating_add(1) || new.expires_at > parent.expires_at {
-                                return Err(crate::StoreError::Conflict(
-                                    "a delegated task must be one level deeper than its parent and end no later".into(),
-                                ));
-                            }
-                        }
-                        let intent = serde_json::to_string(&new.intent).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-                        let act = new
-                            .act
-                            .as_ref()
-                            .map(serde_json::to_string)
-                            .transpose()
-                            .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-                        sqlx::query(
-                            "INSERT INTO tasks (id, agent_id, parent_id, depth, intent, act, cnf_jkt, state, created_at, \
-                             created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $10)",
-                        )
-                        .bind(new.id.to_string())
-                        .bind(agent.id.to_string())
-                        .bind(new.parent_id.map(|p| p.to_string()))
-                        .bind(i64::from(new.depth))
-                        .bind(intent)
-                        .bind(act)
-                        .bind(&new.cnf_jkt)
-                        .bind(crate::sql::ts(ctx.at))
-                        .bind(&ctx.actor)
-                        .bind(crate::sql::ts(new.expires_at))
-                        .execute(&mut *tx)
-                        .await?;
-                        let task = Self::task_by_id(&mut *tx, new.id, false)
-                            .await?
-                            .ok_or_else(|| crate::StoreError::Internal("inserted task not found".into()))?;
-                        tx.commit().await?;
-                        Ok(task)
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    // Locks the agent row: a concurrent suspension waits, or this waits for it and then
+                    // sees the new state.
+                    let agent = Self::agent_for_update(&mut tx, &new.agent).await?;
+                    if agent.state != warden_core::AgentState::Active {
+                        return Err(crate::StoreError::Conflict(format!(
+                            "agent `{}` is {}; only active agents start tasks",
+                            agent.name, agent.state
+                        )));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    if let Some(parent_id) = new.parent_id {
+                        let parent = Self::task_by_id(&mut *tx, parent_id, true)
+                            .await?
+                            .ok_or_else(|| crate::StoreError::not_found("task", parent_id))?;
+                        if !parent.is_live_at(ctx.at) {
+                            return Err(crate::StoreError::Conflict(format!("parent task `{parent_id}` is not active")));
+                        }
+                        if new.depth != parent.depth.saturating_add(1) || new.expires_at > parent.expires_at {
+                            return Err(crate::StoreError::Conflict(
+                                "a delegated task must be one level deeper than its parent and end no later".into(),
+                            ));
+                        }
+                    }
+                    let intent = serde_json::to_string(&new.intent).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                    let act = new
+                        .act
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                    sqlx::query(
+                        "INSERT INTO tasks (id, agent_id, parent_id, depth, intent, act, cnf_jkt, state, created_at, \
+                         created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $10)",
+                    )
+                    .bind(new.id.to_string())
+                    .bind(agent.id.to_string())
+                    .bind(new.parent_id.map(|p| p.to_string()))
+                    .bind(i64::from(new.depth))
+                    .bind(intent)
+                    .bind(act)
+                    .bind(&new.cnf_jkt)
+                    .bind(crate::sql::ts(ctx.at))
+                    .bind(&ctx.actor)
+                    .bind(crate::sql::ts(new.expires_at))
+                    .execute(&mut *tx)
+                    .await?;
+                    let task = Self::task_by_id(&mut *tx, new.id, false)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::Internal("inserted task not found".into()))?;
+                    tx.commit().await?;
+                    Ok(task)
+                })
+                .await
             }
 
             async fn get_task(&self, id: uuid::Uuid) -> crate::Result<Option<warden_core::Task>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     Self::task_by_id(&self.read, id, false).await
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn list_tasks(&self, filter: &crate::TaskFilter) -> crate::Result<Vec<warden_core::Task>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query(&format!(
                         "SELECT {TASK_COLUMNS} FROM tasks t JOIN agents a ON a.id = t.agent_id \
                          WHERE (CAST($1 AS TEXT) IS NULL OR a.name = $1) AND (CAST($2 AS TEXT) IS NULL OR t.state = $2) \
@@ -1803,10 +1674,8 @@ macro_rules! impl_store {
                     .fetch_all(&self.read)
                     .await?;
                     rows.iter().map(decode::task).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn end_task(
@@ -1815,115 +1684,88 @@ macro_rules! impl_store {
                 reason: &str,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<Vec<uuid::Uuid>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let task = Self::task_by_id(&mut *tx, id, true)
-                            .await?
-                            .ok_or_else(|| crate::StoreError::not_found("task", id))?;
-                        if task.state != warden_core::TaskState::Active {
-                            return Err(crate::StoreError::Conflict(format!("task `{id}` is already {}", task.state)));
-                        }
-                        sqlx::query("UPDATE tasks SET state = 'ended', ended_at = $1, ended_by = $2, end_reason = $3 WHERE id = $4")
-                            .bind(crate::sql::ts(ctx.at))
-                            .bind(&ctx.actor)
-                            .bind(reason)
-                            .bind(id.to_string())
-                            .execute(&mut *tx)
-                            .await?;
-                        let why = format!("parent task {id} ended");
-                        let mut stopped = vec![id];
-                        stopped.extend(Self::revoke_task_tree(&mut tx, "parent_id = $1", &id.to_string(), &why, ctx).await?);
-                        Self::notify_revoked(&mut tx, &stopped).await?;
-                        tx.commit().await?;
-                        self.emit(crate::StoreEvent::TasksRevoked { ids: stopped.clone() });
-                        Ok(stopped)
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let task = Self::task_by_id(&mut *tx, id, true)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::not_found("task", id))?;
+                    if task.state != warden_core::TaskState::Active {
+                        return Err(crate::StoreError::Conflict(format!("task `{id}` is already {}", task.state)));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    sqlx::query("UPDATE tasks SET state = 'ended', ended_at = $1, ended_by = $2, end_reason = $3 WHERE id = $4")
+                        .bind(crate::sql::ts(ctx.at))
+                        .bind(&ctx.actor)
+                        .bind(reason)
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    let why = format!("parent task {id} ended");
+                    let mut stopped = vec![id];
+                    stopped.extend(Self::revoke_task_tree(&mut tx, "parent_id = $1", &id.to_string(), &why, ctx).await?);
+                    Self::notify_revoked(&mut tx, &stopped).await?;
+                    tx.commit().await?;
+                    self.emit(crate::StoreEvent::TasksRevoked { ids: stopped.clone() });
+                    Ok(stopped)
+                })
+                .await
             }
 
             async fn publish_signing_key(&self, key: &crate::SigningKeyRecord) -> crate::Result<()> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        sqlx::query(
-                            "INSERT INTO signing_keys (kid, public_x, node, created_at, retire_after) VALUES ($1, $2, $3, $4, $5) \
-                             ON CONFLICT (kid) DO NOTHING",
-                        )
-                        .bind(&key.kid)
-                        .bind(&key.public_x)
-                        .bind(&key.node)
-                        .bind(crate::sql::ts(key.created_at))
-                        .bind(key.retire_after.map(crate::sql::ts))
-                        .execute(&mut *tx)
-                        .await?;
-                        Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
-                        tx.commit().await?;
-                        self.emit(crate::StoreEvent::SigningKeysChanged);
-                        Ok(())
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    sqlx::query(
+                        "INSERT INTO signing_keys (kid, public_x, node, created_at, retire_after) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (kid) DO NOTHING",
+                    )
+                    .bind(&key.kid)
+                    .bind(&key.public_x)
+                    .bind(&key.node)
+                    .bind(crate::sql::ts(key.created_at))
+                    .bind(key.retire_after.map(crate::sql::ts))
+                    .execute(&mut *tx)
+                    .await?;
+                    Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
+                    tx.commit().await?;
+                    self.emit(crate::StoreEvent::SigningKeysChanged);
+                    Ok(())
+                })
+                .await
             }
 
             async fn retire_signing_key(&self, kid: &str, retire_after: chrono::DateTime<chrono::Utc>) -> crate::Result<()> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let done = sqlx::query(
-                            "UPDATE signing_keys SET retire_after = $1 WHERE kid = $2 AND (retire_after IS NULL OR retire_after > $1)",
-                        )
-                        .bind(crate::sql::ts(retire_after))
-                        .bind(kid)
-                        .execute(&mut *tx)
-                        .await?;
-                        if done.rows_affected() == 0 {
-                            let exists = sqlx::query("SELECT 1 FROM signing_keys WHERE kid = $1").bind(kid).fetch_optional(&mut *tx).await?;
-                            if exists.is_none() {
-                                return Err(crate::StoreError::not_found("signing key", kid));
-                            }
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let done = sqlx::query(
+                        "UPDATE signing_keys SET retire_after = $1 WHERE kid = $2 AND (retire_after IS NULL OR retire_after > $1)",
+                    )
+                    .bind(crate::sql::ts(retire_after))
+                    .bind(kid)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        let exists = sqlx::query("SELECT 1 FROM signing_keys WHERE kid = $1").bind(kid).fetch_optional(&mut *tx).await?;
+                        if exists.is_none() {
+                            return Err(crate::StoreError::not_found("signing key", kid));
                         }
-                        Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
-                        tx.commit().await?;
-                        self.emit(crate::StoreEvent::SigningKeysChanged);
-                        Ok(())
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    Self::notify(&mut tx, &crate::StoreEvent::SigningKeysChanged).await?;
+                    tx.commit().await?;
+                    self.emit(crate::StoreEvent::SigningKeysChanged);
+                    Ok(())
+                })
+                .await
             }
 
             async fn signing_keys(&self) -> crate::Result<Vec<crate::SigningKeyRecord>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query(
                         "SELECT kid, public_x, node, created_at, retire_after FROM signing_keys ORDER BY created_at, kid",
                     )
                     .fetch_all(&self.read)
                     .await?;
                     rows.iter().map(decode::signing_key).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn remove_human(
@@ -1931,95 +1773,87 @@ macro_rules! impl_store {
                 email: &warden_core::Email,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::HumanRemoval> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        use sqlx::Row as _;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let row = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans WHERE email = $1{}", $for_update))
-                            .bind(email.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?
-                            .ok_or_else(|| crate::StoreError::not_found("human", email))?;
-                        let mut human = decode::human(&row)?;
-                        if human.disabled_at.is_some() {
-                            return Err(crate::StoreError::Conflict(format!("human `{email}` was already removed")));
-                        }
-                        let at = crate::sql::ts(ctx.at);
-                        sqlx::query("UPDATE humans SET disabled_at = $1, disabled_by = $2 WHERE email = $3")
-                            .bind(at)
-                            .bind(&ctx.actor)
-                            .bind(email.as_str())
-                            .execute(&mut *tx)
-                            .await?;
-                        human.disabled_at = Some(at);
-                        human.disabled_by = Some(ctx.actor.clone());
-                        let tokens = sqlx::query(
-                            "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE human_email = $3 AND revoked_at IS NULL",
-                        )
+                self.guarded(crate::sql::Call::Write, async {
+                    use sqlx::Row as _;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let row = sqlx::query(&format!("SELECT {HUMAN_COLUMNS} FROM humans WHERE email = $1{}", $for_update))
+                        .bind(email.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::not_found("human", email))?;
+                    let mut human = decode::human(&row)?;
+                    if human.disabled_at.is_some() {
+                        return Err(crate::StoreError::Conflict(format!("human `{email}` was already removed")));
+                    }
+                    let at = crate::sql::ts(ctx.at);
+                    sqlx::query("UPDATE humans SET disabled_at = $1, disabled_by = $2 WHERE email = $3")
                         .bind(at)
                         .bind(&ctx.actor)
                         .bind(email.as_str())
                         .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        let owned = sqlx::query(
-                            "SELECT a.name FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE o.human_email = $1 ORDER BY a.name",
-                        )
-                        .bind(email.as_str())
-                        .fetch_all(&mut *tx)
                         .await?;
-                        sqlx::query("DELETE FROM agent_owners WHERE human_email = $1")
-                            .bind(email.as_str())
+                    human.disabled_at = Some(at);
+                    human.disabled_by = Some(ctx.actor.clone());
+                    let tokens = sqlx::query(
+                        "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE human_email = $3 AND revoked_at IS NULL",
+                    )
+                    .bind(at)
+                    .bind(&ctx.actor)
+                    .bind(email.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    let owned = sqlx::query(
+                        "SELECT a.name FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE o.human_email = $1 ORDER BY a.name",
+                    )
+                    .bind(email.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM agent_owners WHERE human_email = $1")
+                        .bind(email.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    let mut orphaned = Vec::new();
+                    let mut revoked = Vec::new();
+                    let why = format!("last owner {email} removed");
+                    for r in &owned {
+                        let name: warden_core::AgentName = crate::sql::parse_col("name", r.try_get::<&str, _>("name")?)?;
+                        let agent = Self::agent_for_update(&mut tx, &name).await?;
+                        if !agent.owners.is_empty() || agent.state == warden_core::AgentState::Retired {
+                            continue;
+                        }
+                        let id = agent.id.to_string();
+                        if agent.state != warden_core::AgentState::Suspended {
+                            Self::write_history(&mut tx, &id, Some(agent.state), warden_core::AgentState::Suspended, &why, ctx).await?;
+                            sqlx::query(
+                                "UPDATE agents SET state = 'suspended', state_changed_at = $1, state_changed_by = $2, \
+                                 updated_at = $1, updated_by = $2 WHERE id = $3",
+                            )
+                            .bind(at)
+                            .bind(&ctx.actor)
+                            .bind(&id)
                             .execute(&mut *tx)
                             .await?;
-                        let mut orphaned = Vec::new();
-                        let mut revoked = Vec::new();
-                        let why = format!("last owner {email} removed");
-                        for r in &owned {
-                            let name: warden_core::AgentName = crate::sql::parse_col("name", r.try_get::<&str, _>("name")?)?;
-                            let agent = Self::agent_for_update(&mut tx, &name).await?;
-                            if !agent.owners.is_empty() || agent.state == warden_core::AgentState::Retired {
-                                continue;
-                            }
-                            let id = agent.id.to_string();
-                            if agent.state != warden_core::AgentState::Suspended {
-                                Self::write_history(&mut tx, &id, Some(agent.state), warden_core::AgentState::Suspended, &why, ctx).await?;
-                                sqlx::query(
-                                    "UPDATE agents SET state = 'suspended', state_changed_at = $1, state_changed_by = $2, \
-                                     updated_at = $1, updated_by = $2 WHERE id = $3",
-                                )
-                                .bind(at)
-                                .bind(&ctx.actor)
-                                .bind(&id)
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            revoked.extend(Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, &why, ctx).await?);
-                            orphaned.push(name);
                         }
-                        Self::notify_revoked(&mut tx, &revoked).await?;
-                        let registry_event = crate::StoreEvent::RegistryChanged { agents: owned.iter().filter_map(|r| r.try_get::<String, _>("name").ok()).collect(), upstreams: vec![], tools: vec![], secrets: vec![] };
-                        Self::notify(&mut tx, &registry_event).await?;
-                        tx.commit().await?;
-                        self.emit(registry_event);
-                        if !revoked.is_empty() {
-                            self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
-                        }
-                        Ok(crate::HumanRemoval {
-                            human,
-                            revoked_api_tokens: usize::try_from(tokens).unwrap_or(usize::MAX),
-                            orphaned_agents: orphaned,
-                            revoked_tasks: revoked,
-                        })
+                        revoked.extend(Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, &why, ctx).await?);
+                        orphaned.push(name);
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    Self::notify_revoked(&mut tx, &revoked).await?;
+                    let registry_event = crate::StoreEvent::RegistryChanged { agents: owned.iter().filter_map(|r| r.try_get::<String, _>("name").ok()).collect(), upstreams: vec![], tools: vec![], secrets: vec![] };
+                    Self::notify(&mut tx, &registry_event).await?;
+                    tx.commit().await?;
+                    self.emit(registry_event);
+                    if !revoked.is_empty() {
+                        self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
+                    }
+                    Ok(crate::HumanRemoval {
+                        human,
+                        revoked_api_tokens: usize::try_from(tokens).unwrap_or(usize::MAX),
+                        orphaned_agents: orphaned,
+                        revoked_tasks: revoked,
+                    })
+                })
+                .await
             }
 
             async fn activate_policies(
@@ -2029,71 +1863,54 @@ macro_rules! impl_store {
                 comment: &str,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<()> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let files = serde_json::to_string(&policies.files).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        sqlx::query(
-                            "INSERT INTO policy_versions (version, files, created_at, created_by) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (version) DO NOTHING",
-                        )
+                self.guarded(crate::sql::Call::Write, async {
+                    let files = serde_json::to_string(&policies.files).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    sqlx::query(
+                        "INSERT INTO policy_versions (version, files, created_at, created_by) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (version) DO NOTHING",
+                    )
+                    .bind(&policies.version)
+                    .bind(files)
+                    .bind(crate::sql::ts(ctx.at))
+                    .bind(&ctx.actor)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES ($1, $2, $3, $4, $5)")
                         .bind(&policies.version)
-                        .bind(files)
+                        .bind(role.as_str())
                         .bind(crate::sql::ts(ctx.at))
                         .bind(&ctx.actor)
+                        .bind(comment)
                         .execute(&mut *tx)
                         .await?;
-                        sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES ($1, $2, $3, $4, $5)")
-                            .bind(&policies.version)
-                            .bind(role.as_str())
-                            .bind(crate::sql::ts(ctx.at))
-                            .bind(&ctx.actor)
-                            .bind(comment)
-                            .execute(&mut *tx)
-                            .await?;
-                        Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
-                        tx.commit().await?;
-                        self.emit(crate::StoreEvent::PoliciesChanged);
-                        Ok(())
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
+                    tx.commit().await?;
+                    self.emit(crate::StoreEvent::PoliciesChanged);
+                    Ok(())
+                })
+                .await
             }
 
             async fn clear_shadow_policies(&self, comment: &str, ctx: &warden_core::ChangeContext) -> crate::Result<()> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES (NULL, 'shadow', $1, $2, $3)")
-                            .bind(crate::sql::ts(ctx.at))
-                            .bind(&ctx.actor)
-                            .bind(comment)
-                            .execute(&mut *tx)
-                            .await?;
-                        Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
-                        tx.commit().await?;
-                        self.emit(crate::StoreEvent::PoliciesChanged);
-                        Ok(())
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    sqlx::query("INSERT INTO policy_activations (version, role, at, by_actor, comment) VALUES (NULL, 'shadow', $1, $2, $3)")
+                        .bind(crate::sql::ts(ctx.at))
+                        .bind(&ctx.actor)
+                        .bind(comment)
+                        .execute(&mut *tx)
+                        .await?;
+                    Self::notify(&mut tx, &crate::StoreEvent::PoliciesChanged).await?;
+                    tx.commit().await?;
+                    self.emit(crate::StoreEvent::PoliciesChanged);
+                    Ok(())
+                })
+                .await
             }
 
             async fn current_policies(&self) -> crate::Result<crate::CurrentPolicies> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let mut current = crate::CurrentPolicies::default();
                     for role in [crate::PolicyRole::Active, crate::PolicyRole::Shadow] {
@@ -2124,15 +1941,12 @@ macro_rules! impl_store {
                         }
                     }
                     Ok(current)
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn policy_history(&self, limit: u32) -> crate::Result<Vec<crate::PolicyActivation>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let rows = sqlx::query(
                         "SELECT seq, version, role, at, by_actor, comment FROM policy_activations ORDER BY seq DESC LIMIT $1",
@@ -2153,15 +1967,12 @@ macro_rules! impl_store {
                             })
                         })
                         .collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn policy_version(&self, version: &str) -> crate::Result<Option<crate::PolicyVersion>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let row = sqlx::query("SELECT version, files, created_at, created_by FROM policy_versions WHERE version = $1")
                         .bind(version)
@@ -2177,10 +1988,8 @@ macro_rules! impl_store {
                         })
                     })
                     .transpose()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             // ---- ledger ----
@@ -2190,103 +1999,92 @@ macro_rules! impl_store {
                 batch: Vec<warden_ledger::PreEncoded>,
                 checkpoint: Option<crate::CheckpointSigner<'_>>,
             ) -> crate::Result<crate::LedgerAppend> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        use sqlx::Row as _;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let head = sqlx::query(&format!("SELECT size, frontier FROM ledger_head WHERE id = 1{}", $for_update))
+                self.guarded(crate::sql::Call::Write, async {
+                    use sqlx::Row as _;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let head = sqlx::query(&format!("SELECT size, frontier FROM ledger_head WHERE id = 1{}", $for_update))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let frontier = crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)?;
+                    let prepared = warden_ledger::prepare_append_encoded(&frontier, batch).map_err(crate::ledger::append_error)?;
+                    for chunk in crate::ledger::shaped_chunks(&prepared.entries) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO ledger_entries (seq, at, agent, canonical, leaf_hash) ",
+                        );
+                        q.push_values(chunk, |mut b, e| {
+                            let entry = e.entry();
+                            b.push_bind(crate::ledger::to_i64(e.seq()))
+                                .push_bind(entry.at)
+                                .push_bind(crate::ledger::agent_of(entry))
+                                .push_bind(e.bytes())
+                                .push_bind(e.leaf_hash().as_bytes().to_vec());
+                        });
+                        q.build().execute(&mut *tx).await?;
+                    }
+                    let stored: Vec<_> = prepared
+                        .nodes
+                        .iter()
+                        .filter(|(id, _)| id.level >= crate::ledger::STORED_NODE_LEVEL)
+                        .collect();
+                    for chunk in crate::ledger::shaped_chunks(&stored) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO ledger_nodes (level, idx, hash) ");
+                        q.push_values(chunk, |mut b, (id, hash)| {
+                            b.push_bind(i32::from(id.level))
+                                .push_bind(crate::ledger::to_i64(id.index))
+                                .push_bind(hash.as_bytes().to_vec());
+                        });
+                        q.build().execute(&mut *tx).await?;
+                    }
+                    let size = prepared.tree_size();
+                    // Written even for an empty batch: an empty append is the writer's probe, and it must
+                    // prove the head can still be written, not only read.
+                    let state = serde_json::to_string(&prepared.frontier)
+                        .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+                    sqlx::query("UPDATE ledger_head SET size = $1, frontier = $2 WHERE id = 1")
+                        .bind(crate::ledger::to_i64(size))
+                        .bind(state)
+                        .execute(&mut *tx)
+                        .await?;
+                    let mut signed = None;
+                    if let Some(cs) = checkpoint
+                        && size > 0
+                    {
+                        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
                             .fetch_one(&mut *tx)
                             .await?;
-                        let frontier = crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)?;
-                        let prepared = warden_ledger::prepare_append_encoded(&frontier, batch).map_err(crate::ledger::append_error)?;
-                        for chunk in crate::ledger::shaped_chunks(&prepared.entries) {
-                            let mut q = sqlx::QueryBuilder::<$db>::new(
-                                "INSERT INTO ledger_entries (seq, at, agent, canonical, leaf_hash) ",
-                            );
-                            q.push_values(chunk, |mut b, e| {
-                                let entry = e.entry();
-                                b.push_bind(crate::ledger::to_i64(e.seq()))
-                                    .push_bind(entry.at)
-                                    .push_bind(crate::ledger::agent_of(entry))
-                                    .push_bind(e.bytes())
-                                    .push_bind(e.leaf_hash().as_bytes().to_vec());
-                            });
-                            q.build().execute(&mut *tx).await?;
-                        }
-                        let stored: Vec<_> = prepared
-                            .nodes
-                            .iter()
-                            .filter(|(id, _)| id.level >= crate::ledger::STORED_NODE_LEVEL)
-                            .collect();
-                        for chunk in crate::ledger::shaped_chunks(&stored) {
-                            let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO ledger_nodes (level, idx, hash) ");
-                            q.push_values(chunk, |mut b, (id, hash)| {
-                                b.push_bind(i32::from(id.level))
-                                    .push_bind(crate::ledger::to_i64(id.index))
-                                    .push_bind(hash.as_bytes().to_vec());
-                            });
-                            q.build().execute(&mut *tx).await?;
-                        }
-                        let size = prepared.tree_size();
-                        // Written even for an empty batch: an empty append is the writer's probe, and it must
-                        // prove the head can still be written, not only read.
-                        let state = serde_json::to_string(&prepared.frontier)
-                            .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-                        sqlx::query("UPDATE ledger_head SET size = $1, frontier = $2 WHERE id = 1")
-                            .bind(crate::ledger::to_i64(size))
-                            .bind(state)
-                            .execute(&mut *tx)
-                            .await?;
-                        let mut signed = None;
-                        if let Some(cs) = checkpoint
-                            && size > 0
-                        {
-                            let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
-                                .fetch_one(&mut *tx)
+                        if latest != Some(crate::ledger::to_i64(size)) {
+                            let note = prepared
+                                .sign_checkpoint(cs.origin, &[cs.signer])
+                                .map_err(|e| crate::StoreError::Internal(format!("cannot sign a checkpoint: {e}")))?;
+                            sqlx::query("INSERT INTO ledger_checkpoints (size, note, at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING")
+                                .bind(crate::ledger::to_i64(size))
+                                .bind(&note)
+                                .bind(crate::sql::ts(cs.at))
+                                .execute(&mut *tx)
                                 .await?;
-                            if latest != Some(crate::ledger::to_i64(size)) {
-                                let note = prepared
-                                    .sign_checkpoint(cs.origin, &[cs.signer])
-                                    .map_err(|e| crate::StoreError::Internal(format!("cannot sign a checkpoint: {e}")))?;
-                                sqlx::query("INSERT INTO ledger_checkpoints (size, note, at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING")
-                                    .bind(crate::ledger::to_i64(size))
-                                    .bind(&note)
-                                    .bind(crate::sql::ts(cs.at))
-                                    .execute(&mut *tx)
-                                    .await?;
-                                signed = Some(size);
-                            }
+                            signed = Some(size);
                         }
-                        tx.commit().await?;
-                        Ok(crate::LedgerAppend {
-                            first_seq: prepared.first_seq(),
-                            tree_size: size,
-                            root: prepared.root(),
-                            checkpoint: signed,
-                        })
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    tx.commit().await?;
+                    Ok(crate::LedgerAppend {
+                        first_seq: prepared.first_seq(),
+                        tree_size: size,
+                        root: prepared.root(),
+                        checkpoint: signed,
+                    })
+                })
+                .await
             }
 
             async fn ledger_head(&self) -> crate::Result<warden_ledger::Frontier> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let head = sqlx::query("SELECT size, frontier FROM ledger_head WHERE id = 1")
                         .fetch_one(&self.read)
                         .await?;
                     crate::ledger::frontier_col(head.try_get("size")?, head.try_get::<&str, _>("frontier")?)
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn ledger_records(
@@ -2295,8 +2093,7 @@ macro_rules! impl_store {
                 limit: u32,
                 filter: &crate::LedgerFilter,
             ) -> crate::Result<Vec<warden_ledger::LogRecord>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let mut q = sqlx::QueryBuilder::<$db>::new("SELECT seq, canonical, leaf_hash FROM ledger_entries WHERE seq >= ");
                     q.push_bind(crate::ledger::to_i64(from_seq));
@@ -2320,15 +2117,12 @@ macro_rules! impl_store {
                             })
                         })
                         .collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn ledger_nodes(&self, ids: &[warden_ledger::NodeId]) -> crate::Result<Vec<warden_ledger::Hash>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     use std::collections::HashMap;
                     let missing = |id: &warden_ledger::NodeId| crate::StoreError::not_found("ledger node", format!("{}/{}", id.level, id.index));
@@ -2382,15 +2176,12 @@ macro_rules! impl_store {
                         found.insert(*id, warden_ledger::root(&hashes));
                     }
                     ids.iter().map(|id| found.get(id).copied().ok_or_else(|| missing(id))).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn ledger_checkpoints(&self, from_size: u64, limit: u32) -> crate::Result<Vec<crate::StoredCheckpoint>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let rows = sqlx::query("SELECT size, note, at FROM ledger_checkpoints WHERE size >= $1 ORDER BY size LIMIT $2")
                         .bind(crate::ledger::to_i64(from_size))
@@ -2406,15 +2197,12 @@ macro_rules! impl_store {
                             })
                         })
                         .collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn latest_ledger_checkpoint(&self) -> crate::Result<Option<crate::StoredCheckpoint>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let row = sqlx::query("SELECT size, note, at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
                         .fetch_optional(&self.read)
@@ -2427,38 +2215,27 @@ macro_rules! impl_store {
                         })
                     })
                     .transpose()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn publish_ledger_key(&self, vkey: &str, node: &str, at: chrono::DateTime<chrono::Utc>) -> crate::Result<()> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        sqlx::query("INSERT INTO ledger_keys (vkey, node, created_at) VALUES ($1, $2, $3) ON CONFLICT (vkey) DO NOTHING")
-                            .bind(vkey)
-                            .bind(node)
-                            .bind(crate::sql::ts(at))
-                            .execute(&mut *tx)
-                            .await?;
-                        tx.commit().await?;
-                        Ok(())
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    sqlx::query("INSERT INTO ledger_keys (vkey, node, created_at) VALUES ($1, $2, $3) ON CONFLICT (vkey) DO NOTHING")
+                        .bind(vkey)
+                        .bind(node)
+                        .bind(crate::sql::ts(at))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn ledger_keys(&self) -> crate::Result<Vec<crate::LedgerKeyRecord>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let rows = sqlx::query("SELECT vkey, node, created_at FROM ledger_keys ORDER BY created_at, vkey")
                         .fetch_all(&self.read)
@@ -2472,17 +2249,14 @@ macro_rules! impl_store {
                             })
                         })
                         .collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             // ---- approvals ----
 
             async fn request_approval(&self, new: &crate::NewApproval) -> crate::Result<(crate::Approval, bool)> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     // Two nodes opening the same request at once: one insert wins the unique index on
                     // pending keys, the other retries and finds it.
                     let mut attempt = 0;
@@ -2492,26 +2266,20 @@ macro_rules! impl_store {
                             other => return other,
                         }
                     }
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn get_approval(&self, id: uuid::Uuid) -> crate::Result<Option<crate::Approval>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let mut conn = self.read.acquire().await?;
                     Self::approval_by_id(&mut *conn, id).await
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn list_approvals(&self, filter: &crate::ApprovalFilter) -> crate::Result<Vec<crate::Approval>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE 1 = 1"));
                     if let Some(s) = filter.state {
@@ -2530,10 +2298,8 @@ macro_rules! impl_store {
                         out.push(decode::approval(r, votes)?);
                     }
                     Ok(out)
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn vote_approval(
@@ -2545,132 +2311,123 @@ macro_rules! impl_store {
                 now: chrono::DateTime<chrono::Utc>,
                 grant_ttl: chrono::Duration,
             ) -> crate::Result<crate::Approval> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        use sqlx::Row as _;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1{}", $for_update))
-                            .bind(id.to_string())
-                            .fetch_optional(&mut *tx)
-                            .await?
-                            .ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
-                        let current = decode::approval(&row, Vec::new())?;
-                        if current.state != crate::ApprovalState::Pending {
-                            return Err(crate::StoreError::Conflict(format!(
-                                "approval request `{id}` is already {}", current.state.as_str()
+                self.guarded(crate::sql::Call::Write, async {
+                    use sqlx::Row as _;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1{}", $for_update))
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
+                    let current = decode::approval(&row, Vec::new())?;
+                    if current.state != crate::ApprovalState::Pending {
+                        return Err(crate::StoreError::Conflict(format!(
+                            "approval request `{id}` is already {}", current.state.as_str()
+                        )));
+                    }
+                    if current.expires_at <= now {
+                        // Refused, and left for the expiry sweep to mark and record: an expiry written
+                        // here would never reach the ledger.
+                        return Err(crate::StoreError::Conflict(format!(
+                            "approval request `{id}` expired at {}", current.expires_at.to_rfc3339()
+                        )));
+                    }
+                    // Separation of duties: an owner of the agent does not approve its requests.
+                    let owns: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE a.name = $1 AND o.human_email = $2",
+                    )
+                    .bind(current.agent.as_str())
+                    .bind(approver.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if owns > 0 && !current.owners_may_approve {
+                        return Err(crate::StoreError::Conflict(format!(
+                            "`{approver}` owns agent `{}` and may not decide its approval requests (separation of duties)",
+                            current.agent
+                        )));
+                    }
+                    // Eligibility narrowed by policy (`@approvers`): the approver must be named by every
+                    // approval policy behind the request, by address or as the upstream's owner.
+                    if !current.approvers.is_empty() {
+                        let upstream_owner: Option<String> = match &current.upstream {
+                            Some(u) => sqlx::query_scalar("SELECT owner_email FROM upstreams WHERE name = $1")
+                                .bind(u)
+                                .fetch_optional(&mut *tx)
+                                .await?,
+                            None => None,
+                        };
+                        if let Some(names) = current.approvers.iter().find(|names| {
+                            !names.iter().any(|n| {
+                                n == approver.as_str()
+                                    || (n == crate::UPSTREAM_OWNER && upstream_owner.as_deref() == Some(approver.as_str()))
+                            })
+                        }) {
+                            return Err(crate::StoreError::Forbidden(format!(
+                                "`{approver}` is not among the approvers policy names for approval request `{id}` ({})",
+                                names.join(", ")
                             )));
                         }
-                        if current.expires_at <= now {
-                            // Refused, and left for the expiry sweep to mark and record: an expiry written
-                            // here would never reach the ledger.
-                            return Err(crate::StoreError::Conflict(format!(
-                                "approval request `{id}` expired at {}", current.expires_at.to_rfc3339()
-                            )));
-                        }
-                        // Separation of duties: an owner of the agent does not approve its requests.
-                        let owns: i64 = sqlx::query_scalar(
-                            "SELECT COUNT(*) FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE a.name = $1 AND o.human_email = $2",
-                        )
-                        .bind(current.agent.as_str())
+                    }
+                    let voted: Option<String> = sqlx::query_scalar("SELECT vote FROM approval_votes WHERE approval_id = $1 AND approver = $2")
+                        .bind(id.to_string())
                         .bind(approver.as_str())
-                        .fetch_one(&mut *tx)
+                        .fetch_optional(&mut *tx)
                         .await?;
-                        if owns > 0 && !current.owners_may_approve {
-                            return Err(crate::StoreError::Conflict(format!(
-                                "`{approver}` owns agent `{}` and may not decide its approval requests (separation of duties)",
-                                current.agent
-                            )));
+                    if let Some(v) = voted {
+                        return Err(crate::StoreError::Conflict(format!(
+                            "`{approver}` already voted `{v}` on approval request `{id}`; nobody decides twice"
+                        )));
+                    }
+                    sqlx::query("INSERT INTO approval_votes (approval_id, approver, vote, comment, at) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(id.to_string())
+                        .bind(approver.as_str())
+                        .bind(match vote { crate::Vote::Approve => "approve", crate::Vote::Deny => "deny" })
+                        .bind(comment)
+                        .bind(crate::sql::ts(now))
+                        .execute(&mut *tx)
+                        .await?;
+                    match vote {
+                        crate::Vote::Deny => {
+                            sqlx::query("UPDATE approvals SET state = 'denied', decided_at = $2 WHERE id = $1")
+                                .bind(id.to_string())
+                                .bind(crate::sql::ts(now))
+                                .execute(&mut *tx)
+                                .await?;
                         }
-                        // Eligibility narrowed by policy (`@approvers`): the approver must be named by every
-                        // approval policy behind the request, by address or as the upstream's owner.
-                        if !current.approvers.is_empty() {
-                            let upstream_owner: Option<String> = match &current.upstream {
-                                Some(u) => sqlx::query_scalar("SELECT owner_email FROM upstreams WHERE name = $1")
-                                    .bind(u)
-                                    .fetch_optional(&mut *tx)
-                                    .await?,
-                                None => None,
-                            };
-                            if let Some(names) = current.approvers.iter().find(|names| {
-                                !names.iter().any(|n| {
-                                    n == approver.as_str()
-                                        || (n == crate::UPSTREAM_OWNER && upstream_owner.as_deref() == Some(approver.as_str()))
-                                })
-                            }) {
-                                return Err(crate::StoreError::Forbidden(format!(
-                                    "`{approver}` is not among the approvers policy names for approval request `{id}` ({})",
-                                    names.join(", ")
-                                )));
-                            }
-                        }
-                        let voted: Option<String> = sqlx::query_scalar("SELECT vote FROM approval_votes WHERE approval_id = $1 AND approver = $2")
-                            .bind(id.to_string())
-                            .bind(approver.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if let Some(v) = voted {
-                            return Err(crate::StoreError::Conflict(format!(
-                                "`{approver}` already voted `{v}` on approval request `{id}`; nobody decides twice"
-                            )));
-                        }
-                        sqlx::query("INSERT INTO approval_votes (approval_id, approver, vote, comment, at) VALUES ($1, $2, $3, $4, $5)")
-                            .bind(id.to_string())
-                            .bind(approver.as_str())
-                            .bind(match vote { crate::Vote::Approve => "approve", crate::Vote::Deny => "deny" })
-                            .bind(comment)
-                            .bind(crate::sql::ts(now))
-                            .execute(&mut *tx)
-                            .await?;
-                        match vote {
-                            crate::Vote::Deny => {
-                                sqlx::query("UPDATE approvals SET state = 'denied', decided_at = $2 WHERE id = $1")
+                        crate::Vote::Approve => {
+                            let approvals = i64::from(current.approvals) + 1;
+                            if approvals >= i64::from(current.quorum) {
+                                let task_end: chrono::DateTime<chrono::Utc> = sqlx::query("SELECT expires_at FROM tasks WHERE id = $1")
+                                    .bind(current.task_id.to_string())
+                                    .fetch_one(&mut *tx)
+                                    .await?
+                                    .try_get("expires_at")?;
+                                let grant_end = (now + grant_ttl).min(task_end);
+                                sqlx::query("UPDATE approvals SET state = 'approved', approvals = $2, decided_at = $3, grant_expires_at = $4 WHERE id = $1")
                                     .bind(id.to_string())
+                                    .bind(approvals)
                                     .bind(crate::sql::ts(now))
+                                    .bind(crate::sql::ts(grant_end))
+                                    .execute(&mut *tx)
+                                    .await?;
+                            } else {
+                                sqlx::query("UPDATE approvals SET approvals = $2 WHERE id = $1")
+                                    .bind(id.to_string())
+                                    .bind(approvals)
                                     .execute(&mut *tx)
                                     .await?;
                             }
-                            crate::Vote::Approve => {
-                                let approvals = i64::from(current.approvals) + 1;
-                                if approvals >= i64::from(current.quorum) {
-                                    let task_end: chrono::DateTime<chrono::Utc> = sqlx::query("SELECT expires_at FROM tasks WHERE id = $1")
-                                        .bind(current.task_id.to_string())
-                                        .fetch_one(&mut *tx)
-                                        .await?
-                                        .try_get("expires_at")?;
-                                    let grant_end = (now + grant_ttl).min(task_end);
-                                    sqlx::query("UPDATE approvals SET state = 'approved', approvals = $2, decided_at = $3, grant_expires_at = $4 WHERE id = $1")
-                                        .bind(id.to_string())
-                                        .bind(approvals)
-                                        .bind(crate::sql::ts(now))
-                                        .bind(crate::sql::ts(grant_end))
-                                        .execute(&mut *tx)
-                                        .await?;
-                                } else {
-                                    sqlx::query("UPDATE approvals SET approvals = $2 WHERE id = $1")
-                                        .bind(id.to_string())
-                                        .bind(approvals)
-                                        .execute(&mut *tx)
-                                        .await?;
-                                }
-                            }
                         }
-                        let approval = Self::approval_in(&mut tx, id).await?.ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
-                        tx.commit().await?;
-                        Ok(approval)
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    let approval = Self::approval_in(&mut tx, id).await?.ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
+                    tx.commit().await?;
+                    Ok(approval)
+                })
+                .await
             }
 
             async fn find_grant(&self, request_key: &str, now: chrono::DateTime<chrono::Utc>) -> crate::Result<Option<crate::Approval>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     use sqlx::Row as _;
                     let mut conn = self.read.acquire().await?;
                     let row = sqlx::query(&format!(
@@ -2690,66 +2447,48 @@ macro_rules! impl_store {
                             Ok(Some(decode::approval(&r, votes)?))
                         }
                     }
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn use_grant(&self, id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>) -> crate::Result<bool> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let done = sqlx::query(
-                            "UPDATE approvals SET used_at = $2 WHERE id = $1 AND state = 'approved' AND single_use = $3 AND used_at IS NULL",
-                        )
-                        .bind(id.to_string())
-                        .bind(crate::sql::ts(now))
-                        .bind(true)
-                        .execute(&mut *tx)
-                        .await?;
-                        tx.commit().await?;
-                        Ok(done.rows_affected() == 1)
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let done = sqlx::query(
+                        "UPDATE approvals SET used_at = $2 WHERE id = $1 AND state = 'approved' AND single_use = $3 AND used_at IS NULL",
+                    )
+                    .bind(id.to_string())
+                    .bind(crate::sql::ts(now))
+                    .bind(true)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(done.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn expire_approvals(&self, now: chrono::DateTime<chrono::Utc>) -> crate::Result<Vec<crate::Approval>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        use sqlx::Row as _;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let rows = sqlx::query(
-                            "UPDATE approvals SET state = 'expired' WHERE state = 'pending' AND expires_at <= $1 RETURNING id",
-                        )
-                        .bind(crate::sql::ts(now))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        let mut out = Vec::with_capacity(rows.len());
-                        for r in &rows {
-                            let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
-                            if let Some(a) = Self::approval_in(&mut tx, id).await? {
-                                out.push(a);
-                            }
+                self.guarded(crate::sql::Call::Write, async {
+                    use sqlx::Row as _;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let rows = sqlx::query(
+                        "UPDATE approvals SET state = 'expired' WHERE state = 'pending' AND expires_at <= $1 RETURNING id",
+                    )
+                    .bind(crate::sql::ts(now))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in &rows {
+                        let id = crate::sql::uuid_col(r.try_get::<&str, _>("id")?)?;
+                        if let Some(a) = Self::approval_in(&mut tx, id).await? {
+                            out.push(a);
                         }
-                        tx.commit().await?;
-                        Ok(out)
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    tx.commit().await?;
+                    Ok(out)
+                })
+                .await
             }
 
             // ---- MCP gateway: tool catalogue ----
@@ -2761,124 +2500,115 @@ macro_rules! impl_store {
                 new_state: warden_core::ToolState,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> crate::Result<Vec<crate::ToolChange>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        Self::check_observed(seen)?;
-                        // The common case, a listing like the last one, reads and writes nothing (and takes
-                        // no write lock: SQLite has one writer, and every `tools/list` comes through here).
-                        let known: std::collections::HashMap<String, crate::ToolRecord> = crate::Store::list_tools(self, Some(upstream))
-                            .await?
-                            .into_iter()
-                            .map(|t| (t.name.clone(), t))
-                            .collect();
-                        if seen.iter().all(|t| known.get(&t.name).is_some_and(|k| Self::tool_unchanged(k, &t.digest))) {
-                            return Ok(Vec::new());
-                        }
-                        let at = crate::sql::ts(now);
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let exists = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
-                            .bind(upstream.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if exists.is_none() {
-                            return Err(crate::StoreError::not_found("upstream", upstream));
-                        }
-                        // Rows are locked in name order, so concurrent observers of one upstream never deadlock.
-                        let mut ordered: Vec<&crate::ObservedTool> = seen.iter().collect();
-                        ordered.sort_by(|a, b| a.name.cmp(&b.name));
-                        let mut changes = Vec::new();
-                        for t in ordered {
-                            let definition = t.definition.to_string();
-                            let active = new_state == warden_core::ToolState::Active;
-                            // First sight. A concurrent observer's insert makes this one do nothing (on
-                            // PostgreSQL it waits for that transaction first), and the row is handled below.
-                            let inserted = sqlx::query(
-                                "INSERT INTO tools (upstream_name, name, state, digest, definition, hint_class, pending_digest, \
-                                 pending_definition, pending_hint_class, first_seen, updated_at) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
-                                 ON CONFLICT (upstream_name, name) DO NOTHING",
-                            )
-                            .bind(upstream.as_str())
-                            .bind(&t.name)
-                            .bind(new_state.as_str())
-                            .bind(active.then_some(t.digest.as_str()))
-                            .bind(active.then_some(definition.as_str()))
-                            .bind(t.hint_class.as_str())
-                            .bind((!active).then_some(t.digest.as_str()))
-                            .bind((!active).then_some(definition.as_str()))
-                            .bind((!active).then_some(t.hint_class.as_str()))
-                            .bind(at)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                            if inserted == 1 {
-                                let (approved, pending) = if active { (Some(t), None) } else { (None, Some(t)) };
-                                changes.push(crate::ToolChange::New(crate::ToolRecord {
-                                    upstream: upstream.clone(),
-                                    name: t.name.clone(),
-                                    state: new_state,
-                                    digest: approved.map(|t| t.digest.clone()),
-                                    definition: approved.map(|t| t.definition.clone()),
-                                    hint_class: t.hint_class,
-                                    class_override: None,
-                                    pending_digest: pending.map(|t| t.digest.clone()),
-                                    pending_definition: pending.map(|t| t.definition.clone()),
-                                    pending_hint_class: pending.map(|t| t.hint_class),
-                                    first_seen: at,
-                                    updated_at: at,
-                                    approved_by: None,
-                                    approved_at: None,
-                                    classified_by: None,
-                                    classified_at: None,
-                                }));
-                                continue;
-                            }
-                            let mut tool = Self::tool_for_update(&mut tx, upstream, &t.name).await?;
-                            if Self::tool_unchanged(&tool, &t.digest) {
-                                continue;
-                            }
-                            sqlx::query(
-                                "UPDATE tools SET state = 'quarantined', pending_digest = $1, pending_definition = $2, \
-                                 pending_hint_class = $3, updated_at = $4 WHERE upstream_name = $5 AND name = $6",
-                            )
-                            .bind(&t.digest)
-                            .bind(&definition)
-                            .bind(t.hint_class.as_str())
-                            .bind(at)
-                            .bind(upstream.as_str())
-                            .bind(&t.name)
-                            .execute(&mut *tx)
-                            .await?;
-                            tool.state = warden_core::ToolState::Quarantined;
-                            tool.pending_digest = Some(t.digest.clone());
-                            tool.pending_definition = Some(t.definition.clone());
-                            tool.pending_hint_class = Some(t.hint_class);
-                            tool.updated_at = at;
-                            changes.push(crate::ToolChange::Quarantined(tool));
-                        }
-                        if changes.is_empty() {
-                            // Another observer made the same changes first: nothing to write or announce.
-                            return Ok(changes);
-                        }
-                        let keys = changes.iter().map(|c| c.tool().key()).collect();
-                        let event = Self::notify_registry(&mut tx, vec![], vec![], keys, vec![]).await?;
-                        tx.commit().await?;
-                        self.emit(event);
-                        Ok(changes)
+                self.guarded(crate::sql::Call::Write, async {
+                    Self::check_observed(seen)?;
+                    // The common case, a listing like the last one, reads and writes nothing (and takes
+                    // no write lock: SQLite has one writer, and every `tools/list` comes through here).
+                    let known: std::collections::HashMap<String, crate::ToolRecord> = crate::Store::list_tools(self, Some(upstream))
+                        .await?
+                        .into_iter()
+                        .map(|t| (t.name.clone(), t))
+                        .collect();
+                    if seen.iter().all(|t| known.get(&t.name).is_some_and(|k| Self::tool_unchanged(k, &t.digest))) {
+                        return Ok(Vec::new());
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    let at = crate::sql::ts(now);
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let exists = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
+                        .bind(upstream.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if exists.is_none() {
+                        return Err(crate::StoreError::not_found("upstream", upstream));
+                    }
+                    // Rows are locked in name order, so concurrent observers of one upstream never deadlock.
+                    let mut ordered: Vec<&crate::ObservedTool> = seen.iter().collect();
+                    ordered.sort_by(|a, b| a.name.cmp(&b.name));
+                    let mut changes = Vec::new();
+                    for t in ordered {
+                        let definition = t.definition.to_string();
+                        let active = new_state == warden_core::ToolState::Active;
+                        // First sight. A concurrent observer's insert makes this one do nothing (on
+                        // PostgreSQL it waits for that transaction first), and the row is handled below.
+                        let inserted = sqlx::query(
+                            "INSERT INTO tools (upstream_name, name, state, digest, definition, hint_class, pending_digest, \
+                             pending_definition, pending_hint_class, first_seen, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                             ON CONFLICT (upstream_name, name) DO NOTHING",
+                        )
+                        .bind(upstream.as_str())
+                        .bind(&t.name)
+                        .bind(new_state.as_str())
+                        .bind(active.then_some(t.digest.as_str()))
+                        .bind(active.then_some(definition.as_str()))
+                        .bind(t.hint_class.as_str())
+                        .bind((!active).then_some(t.digest.as_str()))
+                        .bind((!active).then_some(definition.as_str()))
+                        .bind((!active).then_some(t.hint_class.as_str()))
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if inserted == 1 {
+                            let (approved, pending) = if active { (Some(t), None) } else { (None, Some(t)) };
+                            changes.push(crate::ToolChange::New(crate::ToolRecord {
+                                upstream: upstream.clone(),
+                                name: t.name.clone(),
+                                state: new_state,
+                                digest: approved.map(|t| t.digest.clone()),
+                                definition: approved.map(|t| t.definition.clone()),
+                                hint_class: t.hint_class,
+                                class_override: None,
+                                pending_digest: pending.map(|t| t.digest.clone()),
+                                pending_definition: pending.map(|t| t.definition.clone()),
+                                pending_hint_class: pending.map(|t| t.hint_class),
+                                first_seen: at,
+                                updated_at: at,
+                                approved_by: None,
+                                approved_at: None,
+                                classified_by: None,
+                                classified_at: None,
+                            }));
+                            continue;
+                        }
+                        let mut tool = Self::tool_for_update(&mut tx, upstream, &t.name).await?;
+                        if Self::tool_unchanged(&tool, &t.digest) {
+                            continue;
+                        }
+                        sqlx::query(
+                            "UPDATE tools SET state = 'quarantined', pending_digest = $1, pending_definition = $2, \
+                             pending_hint_class = $3, updated_at = $4 WHERE upstream_name = $5 AND name = $6",
+                        )
+                        .bind(&t.digest)
+                        .bind(&definition)
+                        .bind(t.hint_class.as_str())
+                        .bind(at)
+                        .bind(upstream.as_str())
+                        .bind(&t.name)
+                        .execute(&mut *tx)
+                        .await?;
+                        tool.state = warden_core::ToolState::Quarantined;
+                        tool.pending_digest = Some(t.digest.clone());
+                        tool.pending_definition = Some(t.definition.clone());
+                        tool.pending_hint_class = Some(t.hint_class);
+                        tool.updated_at = at;
+                        changes.push(crate::ToolChange::Quarantined(tool));
+                    }
+                    if changes.is_empty() {
+                        // Another observer made the same changes first: nothing to write or announce.
+                        return Ok(changes);
+                    }
+                    let keys = changes.iter().map(|c| c.tool().key()).collect();
+                    let event = Self::notify_registry(&mut tx, vec![], vec![], keys, vec![]).await?;
+                    tx.commit().await?;
+                    self.emit(event);
+                    Ok(changes)
+                })
+                .await
             }
 
             async fn list_tools(&self, upstream: Option<&warden_core::UpstreamName>) -> crate::Result<Vec<crate::ToolRecord>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query(&format!(
                         "SELECT {TOOL_COLUMNS} FROM tools WHERE (CAST($1 AS TEXT) IS NULL OR upstream_name = $1) \
                          ORDER BY upstream_name, name"
@@ -2887,25 +2617,20 @@ macro_rules! impl_store {
                     .fetch_all(&self.read)
                     .await?;
                     rows.iter().map(decode::tool).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn get_tool(&self, upstream: &warden_core::UpstreamName, name: &str) -> crate::Result<Option<crate::ToolRecord>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let row = sqlx::query(&format!("SELECT {TOOL_COLUMNS} FROM tools WHERE upstream_name = $1 AND name = $2"))
                         .bind(upstream.as_str())
                         .bind(name)
                         .fetch_optional(&self.read)
                         .await?;
                     row.as_ref().map(decode::tool).transpose()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn classify_tool(
@@ -2915,39 +2640,31 @@ macro_rules! impl_store {
                 class: Option<warden_core::ToolClass>,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::ToolRecord> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
-                        let at = crate::sql::ts(ctx.at);
-                        sqlx::query(
-                            "UPDATE tools SET class_override = $1, classified_by = $2, classified_at = $3, updated_at = $3 \
-                             WHERE upstream_name = $4 AND name = $5",
-                        )
-                        .bind(class.map(|c| c.as_str()))
-                        .bind(&ctx.actor)
-                        .bind(at)
-                        .bind(upstream.as_str())
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await?;
-                        tool.class_override = class;
-                        tool.classified_by = Some(ctx.actor.clone());
-                        tool.classified_at = Some(at);
-                        tool.updated_at = at;
-                        let event = Self::notify_registry(&mut tx, vec![], vec![], vec![tool.key()], vec![]).await?;
-                        tx.commit().await?;
-                        self.emit(event);
-                        Ok(tool)
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
+                    let at = crate::sql::ts(ctx.at);
+                    sqlx::query(
+                        "UPDATE tools SET class_override = $1, classified_by = $2, classified_at = $3, updated_at = $3 \
+                         WHERE upstream_name = $4 AND name = $5",
+                    )
+                    .bind(class.map(|c| c.as_str()))
+                    .bind(&ctx.actor)
+                    .bind(at)
+                    .bind(upstream.as_str())
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                    tool.class_override = class;
+                    tool.classified_by = Some(ctx.actor.clone());
+                    tool.classified_at = Some(at);
+                    tool.updated_at = at;
+                    let event = Self::notify_registry(&mut tx, vec![], vec![], vec![tool.key()], vec![]).await?;
+                    tx.commit().await?;
+                    self.emit(event);
+                    Ok(tool)
+                })
+                .await
             }
 
             async fn approve_tool(
@@ -2957,84 +2674,76 @@ macro_rules! impl_store {
                 digest: &str,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::ToolApproval> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        warden_core::gateway::check_digest("digest", digest)?;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
-                        let key = tool.key();
-                        let Some(pending) = tool.pending_digest.clone() else {
-                            let approved = tool.digest.as_deref().unwrap_or_default();
-                            return Err(crate::StoreError::Conflict(if approved == digest {
-                                format!("tool `{key}` is already approved with digest `{digest}`")
-                            } else {
-                                format!(
-                                    "tool `{key}` has no definition awaiting approval; its approved digest is `{approved}`, not `{digest}`"
-                                )
-                            }));
-                        };
-                        // The pending digest approves the pending definition; the approved digest (an
-                        // upstream that changed the tool and changed it back) restores the approved one.
-                        let restored = if pending == digest {
-                            false
-                        } else if tool.digest.as_deref() == Some(digest) {
-                            true
+                self.guarded(crate::sql::Call::Write, async {
+                    warden_core::gateway::check_digest("digest", digest)?;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let mut tool = Self::tool_for_update(&mut tx, upstream, name).await?;
+                    let key = tool.key();
+                    let Some(pending) = tool.pending_digest.clone() else {
+                        let approved = tool.digest.as_deref().unwrap_or_default();
+                        return Err(crate::StoreError::Conflict(if approved == digest {
+                            format!("tool `{key}` is already approved with digest `{digest}`")
                         } else {
-                            return Err(crate::StoreError::Conflict(match tool.digest.as_deref() {
-                                Some(approved) => format!(
-                                    "digest `{digest}` is neither the pending digest `{pending}` of tool `{key}` nor its \
-                                     approved digest `{approved}`; approve the pending digest to accept the definition you \
-                                     reviewed, or the approved digest to restore the approved definition"
-                                ),
-                                None => format!(
-                                    "digest `{digest}` is not the pending digest `{pending}` of tool `{key}`, which has no \
-                                     approved definition to restore; approve only the definition you reviewed"
-                                ),
-                            }));
-                        };
-                        let at = crate::sql::ts(ctx.at);
-                        let sql = if restored {
-                            "UPDATE tools SET state = 'active', pending_digest = NULL, pending_definition = NULL, \
-                             pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
-                             WHERE upstream_name = $3 AND name = $4"
-                        } else {
-                            "UPDATE tools SET state = 'active', digest = pending_digest, definition = pending_definition, \
-                             hint_class = pending_hint_class, pending_digest = NULL, pending_definition = NULL, \
-                             pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
-                             WHERE upstream_name = $3 AND name = $4"
-                        };
-                        sqlx::query(sql)
-                            .bind(&ctx.actor)
-                            .bind(at)
-                            .bind(upstream.as_str())
-                            .bind(name)
-                            .execute(&mut *tx)
-                            .await?;
-                        tool.state = warden_core::ToolState::Active;
-                        let pending_definition = tool.pending_definition.take();
-                        let pending_hint_class = tool.pending_hint_class.take();
-                        tool.pending_digest = None;
-                        if !restored {
-                            tool.digest = Some(pending);
-                            tool.definition = pending_definition;
-                            tool.hint_class = pending_hint_class.unwrap_or(tool.hint_class);
-                        }
-                        tool.approved_by = Some(ctx.actor.clone());
-                        tool.approved_at = Some(at);
-                        tool.updated_at = at;
-                        let event = Self::notify_registry(&mut tx, vec![], vec![], vec![key], vec![]).await?;
-                        tx.commit().await?;
-                        self.emit(event);
-                        Ok(crate::ToolApproval { tool, restored })
+                            format!(
+                                "tool `{key}` has no definition awaiting approval; its approved digest is `{approved}`, not `{digest}`"
+                            )
+                        }));
+                    };
+                    // The pending digest approves the pending definition; the approved digest (an
+                    // upstream that changed the tool and changed it back) restores the approved one.
+                    let restored = if pending == digest {
+                        false
+                    } else if tool.digest.as_deref() == Some(digest) {
+                        true
+                    } else {
+                        return Err(crate::StoreError::Conflict(match tool.digest.as_deref() {
+                            Some(approved) => format!(
+                                "digest `{digest}` is neither the pending digest `{pending}` of tool `{key}` nor its \
+                                 approved digest `{approved}`; approve the pending digest to accept the definition you \
+                                 reviewed, or the approved digest to restore the approved definition"
+                            ),
+                            None => format!(
+                                "digest `{digest}` is not the pending digest `{pending}` of tool `{key}`, which has no \
+                                 approved definition to restore; approve only the definition you reviewed"
+                            ),
+                        }));
+                    };
+                    let at = crate::sql::ts(ctx.at);
+                    let sql = if restored {
+                        "UPDATE tools SET state = 'active', pending_digest = NULL, pending_definition = NULL, \
+                         pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
+                         WHERE upstream_name = $3 AND name = $4"
+                    } else {
+                        "UPDATE tools SET state = 'active', digest = pending_digest, definition = pending_definition, \
+                         hint_class = pending_hint_class, pending_digest = NULL, pending_definition = NULL, \
+                         pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
+                         WHERE upstream_name = $3 AND name = $4"
+                    };
+                    sqlx::query(sql)
+                        .bind(&ctx.actor)
+                        .bind(at)
+                        .bind(upstream.as_str())
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                    tool.state = warden_core::ToolState::Active;
+                    let pending_definition = tool.pending_definition.take();
+                    let pending_hint_class = tool.pending_hint_class.take();
+                    tool.pending_digest = None;
+                    if !restored {
+                        tool.digest = Some(pending);
+                        tool.definition = pending_definition;
+                        tool.hint_class = pending_hint_class.unwrap_or(tool.hint_class);
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    tool.approved_by = Some(ctx.actor.clone());
+                    tool.approved_at = Some(at);
+                    tool.updated_at = at;
+                    let event = Self::notify_registry(&mut tx, vec![], vec![], vec![key], vec![]).await?;
+                    tx.commit().await?;
+                    self.emit(event);
+                    Ok(crate::ToolApproval { tool, restored })
+                })
+                .await
             }
 
             // ---- MCP gateway: upstream secrets ----
@@ -3044,95 +2753,87 @@ macro_rules! impl_store {
                 new: &crate::NewSecret,
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::SecretInfo> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        Self::check_sealed(&new.key_id, &new.nonce, &new.ciphertext)?;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let upstream = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
-                            .bind(new.upstream.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if upstream.is_none() {
-                            return Err(crate::StoreError::not_found("upstream", &new.upstream));
-                        }
-                        let taken = sqlx::query("SELECT 1 FROM secrets WHERE name = $1")
-                            .bind(new.name.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if taken.is_some() {
-                            return Err(crate::StoreError::Conflict(format!(
-                                "secret `{}` already exists; rotate it to change its value",
-                                new.name
-                            )));
-                        }
-                        let (header, prefix, var) = match &new.injection {
-                            warden_core::Injection::Header { name, prefix } => (Some(name.as_str()), Some(prefix.as_str()), None),
-                            warden_core::Injection::Env { var } => (None, None, Some(var.as_str())),
-                        };
-                        let same_target: Option<String> = sqlx::query_scalar(
-                            "SELECT name FROM secrets WHERE upstream_name = $1 AND (header_name = $2 OR env_var = $3)",
-                        )
+                self.guarded(crate::sql::Call::Write, async {
+                    Self::check_sealed(&new.key_id, &new.nonce, &new.ciphertext)?;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let upstream = sqlx::query("SELECT 1 FROM upstreams WHERE name = $1")
                         .bind(new.upstream.as_str())
-                        .bind(header)
-                        .bind(var)
                         .fetch_optional(&mut *tx)
                         .await?;
-                        if let Some(other) = same_target {
-                            return Err(crate::StoreError::Conflict(format!(
-                                "upstream `{}` already gets {} from secret `{other}`",
-                                new.upstream,
-                                new.injection.target()
-                            )));
-                        }
-                        let at = crate::sql::ts(ctx.at);
-                        sqlx::query(
-                            "INSERT INTO secrets (name, upstream_name, injection, header_name, header_prefix, env_var, version, \
-                             key_id, nonce, ciphertext, created_at, created_by) \
-                             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11)",
-                        )
-                        .bind(new.name.as_str())
-                        .bind(new.upstream.as_str())
-                        .bind(new.injection.kind())
-                        .bind(header)
-                        .bind(prefix)
-                        .bind(var)
-                        .bind(&new.key_id)
-                        .bind(new.nonce.as_slice())
-                        .bind(new.ciphertext.as_slice())
-                        .bind(at)
-                        .bind(&ctx.actor)
-                        .execute(&mut *tx)
-                        .await?;
-                        let event = Self::notify_registry(
-                            &mut tx,
-                            vec![],
-                            vec![],
-                            vec![],
-                            vec![format!("{}/{}", new.upstream, new.name)],
-                        )
-                        .await?;
-                        tx.commit().await?;
-                        self.emit(event);
-                        Ok(crate::SecretInfo {
-                            name: new.name.clone(),
-                            upstream: new.upstream.clone(),
-                            injection: new.injection.clone(),
-                            version: 1,
-                            key_id: new.key_id.clone(),
-                            created_at: at,
-                            created_by: ctx.actor.clone(),
-                            rotated_at: None,
-                            rotated_by: None,
-                        })
+                    if upstream.is_none() {
+                        return Err(crate::StoreError::not_found("upstream", &new.upstream));
                     }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                    let taken = sqlx::query("SELECT 1 FROM secrets WHERE name = $1")
+                        .bind(new.name.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if taken.is_some() {
+                        return Err(crate::StoreError::Conflict(format!(
+                            "secret `{}` already exists; rotate it to change its value",
+                            new.name
+                        )));
+                    }
+                    let (header, prefix, var) = match &new.injection {
+                        warden_core::Injection::Header { name, prefix } => (Some(name.as_str()), Some(prefix.as_str()), None),
+                        warden_core::Injection::Env { var } => (None, None, Some(var.as_str())),
+                    };
+                    let same_target: Option<String> = sqlx::query_scalar(
+                        "SELECT name FROM secrets WHERE upstream_name = $1 AND (header_name = $2 OR env_var = $3)",
+                    )
+                    .bind(new.upstream.as_str())
+                    .bind(header)
+                    .bind(var)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(other) = same_target {
+                        return Err(crate::StoreError::Conflict(format!(
+                            "upstream `{}` already gets {} from secret `{other}`",
+                            new.upstream,
+                            new.injection.target()
+                        )));
+                    }
+                    let at = crate::sql::ts(ctx.at);
+                    sqlx::query(
+                        "INSERT INTO secrets (name, upstream_name, injection, header_name, header_prefix, env_var, version, \
+                         key_id, nonce, ciphertext, created_at, created_by) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(new.name.as_str())
+                    .bind(new.upstream.as_str())
+                    .bind(new.injection.kind())
+                    .bind(header)
+                    .bind(prefix)
+                    .bind(var)
+                    .bind(&new.key_id)
+                    .bind(new.nonce.as_slice())
+                    .bind(new.ciphertext.as_slice())
+                    .bind(at)
+                    .bind(&ctx.actor)
+                    .execute(&mut *tx)
+                    .await?;
+                    let event = Self::notify_registry(
+                        &mut tx,
+                        vec![],
+                        vec![],
+                        vec![],
+                        vec![format!("{}/{}", new.upstream, new.name)],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    self.emit(event);
+                    Ok(crate::SecretInfo {
+                        name: new.name.clone(),
+                        upstream: new.upstream.clone(),
+                        injection: new.injection.clone(),
+                        version: 1,
+                        key_id: new.key_id.clone(),
+                        created_at: at,
+                        created_by: ctx.actor.clone(),
+                        rotated_at: None,
+                        rotated_by: None,
+                    })
+                })
+                .await
             }
 
             async fn rotate_secret(
@@ -3143,47 +2844,39 @@ macro_rules! impl_store {
                 ciphertext: &[u8],
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::SecretInfo> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        Self::check_sealed(key_id, nonce, ciphertext)?;
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let mut info = Self::secret_for_update(&mut tx, name).await?;
-                        let version = info
-                            .version
-                            .checked_add(1)
-                            .ok_or_else(|| crate::StoreError::Conflict(format!("secret `{name}` cannot be rotated any more")))?;
-                        let at = crate::sql::ts(ctx.at);
-                        sqlx::query(
-                            "UPDATE secrets SET version = $1, key_id = $2, nonce = $3, ciphertext = $4, rotated_at = $5, \
-                             rotated_by = $6 WHERE name = $7",
-                        )
-                        .bind(i64::from(version))
-                        .bind(key_id)
-                        .bind(nonce)
-                        .bind(ciphertext)
-                        .bind(at)
-                        .bind(&ctx.actor)
-                        .bind(name.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                        info.version = version;
-                        info.key_id = key_id.to_owned();
-                        info.rotated_at = Some(at);
-                        info.rotated_by = Some(ctx.actor.clone());
-                        let event =
-                            Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
-                        tx.commit().await?;
-                        self.emit(event);
-                        Ok(info)
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    Self::check_sealed(key_id, nonce, ciphertext)?;
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let mut info = Self::secret_for_update(&mut tx, name).await?;
+                    let version = info
+                        .version
+                        .checked_add(1)
+                        .ok_or_else(|| crate::StoreError::Conflict(format!("secret `{name}` cannot be rotated any more")))?;
+                    let at = crate::sql::ts(ctx.at);
+                    sqlx::query(
+                        "UPDATE secrets SET version = $1, key_id = $2, nonce = $3, ciphertext = $4, rotated_at = $5, \
+                         rotated_by = $6 WHERE name = $7",
+                    )
+                    .bind(i64::from(version))
+                    .bind(key_id)
+                    .bind(nonce)
+                    .bind(ciphertext)
+                    .bind(at)
+                    .bind(&ctx.actor)
+                    .bind(name.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    info.version = version;
+                    info.key_id = key_id.to_owned();
+                    info.rotated_at = Some(at);
+                    info.rotated_by = Some(ctx.actor.clone());
+                    let event =
+                        Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
+                    tx.commit().await?;
+                    self.emit(event);
+                    Ok(info)
+                })
+                .await
             }
 
             async fn delete_secret(
@@ -3191,43 +2884,31 @@ macro_rules! impl_store {
                 name: &warden_core::SecretName,
                 _ctx: &warden_core::ChangeContext,
             ) -> crate::Result<crate::SecretInfo> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
-                    let result: crate::Result<_> = async {
-                        let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
-                        let info = Self::secret_for_update(&mut tx, name).await?;
-                        sqlx::query("DELETE FROM secrets WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
-                        let event =
-                            Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
-                        tx.commit().await?;
-                        self.emit(event);
-                        Ok(info)
-                    }
-                    .await;
-                    self.health.observe_result(&result);
-                    result
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                self.guarded(crate::sql::Call::Write, async {
+                    let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
+                    let info = Self::secret_for_update(&mut tx, name).await?;
+                    sqlx::query("DELETE FROM secrets WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
+                    let event =
+                        Self::notify_registry(&mut tx, vec![], vec![], vec![], vec![format!("{}/{}", info.upstream, name)]).await?;
+                    tx.commit().await?;
+                    self.emit(event);
+                    Ok(info)
+                })
+                .await
             }
 
             async fn list_secrets(&self) -> crate::Result<Vec<crate::SecretInfo>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets ORDER BY name"))
                         .fetch_all(&self.read)
                         .await?;
                     rows.iter().map(decode::secret_info).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             async fn upstream_secrets(&self, upstream: &warden_core::UpstreamName) -> crate::Result<Vec<crate::SealedSecret>> {
-                self.reach.admit()?;
-                let reached: crate::Result<_> = async {
+                self.guarded(crate::sql::Call::Read, async {
                     let rows = sqlx::query(&format!(
                         "SELECT {SECRET_COLUMNS}, nonce, ciphertext FROM secrets WHERE upstream_name = $1 ORDER BY name"
                     ))
@@ -3235,10 +2916,8 @@ macro_rules! impl_store {
                     .fetch_all(&self.read)
                     .await?;
                     rows.iter().map(decode::sealed_secret).collect()
-                }
-                .await;
-                self.reach.observe(&reached);
-                reached
+                })
+                .await
             }
 
             fn events(&self) -> tokio::sync::broadcast::Receiver<crate::StoreEvent> {
