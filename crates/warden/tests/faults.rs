@@ -1379,7 +1379,7 @@ mod disk_full {
     async fn disk_full_loses_nothing_acknowledged_and_undoes_no_revocation() {
         if !common::can_mount() {
             eprintln!(
-                "SKIPPED: mounting a tmpfs needs root; the storage suite covers SQLITE_FULL without it"
+                "SKIPPED: this process cannot mount a tmpfs (root with the capability to mount is needed); the storage suite covers SQLITE_FULL without it"
             );
             return;
         }
