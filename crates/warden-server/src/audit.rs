@@ -102,6 +102,11 @@ fn json_refusal(
             "invalid_request",
             s.canonical_reason().unwrap_or("refused").to_owned(),
         ),
+        // The REST request timeout answers 503 with an empty body.
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "unavailable",
+            "the server could not answer in time (http.request_timeout_secs); try again".to_owned(),
+        ),
         _ => (
             "internal",
             "internal error; the server log has the details".to_owned(),

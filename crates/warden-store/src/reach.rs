@@ -6,6 +6,7 @@
 //! refuses further calls at once, except one per [`PROBE_INTERVAL`], which tries the database: the
 //! first answer from it (any answer the database itself gave, even "not found") closes the breaker.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -21,17 +22,27 @@ struct Down {
     next_probe: Instant,
 }
 
-/// The breaker of one store.
+/// The breaker of one store. Every store call passes it twice, so the closed state is one atomic
+/// load; the lock is taken only while the breaker is open or opening.
 #[derive(Debug, Default, Clone)]
-pub struct Reach(Arc<Mutex<Option<Down>>>);
+pub struct Reach(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    open: AtomicBool,
+    down: Mutex<Option<Down>>,
+}
 
 impl Reach {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Down>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.down.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// May a call go to the database now? While it is unreachable, one call per probe interval may.
     pub(crate) fn admit(&self) -> Result<()> {
+        if !self.0.open.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut down = self.lock();
         let Some(d) = down.as_mut() else {
             return Ok(());
@@ -61,6 +72,7 @@ impl Reach {
                         since: Utc::now(),
                         next_probe: Instant::now() + PROBE_INTERVAL,
                     });
+                    self.0.open.store(true, Ordering::Release);
                 }
                 false
             }
@@ -69,8 +81,12 @@ impl Reach {
             // The database answered.
             Err(_) => true,
         };
-        if answered && let Some(d) = self.lock().take() {
-            tracing::warn!(since = %d.since, "the database answers again");
+        if answered && self.0.open.load(Ordering::Acquire) {
+            let mut down = self.lock();
+            if let Some(d) = down.take() {
+                self.0.open.store(false, Ordering::Release);
+                tracing::warn!(since = %d.since, "the database answers again");
+            }
         }
     }
 }

@@ -44,8 +44,8 @@
 //!   mount a tmpfs): the data directory fills under load; decisions are refused (503) and none is
 //!   acknowledged twice, `/healthz` is 503 naming `SQLITE_FULL`, a task end and an API-token
 //!   revocation are held (202, journaled) and in force at once; space is freed and Warden recovers
-//!   without a restart and writes what it held; full again, a revocation is held and the server
-//!   killed: after the restart nothing revoked works, the held revocations reach the store, every
+//!   without a restart and writes what it held; full again, the agent ends its own task, an API
+//!   token is revoked and the agent suspended (all held) and the server killed: after the restart nothing revoked works, the held revocations reach the store, every
 //!   acknowledged decision is in the ledger at its number, and `audit verify` passes.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -1557,9 +1557,10 @@ mod disk_full {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // This time the agent ends its own task (the agent-side path).
         let ended = http
-            .post(s.endpoint(&format!("/v1/tasks/{id_b}/end")))
-            .bearer_auth(&admin)
+            .post(s.endpoint("/v1/task/end"))
+            .bearer_auth(&task_b)
             .send()
             .await
             .unwrap();
@@ -1587,6 +1588,24 @@ mod disk_full {
             acked.extend(a);
             refused += r;
         }
+        // The agent is suspended while the disk is full: its last task stops at once.
+        let suspended = http
+            .post(s.endpoint("/v1/agents/bot/suspend"))
+            .bearer_auth(&admin)
+            .json(&json!({"reason": "disk full drill"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(suspended.status().as_u16(), 200 | 202),
+            "suspend answered {}",
+            suspended.status()
+        );
+        assert_eq!(
+            status_with(&http, &s, &load, "/v1/task").await,
+            401,
+            "a suspended agent's task still works"
+        );
         s.kill9();
         std::fs::remove_file(&ballast).unwrap();
         s.restart();
@@ -1603,6 +1622,31 @@ mod disk_full {
             status_with(&http, &s, &tok_b, "/v1/whoami").await,
             401,
             "the restart resurrected a revoked token"
+        );
+        assert_eq!(
+            status_with(&http, &s, &load, "/v1/task").await,
+            401,
+            "the restart resurrected a suspended agent's task"
+        );
+        let started = s
+            .agent(&[
+                "task",
+                "start",
+                "--key",
+                key.to_str().unwrap(),
+                "--agent-id",
+                "bot",
+                "--purpose",
+                "p",
+                "--type",
+                "billing",
+                "--upstream",
+                "crm",
+            ])
+            .await;
+        assert_ne!(
+            started.code, 0,
+            "a suspended agent started a task after the restart"
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -1650,6 +1694,19 @@ mod disk_full {
                 ["entry"];
             assert_eq!(e["body"]["request_id"], id.as_str(), "entry {seq}");
         }
+        let agent: Value = http
+            .get(s.endpoint("/v1/agents/bot"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            agent["state"], "suspended",
+            "the held suspension reached the store: {agent}"
+        );
         // The revocations are in the ledger too (held entries are written when the ledger recovers).
         for task in [&id_a, &id_b] {
             assert!(
