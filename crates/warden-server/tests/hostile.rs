@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use common::Api;
-use common::agents::{enrolled, seed, start};
+use common::agents::{enrolled, exchange, seed, start, task_with};
 use common::hostile::{self, AWS_KEY, Config, Echo, GetEvent, Hostile};
 
 api_tests!(
@@ -51,6 +51,7 @@ api_tests!(
     catalogue_fetch_is_decided_before_it_is_sent,
     changed_tool_definitions_are_quarantined,
     credential_in_random_escapings_never_reaches_the_agent,
+    narrowing_an_agent_ends_the_live_tasks_it_narrows,
 );
 
 /// The hostile upstream's credential: `/`, `&` and `+` (escaped differently by different JSON
@@ -2006,4 +2007,182 @@ async fn a_slow_agent_message_is_refused_in_time(api: Api) {
         "{:?}",
         started.elapsed()
     );
+}
+
+// ---- Registry changes reach live tasks ----
+
+/// The `task_ended` entries a registry change wrote with `cause`.
+async fn tasks_ended_by(api: &Api, cause: &str) -> Vec<Value> {
+    common::ledger_entries(api)
+        .await
+        .into_iter()
+        .filter(|(k, b)| k == "task_ended" && b["cause"] == cause)
+        .map(|(_, b)| b)
+        .collect()
+}
+
+/// Removing an upstream from an agent's allowed list left its tasks calling that upstream, and
+/// renewing, until they ended (up to an hour). A narrowing change must end the tasks it narrows at
+/// once (and only those), say so in the ledger, and widening must end nothing.
+async fn narrowing_an_agent_ends_the_live_tasks_it_narrows(api: Api) {
+    seed(&api).await;
+    let hostile = Hostile::start(Config::default()).await;
+    register(&api, "tools", &hostile.url, CRED).await;
+    let other = outsider(&api).await;
+    let bot = enrolled(&api, "bot", &["tools", "other"]).await;
+    let (s, on_tools) = start(&api, &bot, &intent(&["tools"], &["echo"], None, None), None).await;
+    assert_eq!(s, StatusCode::OK, "{on_tools}");
+    let (s, on_other) = start(&api, &bot, &intent(&["other"], &["echo"], None, None), None).await;
+    assert_eq!(s, StatusCode::OK, "{on_other}");
+    let tools_token = on_tools["access_token"].as_str().unwrap().to_owned();
+    let other_token = on_other["access_token"].as_str().unwrap().to_owned();
+    let session = initialize(&api, "tools", &tools_token).await;
+    let r = post(
+        &api,
+        "tools",
+        &tools_token,
+        Some(&session),
+        call(2, "echo", json!({"form": "plain"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "the call works before: {}", r.text());
+    let executed = hostile.executed().len();
+
+    // Widening ends nothing.
+    let (s, b) = api
+        .admin(
+            Method::PATCH,
+            "/v1/agents/bot",
+            Some(json!({"allowed_upstreams": ["tools", "other", "db"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        task_with(&api, &tools_token).await.0,
+        StatusCode::OK,
+        "widening ended a task"
+    );
+    assert!(tasks_ended_by(&api, "agent.update").await.is_empty());
+
+    // Taking `tools` away ends the task that named it, not the other one.
+    let (s, b) = api
+        .admin(
+            Method::PATCH,
+            "/v1/agents/bot",
+            Some(json!({"allowed_upstreams": ["other"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = task_with(&api, &tools_token).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the narrowed task still verifies: {b}"
+    );
+    let r = post(
+        &api,
+        "tools",
+        &tools_token,
+        Some(&session),
+        call(3, "echo", json!({"form": "plain"})),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the narrowed task still calls the upstream: {}",
+        r.text()
+    );
+    assert_eq!(
+        hostile.executed().len(),
+        executed,
+        "a call ran after the narrowing"
+    );
+    let (s, b) = exchange(&api, &tools_token, &bot, None, None).await;
+    assert!(s.is_client_error(), "the narrowed task renews: {s} {b}");
+    assert_eq!(
+        task_with(&api, &other_token).await.0,
+        StatusCode::OK,
+        "a task that never named `tools` ended"
+    );
+    let ended = tasks_ended_by(&api, "agent.update").await;
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["tasks"], json!([on_tools["task_id"]]), "{ended:?}");
+    assert_eq!(ended[0]["count"], 1);
+    let reason = ended[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no longer allowed") && reason.contains("`tools`"),
+        "{reason}"
+    );
+
+    // Removing an owner ends every live task of the agent.
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            "/v1/humans",
+            Some(json!({"email": "second@example.com", "display_name": "Second", "roles": ["owner"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = api
+        .admin(
+            Method::PATCH,
+            "/v1/agents/bot",
+            Some(json!({"owners": ["owner@example.com", "second@example.com"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        task_with(&api, &other_token).await.0,
+        StatusCode::OK,
+        "adding an owner ended a task"
+    );
+    let (s, b) = api
+        .admin(
+            Method::PATCH,
+            "/v1/agents/bot",
+            Some(json!({"owners": ["second@example.com"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        task_with(&api, &other_token).await.0,
+        StatusCode::UNAUTHORIZED,
+        "an owner removed, the task lives on"
+    );
+    let ended = tasks_ended_by(&api, "agent.update").await;
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    assert!(
+        ended[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("owner `owner@example.com` removed"),
+        "{ended:?}"
+    );
+    assert!(other.executed().is_empty());
+
+    // Removing a human who co-owns an agent ends that agent's tasks too, and says so.
+    let (s, on_other) = start(&api, &bot, &intent(&["other"], &["echo"], None, None), None).await;
+    assert_eq!(s, StatusCode::OK, "{on_other}");
+    let token = on_other["access_token"].as_str().unwrap().to_owned();
+    let (s, b) = api
+        .admin(
+            Method::PATCH,
+            "/v1/agents/bot",
+            Some(json!({"owners": ["owner@example.com", "second@example.com"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = api
+        .admin(Method::DELETE, "/v1/humans/second@example.com", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        task_with(&api, &token).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a co-owner removed, the task lives on"
+    );
+    let ended = tasks_ended_by(&api, "human.remove").await;
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["tasks"], json!([on_other["task_id"]]), "{ended:?}");
 }

@@ -21,6 +21,7 @@
 
 mod error;
 mod ledger;
+mod narrowing;
 mod postgres;
 mod reach;
 mod sql;
@@ -79,7 +80,11 @@ impl Backend {
 pub struct AgentChange {
     pub agent: Agent,
     pub credentials_invalidated: Option<String>,
+    /// The live tasks (with their delegation trees) the change ended: a suspension, retirement, model or
+    /// environment change ends them all; a change that narrows the agent ends those it narrows.
     pub revoked_tasks: Vec<Uuid>,
+    /// Why `revoked_tasks` ended, when any did.
+    pub tasks_ended: Option<String>,
 }
 
 /// A one-time enrollment secret for an agent: its hash and expiry (the value is shown once).

@@ -1318,6 +1318,7 @@ macro_rules! impl_store {
                         .after_update(update, &agent)
                         .map_err(|e| crate::StoreError::Conflict(format!("agent `{name}`: {e}")))?;
                     let id = agent.id.to_string();
+                    let narrowing = crate::narrowing::Narrowing::of(&agent, update);
                     if let Some(owners) = &update.owners {
                         Self::check_owners(&mut tx, owners).await?;
                         Self::write_owners(&mut tx, &id, owners).await?;
@@ -1362,9 +1363,35 @@ macro_rules! impl_store {
                     .bind(&id)
                     .execute(&mut *tx)
                     .await?;
-                    let revoked = match &invalidated {
-                        Some(why) => Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?,
-                        None => Vec::new(),
+                    // A change that narrows the agent ends the live tasks it narrows, with their
+                    // delegation trees, in this transaction (see `crate::narrowing`).
+                    let (revoked, tasks_ended) = if let Some(why) = &invalidated {
+                        (Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, why, ctx).await?, invalidated.clone())
+                    } else if let Some(why) = narrowing.ends_every_task(ctx) {
+                        (Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, &why, ctx).await?, Some(why))
+                    } else if !narrowing.removed_upstreams.is_empty() {
+                        let rows = sqlx::query("SELECT id, intent FROM tasks WHERE agent_id = $1 AND state = 'active'")
+                            .bind(&id)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        let why = narrowing.upstreams_reason(ctx);
+                        let mut revoked = Vec::new();
+                        for row in &rows {
+                            use sqlx::Row as _;
+                            let intent: &str = row.try_get("intent")?;
+                            if narrowing.task_is_narrowed(intent) {
+                                let task: &str = row.try_get("id")?;
+                                for t in Self::revoke_task_tree(&mut tx, "id = $1", task, &why, ctx).await? {
+                                    if !revoked.contains(&t) {
+                                        revoked.push(t);
+                                    }
+                                }
+                            }
+                        }
+                        let ended = (!revoked.is_empty()).then_some(why);
+                        (revoked, ended)
+                    } else {
+                        (Vec::new(), None)
                     };
                     Self::notify_revoked(&mut tx, &revoked).await?;
                     let registry_event = crate::StoreEvent::RegistryChanged { agents: vec![name.to_string()], upstreams: vec![], tools: vec![], secrets: vec![] };
@@ -1374,7 +1401,7 @@ macro_rules! impl_store {
                     if !revoked.is_empty() {
                         self.emit(crate::StoreEvent::TasksRevoked { ids: revoked.clone() });
                     }
-                    Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
+                    Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked, tasks_ended })
                 })
                 .await
             }
@@ -1429,7 +1456,7 @@ macro_rules! impl_store {
                     agent.state_changed_by = ctx.actor.clone();
                     agent.updated_at = at;
                     agent.updated_by = ctx.actor.clone();
-                    Ok(crate::AgentChange { agent, credentials_invalidated: invalidated, revoked_tasks: revoked })
+                    Ok(crate::AgentChange { agent, tasks_ended: invalidated.clone(), credentials_invalidated: invalidated, revoked_tasks: revoked })
                 })
                 .await
             }
@@ -1816,13 +1843,20 @@ macro_rules! impl_store {
                     let mut orphaned = Vec::new();
                     let mut revoked = Vec::new();
                     let why = format!("last owner {email} removed");
+                    // An owner removed ends the agent's live tasks (see `crate::narrowing`); the last
+                    // one also suspends the agent.
+                    let narrowed = format!("agent narrowed by {}: owner `{email}` removed", ctx.actor);
                     for r in &owned {
                         let name: warden_core::AgentName = crate::sql::parse_col("name", r.try_get::<&str, _>("name")?)?;
                         let agent = Self::agent_for_update(&mut tx, &name).await?;
-                        if !agent.owners.is_empty() || agent.state == warden_core::AgentState::Retired {
+                        if agent.state == warden_core::AgentState::Retired {
                             continue;
                         }
                         let id = agent.id.to_string();
+                        if !agent.owners.is_empty() {
+                            revoked.extend(Self::revoke_task_tree(&mut tx, "agent_id = $1", &id, &narrowed, ctx).await?);
+                            continue;
+                        }
                         if agent.state != warden_core::AgentState::Suspended {
                             Self::write_history(&mut tx, &id, Some(agent.state), warden_core::AgentState::Suspended, &why, ctx).await?;
                             sqlx::query(

@@ -83,6 +83,7 @@ store_tests!(
     ending_a_task_revokes_its_delegations,
     suspension_revokes_the_agent_tasks_and_their_delegations,
     model_change_revokes_tasks,
+    narrowing_an_agent_revokes_the_tasks_it_narrows,
     removing_the_last_owner_suspends_the_agent,
     signing_keys_publish_and_retire,
     policies_activate_shadow_and_history,
@@ -1325,6 +1326,113 @@ async fn model_change_revokes_tasks(store: Arc<dyn Store>) {
     );
 }
 
+async fn narrowing_an_agent_revokes_the_tasks_it_narrows(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    active_agent(&store, "helper").await;
+    store
+        .create_agent(
+            &registration("bot", &["owner@example.com", "second@example.com"], &["crm"]),
+            &TrustDomain::default(),
+            &join(),
+            &ctx("a"),
+        )
+        .await
+        .expect("create");
+    store
+        .transition_agent(&agent_name("bot"), LifecycleAction::Activate, "", &ctx("a"))
+        .await
+        .expect("activate");
+    let mut on_crm = new_task("bot", None);
+    on_crm.intent =
+        serde_json::json!([{"type": "warden_task", "purpose": "p", "task_type": "t", "upstreams": ["crm"]}]);
+    let on_crm = store.create_task(&on_crm, &ctx("b")).await.expect("task");
+    let delegated = store
+        .create_task(&new_task("helper", Some(&on_crm)), &ctx("h"))
+        .await
+        .expect("delegated");
+    let elsewhere = store
+        .create_task(&new_task("bot", None), &ctx("b"))
+        .await
+        .expect("task");
+    let mut events = store.events();
+
+    let keep = AgentUpdate {
+        allowed_upstreams: Some(vec![up_name("crm")]),
+        owners: Some(vec![email("owner@example.com"), email("second@example.com")]),
+        ..Default::default()
+    };
+    let change = store
+        .update_agent(&agent_name("bot"), &keep, &ctx("a"))
+        .await
+        .expect("update");
+    assert_eq!(
+        (change.revoked_tasks.len(), change.tasks_ended),
+        (0, None),
+        "nothing narrowed"
+    );
+
+    let narrow = AgentUpdate {
+        allowed_upstreams: Some(vec![]),
+        ..Default::default()
+    };
+    let change = store
+        .update_agent(&agent_name("bot"), &narrow, &ctx("a"))
+        .await
+        .expect("update");
+    let mut got = change.revoked_tasks.clone();
+    got.sort();
+    let mut want = vec![on_crm.id, delegated.id];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the task naming `crm` and its delegation, not the other"
+    );
+    assert_eq!(revoked_ids(&mut events), want, "announced to every node");
+    let why = change.tasks_ended.expect("a reason");
+    assert!(
+        why.contains("`crm`") && why.contains("no longer allowed"),
+        "{why}"
+    );
+    let ended = store.get_task(delegated.id).await.expect("get").expect("kept");
+    assert_eq!(
+        (ended.state, ended.end_reason.as_deref()),
+        (TaskState::Revoked, Some(why.as_str()))
+    );
+    assert_eq!(
+        store
+            .get_task(elsewhere.id)
+            .await
+            .expect("get")
+            .expect("kept")
+            .state,
+        TaskState::Active
+    );
+    assert_eq!(
+        change.agent.state,
+        AgentState::Active,
+        "narrowing needs no review"
+    );
+
+    let fewer_owners = AgentUpdate {
+        owners: Some(vec![email("second@example.com")]),
+        ..Default::default()
+    };
+    let change = store
+        .update_agent(&agent_name("bot"), &fewer_owners, &ctx("a"))
+        .await
+        .expect("update");
+    assert_eq!(
+        change.revoked_tasks,
+        vec![elsewhere.id],
+        "an owner removed ends every task"
+    );
+    assert!(
+        change
+            .tasks_ended
+            .is_some_and(|w| w.contains("owner `owner@example.com` removed"))
+    );
+}
+
 async fn removing_the_last_owner_suspends_the_agent(store: Arc<dyn Store>) {
     seeded(&store).await;
     active_agent(&store, "solo").await;
@@ -1357,7 +1465,14 @@ async fn removing_the_last_owner_suspends_the_agent(store: Arc<dyn Store>) {
         .await
         .expect("remove");
     assert_eq!(removal.orphaned_agents, vec![agent_name("solo")]);
-    assert_eq!(removal.revoked_tasks, vec![t.id]);
+    let mut got = removal.revoked_tasks.clone();
+    got.sort();
+    let mut want = vec![t.id, shared_task.id];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "an owner removed ends the tasks of every agent they owned"
+    );
     assert_eq!(removal.revoked_api_tokens, 1);
     assert_eq!(removal.human.disabled_by.as_deref(), Some("hr@example.com"));
     let solo = store
@@ -1382,14 +1497,14 @@ async fn removing_the_last_owner_suspends_the_agent(store: Arc<dyn Store>) {
         (shared.state, shared.owners.clone()),
         (AgentState::Active, vec![email("second@example.com")])
     );
-    assert_eq!(
-        store
-            .get_task(shared_task.id)
-            .await
-            .expect("get")
-            .expect("kept")
-            .state,
-        TaskState::Active
+    let shared_task = store.get_task(shared_task.id).await.expect("get").expect("kept");
+    assert_eq!(shared_task.state, TaskState::Revoked);
+    assert!(
+        shared_task
+            .end_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("owner `owner@example.com` removed")),
+        "{shared_task:?}"
     );
     let found = store
         .find_token(&TokenHash::of(&tok))

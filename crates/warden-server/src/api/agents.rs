@@ -8,8 +8,8 @@ use axum::response::{IntoResponse as _, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use warden_core::{
-    Agent, AgentDetail, AgentName, AgentRegistration, AgentState, AgentUpdate, Email, LifecycleAction,
-    Permission,
+    Agent, AgentDetail, AgentName, AgentRegistration, AgentState, AgentUpdate, ChangeContext, Email,
+    LifecycleAction, Permission,
 };
 use warden_store::{AgentChange, AgentFilter, JoinTokenRecord};
 
@@ -248,7 +248,72 @@ pub async fn update(
         )
         .await?;
     let change = state.store.update_agent(&name, &body, &ctx).await?;
+    record_tasks_ended(&state, &ctx, "agent.update", &change).await;
     Ok(Json(publish(&state, change)))
+}
+
+/// Most task ids one `task_ended` entry names (the count is always there).
+const MAX_TASK_IDS_PER_ENTRY: usize = 1_000;
+
+/// Records the live tasks a registry change ended (a narrowing, a suspension, a retirement, a model or
+/// environment change): one `task_ended` entry naming them, why, and the change that caused it. When
+/// the ledger cannot take it now, it is held like a revocation's entry and recorded later with its
+/// original time.
+pub(crate) async fn record_tasks_ended(
+    state: &AppState,
+    ctx: &ChangeContext,
+    cause: &str,
+    change: &AgentChange,
+) {
+    if let Some(reason) = change.tasks_ended.as_deref() {
+        record_ended(
+            state,
+            ctx,
+            cause,
+            change.agent.name.as_str(),
+            &change.revoked_tasks,
+            reason,
+        )
+        .await;
+    }
+}
+
+/// Records that `tasks` ended because of the change `cause` to `subject` (see [`record_tasks_ended`]).
+pub(crate) async fn record_ended(
+    state: &AppState,
+    ctx: &ChangeContext,
+    cause: &str,
+    subject: &str,
+    tasks: &[uuid::Uuid],
+    reason: &str,
+) {
+    if tasks.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = tasks
+        .iter()
+        .take(MAX_TASK_IDS_PER_ENTRY)
+        .map(ToString::to_string)
+        .collect();
+    let entry = warden_ledger::NewEntry::new(ctx.at, EntryKind::TaskEnded, ctx.actor.clone())
+        .subject(subject)
+        .body(serde_json::json!({
+            "cause": cause,
+            "subject": subject,
+            "reason": reason,
+            "count": tasks.len(),
+            "tasks": ids,
+        }));
+    if let Err(e) = state.ledger.record(entry.clone()).await {
+        tracing::error!(%subject, error = ?e, "the tasks a registry change ended are not recorded in the audit ledger yet; the entry is held until the ledger takes it");
+        state.revocations.hold(crate::revocations::Held {
+            id: uuid::Uuid::new_v4(),
+            revocation: None,
+            actor: ctx.actor.clone(),
+            at: ctx.at,
+            entry: Some(crate::revocations::PendingEntry::of(&entry)),
+        });
+    }
 }
 
 async fn lifecycle(
@@ -284,6 +349,7 @@ async fn lifecycle(
         let revoking = permit
             .record_revocation(&state, EntryKind::RegistryChange, &op, name.as_str(), details)
             .await;
+        let revoking_ctx = revoking.ctx.clone();
         let result = state
             .store
             .transition_agent(&name, action, &reason, &revoking.ctx)
@@ -297,7 +363,10 @@ async fn lifecycle(
             }
         });
         match state.revocations.settle(revoking, revocation, result)? {
-            Settled::Written(change) => change,
+            Settled::Written(change) => {
+                record_tasks_ended(&state, &revoking_ctx, &op, &change).await;
+                change
+            }
             Settled::Held(held) => return Ok(held.into_response()),
         }
     };

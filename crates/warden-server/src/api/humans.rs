@@ -166,6 +166,7 @@ pub async fn remove(
             serde_json::json!({}),
         )
         .await;
+    let ctx = revoking.ctx.clone();
     let result = state.store.remove_human(&email, &revoking.ctx).await;
     // Not held when the store cannot take it (a 503 to retry); its entry is held when only the ledger
     // could not take it.
@@ -174,6 +175,15 @@ pub async fn remove(
         Settled::Held(held) => return Err(ApiError::Unavailable(held.message)),
     };
     state.forget_tasks(&removal.revoked_tasks);
+    super::agents::record_ended(
+        &state,
+        &ctx,
+        "human.remove",
+        email.as_str(),
+        &removal.revoked_tasks,
+        &format!("owner `{email}` removed"),
+    )
+    .await;
     // Owners changed for every agent the human owned; re-read them now for this node's policies.
     let owned: Vec<String> = removal.orphaned_agents.iter().map(ToString::to_string).collect();
     if let Err(e) = state.policies.refresh(state.store.as_ref(), &owned, &[]).await {
