@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn nothing_removed_ends_nothing() {
         let n = Narrowing::default();
-        let ctx = ChangeContext::new("admin@example.com".into(), chrono::Utc::now());
+        let ctx = ChangeContext::new("admin@example.com", chrono::Utc::now());
         assert_eq!(n.ends_every_task(&ctx), None);
         assert!(!n.task_is_narrowed(r#"{"upstreams":["crm"]}"#));
     }

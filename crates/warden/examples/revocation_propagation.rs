@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p warden --example revocation_propagation -- --iterations 200
+//! cargo run --release -p warden --example revocation_propagation -- --change narrow-upstream
 //! cargo run --release -p warden --example revocation_propagation -- --database postgres://warden@db/empty_db
 //! ```
 //!
@@ -12,7 +13,9 @@
 //!
 //! 1. the agent starts a task on node A (RFC 8693 exchange of a fresh assertion);
 //! 2. node B accepts its token at `GET /v1/task` (which also puts the task in B's cache);
-//! 3. an admin ends the task on node A (`POST /v1/tasks/{id}/end`);
+//! 3. an admin ends the task on node A (`POST /v1/tasks/{id}/end`), or, with `--change`, changes the
+//!    agent in a way that narrows it (takes away the upstream the task names, removes an owner,
+//!    changes its model: `PATCH /v1/agents/bench-bot`);
 //! 4. node B is polled with the token until it answers 401.
 //!
 //! Reported: the time from A's answer to the end request until B's first refusal ("after ack"), and from
@@ -42,6 +45,8 @@ use warden_identity::{SigningKey, create_assertion};
 const NODE: &str = "__node";
 const READY_LINE: &str = "warden: listening on ";
 const PUBLIC_URL: &str = "http://warden.bench.test";
+/// The agent's two owners.
+const OWNERS: [&str; 2] = ["owner@bench.test", "second@bench.test"];
 
 #[derive(Debug, Parser)]
 #[command(about = "Measures how fast a task ended on one Warden node stops working on another.")]
@@ -62,6 +67,20 @@ struct Args {
     /// Stop starting iterations after this many seconds.
     #[arg(long, default_value_t = 600)]
     max_seconds: u64,
+    /// What node A is asked to do to stop the task: end it (`end`), or change the agent in a way that
+    /// narrows it — take away the upstream the task names (`narrow-upstream`), remove one of its two
+    /// owners (`remove-owner`), change its model (`change-model`). The change is undone (not timed)
+    /// before the next iteration.
+    #[arg(long, value_enum, default_value_t = Change::End)]
+    change: Change,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Change {
+    End,
+    NarrowUpstream,
+    RemoveOwner,
+    ChangeModel,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -211,21 +230,34 @@ async fn measure(args: &Args, a: &Node, b: &Node, admin: &str) -> anyhow::Result
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    // An owner, an agent with its own key, active.
+    // Two owners, an upstream, an agent allowed that upstream with its own key, active.
+    for owner in OWNERS {
+        expect(
+            http.post(a.endpoint("/v1/humans"))
+                .bearer_auth(admin)
+                .json(&json!({"email": owner, "display_name": "Bench Owner", "roles": ["owner"]})),
+            201,
+            "adding an owner",
+        )
+        .await?;
+    }
     expect(
-        http.post(a.endpoint("/v1/humans"))
+        http.post(a.endpoint("/v1/upstreams"))
             .bearer_auth(admin)
-            .json(&json!({"email": "owner@bench.test", "display_name": "Bench Owner", "roles": ["owner"]})),
+            .json(&json!({
+                "name": "crm", "kind": "mcp", "url": "https://crm.bench.test/mcp", "environment": "staging",
+                "owner": OWNERS[0], "sensitivity": "internal",
+            })),
         201,
-        "adding the owner",
+        "registering the upstream",
     )
     .await?;
     let reg = expect(
         http.post(a.endpoint("/v1/agents"))
             .bearer_auth(admin)
             .json(&json!({
-                "name": "bench-bot", "owners": ["owner@bench.test"], "environment": "staging",
-                "model": "bench/model@1",
+                "name": "bench-bot", "owners": OWNERS, "environment": "staging",
+                "model": "bench/model@1", "allowed_upstreams": ["crm"],
             })),
         201,
         "registering the agent",
@@ -259,12 +291,14 @@ async fn measure(args: &Args, a: &Node, b: &Node, admin: &str) -> anyhow::Result
         .as_str()
         .context("token_endpoint")?
         .to_owned();
-    let details = json!([{"type": "warden_task", "purpose": "benchmark", "task_type": "bench"}]).to_string();
+    let details =
+        json!([{"type": "warden_task", "purpose": "benchmark", "task_type": "bench", "upstreams": ["crm"]}])
+            .to_string();
 
     println!(
-        "revocation propagation: 2 nodes ({} and {}) on one PostgreSQL database; up to {} iterations; \
+        "revocation propagation ({:?}): 2 nodes ({} and {}) on one PostgreSQL database; up to {} iterations; \
          polling node B every {} us",
-        a.url, b.url, args.iterations, args.poll_interval_us
+        args.change, a.url, b.url, args.iterations, args.poll_interval_us
     );
     let started = Instant::now();
     let timeout = Duration::from_millis(args.timeout_ms);
@@ -301,15 +335,19 @@ async fn measure(args: &Args, a: &Node, b: &Node, admin: &str) -> anyhow::Result
         let on_b = || http.get(b.endpoint("/v1/task")).bearer_auth(token);
         expect(on_b(), 200, "using the token on B").await?;
 
-        let t0 = Instant::now();
-        expect(
-            http.post(a.endpoint(&format!("/v1/tasks/{task}/end")))
-                .bearer_auth(admin)
+        let agent = a.endpoint("/v1/agents/bench-bot");
+        let stop = match args.change {
+            Change::End => http
+                .post(a.endpoint(&format!("/v1/tasks/{task}/end")))
                 .json(&json!({"reason": "benchmark"})),
-            200,
-            "ending the task on A",
-        )
-        .await?;
+            Change::NarrowUpstream => http.patch(&agent).json(&json!({"allowed_upstreams": []})),
+            Change::RemoveOwner => http.patch(&agent).json(&json!({"owners": [OWNERS[0]]})),
+            Change::ChangeModel => http
+                .patch(&agent)
+                .json(&json!({"model": format!("bench/model@{}", i + 2)})),
+        };
+        let t0 = Instant::now();
+        expect(stop.bearer_auth(admin), 200, "stopping the task on A").await?;
         let t1 = Instant::now();
         let mut polls = 0u32;
         let refused_at = loop {
@@ -328,6 +366,19 @@ async fn measure(args: &Args, a: &Node, b: &Node, admin: &str) -> anyhow::Result
                 std::thread::sleep(pause);
             }
         };
+        // Undo the change (not timed): the next task needs the agent as it was.
+        let undo = match args.change {
+            Change::End => None,
+            Change::NarrowUpstream => Some(http.patch(&agent).json(&json!({"allowed_upstreams": ["crm"]}))),
+            Change::RemoveOwner => Some(http.patch(&agent).json(&json!({"owners": OWNERS}))),
+            Change::ChangeModel => Some(
+                http.post(a.endpoint("/v1/agents/bench-bot/activate"))
+                    .json(&json!({})),
+            ),
+        };
+        if let Some(undo) = undo {
+            expect(undo.bearer_auth(admin), 200, "undoing the change on A").await?;
+        }
         polls_total += u64::from(polls);
         end_round_trips.push(t1 - t0);
         match refused_at {

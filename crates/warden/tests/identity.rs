@@ -1149,4 +1149,27 @@ async fn two_nodes_share_revocation() {
         .await
         .fails(1);
     assert!(e.contains("ended"), "{e}");
+
+    // Narrowing the agent on A (its upstream taken away) stops its live task on B the same way.
+    let args = start_args(&a, &bot, "bot2.tt", &["--upstream", "crm"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    check_started(a.agent(&args).await.ok().json(), &a, "bot2.tt");
+    let token = read_token(&a.path("bot2.tt"));
+    let on_b = || http.get(b.endpoint("/v1/task")).bearer_auth(&token).send();
+    assert_eq!(on_b().await.expect("request").status().as_u16(), 200);
+    a.run(&["agent", "update", "bot", "--no-upstreams"]).await.ok();
+    let narrowed_at = Instant::now();
+    let status = loop {
+        let status = on_b().await.expect("request").status().as_u16();
+        if status != 200 || narrowed_at.elapsed() >= Duration::from_secs(5) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert_eq!(
+        status,
+        401,
+        "node B still accepted the narrowed task's token {:?} after node A narrowed the agent",
+        narrowed_at.elapsed()
+    );
 }
