@@ -62,6 +62,9 @@ pub const SECRET_IN_ARGUMENTS: i64 = -32013;
 pub const UPSTREAM_UNAVAILABLE: i64 = -32014;
 /// The ledger could not record the decision, so nothing was forwarded (record before act).
 pub const LEDGER_UNAVAILABLE: i64 = -32015;
+/// The message's arguments (or other parameters) are past what Warden examines for secrets (bytes
+/// of strings, nesting depth), so it was refused unexamined. `data.reasons` names the limits.
+pub const TOO_LARGE_TO_EXAMINE: i64 = -32016;
 // Authentication failures are not JSON-RPC errors: they are HTTP 401 with `WWW-Authenticate`.
 
 /// Bounds applied before and while parsing a message.
@@ -977,6 +980,7 @@ mod tests {
             SECRET_IN_ARGUMENTS,
             UPSTREAM_UNAVAILABLE,
             LEDGER_UNAVAILABLE,
+            TOO_LARGE_TO_EXAMINE,
         ];
         for c in codes {
             assert!((-32099..=-32000).contains(&c));

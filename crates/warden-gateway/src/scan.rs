@@ -318,6 +318,11 @@ fn compile(id: &str, pattern: &str) -> Result<Rule, RuleError> {
 }
 
 impl Scanner {
+    /// The limits past which a scan is incomplete.
+    pub fn limits(&self) -> ScanLimits {
+        self.limits
+    }
+
     /// The built-in rules plus `custom_rules` (validated), with default limits.
     pub fn new(custom_rules: &[CustomRule]) -> Result<Scanner, RuleError> {
         let mut rules = Vec::with_capacity(BUILT_IN.len() + custom_rules.len());

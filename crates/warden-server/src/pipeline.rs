@@ -71,7 +71,21 @@ pub struct Verdict {
     pub decision: Decision,
     pub approval: Option<ApprovalRef>,
     pub risk: Risk,
+    /// Refused before policy was asked, and why (the answer's code says so).
+    pub unexamined: Option<Unexamined>,
     entries: Vec<NewEntry>,
+}
+
+/// Why a question was refused before policy could be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unexamined {
+    /// The question itself is malformed (a `sensitive` pointer to nothing, …).
+    BadRequest,
+    /// The arguments or the rest of the message are past what the scanner examines (bytes of
+    /// strings, depth): what cannot be examined is refused, never decided as if it were clean.
+    TooLarge,
+    /// Warden's record of the task cannot be read.
+    BadTask,
 }
 
 impl Verdict {
@@ -118,6 +132,8 @@ pub struct Refused {
     pub seq: Option<u64>,
     /// The decision allowed, but the ledger could not make it durable: nothing may act.
     pub ledger_unavailable: bool,
+    /// Refused before policy was asked, and why.
+    pub unexamined: Option<Unexamined>,
 }
 
 /// The policy context of each task seen, valid for exactly the task record it was made from (a
@@ -203,18 +219,21 @@ pub async fn decide(
     let scanned = scan(state, &q);
     let (recorded, risk) = match scanned {
         Ok(s) => s,
-        Err(reason) => {
+        Err((why, reason)) => {
             let decision = deny(state, reason);
-            return verdict(
-                caller,
-                &q,
-                facts,
-                decision,
-                None,
-                Risk::default(),
-                None,
-                Vec::new(),
-                started,
+            return unexamined(
+                why,
+                verdict(
+                    caller,
+                    &q,
+                    facts,
+                    decision,
+                    None,
+                    Risk::default(),
+                    None,
+                    Vec::new(),
+                    started,
+                ),
             );
         }
     };
@@ -222,16 +241,19 @@ pub async fn decide(
         Ok(t) => t,
         Err(e) => {
             let decision = deny(state, format!("bad-task: {e}"));
-            return verdict(
-                caller,
-                &q,
-                facts,
-                decision,
-                None,
-                risk,
-                recorded,
-                Vec::new(),
-                started,
+            return unexamined(
+                Unexamined::BadTask,
+                verdict(
+                    caller,
+                    &q,
+                    facts,
+                    decision,
+                    None,
+                    risk,
+                    recorded,
+                    Vec::new(),
+                    started,
+                ),
             );
         }
     };
@@ -247,7 +269,15 @@ pub async fn decide(
             ..Default::default()
         },
     };
-    let d = state.policies.decide(&request, now);
+    let mut d = state.policies.decide(&request, now);
+    if d.outcome == Outcome::Deny
+        && let Some(task) = &request.context.task
+        && let Some(why) = out_of_scope(task, &q.resource)
+    {
+        // Say what the agent can act on: "no policy permits" alone does not tell it that its own
+        // task never asked for this.
+        d.reasons.insert(0, why);
+    }
     let (decision, approval, more) = if d.outcome == Outcome::NeedsApproval {
         let gate = crate::approvals::gate(
             state,
@@ -269,20 +299,88 @@ pub async fn decide(
     )
 }
 
+/// Why `resource` is outside what the task's intent names, if it is (the upstream first, then the
+/// tool, dataset or prompt on it). Before policy (a tool Warden has not catalogued) it replaces
+/// `unknown-tool`; after a policy deny it is the first reason.
+pub fn out_of_scope(task: &TaskContext, resource: &ResourceRef) -> Option<String> {
+    let (kind, names, full) = match resource {
+        ResourceRef::Upstream(u) => {
+            return (!task.upstreams.contains(u)).then(|| {
+                format!(
+                    "out-of-scope: the task's intent does not name the upstream `{u}`{}",
+                    named(&task.upstreams)
+                )
+            });
+        }
+        ResourceRef::Tool(t) => ("tool", &task.tools, t),
+        ResourceRef::Dataset(d) => ("dataset", &task.datasets, d),
+        ResourceRef::Prompt(p) => ("prompt", &task.prompts, p),
+        _ => return None,
+    };
+    let (upstream, name) = full.split_once('/')?;
+    if !task.upstreams.iter().any(|u| u.as_str() == upstream) {
+        return Some(format!(
+            "out-of-scope: the task's intent does not name the upstream `{upstream}`{}",
+            named(&task.upstreams)
+        ));
+    }
+    (!names.iter().any(|n| n == name)).then(|| {
+        format!(
+            "out-of-scope: the task's intent does not name the {kind} `{}`{}",
+            crate::ledger::clip_str(name, 200).escape_debug(),
+            named(names)
+        )
+    })
+}
+
+/// " (it names `a`, `b`)", or " (it names none)"; at most 20 names.
+fn named<T: std::fmt::Display>(names: &[T]) -> String {
+    if names.is_empty() {
+        return " (it names none)".to_owned();
+    }
+    let mut listed: Vec<String> = names.iter().take(20).map(|n| format!("`{n}`")).collect();
+    if names.len() > 20 {
+        listed.push(format!("and {} more", names.len() - 20));
+    }
+    format!(" (it names {})", listed.join(", "))
+}
+
 /// The arguments as the ledger records them (secrets redacted, sensitive values HMAC'd, bounded),
 /// and the risk signals: a secret anywhere in the arguments or the rest of the message.
-fn scan(state: &AppState, q: &Question) -> Result<(Option<Value>, Risk), String> {
+fn scan(state: &AppState, q: &Question) -> Result<(Option<Value>, Risk), (Unexamined, String)> {
     let scanner = &state.gateway.scanner;
+    let bad = |m: String| (Unexamined::BadRequest, m);
+    let too_large = |what: &str| {
+        let limits = scanner.limits();
+        (
+            Unexamined::TooLarge,
+            format!(
+                "too-large: {what} are more than Warden examines (at most {} KiB of strings, {} levels \
+                 deep); a message that cannot be examined in full is refused",
+                limits.max_bytes / 1024,
+                limits.max_depth
+            ),
+        )
+    };
     let mut found = false;
     if let Some(rest) = &q.rest {
         let report = scanner.scan(rest);
-        found |= !report.findings.is_empty() || report.incomplete;
+        if report.incomplete {
+            return Err(too_large("the message's parameters besides the arguments"));
+        }
+        found |= !report.findings.is_empty();
     }
     let recorded = match &q.args {
         None if q.sensitive.is_empty() => None,
-        None => return Err("bad-request: `sensitive` names arguments, but there are none".to_owned()),
+        None => {
+            return Err(bad(
+                "bad-request: `sensitive` names arguments, but there are none".to_owned(),
+            ));
+        }
         Some(_) if q.sensitive.len() > MAX_SENSITIVE => {
-            return Err(format!("bad-request: at most {MAX_SENSITIVE} sensitive pointers"));
+            return Err(bad(format!(
+                "bad-request: at most {MAX_SENSITIVE} sensitive pointers"
+            )));
         }
         Some(args) => {
             // Values the caller declared sensitive are not scanned (they are secrets by
@@ -291,15 +389,18 @@ fn scan(state: &AppState, q: &Question) -> Result<(Option<Value>, Risk), String>
             let mut held = Vec::with_capacity(q.sensitive.len());
             for p in &q.sensitive {
                 let Some(slot) = copy.pointer_mut(p) else {
-                    return Err(format!(
+                    return Err(bad(format!(
                         "bad-request: sensitive `{}`: no such argument",
                         crate::ledger::clip_str(p, 128)
-                    ));
+                    )));
                 };
                 held.push((p, std::mem::take(slot)));
             }
             let report = scanner.redact(&mut copy);
-            found |= !report.findings.is_empty() || report.incomplete;
+            if report.incomplete {
+                return Err(too_large("the arguments"));
+            }
+            found |= !report.findings.is_empty();
             for (p, v) in held {
                 if let Some(slot) = copy.pointer_mut(p) {
                     *slot = v;
@@ -309,7 +410,7 @@ fn scan(state: &AppState, q: &Question) -> Result<(Option<Value>, Risk), String>
                 state
                     .ledger
                     .recorded_arguments(&copy, &q.sensitive)
-                    .map_err(|e| format!("bad-request: {e}"))?,
+                    .map_err(|e| bad(format!("bad-request: {e}")))?,
             )
         }
     };
@@ -383,7 +484,16 @@ fn verdict(
         decision,
         approval,
         risk,
+        unexamined: None,
         entries,
+    }
+}
+
+/// `v`, marked as refused before policy for `why`.
+fn unexamined(why: Unexamined, v: Verdict) -> Verdict {
+    Verdict {
+        unexamined: Some(why),
+        ..v
     }
 }
 
@@ -425,6 +535,7 @@ pub async fn commit(state: &AppState, v: Verdict, more: Vec<NewEntry>) -> Ruling
         decision,
         approval,
         risk,
+        unexamined,
         mut entries,
     } = v;
     entries.extend(more);
@@ -439,6 +550,7 @@ pub async fn commit(state: &AppState, v: Verdict, more: Vec<NewEntry>) -> Ruling
                 risk,
                 seq: None,
                 ledger_unavailable: true,
+                unexamined,
             })
         }
         (Err(decision), recorded) => {
@@ -452,6 +564,7 @@ pub async fn commit(state: &AppState, v: Verdict, more: Vec<NewEntry>) -> Ruling
                 risk,
                 seq: recorded.ok(),
                 ledger_unavailable: false,
+                unexamined,
             })
         }
     }

@@ -52,6 +52,8 @@ api_tests!(
     changed_tool_definitions_are_quarantined,
     credential_in_random_escapings_never_reaches_the_agent,
     narrowing_an_agent_ends_the_live_tasks_it_narrows,
+    out_of_scope_tools_are_reported_as_out_of_scope,
+    arguments_too_large_to_scan_are_reported_as_too_large,
 );
 
 /// The hostile upstream's credential: `/`, `&` and `+` (escaped differently by different JSON
@@ -2185,4 +2187,111 @@ async fn narrowing_an_agent_ends_the_live_tasks_it_narrows(api: Api) {
     let ended = tasks_ended_by(&api, "human.remove").await;
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(ended[0]["tasks"], json!([on_other["task_id"]]), "{ended:?}");
+}
+
+// ---- Precise answers ----
+
+/// An out-of-scope tool call was reported as `unknown-tool` (or as "no policy permits"): the answer
+/// must say the task's intent does not name it, at the gateway and at `/v1/authorize`, whether the
+/// upstream lists the tool or not.
+async fn out_of_scope_tools_are_reported_as_out_of_scope(api: Api) {
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    for (round, tool) in [(0, "purge"), (0, "nonexistent"), (1, "purge"), (1, "nonexistent")] {
+        if round == 1 {
+            let _ = listed(&api, &env, &session).await;
+        }
+        let r = post(
+            &api,
+            "tools",
+            &env.token,
+            Some(&session),
+            call(5, tool, json!({})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let answer = r.json();
+        assert_eq!(error_code(&answer), Some(-32010), "{answer}");
+        let first = answer["error"]["data"]["reasons"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            first.starts_with("out-of-scope: the task's intent does not name the tool `")
+                && first.contains("(it names `echo`, `search`)"),
+            "{tool}: {answer}"
+        );
+        assert!(!answer.to_string().contains("unknown-tool"), "{answer}");
+    }
+    for tool in ["purge", "nonexistent"] {
+        let d = authorize(&api, &env.token, "read", &format!("tools/{tool}")).await;
+        assert_eq!(d["outcome"], "deny", "{d}");
+        assert!(
+            d["reasons"][0]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("out-of-scope:"),
+            "{d}"
+        );
+    }
+    assert!(env.hostile.executed().is_empty(), "{:?}", env.hostile.executed());
+    let denied = decisions(&api, "tools/call").await;
+    assert!(
+        denied.iter().filter(|b| b["outcome"] == "deny").count() >= 4
+            && denied.iter().all(|b| b["reasons"][0]
+                .as_str()
+                .is_some_and(|r| r.starts_with("out-of-scope:"))),
+        "{denied:?}"
+    );
+}
+
+/// A too-large argument was reported with the "secret in arguments" code (-32013): an argument the
+/// scanner cannot examine in full is refused before policy with its own code, saying which limit.
+async fn arguments_too_large_to_scan_are_reported_as_too_large(api: Api) {
+    let env = setup(&api).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    let big = "a".repeat(1_100_000);
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(6, "echo", json!({"text": big})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.status);
+    let answer = r.json();
+    assert_eq!(
+        error_code(&answer),
+        Some(-32016),
+        "{}",
+        &r.text()[..r.text().len().min(600)]
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("too-large: the arguments") && message.contains("1024 KiB"),
+        "{message}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+    assert!(env.hostile.executed().is_empty());
+    let found = decisions(&api, "tools/call").await;
+    assert!(
+        found.iter().any(|b| b["outcome"] == "deny"
+            && b["reasons"][0]
+                .as_str()
+                .is_some_and(|r| r.starts_with("too-large:"))
+            && b.get("risk").is_none()),
+        "{found:?}"
+    );
+    // A notification cannot carry a JSON-RPC answer: 413 with the same error.
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                      "params": {"progressToken": 1, "progress": 1, "message": "a".repeat(1_100_000)}});
+    let r = post(&api, "tools", &env.token, Some(&session), note).await;
+    assert_eq!(
+        r.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        &r.text()[..r.text().len().min(600)]
+    );
+    assert_eq!(error_code(&r.json()), Some(-32016));
 }

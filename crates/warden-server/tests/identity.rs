@@ -34,6 +34,7 @@ api_tests!(
     key_rotation_keeps_old_tokens_valid,
     removing_the_last_owner_kills_credentials,
     malformed_token_requests,
+    recorded_intents_show_the_real_maximum_duration,
 );
 
 async fn task_dpop(api: &Api, auth: &str, proof: &str) -> (StatusCode, Value) {
@@ -797,4 +798,67 @@ async fn malformed_token_requests(api: Api) {
     );
     let (s, _) = api.call(Method::GET, "/v1/task", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// Issue 15: a child's recorded intent showed the 30-day maximum it asked for while it could live at
+/// most as long as its parent. The recorded intent (the task record, the token's
+/// `authorization_details`) carries the real maximum: the request, capped by the server's task
+/// maximum and, for a child, by what its parent has left.
+async fn recorded_intents_show_the_real_maximum_duration(api: Api) {
+    seed(&api).await;
+    let parent = enrolled(&api, "planner", &["crm"]).await;
+    let child = enrolled(&api, "worker", &["crm"]).await;
+    let month = 30 * 24 * 3600;
+    let details = |secs: u64| {
+        json!([{"type": "warden_task", "purpose": "p", "task_type": "t", "upstreams": ["crm"], "max_duration_secs": secs}])
+            .to_string()
+    };
+    let (s, p) = start(&api, &parent, &details(month), None).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let ptoken = p["access_token"].as_str().expect("token").to_owned();
+    let (_, cur) = task_with(&api, &ptoken).await;
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(cur["task"]["expires_at"].as_str().expect("exp")).expect("time");
+    let created =
+        chrono::DateTime::parse_from_rfc3339(cur["task"]["created_at"].as_str().expect("at")).expect("time");
+    let lifetime = (expires - created).num_seconds();
+    assert!(lifetime < month as i64, "the server caps a task: {cur}");
+    let recorded = cur["task"]["intent"][0]["max_duration_secs"]
+        .as_i64()
+        .expect("recorded maximum");
+    assert!(
+        (recorded - lifetime).abs() <= 1,
+        "recorded {recorded} s, lives {lifetime} s: {cur}"
+    );
+    assert_eq!(
+        p["authorization_details"][0]["max_duration_secs"].as_i64(),
+        Some(recorded),
+        "{p}"
+    );
+
+    let (s, c) = exchange(&api, &ptoken, &child, Some(&details(month)), None).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let shown = c["authorization_details"][0]["max_duration_secs"]
+        .as_i64()
+        .expect("child's maximum");
+    assert!(
+        shown <= recorded,
+        "the child shows {shown} s, its parent has {recorded} s: {c}"
+    );
+    let ctoken = c["access_token"].as_str().expect("token");
+    let (_, ccur) = task_with(&api, ctoken).await;
+    assert_eq!(
+        ccur["task"]["intent"][0]["max_duration_secs"].as_i64(),
+        Some(shown),
+        "{ccur}"
+    );
+    assert!(ccur["task"]["expires_at"].as_str() <= cur["task"]["expires_at"].as_str());
+
+    // A short request is recorded as asked.
+    let (s, short) = start(&api, &parent, &details(60), None).await;
+    assert_eq!(s, StatusCode::OK, "{short}");
+    assert_eq!(
+        short["authorization_details"][0]["max_duration_secs"], 60,
+        "{short}"
+    );
 }

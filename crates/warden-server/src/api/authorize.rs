@@ -191,7 +191,17 @@ async fn decide_one(
     if malformed.is_none() {
         match catalogued_tool(state, &req.resource).await {
             None => {}
-            Some(Err(refusal)) => malformed = Some(refusal),
+            Some(Err(refusal)) => {
+                // Outside the task, the answer is the same whether the tool is catalogued or
+                // not (see `pipeline::out_of_scope`).
+                let scope = state
+                    .identity
+                    .task_contexts
+                    .get(&caller.task)
+                    .ok()
+                    .and_then(|t| pipeline::out_of_scope(&t, &req.resource));
+                malformed = Some(scope.unwrap_or(refusal));
+            }
             Some(Ok(tool)) => {
                 let catalogued = crate::gateway::inbound::class_action(tool.effective_class());
                 let reason = (strictness(action) < strictness(catalogued)).then(|| {

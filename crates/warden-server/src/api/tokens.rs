@@ -399,15 +399,16 @@ async fn start_task(
     };
     let s = &state.identity.settings;
     let duration = clamp_duration(intent.max_duration_secs, s.task_max_duration);
+    let expires_at = now + duration;
     let new = NewTask {
         id: task_id,
         agent: agent.name.clone(),
         parent_id: None,
         depth: 0,
-        intent: serde_json::Value::Array(intent_details(&intent)),
+        intent: serde_json::Value::Array(intent_details(&effective(intent, now, expires_at))),
         act: None,
         cnf_jkt: jkt,
-        expires_at: now + duration,
+        expires_at,
     };
     // The decision and the credential it grants are durable before the task exists.
     state
@@ -561,17 +562,18 @@ async fn renew_or_delegate(
         act: claims.act.clone().map(Box::new),
     };
     let duration = clamp_duration(narrowed.max_duration_secs, s.task_max_duration);
+    let expires_at = (now + duration).min(parent.expires_at);
     let new = NewTask {
         id: task_id,
         agent: actor.name.clone(),
         parent_id: Some(parent.id),
         depth,
-        intent: serde_json::Value::Array(intent_details(&narrowed)),
+        intent: serde_json::Value::Array(intent_details(&effective(narrowed, now, expires_at))),
         act: Some(serde_json::to_value(&act).map_err(|e| {
             OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string())
         })?),
         cnf_jkt: jkt,
-        expires_at: (now + duration).min(parent.expires_at),
+        expires_at,
     };
     state
         .ledger
@@ -651,6 +653,20 @@ fn clamp_duration(requested: Option<u64>, cap: Duration) -> Duration {
         Some(secs) => Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX).max(1)).min(cap),
         None => cap,
     }
+}
+
+/// The intent as recorded: its `max_duration_secs` is the task's real maximum (from `now` to
+/// `expires_at`: the request, capped by `tokens.task_max_duration_secs` and, for a delegation, by
+/// the parent's expiry), not what was asked for. A child of a 1-hour parent that asked for 30 days
+/// shows at most the hour its parent had left.
+fn effective(
+    mut intent: TaskIntent,
+    now: chrono::DateTime<Utc>,
+    expires_at: chrono::DateTime<Utc>,
+) -> TaskIntent {
+    let secs = (expires_at - now).num_seconds().max(1);
+    intent.max_duration_secs = Some(u64::try_from(secs).unwrap_or(1));
+    intent
 }
 
 fn intent_details(intent: &TaskIntent) -> Vec<serde_json::Value> {

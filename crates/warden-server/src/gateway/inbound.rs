@@ -104,7 +104,7 @@ pub(super) fn classify(
     match message {
         Message::Request(req) => {
             planned.reply_to = Some(req.id.clone());
-            planned.action = request(state, upstream, &mut planned.question, req);
+            planned.action = request(state, caller, upstream, &mut planned.question, req);
         }
         Message::Notification(n) => {
             planned.action = if !CLIENT_NOTIFICATIONS.contains(&n.method.as_str()) {
@@ -165,6 +165,7 @@ pub(super) fn upstream_read(
 /// A request: its question, or its refusal.
 fn request(
     state: &AppState,
+    caller: &TaskCaller,
     upstream: &Upstream,
     q: &mut Question,
     req: jsonrpc::Request,
@@ -209,12 +210,19 @@ fn request(
                     Err(e) => return bad(e),
                 };
                 let Some(tool) = state.policies.tool(upstream.name.as_str(), call.name) else {
+                    // Outside the task, the answer is the same whether the upstream lists the
+                    // tool or not; inside it, the tool is unknown.
+                    let scope = state.identity.task_contexts.get(&caller.task).ok().and_then(|t| {
+                        crate::pipeline::out_of_scope(&t, &ResourceRef::tool(&upstream.name, call.name))
+                    });
                     return refuse(
-                        format!(
-                            "unknown-tool: upstream `{1}` does not list a tool `{0}`",
-                            crate::ledger::clip_str(call.name, 200).escape_debug(),
-                            upstream.name
-                        ),
+                        scope.unwrap_or_else(|| {
+                            format!(
+                                "unknown-tool: upstream `{1}` does not list a tool `{0}`",
+                                crate::ledger::clip_str(call.name, 200).escape_debug(),
+                                upstream.name
+                            )
+                        }),
                         jsonrpc::DENIED,
                     );
                 };

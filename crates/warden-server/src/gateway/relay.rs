@@ -15,7 +15,7 @@ use super::outbound::{Out, Outbound, record_result};
 use super::upstream::UpstreamError;
 use super::{Route, SESSION_HEADER, is_stdio, rpc, stdio};
 use crate::AppState;
-use crate::pipeline::Refused;
+use crate::pipeline::{Refused, Unexamined};
 use crate::tasks::TaskCaller;
 
 /// What came back from an upstream.
@@ -408,6 +408,13 @@ fn filtered(out: Out) -> Result<Message, UpstreamError> {
 /// `pre`: the refusal came before policy, with this code.
 pub(super) fn refused_answer(r: &Refused, reply_to: Option<&Id>, pre: Option<i64>) -> Response {
     let d = &r.decision;
+    // Refused before policy: the code says why (too large to examine, malformed), not "denied".
+    let pre = pre.or(match r.unexamined {
+        Some(Unexamined::TooLarge) => Some(jsonrpc::TOO_LARGE_TO_EXAMINE),
+        Some(Unexamined::BadRequest) => Some(jsonrpc::INVALID_PARAMS),
+        Some(Unexamined::BadTask) => Some(jsonrpc::DENIED),
+        None => None,
+    });
     let code = pre.unwrap_or(match d.outcome {
         Outcome::NeedsApproval => jsonrpc::APPROVAL_REQUIRED,
         _ if r.ledger_unavailable => jsonrpc::LEDGER_UNAVAILABLE,
@@ -450,6 +457,8 @@ pub(super) fn refused_answer(r: &Refused, reply_to: Option<&Id>, pre: Option<i64
         Some(jsonrpc::INVALID_REQUEST | jsonrpc::INVALID_PARAMS | jsonrpc::METHOD_NOT_FOUND)
     ) {
         StatusCode::BAD_REQUEST
+    } else if pre == Some(jsonrpc::TOO_LARGE_TO_EXAMINE) {
+        StatusCode::PAYLOAD_TOO_LARGE
     } else {
         StatusCode::FORBIDDEN
     };
