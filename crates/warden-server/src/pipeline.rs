@@ -271,11 +271,12 @@ pub async fn decide(
     };
     let mut d = state.policies.decide(&request, now);
     if d.outcome == Outcome::Deny
+        && d.reasons.iter().all(|r| r.starts_with("default-deny"))
         && let Some(task) = &request.context.task
         && let Some(why) = out_of_scope(task, &q.resource)
     {
         // Say what the agent can act on: "no policy permits" alone does not tell it that its own
-        // task never asked for this.
+        // task never asked for this. (A forbid's reason is precise already.)
         d.reasons.insert(0, why);
     }
     let (decision, approval, more) = if d.outcome == Outcome::NeedsApproval {

@@ -321,10 +321,13 @@ async fn every_message_is_authenticated_decided_and_recorded(api: Api) {
         1,
         "the denied call never reached the upstream"
     );
-    // An unknown tool and an ungoverned method are refused too.
+    // A tool outside the task (listed or not) and an ungoverned method are refused too.
     let (_, _, v) = mcp(&api, Some(&token), Some(&session), call(5, "nope", json!({}))).await;
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("unknown-tool"),
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("out-of-scope: the task's intent does not name the tool `nope`"),
         "{v}"
     );
     let (_, _, v) = mcp(
@@ -740,7 +743,7 @@ async fn sessions_are_bound_to_their_task_and_die_with_it(api: Api) {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("does not list a tool"),
+            .contains("out-of-scope: the task's intent does not name the tool `no-such-tool`"),
         "{v}"
     );
     // Another task of the same agent cannot use this session.

@@ -922,10 +922,10 @@ async fn authorize_cannot_weaken_a_catalogued_tools_class(api: Api) {
         "{:?}",
         entries[0]
     );
-    // A tool the catalogue does not hold is denied, as at the gateway.
+    // A tool the catalogue does not hold is denied, as at the gateway (outside the task: said so).
     let d = authorize(&api, &token, "read", "evil/nope").await;
     assert_eq!(d["outcome"], "deny", "{d}");
-    assert!(d["reasons"].to_string().contains("unknown-tool"), "{d}");
+    assert!(d["reasons"].to_string().contains("out-of-scope"), "{d}");
     assert!(d.get("action_class").is_none(), "{d}");
 }
 
