@@ -690,6 +690,16 @@ pub struct ApiTokenInfo {
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<String>,
+    /// The API token that was presented to create this one (`None`: the bootstrap token, or a token
+    /// made before tokens recorded it). Revoking a token revokes the tokens it minted.
+    #[serde(default)]
+    pub minted_by: Option<Uuid>,
+    /// The holder's own token: minted by the holder with a personal token, or by the holder claiming
+    /// a token someone else issued to them. Only a personal token may vote on approval requests; a
+    /// token an admin issued (and everything minted from it without a claim) may not, since whoever
+    /// issued it has seen it.
+    #[serde(default)]
+    pub personal: bool,
 }
 
 impl ApiTokenInfo {
@@ -942,6 +952,8 @@ mod tests {
             expires_at: now + chrono::Duration::minutes(1),
             revoked_at: None,
             revoked_by: None,
+            minted_by: None,
+            personal: true,
         };
         assert_eq!(t.unusable_at(now), None);
         assert_eq!(

@@ -109,9 +109,16 @@ pub struct NewApiToken {
     /// A label for the token, e.g. `laptop`.
     #[serde(default)]
     pub label: String,
-    /// Lifetime in seconds; default 30 days, at most 365 days.
+    /// Lifetime in seconds; default 30 days, at most 365 days. A token minted for its own holder
+    /// never outlives the token that minted it: a longer one is refused, and the default is cut to
+    /// the minting token's remaining lifetime.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// Claim a token someone else issued to you: the new token is your own (it may vote on approval
+    /// requests) and the issued token you are authenticated with is revoked in the same change. Only
+    /// for your own tokens, and only with an issued token.
+    #[serde(default)]
+    pub claim: bool,
 }
 
 impl NewApiToken {
@@ -189,6 +196,7 @@ mod tests {
             NewApiToken {
                 label: String::new(),
                 ttl_seconds: Some(s),
+                claim: false,
             }
             .ttl()
         };
@@ -203,6 +211,7 @@ mod tests {
         let bad = NewApiToken {
             label: "a\u{1b}[31m".into(),
             ttl_seconds: None,
+            claim: false,
         }
         .ttl();
         assert_eq!(bad.expect_err("control").field, "label");

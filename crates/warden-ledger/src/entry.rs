@@ -97,16 +97,20 @@ macro_rules! kinds {
 
 kinds! {
     Decision => "decision", "A policy decision on an action (allow, deny, needs_approval).";
-    TokenIssued => "token_issued", "A task credential was issued (task start or delegation).";
+    TokenIssued => "token_issued", "A credential was issued: a task token (task start or delegation), or a human's API token (`op: api_token.create`, with `minted_by`, `personal`, `claims`).";
     TokenRenewed => "token_renewed", "A task credential was renewed.";
     TokenRevoked => "token_revoked", "A credential was revoked before its expiry.";
     TaskEnded => "task_ended", "A task ended (by the agent, an admin, expiry, or a revocation cascade).";
     Enrollment => "enrollment", "An agent enrolled its key with a join token.";
     ApprovalRequested => "approval_requested", "An action needs a human: an approval request was opened.";
-    ApprovalGranted => "approval_granted", "An approver approved; a grant may follow.";
-    ApprovalDenied => "approval_denied", "An approver denied.";
+    ApprovalVote => "approval_vote", "A vote on an approval request, written before it is counted: `verdict` (approve or deny), the voter (actor), `token_id`, and the tally it makes (`votes`, `required`).";
+    ApprovalVoteRefused => "approval_vote_refused", "A vote that was not counted, with the `reason` (separation of duties, not an approver, not the holder's own token, decided or expired, voted already) and, if it lost a race after its `approval_vote` was written, that entry's `vote_entry`.";
+    ApprovalDenied => "approval_denied", "An approval request was denied: a counted deny vote ended it. (In logs before `approval_vote` existed: a deny vote, before it was counted.)";
     ApprovalExpired => "approval_expired", "An approval request or grant expired unused.";
     GrantIssued => "grant_issued", "An approval request reached its quorum: a grant for exactly the approved action is live until it expires.";
+    ApprovalGrantedLegacy => "approval_granted", "Legacy, no longer written: an approve vote recorded before it was counted, in logs before `approval_vote` existed (a refused one was followed by an entry of this kind with `outcome: failed`). The quorum is `grant_issued`.";
+    SecretWithheld => "secret_withheld", "A stored secret was not injected into a stdio server's environment: its variable is not on the server's `allow_env`.";
+    ChangeFailed => "change_failed", "A change recorded before it was made failed: `recorded_as` names the entry that recorded it, with `op`, `status` and `error`. (In older logs: an entry of the change's own kind with `outcome: failed`.)";
     ActionResult => "action_result", "What an upstream answered to an allowed action: status, latency and where secrets were found (never the content).";
     RegistryChange => "registry_change", "An agent, upstream, human or tool changed in the registry.";
     PolicyChange => "policy_change", "A policy set was activated, shadowed or retired.";

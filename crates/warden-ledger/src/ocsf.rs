@@ -1,11 +1,18 @@
 //! OCSF export for SIEMs: one OCSF event (JSON) per ledger entry, schema version pinned to
 //! [`OCSF_VERSION`].
 //!
-//! | entry kind | OCSF class | activity |
-//! |---|---|---|
-//! | `decision` | 6003 API Activity (category 6, Application Activity) | from the body's `action`: `read` 2 Read, `write` 3 Update, `destructive` 4 Delete, `create` 1 Create, else 99 Other |
-//! | `token_issued`, `token_renewed` | 3003 Authorize Session (category 3, Identity & Access Management) | 1 Assign Privileges |
-//! | everything else | 6003 API Activity | `enrollment`/`approval_requested` 1 Create, `task_ended`/`token_revoked` 4 Delete, other changes 3 Update (or the body's `operation`: create/update/delete) |
+//! | entry kind | OCSF class | activity | status |
+//! |---|---|---|---|
+//! | `decision` | 6003 API Activity (category 6, Application Activity) | from the body's `action`: `read` 2 Read, `write` 3 Update, `destructive` 4 Delete, `create` 1 Create, else 99 Other | allow 1 Success; deny, needs_approval 2 Failure |
+//! | `token_issued`, `token_renewed` | 3003 Authorize Session (category 3, Identity & Access Management) | 1 Assign Privileges | 1 Success |
+//! | `enrollment`, `approval_requested`, `grant_issued` | 6003 API Activity | 1 Create | 1 Success |
+//! | `task_ended`, `token_revoked` | 6003 API Activity | 4 Delete | 1 Success |
+//! | `approval_vote`, `approval_denied`, `approval_expired`, `approval_granted` (legacy), `action_result`, `registry_change`, `policy_change`, `key_change`, `emergency_stop` | 6003 API Activity | 3 Update (or the body's `operation`: create/update/delete) | 1 Success |
+//! | `approval_vote_refused`, `change_failed` | 6003 API Activity | 3 Update | 2 Failure, `status_detail` the reason |
+//! | `secret_withheld` | 6003 API Activity | 99 Other | 2 Failure |
+//! | unknown (newer) kinds | 6003 API Activity | 99 Other | 1 Success |
+//!
+//! The match in `classify` names every kind, so a kind added without a mapping does not compile.
 //!
 //! `type_uid = class_uid × 100 + activity_id`. A decision's outcome and reasons go into
 //! `actor.authorizations` (OCSF Authorization Result objects: `decision`, `policy.uid`/`name`/
@@ -102,6 +109,14 @@ pub fn to_ocsf(encoded: &EncodedEntry, options: &OcsfOptions) -> Value {
     let (status_id, status) = match (&e.kind, outcome) {
         (EntryKind::Decision, Some("allow")) | (EntryKind::Decision, None) => (1, "Success"),
         (EntryKind::Decision, Some(_)) => (2, "Failure"),
+        (EntryKind::ApprovalVoteRefused | EntryKind::ChangeFailed | EntryKind::SecretWithheld, _) => {
+            if let Some(why) = s(body, "reason").or(s(body, "error")) {
+                event.insert("status_detail".into(), json!(why));
+            }
+            (2, "Failure")
+        }
+        // Legacy failure markers: the change's own kind with `outcome: failed`.
+        (_, Some("failed")) => (2, "Failure"),
         _ => (1, "Success"),
     };
     event.insert("status_id".into(), json!(status_id));
@@ -256,16 +271,23 @@ fn classify(kind: &EntryKind, body: &Value) -> (u32, &'static str, u32, &'static
             Some("destructive") => 4,
             _ => 99,
         }),
-        other => crud(match s(body, "operation") {
+        // Every kind by name: a new kind must be placed here to compile.
+        EntryKind::ApprovalVoteRefused | EntryKind::ChangeFailed => crud(3),
+        EntryKind::SecretWithheld | EntryKind::Other(_) => crud(99),
+        EntryKind::Enrollment | EntryKind::ApprovalRequested | EntryKind::GrantIssued => crud(1),
+        EntryKind::TaskEnded | EntryKind::TokenRevoked => crud(4),
+        EntryKind::ApprovalVote
+        | EntryKind::ApprovalDenied
+        | EntryKind::ApprovalExpired
+        | EntryKind::ApprovalGrantedLegacy
+        | EntryKind::ActionResult
+        | EntryKind::RegistryChange
+        | EntryKind::PolicyChange
+        | EntryKind::KeyChange
+        | EntryKind::EmergencyStop => crud(match s(body, "operation") {
             Some("create") => 1,
-            Some("update") => 3,
             Some("delete") => 4,
-            _ => match other {
-                EntryKind::Enrollment | EntryKind::ApprovalRequested => 1,
-                EntryKind::TaskEnded | EntryKind::TokenRevoked => 4,
-                EntryKind::Other(_) => 99,
-                _ => 3,
-            },
+            _ => 3,
         }),
     };
     (API.0, API.1, API.2, API.3, a, name)
@@ -360,6 +382,66 @@ mod tests {
         assert_eq!(v["user"]["uid"], "spiffe://acme/agent/bot");
         assert_eq!(v["privileges"], json!(["crm:read", "crm:write"]));
         assert_eq!(v["session"]["uid"], "t1");
+    }
+
+    #[test]
+    fn every_known_kind_has_a_variant_and_an_ocsf_class() {
+        for name in EntryKind::KNOWN {
+            let kind = EntryKind::parse(name).unwrap();
+            assert!(
+                !matches!(kind, EntryKind::Other(_)),
+                "`{name}` is known but parses as Other"
+            );
+            let e = NewEntry::new(at(), kind.clone(), "admin@acme.test")
+                .subject("x")
+                .at_seq(0)
+                .encode()
+                .unwrap();
+            let v = to_ocsf(&e, &OcsfOptions::default());
+            let class = v["class_uid"].as_u64().unwrap();
+            assert!([6003, 3003].contains(&class), "`{name}` maps to class {class}");
+            let activity = v["activity_id"].as_u64().unwrap();
+            // A decision's activity comes from its action (none here); only withheld secrets are Other.
+            assert!(
+                activity != 99 || matches!(kind, EntryKind::SecretWithheld | EntryKind::Decision),
+                "`{name}` maps to Other"
+            );
+            assert_eq!(v["type_uid"].as_u64().unwrap(), class * 100 + activity);
+            assert_eq!(v["metadata"]["event_code"], *name);
+        }
+    }
+
+    #[test]
+    fn refused_votes_and_failed_changes_are_failures() {
+        for (kind, body) in [
+            (
+                EntryKind::ApprovalVoteRefused,
+                json!({"reason": "separation of duties"}),
+            ),
+            (
+                EntryKind::ChangeFailed,
+                json!({"error": "conflict", "recorded_as": 3}),
+            ),
+            (EntryKind::RegistryChange, json!({"outcome": "failed"})),
+        ] {
+            let e = NewEntry::new(at(), kind, "a@acme.test")
+                .body(body)
+                .at_seq(4)
+                .encode()
+                .unwrap();
+            let v = to_ocsf(&e, &OcsfOptions::default());
+            assert_eq!(v["status_id"], 2, "{v}");
+        }
+        let e = NewEntry::new(at(), EntryKind::ApprovalVote, "a@acme.test")
+            .body(json!({"verdict": "approve", "votes": 1, "required": 2}))
+            .at_seq(5)
+            .encode()
+            .unwrap();
+        let v = to_ocsf(&e, &OcsfOptions::default());
+        assert_eq!(
+            (v["status_id"].as_u64(), v["activity_id"].as_u64()),
+            (Some(1), Some(3))
+        );
     }
 
     #[test]

@@ -213,13 +213,14 @@ pub async fn audit_refusals(
             .map(|r| clip(&r.message, MAX_REASON_BYTES));
         let body = serde_json::json!({
             "op": op,
+            "kind": kind.as_str(),
             "outcome": "failed",
             "recorded_as": seq,
             "status": status.as_u16(),
             "error": message,
             "request_id": request_id,
         });
-        let e = entry(kind, &actor).subject(path()).body(body);
+        let e = entry(EntryKind::ChangeFailed, &actor).subject(path()).body(body);
         if let Err(e) = state.ledger.record(e).await {
             tracing::warn!(error = %e, "a failed change could not be recorded in the audit ledger");
         }

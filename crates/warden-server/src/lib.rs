@@ -429,6 +429,11 @@ async fn bootstrap(store: &dyn Store, r: &Resolved) -> anyhow::Result<Option<war
         label: "bootstrap".into(),
         hash,
         expires_at: now + DEFAULT_TOKEN_TTL,
+        // Written to a file on the node: whoever can read the data directory has seen it, so it is
+        // not its holder's own until claimed.
+        minted_by: None,
+        personal: false,
+        claims: None,
     };
     let created = store
         .bootstrap_admin(&admin, &record, &ChangeContext::new("system:bootstrap", now))

@@ -239,8 +239,21 @@ async fn a_production_write_waits_for_an_approval_and_runs_within_its_window(api
         .expect("approval_requested");
     let granted = entries
         .iter()
-        .position(|(k, b)| k == "approval_granted" && b["approval"] == id.as_str())
-        .expect("approval_granted");
+        .position(|(k, b)| k == "approval_vote" && b["approval"] == id.as_str())
+        .expect("approval_vote");
+    assert_eq!(
+        (
+            entries[granted].1["verdict"].as_str(),
+            entries[granted].1["votes"].as_u64(),
+            entries[granted].1["required"].as_u64()
+        ),
+        (Some("approve"), Some(1), Some(1))
+    );
+    assert!(entries[granted].1["token_id"].is_string());
+    assert!(
+        entries.iter().all(|(k, _)| k != "approval_granted"),
+        "the legacy kind is never written"
+    );
     let allowed = entries
         .iter()
         .position(|(k, b)| k == "decision" && b["outcome"] == "allow" && b["approval"] == id.as_str())
@@ -306,10 +319,17 @@ async fn separation_of_duties_and_one_vote_each(api: Api) {
     // The refusal is in the ledger, after the attempt was.
     let entries = ledger_kinds(&api).await;
     assert!(
+        entries.iter().any(|(k, b)| k == "approval_vote_refused"
+            && b["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("separation of duties"))),
+        "{entries:?}"
+    );
+    assert!(
         entries
             .iter()
-            .any(|(k, b)| k == "approval_granted" && b["outcome"] == "failed" && b["status"] == 409),
-        "{entries:?}"
+            .all(|(k, _)| k != "approval_vote" && k != "approval_granted"),
+        "a refused vote is not recorded as a vote: {entries:?}"
     );
 
     // Unless the policy explicitly allows it: `@self_approval("allowed")` on the approval policy.
@@ -599,11 +619,17 @@ async fn policy_narrows_who_may_approve(api: Api) {
     let (_, d) = authorize(&api, &token, write_crm()).await;
     assert_eq!(d["outcome"], "allow", "{d}");
     let entries = ledger_kinds(&api).await;
-    let refused = entries
-        .iter()
-        .filter(|(k, b)| k == "approval_granted" && b["approval"] == id.as_str())
-        .count();
-    assert_eq!(refused, 2, "both votes were recorded before they were counted");
+    let count = |kind: &str| {
+        entries
+            .iter()
+            .filter(|(k, b)| k == kind && b["approval"] == id.as_str())
+            .count()
+    };
+    assert_eq!(
+        (count("approval_vote_refused"), count("approval_vote")),
+        (1, 1),
+        "the refused vote and the counted one, each recorded once as what it was"
+    );
     let grant = entries
         .iter()
         .find(|(k, b)| k == "grant_issued" && b["approval"] == id.as_str())

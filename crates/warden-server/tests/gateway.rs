@@ -571,12 +571,14 @@ async fn a_tool_changed_back_is_restored_by_its_approved_digest(api: Api) {
     let log = entries(&api).await;
     let approvals: Vec<&Value> = log
         .iter()
-        .filter(|(k, b)| k == "registry_change" && b["op"] == "tool.approve")
+        .filter(|(k, b)| (k == "registry_change" || k == "change_failed") && b["op"] == "tool.approve")
         .map(|(_, b)| b)
         .collect();
-    // The restore, then the refused second try and the audit layer's note that it failed.
+    // The restore, then the refused second try and the audit layer's note (`change_failed`) that it
+    // failed.
     assert_eq!(approvals.len(), 3, "{approvals:?}");
     assert_eq!(approvals[2]["outcome"], "failed", "{approvals:?}");
+    assert_eq!(approvals[2]["kind"], "registry_change", "{approvals:?}");
     assert_eq!(
         (
             &approvals[0]["digest"],

@@ -236,6 +236,22 @@ pub struct TokenRecord {
     pub label: String,
     pub hash: TokenHash,
     pub expires_at: DateTime<Utc>,
+    /// The API token presented to create this one (see [`ApiTokenInfo::minted_by`]).
+    pub minted_by: Option<Uuid>,
+    /// The holder's own token (see [`ApiTokenInfo::personal`]).
+    pub personal: bool,
+    /// A claim: this issued token of the same human (not personal, not revoked) is revoked in the
+    /// same transaction; a conflict when it is not such a token (claimed already, say).
+    pub claims: Option<Uuid>,
+}
+
+/// A revoked API token and the tokens revoked with it (minted from it, transitively).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct RevokedToken {
+    #[serde(flatten)]
+    pub token: ApiTokenInfo,
+    /// Ids of the tokens minted from it (and from those, …) that were still live and are revoked too.
+    pub minted_revoked: Vec<Uuid>,
 }
 
 /// Filters for listing agents.
@@ -343,6 +359,25 @@ pub struct ApprovalVote {
     pub vote: Vote,
     pub comment: String,
     pub at: DateTime<Utc>,
+    /// The id of the API token the vote was cast with (`None` for votes before tokens were recorded).
+    pub token_id: Option<Uuid>,
+}
+
+/// Who casts a vote: the human and the id of the API token they authenticated with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voter {
+    pub email: Email,
+    pub token_id: Uuid,
+}
+
+/// What a vote would do, checked before it is recorded ([`Store::check_vote`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteCheck {
+    /// Approving votes the request would have with this vote counted.
+    pub approvals: u8,
+    pub quorum: u8,
+    /// The request's delegation chain (see [`Approval::chain`]).
+    pub chain: Vec<AgentName>,
 }
 
 /// In [`NewApproval::approvers`]: the owner of the upstream the request's action targets.
@@ -403,6 +438,11 @@ pub struct Approval {
     pub owners_may_approve: bool,
     /// See [`NewApproval::approvers`].
     pub approvers: Vec<Vec<String>>,
+    /// The delegation chain behind the request, from Warden's record of its task when it was opened:
+    /// the acting agent first, then each agent its task was delegated from. Separation of duties
+    /// covers the owners of every one of them.
+    #[schema(value_type = Vec<String>)]
+    pub chain: Vec<AgentName>,
     pub state: ApprovalState,
     pub created_at: DateTime<Utc>,
     /// Until when the request may be decided.
@@ -609,8 +649,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_api_token(&self, token: &TokenRecord, ctx: &ChangeContext) -> Result<ApiTokenInfo>;
     async fn list_api_tokens(&self, human: &Email) -> Result<Vec<ApiTokenInfo>>;
     async fn get_api_token(&self, id: Uuid) -> Result<Option<ApiTokenInfo>>;
-    /// Revokes a token. Revoking a revoked token is a conflict (the first revocation is kept).
-    async fn revoke_api_token(&self, id: Uuid, ctx: &ChangeContext) -> Result<ApiTokenInfo>;
+    /// Revokes a token and, in the same transaction, every live token minted from it (transitively:
+    /// the walk stops at tokens revoked already, whose own revocation took their descendants —
+    /// except a claimed token, whose claimant's token was never its to take). Revoking a revoked token
+    /// is a conflict (the first revocation is kept).
+    async fn revoke_api_token(&self, id: Uuid, ctx: &ChangeContext) -> Result<RevokedToken>;
     /// Finds the token with this hash and its human, whatever the token's state: the caller decides
     /// (and reports) whether it is expired or revoked.
     async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenOwner>>;
@@ -756,15 +799,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_approval(&self, id: Uuid) -> Result<Option<Approval>>;
     /// Newest first, at most 500.
     async fn list_approvals(&self, filter: &ApprovalFilter) -> Result<Vec<Approval>>;
+    /// Checks, without writing, whether `voter` may vote on the request now: the same checks
+    /// [`Store::vote_approval`] makes (so a refusal is known, and recorded as one, before a vote is
+    /// recorded), and the tally the vote would make.
+    async fn check_vote(&self, id: Uuid, voter: &Email, vote: Vote, now: DateTime<Utc>) -> Result<VoteCheck>;
     /// Counts one human's vote, with the request locked: refused (conflict) when the request is not
-    /// pending or has expired (it is then marked expired), when the human already voted on it, or
-    /// when the human owns the requesting agent (separation of duties); not found when unknown. A
-    /// deny ends the request; reaching the quorum approves it and opens the grant for `grant_ttl`,
-    /// never past the task's end.
+    /// pending or has expired (left for the sweep to mark), when the human already voted on it, or
+    /// when the human owns any agent of the request's delegation chain — the acting agent or one its
+    /// task was delegated from, by current ownership (separation of duties; forbidden when not among
+    /// the approvers policy names); not found when unknown. A deny ends the request; reaching the
+    /// quorum approves it and opens the grant for `grant_ttl`, never past the task's end. The vote
+    /// keeps the id of the token it was cast with.
     async fn vote_approval(
         &self,
         id: Uuid,
-        approver: &Email,
+        approver: &Voter,
         vote: Vote,
         comment: &str,
         now: DateTime<Utc>,

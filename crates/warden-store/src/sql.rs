@@ -99,6 +99,11 @@ macro_rules! impl_store {
                     owners_may_approve: row.try_get("owners_may_approve")?,
                     approvers: serde_json::from_str(row.try_get::<&str, _>("approvers")?)
                         .map_err(|e| crate::StoreError::corrupt("approvers", e))?,
+                    chain: serde_json::from_str::<Vec<String>>(row.try_get::<&str, _>("chain")?)
+                        .map_err(|e| crate::StoreError::corrupt("chain", e))?
+                        .iter()
+                        .map(|n| parse_col("chain", n))
+                        .collect::<crate::Result<Vec<_>>>()?,
                     state: parse_col("state", row.try_get::<&str, _>("state")?)?,
                     created_at: row.try_get("created_at")?,
                     expires_at: row.try_get("expires_at")?,
@@ -229,6 +234,11 @@ macro_rules! impl_store {
                     expires_at: row.try_get("expires_at")?,
                     revoked_at: row.try_get("revoked_at")?,
                     revoked_by: row.try_get("revoked_by")?,
+                    minted_by: row
+                        .try_get::<Option<&str>, _>("minted_by")?
+                        .map(uuid_col)
+                        .transpose()?,
+                    personal: row.try_get("personal")?,
                 })
             }
 
@@ -286,7 +296,7 @@ macro_rules! impl_store {
              a.state_changed_at, a.state_changed_by, a.created_at, a.created_by, a.updated_at, a.updated_by";
         const HUMAN_COLUMNS: &str = "email, display_name, roles, created_at, created_by, disabled_at, disabled_by";
         const APPROVAL_COLUMNS: &str = "id, request_key, agent_name, task_id, action, resource, upstream, args_digest, \
-             arguments, reason, policies, policy_version, quorum, single_use, owners_may_approve, approvers, state, \
+             arguments, reason, policies, policy_version, quorum, single_use, owners_may_approve, approvers, chain, state, \
              approvals, created_at, expires_at, decided_at, grant_expires_at, used_at";
         const TASK_COLUMNS: &str = "t.id, a.name AS agent_name, a.spiffe_id AS agent_spiffe_id, t.parent_id, t.depth, \
              t.intent, t.act, t.cnf_jkt, t.state, t.created_at, t.created_by, t.expires_at, t.ended_at, t.ended_by, \
@@ -297,7 +307,8 @@ macro_rules! impl_store {
         const SECRET_COLUMNS: &str = "name, upstream_name, injection, header_name, header_prefix, env_var, version, \
              key_id, created_at, created_by, rotated_at, rotated_by";
         const TOKEN_COLUMNS: &str =
-            "t.id, t.human_email, t.label, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.revoked_by";
+            "t.id, t.human_email, t.label, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.revoked_by, \
+             t.minted_by, t.personal";
 
         impl $store {
             /// Every store call runs through here: refused at once while the database is unreachable
@@ -556,7 +567,7 @@ macro_rules! impl_store {
                 E: sqlx::Executor<'c, Database = $db>,
             {
                 use sqlx::Row as _;
-                let rows = sqlx::query("SELECT approver, vote, comment, at FROM approval_votes WHERE approval_id = $1 ORDER BY at, approver")
+                let rows = sqlx::query("SELECT approver, vote, comment, at, token_id FROM approval_votes WHERE approval_id = $1 ORDER BY at, approver")
                     .bind(id.to_string())
                     .fetch_all(exec)
                     .await?;
@@ -568,6 +579,10 @@ macro_rules! impl_store {
                             vote: if vote == "deny" { crate::Vote::Deny } else { crate::Vote::Approve },
                             comment: r.try_get("comment")?,
                             at: r.try_get("at")?,
+                            token_id: r
+                                .try_get::<Option<&str>, _>("token_id")?
+                                .map(crate::sql::uuid_col)
+                                .transpose()?,
                         })
                     })
                     .collect()
@@ -591,6 +606,120 @@ macro_rules! impl_store {
                 Self::approval_by_id(&mut **tx, id).await
             }
 
+            /// The agents of a task's delegation chain, from the tasks' parent links: the task's own
+            /// agent first, then its parent task's, up to the root.
+            async fn delegation_chain(conn: &mut <$db as sqlx::Database>::Connection, task: uuid::Uuid) -> crate::Result<Vec<String>> {
+                let names: Vec<String> = sqlx::query_scalar(
+                    "WITH RECURSIVE chain (id, parent_id, agent_id, depth) AS ( \
+                         SELECT id, parent_id, agent_id, 0 FROM tasks WHERE id = $1 \
+                         UNION ALL SELECT t.id, t.parent_id, t.agent_id, c.depth + 1 FROM tasks t JOIN chain c ON t.id = c.parent_id \
+                         WHERE c.depth < 64 \
+                     ) SELECT a.name FROM chain c JOIN agents a ON a.id = c.agent_id ORDER BY c.depth",
+                )
+                .bind(task.to_string())
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(names)
+            }
+
+            /// Why `voter` may not vote on `current` now, if they may not (the checks of
+            /// `vote_approval`, shared with `check_vote`).
+            async fn vote_refusal(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                current: &crate::Approval,
+                voter: &warden_core::Email,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> crate::Result<()> {
+                let id = current.id;
+                if current.state != crate::ApprovalState::Pending {
+                    return Err(crate::StoreError::Conflict(format!(
+                        "approval request `{id}` is already {}", current.state.as_str()
+                    )));
+                }
+                if current.expires_at <= now {
+                    // Refused, and left for the expiry sweep to mark and record: an expiry written
+                    // here would never reach the ledger.
+                    return Err(crate::StoreError::Conflict(format!(
+                        "approval request `{id}` expired at {}", current.expires_at.to_rfc3339()
+                    )));
+                }
+                // Separation of duties over the whole delegation chain: the owners (now) of the acting
+                // agent and of every agent its task was delegated from. The chain recorded when the
+                // request was opened, and the one the tasks' links give now (the same, unless the
+                // request predates recorded chains).
+                let mut chain: Vec<String> = current.chain.iter().map(|a| a.as_str().to_owned()).collect();
+                for a in Self::delegation_chain(&mut *conn, current.task_id).await? {
+                    if !chain.contains(&a) {
+                        chain.push(a);
+                    }
+                }
+                if !chain.iter().any(|a| a == current.agent.as_str()) {
+                    chain.insert(0, current.agent.as_str().to_owned());
+                }
+                if !current.owners_may_approve {
+                    let mut owned = Vec::new();
+                    for agent in &chain {
+                        let owns: i64 = sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE a.name = $1 AND o.human_email = $2",
+                        )
+                        .bind(agent)
+                        .bind(voter.as_str())
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        if owns > 0 {
+                            owned.push(agent.as_str());
+                        }
+                    }
+                    if let Some(first) = owned.first() {
+                        let how = if *first == current.agent.as_str() {
+                            format!("owns agent `{first}`")
+                        } else {
+                            format!(
+                                "owns agent `{first}`, which delegated the task of `{}` (delegation chain: {})",
+                                current.agent,
+                                chain.join(" <- ")
+                            )
+                        };
+                        return Err(crate::StoreError::Conflict(format!(
+                            "`{voter}` {how} and may not decide approval request `{id}` (separation of duties)"
+                        )));
+                    }
+                }
+                // Eligibility narrowed by policy (`@approvers`): the approver must be named by every
+                // approval policy behind the request, by address or as the upstream's owner.
+                if !current.approvers.is_empty() {
+                    let upstream_owner: Option<String> = match &current.upstream {
+                        Some(u) => sqlx::query_scalar("SELECT owner_email FROM upstreams WHERE name = $1")
+                            .bind(u)
+                            .fetch_optional(&mut *conn)
+                            .await?,
+                        None => None,
+                    };
+                    if let Some(names) = current.approvers.iter().find(|names| {
+                        !names.iter().any(|n| {
+                            n == voter.as_str()
+                                || (n == crate::UPSTREAM_OWNER && upstream_owner.as_deref() == Some(voter.as_str()))
+                        })
+                    }) {
+                        return Err(crate::StoreError::Forbidden(format!(
+                            "`{voter}` is not among the approvers policy names for approval request `{id}` ({})",
+                            names.join(", ")
+                        )));
+                    }
+                }
+                let voted: Option<String> = sqlx::query_scalar("SELECT vote FROM approval_votes WHERE approval_id = $1 AND approver = $2")
+                    .bind(id.to_string())
+                    .bind(voter.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if let Some(v) = voted {
+                    return Err(crate::StoreError::Conflict(format!(
+                        "`{voter}` already voted `{v}` on approval request `{id}`; nobody decides twice"
+                    )));
+                }
+                Ok(())
+            }
+
             async fn open_approval(&self, new: &crate::NewApproval) -> crate::Result<(crate::Approval, bool)> {
                 let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
                 // A pending request past its expiry is over; it is never reused.
@@ -609,14 +738,17 @@ macro_rules! impl_store {
                 let (id, created) = match existing {
                     Some(id) => (crate::sql::uuid_col(&id)?, false),
                     None => {
+                        // The delegation chain from Warden's own record of the task, never from the caller.
+                        let chain = Self::delegation_chain(&mut tx, new.task_id).await?;
+                        let chain = serde_json::to_string(&chain).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
                         let policies = serde_json::to_string(&new.policies).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
                         let arguments = new.arguments.as_ref().map(|a| a.to_string());
                         let approvers = serde_json::to_string(&new.approvers).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
                         sqlx::query(
                             "INSERT INTO approvals (id, request_key, agent_name, task_id, action, resource, upstream, args_digest, \
                              arguments, reason, policies, policy_version, quorum, single_use, owners_may_approve, state, approvals, \
-                             created_at, expires_at, approvers) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, $16, $17, $18)",
+                             created_at, expires_at, approvers, chain) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, $16, $17, $18, $19)",
                         )
                         .bind(new.id.to_string())
                         .bind(&new.request_key)
@@ -636,6 +768,7 @@ macro_rules! impl_store {
                         .bind(crate::sql::ts(new.created_at))
                         .bind(crate::sql::ts(new.expires_at))
                         .bind(approvers)
+                        .bind(chain)
                         .execute(&mut *tx)
                         .await?;
                         (new.id, true)
@@ -692,8 +825,8 @@ macro_rules! impl_store {
                 ctx: &warden_core::ChangeContext,
             ) -> crate::Result<()> {
                 sqlx::query(
-                    "INSERT INTO api_tokens (id, human_email, label, token_hash, created_at, created_by, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO api_tokens (id, human_email, label, token_hash, created_at, created_by, expires_at, \
+                     minted_by, personal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(token.id.to_string())
                 .bind(token.human.as_str())
@@ -702,6 +835,8 @@ macro_rules! impl_store {
                 .bind(crate::sql::ts(ctx.at))
                 .bind(&ctx.actor)
                 .bind(crate::sql::ts(token.expires_at))
+                .bind(token.minted_by.map(|m| m.to_string()))
+                .bind(token.personal)
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
@@ -970,6 +1105,36 @@ macro_rules! impl_store {
                     if human.is_none() {
                         return Err(crate::StoreError::not_found("human", &token.human));
                     }
+                    if let Some(claimed) = token.claims {
+                        // One claim per issued token: the row is locked, and a claimed token is revoked.
+                        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1{}", $for_update))
+                            .bind(claimed.to_string())
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .ok_or_else(|| crate::StoreError::not_found("token", claimed))?;
+                        let issued = decode::token(&row)?;
+                        if issued.human != token.human {
+                            return Err(crate::StoreError::Conflict(format!(
+                                "token `{claimed}` is not a token of `{}`; only its holder claims it", token.human
+                            )));
+                        }
+                        if issued.personal {
+                            return Err(crate::StoreError::Conflict(format!(
+                                "token `{claimed}` is `{}`'s own token already; there is nothing to claim", token.human
+                            )));
+                        }
+                        if issued.revoked_at.is_some() {
+                            return Err(crate::StoreError::Conflict(format!(
+                                "token `{claimed}` is revoked (claimed already?); ask an admin for a new one"
+                            )));
+                        }
+                        sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3")
+                            .bind(crate::sql::ts(ctx.at))
+                            .bind(format!("claimed by {} as token {}", ctx.actor, token.id))
+                            .bind(claimed.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     Self::insert_token(&mut tx, token, ctx).await?;
                     tx.commit().await?;
                     self.get_api_token(token.id).await?.ok_or_else(|| crate::StoreError::not_found("token", token.id))
@@ -1005,7 +1170,7 @@ macro_rules! impl_store {
                 &self,
                 id: uuid::Uuid,
                 ctx: &warden_core::ChangeContext,
-            ) -> crate::Result<warden_core::ApiTokenInfo> {
+            ) -> crate::Result<crate::RevokedToken> {
                 self.guarded(crate::sql::Call::Write, async {
                     let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
                     let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1{}", $for_update))
@@ -1025,8 +1190,28 @@ macro_rules! impl_store {
                         .bind(id.to_string())
                         .execute(&mut *tx)
                         .await?;
+                    // Every live token minted from it, transitively (a revoked one was cut off with
+                    // its descendants when it was revoked; a claimed one's claimant is not its to take).
+                    let minted: Vec<String> = sqlx::query_scalar(
+                        "WITH RECURSIVE minted (id) AS ( \
+                             SELECT id FROM api_tokens WHERE minted_by = $1 AND revoked_at IS NULL \
+                             UNION SELECT t.id FROM api_tokens t JOIN minted m ON t.minted_by = m.id WHERE t.revoked_at IS NULL \
+                         ) SELECT id FROM minted ORDER BY id",
+                    )
+                    .bind(id.to_string())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for m in &minted {
+                        sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3 AND revoked_at IS NULL")
+                            .bind(token.revoked_at)
+                            .bind(format!("{} (with token {id}, which minted it)", ctx.actor))
+                            .bind(m)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     tx.commit().await?;
-                    Ok(token)
+                    let minted_revoked = minted.iter().map(|m| crate::sql::uuid_col(m)).collect::<crate::Result<Vec<_>>>()?;
+                    Ok(crate::RevokedToken { token, minted_revoked })
                 })
                 .await
             }
@@ -2336,10 +2521,32 @@ macro_rules! impl_store {
                 .await
             }
 
+            async fn check_vote(
+                &self,
+                id: uuid::Uuid,
+                voter: &warden_core::Email,
+                vote: crate::Vote,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> crate::Result<crate::VoteCheck> {
+                self.guarded(crate::sql::Call::Read, async {
+                    let mut conn = self.read.acquire().await?;
+                    let current = Self::approval_by_id(&mut *conn, id)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
+                    Self::vote_refusal(&mut *conn, &current, voter, now).await?;
+                    let approvals = match vote {
+                        crate::Vote::Approve => current.approvals.saturating_add(1),
+                        crate::Vote::Deny => current.approvals,
+                    };
+                    Ok(crate::VoteCheck { approvals, quorum: current.quorum, chain: current.chain })
+                })
+                .await
+            }
+
             async fn vote_approval(
                 &self,
                 id: uuid::Uuid,
-                approver: &warden_core::Email,
+                voter: &crate::Voter,
                 vote: crate::Vote,
                 comment: &str,
                 now: chrono::DateTime<chrono::Utc>,
@@ -2347,6 +2554,7 @@ macro_rules! impl_store {
             ) -> crate::Result<crate::Approval> {
                 self.guarded(crate::sql::Call::Write, async {
                     use sqlx::Row as _;
+                    let approver = &voter.email;
                     let mut tx = crate::write::WriteTx::<$db>::begin(&self.write, &self.health, $begin).await?;
                     let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1{}", $for_update))
                         .bind(id.to_string())
@@ -2354,70 +2562,14 @@ macro_rules! impl_store {
                         .await?
                         .ok_or_else(|| crate::StoreError::not_found("approval request", id))?;
                     let current = decode::approval(&row, Vec::new())?;
-                    if current.state != crate::ApprovalState::Pending {
-                        return Err(crate::StoreError::Conflict(format!(
-                            "approval request `{id}` is already {}", current.state.as_str()
-                        )));
-                    }
-                    if current.expires_at <= now {
-                        // Refused, and left for the expiry sweep to mark and record: an expiry written
-                        // here would never reach the ledger.
-                        return Err(crate::StoreError::Conflict(format!(
-                            "approval request `{id}` expired at {}", current.expires_at.to_rfc3339()
-                        )));
-                    }
-                    // Separation of duties: an owner of the agent does not approve its requests.
-                    let owns: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE a.name = $1 AND o.human_email = $2",
-                    )
-                    .bind(current.agent.as_str())
-                    .bind(approver.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if owns > 0 && !current.owners_may_approve {
-                        return Err(crate::StoreError::Conflict(format!(
-                            "`{approver}` owns agent `{}` and may not decide its approval requests (separation of duties)",
-                            current.agent
-                        )));
-                    }
-                    // Eligibility narrowed by policy (`@approvers`): the approver must be named by every
-                    // approval policy behind the request, by address or as the upstream's owner.
-                    if !current.approvers.is_empty() {
-                        let upstream_owner: Option<String> = match &current.upstream {
-                            Some(u) => sqlx::query_scalar("SELECT owner_email FROM upstreams WHERE name = $1")
-                                .bind(u)
-                                .fetch_optional(&mut *tx)
-                                .await?,
-                            None => None,
-                        };
-                        if let Some(names) = current.approvers.iter().find(|names| {
-                            !names.iter().any(|n| {
-                                n == approver.as_str()
-                                    || (n == crate::UPSTREAM_OWNER && upstream_owner.as_deref() == Some(approver.as_str()))
-                            })
-                        }) {
-                            return Err(crate::StoreError::Forbidden(format!(
-                                "`{approver}` is not among the approvers policy names for approval request `{id}` ({})",
-                                names.join(", ")
-                            )));
-                        }
-                    }
-                    let voted: Option<String> = sqlx::query_scalar("SELECT vote FROM approval_votes WHERE approval_id = $1 AND approver = $2")
-                        .bind(id.to_string())
-                        .bind(approver.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some(v) = voted {
-                        return Err(crate::StoreError::Conflict(format!(
-                            "`{approver}` already voted `{v}` on approval request `{id}`; nobody decides twice"
-                        )));
-                    }
-                    sqlx::query("INSERT INTO approval_votes (approval_id, approver, vote, comment, at) VALUES ($1, $2, $3, $4, $5)")
+                    Self::vote_refusal(&mut *tx, &current, approver, now).await?;
+                    sqlx::query("INSERT INTO approval_votes (approval_id, approver, vote, comment, at, token_id) VALUES ($1, $2, $3, $4, $5, $6)")
                         .bind(id.to_string())
                         .bind(approver.as_str())
                         .bind(match vote { crate::Vote::Approve => "approve", crate::Vote::Deny => "deny" })
                         .bind(comment)
                         .bind(crate::sql::ts(now))
+                        .bind(voter.token_id.to_string())
                         .execute(&mut *tx)
                         .await?;
                     match vote {

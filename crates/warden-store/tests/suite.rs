@@ -96,6 +96,8 @@ store_tests!(
     approvals_expire_and_single_use_grants_are_used_once,
     concurrent_votes_count_each_human_once,
     approvers_named_by_policy_are_the_only_ones_counted,
+    separation_of_duties_covers_the_whole_delegation_chain,
+    claims_and_revocations_follow_the_token_lineage,
     tools_are_catalogued_on_first_sight,
     unchanged_listing_writes_nothing,
     bad_listing_writes_nothing,
@@ -173,8 +175,18 @@ fn token_record(human: &str, ttl: Duration) -> (Secret<String>, TokenRecord) {
         label: "test".into(),
         hash,
         expires_at: Utc::now() + ttl,
+        minted_by: None,
+        personal: false,
+        claims: None,
     };
     (secret, rec)
+}
+
+fn voter(who: &str) -> warden_store::Voter {
+    warden_store::Voter {
+        email: email(who),
+        token_id: Uuid::new_v4(),
+    }
 }
 
 fn join() -> JoinTokenRecord {
@@ -369,8 +381,8 @@ async fn tokens_are_found_by_hash_and_revoked_once(store: Arc<dyn Store>) {
         .revoke_api_token(rec.id, &ctx("admin@example.com"))
         .await
         .expect("revoke");
-    assert!(revoked.revoked_at.is_some());
-    assert_eq!(revoked.revoked_by.as_deref(), Some("admin@example.com"));
+    assert!(revoked.token.revoked_at.is_some());
+    assert_eq!(revoked.token.revoked_by.as_deref(), Some("admin@example.com"));
     let err = store
         .revoke_api_token(rec.id, &ctx("other"))
         .await
@@ -2050,7 +2062,7 @@ async fn approvers_named_by_policy_are_the_only_ones_counted(store: Arc<dyn Stor
     assert_eq!(a.approvers.len(), 2, "stored and read back");
     for who in ["ben@example.com", "cy@example.com"] {
         let err = store
-            .vote_approval(a.id, &email(who), Vote::Approve, "", now, ttl)
+            .vote_approval(a.id, &voter(who), Vote::Approve, "", now, ttl)
             .await
             .unwrap_err();
         assert!(
@@ -2065,7 +2077,7 @@ async fn approvers_named_by_policy_are_the_only_ones_counted(store: Arc<dyn Stor
         "refused votes count nothing"
     );
     let ok = store
-        .vote_approval(a.id, &email("ann@example.com"), Vote::Approve, "", now, ttl)
+        .vote_approval(a.id, &voter("ann@example.com"), Vote::Approve, "", now, ttl)
         .await
         .unwrap();
     assert_eq!(ok.state, ApprovalState::Approved);
@@ -2075,7 +2087,7 @@ async fn approvers_named_by_policy_are_the_only_ones_counted(store: Arc<dyn Stor
     b.approvers = vec![vec![UPSTREAM_OWNER.into()]];
     let (b, _) = store.request_approval(&b).await.unwrap();
     let err = store
-        .vote_approval(b.id, &email("owner@example.com"), Vote::Approve, "", now, ttl)
+        .vote_approval(b.id, &voter("owner@example.com"), Vote::Approve, "", now, ttl)
         .await
         .unwrap_err();
     assert!(
@@ -2083,7 +2095,7 @@ async fn approvers_named_by_policy_are_the_only_ones_counted(store: Arc<dyn Stor
         "{err}"
     );
     let err = store
-        .vote_approval(b.id, &email("ann@example.com"), Vote::Approve, "", now, ttl)
+        .vote_approval(b.id, &voter("ann@example.com"), Vote::Approve, "", now, ttl)
         .await
         .unwrap_err();
     assert!(
@@ -2096,13 +2108,210 @@ async fn approvers_named_by_policy_are_the_only_ones_counted(store: Arc<dyn Stor
     c.owners_may_approve = true;
     let (c, _) = store.request_approval(&c).await.unwrap();
     let ok = store
-        .vote_approval(c.id, &email("owner@example.com"), Vote::Approve, "", now, ttl)
+        .vote_approval(c.id, &voter("owner@example.com"), Vote::Approve, "", now, ttl)
         .await
         .unwrap();
     assert_eq!(ok.state, ApprovalState::Approved);
 }
 
 /// An active agent `bot` (owned by owner@example.com) with a task, and three approvers.
+async fn separation_of_duties_covers_the_whole_delegation_chain(store: Arc<dyn Store>) {
+    use warden_store::{ApprovalState, Vote};
+    let _ = approval_setup(&store).await;
+    add_human(&store, "dee@example.com", &[Role::Owner, Role::Approver]).await;
+    store
+        .create_agent(
+            &registration("bot-a", &["dee@example.com"], &["crm"]),
+            &TrustDomain::default(),
+            &join(),
+            &ctx("a"),
+        )
+        .await
+        .expect("create");
+    store
+        .transition_agent(&agent_name("bot-a"), LifecycleAction::Activate, "ok", &ctx("a"))
+        .await
+        .expect("activate");
+    active_agent(&store, "bot-d").await;
+    let root = store
+        .create_task(
+            &new_task("bot-a", None),
+            &ctx("spiffe://warden.local/agent/bot-a"),
+        )
+        .await
+        .expect("root task");
+    let child = store
+        .create_task(
+            &new_task("bot-d", Some(&root)),
+            &ctx("spiffe://warden.local/agent/bot-d"),
+        )
+        .await
+        .expect("delegated task");
+    let (a, _) = store
+        .request_approval(&new_approval(&child, "k-chain", 1, Duration::hours(1)))
+        .await
+        .unwrap();
+    // The chain is Warden's record of the task, acting agent first.
+    assert_eq!(a.chain, vec![agent_name("bot-d"), agent_name("bot-a")]);
+    let now = Utc::now();
+    let ttl = Duration::minutes(15);
+    // dee owns bot-a, which delegated to bot-d: refused, naming the delegating agent.
+    let check = store
+        .check_vote(a.id, &email("dee@example.com"), Vote::Approve, now)
+        .await
+        .unwrap_err();
+    let err = store
+        .vote_approval(a.id, &voter("dee@example.com"), Vote::Approve, "", now, ttl)
+        .await
+        .unwrap_err();
+    for e in [&check, &err] {
+        assert!(
+            matches!(e, StoreError::Conflict(m) if m.contains("separation of duties") && m.contains("`bot-a`") && m.contains("bot-d <- bot-a")),
+            "{e}"
+        );
+    }
+    // The acting agent's owner too, as before.
+    let err = store
+        .vote_approval(a.id, &voter("owner@example.com"), Vote::Approve, "", now, ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("separation of duties")),
+        "{err}"
+    );
+    // Someone outside the chain: the check states the tally, the vote keeps its token id.
+    let check = store
+        .check_vote(a.id, &email("ann@example.com"), Vote::Approve, now)
+        .await
+        .unwrap();
+    assert_eq!((check.approvals, check.quorum), (1, 1));
+    let v = voter("ann@example.com");
+    let ok = store
+        .vote_approval(a.id, &v, Vote::Approve, "", now, ttl)
+        .await
+        .unwrap();
+    assert_eq!(ok.state, ApprovalState::Approved);
+    assert_eq!(ok.votes[0].token_id, Some(v.token_id));
+    let err = store
+        .check_vote(a.id, &email("ben@example.com"), Vote::Approve, now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already approved")),
+        "{err}"
+    );
+}
+
+async fn claims_and_revocations_follow_the_token_lineage(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    add_human(&store, "ann@example.com", &[Role::Approver]).await;
+    add_human(&store, "ben@example.com", &[Role::Approver]).await;
+    // The admin's token issues ann one (not hers: the admin has seen it).
+    let (_, admin) = token_record("second@example.com", Duration::hours(2));
+    store
+        .create_api_token(&admin, &ctx("admin@example.com"))
+        .await
+        .unwrap();
+    let (_, mut issued) = token_record("ann@example.com", Duration::hours(1));
+    issued.minted_by = Some(admin.id);
+    let issued_info = store
+        .create_api_token(&issued, &ctx("admin@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (issued_info.minted_by, issued_info.personal),
+        (Some(admin.id), false)
+    );
+    // Claiming someone else's token, or a token that is not the claimant's, is refused.
+    let (_, mut wrong) = token_record("ben@example.com", Duration::hours(1));
+    wrong.claims = Some(issued.id);
+    wrong.personal = true;
+    let err = store
+        .create_api_token(&wrong, &ctx("ben@example.com"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("only its holder")),
+        "{err}"
+    );
+    // ann claims it: her own token, and the issued one is revoked in the same change.
+    let (_, mut own) = token_record("ann@example.com", Duration::hours(1));
+    own.minted_by = Some(issued.id);
+    own.personal = true;
+    own.claims = Some(issued.id);
+    let own_info = store
+        .create_api_token(&own, &ctx("ann@example.com"))
+        .await
+        .unwrap();
+    assert!(own_info.personal);
+    let issued_now = store.get_api_token(issued.id).await.unwrap().unwrap();
+    assert!(
+        issued_now.revoked_at.is_some() && issued_now.revoked_by.as_deref().unwrap_or("").contains("claimed")
+    );
+    // Once only.
+    let (_, mut again) = token_record("ann@example.com", Duration::hours(1));
+    again.claims = Some(issued.id);
+    let err = store
+        .create_api_token(&again, &ctx("ann@example.com"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("revoked")),
+        "{err}"
+    );
+    assert!(
+        store.get_api_token(again.id).await.unwrap().is_none(),
+        "nothing written"
+    );
+    // ann's own token mints two generations; revoking it revokes both.
+    let (_, mut child) = token_record("ann@example.com", Duration::minutes(30));
+    child.minted_by = Some(own.id);
+    child.personal = true;
+    store
+        .create_api_token(&child, &ctx("ann@example.com"))
+        .await
+        .unwrap();
+    let (_, mut grandchild) = token_record("ann@example.com", Duration::minutes(20));
+    grandchild.minted_by = Some(child.id);
+    grandchild.personal = true;
+    store
+        .create_api_token(&grandchild, &ctx("ann@example.com"))
+        .await
+        .unwrap();
+    let revoked = store
+        .revoke_api_token(own.id, &ctx("ann@example.com"))
+        .await
+        .unwrap();
+    let mut expect = vec![child.id, grandchild.id];
+    expect.sort();
+    let mut got = revoked.minted_revoked.clone();
+    got.sort();
+    assert_eq!(got, expect);
+    for id in [child.id, grandchild.id] {
+        assert!(
+            store
+                .get_api_token(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
+    }
+    // Revoking the admin's token does not reach through the claim: ann's claimed token was hers.
+    let (_, mut own2) = token_record("ben@example.com", Duration::hours(1));
+    own2.personal = true;
+    store
+        .create_api_token(&own2, &ctx("ben@example.com"))
+        .await
+        .unwrap();
+    let revoked = store
+        .revoke_api_token(admin.id, &ctx("admin@example.com"))
+        .await
+        .unwrap();
+    assert!(revoked.minted_revoked.is_empty(), "{:?}", revoked.minted_revoked);
+}
+
 async fn approval_setup(store: &Arc<dyn Store>) -> Task {
     seeded(store).await;
     for a in ["ann@example.com", "ben@example.com", "cy@example.com"] {
@@ -2138,7 +2347,7 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
     let ttl = Duration::minutes(15);
     // One approval of two: still pending, and no grant.
     let one = store
-        .vote_approval(a.id, &email("ann@example.com"), Vote::Approve, "ok", now, ttl)
+        .vote_approval(a.id, &voter("ann@example.com"), Vote::Approve, "ok", now, ttl)
         .await
         .unwrap();
     assert_eq!(
@@ -2148,7 +2357,7 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
     assert!(store.find_grant("k1", now).await.unwrap().is_none());
     // Nobody decides twice; the agent's owner does not decide at all.
     let err = store
-        .vote_approval(a.id, &email("ann@example.com"), Vote::Approve, "", now, ttl)
+        .vote_approval(a.id, &voter("ann@example.com"), Vote::Approve, "", now, ttl)
         .await
         .unwrap_err();
     assert!(
@@ -2156,7 +2365,7 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
         "{err}"
     );
     let err = store
-        .vote_approval(a.id, &email("owner@example.com"), Vote::Approve, "", now, ttl)
+        .vote_approval(a.id, &voter("owner@example.com"), Vote::Approve, "", now, ttl)
         .await
         .unwrap_err();
     assert!(
@@ -2170,7 +2379,7 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
     let own = store
         .vote_approval(
             own.id,
-            &email("owner@example.com"),
+            &voter("owner@example.com"),
             Vote::Approve,
             "mine",
             now,
@@ -2180,7 +2389,7 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(own.state, ApprovalState::Approved);
     let two = store
-        .vote_approval(a.id, &email("ben@example.com"), Vote::Approve, "fine", now, ttl)
+        .vote_approval(a.id, &voter("ben@example.com"), Vote::Approve, "fine", now, ttl)
         .await
         .unwrap();
     assert_eq!((two.state, two.approvals), (ApprovalState::Approved, 2));
@@ -2191,7 +2400,7 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
     );
     // Decided: no more votes.
     let err = store
-        .vote_approval(a.id, &email("cy@example.com"), Vote::Deny, "", now, ttl)
+        .vote_approval(a.id, &voter("cy@example.com"), Vote::Deny, "", now, ttl)
         .await
         .unwrap_err();
     assert!(
@@ -2219,7 +2428,7 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
     assert!(created && fresh.id != a.id);
     // One deny ends a request.
     let denied = store
-        .vote_approval(fresh.id, &email("cy@example.com"), Vote::Deny, "no", now, ttl)
+        .vote_approval(fresh.id, &voter("cy@example.com"), Vote::Deny, "no", now, ttl)
         .await
         .unwrap();
     assert_eq!(denied.state, ApprovalState::Denied);
@@ -2240,7 +2449,7 @@ async fn approvals_open_reuse_and_decide(store: Arc<dyn Store>) {
     let err = store
         .vote_approval(
             Uuid::new_v4(),
-            &email("ann@example.com"),
+            &voter("ann@example.com"),
             Vote::Approve,
             "",
             now,
@@ -2264,7 +2473,7 @@ async fn approvals_expire_and_single_use_grants_are_used_once(store: Arc<dyn Sto
     let err = store
         .vote_approval(
             old.id,
-            &email("ann@example.com"),
+            &voter("ann@example.com"),
             Vote::Approve,
             "",
             now,
@@ -2308,7 +2517,7 @@ async fn approvals_expire_and_single_use_grants_are_used_once(store: Arc<dyn Sto
     let approved = store
         .vote_approval(
             once.id,
-            &email("ann@example.com"),
+            &voter("ann@example.com"),
             Vote::Approve,
             "",
             now,
@@ -2348,7 +2557,7 @@ async fn concurrent_votes_count_each_human_once(store: Arc<dyn Store>) {
         let store = store.clone();
         tokio::spawn(async move {
             store
-                .vote_approval(id, &email(who), Vote::Approve, "", now, ttl)
+                .vote_approval(id, &voter(who), Vote::Approve, "", now, ttl)
                 .await
         })
     };

@@ -410,8 +410,13 @@ pub struct TokenCreateArgs {
     #[arg(long, value_name = "LABEL")]
     pub label: Option<String>,
     /// Lifetime: a number and a unit, `s`, `m`, `h` or `d` (e.g. `30d`); default 30 days, at most 365 days.
+    /// A token minted for yourself never outlives the token you are authenticated with.
     #[arg(long, value_name = "TTL", value_parser = Flag::<Ttl>::new())]
     pub ttl: Option<Ttl>,
+    /// Claim the token an admin issued to you: the new token is your own (only your own tokens may
+    /// vote on approval requests) and the issued token you are using is revoked.
+    #[arg(long)]
+    pub claim: bool,
     /// Write the token to this new file (mode 0600) instead of printing it.
     #[arg(long, value_name = "FILE")]
     pub token_out: Option<PathBuf>,

@@ -744,6 +744,8 @@ mod tests {
             expires_at: now + expires_in,
             revoked_at: revoked.then_some(now),
             revoked_by: revoked.then(|| "admin@example.com".into()),
+            minted_by: None,
+            personal: false,
         }
     }
 

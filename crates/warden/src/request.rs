@@ -199,6 +199,7 @@ pub fn new_api_token(args: &TokenCreateArgs) -> Result<NewApiToken, UsageError> 
     let token = NewApiToken {
         label: args.label.clone().unwrap_or_default(),
         ttl_seconds: args.ttl.map(|t| t.0),
+        claim: args.claim,
     };
     token.ttl().map_err(usage)?;
     Ok(token)

@@ -1,9 +1,12 @@
 //! `/v1/approvals`: approval requests opened by `needs_approval` decisions, for the humans who decide
 //! them and the agents who wait on them.
 //!
-//! Approving or denying takes the `approver` role; the store refuses the agent's own owners
-//! (separation of duties), a second vote by the same human, and requests that are decided or expired.
-//! Each vote is recorded in the ledger before it is counted. An agent waits with its task token:
+//! Approving or denying takes the `approver` role and the voter's own API token (not one an admin
+//! issued them: see `ApiTokenInfo::personal`); the store refuses the owners of any agent in the
+//! request's delegation chain (separation of duties), a second vote by the same human, and requests
+//! that are decided or expired. A refused vote is recorded as `approval_vote_refused` with the reason;
+//! a vote that may count is recorded as `approval_vote` (verdict, voter, token id, tally) before it is
+//! counted; the request's outcome follows as `grant_issued` (quorum reached) or `approval_denied`. An agent waits with its task token:
 //! `GET /v1/approvals/{id}?wait=25` answers as soon as the request is decided (or the wait ends).
 
 use std::time::Duration;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -187,67 +191,209 @@ pub struct VoteBody {
     pub comment: String,
 }
 
+/// Votes on one node are counted one at a time, so the tally an `approval_vote` entry states (written
+/// before the vote is counted) is the one the store then makes; votes cast at the same moment on two
+/// nodes may both state the same tally, and the store (which locks the request) still counts each
+/// once — `grant_issued` names everyone whose vote made the quorum.
+static VOTES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn verdict(vote: Vote) -> &'static str {
+    match vote {
+        Vote::Approve => "approve",
+        Vote::Deny => "deny",
+    }
+}
+
+/// Records a refused vote as `approval_vote_refused` (with the reason; and `vote_entry`, when the
+/// vote's own entry was already written) and answers with the refusal, marked recorded so the audit
+/// layer does not record it a second time.
+async fn refused(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    vote: Vote,
+    error: ApiError,
+    vote_entry: Option<u64>,
+) -> Response {
+    let reason = match &error {
+        ApiError::Forbidden(m) | ApiError::Conflict(m) | ApiError::NotFound(m) => m.clone(),
+        ApiError::BadRequest { message, .. } => message.clone(),
+        other => format!("{other:?}"),
+    };
+    let entry = crate::ledger::entry(EntryKind::ApprovalVoteRefused, caller.human.email.as_str())
+        .subject(id)
+        .body(serde_json::json!({
+            "approval": id,
+            "verdict": verdict(vote),
+            "voter": caller.human.email.as_str(),
+            "token_id": caller.token.id,
+            "reason": warden_core::redact::credentials_redacted(&reason),
+            "vote_entry": vote_entry,
+        }));
+    let recorded = match state.ledger.record(entry).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, approval = %id, "a refused vote could not be recorded in the audit ledger");
+            false
+        }
+    };
+    tracing::info!(approval = %id, by = %caller.human.email, token_id = %caller.token.id, vote = verdict(vote), %reason, "approval vote refused");
+    let mut resp = error.into_response();
+    if recorded {
+        resp.extensions_mut().insert(crate::audit::Recorded);
+    }
+    resp
+}
+
 async fn vote(
     state: AppState,
     caller: Caller,
     id: String,
     body: VoteBody,
     vote: Vote,
-) -> Result<Json<Approval>, ApiError> {
-    let permit = caller.require(Permission::DecideApprovals)?;
-    let id: Uuid = id.parse().map_err(|_| ApiError::BadRequest {
-        message: format!("`{}` is not an approval request id", id.escape_debug()),
-        field: Some("id".into()),
+) -> Result<Json<Approval>, Response> {
+    let raw_id = id;
+    let id: Uuid = raw_id.parse().map_err(|_| {
+        ApiError::BadRequest {
+            message: format!("`{}` is not an approval request id", raw_id.escape_debug()),
+            field: Some("id".into()),
+        }
+        .into_response()
     })?;
     if body.comment.len() > MAX_COMMENT_LEN || body.comment.chars().any(|c| c.is_control() && c != '\n') {
         return Err(ApiError::BadRequest {
             message: format!("comment must be at most {MAX_COMMENT_LEN} bytes without control characters"),
             field: Some("comment".into()),
-        });
+        }
+        .into_response());
     }
-    let before = load(&state, id).await?;
-    let (kind, op) = match vote {
-        Vote::Approve => (EntryKind::ApprovalGranted, "approval.approve"),
-        Vote::Deny => (EntryKind::ApprovalDenied, "approval.deny"),
+    let subject = id.to_string();
+    let permit = match caller.require(Permission::DecideApprovals) {
+        Ok(p) => p,
+        Err(e) => return Err(refused(&state, &caller, &subject, vote, e, None).await),
     };
+    let before = load(&state, id).await.map_err(IntoResponse::into_response)?;
+    // A vote is bound to its holder: an API token someone else issued (an admin for this human, the
+    // bootstrap file) has been seen by whoever issued it, so it does not vote, nor does any token
+    // minted from it without a claim.
+    if !caller.token.personal {
+        let t = &caller.token;
+        let e = ApiError::Forbidden(format!(
+            "API token `{}` was issued to `{}` by `{}` and is not their own: only a token its holder minted for themselves votes. \
+             Claim it first (`warden human token create {} --claim`; the issued token is then revoked) and vote with the new token",
+            t.id, t.human, t.created_by, t.human
+        ));
+        return Err(refused(&state, &caller, &subject, vote, e, None).await);
+    }
+    let _one_at_a_time = VOTES.lock().await;
+    let now = chrono::Utc::now();
+    let check = match state.store.check_vote(id, &caller.human.email, vote, now).await {
+        Ok(c) => c,
+        Err(e @ (StoreError::Conflict(_) | StoreError::Forbidden(_))) => {
+            return Err(refused(&state, &caller, &subject, vote, e.into(), None).await);
+        }
+        Err(e) => return Err(ApiError::from(e).into_response()),
+    };
+    // Recorded before it is counted: a vote that is not in the ledger is never counted.
     let mut details = crate::approvals::approval_body(&before);
+    // The tally is `votes` of `required`; the request's state is what the outcome entry says.
+    if let Some(o) = details.as_object_mut() {
+        o.remove("approvals");
+        o.remove("state");
+    }
+    details["op"] = format!("approval.{}", verdict(vote)).into();
+    details["permission"] = format!("{:?}", permit.permission()).into();
+    details["verdict"] = verdict(vote).into();
+    details["voter"] = caller.human.email.as_str().into();
+    details["token_id"] = caller.token.id.to_string().into();
+    details["votes"] = check.approvals.into();
+    details["required"] = check.quorum.into();
+    details["chain"] = check.chain.iter().map(|a| a.as_str()).collect::<Vec<_>>().into();
     details["comment"] = body.comment.clone().into();
-    let ctx = permit.record(&state, kind, op, &id.to_string(), details).await?;
-    let grant_ttl = state.approvals.grant_ttl;
-    let after = state
-        .store
-        .vote_approval(id, &caller.human.email, vote, &body.comment, ctx.at, grant_ttl)
+    let entry = crate::ledger::entry(EntryKind::ApprovalVote, caller.human.email.as_str())
+        .subject(subject.clone())
+        .body(details);
+    let seq = state
+        .ledger
+        .record(entry)
         .await
-        .map_err(|e| match e {
-            // Decided, expired, voted already, or the agent's own owner: the vote is refused, and
-            // the audit layer records the refusal after the vote's entry.
-            StoreError::Conflict(m) => ApiError::Conflict(m),
-            other => other.into(),
-        })?;
-    tracing::info!(approval = %id, by = %caller.human.email, vote = ?vote, state = after.state.as_str(), approvals = after.approvals, quorum = after.quorum, "approval vote");
+        .map_err(|e| ApiError::from(e).into_response())?;
+    let voter = warden_store::Voter {
+        email: caller.human.email.clone(),
+        token_id: caller.token.id,
+    };
+    let grant_ttl = state.approvals.grant_ttl;
+    let after = match state
+        .store
+        .vote_approval(id, &voter, vote, &body.comment, now, grant_ttl)
+        .await
+    {
+        Ok(a) => a,
+        // Lost a race since the check (another node's vote closed it, say): the recorded vote was
+        // not counted, and the ledger says so.
+        Err(e @ (StoreError::Conflict(_) | StoreError::Forbidden(_))) => {
+            return Err(refused(&state, &caller, &subject, vote, e.into(), Some(seq)).await);
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            let reason = ApiError::Conflict("the store could not count the vote; vote again".into());
+            let _ = refused(&state, &caller, &subject, vote, reason, Some(seq)).await;
+            return Err(e.into_response());
+        }
+    };
+    tracing::info!(approval = %id, by = %caller.human.email, token_id = %caller.token.id, vote = ?vote, state = after.state.as_str(), approvals = after.approvals, quorum = after.quorum, "approval vote");
     let by = Some(caller.human.email.as_str());
+    let outcome = |kind: EntryKind, extra: &[(&str, serde_json::Value)]| {
+        let mut body = crate::approvals::approval_body(&after);
+        body["vote_entry"] = seq.into();
+        for (k, v) in extra {
+            body[*k] = v.clone();
+        }
+        crate::ledger::entry(kind, caller.human.email.as_str())
+            .subject(subject.clone())
+            .body(body)
+    };
     match after.state {
         ApprovalState::Approved => {
             // The vote that completed the quorum made a grant: the entry names everyone who
-            // approved and how long the grant lives. (The vote itself was recorded before it was
-            // counted; a grant is never usable without that vote's entry.)
-            let mut body = crate::approvals::approval_body(&after);
-            body["approved_by"] = after
-                .votes
-                .iter()
-                .filter(|v| v.vote == Vote::Approve)
-                .map(|v| v.approver.as_str())
-                .collect::<Vec<_>>()
-                .into();
-            let entry = crate::ledger::entry(EntryKind::GrantIssued, caller.human.email.as_str())
-                .subject(id.to_string())
-                .body(body);
+            // approved, with the tokens they voted with, and how long the grant lives. (The votes
+            // were recorded before they were counted; a grant is never usable without them.)
+            let approved: Vec<&warden_store::ApprovalVote> =
+                after.votes.iter().filter(|v| v.vote == Vote::Approve).collect();
+            let entry = outcome(
+                EntryKind::GrantIssued,
+                &[
+                    (
+                        "approved_by",
+                        approved
+                            .iter()
+                            .map(|v| v.approver.as_str())
+                            .collect::<Vec<_>>()
+                            .into(),
+                    ),
+                    (
+                        "token_ids",
+                        approved
+                            .iter()
+                            .map(|v| v.token_id.map(|t| t.to_string()))
+                            .collect::<Vec<_>>()
+                            .into(),
+                    ),
+                ],
+            );
             if let Err(e) = state.ledger.record_all(vec![entry]).await {
                 tracing::error!(error = %e, approval = %id, "the grant of an approved request is not recorded in the audit ledger");
             }
             crate::approvals::notify(&state, &after, crate::notify::ApprovalEventKind::Approved, by);
         }
         ApprovalState::Denied => {
+            let entry = outcome(
+                EntryKind::ApprovalDenied,
+                &[("denied_by", caller.human.email.as_str().into())],
+            );
+            if let Err(e) = state.ledger.record_all(vec![entry]).await {
+                tracing::error!(error = %e, approval = %id, "the denial of an approval request is not recorded in the audit ledger");
+            }
             crate::approvals::notify(&state, &after, crate::notify::ApprovalEventKind::Denied, by);
         }
         ApprovalState::Pending | ApprovalState::Expired => {}
@@ -261,7 +407,7 @@ async fn vote(
     responses(
         (status = 200, description = "Counted; `approved` once the quorum is reached", body = Approval),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "Decided, expired, already voted, or the agent's own owner", body = ErrorBody),
+        (status = 409, description = "Decided, expired, already voted, or an owner of an agent in the request's delegation chain", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -270,7 +416,7 @@ pub async fn approve(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<VoteBody>,
-) -> Result<Json<Approval>, ApiError> {
+) -> Result<Json<Approval>, Response> {
     vote(state, caller, id, body, Vote::Approve).await
 }
 
@@ -288,6 +434,6 @@ pub async fn deny(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<VoteBody>,
-) -> Result<Json<Approval>, ApiError> {
+) -> Result<Json<Approval>, Response> {
     vote(state, caller, id, body, Vote::Deny).await
 }

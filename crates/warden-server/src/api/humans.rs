@@ -34,6 +34,13 @@ pub struct TokenList {
 pub struct CreatedToken {
     pub token: String,
     pub info: ApiTokenInfo,
+    /// The issued token this one claimed (now revoked), for a claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<Uuid>,
+    /// Set when the default lifetime was cut short: a token minted for its own holder never outlives
+    /// the token that minted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl std::fmt::Debug for CreatedToken {
@@ -223,13 +230,70 @@ pub async fn create_token(
     let email = parse_email(&email)?;
     let permit = caller.require_self_or(&email, Permission::ManageOwnTokens, Permission::ManageHumans)?;
     let ttl = body.ttl()?;
+    let now = Utc::now();
+    let own = email == caller.human.email;
+    let minting = &caller.token;
+    if body.claim && !own {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "claim is for your own tokens: `{}` cannot claim a token for `{email}`",
+                caller.human.email
+            ),
+            field: Some("claim".into()),
+        });
+    }
+    if body.claim && minting.personal {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "claim: the token you are using (`{}`) is your own already; there is nothing to claim",
+                minting.id
+            ),
+            field: Some("claim".into()),
+        });
+    }
+    // A token minted for its own holder never outlives the token that minted it, so a short-lived
+    // (or stolen) token cannot turn itself into a long-lived one. Tokens issued to someone else are an
+    // admin's act (bounded by the 365-day maximum): were they bounded too, no token could ever live
+    // longer than the bootstrap token and every deployment would lock itself out. They cannot vote,
+    // and they die with the token that issued them until claimed.
+    let mut note = None;
+    let expires_at = if own {
+        let wanted = now + ttl;
+        if wanted <= minting.expires_at {
+            wanted
+        } else if body.ttl_seconds.is_some() {
+            let most = (minting.expires_at - now).num_seconds().max(0);
+            return Err(ApiError::BadRequest {
+                message: format!(
+                    "ttl_seconds: a token never outlives the token that minted it; the token you are using (`{}`) expires at {}, so ask for at most {most} seconds",
+                    minting.id,
+                    minting.expires_at.to_rfc3339()
+                ),
+                field: Some("ttl_seconds".into()),
+            });
+        } else {
+            note = Some(format!(
+                "expires with the token that minted it (`{}`): a token never outlives the token that minted it",
+                minting.id
+            ));
+            minting.expires_at
+        }
+    } else {
+        now + ttl
+    };
     let (secret, hash) = token::generate();
+    // The holder's own token: minted by the holder with their own token, or claiming an issued one.
+    let personal = own && (minting.personal || body.claim);
+    let claimed = (own && body.claim).then_some(minting.id);
     let record = TokenRecord {
         id: Uuid::new_v4(),
         human: email.clone(),
         label: body.label.clone(),
         hash,
-        expires_at: Utc::now() + ttl,
+        expires_at,
+        minted_by: Some(minting.id),
+        personal,
+        claims: claimed,
     };
     let ctx = permit
         .record(
@@ -237,7 +301,14 @@ pub async fn create_token(
             EntryKind::TokenIssued,
             "api_token.create",
             email.as_str(),
-            serde_json::json!({"token_id": record.id, "label": record.label, "expires_at": record.expires_at}),
+            serde_json::json!({
+                "token_id": record.id,
+                "label": record.label,
+                "expires_at": record.expires_at,
+                "minted_by": minting.id,
+                "personal": personal,
+                "claims": claimed,
+            }),
         )
         .await?;
     let info = state.store.create_api_token(&record, &ctx).await?;
@@ -247,6 +318,8 @@ pub async fn create_token(
         Json(CreatedToken {
             token: secret.into_inner(),
             info,
+            claimed,
+            note,
         }),
     ))
 }
@@ -275,7 +348,7 @@ pub async fn list_tokens(
     delete, path = "/v1/tokens/{id}", tag = "humans",
     params(("id" = Uuid, Path, description = "Token id (not the token)")),
     responses(
-        (status = 200, description = "Revoked", body = ApiTokenInfo),
+        (status = 200, description = "Revoked, with the tokens minted from it", body = warden_store::RevokedToken),
         (status = 202, description = "Held: the store could not take it", body = crate::revocations::HeldRevocation),
         (status = 404, body = ErrorBody), (status = 409, description = "Already revoked", body = ErrorBody),
     ),
@@ -315,6 +388,6 @@ pub async fn revoke_token(
         Settled::Written(revoked) => revoked,
         Settled::Held(held) => return Ok(held.into_response()),
     };
-    tracing::info!(token_id = %id, human = %revoked.human, by = %caller.human.email, "API token revoked");
+    tracing::info!(token_id = %id, human = %revoked.token.human, by = %caller.human.email, minted_revoked = ?revoked.minted_revoked, "API token revoked");
     Ok(Json(revoked).into_response())
 }

@@ -435,8 +435,7 @@ pub async fn env_secrets(
         };
         if let Some(why) = refusal {
             tracing::error!(%upstream, secret = %s.name, var = %var, %why, "a secret was withheld from a stdio server: its variable is not allowed by the configuration");
-            let mut entry =
-                crate::ledger::entry(warden_ledger::EntryKind::Other("secret_withheld".into()), actor);
+            let mut entry = crate::ledger::entry(warden_ledger::EntryKind::SecretWithheld, actor);
             entry.body = serde_json::json!({
                 "upstream": upstream.as_str(),
                 "secret": s.name.as_str(),

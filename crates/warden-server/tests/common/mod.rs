@@ -223,6 +223,10 @@ pub async fn mint(store: &Arc<dyn Store>, email: &str, roles: &[Role], ttl: Dura
         label: "t".into(),
         hash,
         expires_at: Utc::now() + ttl,
+        minted_by: None,
+        // The human's own token (as if claimed): these tests vote with it.
+        personal: true,
+        claims: None,
     };
     store.create_api_token(&rec, &ctx).await.expect("token");
     secret.expose().clone()

@@ -482,6 +482,38 @@ impl Server {
         self.token_file(email, token)
     }
 
+    /// A human (added with `roles` by the admin) holding a token of their own: the admin issues one
+    /// (written to `<email>.issued`), and the human claims it (`human token create --claim`), which
+    /// revokes the issued one. Returns the own token's file and the issued token's file.
+    pub async fn human_with_own_token(&self, email: &str, roles: &[&str]) -> (PathBuf, PathBuf) {
+        let mut args = vec!["human", "add", email, "--name", "Test Human"];
+        for r in roles {
+            args.extend(["--role", r]);
+        }
+        self.run(&args).await.ok();
+        let issued = self
+            .json(&["human", "token", "create", email, "--label", "issued"])
+            .await;
+        let issued = self.token_file(
+            &format!("{email}.issued"),
+            issued["token"].as_str().expect("token"),
+        );
+        let own = self
+            .run_as(
+                &issued,
+                &[
+                    "human", "token", "create", email, "--claim", "--label", "own", "-o", "json",
+                ],
+            )
+            .await
+            .ok()
+            .json();
+        (
+            self.token_file(email, own["token"].as_str().expect("token")),
+            issued,
+        )
+    }
+
     /// The bootstrap admin's owner, a registered human to own agents and upstreams.
     pub async fn add_owner(&self) {
         self.run(&[
