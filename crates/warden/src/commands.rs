@@ -29,10 +29,15 @@ fn done((): ()) -> u8 {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let Cli {
         server,
+        ca_file,
         token_file,
         output: format,
         command,
     } = cli;
+    let server = crate::client::Server {
+        url: server.0,
+        ca_file,
+    };
     // Every request body is built, and checked, before the token is read or anything is sent.
     let call = match command {
         Command::Serve(args) => return serve(args).await.map(done),
@@ -91,7 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Secret(c) => Call::Secret(crate::gateway::secret_call(c)?),
     };
     let (token, source) = find_token(token_file.as_deref(), |k| std::env::var(k).ok())?;
-    let client = Client::new(server.0, &token, source)?;
+    let client = Client::new(&server, &token, source)?;
     drop(token);
     let result = match call {
         Call::Agent(c) => run_agent(&client, format, c).await,
