@@ -570,3 +570,113 @@ pub fn spiffe_id_of(der: &[u8]) -> Result<Option<SpiffeId>, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair, SanType};
+
+    use super::*;
+
+    fn leaf(sans: Vec<SanType>) -> (rcgen::Certificate, KeyPair) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        p.subject_alt_names.extend(sans);
+        (p.self_signed(&key).expect("certificate"), key)
+    }
+
+    fn uri(s: &str) -> SanType {
+        SanType::URI(s.try_into().expect("IA5"))
+    }
+
+    #[test]
+    fn spiffe_ids_follow_the_x509_svid_rules() {
+        let (c, _) = leaf(vec![uri("spiffe://warden.local/agent/bot")]);
+        let id = spiffe_id_of(c.der()).expect("one SPIFFE ID").expect("some");
+        assert_eq!(id.as_str(), "spiffe://warden.local/agent/bot");
+        let (c, _) = leaf(vec![uri("https://example.com/x")]);
+        assert!(spiffe_id_of(c.der()).expect("no SPIFFE ID").is_none());
+        let (c, _) = leaf(vec![
+            uri("spiffe://warden.local/agent/a"),
+            uri("spiffe://warden.local/agent/b"),
+        ]);
+        let e = spiffe_id_of(c.der()).expect_err("two");
+        assert!(e.contains("2 SPIFFE IDs"), "{e}");
+        let (c, _) = leaf(vec![uri("spiffe://Bad Domain/agent/a")]);
+        let e = spiffe_id_of(c.der()).expect_err("not a SPIFFE ID");
+        assert!(e.contains("is not a SPIFFE ID"), "{e}");
+    }
+
+    #[test]
+    fn binding_refuses_another_agents_connection() {
+        let bot = SpiffeId::parse("spiffe://warden.local/agent/bot").expect("id");
+        let none = PeerIdentity::default();
+        assert!(none.check("spiffe://warden.local/agent/other").is_ok());
+        let peer = PeerIdentity { spiffe_id: Some(bot) };
+        assert!(peer.check("spiffe://warden.local/agent/bot").is_ok());
+        let e = peer
+            .check("spiffe://warden.local/agent/other")
+            .expect_err("bound");
+        assert!(
+            e.contains("TLS client certificate is `spiffe://warden.local/agent/bot`'s"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn files_are_checked_and_keys_never_shown() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = leaf(Vec::new());
+        let cert_file = dir.path().join("cert.pem");
+        let key_file = dir.path().join("key.pem");
+        std::fs::write(&cert_file, cert.pem()).expect("cert");
+        std::fs::write(&key_file, key.serialize_pem()).expect("key");
+        let settings = TlsSettings {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            client_ca_file: None,
+            reload_interval: Duration::from_secs(1),
+        };
+        let tls = Tls::load(settings.clone()).expect("loads");
+        assert!(!tls.mutual());
+        let shown = format!("{tls:?}");
+        assert!(!shown.contains("PRIVATE") && shown.contains("key.pem"), "{shown}");
+
+        // Two keys in the key file.
+        std::fs::write(
+            &key_file,
+            format!("{}{}", key.serialize_pem(), key.serialize_pem()),
+        )
+        .expect("key");
+        let e = format!("{:#}", Tls::load(settings.clone()).expect_err("two keys"));
+        assert!(e.contains("holds 2 private keys"), "{e}");
+        // A truncated key: what is wrong, never the content.
+        let pem = key.serialize_pem();
+        let cut = &pem[..pem.len() - 30];
+        std::fs::write(&key_file, cut).expect("key");
+        let e = format!("{:#}", Tls::load(settings.clone()).expect_err("truncated"));
+        assert!(e.contains("tls.key_file") && e.contains("no END line"), "{e}");
+        let body = pem.lines().nth(1).expect("a base64 line");
+        assert!(!e.contains(body), "{e}");
+        // Another leaf's key.
+        let (_, other) = leaf(Vec::new());
+        std::fs::write(&key_file, other.serialize_pem()).expect("key");
+        let e = format!("{:#}", Tls::load(settings.clone()).expect_err("mismatch"));
+        assert!(e.contains("does not match the certificate"), "{e}");
+        // A client CA file that holds no certificate.
+        std::fs::write(&key_file, key.serialize_pem()).expect("key");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, key.serialize_pem()).expect("ca");
+        let e = format!(
+            "{:#}",
+            Tls::load(TlsSettings {
+                client_ca_file: Some(ca_file),
+                ..settings
+            })
+            .expect_err("no CA")
+        );
+        assert!(
+            e.contains("tls.client_ca_file") && e.contains("holds no certificate"),
+            "{e}"
+        );
+    }
+}
