@@ -2,6 +2,7 @@
 //! generates (a CA, server leaves for 127.0.0.1/localhost, client leaves with SPIFFE IDs), the CLI
 //! verifying it, reloads, refusals at start, and mutual TLS with the SPIFFE binding of task tokens.
 //! TLS is transport only, so these run on SQLite.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 
