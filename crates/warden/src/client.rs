@@ -209,6 +209,29 @@ pub struct Server {
     pub url: Url,
     /// `--ca-file` / `WARDEN_CA_FILE`: CA certificates (PEM) trusted besides the built-in roots.
     pub ca_file: Option<PathBuf>,
+    /// `--client-cert` and `--client-key`: the client certificate presented for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// The client certificate and its key as reqwest takes them; errors name the files, never the key.
+fn read_identity(cert: &Path, key: &Path) -> anyhow::Result<reqwest::Identity> {
+    let mut pem =
+        std::fs::read(cert).with_context(|| format!("reading the client certificate {}", cert.display()))?;
+    let key_pem = Secret::new(
+        std::fs::read(key)
+            .with_context(|| format!("reading the client certificate's key {}", key.display()))?,
+    );
+    pem.push(b'\n');
+    pem.extend_from_slice(key_pem.expose());
+    let pem = Secret::new(pem);
+    reqwest::Identity::from_pem(pem.expose()).map_err(|e| {
+        anyhow!(
+            "the client certificate {} and key {} cannot be used: {}",
+            cert.display(),
+            key.display(),
+            root_cause(&e)
+        )
+    })
 }
 
 /// Largest CA file read.
@@ -271,6 +294,9 @@ impl Client {
             for cert in read_ca_file(path)? {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some((cert, key)) = &server.client_identity {
+            builder = builder.identity(read_identity(cert, key)?);
         }
         let http = builder
             .https_only(base.scheme() == "https")
@@ -500,7 +526,11 @@ mod tests {
     use super::*;
 
     fn at(url: Url) -> Server {
-        Server { url, ca_file: None }
+        Server {
+            url,
+            ca_file: None,
+            client_identity: None,
+        }
     }
 
     #[test]
@@ -660,6 +690,7 @@ mod tests {
         let server = Server {
             url: Url::parse("https://127.0.0.1:1").unwrap(),
             ca_file: Some(empty),
+            client_identity: None,
         };
         assert!(
             Client::anonymous(&server).is_err(),

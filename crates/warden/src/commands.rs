@@ -30,6 +30,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let Cli {
         server,
         ca_file,
+        client_cert,
+        client_key,
         token_file,
         output: format,
         command,
@@ -37,6 +39,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let server = crate::client::Server {
         url: server.0,
         ca_file,
+        // clap requires both or neither.
+        client_identity: client_cert.zip(client_key),
     };
     // Every request body is built, and checked, before the token is read or anything is sent.
     let call = match command {

@@ -556,6 +556,58 @@ async fn mutual_tls_is_optional_verified_and_binds_task_tokens() {
     // A client certificate without a SPIFFE ID binds nothing.
     let answer = get(Some(clients.client_leaf(None).identity())).await;
     assert!(answer.status().is_success(), "{:?}", answer.text().await);
+
+    // The CLI as the agent (--client-cert/--client-key): the token endpoint takes only the agent the
+    // certificate names.
+    let pem_pair = |name: &str, leaf: &Leaf| {
+        let cert = files.path(&format!("{name}.crt"));
+        let key = files.path(&format!("{name}.key"));
+        std::fs::write(&cert, leaf.cert.pem()).expect("cert");
+        std::fs::write(&key, leaf.key.serialize_pem()).expect("key");
+        (cert.display().to_string(), key.display().to_string())
+    };
+    let (other_cert, other_key) = pem_pair("other", &clients.client_leaf(Some(other)));
+    let (bot_cert, bot_key) = pem_pair("bot", &clients.client_leaf(Some(bot)));
+    let key_s = key.to_str().expect("UTF-8");
+    let start = |cert: String, key: String| {
+        let args: Vec<String> = [
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &key,
+            "task",
+            "start",
+            "--key",
+            key_s,
+            "--agent-id",
+            "bot",
+            "--purpose",
+            "bound",
+            "--type",
+            "tls",
+            "--upstream",
+            "crm",
+            "-o",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let server = &server;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            server.agent(&args).await
+        }
+    };
+    let err = start(other_cert, other_key).await.fails(1);
+    assert!(
+        err.contains(&format!(
+            "this connection's TLS client certificate is `{other}`'s"
+        )),
+        "{err}"
+    );
+    let started = start(bot_cert, bot_key).await.ok().json();
+    assert!(started["task_id"].is_string(), "{started}");
 }
 
 /// `warden <args>` against `server` with `--server` only (no `--ca-file`): (exit code, stderr).

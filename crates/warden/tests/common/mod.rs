@@ -175,6 +175,8 @@ pub const WARDEN_ENV: &[&str] = &[
     "WARDEN_DATABASE_URL",
     "WARDEN_JOIN_TOKEN",
     "WARDEN_CA_FILE",
+    "WARDEN_CLIENT_CERT",
+    "WARDEN_CLIENT_KEY",
 ];
 
 pub fn clean_env(cmd: &mut Command) -> &mut Command {
