@@ -31,9 +31,10 @@ pub struct Config {
     /// SPIFFE trust domain of agent identities.
     pub trust_domain: TrustDomain,
     /// The URL agents and clients reach this Warden at: the `iss` of task tokens, the audience agents'
-    /// assertions must name, the base of DPoP `htu`s. Default: `http://<listen address>`. Behind a
-    /// load balancer or TLS terminator, set it to the public URL. Every node of a deployment must use
-    /// the same value.
+    /// assertions must name, the base of DPoP `htu`s. Default: `https://<listen address>` when Warden
+    /// terminates TLS (`[tls] cert_file`), else `http://<listen address>`. Behind a load balancer or
+    /// TLS terminator, set it to the public URL (`https://`, required with `[tls] behind_proxy`). Every
+    /// node of a deployment must use the same value.
     pub public_url: Option<String>,
     pub database: DatabaseConfig,
     pub log: LogConfig,
@@ -47,6 +48,131 @@ pub struct Config {
     pub approvals: ApprovalConfig,
     pub notify: NotifyConfig,
     pub gateway: GatewayConfig,
+    /// `[tls]`: TLS on the listener (see [`TlsConfig`]).
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: how bearer tokens are kept off the network in clear. Either Warden terminates TLS itself
+/// (`cert_file` + `key_file`, optionally `client_ca_file` for mutual TLS), or a TLS-terminating proxy in
+/// front of it does (`behind_proxy = true`). Without either, Warden listens on loopback addresses only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM, leaf first. Reloaded when the file changes.
+    pub cert_file: Option<PathBuf>,
+    /// The leaf's private key, PEM (PKCS#8, PKCS#1 or SEC1). Reloaded when the file changes; should be
+    /// readable by Warden's user only (chmod 600).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates are verified against: mutual TLS, optional for
+    /// the client (a client without a certificate still authenticates with its bearer token). A client
+    /// certificate carrying a SPIFFE ID (X.509-SVID URI SAN) binds the connection to that agent.
+    pub client_ca_file: Option<PathBuf>,
+    /// Set to `true` when a TLS-terminating proxy in front of Warden is the only way to reach it: Warden
+    /// then serves plain HTTP on a non-loopback address. Requires an `https://` `public_url` (the
+    /// proxy's). Not with `cert_file`.
+    pub behind_proxy: bool,
+    /// How often the certificate, key and client CA files are checked for changes, ms. Default 1000,
+    /// between 100 and 60000.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            behind_proxy: false,
+            reload_interval_ms: 1000,
+        }
+    }
+}
+
+/// The files Warden terminates TLS with (`[tls]`, resolved).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    pub reload_interval: Duration,
+}
+
+/// Who protects bearer tokens on the wire (`[tls]`, resolved).
+#[derive(Debug, Clone)]
+pub enum TlsMode {
+    /// Plain HTTP on a loopback address: nothing crosses a network.
+    Off,
+    /// Plain HTTP behind a TLS-terminating proxy (`behind_proxy = true`).
+    BehindProxy,
+    /// Warden terminates TLS.
+    Terminate(TlsSettings),
+}
+
+impl TlsConfig {
+    /// Checks `[tls]` against the listen address and the public URL. Reading the files is
+    /// [`crate::tls`]'s job (at start, before anything else is opened).
+    fn resolve(self, listen: SocketAddr, public_url: Option<&url::Url>) -> anyhow::Result<TlsMode> {
+        if !(100..=60_000).contains(&self.reload_interval_ms) {
+            bail!("tls.reload_interval_ms must be between 100 and 60000");
+        }
+        let mode = match (self.cert_file, self.key_file) {
+            (Some(_), None) => bail!(
+                "tls.cert_file is set but tls.key_file is not: set both (the certificate chain and its private key)"
+            ),
+            (None, Some(_)) => bail!(
+                "tls.key_file is set but tls.cert_file is not: set both (the certificate chain and its private key)"
+            ),
+            (Some(cert_file), Some(key_file)) => {
+                if self.behind_proxy {
+                    bail!(
+                        "tls.behind_proxy = true says a proxy in front of Warden terminates TLS, but tls.cert_file is set too: \
+                         remove behind_proxy (Warden terminates TLS) or the certificate files (the proxy does)"
+                    );
+                }
+                TlsMode::Terminate(TlsSettings {
+                    cert_file,
+                    key_file,
+                    client_ca_file: self.client_ca_file,
+                    reload_interval: Duration::from_millis(self.reload_interval_ms),
+                })
+            }
+            (None, None) => {
+                if self.client_ca_file.is_some() {
+                    bail!(
+                        "tls.client_ca_file needs tls.cert_file and tls.key_file: client certificates are requested \
+                         only when Warden terminates TLS itself"
+                    );
+                }
+                if self.behind_proxy {
+                    TlsMode::BehindProxy
+                } else {
+                    TlsMode::Off
+                }
+            }
+        };
+        match (&mode, public_url) {
+            (TlsMode::Off, _) if !listen.ip().is_loopback() => bail!(
+                "refusing to listen on {listen} without TLS: API and task tokens would cross the network in clear. \
+                 Either give Warden a certificate ([tls] cert_file and key_file), or, if a TLS-terminating proxy \
+                 in front of Warden is the only way to reach it, set [tls] behind_proxy = true and public_url to \
+                 the proxy's https:// URL, or listen on a loopback address (e.g. 127.0.0.1:{})",
+                listen.port()
+            ),
+            (TlsMode::BehindProxy, None) => bail!(
+                "tls.behind_proxy = true needs public_url: set it to the https:// URL clients reach the proxy at \
+                 (it is the issuer of task tokens and the base of DPoP htu values)"
+            ),
+            (TlsMode::BehindProxy | TlsMode::Terminate(_), Some(u)) if u.scheme() != "https" => bail!(
+                "public_url `{u}` must be an https:// URL: clients reach Warden over TLS{}",
+                if matches!(mode, TlsMode::BehindProxy) {
+                    " (tls.behind_proxy = true)"
+                } else {
+                    " (tls.cert_file is set)"
+                }
+            ),
+            _ => Ok(mode),
+        }
+    }
 }
 
 /// The MCP gateway (`/mcp/{upstream}`).
@@ -637,6 +763,7 @@ impl Default for Config {
             approvals: ApprovalConfig::default(),
             notify: NotifyConfig::default(),
             gateway: GatewayConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -757,6 +884,8 @@ pub struct Resolved {
     pub gateway: GatewayConfig,
     /// `[database]` options for opening the store.
     pub store_options: warden_store::StoreOptions,
+    /// Who protects tokens on the wire.
+    pub tls: TlsMode,
 }
 
 impl Config {
@@ -832,6 +961,7 @@ impl Config {
                 Some(u)
             }
         };
+        let tls = self.tls.resolve(listen, public_url.as_ref())?;
         let t = &self.tokens;
         let a = &self.approvals;
         if !(60..=7 * 86_400).contains(&a.request_ttl_secs) {
@@ -886,6 +1016,7 @@ impl Config {
         validate_webhooks(&self.notify.webhook)?;
         self.gateway.validate()?;
         Ok(Resolved {
+            tls,
             gateway: self.gateway,
             store_options,
             public_url,
@@ -1119,6 +1250,97 @@ mod tests {
         );
         let err = Config::parse(&hook("secret = \"x\"")).expect_err("unknown key");
         assert!(err.to_string().contains("unknown field `secret`"), "{err}");
+    }
+
+    fn resolve_with(toml: &str, listen: &str) -> anyhow::Result<Resolved> {
+        let opts = ServeOptions {
+            listen: Some(listen.into()),
+            ..Default::default()
+        };
+        Config::parse(toml)?.resolve(&opts, None)
+    }
+
+    #[test]
+    fn tls_modes_resolve() {
+        let r = resolve_with("", "127.0.0.1:0").expect("loopback without TLS");
+        assert!(matches!(r.tls, TlsMode::Off));
+        let r = resolve_with("", "[::1]:0").expect("IPv6 loopback without TLS");
+        assert!(matches!(r.tls, TlsMode::Off));
+        let r = resolve_with(
+            "[tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\nclient_ca_file = \"/ca.pem\"\n",
+            "0.0.0.0:8443",
+        )
+        .expect("TLS on any address");
+        let TlsMode::Terminate(t) = r.tls else {
+            panic!("terminates TLS")
+        };
+        assert_eq!(t.cert_file, PathBuf::from("/c.pem"));
+        assert_eq!(t.client_ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(t.reload_interval, Duration::from_secs(1));
+        let r = resolve_with(
+            "public_url = \"https://warden.example.com\"\n[tls]\nbehind_proxy = true\n",
+            "0.0.0.0:8700",
+        )
+        .expect("behind a proxy");
+        assert!(matches!(r.tls, TlsMode::BehindProxy));
+    }
+
+    #[test]
+    fn no_bearer_token_in_clear_on_a_network() {
+        for listen in ["0.0.0.0:8700", "10.1.2.3:8700", "[::]:8700"] {
+            let err = format!("{:#}", resolve_with("", listen).expect_err(listen));
+            assert!(
+                err.contains(&format!("refusing to listen on {listen} without TLS"))
+                    && err.contains("[tls] cert_file and key_file")
+                    && err.contains("[tls] behind_proxy = true")
+                    && err.contains("loopback address"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_config_errors_are_precise() {
+        let cases = [
+            (
+                "[tls]\ncert_file = \"/c.pem\"\n",
+                "tls.cert_file is set but tls.key_file is not",
+            ),
+            (
+                "[tls]\nkey_file = \"/k.pem\"\n",
+                "tls.key_file is set but tls.cert_file is not",
+            ),
+            (
+                "[tls]\nclient_ca_file = \"/ca.pem\"\n",
+                "tls.client_ca_file needs tls.cert_file and tls.key_file",
+            ),
+            (
+                "[tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\nbehind_proxy = true\n",
+                "tls.behind_proxy = true says a proxy in front of Warden terminates TLS, but tls.cert_file is set too",
+            ),
+            (
+                "[tls]\nbehind_proxy = true\n",
+                "tls.behind_proxy = true needs public_url",
+            ),
+            (
+                "public_url = \"http://w.example.com\"\n[tls]\nbehind_proxy = true\n",
+                "public_url `http://w.example.com/` must be an https:// URL",
+            ),
+            (
+                "public_url = \"http://w.example.com\"\n[tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\n",
+                "must be an https:// URL: clients reach Warden over TLS (tls.cert_file is set)",
+            ),
+            (
+                "[tls]\nreload_interval_ms = 5\n",
+                "tls.reload_interval_ms must be between 100 and 60000",
+            ),
+        ];
+        for (toml, want) in cases {
+            let err = format!("{:#}", resolve_with(toml, "127.0.0.1:0").expect_err(toml));
+            assert!(err.contains(want), "{toml}: want `{want}`, got: {err}");
+        }
+        let err = Config::parse("[tls]\ncert = \"/c\"\n").expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field `cert`"), "{err}");
     }
 
     #[test]

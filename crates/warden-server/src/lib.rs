@@ -30,6 +30,7 @@ pub mod policy;
 pub mod revocations;
 mod state;
 pub mod tasks;
+pub mod tls;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
@@ -63,6 +64,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let env_url = std::env::var("WARDEN_DATABASE_URL").ok();
     let resolved = config.resolve(&opts, env_url)?;
     init_logging(&resolved)?;
+    // Before anything is opened: a certificate that cannot serve stops the start here.
+    let tls = match &resolved.tls {
+        config::TlsMode::Terminate(settings) => Some(tls::Tls::load(settings.clone())?),
+        config::TlsMode::Off | config::TlsMode::BehindProxy => None,
+    };
 
     prepare_data_dir(&resolved.data_dir)?;
     // Held until the process exits: the OS releases it even on kill -9.
@@ -96,9 +102,10 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the listening address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = match &resolved.public_url {
         Some(u) => u.clone(),
-        None => url::Url::parse(&format!("http://{addr}")).context("cannot make the public URL")?,
+        None => url::Url::parse(&format!("{scheme}://{addr}")).context("cannot make the public URL")?,
     };
     let identity = Arc::new(build_identity(&resolved, &public_url, store.clone()).await?);
     let policy_bootstrap = match &resolved.policy_bootstrap_dir {
@@ -143,21 +150,39 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     approvals::spawn_expiry(state.clone(), std::time::Duration::from_secs(10));
     let gateway = state.gateway.clone();
     let app = router(state, resolved.limits);
-    tracing::info!(%addr, store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
+    let mutual = tls.as_ref().is_some_and(|t| t.mutual());
+    tracing::info!(%addr, %scheme, mutual_tls = mutual, behind_proxy = matches!(resolved.tls, config::TlsMode::BehindProxy),
+        store = store.backend().as_str(), trust_domain = %resolved.trust_domain, "warden listening");
     // A plain line as well: scripts and tests wait for it, whatever the log format.
-    eprintln!("warden: listening on http://{addr}");
+    eprintln!("warden: listening on {scheme}://{addr}");
 
-    // TCP_NODELAY on every connection: a streamed answer (an MCP SSE relay) is written in pieces, and
-    // with Nagle's algorithm the last piece waited for the client's delayed ACK — 40 ms per call.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+    match tls {
+        // The handshake and the verified client certificate: see `tls`.
+        Some(tls) => {
+            let listener = tls.listen(listener)?;
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<tls::TlsPeer>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("server error")?;
         }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server error")?;
+        None => {
+            // TCP_NODELAY on every connection: a streamed answer (an MCP SSE relay) is written in
+            // pieces, and with Nagle's algorithm the last piece waited for the client's delayed
+            // ACK — 40 ms per call.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+                }
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("server error")?;
+        }
+    }
     tracing::info!("shutting down: in-flight requests finished");
     gateway.flush_results(&ledger).await;
     ledger.shutdown().await;

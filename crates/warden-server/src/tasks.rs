@@ -306,6 +306,9 @@ where
         )
         .await?;
         crate::audit::set_actor(&parts.extensions, &task.agent_spiffe_id);
+        // Over mutual TLS, a task token is accepted only over its own agent's connection.
+        crate::tls::check_peer_binding(&parts.extensions, &task.agent_spiffe_id)
+            .map_err(OAuthError::invalid_token)?;
         Ok(TaskCaller { claims, task, token })
     }
 }

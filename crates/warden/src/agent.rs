@@ -29,9 +29,9 @@ use warden_identity::{
 };
 
 use crate::cli::{
-    AgentId, EnrollArgs, Format, ServerUrl, TaskDelegateArgs, TaskRenewArgs, TaskStartArgs, TaskTokenArgs,
+    AgentId, EnrollArgs, Format, TaskDelegateArgs, TaskRenewArgs, TaskStartArgs, TaskTokenArgs,
 };
-use crate::client::{ApiError, Client, TokenSource, authorization, printable, read_secret_file};
+use crate::client::{ApiError, Client, Server, TokenSource, authorization, printable, read_secret_file};
 use crate::output::{self, Fields, list, time};
 use crate::request;
 use crate::secret_file::NewSecretFile;
@@ -161,8 +161,8 @@ fn peek_claims(token: &str) -> Option<Value> {
 }
 
 /// A client for the agent-side endpoints, and the server's discovery document.
-pub async fn connect(server: &ServerUrl) -> anyhow::Result<(Client, Discovery)> {
-    let client = Client::anonymous(server.0.clone())?;
+pub async fn connect(server: &Server) -> anyhow::Result<(Client, Discovery)> {
+    let client = Client::anonymous(server)?;
     let discovery = Discovery::fetch(&client).await?;
     Ok((client, discovery))
 }
@@ -248,7 +248,7 @@ pub async fn with_task_token(
 // Verbs
 
 /// `warden agent enroll`.
-pub async fn enroll(server: &ServerUrl, format: Format, args: EnrollArgs) -> anyhow::Result<()> {
+pub async fn enroll(server: &Server, format: Format, args: EnrollArgs) -> anyhow::Result<()> {
     let join = match &args.join_token_file {
         Some(path) => read_secret_file(path, "join token file")?,
         None => match std::env::var(JOIN_TOKEN_ENV) {
@@ -266,7 +266,7 @@ pub async fn enroll(server: &ServerUrl, format: Format, args: EnrollArgs) -> any
     };
     warden_core::token::check_join_shape(join.expose())
         .map_err(|m| anyhow!("{source} does not hold a join token: {m}"))?;
-    let client = Client::anonymous(server.0.clone())?;
+    let client = Client::anonymous(server)?;
 
     // The private key is safely on disk before the server learns the public key: an enrollment never
     // leaves the agent with a registered key it does not have.
@@ -314,7 +314,7 @@ pub async fn enroll(server: &ServerUrl, format: Format, args: EnrollArgs) -> any
 }
 
 /// `warden task start`.
-pub async fn start(server: &ServerUrl, format: Format, args: TaskStartArgs) -> anyhow::Result<()> {
+pub async fn start(server: &Server, format: Format, args: TaskStartArgs) -> anyhow::Result<()> {
     let intent = request::task_intent(&args.intent, None)?;
     let key = load_key(&args.agent.key, "--key")?;
     let out = open_out(args.token_out.as_deref())?;
@@ -339,7 +339,7 @@ pub async fn start(server: &ServerUrl, format: Format, args: TaskStartArgs) -> a
 }
 
 /// `warden task renew`.
-pub async fn renew(server: &ServerUrl, format: Format, args: TaskRenewArgs) -> anyhow::Result<()> {
+pub async fn renew(server: &Server, format: Format, args: TaskRenewArgs) -> anyhow::Result<()> {
     let key = load_key(&args.agent.key, "--key")?;
     let token = TaskToken::read(&args.task_token_file)?;
     let proof_key = token.proof_key(Some(&key), "--key")?;
@@ -376,7 +376,7 @@ pub async fn renew(server: &ServerUrl, format: Format, args: TaskRenewArgs) -> a
 }
 
 /// `warden task delegate`.
-pub async fn delegate(server: &ServerUrl, format: Format, args: TaskDelegateArgs) -> anyhow::Result<()> {
+pub async fn delegate(server: &Server, format: Format, args: TaskDelegateArgs) -> anyhow::Result<()> {
     let parent = TaskToken::read(&args.task_token_file)?;
     let intent = if request::intent_given(&args.intent) {
         let parent_intent = parent
@@ -446,7 +446,7 @@ pub async fn delegate(server: &ServerUrl, format: Format, args: TaskDelegateArgs
 }
 
 /// `warden task current`.
-pub async fn current(server: &ServerUrl, format: Format, args: TaskTokenArgs) -> anyhow::Result<()> {
+pub async fn current(server: &Server, format: Format, args: TaskTokenArgs) -> anyhow::Result<()> {
     let token = TaskToken::read(&args.task_token_file)?;
     let key = match &args.key {
         Some(p) => Some(load_key(p, "--key")?),
@@ -478,7 +478,7 @@ pub async fn current(server: &ServerUrl, format: Format, args: TaskTokenArgs) ->
 
 /// `warden task end --task-token-file`.
 pub async fn end(
-    server: &ServerUrl,
+    server: &Server,
     format: Format,
     token_file: &Path,
     key: Option<&Path>,

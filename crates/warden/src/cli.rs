@@ -47,6 +47,15 @@ Authentication (every verb but `serve`, `audit verify|export`, `policy validate|
   Surrounding whitespace in a token file is ignored. A token is never accepted
   as a command-line argument, and never printed in errors.
 
+TLS:
+  An https:// server's certificate is verified against the built-in public (webpki)
+  roots and, with --ca-file FILE (or WARDEN_CA_FILE), the CA certificates in FILE:
+  the way to trust a server whose certificate your own CA issued. There is no way
+  to skip verification. The host in --server must be a name (or IP address) the
+  certificate was issued for. An agent whose Warden asks for client certificates
+  presents one with --client-cert FILE --client-key FILE (or WARDEN_CLIENT_CERT,
+  WARDEN_CLIENT_KEY); its SPIFFE ID must then be the agent's.
+
 Agents (`agent enroll`, `task start|renew|delegate|current`, `task end --task-token-file`,
 `authorize`):
   These act as an agent, not as a human: they need no API token. An agent proves
@@ -105,6 +114,20 @@ pub struct Cli {
         value_parser = Flag::<ServerUrl>::new()
     )]
     pub server: ServerUrl,
+
+    /// PEM file of CA certificates to trust for the server's TLS certificate, besides the built-in
+    /// public roots (see "TLS" below).
+    #[arg(long, global = true, help_heading = GLOBAL, env = "WARDEN_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM file of a client certificate (chain, leaf first) to present to the server: mutual TLS, for
+    /// agents whose certificate carries their SPIFFE ID. Needs --client-key.
+    #[arg(long, global = true, help_heading = GLOBAL, env = "WARDEN_CLIENT_CERT", value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key. Needs --client-cert.
+    #[arg(long, global = true, help_heading = GLOBAL, env = "WARDEN_CLIENT_KEY", value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 
     /// File holding the API token (also WARDEN_TOKEN_FILE; see "Authentication" below).
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "FILE")]

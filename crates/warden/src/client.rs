@@ -4,6 +4,10 @@
 //! The token is held in a [`Secret`] from the moment it is read: it appears in no error, no debug output,
 //! and only in the `Authorization` header (marked sensitive). Errors say where the token came from (e.g.
 //! `token from ./warden-data/admin.token`), never what it is.
+//!
+//! TLS: an `https://` server's certificate is always verified — against the built-in webpki roots and
+//! the CA certificates of `--ca-file` / `WARDEN_CA_FILE` ([`Server::ca_file`]). There is no switch to
+//! skip verification. A certificate that does not verify is an error saying so and what to do.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -198,6 +202,69 @@ pub fn authorization(
     Ok(auth)
 }
 
+/// Which server to talk to, and which CAs to trust for its certificate.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// `--server` / `WARDEN_SERVER`.
+    pub url: Url,
+    /// `--ca-file` / `WARDEN_CA_FILE`: CA certificates (PEM) trusted besides the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// `--client-cert` and `--client-key`: the client certificate presented for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// The client certificate and its key as reqwest takes them; errors name the files, never the key.
+fn read_identity(cert: &Path, key: &Path) -> anyhow::Result<reqwest::Identity> {
+    let mut pem =
+        std::fs::read(cert).with_context(|| format!("reading the client certificate {}", cert.display()))?;
+    let key_pem = Secret::new(
+        std::fs::read(key)
+            .with_context(|| format!("reading the client certificate's key {}", key.display()))?,
+    );
+    pem.push(b'\n');
+    pem.extend_from_slice(key_pem.expose());
+    let pem = Secret::new(pem);
+    reqwest::Identity::from_pem(pem.expose()).map_err(|e| {
+        anyhow!(
+            "the client certificate {} and key {} cannot be used: {}",
+            cert.display(),
+            key.display(),
+            root_cause(&e)
+        )
+    })
+}
+
+/// Largest CA file read.
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The certificates of a `--ca-file`; errors name the file and what is wrong with it.
+pub fn read_ca_file(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let what = || format!("the CA file {} (--ca-file / WARDEN_CA_FILE)", path.display());
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", what()))?;
+    if meta.len() > MAX_CA_FILE_BYTES {
+        bail!("{} is larger than {MAX_CA_FILE_BYTES} bytes", what());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", what()))?;
+    let ders = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("{} is not valid PEM: {e}", what()))?;
+    if ders.is_empty() {
+        bail!(
+            "{} holds no certificate (no `-----BEGIN CERTIFICATE-----` block)",
+            what()
+        );
+    }
+    ders.iter()
+        .enumerate()
+        .map(|(i, der)| {
+            reqwest::Certificate::from_der(der)
+                .map_err(|e| anyhow!("{}: certificate #{} is not usable: {e}", what(), i + 1))
+        })
+        .collect()
+}
+
 /// A client of one Warden server: authenticated with one API token ([`Client::new`]), or without one
 /// ([`Client::anonymous`], for the agent-side endpoints, which take credentials per request).
 #[derive(Debug)]
@@ -208,20 +275,31 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: Url, token: &Secret<String>, token_source: TokenSource) -> anyhow::Result<Self> {
+    pub fn new(server: &Server, token: &Secret<String>, token_source: TokenSource) -> anyhow::Result<Self> {
         let auth = authorization("Bearer", token, &token_source)?;
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
-        Self::build(base, headers, Some(token_source))
+        Self::build(server, headers, Some(token_source))
     }
 
     /// A client that sends no `Authorization` header of its own.
-    pub fn anonymous(base: Url) -> anyhow::Result<Self> {
-        Self::build(base, HeaderMap::new(), None)
+    pub fn anonymous(server: &Server) -> anyhow::Result<Self> {
+        Self::build(server, HeaderMap::new(), None)
     }
 
-    fn build(base: Url, headers: HeaderMap, token_source: Option<TokenSource>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+    fn build(server: &Server, headers: HeaderMap, token_source: Option<TokenSource>) -> anyhow::Result<Self> {
+        let base = server.url.clone();
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &server.ca_file {
+            for cert in read_ca_file(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some((cert, key)) = &server.client_identity {
+            builder = builder.identity(read_identity(cert, key)?);
+        }
+        let http = builder
+            .https_only(base.scheme() == "https")
             .default_headers(headers)
             .user_agent(concat!("warden-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -329,6 +407,27 @@ impl Client {
 
     fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
         let cause = root_cause(e);
+        if let Some(tls) = tls_error(e) {
+            return match tls {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+                | rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
+                    ..
+                }) => anyhow!(
+                    "the Warden server at {} presented a TLS certificate that is not valid for this host name ({tls}); \
+                     use a name or address the certificate was issued for in --server",
+                    self.base
+                ),
+                rustls::Error::InvalidCertificate(_) => anyhow!(
+                    "the Warden server at {} presented a TLS certificate this client does not trust ({tls}); \
+                     if your own CA issued it, pass that CA's certificate with --ca-file FILE (or WARDEN_CA_FILE)",
+                    self.base
+                ),
+                other => anyhow!(
+                    "the TLS handshake with the Warden server at {} failed: {other}",
+                    self.base
+                ),
+            };
+        }
         if e.is_connect() {
             anyhow!(
                 "cannot connect to the Warden server at {}: {cause}; is it running? (start one with `warden serve`, \
@@ -384,6 +483,22 @@ fn api_error(status: StatusCode, body: &[u8], token_source: Option<&TokenSource>
     }
 }
 
+/// The TLS error behind a transport error, if one is (rustls reports through an `io::Error`, whose
+/// `source` skips the error it wraps).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
 /// The innermost error of a chain: for a refused connection, `Connection refused (os error 111)`.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut inner = e;
@@ -409,6 +524,14 @@ pub fn endpoint(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(url: Url) -> Server {
+        Server {
+            url,
+            ca_file: None,
+            client_identity: None,
+        }
+    }
 
     #[test]
     fn endpoints_encode_segments_and_keep_the_base_path() {
@@ -484,13 +607,13 @@ mod tests {
     fn errors_never_show_the_token() {
         let secret = Secret::new("wdn_at_secret\nvalue".to_string());
         let url = Url::parse("http://127.0.0.1:1").unwrap();
-        let e = Client::new(url, &secret, TokenSource::Env).unwrap_err();
+        let e = Client::new(&at(url), &secret, TokenSource::Env).unwrap_err();
         let shown = format!("{e:#} {e:?}");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("WARDEN_TOKEN"), "{shown}");
 
         let ok = Client::new(
-            Url::parse("http://127.0.0.1:1").unwrap(),
+            &at(Url::parse("http://127.0.0.1:1").unwrap()),
             &Secret::new("wdn_at_x".into()),
             TokenSource::Env,
         )
@@ -501,7 +624,7 @@ mod tests {
     #[test]
     fn api_errors_read_like_sentences() {
         let client = Client::new(
-            Url::parse("http://127.0.0.1:1").unwrap(),
+            &at(Url::parse("http://127.0.0.1:1").unwrap()),
             &Secret::new("t".into()),
             TokenSource::Env,
         )
@@ -550,13 +673,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ca_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = format!("{:#}", read_ca_file(&missing).unwrap_err());
+        assert!(e.contains("missing.pem (--ca-file / WARDEN_CA_FILE)"), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no pem here\n").unwrap();
+        let e = format!("{:#}", read_ca_file(&empty).unwrap_err());
+        assert!(e.contains("holds no certificate"), "{e}");
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap();
+        let e = format!("{:#}", read_ca_file(&broken).unwrap_err());
+        assert!(e.contains("broken.pem") && e.contains("is not valid PEM"), "{e}");
+        let server = Server {
+            url: Url::parse("https://127.0.0.1:1").unwrap(),
+            ca_file: Some(empty),
+            client_identity: None,
+        };
+        assert!(
+            Client::anonymous(&server).is_err(),
+            "a bad CA file is an error, never ignored"
+        );
+    }
+
     #[tokio::test]
     async fn connection_refused_names_the_server() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let url = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        let client = Client::new(url, &Secret::new("t".into()), TokenSource::Env).unwrap();
+        let client = Client::new(&at(url), &Secret::new("t".into()), TokenSource::Env).unwrap();
         let e = client.get(&["v1", "whoami"], &[]).await.unwrap_err();
         let shown = format!("{e:#}");
         assert!(

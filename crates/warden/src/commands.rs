@@ -29,10 +29,19 @@ fn done((): ()) -> u8 {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let Cli {
         server,
+        ca_file,
+        client_cert,
+        client_key,
         token_file,
         output: format,
         command,
     } = cli;
+    let server = crate::client::Server {
+        url: server.0,
+        ca_file,
+        // clap requires both or neither.
+        client_identity: client_cert.zip(client_key),
+    };
     // Every request body is built, and checked, before the token is read or anything is sent.
     let call = match command {
         Command::Serve(args) => return serve(args).await.map(done),
@@ -91,7 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Secret(c) => Call::Secret(crate::gateway::secret_call(c)?),
     };
     let (token, source) = find_token(token_file.as_deref(), |k| std::env::var(k).ok())?;
-    let client = Client::new(server.0, &token, source)?;
+    let client = Client::new(&server, &token, source)?;
     drop(token);
     let result = match call {
         Call::Agent(c) => run_agent(&client, format, c).await,

@@ -25,7 +25,7 @@ use warden_core::{Decision, Outcome};
 use warden_policy::{CompiledPolicies, PolicyError, PolicySource, TestReport};
 
 use crate::agent::{self, TaskToken, load_key};
-use crate::cli::{AuthorizeArgs, Format, Note, PolicyExplainArgs, PolicyTestArgs, ResourceArgs, ServerUrl};
+use crate::cli::{AuthorizeArgs, Format, Note, PolicyExplainArgs, PolicyTestArgs, ResourceArgs};
 use crate::client::{ApiError, Client, printable};
 use crate::output::{self, Fields, Table, cell, time};
 use crate::request::UsageError;
@@ -753,7 +753,11 @@ fn explanation_text(e: &Explained) -> String {
 // `warden authorize`
 
 /// `warden authorize`: the decision, printed; the exit code from its outcome.
-pub async fn authorize(server: &ServerUrl, format: Format, a: AuthorizeArgs) -> anyhow::Result<u8> {
+pub async fn authorize(
+    server: &crate::client::Server,
+    format: Format,
+    a: AuthorizeArgs,
+) -> anyhow::Result<u8> {
     let mut body = json!({
         "action": a.action.as_str(),
         "resource": resource_json(&a.resource),

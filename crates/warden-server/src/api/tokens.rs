@@ -175,6 +175,7 @@ pub async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> 
 )]
 pub async fn token(
     State(state): State<AppState>,
+    peer: crate::tls::PeerIdentity,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
@@ -198,8 +199,8 @@ pub async fn token(
     let proof = dpop_header(&headers)?;
     let now = Utc::now();
     let issued = match req.subject_token_type.as_str() {
-        TOKEN_TYPE_JWT => start_task(&state, &req, proof.as_deref(), now).await?,
-        TOKEN_TYPE_TASK => renew_or_delegate(&state, &req, proof.as_deref(), now).await?,
+        TOKEN_TYPE_JWT => start_task(&state, &req, proof.as_deref(), &peer, now).await?,
+        TOKEN_TYPE_TASK => renew_or_delegate(&state, &req, proof.as_deref(), &peer, now).await?,
         other => {
             return Err(OAuthError::invalid_request(format!(
                 "subject_token_type `{}` is not supported",
@@ -372,6 +373,7 @@ async fn start_task(
     state: &AppState,
     req: &TokenExchangeRequest,
     proof: Option<&str>,
+    peer: &crate::tls::PeerIdentity,
     now: DateTime<Utc>,
 ) -> Result<Issued, OAuthError> {
     if req.actor_token.is_some() {
@@ -380,6 +382,8 @@ async fn start_task(
         ));
     }
     let agent = authenticate_agent(state, &req.subject_token, now).await?;
+    // Over mutual TLS: only the agent the client certificate names.
+    peer.check(&agent.spiffe_id).map_err(OAuthError::invalid_grant)?;
     refuse_inactive(state, &agent)?;
     let intent = req.intent.clone().ok_or_else(|| {
         OAuthError::invalid_request("authorization_details (the task's intent) is required to start a task")
@@ -424,6 +428,7 @@ async fn renew_or_delegate(
     state: &AppState,
     req: &TokenExchangeRequest,
     proof: Option<&str>,
+    peer: &crate::tls::PeerIdentity,
     now: DateTime<Utc>,
 ) -> Result<Issued, OAuthError> {
     let actor_token = req.actor_token.as_ref().ok_or_else(|| {
@@ -453,6 +458,9 @@ async fn renew_or_delegate(
     )
     .await?;
     let actor = authenticate_agent(state, actor_token, now).await?;
+    // Over mutual TLS: the acting agent (the renewing agent, or the delegate) is the one the client
+    // certificate names.
+    peer.check(&actor.spiffe_id).map_err(OAuthError::invalid_grant)?;
     refuse_inactive(state, &actor)?;
     if actor.spiffe_id == claims.sub {
         if req.actor_dpop.is_some() {

@@ -72,6 +72,8 @@ pub struct Server {
     args: Vec<std::ffi::OsString>,
     /// A tmpfs mounted on the data directory, unmounted on drop.
     mounted: Option<PathBuf>,
+    /// Passed to every CLI run as `--ca-file` (see [`Spawn::ca_file`]).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How to start a server, beyond the defaults of [`Server::start`].
@@ -88,6 +90,8 @@ pub struct Spawn {
     /// Put the data directory on a tmpfs of this size (e.g. `"16m"`), mounted for this server and
     /// unmounted when it is dropped: a disk the test can fill. Needs root (`mount`).
     pub tmpfs_data_dir: Option<&'static str>,
+    /// A CA file every CLI run passes with `--ca-file` (a server with `[tls]`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Whether this process may mount a tmpfs (the disk-full test needs it): root, with the capability
@@ -170,6 +174,9 @@ pub const WARDEN_ENV: &[&str] = &[
     "WARDEN_SERVER",
     "WARDEN_DATABASE_URL",
     "WARDEN_JOIN_TOKEN",
+    "WARDEN_CA_FILE",
+    "WARDEN_CLIENT_CERT",
+    "WARDEN_CLIENT_KEY",
 ];
 
 pub fn clean_env(cmd: &mut Command) -> &mut Command {
@@ -290,6 +297,7 @@ impl Server {
             log,
             args,
             mounted,
+            ca_file: how.ca_file,
         };
         match rx.recv_timeout(READY_TIMEOUT) {
             Ok(url) => server.url = url,
@@ -413,6 +421,9 @@ impl Server {
         let mut cmd = tokio::process::Command::new(WARDEN);
         for var in WARDEN_ENV {
             cmd.env_remove(var);
+        }
+        if let Some(ca) = &self.ca_file {
+            cmd.arg("--ca-file").arg(ca);
         }
         let output = cmd
             .envs(env.iter().copied())
