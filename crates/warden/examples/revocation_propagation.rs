@@ -71,12 +71,12 @@ struct Args {
     /// narrows it — take away the upstream the task names (`narrow-upstream`), remove one of its two
     /// owners (`remove-owner`), change its model (`change-model`). The change is undone (not timed)
     /// before the next iteration.
-    #[arg(long, value_enum, default_value_t = Change::End)]
-    change: Change,
+    #[arg(long, value_enum, default_value_t = Stop::End)]
+    change: Stop,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Change {
+enum Stop {
     End,
     NarrowUpstream,
     RemoveOwner,
@@ -337,12 +337,12 @@ async fn measure(args: &Args, a: &Node, b: &Node, admin: &str) -> anyhow::Result
 
         let agent = a.endpoint("/v1/agents/bench-bot");
         let stop = match args.change {
-            Change::End => http
+            Stop::End => http
                 .post(a.endpoint(&format!("/v1/tasks/{task}/end")))
                 .json(&json!({"reason": "benchmark"})),
-            Change::NarrowUpstream => http.patch(&agent).json(&json!({"allowed_upstreams": []})),
-            Change::RemoveOwner => http.patch(&agent).json(&json!({"owners": [OWNERS[0]]})),
-            Change::ChangeModel => http
+            Stop::NarrowUpstream => http.patch(&agent).json(&json!({"allowed_upstreams": []})),
+            Stop::RemoveOwner => http.patch(&agent).json(&json!({"owners": [OWNERS[0]]})),
+            Stop::ChangeModel => http
                 .patch(&agent)
                 .json(&json!({"model": format!("bench/model@{}", i + 2)})),
         };
@@ -368,10 +368,10 @@ async fn measure(args: &Args, a: &Node, b: &Node, admin: &str) -> anyhow::Result
         };
         // Undo the change (not timed): the next task needs the agent as it was.
         let undo = match args.change {
-            Change::End => None,
-            Change::NarrowUpstream => Some(http.patch(&agent).json(&json!({"allowed_upstreams": ["crm"]}))),
-            Change::RemoveOwner => Some(http.patch(&agent).json(&json!({"owners": OWNERS}))),
-            Change::ChangeModel => Some(
+            Stop::End => None,
+            Stop::NarrowUpstream => Some(http.patch(&agent).json(&json!({"allowed_upstreams": ["crm"]}))),
+            Stop::RemoveOwner => Some(http.patch(&agent).json(&json!({"owners": OWNERS}))),
+            Stop::ChangeModel => Some(
                 http.post(a.endpoint("/v1/agents/bench-bot/activate"))
                     .json(&json!({})),
             ),
