@@ -470,7 +470,7 @@ async fn sdk_client_through_warden_to_server_everything(backend: Backend) {
         pending.contains(&approval) && pending.contains("toggle-simulated-logging"),
         "{pending}"
     );
-    let carol = s.human_with_token("carol@example.com", "approver").await;
+    let (carol, _) = s.human_with_own_token("carol@example.com", &["approver"]).await;
     let approved = s
         .run_as(&carol, &["approvals", "approve", &approval, "-o", "json"])
         .await

@@ -663,9 +663,13 @@ async fn decisions_through_authorize(backend: Backend) {
         (Some("needs_approval"), Some(2))
     );
     assert!(cites(&d, "destructive-needs-two-approvals"), "{d:#}");
-    // Outside the task's scope: denied (exit 3), by default.
+    // Outside the task's scope: denied (exit 3), by default, saying what the task names.
     let d = decision(&s, &tt, &["--action", "read", "--upstream", "staging-db"], 3).await;
-    assert!(reasons(&d)[0].starts_with("default-deny: "), "{d:#}");
+    assert!(
+        reasons(&d)[0].starts_with("out-of-scope: the task's intent does not name the upstream `staging-db`"),
+        "{d:#}"
+    );
+    assert!(reasons(&d)[1].starts_with("default-deny: "), "{d:#}");
     // Admin actions are for humans.
     let d = decision(&s, &tt, &["--action", "admin", "--upstream", "crm"], 3).await;
     assert!(cites(&d, "agents-never-admin"), "{d:#}");
@@ -706,7 +710,8 @@ async fn decisions_through_authorize(backend: Backend) {
     let (_, stage_tt) = start(&s, &stager, "stage.tt", &["staging-db"], &[]).await;
     let d = decision(&s, &stage_tt, &["--action", "read", "--upstream", "crm"], 3).await;
     assert!(!cites(&d, "prototype-never-production"), "{d:#}");
-    assert!(reasons(&d)[0].starts_with("default-deny: "), "{d:#}");
+    assert!(reasons(&d)[0].starts_with("out-of-scope: "), "{d:#}");
+    assert!(reasons(&d)[1].starts_with("default-deny: "), "{d:#}");
 
     // Tool arguments beyond the limits: a deny naming the limit (nesting 40 deep; 1001 keys).
     let deep = s.path("deep.json");
