@@ -1,4 +1,5 @@
-//! JSON-RPC 2.0 as MCP uses it (protocol versions 2025-06-18 and 2025-11-25).
+//! JSON-RPC 2.0 as MCP uses it (protocol versions 2025-06-18, 2025-11-25 and 2026-07-28; what
+//! 2026-07-28 adds on the HTTP wire is in [`crate::wire`]).
 //!
 //! The gateway reads every message an agent sends before anything else happens to it, so this is the
 //! first parser untrusted bytes meet. It is strict where MCP is strict and bounded everywhere:
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The MCP protocol versions this crate's message handling follows.
-pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 2] = ["2025-06-18", "2025-11-25"];
+pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 3] = ["2025-06-18", "2025-11-25", "2026-07-28"];
 
 /// JSON-RPC: the bytes are not JSON.
 pub const PARSE_ERROR: i64 = -32700;
@@ -40,6 +41,16 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// JSON-RPC: internal error.
 pub const INTERNAL_ERROR: i64 = -32603;
+
+// MCP 2026-07-28's own codes (the range -32020..=-32099 is reserved for the MCP specification).
+
+/// MCP 2026-07-28 `HeaderMismatch`: the HTTP request-metadata headers (`MCP-Protocol-Version`,
+/// `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`) are missing, malformed or disagree with the body (HTTP 400).
+pub const HEADER_MISMATCH: i64 = -32020;
+/// MCP 2026-07-28 `MissingRequiredClientCapability`.
+pub const MISSING_REQUIRED_CLIENT_CAPABILITY: i64 = -32021;
+/// MCP 2026-07-28 `UnsupportedProtocolVersion`; `data`: `{"supported": [...], "requested": "..."}`.
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 // Warden's stable error codes. They sit in JSON-RPC's implementation-defined server-error range
 // (-32000..=-32099) but clear of every code the MCP specification and the official SDKs already use

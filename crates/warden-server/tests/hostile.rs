@@ -54,6 +54,12 @@ api_tests!(
     narrowing_an_agent_ends_the_live_tasks_it_narrows,
     out_of_scope_tools_are_reported_as_out_of_scope,
     arguments_too_large_to_scan_are_reported_as_too_large,
+    modern_mcp_method_header_that_disagrees_with_the_body_is_refused,
+    modern_mcp_name_header_that_disagrees_with_the_body_is_refused,
+    modern_mcp_param_headers_that_disagree_with_the_arguments_are_refused,
+    modern_requests_without_their_envelope_or_with_removed_methods_are_refused_precisely,
+    modern_server_discover_is_decided_and_recorded,
+    modern_subscriptions_listen_is_decided_and_its_stream_filtered,
 );
 
 /// The hostile upstream's credential: `/`, `&` and `+` (escaped differently by different JSON
@@ -205,8 +211,13 @@ async fn open(
         .method(method)
         .uri(format!("/mcp/{upstream}"))
         .header(header::ACCEPT, accept)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header("mcp-protocol-version", "2025-06-18");
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("mcp-protocol-version"))
+    {
+        req = req.header("mcp-protocol-version", "2025-06-18");
+    }
     if body.is_some() {
         req = req.header(header::CONTENT_TYPE, "application/json");
     }
@@ -2294,4 +2305,433 @@ async fn arguments_too_large_to_scan_are_reported_as_too_large(api: Api) {
         &r.text()[..r.text().len().min(600)]
     );
     assert_eq!(error_code(&r.json()), Some(-32016));
+}
+
+// ---- MCP 2026-07-28: the body decides, headers must agree ----
+
+const MODERN: &str = "2026-07-28";
+
+/// The `_meta` every 2026-07-28 request carries.
+fn modern_meta() -> Value {
+    json!({"io.modelcontextprotocol/protocolVersion": MODERN,
+           "io.modelcontextprotocol/clientCapabilities": {},
+           "io.modelcontextprotocol/clientInfo": {"name": "agent", "version": "1"}})
+}
+
+/// A 2026-07-28 request: `params` with the per-request `_meta`.
+fn modern(id: i64, method: &str, mut params: Value) -> Value {
+    params["_meta"] = modern_meta();
+    request(id, method, params)
+}
+
+/// The request-metadata headers a conforming 2026-07-28 client sends with `msg`.
+fn standard_headers(msg: &Value) -> Vec<(String, String)> {
+    let method = msg["method"].as_str().unwrap_or_default().to_owned();
+    let mut h = vec![("mcp-method".to_owned(), method.clone())];
+    let key = match method.as_str() {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(v) = key.and_then(|k| msg["params"][k].as_str()) {
+        h.push(("mcp-name".to_owned(), v.to_owned()));
+    }
+    h
+}
+
+/// A POST to `/mcp/{upstream}` on the 2026-07-28 wire with exactly these extra headers (besides
+/// `MCP-Protocol-Version: 2026-07-28`); the body is read until it ends or [`STREAM_WAIT`] passes.
+async fn post_modern(
+    api: &Api,
+    upstream: &str,
+    token: &str,
+    headers: &[(String, String)],
+    msg: &Value,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/mcp/{upstream}"))
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("mcp-protocol-version", MODERN);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = api
+        .app
+        .clone()
+        .oneshot(req.body(Body::from(msg.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = resp.into_body();
+    let mut out = Vec::new();
+    read_until(&mut body, &mut out, STREAM_WAIT, |_| false).await;
+    Reply {
+        status,
+        headers,
+        body: out,
+    }
+}
+
+/// A conforming 2026-07-28 request.
+async fn modern_ok(api: &Api, token: &str, msg: &Value) -> Reply {
+    post_modern(api, "tools", token, &standard_headers(msg), msg).await
+}
+
+/// Whether the audit layer recorded a refusal whose reason starts with `code`.
+async fn refusal_recorded(api: &Api, code: &str) -> bool {
+    common::ledger_entries(api).await.iter().any(|(k, b)| {
+        k == "decision"
+            && b["outcome"] == "deny"
+            && b["reasons"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r.as_str().is_some_and(|r| r.starts_with(code))))
+    })
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A load balancer routing on `Mcp-Method` would see a list; the body runs a tool. Refused (400,
+/// -32020), recorded, and nothing reaches the upstream.
+async fn modern_mcp_method_header_that_disagrees_with_the_body_is_refused(api: Api) {
+    let env = setup(&api).await;
+    let msg = modern(1, "tools/call", json!({"name": "search", "arguments": {}}));
+    let r = post_modern(
+        &api,
+        "tools",
+        &env.token,
+        &pairs(&[("mcp-method", "tools/list"), ("mcp-name", "search")]),
+        &msg,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let v = r.json();
+    assert_eq!(error_code(&v), Some(-32020), "{v}");
+    assert_eq!(v["id"], 1, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Mcp-Method `tools/list`"),
+        "{v}"
+    );
+    assert!(
+        env.hostile.seen().is_empty(),
+        "nothing was forwarded: {:?}",
+        env.hostile.methods()
+    );
+    assert!(
+        refusal_recorded(&api, "header_mismatch").await,
+        "the refusal is recorded"
+    );
+    // The same request with headers that agree is decided on its body, and runs.
+    let r = modern_ok(&api, &env.token, &msg).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.json()["result"].is_object(), "{}", r.text());
+    assert_eq!(env.hostile.executed().len(), 1);
+    let seen = env.hostile.seen();
+    let call = seen
+        .iter()
+        .find(|s| s.rpc_method().as_deref() == Some("tools/call"))
+        .unwrap();
+    assert_eq!(call.header("mcp-method"), Some("tools/call"));
+    assert_eq!(call.header("mcp-name"), Some("search"));
+    assert_eq!(call.header("mcp-protocol-version"), Some(MODERN));
+    assert!(
+        call.header("mcp-session-id").is_none(),
+        "no session on the 2026-07-28 wire"
+    );
+    assert!(
+        r.session().is_none(),
+        "Warden hands out no session on the 2026-07-28 wire"
+    );
+}
+
+/// `Mcp-Name: search` over a body that purges: refused; decisions are made on the body.
+async fn modern_mcp_name_header_that_disagrees_with_the_body_is_refused(api: Api) {
+    let env = setup(&api).await;
+    let msg = modern(1, "tools/call", json!({"name": "purge", "arguments": {}}));
+    let r = post_modern(
+        &api,
+        "tools",
+        &env.token,
+        &pairs(&[("mcp-method", "tools/call"), ("mcp-name", "search")]),
+        &msg,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let v = r.json();
+    assert_eq!(error_code(&v), Some(-32020), "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("Mcp-Name `search`") && m.contains("purge"), "{v}");
+    // A base64-encoded name is decoded before it is compared: still a mismatch.
+    let r = post_modern(
+        &api,
+        "tools",
+        &env.token,
+        &pairs(&[("mcp-method", "tools/call"), ("mcp-name", "=?base64?c2VhcmNo?=")]),
+        &msg,
+    )
+    .await;
+    assert_eq!(error_code(&r.json()), Some(-32020), "{}", r.text());
+    // Missing it is a mismatch too.
+    let r = post_modern(
+        &api,
+        "tools",
+        &env.token,
+        &pairs(&[("mcp-method", "tools/call")]),
+        &msg,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(error_code(&r.json()), Some(-32020), "{}", r.text());
+    assert!(env.hostile.executed().is_empty(), "purge never ran");
+    // With honest headers, `purge` (outside the task) is decided on the body: denied by policy.
+    let r = modern_ok(&api, &env.token, &msg).await;
+    let v = r.json();
+    assert_eq!(error_code(&v), Some(-32010), "{v}");
+    assert!(env.hostile.executed().is_empty(), "purge never ran");
+    assert!(refusal_recorded(&api, "header_mismatch").await);
+}
+
+/// `Mcp-Param-*` must say what the arguments say, by the catalogued schema's `x-mcp-header`; what
+/// the upstream gets is derived from the body.
+async fn modern_mcp_param_headers_that_disagree_with_the_arguments_are_refused(api: Api) {
+    let mut tools = hostile::default_tools();
+    tools[1]["inputSchema"] = json!({"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "limit": {"type": "integer", "x-mcp-header": "Limit"},
+        "q": {"type": "string"}}});
+    let env = setup_with(
+        &api,
+        Config {
+            tools,
+            ..Config::default()
+        },
+    )
+    .await;
+    let list = modern(1, "tools/list", json!({}));
+    let r = modern_ok(&api, &env.token, &list).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(tool_names(&r.json()), ["echo", "search"]);
+    let msg = modern(
+        2,
+        "tools/call",
+        json!({"name": "search", "arguments": {"region": "us-west1", "limit": 5, "q": "x"}}),
+    );
+    let with = |extra: &[(&str, &str)]| {
+        let mut h = standard_headers(&msg);
+        h.extend(pairs(extra));
+        h
+    };
+    for (bad, why) in [
+        (
+            vec![("mcp-param-region", "eu-west1"), ("mcp-param-limit", "5")],
+            "Region",
+        ),
+        (vec![("mcp-param-limit", "5")], "missing"),
+        (
+            vec![("mcp-param-region", "us-west1"), ("mcp-param-limit", "6")],
+            "Limit",
+        ),
+        (
+            vec![
+                ("mcp-param-region", "us-west1"),
+                ("mcp-param-limit", "5"),
+                ("mcp-param-tenant", "acme"),
+            ],
+            "Tenant",
+        ),
+    ] {
+        let r = post_modern(&api, "tools", &env.token, &with(&bad), &msg).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {}", r.text());
+        let v = r.json();
+        assert_eq!(error_code(&v), Some(-32020), "{why}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains(&why.to_lowercase()),
+            "{why}: {v}"
+        );
+    }
+    assert!(
+        env.hostile.executed().is_empty(),
+        "nothing ran: {:?}",
+        env.hostile.executed()
+    );
+    // Agreeing headers (an integer may be written `5.0`): forwarded, with headers derived from the
+    // body.
+    let r = post_modern(
+        &api,
+        "tools",
+        &env.token,
+        &with(&[("mcp-param-region", "us-west1"), ("mcp-param-limit", "5.0")]),
+        &msg,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.json()["result"].is_object(), "{}", r.text());
+    let seen = env.hostile.seen();
+    let call = seen
+        .iter()
+        .rev()
+        .find(|s| s.rpc_method().as_deref() == Some("tools/call"))
+        .unwrap();
+    assert_eq!(call.header("mcp-param-region"), Some("us-west1"));
+    assert_eq!(
+        call.header("mcp-param-limit"),
+        Some("5"),
+        "derived from the body, not the header"
+    );
+    assert!(refusal_recorded(&api, "header_mismatch").await);
+}
+
+/// A 2026-07-28 request without its `_meta`, a method that revision removed, a notification, a
+/// `GET` stream: each gets an error naming what is wrong; nothing is forwarded.
+async fn modern_requests_without_their_envelope_or_with_removed_methods_are_refused_precisely(api: Api) {
+    let env = setup(&api).await;
+    let bare = request(1, "tools/list", json!({}));
+    let r = modern_ok(&api, &env.token, &bare).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let v = r.json();
+    assert_eq!(error_code(&v), Some(-32602), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("io.modelcontextprotocol/protocolVersion"),
+        "{v}"
+    );
+    // The header says 2026-07-28, the body another revision.
+    let mut other = modern(2, "tools/list", json!({}));
+    other["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = "2025-11-25".into();
+    let r = modern_ok(&api, &env.token, &other).await;
+    assert_eq!(error_code(&r.json()), Some(-32020), "{}", r.text());
+    // A 2026 `_meta` under a 2025 header: the headers disagree with the body.
+    let msg = modern(3, "tools/list", json!({}));
+    let r = send(
+        &api,
+        Method::POST,
+        "tools",
+        &env.token,
+        None,
+        &[("mcp-method", "tools/list")],
+        Some(msg.to_string()),
+    )
+    .await;
+    assert_eq!(error_code(&r.json()), Some(-32020), "{}", r.text());
+    for (i, method) in (10..).zip(["ping", "initialize", "logging/setLevel", "resources/subscribe"]) {
+        let msg = modern(i, method, json!({"level": "debug", "uri": "file:///tmp/a"}));
+        let r = modern_ok(&api, &env.token, &msg).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}: {}", r.text());
+        let v = r.json();
+        assert_eq!(error_code(&v), Some(-32601), "{method}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(method) && m.contains("2026-07-28"), "{method}: {v}");
+    }
+    let note =
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"_meta": modern_meta()}});
+    let r = post_modern(
+        &api,
+        "tools",
+        &env.token,
+        &pairs(&[("mcp-method", "notifications/cancelled")]),
+        &note,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let r = send(
+        &api,
+        Method::GET,
+        "tools",
+        &env.token,
+        None,
+        &[("mcp-protocol-version", MODERN)],
+        None,
+    )
+    .await;
+    assert!(r.status.is_client_error(), "{} {}", r.status, r.text());
+    assert!(
+        env.hostile.seen().is_empty(),
+        "nothing was forwarded: {:?}",
+        env.hostile.methods()
+    );
+    assert!(refusal_recorded(&api, "method_not_found").await);
+}
+
+/// `server/discover` is a read of the upstream: decided, recorded, its answer filtered.
+async fn modern_server_discover_is_decided_and_recorded(api: Api) {
+    let env = setup(&api).await;
+    let r = modern_ok(&api, &env.token, &modern(1, "server/discover", json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["result"]["supportedVersions"], json!([MODERN]), "{v}");
+    assert_eq!(v["result"]["ttlMs"], 60000, "caching hints pass: {v}");
+    assert_decided(&api, "server/discover", "allow").await;
+    let seen = env.hostile.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("mcp-method"), Some("server/discover"));
+    // A task without the upstream is refused by policy, recorded.
+    let other = outsider(&api).await;
+    let r = post_modern(
+        &api,
+        "other",
+        &env.token,
+        &pairs(&[("mcp-method", "server/discover")]),
+        &modern(2, "server/discover", json!({})),
+    )
+    .await;
+    assert!(error_code(&r.json()).is_some(), "{}", r.text());
+    assert!(other.seen().is_empty());
+    assert_decided(&api, "server/discover", "deny").await;
+}
+
+/// `subscriptions/listen` is decided like a `GET` stream, and every notification on it passes the
+/// outbound filter.
+async fn modern_subscriptions_listen_is_decided_and_its_stream_filtered(api: Api) {
+    let env = setup_with(
+        &api,
+        Config {
+            get_hold: Duration::from_millis(300),
+            ..Config::default()
+        },
+    )
+    .await;
+    let msg = modern(
+        1,
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true}}),
+    );
+    let r = modern_ok(&api, &env.token, &msg).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let methods: Vec<String> = r
+        .messages()
+        .iter()
+        .filter_map(|m| m["method"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "notifications/subscriptions/acknowledged",
+            "notifications/message",
+            "notifications/tools/list_changed"
+        ],
+        "{}",
+        r.text()
+    );
+    assert!(
+        !r.text().contains(AWS_KEY),
+        "the stream is filtered: {}",
+        r.text()
+    );
+    assert_decided(&api, "subscriptions/listen", "allow").await;
 }

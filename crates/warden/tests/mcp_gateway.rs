@@ -40,6 +40,7 @@ on_both_backends!(
     sdk_client_through_warden_to_server_everything,
     changed_tool_definition_is_quarantined,
     secret_in_arguments_is_refused_and_never_recorded,
+    sdk_client_at_2026_07_28_through_warden_to_a_2026_07_28_upstream,
 );
 
 /// Warden's JSON-RPC error codes for refusals (`warden_gateway::jsonrpc`).
@@ -197,7 +198,8 @@ async fn start_task(s: &Server, upstream: &str, tools: &[&str]) -> Task {
 
 /// The SDK client, connected through Warden to `upstream` with the task's token: `legacy` (the
 /// initialize handshake) or the SDK's default `auto` (a `server/discover` probe, which Warden
-/// refuses as a method it does not govern, then initialize).
+/// decides and forwards; an upstream that speaks only 2025 revisions refuses it, and the SDK falls
+/// back to initialize).
 async fn connect(s: &Server, upstream: &str, task: &Task, mode: &str) -> McpDriver {
     let mut driver = McpDriver::spawn();
     let url = s.endpoint(&format!("/mcp/{upstream}"));
@@ -934,4 +936,48 @@ async fn sessions_survive_another_node_and_revocation_reaches_both() {
     );
     let (status, _, _) = post_mcp(&http, &a, &task.token, Some(&session), echo(99, "hi")).await;
     assert_eq!(status, 401, "node A refuses it too");
+}
+
+/// MCP 2026-07-28 end to end: the official SDK client pinned to 2026-07-28 (no `initialize`, the
+/// protocol version and capabilities in every request's `_meta`, `Mcp-Method`/`Mcp-Name` headers)
+/// through Warden to the SDK's own server (`changing_server.py`, which speaks 2026-07-28 and the
+/// earlier revisions), and the SDK's `auto` mode, which probes `server/discover` through Warden and
+/// stays on 2026-07-28.
+async fn sdk_client_at_2026_07_28_through_warden_to_a_2026_07_28_upstream(backend: Backend) {
+    let upstream = ChangingToolServer::start("Looks a word up in the dictionary.", Some(API_KEY)).await;
+    let s = Server::start(backend).await;
+    add_mcp_upstream(&s, "changing", &upstream.url).await;
+    set_api_key(&s, "changing", API_KEY).await;
+    let task = start_task(&s, "changing", &["lookup"]).await;
+    for mode in ["2026-07-28", "auto"] {
+        let mut driver = McpDriver::spawn();
+        let url = s.endpoint("/mcp/changing");
+        let connected = driver
+            .send(json!({"op": "connect", "url": url, "mode": mode,
+                         "headers": {"Authorization": format!("Bearer {}", task.token)}}))
+            .await;
+        assert_eq!(connected["ok"], true, "{mode}: {connected}");
+        assert_eq!(
+            connected["result"]["protocolVersion"], "2026-07-28",
+            "{mode}: {connected}"
+        );
+        // Only the tool the task declares is shown (the listing is filtered on this wire too).
+        assert_eq!(listed(&mut driver).await, ["lookup"], "{mode}");
+        let answer = driver.call_tool("lookup", json!({"query": "warden"})).await;
+        assert_eq!(called(&answer), "looked up: warden", "{mode}");
+        // A tool outside the task is decided on the body and denied, recorded.
+        let answer = driver.call_tool("stable", json!({"query": "x"})).await;
+        refusal(&answer, DENIED);
+        // No `ping` in 2026-07-28: the SDK does not send one; Warden would refuse it naming that.
+    }
+    let decided = exported_evidence(&s).await;
+    assert!(
+        decided.contains("server/discover"),
+        "the auto mode's server/discover probe was decided and recorded"
+    );
+    assert!(
+        !decided.contains(API_KEY),
+        "the upstream's credential is in no ledger entry"
+    );
+    verify_ledger(&s).await;
 }

@@ -163,7 +163,7 @@ pub(super) async fn catalogue_on_miss(
         let msg = Message::Request(jsonrpc::Request {
             id: id.clone(),
             method: "tools/list".into(),
-            params,
+            params: route.own_params(params),
         });
         let post = Post {
             id,

@@ -78,6 +78,9 @@ pub enum After {
     ToolsList,
     /// Scanned for secrets (redacted per `gateway.results`); status and latency recorded.
     Result,
+    /// `subscriptions/listen` (2026-07-28): a stream of change notifications that lasts while the
+    /// task is live, filtered like the `GET` stream, without the answer's time limits.
+    Listen,
 }
 
 /// What the outbound filter needs to know about the request an answer belongs to. Sealed into

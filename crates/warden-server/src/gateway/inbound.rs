@@ -8,10 +8,14 @@
 //! | request `resources/read`, `resources/subscribe`, `resources/unsubscribe` | `read`, `McpResource` (the URI) | no `uri` |
 //! | request `prompts/get` | `read`, `Prompt`, arguments | no `name` |
 //! | request `completion/complete` | `read`, the `Prompt` or `McpResource` its `ref` names | bad `ref` |
-//! | request `initialize`, `ping`, the list methods, `logging/setLevel`, `tasks/*` | `read`, `Upstream` | — |
+//! | request `initialize`, `ping`, the list methods, `logging/setLevel`, `tasks/*`, `server/discover` (2026-07-28) | `read`, `Upstream` | — |
+//! | request `subscriptions/listen` (2026-07-28) | `read`, `Upstream`; its stream is filtered like the `GET` stream | — |
 //! | request, any other method | — | always: not governed (-32601) |
 //! | notification | `read`, `Upstream` | not an MCP client notification; outside a session of this task |
 //! | response / error response | `read`, `Upstream`, kind `response`, the server request's method | its id is not one Warden handed out for a request of this session, or was answered already |
+//!
+//! A message on the 2026-07-28 wire reaches this only after its headers were checked against its
+//! body (`super::modern_wire`); everything here reads the body alone.
 //!
 //! Everything a message carries besides the arguments (`params` members, `_meta`, a response's
 //! result) is the question's `rest`: scanned for secrets like the arguments.
@@ -35,8 +39,10 @@ pub const CLIENT_NOTIFICATIONS: [&str; 4] = [
 ];
 
 /// Requests that read the upstream as a whole.
-const UPSTREAM_READS: [&str; 11] = [
+const UPSTREAM_READS: [&str; 13] = [
     "initialize",
+    "server/discover",
+    "subscriptions/listen",
     "ping",
     "tools/list",
     "resources/list",
@@ -196,6 +202,8 @@ fn request(
         post(
             match m {
                 "tools/list" => After::ToolsList,
+                // A long-lived stream of change notifications: no answer deadline.
+                "subscriptions/listen" => After::Listen,
                 // A task's result is a tool's result: scanned and recorded like one.
                 "tasks/result" => After::Result,
                 _ => After::Nothing,

@@ -313,7 +313,7 @@ pub fn spawn_event_listener(
 }
 
 /// The MCP protocol versions the gateway speaks.
-pub const PROTOCOL_VERSIONS: [&str; 2] = jsonrpc::SUPPORTED_PROTOCOL_VERSIONS;
+pub const PROTOCOL_VERSIONS: [&str; 3] = jsonrpc::SUPPORTED_PROTOCOL_VERSIONS;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -330,7 +330,18 @@ fn rpc(status: StatusCode, body: Value) -> Response {
 /// A refusal before any decision (malformed message, unknown upstream): JSON-RPC error, recorded by
 /// the audit layer like every other refused request.
 fn refused(status: StatusCode, id: Option<&Id>, code: i64, message: String) -> Response {
-    let mut resp = rpc(status, jsonrpc::error_response(id, code, &message, None));
+    refused_with(status, id, code, message, None)
+}
+
+/// [`refused`] with the error's `data`.
+fn refused_with(
+    status: StatusCode,
+    id: Option<&Id>,
+    code: i64,
+    message: String,
+    data: Option<Value>,
+) -> Response {
+    let mut resp = rpc(status, jsonrpc::error_response(id, code, &message, data));
     resp.extensions_mut().insert(crate::audit::Refusal {
         status: status.as_u16(),
         code: "invalid_request",
@@ -387,6 +398,51 @@ async fn resolve_upstream(state: &AppState, name: &str) -> Result<Arc<Upstream>,
 pub struct Route {
     headers: HeaderMap,
     session: Option<String>,
+    /// The message travels on the 2026-07-28 wire: the HTTP client derives `Mcp-Method`,
+    /// `Mcp-Name` and `Mcp-Param-*` from the cleared body (never from the agent's headers).
+    modern: bool,
+    /// For a `tools/call` on the 2026-07-28 wire: the called tool's catalogued `inputSchema`, whose
+    /// `x-mcp-header` annotations say which arguments are mirrored into `Mcp-Param-*`.
+    tool_schema: Option<Value>,
+}
+
+impl Route {
+    fn new(incoming: &HeaderMap, session: Option<String>) -> Self {
+        let modern = incoming
+            .get(warden_gateway::wire::PROTOCOL_VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(warden_gateway::wire::is_modern);
+        Self {
+            headers: upstream::forwarded_headers(incoming, session.as_deref()),
+            session,
+            modern,
+            tool_schema: None,
+        }
+    }
+
+    /// The parameters of a request Warden sends on its own (the catalogue fetch): on the
+    /// 2026-07-28 wire with the per-request `_meta` that revision requires.
+    pub(super) fn own_params(
+        &self,
+        params: Option<serde_json::Map<String, Value>>,
+    ) -> Option<serde_json::Map<String, Value>> {
+        if !self.modern {
+            return params;
+        }
+        let mut params = params.unwrap_or_default();
+        params.insert("_meta".into(), modern_meta());
+        Some(params)
+    }
+}
+
+/// The `_meta` of a 2026-07-28 request Warden makes itself.
+fn modern_meta() -> Value {
+    use warden_gateway::wire;
+    serde_json::json!({
+        wire::META_PROTOCOL_VERSION: wire::MODERN_PROTOCOL_VERSIONS[0],
+        wire::META_CLIENT_CAPABILITIES: {},
+        wire::META_CLIENT_INFO: {"name": "warden", "version": env!("CARGO_PKG_VERSION")},
+    })
 }
 
 fn is_stdio(upstream: &Upstream) -> bool {
@@ -530,9 +586,15 @@ async fn admit(
 }
 
 /// Every MCP revision there is: the values `MCP-Protocol-Version` may take. Which one a session uses
-/// is between the client and the upstream (negotiated at `initialize`); Warden checks the header is a
-/// real revision before it forwards it.
-const KNOWN_PROTOCOL_REVISIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// is between the client and the upstream (negotiated at `initialize`, or declared on every request
+/// from 2026-07-28 on); Warden checks the header is a real revision before it forwards it.
+const KNOWN_PROTOCOL_REVISIONS: [&str; 5] = [
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    "2026-07-28",
+];
 
 /// `MCP-Protocol-Version`, when sent, must be an MCP revision: it is forwarded to the upstream, so an
 /// unchecked value would reach it as the agent wrote it (MCP: 400 for an invalid or unsupported
@@ -630,6 +692,22 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
             return refused(StatusCode::BAD_REQUEST, e.id(), e.code(), e.to_string());
         }
     };
+    // The 2026-07-28 wire: the body decides; the headers mirroring it must agree with it.
+    let modern = match modern_wire(&parts.headers, &message) {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    if modern.is_some() && is_stdio(&upstream) {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            message.id(),
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "upstream `{}` is a stdio server, which Warden speaks to at 2025-06-18 or 2025-11-25 (initialize, then the session); MCP 2026-07-28 is not translated to stdio",
+                upstream.name
+            ),
+        );
+    }
     if is_stdio(&upstream)
         && session.is_none()
         && !matches!(&message, Message::Request(r) if r.method == "initialize")
@@ -641,10 +719,9 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
             "a stdio upstream needs the Mcp-Session-Id of an initialized session".to_owned(),
         );
     }
-    let route = Route {
-        headers: upstream::forwarded_headers(&parts.headers, session.as_deref()),
-        session,
-    };
+    // 2026-07-28 has no sessions: an `Mcp-Session-Id` on that wire is ignored, as the revision says.
+    let session = if modern.is_some() { None } else { session };
+    let mut route = Route::new(&parts.headers, session);
     let request_id = request_id(&parts.headers);
     // A call naming a tool this node has not catalogued: Warden lists the tools first (itself
     // decided and recorded), so the call is decided on the tool's class.
@@ -655,6 +732,25 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
     {
         let tool = call.name.to_owned();
         catalog::catalogue_on_miss(&state, &caller, &upstream, &route, &tool, request_id.clone()).await;
+    }
+    // `Mcp-Param-*`: checked against the arguments by the catalogued schema before anything
+    // relies on them; what the upstream gets is derived from the body by the same schema.
+    if let (Some(headers), Message::Request(req)) = (&modern, &message)
+        && req.method == "tools/call"
+        && let Ok(call) = req.tool_call()
+    {
+        let tool = state.policies.tool(upstream.name.as_str(), call.name);
+        let schema = tool
+            .as_ref()
+            .and_then(|t| t.definition.as_ref())
+            .and_then(|d| d.get("inputSchema"))
+            .cloned();
+        if let Err(e) =
+            warden_gateway::wire::check_param_headers(call.name, schema.as_ref(), call.arguments, headers)
+        {
+            return wire_refused(message.id(), e);
+        }
+        route.tool_schema = schema;
     }
     let planned = inbound::classify(
         &state,
@@ -691,6 +787,74 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
     }
 }
 
+/// The request-metadata headers of a message on the 2026-07-28 wire (`None`: an earlier revision),
+/// checked against the body. A message is on that wire when its `MCP-Protocol-Version` says so or
+/// its `_meta` declares a protocol version (which an earlier revision's message never does).
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once on the refusal path"
+)]
+fn modern_wire(
+    headers: &HeaderMap,
+    message: &Message,
+) -> Result<Option<warden_gateway::wire::MetaHeaders>, Response> {
+    use warden_gateway::wire;
+    let by_header = headers
+        .get(wire::PROTOCOL_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(wire::is_modern);
+    if !by_header && wire::declared_version(message).is_none() {
+        return Ok(None);
+    }
+    let meta = wire::MetaHeaders::read(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
+        .and_then(|h| wire::check_request(&h, message).map(|_| h));
+    match meta {
+        Ok(h) => Ok(Some(h)),
+        Err(e) => Err(wire_refused(message.id(), e)),
+    }
+}
+
+/// The refusal of a message on the 2026-07-28 wire: 400 (404 for a removed method) with the
+/// JSON-RPC error, recorded by the audit layer.
+fn wire_refused(id: Option<&Id>, e: warden_gateway::wire::WireError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let code = match e.code {
+        jsonrpc::HEADER_MISMATCH => "header_mismatch",
+        jsonrpc::UNSUPPORTED_PROTOCOL_VERSION => "unsupported_protocol_version",
+        jsonrpc::METHOD_NOT_FOUND => "method_not_found",
+        _ => "invalid_request",
+    };
+    let message = e.message.clone();
+    let mut resp = refused_with(status, id, e.code, e.message, e.data);
+    resp.extensions_mut().insert(crate::audit::Refusal {
+        status: status.as_u16(),
+        code,
+        message,
+    });
+    resp
+}
+
+/// `GET` and `DELETE` do not exist on the 2026-07-28 wire (no standing stream, no session): 405.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once on the refusal path"
+)]
+fn no_modern_http(headers: &HeaderMap, what: &str) -> Result<(), Response> {
+    let modern = headers
+        .get(warden_gateway::wire::PROTOCOL_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(warden_gateway::wire::is_modern);
+    if modern {
+        return Err(refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            format!("MCP 2026-07-28 has no {what}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The decision on opening a stream or ending a session (`GET`, `DELETE`): a read of the
 /// upstream, recorded. `Err`: the answer refusing it.
 async fn decide_http(
@@ -715,6 +879,9 @@ async fn decide_http(
 pub async fn get(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> Response {
     let started = Instant::now();
     let (mut parts, _) = request.into_parts();
+    if let Err(resp) = no_modern_http(&parts.headers, "GET stream: open one with `subscriptions/listen`") {
+        return resp;
+    }
     let (caller, upstream, session) = match admit(&state, &name, &mut parts).await {
         Ok(a) => a,
         Err(resp) => return resp,
@@ -774,10 +941,7 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>, reques
         let filter = Outbound::new(state.clone(), caller, upstream, &scrubber, None, Some(key));
         return streams::stdio_stream(events, filter);
     }
-    let route = Route {
-        headers: upstream::forwarded_headers(&parts.headers, session.as_deref()),
-        session,
-    };
+    let route = Route::new(&parts.headers, session);
     let clearance = Clearance::new(cleared, Outgoing::OpenStream { last_event_id }, None);
     match relay::send(&state, &caller, &upstream, &route, &clearance).await {
         Ok(relay::Sent::Http { resp, injected }) => {
@@ -793,6 +957,9 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>, reques
 pub async fn delete(State(state): State<AppState>, Path(name): Path<String>, request: Request) -> Response {
     let started = Instant::now();
     let (mut parts, _) = request.into_parts();
+    if let Err(resp) = no_modern_http(&parts.headers, "sessions to end with DELETE") {
+        return resp;
+    }
     let (caller, upstream, session) = match admit(&state, &name, &mut parts).await {
         Ok(a) => a,
         Err(resp) => return resp,
@@ -826,10 +993,7 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>, req
             StatusCode::NOT_FOUND.into_response()
         };
     }
-    let route = Route {
-        headers: upstream::forwarded_headers(&parts.headers, Some(&session)),
-        session: Some(session),
-    };
+    let route = Route::new(&parts.headers, Some(session));
     let clearance = Clearance::new(cleared, Outgoing::EndSession, None);
     match relay::send(&state, &caller, &upstream, &route, &clearance).await {
         Ok(relay::Sent::Http { resp, .. }) => resp.status().into_response(),

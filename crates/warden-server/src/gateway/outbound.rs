@@ -241,7 +241,7 @@ impl Outbound {
     /// The answer to the request this stream carries, post-processed.
     async fn answer(&self, p: &Post, id: Id, result: Value) -> Value {
         let result = match p.after {
-            After::Nothing => result,
+            After::Nothing | After::Listen => result,
             After::ToolsList => tools_list(&self.state, &self.caller, &self.upstream, result).await,
             After::Result => {
                 let settings = &self.state.gateway.settings;
@@ -252,11 +252,15 @@ impl Outbound {
                 } else {
                     scanner.redact(&mut result)
                 };
+                // 2026-07-28: an `input_required` result is an interim answer; its `requestState`
+                // is the upstream's opaque data, scanned (and redacted) like the rest of it.
+                let interim = result.get("resultType").and_then(Value::as_str) == Some("input_required");
                 self.result(
-                    if report.findings.is_empty() {
-                        "ok"
-                    } else {
-                        "ok_secrets_found"
+                    match (interim, report.findings.is_empty()) {
+                        (false, true) => "ok",
+                        (false, false) => "ok_secrets_found",
+                        (true, true) => "input_required",
+                        (true, false) => "input_required_secrets_found",
                     },
                     &report.findings,
                 );
@@ -348,5 +352,11 @@ pub async fn tools_list(state: &AppState, caller: &TaskCaller, upstream: &Upstre
             keep.push(t.name().to_owned());
         }
     }
-    page.to_result(|t| keep.iter().any(|k| k == t.name()))
+    let mut out = page.to_result(|t| keep.iter().any(|k| k == t.name()));
+    // 2026-07-28 caching hints pass as the upstream sent them, except the scope: this listing is
+    // filtered for this task, so no shared cache may serve it to another (`public` → `private`).
+    if let Some(scope) = out.get_mut("cacheScope") {
+        *scope = Value::String("private".into());
+    }
+    out
 }

@@ -43,10 +43,7 @@ pub(super) async fn send(
 ) -> Result<Sent, UpstreamError> {
     let gw = &state.gateway;
     if !is_stdio(upstream) {
-        let (resp, injected) = gw
-            .upstreams
-            .send(state, upstream, route.headers.clone(), clearance)
-            .await?;
+        let (resp, injected) = gw.upstreams.send(state, upstream, route, clearance).await?;
         return Ok(Sent::Http {
             resp,
             injected: injected.scrubber().clone(),
@@ -145,13 +142,15 @@ pub(super) async fn forward(
             // A session the upstream names in this answer, or (for `initialize`) one of Warden's
             // for an upstream without sessions: notifications are forwarded only inside a session
             // this task opened. Sealed only when there is a new one to hand out.
+            // 2026-07-28 has no sessions: none is handed out on that wire.
             let new_session = resp
                 .headers()
                 .get(SESSION_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
                 .filter(|s| route.session.as_deref() != Some(s.as_str()))
-                .or_else(|| (initialize && route.session.is_none()).then(String::new));
+                .or_else(|| (initialize && route.session.is_none()).then(String::new))
+                .filter(|_| !route.modern);
             let sealed = new_session.as_deref().map(|s| {
                 state
                     .gateway

@@ -19,6 +19,7 @@ use warden_gateway::sse::SseEvent;
 
 use warden_gateway::jsonrpc;
 
+use super::clearance::After;
 use super::outbound::{Out, Outbound};
 use super::upstream::{AnswerLimits, UpstreamError};
 use crate::AppState;
@@ -40,9 +41,13 @@ pub(super) fn sse_relay(resp: reqwest::Response, filter: Outbound) -> Response {
         let mut stream = resp.bytes_stream();
         let ended = task_ended(state.clone(), task);
         tokio::pin!(ended);
+        // A `subscriptions/listen` stream has no answer to wait for: like the `GET` stream, it
+        // lasts while the task is live.
+        let listen = filter.post.as_ref().is_some_and(|p| p.after == After::Listen);
         let times = filter
             .post
             .as_ref()
+            .filter(|_| !listen)
             .map(|p| AnswerLimits::new(&state.gateway.settings, tokio::time::Instant::from_std(p.sent)));
         let mut answered = false;
         let mut resumable = false;
@@ -58,7 +63,7 @@ pub(super) fn sse_relay(resp: reqwest::Response, filter: Outbound) -> Response {
                     let chunk = match chunk {
                         Err(e) => break Some(e),
                         Ok(Some(Ok(chunk))) => chunk,
-                        Ok(_) if answered || resumable || filter.post.is_none() => break None,
+                        Ok(_) if answered || resumable || listen || filter.post.is_none() => break None,
                         Ok(_) => break Some(UpstreamError::Protocol(format!(
                             "upstream `{upstream}` ended its event stream without an answer"
                         ))),

@@ -179,14 +179,24 @@ impl Client {
     /// The one way anything reaches an HTTP upstream: what `clearance` allows — one message
     /// (`POST`), the server's stream (`GET`, resuming after the upstream's own event id), or the end
     /// of a session (`DELETE`) — with the upstream's credentials injected.
+    ///
+    /// On the 2026-07-28 wire the request-metadata headers are derived here from the cleared
+    /// message — `Mcp-Method` from its method, `Mcp-Name` from its name or URI, `Mcp-Param-*` from
+    /// its arguments by the catalogued schema — so they cannot say anything the body does not.
     pub async fn send(
         &self,
         state: &AppState,
         upstream: &Upstream,
-        mut headers: HeaderMap,
+        route: &super::Route,
         clearance: &Clearance,
     ) -> Answer<reqwest::Response> {
         let url = self.url(upstream)?;
+        let mut headers = route.headers.clone();
+        if route.modern
+            && let Outgoing::Message(m) = clearance.outgoing()
+        {
+            modern_headers(&mut headers, m, route.tool_schema.as_ref());
+        }
         let builder = match clearance.outgoing() {
             Outgoing::Message(m) => self
                 .http
@@ -229,6 +239,39 @@ impl Client {
                 Err(UpstreamError::Unreachable(upstream.name.to_string()))
             }
             Ok(Ok(resp)) => Ok((resp, injected)),
+        }
+    }
+}
+
+/// The 2026-07-28 request-metadata headers of `m`, derived from the message itself.
+fn modern_headers(
+    headers: &mut HeaderMap,
+    m: &warden_gateway::jsonrpc::Message,
+    tool_schema: Option<&serde_json::Value>,
+) {
+    use warden_gateway::jsonrpc::Message;
+    use warden_gateway::wire;
+    let Message::Request(r) = m else { return };
+    let mut put = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    };
+    put(wire::METHOD_HEADER, &r.method);
+    if let Some(name) = wire::name_header(&r.method, r.params.as_ref()) {
+        put(wire::NAME_HEADER, &name);
+    }
+    if r.method == "tools/call" {
+        let args = r
+            .params
+            .as_ref()
+            .and_then(|p| p.get("arguments"))
+            .and_then(serde_json::Value::as_object);
+        for (name, value) in wire::param_headers(tool_schema, args) {
+            put(&name, &value);
         }
     }
 }
