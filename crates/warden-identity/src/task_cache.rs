@@ -64,6 +64,20 @@ impl TaskTokenCache {
         audience: &str,
         now: DateTime<Utc>,
     ) -> Result<TaskClaims, TokenError> {
+        self.verify_for(token, keys, issuer, &|aud| aud == audience, now)
+    }
+
+    /// [`Self::verify`] accepting every audience `accept` says yes to (see
+    /// [`crate::task::verify_task_token_for`]); a cached token's audience is checked again on every
+    /// hit, so a token cached where one audience was taken is not accepted where it is not.
+    pub fn verify_for(
+        &self,
+        token: &str,
+        keys: &dyn KeyLookup,
+        issuer: &str,
+        accept: &dyn Fn(&str) -> bool,
+        now: DateTime<Utc>,
+    ) -> Result<TaskClaims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge {
                 what: "token",
@@ -71,10 +85,10 @@ impl TaskTokenCache {
             });
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = self.lookup(&digest, keys, issuer, audience, now) {
+        if let Some(hit) = self.lookup(&digest, keys, issuer, accept, now) {
             return hit;
         }
-        let (claims, key) = verify_with_key(token, keys, issuer, audience, now)?;
+        let (claims, key) = verify_with_key(token, keys, issuer, accept, now)?;
         self.insert(digest, &claims, key, now);
         Ok(claims)
     }
@@ -85,7 +99,7 @@ impl TaskTokenCache {
         digest: &[u8; 32],
         keys: &dyn KeyLookup,
         issuer: &str,
-        audience: &str,
+        accept: &dyn Fn(&str) -> bool,
         now: DateTime<Utc>,
     ) -> Option<Result<TaskClaims, TokenError>> {
         let entries = self.entries.read().ok()?;
@@ -97,7 +111,7 @@ impl TaskTokenCache {
         let claims = &entry.claims;
         let checked = if claims.iss != issuer {
             Err(TokenError::WrongIssuer)
-        } else if claims.aud != audience {
+        } else if !accept(&claims.aud) {
             Err(TokenError::WrongAudience)
         } else {
             let now = now.timestamp();
