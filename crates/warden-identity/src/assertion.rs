@@ -548,4 +548,116 @@ mod tests {
             let _ = assertion_issuer(&token);
         }
     }
+
+    mod client_assertions {
+        use super::*;
+
+        const CLIENT: &str = AGENT;
+
+        fn kidless(claims: &Value, key: &SigningKey) -> String {
+            forge(&json!({"alg": "EdDSA", "typ": "JWT"}), claims, key)
+        }
+
+        fn accept(aud: &str) -> bool {
+            aud == AUDIENCE
+        }
+
+        fn check(token: &str, keys: &[PublicKey], client: &str) -> Result<AssertionClaims, TokenError> {
+            verify_client_assertion(token, keys, client, &accept, at(NOW))
+        }
+
+        #[test]
+        fn kidless_assertions_verify_against_the_current_keys() {
+            let token = kidless(&claims(NOW, NOW + 60), agent_key());
+            let other = signing_key();
+            let got = check(&token, &[other.public(), agent_key().public()], CLIENT).expect("one key fits");
+            assert_eq!((got.spiffe_id.as_str(), got.jti.as_str()), (CLIENT, "j-1"));
+            assert_eq!(client_assertion_issuer(&token), Ok(CLIENT.to_owned()));
+            // A key the agent no longer has (rotated away) is not among the keys passed: refused.
+            assert_eq!(
+                check(&token, &[other.public()], CLIENT),
+                Err(TokenError::BadSignature)
+            );
+            assert!(matches!(
+                check(&token, &[], CLIENT),
+                Err(TokenError::InvalidKey(_))
+            ));
+        }
+
+        #[test]
+        fn a_kid_must_be_one_of_the_keys() {
+            let token = signed(&claims(NOW, NOW + 60));
+            assert!(check(&token, &[agent_key().public()], CLIENT).is_ok());
+            let other = signing_key();
+            assert!(matches!(
+                check(&token, &[other.public()], CLIENT),
+                Err(TokenError::UnknownKey { .. })
+            ));
+        }
+
+        #[test]
+        fn claims_are_checked() {
+            let key = agent_key();
+            let keys = [key.public()];
+            let mut c = claims(NOW, NOW + 60);
+            c["iss"] = "spiffe://warden.local/agent/other".into();
+            c["sub"] = "spiffe://warden.local/agent/other".into();
+            let e = check(&kidless(&c, key), &keys, CLIENT).expect_err("iss is not the client");
+            assert!(e.to_string().contains("client_id"), "{e}");
+            // A plain name works when it is the client_id (iss = sub = client_id).
+            let mut c = claims(NOW, NOW + 60);
+            c["iss"] = "billing-bot".into();
+            c["sub"] = "billing-bot".into();
+            assert!(check(&kidless(&c, key), &keys, "billing-bot").is_ok());
+            let mut c = claims(NOW, NOW + 60);
+            c["sub"] = "billing-bot".into();
+            assert!(matches!(
+                check(&kidless(&c, key), &keys, CLIENT),
+                Err(TokenError::InvalidClaim { .. })
+            ));
+            let mut c = claims(NOW, NOW + 60);
+            c["aud"] = "https://elsewhere.example".into();
+            assert_eq!(
+                check(&kidless(&c, key), &keys, CLIENT),
+                Err(TokenError::WrongAudience)
+            );
+            assert_eq!(
+                check(&kidless(&claims(NOW, NOW + 3600), key), &keys, CLIENT),
+                Err(TokenError::LifetimeTooLong { max_secs: 300 })
+            );
+            assert_eq!(
+                check(&kidless(&claims(NOW - 400, NOW - 300), key), &keys, CLIENT),
+                Err(TokenError::Expired)
+            );
+            let mut c = claims(NOW, NOW + 60);
+            c.as_object_mut().expect("object").remove("jti");
+            assert_eq!(
+                check(&kidless(&c, key), &keys, CLIENT),
+                Err(TokenError::MissingClaim("jti"))
+            );
+            for alg in ["RS256", "HS256", "none", "ES256"] {
+                let t = forge(&json!({"alg": alg, "typ": "JWT"}), &claims(NOW, NOW + 60), key);
+                assert!(matches!(
+                    check(&t, &keys, CLIENT),
+                    Err(TokenError::UnsupportedAlgorithm(_))
+                ));
+            }
+            let t = forge(
+                &json!({"alg": "EdDSA", "typ": TASK_TOKEN_TYP}),
+                &claims(NOW, NOW + 60),
+                key,
+            );
+            assert!(matches!(
+                check(&t, &keys, CLIENT),
+                Err(TokenError::WrongType { .. })
+            ));
+        }
+
+        #[test]
+        fn errors_never_show_the_assertion() {
+            let token = kidless(&claims(NOW, NOW + 60), agent_key());
+            let e = check(&token, &[signing_key().public()], CLIENT).expect_err("wrong key");
+            assert!(!e.to_string().contains(&token));
+        }
+    }
 }

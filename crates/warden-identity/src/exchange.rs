@@ -480,4 +480,89 @@ mod tests {
             let _ = TokenExchangeRequest::from_form(&pairs);
         }
     }
+
+    mod client_credentials {
+        use super::*;
+
+        const ASSERTION: &str = "h.p.s";
+
+        fn base() -> Vec<(&'static str, &'static str)> {
+            vec![
+                ("grant_type", GRANT_TYPE_CLIENT_CREDENTIALS),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE_JWT_BEARER),
+                ("client_assertion", ASSERTION),
+            ]
+        }
+
+        fn refused(pairs: &[(&str, &str)], want: &str) {
+            let e = ClientCredentialsRequest::from_form(&form(pairs)).expect_err("refused");
+            assert!(e.to_string().contains(want), "`{e}` lacks `{want}`");
+            assert!(!e.to_string().contains(ASSERTION), "`{e}` shows the assertion");
+        }
+
+        #[test]
+        fn parses_what_oauth_clients_send() {
+            let mut pairs = base();
+            let details = sample_intent().to_authorization_details().to_string();
+            pairs.extend([
+                ("client_id", "spiffe://warden.local/agent/bot"),
+                ("resource", "https://warden.example.com/mcp/crm"),
+                ("scope", "tool:search"),
+                ("authorization_details", details.as_str()),
+            ]);
+            let r = ClientCredentialsRequest::from_form(&form(&pairs)).expect("parsed");
+            assert_eq!(r.client_id.as_deref(), Some("spiffe://warden.local/agent/bot"));
+            assert_eq!(r.client_assertion.expose(), ASSERTION);
+            assert_eq!(r.resource.as_deref(), Some("https://warden.example.com/mcp/crm"));
+            assert_eq!(r.scope.as_deref(), Some("tool:search"));
+            assert_eq!(r.intent, Some(sample_intent()));
+            assert!(
+                !format!("{r:?}").contains(ASSERTION),
+                "Debug redacts the assertion"
+            );
+            let r = ClientCredentialsRequest::from_form(&form(&base())).expect("minimal");
+            assert!(r.client_id.is_none() && r.resource.is_none() && r.intent.is_none());
+            assert_eq!(
+                grant_type_of(&form(&base())).as_deref(),
+                Ok(GRANT_TYPE_CLIENT_CREDENTIALS)
+            );
+        }
+
+        #[test]
+        fn refusals_name_the_parameter() {
+            let without = |name: &str| -> Vec<(&'static str, &'static str)> {
+                base().into_iter().filter(|(k, _)| *k != name).collect()
+            };
+            refused(&without("client_assertion_type"), "client_assertion_type");
+            refused(&without("client_assertion"), "client_assertion");
+            let mut p = without("client_assertion_type");
+            p.push(("client_assertion_type", "urn:other"));
+            refused(&p, "client_assertion_type");
+            let mut p = base();
+            p.push(("client_secret", "s3cr3t-s3cr3t"));
+            refused(&p, "client_secret");
+            let mut p = base();
+            p.push(("resource", "https://a.example/mcp/x"));
+            p.push(("resource", "https://a.example/mcp/y"));
+            refused(&p, "more than once");
+            let mut p = base();
+            p.push(("scope", "tool:a\ntool:b"));
+            refused(&p, "control character");
+            let mut p = without("grant_type");
+            p.push(("grant_type", "password"));
+            assert!(matches!(
+                ClientCredentialsRequest::from_form(&form(&p)),
+                Err(TokenError::UnsupportedGrantType(_))
+            ));
+            assert!(grant_type_of(&form(&without("grant_type"))).is_err());
+        }
+
+        #[test]
+        fn token_exchange_takes_a_resource() {
+            let mut pairs = super::base();
+            pairs.push(("resource", "https://warden.example.com/mcp/crm"));
+            let r = TokenExchangeRequest::from_form(&form(&pairs)).expect("parsed");
+            assert_eq!(r.resource.as_deref(), Some("https://warden.example.com/mcp/crm"));
+        }
+    }
 }

@@ -480,6 +480,38 @@ mod tests {
     }
 
     #[test]
+    fn pkcs8_pem_holds_the_key_for_other_libraries() {
+        use base64::Engine as _;
+        let key = SigningKey::generate(now());
+        let pem = key.to_pkcs8_pem();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert!(pem.ends_with("-----END PRIVATE KEY-----\n"));
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&body)
+            .expect("base64");
+        assert_eq!(der.len(), 48);
+        // Another implementation reads the PKCS#8 document and signs what our public key verifies
+        // (the end-to-end test has PyJWT read the PEM itself).
+        let encoding = jsonwebtoken::EncodingKey::from_ed_der(&der);
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &serde_json::json!({"x": 1}),
+            &encoding,
+        )
+        .expect("signed");
+        let (input, sig) = token.rsplit_once('.').expect("jws");
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .expect("b64");
+        let sig = ed25519_dalek::Signature::from_slice(&sig).expect("64 bytes");
+        key.public()
+            .verifying_key()
+            .verify_strict(input.as_bytes(), &sig)
+            .expect("the PEM is this key");
+    }
+
+    #[test]
     fn rfc_8037_appendix_a_thumbprint() {
         // RFC 8037 Appendix A.3: the thumbprint of the A.2 public key.
         let jwk = json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});

@@ -181,6 +181,36 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_token_is_audience_checked_on_every_hit() {
+        let key = signing_key();
+        let keys = keyring(&[&key]);
+        let cache = TaskTokenCache::new(10);
+        let mut claims = sample_claims(NOW);
+        claims.aud = format!("{ISSUER}/mcp/crm");
+        let token = issue_task_token(&key, &claims).expect("issued").into_inner();
+        let crm = |aud: &str| aud == claims.aud;
+        assert_eq!(
+            cache.verify_for(&token, &keys, ISSUER, &crm, at(NOW)),
+            Ok(claims.clone())
+        );
+        assert_eq!(cache.len(), 1);
+        // Cached where `/mcp/crm` was taken; refused where it is not, hit or no hit.
+        let erp = |aud: &str| aud == format!("{ISSUER}/mcp/erp");
+        assert_eq!(
+            cache.verify_for(&token, &keys, ISSUER, &erp, at(NOW)),
+            Err(TokenError::WrongAudience)
+        );
+        assert_eq!(
+            crate::verify_task_token_for(&token, &keys, ISSUER, &erp, at(NOW)),
+            Err(TokenError::WrongAudience)
+        );
+        assert_eq!(
+            cache.verify(&token, &keys, ISSUER, ISSUER, at(NOW)),
+            Err(TokenError::WrongAudience)
+        );
+    }
+
+    #[test]
     fn hits_give_the_same_answers_as_full_verification() {
         let key = signing_key();
         let keys = keyring(&[&key]);
