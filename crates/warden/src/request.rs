@@ -361,6 +361,24 @@ mod tests {
     }
 
     #[test]
+    fn default_intents_are_checked_by_the_servers_parser() {
+        let object =
+            r#"{"type":"warden_task","purpose":"p","task_type":"t","upstreams":["crm"],"tools":["echo"]}"#;
+        let v = default_intent(object).expect("the object form");
+        assert_eq!(v[0]["tools"], serde_json::json!(["echo"]));
+        assert_eq!(default_intent(&format!("[{object}]")).expect("the array form"), v);
+        for bad in [
+            "not json",
+            "[]",
+            r#"{"type":"warden_task"}"#,
+            r#"{"type":"x","purpose":"p","task_type":"t"}"#,
+        ] {
+            let e = default_intent(bad).expect_err(bad);
+            assert!(e.0.starts_with("--default-intent"), "{}", e.0);
+        }
+    }
+
+    #[test]
     fn task_intents() {
         let i = intent(
             &[
