@@ -379,7 +379,27 @@ pub struct AgentUpdate {
     pub description: Option<Description>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_upstreams: Option<Vec<UpstreamName>>,
+    /// The intent a task started by OAuth client credentials gets when the agent asks for none
+    /// (RFC 9396 `authorization_details`: an array with one `warden_task` object); `null` removes
+    /// it. The API parses it with the token endpoint's own intent parser before it is stored, and
+    /// stores it in that parser's canonical form.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_or_null"
+    )]
+    #[schema(value_type = Option<Object>)]
+    pub default_intent: Option<serde_json::Value>,
 }
+
+/// A member that is present: `Some(value)`, `Some(Value::Null)` for an explicit `null` (absent
+/// members are `None` through `#[serde(default)]`).
+fn present_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+/// Largest default intent an agent may carry (the token endpoint's limit for `authorization_details`).
+pub const MAX_DEFAULT_INTENT_BYTES: usize = 16 * 1024;
 
 impl AgentUpdate {
     pub fn validate(&self) -> Result<(), ValidationError> {
@@ -389,11 +409,33 @@ impl AgentUpdate {
         if let Some(ups) = &self.allowed_upstreams {
             check_list("allowed_upstreams", ups, true)?;
         }
+        match &self.default_intent {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Array(items)) if items.len() == 1 => {
+                if self
+                    .default_intent
+                    .as_ref()
+                    .is_some_and(|v| v.to_string().len() > MAX_DEFAULT_INTENT_BYTES)
+                {
+                    return Err(ValidationError::new(
+                        "default_intent",
+                        format!("is larger than {MAX_DEFAULT_INTENT_BYTES} bytes"),
+                    ));
+                }
+            }
+            Some(_) => {
+                return Err(ValidationError::new(
+                    "default_intent",
+                    "must be an authorization_details array holding one `warden_task` object, or null to remove it",
+                ));
+            }
+        }
         if self.owners.is_none()
             && self.environment.is_none()
             && self.model.is_none()
             && self.description.is_none()
             && self.allowed_upstreams.is_none()
+            && self.default_intent.is_none()
         {
             return Err(ValidationError::new(
                 "",
@@ -424,6 +466,11 @@ pub struct Agent {
     pub created_by: String,
     pub updated_at: DateTime<Utc>,
     pub updated_by: String,
+    /// The intent of a task started by OAuth client credentials without one (RFC 9396
+    /// `authorization_details`), if the agent has one (`agent update --default-intent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub default_intent: Option<serde_json::Value>,
 }
 
 /// One entry of an agent's lifecycle history.
@@ -861,6 +908,7 @@ mod tests {
             created_by: "x".into(),
             updated_at: now,
             updated_by: "x".into(),
+            default_intent: None,
         }
     }
 

@@ -127,6 +127,21 @@ pub fn verify_assertion(
     )?;
 
     let claims: AssertionPayload = jws::parse_json(&jws.payload()?, "payload")?;
+    let iss = claims.iss.clone().ok_or(TokenError::MissingClaim("iss"))?;
+    SpiffeId::parse(&iss).map_err(|e| TokenError::InvalidClaim {
+        claim: "iss".into(),
+        message: e.message,
+    })?;
+    check_claims(claims, &|a| a == audience, now)
+}
+
+/// The claim checks every assertion gets, after its signature verified: `iss == sub`, `aud`
+/// accepted, `exp`/`iat` required and within the lifetime and the clock, `nbf` honored, `jti`.
+fn check_claims(
+    claims: AssertionPayload,
+    accept_audience: &dyn Fn(&str) -> bool,
+    now: DateTime<Utc>,
+) -> Result<AssertionClaims, TokenError> {
     let iss = claims.iss.ok_or(TokenError::MissingClaim("iss"))?;
     let sub = claims.sub.ok_or(TokenError::MissingClaim("sub"))?;
     if iss != sub {
@@ -135,11 +150,7 @@ pub fn verify_assertion(
             message: "must equal `iss`: an agent asserts its own identity".into(),
         });
     }
-    SpiffeId::parse(&iss).map_err(|e| TokenError::InvalidClaim {
-        claim: "iss".into(),
-        message: e.message,
-    })?;
-    jws::check_audience(claims.aud.as_ref(), |a| a == audience)?;
+    jws::check_audience(claims.aud.as_ref(), accept_audience)?;
     let exp = jws::required_date(claims.exp.as_ref(), "exp")?;
     let iat = jws::required_date(claims.iat.as_ref(), "iat")?;
     let jti = jws::check_jti(claims.jti)?;
@@ -156,6 +167,81 @@ pub fn verify_assertion(
         iat,
         exp,
     })
+}
+
+/// Reads `iss` WITHOUT verifying, for a client assertion that came without `client_id` (RFC 7523
+/// §3: `iss` is then the client). Same structural checks as [`assertion_issuer`], but `iss` may be an
+/// agent's plain name as well as its SPIFFE ID (the caller looks it up either way).
+pub fn client_assertion_issuer(token: &str) -> Result<String, TokenError> {
+    let (header, payload): (AssertionHeader, AssertionPayload) = jws::peek(token, "client_assertion")?;
+    check_typ(header.typ.as_deref())?;
+    payload.iss.ok_or(TokenError::MissingClaim("iss"))
+}
+
+/// Verifies a client assertion (RFC 7523 §2.2 and §3, `private_key_jwt`): an agent authenticating
+/// as an OAuth client with its enrolled key, e.g. an off-the-shelf MCP client.
+///
+/// * `EdDSA` only (agents' keys are Ed25519); `typ` absent or `JWT`;
+/// * a header `kid` must be one of `keys`; an assertion without `kid` (common in OAuth client
+///   libraries) is checked against every key in `keys` — the agent's current keys only, so a key the
+///   agent rotated away never verifies;
+/// * `iss` and `sub` both exactly `client_id` (the identifier the client sent; the caller maps it
+///   to the agent whose keys it passed);
+/// * `aud` (string or array) holds a value `accept_audience` takes (the token endpoint or the
+///   issuer);
+/// * `exp`, `iat` required, at most [`MAX_ASSERTION_LIFETIME_SECS`] apart, within the clock leeway;
+///   `nbf` honored; `jti` required (the caller refuses a replay).
+pub fn verify_client_assertion(
+    token: &str,
+    keys: &[PublicKey],
+    client_id: &str,
+    accept_audience: &dyn Fn(&str) -> bool,
+    now: DateTime<Utc>,
+) -> Result<AssertionClaims, TokenError> {
+    let jws = Compact::split(token, "client_assertion")?;
+    let header: AssertionHeader = jws.header_as()?;
+    if header.alg != "EdDSA" {
+        return Err(TokenError::UnsupportedAlgorithm(jws::shorten(&header.alg)));
+    }
+    check_typ(header.typ.as_deref())?;
+    let candidates: Vec<&PublicKey> = match &header.kid {
+        Some(kid) => {
+            let key = keys
+                .iter()
+                .find(|k| k.kid() == kid)
+                .ok_or_else(|| TokenError::UnknownKey {
+                    kid: jws::shorten(kid),
+                })?;
+            vec![key]
+        }
+        None => keys.iter().collect(),
+    };
+    if candidates.is_empty() {
+        return Err(TokenError::InvalidKey(
+            "the client has no enrolled key to verify with".into(),
+        ));
+    }
+    let verified = candidates.iter().any(|k| {
+        jws::verify_ed25519(k.verifying_key(), jws.signing_input.as_bytes(), &jws.signature).is_ok()
+    });
+    if !verified {
+        return Err(TokenError::BadSignature);
+    }
+    let claims: AssertionPayload = jws::parse_json(&jws.payload()?, "payload")?;
+    match claims.iss.as_deref() {
+        None => return Err(TokenError::MissingClaim("iss")),
+        Some(iss) if iss != client_id => {
+            return Err(TokenError::InvalidClaim {
+                claim: "iss".into(),
+                message: format!(
+                    "must be the client_id `{}` (RFC 7523 §3)",
+                    jws::shorten(client_id)
+                ),
+            });
+        }
+        Some(_) => {}
+    }
+    check_claims(claims, accept_audience, now)
 }
 
 /// Creates an assertion (used by the `warden` CLI acting as an agent, and by tests): header
@@ -460,6 +546,118 @@ mod tests {
             let token = signed(&Value::Object(c));
             let _ = verify(&token, NOW);
             let _ = assertion_issuer(&token);
+        }
+    }
+
+    mod client_assertions {
+        use super::*;
+
+        const CLIENT: &str = AGENT;
+
+        fn kidless(claims: &Value, key: &SigningKey) -> String {
+            forge(&json!({"alg": "EdDSA", "typ": "JWT"}), claims, key)
+        }
+
+        fn accept(aud: &str) -> bool {
+            aud == AUDIENCE
+        }
+
+        fn check(token: &str, keys: &[PublicKey], client: &str) -> Result<AssertionClaims, TokenError> {
+            verify_client_assertion(token, keys, client, &accept, at(NOW))
+        }
+
+        #[test]
+        fn kidless_assertions_verify_against_the_current_keys() {
+            let token = kidless(&claims(NOW, NOW + 60), agent_key());
+            let other = signing_key();
+            let got = check(&token, &[other.public(), agent_key().public()], CLIENT).expect("one key fits");
+            assert_eq!((got.spiffe_id.as_str(), got.jti.as_str()), (CLIENT, "j-1"));
+            assert_eq!(client_assertion_issuer(&token), Ok(CLIENT.to_owned()));
+            // A key the agent no longer has (rotated away) is not among the keys passed: refused.
+            assert_eq!(
+                check(&token, &[other.public()], CLIENT),
+                Err(TokenError::BadSignature)
+            );
+            assert!(matches!(
+                check(&token, &[], CLIENT),
+                Err(TokenError::InvalidKey(_))
+            ));
+        }
+
+        #[test]
+        fn a_kid_must_be_one_of_the_keys() {
+            let token = signed(&claims(NOW, NOW + 60));
+            assert!(check(&token, &[agent_key().public()], CLIENT).is_ok());
+            let other = signing_key();
+            assert!(matches!(
+                check(&token, &[other.public()], CLIENT),
+                Err(TokenError::UnknownKey { .. })
+            ));
+        }
+
+        #[test]
+        fn claims_are_checked() {
+            let key = agent_key();
+            let keys = [key.public()];
+            let mut c = claims(NOW, NOW + 60);
+            c["iss"] = "spiffe://warden.local/agent/other".into();
+            c["sub"] = "spiffe://warden.local/agent/other".into();
+            let e = check(&kidless(&c, key), &keys, CLIENT).expect_err("iss is not the client");
+            assert!(e.to_string().contains("client_id"), "{e}");
+            // A plain name works when it is the client_id (iss = sub = client_id).
+            let mut c = claims(NOW, NOW + 60);
+            c["iss"] = "billing-bot".into();
+            c["sub"] = "billing-bot".into();
+            assert!(check(&kidless(&c, key), &keys, "billing-bot").is_ok());
+            let mut c = claims(NOW, NOW + 60);
+            c["sub"] = "billing-bot".into();
+            assert!(matches!(
+                check(&kidless(&c, key), &keys, CLIENT),
+                Err(TokenError::InvalidClaim { .. })
+            ));
+            let mut c = claims(NOW, NOW + 60);
+            c["aud"] = "https://elsewhere.example".into();
+            assert_eq!(
+                check(&kidless(&c, key), &keys, CLIENT),
+                Err(TokenError::WrongAudience)
+            );
+            assert_eq!(
+                check(&kidless(&claims(NOW, NOW + 3600), key), &keys, CLIENT),
+                Err(TokenError::LifetimeTooLong { max_secs: 300 })
+            );
+            assert_eq!(
+                check(&kidless(&claims(NOW - 400, NOW - 300), key), &keys, CLIENT),
+                Err(TokenError::Expired)
+            );
+            let mut c = claims(NOW, NOW + 60);
+            c.as_object_mut().expect("object").remove("jti");
+            assert_eq!(
+                check(&kidless(&c, key), &keys, CLIENT),
+                Err(TokenError::MissingClaim("jti"))
+            );
+            for alg in ["RS256", "HS256", "none", "ES256"] {
+                let t = forge(&json!({"alg": alg, "typ": "JWT"}), &claims(NOW, NOW + 60), key);
+                assert!(matches!(
+                    check(&t, &keys, CLIENT),
+                    Err(TokenError::UnsupportedAlgorithm(_))
+                ));
+            }
+            let t = forge(
+                &json!({"alg": "EdDSA", "typ": TASK_TOKEN_TYP}),
+                &claims(NOW, NOW + 60),
+                key,
+            );
+            assert!(matches!(
+                check(&t, &keys, CLIENT),
+                Err(TokenError::WrongType { .. })
+            ));
+        }
+
+        #[test]
+        fn errors_never_show_the_assertion() {
+            let token = kidless(&claims(NOW, NOW + 60), agent_key());
+            let e = check(&token, &[signing_key().public()], CLIENT).expect_err("wrong key");
+            assert!(!e.to_string().contains(&token));
         }
     }
 }

@@ -75,7 +75,9 @@ pub enum TokenError {
     /// A token-endpoint request that is missing, repeats or misspells a parameter.
     #[error("{0}")]
     InvalidRequest(String),
-    #[error("the grant type `{0}` is not supported; use `urn:ietf:params:oauth:grant-type:token-exchange`")]
+    #[error(
+        "the grant type `{0}` is not supported; use `urn:ietf:params:oauth:grant-type:token-exchange` or `client_credentials`"
+    )]
     UnsupportedGrantType(String),
     /// `authorization_details` that do not describe a valid Warden task.
     #[error("{field}: {message}")]

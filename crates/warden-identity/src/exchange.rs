@@ -18,6 +18,11 @@ use crate::task::MAX_AUTHORIZATION_DETAILS_BYTES;
 use crate::{MAX_TOKEN_BYTES, TaskIntent, TokenError};
 
 pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 6749 §4.4: an agent authenticating as an OAuth client (with `private_key_jwt`) gets a task
+/// token for its requested or default intent.
+pub const GRANT_TYPE_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// RFC 7523 §2.2: `client_assertion` is a JWT.
+pub const CLIENT_ASSERTION_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const TOKEN_TYPE_TASK: &str = "urn:warden:params:oauth:token-type:task";
@@ -42,6 +47,8 @@ pub struct TokenExchangeRequest {
     /// [`TOKEN_TYPE_TASK`] or [`TOKEN_TYPE_ACCESS`], if given.
     pub requested_token_type: Option<String>,
     pub audience: Option<String>,
+    /// RFC 8707 resource indicator (RFC 8693 §2.1): the task token is for this resource only.
+    pub resource: Option<String>,
     pub scope: Option<String>,
     /// From `authorization_details`.
     pub intent: Option<TaskIntent>,
@@ -66,32 +73,7 @@ impl TokenExchangeRequest {
     ///
     /// Errors name the parameter.
     pub fn from_form(pairs: &[(String, String)]) -> Result<Self, TokenError> {
-        if pairs.len() > MAX_FORM_PARAMETERS {
-            return Err(invalid(format!(
-                "the request has {} parameters; the limit is {MAX_FORM_PARAMETERS}",
-                pairs.len()
-            )));
-        }
-        let mut params: BTreeMap<&str, &str> = BTreeMap::new();
-        for (name, value) in pairs {
-            let limit = if name == "authorization_details" {
-                MAX_AUTHORIZATION_DETAILS_BYTES
-            } else {
-                MAX_TOKEN_BYTES
-            };
-            if value.len() > limit {
-                return Err(invalid(format!(
-                    "parameter `{}` is longer than {limit} bytes",
-                    shorten(name)
-                )));
-            }
-            if params.insert(name, value).is_some() {
-                return Err(invalid(format!(
-                    "parameter `{}` is given more than once",
-                    shorten(name)
-                )));
-            }
-        }
+        let params = form_params(pairs)?;
         let get = |name: &str| params.get(name).copied().filter(|v| !v.is_empty());
         let required = |name: &str| get(name).ok_or_else(|| invalid(format!("missing parameter `{name}`")));
         let one_of = |name: &str, value: &str, allowed: &[&str]| -> Result<String, TokenError> {
@@ -154,6 +136,7 @@ impl TokenExchangeRequest {
             }
         };
         let audience = text("audience")?;
+        let resource = text("resource")?;
         let scope = text("scope")?;
         let intent = get("authorization_details")
             .map(TaskIntent::from_authorization_details)
@@ -166,7 +149,128 @@ impl TokenExchangeRequest {
             actor_dpop,
             requested_token_type,
             audience,
+            resource,
             scope,
+            intent,
+        })
+    }
+}
+
+/// The generic checks of a token request's form: at most [`MAX_FORM_PARAMETERS`] pairs, no
+/// parameter twice, each value within its size limit. Names map to values (empty values kept; the
+/// readers treat them as omitted).
+fn form_params(pairs: &[(String, String)]) -> Result<BTreeMap<&str, &str>, TokenError> {
+    if pairs.len() > MAX_FORM_PARAMETERS {
+        return Err(invalid(format!(
+            "the request has {} parameters; the limit is {MAX_FORM_PARAMETERS}",
+            pairs.len()
+        )));
+    }
+    let mut params: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, value) in pairs {
+        let limit = if name == "authorization_details" {
+            MAX_AUTHORIZATION_DETAILS_BYTES
+        } else {
+            MAX_TOKEN_BYTES
+        };
+        if value.len() > limit {
+            return Err(invalid(format!(
+                "parameter `{}` is longer than {limit} bytes",
+                shorten(name)
+            )));
+        }
+        if params.insert(name, value).is_some() {
+            return Err(invalid(format!(
+                "parameter `{}` is given more than once",
+                shorten(name)
+            )));
+        }
+    }
+    Ok(params)
+}
+
+/// The request's `grant_type` (after the generic form checks), so the endpoint can pick the parser.
+pub fn grant_type_of(pairs: &[(String, String)]) -> Result<String, TokenError> {
+    let params = form_params(pairs)?;
+    params
+        .get("grant_type")
+        .copied()
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| invalid("missing parameter `grant_type`".into()))
+}
+
+/// A client-credentials request (RFC 6749 §4.4) authenticated with `private_key_jwt` (RFC 7523
+/// §2.2). Secrets inside are `Secret<String>`.
+#[derive(Clone, Debug)]
+pub struct ClientCredentialsRequest {
+    /// The agent's SPIFFE ID or name, when sent (RFC 7523 §3: then `iss`/`sub` must be it).
+    pub client_id: Option<String>,
+    pub client_assertion: Secret<String>,
+    /// RFC 8707 resource indicator: the task token is for this resource only.
+    pub resource: Option<String>,
+    /// Space-separated scope values (Warden's: narrowing of the agent's default intent).
+    pub scope: Option<String>,
+    /// From `authorization_details`.
+    pub intent: Option<TaskIntent>,
+}
+
+impl ClientCredentialsRequest {
+    /// From the decoded form pairs: the generic rules of [`TokenExchangeRequest::from_form`];
+    /// `grant_type` must be `client_credentials`; `client_assertion_type` must be
+    /// [`CLIENT_ASSERTION_TYPE_JWT_BEARER`] and `client_assertion` present (the only client
+    /// authentication Warden takes: no shared secrets); `client_secret` is refused; `resource` at
+    /// most once (one resource per token); `authorization_details` is parsed as a task intent.
+    /// Errors name the parameter.
+    pub fn from_form(pairs: &[(String, String)]) -> Result<Self, TokenError> {
+        let params = form_params(pairs)?;
+        let get = |name: &str| params.get(name).copied().filter(|v| !v.is_empty());
+        let grant_type = get("grant_type").ok_or_else(|| invalid("missing parameter `grant_type`".into()))?;
+        if grant_type != GRANT_TYPE_CLIENT_CREDENTIALS {
+            return Err(TokenError::UnsupportedGrantType(shorten(grant_type)));
+        }
+        if get("client_secret").is_some() {
+            return Err(invalid(
+                "parameter `client_secret` is not accepted: agents authenticate with `private_key_jwt` \
+                 (`client_assertion` signed by their enrolled key)"
+                    .into(),
+            ));
+        }
+        match get("client_assertion_type") {
+            None => {
+                return Err(invalid(format!(
+                    "missing parameter `client_assertion_type` (expected `{CLIENT_ASSERTION_TYPE_JWT_BEARER}`)"
+                )));
+            }
+            Some(t) if t != CLIENT_ASSERTION_TYPE_JWT_BEARER => {
+                return Err(invalid(format!(
+                    "parameter `client_assertion_type` is `{}`; expected `{CLIENT_ASSERTION_TYPE_JWT_BEARER}`",
+                    shorten(t)
+                )));
+            }
+            Some(_) => {}
+        }
+        let client_assertion = Secret::new(
+            get("client_assertion")
+                .ok_or_else(|| invalid("missing parameter `client_assertion`".into()))?
+                .to_owned(),
+        );
+        let text = |name: &str| -> Result<Option<String>, TokenError> {
+            match get(name) {
+                Some(v) if v.chars().any(char::is_control) => Err(invalid(format!(
+                    "parameter `{name}` contains a control character"
+                ))),
+                v => Ok(v.map(str::to_owned)),
+            }
+        };
+        let intent = get("authorization_details")
+            .map(TaskIntent::from_authorization_details)
+            .transpose()?;
+        Ok(Self {
+            client_id: text("client_id")?,
+            client_assertion,
+            resource: text("resource")?,
+            scope: text("scope")?,
             intent,
         })
     }
@@ -374,6 +478,91 @@ mod tests {
             let mut pairs = form(&base());
             pairs.extend(extra);
             let _ = TokenExchangeRequest::from_form(&pairs);
+        }
+    }
+
+    mod client_credentials {
+        use super::*;
+
+        const ASSERTION: &str = "h.p.s";
+
+        fn base() -> Vec<(&'static str, &'static str)> {
+            vec![
+                ("grant_type", GRANT_TYPE_CLIENT_CREDENTIALS),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE_JWT_BEARER),
+                ("client_assertion", ASSERTION),
+            ]
+        }
+
+        fn refused(pairs: &[(&str, &str)], want: &str) {
+            let e = ClientCredentialsRequest::from_form(&form(pairs)).expect_err("refused");
+            assert!(e.to_string().contains(want), "`{e}` lacks `{want}`");
+            assert!(!e.to_string().contains(ASSERTION), "`{e}` shows the assertion");
+        }
+
+        #[test]
+        fn parses_what_oauth_clients_send() {
+            let mut pairs = base();
+            let details = sample_intent().to_authorization_details().to_string();
+            pairs.extend([
+                ("client_id", "spiffe://warden.local/agent/bot"),
+                ("resource", "https://warden.example.com/mcp/crm"),
+                ("scope", "tool:search"),
+                ("authorization_details", details.as_str()),
+            ]);
+            let r = ClientCredentialsRequest::from_form(&form(&pairs)).expect("parsed");
+            assert_eq!(r.client_id.as_deref(), Some("spiffe://warden.local/agent/bot"));
+            assert_eq!(r.client_assertion.expose(), ASSERTION);
+            assert_eq!(r.resource.as_deref(), Some("https://warden.example.com/mcp/crm"));
+            assert_eq!(r.scope.as_deref(), Some("tool:search"));
+            assert_eq!(r.intent, Some(sample_intent()));
+            assert!(
+                !format!("{r:?}").contains(ASSERTION),
+                "Debug redacts the assertion"
+            );
+            let r = ClientCredentialsRequest::from_form(&form(&base())).expect("minimal");
+            assert!(r.client_id.is_none() && r.resource.is_none() && r.intent.is_none());
+            assert_eq!(
+                grant_type_of(&form(&base())).as_deref(),
+                Ok(GRANT_TYPE_CLIENT_CREDENTIALS)
+            );
+        }
+
+        #[test]
+        fn refusals_name_the_parameter() {
+            let without = |name: &str| -> Vec<(&'static str, &'static str)> {
+                base().into_iter().filter(|(k, _)| *k != name).collect()
+            };
+            refused(&without("client_assertion_type"), "client_assertion_type");
+            refused(&without("client_assertion"), "client_assertion");
+            let mut p = without("client_assertion_type");
+            p.push(("client_assertion_type", "urn:other"));
+            refused(&p, "client_assertion_type");
+            let mut p = base();
+            p.push(("client_secret", "s3cr3t-s3cr3t"));
+            refused(&p, "client_secret");
+            let mut p = base();
+            p.push(("resource", "https://a.example/mcp/x"));
+            p.push(("resource", "https://a.example/mcp/y"));
+            refused(&p, "more than once");
+            let mut p = base();
+            p.push(("scope", "tool:a\ntool:b"));
+            refused(&p, "control character");
+            let mut p = without("grant_type");
+            p.push(("grant_type", "password"));
+            assert!(matches!(
+                ClientCredentialsRequest::from_form(&form(&p)),
+                Err(TokenError::UnsupportedGrantType(_))
+            ));
+            assert!(grant_type_of(&form(&without("grant_type"))).is_err());
+        }
+
+        #[test]
+        fn token_exchange_takes_a_resource() {
+            let mut pairs = super::base();
+            pairs.push(("resource", "https://warden.example.com/mcp/crm"));
+            let r = TokenExchangeRequest::from_form(&form(&pairs)).expect("parsed");
+            assert_eq!(r.resource.as_deref(), Some("https://warden.example.com/mcp/crm"));
         }
     }
 }

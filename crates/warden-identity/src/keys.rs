@@ -79,6 +79,26 @@ impl SigningKey {
         &self.inner
     }
 
+    /// The private key as PKCS#8 PEM (RFC 8410: `-----BEGIN PRIVATE KEY-----`), the form OAuth client
+    /// libraries take for `private_key_jwt` with `EdDSA` (e.g. the MCP Python SDK's
+    /// `SignedJWTParameters`). A secret: zeroized on drop, never logged.
+    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
+        use base64::Engine as _;
+        // RFC 8410 §7: SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } }
+        const PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+        ];
+        let mut der = Zeroizing::new(Vec::with_capacity(48));
+        der.extend_from_slice(&PREFIX);
+        der.extend_from_slice(self.inner.as_bytes());
+        let body = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der.as_slice()));
+        let mut pem = Zeroizing::new(String::with_capacity(128));
+        pem.push_str("-----BEGIN PRIVATE KEY-----\n");
+        pem.push_str(&body);
+        pem.push_str("\n-----END PRIVATE KEY-----\n");
+        pem
+    }
+
     /// Writes the key as a small JSON file (format, kid, created_at, base64url seed) with mode 0600,
     /// `create_new` (never overwrites), fsynced, and the directory fsynced so the name is durable too.
     /// A file left half-written by a failed write is removed.
@@ -457,6 +477,38 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000, 0).expect("valid")
+    }
+
+    #[test]
+    fn pkcs8_pem_holds_the_key_for_other_libraries() {
+        use base64::Engine as _;
+        let key = SigningKey::generate(now());
+        let pem = key.to_pkcs8_pem();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert!(pem.ends_with("-----END PRIVATE KEY-----\n"));
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&body)
+            .expect("base64");
+        assert_eq!(der.len(), 48);
+        // Another implementation reads the PKCS#8 document and signs what our public key verifies
+        // (the end-to-end test has PyJWT read the PEM itself).
+        let encoding = jsonwebtoken::EncodingKey::from_ed_der(&der);
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &serde_json::json!({"x": 1}),
+            &encoding,
+        )
+        .expect("signed");
+        let (input, sig) = token.rsplit_once('.').expect("jws");
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .expect("b64");
+        let sig = ed25519_dalek::Signature::from_slice(&sig).expect("64 bytes");
+        key.public()
+            .verifying_key()
+            .verify_strict(input.as_bytes(), &sig)
+            .expect("the PEM is this key");
     }
 
     #[test]

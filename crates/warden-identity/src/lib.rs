@@ -49,16 +49,17 @@ pub mod task_cache;
 mod test_support;
 
 pub use assertion::{
-    AssertionClaims, MAX_ASSERTION_LIFETIME_SECS, assertion_issuer, assertion_kid, create_assertion,
-    verify_assertion,
+    AssertionClaims, MAX_ASSERTION_LIFETIME_SECS, assertion_issuer, assertion_kid, client_assertion_issuer,
+    create_assertion, verify_assertion, verify_client_assertion,
 };
 pub use dpop::{
     DPOP_MAX_AGE_SECS, DPOP_TYP, DpopProof, access_token_hash, create_dpop_proof, verify_dpop_proof,
 };
 pub use error::{KeyFileError, TokenError};
 pub use exchange::{
+    CLIENT_ASSERTION_TYPE_JWT_BEARER, ClientCredentialsRequest, GRANT_TYPE_CLIENT_CREDENTIALS,
     GRANT_TYPE_TOKEN_EXCHANGE, MAX_FORM_PARAMETERS, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT, TOKEN_TYPE_TASK,
-    TokenExchangeRequest, TokenExchangeResponse,
+    TokenExchangeRequest, TokenExchangeResponse, grant_type_of,
 };
 pub use federation::{
     DEFAULT_MAX_FEDERATED_LIFETIME_SECS, FederatedIdentity, FederatedIssuer, FederationKind,
@@ -69,7 +70,7 @@ pub use spiffe::{MAX_SPIFFE_ID_LEN, SpiffeId};
 pub use task::{
     AUTHORIZATION_DETAILS_TYPE, Actor, Confirmation, MAX_AUTHORIZATION_DETAILS_BYTES, MAX_INTENT_ITEMS,
     MAX_TASK_DURATION_SECS, MAX_TASK_TOKEN_LIFETIME_SECS, TASK_TOKEN_TYP, TaskClaims, TaskIntent,
-    issue_task_token, verify_task_token,
+    issue_task_token, verify_task_token, verify_task_token_for,
 };
 pub use task_cache::TaskTokenCache;
 

@@ -633,7 +633,20 @@ pub fn verify_task_token(
     audience: &str,
     now: DateTime<Utc>,
 ) -> Result<TaskClaims, TokenError> {
-    verify_with_key(token, keys, issuer, audience, now).map(|(claims, _)| claims)
+    verify_with_key(token, keys, issuer, &|aud| aud == audience, now).map(|(claims, _)| claims)
+}
+
+/// [`verify_task_token`] accepting every audience `accept` says yes to (a task token's `aud` is
+/// Warden's issuer, or one resource, RFC 8707); the caller decides which of them the place the token
+/// was presented takes.
+pub fn verify_task_token_for(
+    token: &str,
+    keys: &dyn KeyLookup,
+    issuer: &str,
+    accept: &dyn Fn(&str) -> bool,
+    now: DateTime<Utc>,
+) -> Result<TaskClaims, TokenError> {
+    verify_with_key(token, keys, issuer, accept, now).map(|(claims, _)| claims)
 }
 
 /// [`verify_task_token`], also returning the key that verified the signature.
@@ -641,7 +654,7 @@ pub(crate) fn verify_with_key(
     token: &str,
     keys: &dyn KeyLookup,
     issuer: &str,
-    audience: &str,
+    accept: &dyn Fn(&str) -> bool,
     now: DateTime<Utc>,
 ) -> Result<(TaskClaims, PublicKey), TokenError> {
     let jws = Compact::split(token, "token")?;
@@ -668,7 +681,7 @@ pub(crate) fn verify_with_key(
     if claims.iss != issuer {
         return Err(TokenError::WrongIssuer);
     }
-    if claims.aud != audience {
+    if !accept(&claims.aud) {
         return Err(TokenError::WrongAudience);
     }
     let now = now.timestamp();

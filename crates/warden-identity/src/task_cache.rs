@@ -64,6 +64,20 @@ impl TaskTokenCache {
         audience: &str,
         now: DateTime<Utc>,
     ) -> Result<TaskClaims, TokenError> {
+        self.verify_for(token, keys, issuer, &|aud| aud == audience, now)
+    }
+
+    /// [`Self::verify`] accepting every audience `accept` says yes to (see
+    /// [`crate::task::verify_task_token_for`]); a cached token's audience is checked again on every
+    /// hit, so a token cached where one audience was taken is not accepted where it is not.
+    pub fn verify_for(
+        &self,
+        token: &str,
+        keys: &dyn KeyLookup,
+        issuer: &str,
+        accept: &dyn Fn(&str) -> bool,
+        now: DateTime<Utc>,
+    ) -> Result<TaskClaims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge {
                 what: "token",
@@ -71,10 +85,10 @@ impl TaskTokenCache {
             });
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = self.lookup(&digest, keys, issuer, audience, now) {
+        if let Some(hit) = self.lookup(&digest, keys, issuer, accept, now) {
             return hit;
         }
-        let (claims, key) = verify_with_key(token, keys, issuer, audience, now)?;
+        let (claims, key) = verify_with_key(token, keys, issuer, accept, now)?;
         self.insert(digest, &claims, key, now);
         Ok(claims)
     }
@@ -85,7 +99,7 @@ impl TaskTokenCache {
         digest: &[u8; 32],
         keys: &dyn KeyLookup,
         issuer: &str,
-        audience: &str,
+        accept: &dyn Fn(&str) -> bool,
         now: DateTime<Utc>,
     ) -> Option<Result<TaskClaims, TokenError>> {
         let entries = self.entries.read().ok()?;
@@ -97,7 +111,7 @@ impl TaskTokenCache {
         let claims = &entry.claims;
         let checked = if claims.iss != issuer {
             Err(TokenError::WrongIssuer)
-        } else if claims.aud != audience {
+        } else if !accept(&claims.aud) {
             Err(TokenError::WrongAudience)
         } else {
             let now = now.timestamp();
@@ -164,6 +178,36 @@ mod tests {
 
     fn keyring(keys: &[&SigningKey]) -> HashMap<String, PublicKey> {
         keys.iter().map(|k| (k.kid().to_owned(), k.public())).collect()
+    }
+
+    #[test]
+    fn a_cached_token_is_audience_checked_on_every_hit() {
+        let key = signing_key();
+        let keys = keyring(&[&key]);
+        let cache = TaskTokenCache::new(10);
+        let mut claims = sample_claims(NOW);
+        claims.aud = format!("{ISSUER}/mcp/crm");
+        let token = issue_task_token(&key, &claims).expect("issued").into_inner();
+        let crm = |aud: &str| aud == claims.aud;
+        assert_eq!(
+            cache.verify_for(&token, &keys, ISSUER, &crm, at(NOW)),
+            Ok(claims.clone())
+        );
+        assert_eq!(cache.len(), 1);
+        // Cached where `/mcp/crm` was taken; refused where it is not, hit or no hit.
+        let erp = |aud: &str| aud == format!("{ISSUER}/mcp/erp");
+        assert_eq!(
+            cache.verify_for(&token, &keys, ISSUER, &erp, at(NOW)),
+            Err(TokenError::WrongAudience)
+        );
+        assert_eq!(
+            crate::verify_task_token_for(&token, &keys, ISSUER, &erp, at(NOW)),
+            Err(TokenError::WrongAudience)
+        );
+        assert_eq!(
+            cache.verify(&token, &keys, ISSUER, ISSUER, at(NOW)),
+            Err(TokenError::WrongAudience)
+        );
     }
 
     #[test]

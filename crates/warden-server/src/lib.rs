@@ -27,6 +27,7 @@ pub mod notify;
 pub mod oauth;
 pub mod pipeline;
 pub mod policy;
+pub mod resource;
 pub mod revocations;
 mod state;
 pub mod tasks;

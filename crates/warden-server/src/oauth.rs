@@ -19,6 +19,8 @@ pub struct OAuthError {
     pub dpop: bool,
     /// The handler recorded this refusal in the ledger itself (with the policy decision).
     pub recorded: bool,
+    /// A 401 from a protected resource: its RFC 9728 metadata URL, for `WWW-Authenticate`.
+    pub resource_metadata: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,7 +37,25 @@ impl OAuthError {
             description: description.into(),
             dpop: false,
             recorded: false,
+            resource_metadata: None,
         }
+    }
+
+    /// RFC 6749 §5.2: client authentication failed (unknown client, bad or replayed assertion,
+    /// inactive agent).
+    pub fn invalid_client(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+    }
+
+    /// RFC 6749 §5.2: the requested scope is invalid, unknown, or exceeds what the client may ask.
+    pub fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+    }
+
+    /// Points a 401 at the protected resource's metadata (RFC 9728 §5.1).
+    pub fn with_resource_metadata(mut self, url: String) -> Self {
+        self.resource_metadata = Some(url);
+        self
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Self {
@@ -160,18 +180,29 @@ impl IntoResponse for OAuthError {
                 .chars()
                 .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
                 .collect();
-            let value = format!(
+            let mut value = format!(
                 "{scheme} realm=\"warden\", error=\"{}\", error_description=\"{desc}\"",
                 self.code
             );
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert(header::WWW_AUTHENTICATE, v);
-            } else {
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"warden\""),
-                );
+            if let Some(url) = self
+                .resource_metadata
+                .as_deref()
+                .filter(|u| !u.contains(['"', '\\']))
+            {
+                value.push_str(&format!(", resource_metadata=\"{url}\""));
             }
+            let fallback = || {
+                let mut v = format!("{scheme} realm=\"warden\", error=\"{}\"", self.code);
+                if let Some(url) = &self.resource_metadata {
+                    v.push_str(&format!(", resource_metadata=\"{url}\""));
+                }
+                HeaderValue::from_str(&v)
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"warden\""))
+            };
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_str(&value).unwrap_or_else(|_| fallback()),
+            );
         }
         resp
     }

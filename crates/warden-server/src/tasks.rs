@@ -29,6 +29,7 @@ use warden_store::{Store, StoreEvent};
 
 use crate::AppState;
 use crate::oauth::OAuthError;
+use crate::resource::Presented;
 
 /// Most tasks a node keeps cached; past this the cache starts over (it is only a cache).
 const MAX_ENTRIES: usize = 100_000;
@@ -152,27 +153,27 @@ pub struct TaskCaller {
     pub token: Secret<String>,
 }
 
-/// Verifies a task token presented at `method url` (signature, issuer, audience, expiry, then task
-/// liveness, then the DPoP binding). Used by the token endpoint for renewals and delegations too.
+/// Verifies a task token presented at `method url` (signature, issuer, audience — the ones `at`
+/// takes, see [`crate::resource`] —, expiry, then task liveness, then the DPoP binding). Used by the
+/// token endpoint for renewals and delegations too.
 pub async fn verify_task_credential(
     state: &AppState,
     token: &Secret<String>,
     dpop_proof: Option<&str>,
     method: &str,
     url: &str,
+    at: Presented<'_>,
     now: DateTime<Utc>,
 ) -> Result<(TaskClaims, Arc<Task>), OAuthError> {
     let id = &state.identity;
+    let issuer = id.settings.issuer.as_str();
+    let known = |aud: &str| crate::resource::known_audience(issuer, aud);
     // The verified-token cache: an agent presents the same token on every message; its signature
-    // is checked once per node (revocation is still checked below, on every use).
+    // is checked once per node (revocation is still checked below, on every use). The audience is
+    // checked on every use too, cached or not.
     let verify = || {
-        id.tokens.verify(
-            token.expose(),
-            &id.keys.lookup(now),
-            &id.settings.issuer,
-            &id.settings.issuer,
-            now,
-        )
+        id.tokens
+            .verify_for(token.expose(), &id.keys.lookup(now), issuer, &known, now)
     };
     let claims = match verify() {
         Err(TokenError::UnknownKey { .. }) => {
@@ -182,6 +183,7 @@ pub async fn verify_task_credential(
         other => other,
     }
     .map_err(|e| OAuthError::from_resource(&e))?;
+    at.check(issuer, &claims.aud)?;
     let task = id
         .tasks
         .live_task(state.store.as_ref(), claims.task_id, now)
@@ -289,6 +291,31 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, OAuthError> {
         let state = AppState::from_ref(state);
+        TaskCaller::authenticate(parts, &state, Presented::Api).await
+    }
+}
+
+impl TaskCaller {
+    /// The caller of the gateway endpoint of `upstream`: its token must be unbound or for that
+    /// resource, and a 401 points at the resource's metadata (RFC 9728 §5.1) so a standard OAuth
+    /// client can find where to get one.
+    pub async fn at_mcp(parts: &mut Parts, state: &AppState, upstream: &str) -> Result<Self, OAuthError> {
+        TaskCaller::authenticate(parts, state, Presented::Mcp(upstream))
+            .await
+            .map_err(|e| {
+                e.with_resource_metadata(crate::resource::metadata_url(
+                    &state.identity.settings.issuer,
+                    upstream,
+                ))
+            })
+    }
+
+    async fn authenticate(
+        parts: &mut Parts,
+        state: &AppState,
+        at: Presented<'_>,
+    ) -> Result<Self, OAuthError> {
+        let state = state.clone();
         let (token, proof) = presented_task_token(parts)?;
         // Nested routers see the path without their prefix; the DPoP `htu` names the full one.
         let path = parts
@@ -302,6 +329,7 @@ where
             proof.as_deref(),
             parts.method.as_str(),
             &url,
+            at,
             Utc::now(),
         )
         .await?;

@@ -277,6 +277,12 @@ macro_rules! impl_store {
                     created_by: row.try_get("created_by")?,
                     updated_at: row.try_get("updated_at")?,
                     updated_by: row.try_get("updated_by")?,
+                    default_intent: row
+                        .try_get::<Option<&str>, _>("default_intent")?
+                        .map(|t| {
+                            serde_json::from_str(t).map_err(|e| crate::StoreError::corrupt("default_intent", e))
+                        })
+                        .transpose()?,
                 })
             }
 
@@ -293,7 +299,8 @@ macro_rules! impl_store {
         }
 
         const AGENT_COLUMNS: &str = "a.id, a.name, a.spiffe_id, a.environment, a.model, a.description, a.state, \
-             a.state_changed_at, a.state_changed_by, a.created_at, a.created_by, a.updated_at, a.updated_by";
+             a.state_changed_at, a.state_changed_by, a.created_at, a.created_by, a.updated_at, a.updated_by, \
+             a.default_intent";
         const HUMAN_COLUMNS: &str = "email, display_name, roles, created_at, created_by, disabled_at, disabled_by";
         const APPROVAL_COLUMNS: &str = "id, request_key, agent_name, task_id, action, resource, upstream, args_digest, \
              arguments, reason, policies, policy_version, quorum, single_use, owners_may_approve, approvers, chain, state, \
@@ -1418,6 +1425,7 @@ macro_rules! impl_store {
                         created_by: ctx.actor.clone(),
                         updated_at: at,
                         updated_by: ctx.actor.clone(),
+                        default_intent: None,
                     };
                     let id = agent.id.to_string();
                     sqlx::query(
@@ -1523,6 +1531,9 @@ macro_rules! impl_store {
                     if let Some(d) = &update.description {
                         agent.description = d.clone();
                     }
+                    if let Some(i) = &update.default_intent {
+                        agent.default_intent = (!i.is_null()).then(|| i.clone());
+                    }
                     let at = crate::sql::ts(ctx.at);
                     agent.updated_at = at;
                     agent.updated_by = ctx.actor.clone();
@@ -1535,7 +1546,8 @@ macro_rules! impl_store {
                     }
                     sqlx::query(
                         "UPDATE agents SET environment = $1, model = $2, description = $3, state = $4, \
-                         state_changed_at = $5, state_changed_by = $6, updated_at = $7, updated_by = $8 WHERE id = $9",
+                         state_changed_at = $5, state_changed_by = $6, updated_at = $7, updated_by = $8, \
+                         default_intent = $10 WHERE id = $9",
                     )
                     .bind(agent.environment.as_str())
                     .bind(agent.model.to_string())
@@ -1546,6 +1558,7 @@ macro_rules! impl_store {
                     .bind(agent.updated_at)
                     .bind(&agent.updated_by)
                     .bind(&id)
+                    .bind(agent.default_intent.as_ref().map(|v| v.to_string()))
                     .execute(&mut *tx)
                     .await?;
                     // A change that narrows the agent ends the live tasks it narrows, with their

@@ -270,15 +270,33 @@ pub async fn enroll(server: &Server, format: Format, args: EnrollArgs) -> anyhow
 
     // The private key is safely on disk before the server learns the public key: an enrollment never
     // leaves the agent with a registered key it does not have.
+    let pem_file = args
+        .pem_out
+        .as_deref()
+        .map(|p| crate::secret_file::NewSecretFile::create(p, "private key (PEM)"))
+        .transpose()?;
     let key = SigningKey::generate(Utc::now());
     key.save(&args.key_out).map_err(|e| anyhow!("--key-out: {e}"))?;
+    if let Some(file) = pem_file {
+        let pem = key.to_pkcs8_pem();
+        if let Err(e) = file.write(&Secret::new(pem.trim_end().to_owned())) {
+            let _ = std::fs::remove_file(&args.key_out);
+            return Err(e.context("--pem-out"));
+        }
+    }
+    let remove_keys = || {
+        let _ = std::fs::remove_file(&args.key_out);
+        if let Some(p) = &args.pem_out {
+            let _ = std::fs::remove_file(p);
+        }
+    };
     let body = json!({"join_token": join.expose(), "public_key": key.public().to_jwk()});
     let answer = client.post(&["v1", "enroll"], &body).await;
     let mut v = match answer {
         Ok(v) => v,
         // The server refused: it recorded nothing, so the key is of no use.
         Err(e) if e.downcast_ref::<ApiError>().is_some() => {
-            let _ = std::fs::remove_file(&args.key_out);
+            remove_keys();
             return Err(e.context("enrolling"));
         }
         // No answer: the server may have enrolled the key, so it stays.

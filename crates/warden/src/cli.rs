@@ -280,6 +280,11 @@ pub struct EnrollArgs {
     /// Where to write the new private key: a new file, mode 0600 (an existing file is never overwritten).
     #[arg(long, value_name = "FILE")]
     pub key_out: PathBuf,
+    /// Also write the private key as PKCS#8 PEM to this new file (mode 0600), for OAuth clients that
+    /// authenticate with `private_key_jwt` (`EdDSA`), such as the MCP SDKs' client-credentials
+    /// providers.
+    #[arg(long, value_name = "FILE")]
+    pub pem_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -322,6 +327,13 @@ pub struct AgentUpdateArgs {
     /// Remove all allowed upstreams.
     #[arg(long, conflicts_with = "upstreams")]
     pub no_upstreams: bool,
+    /// The intent a task started by OAuth client credentials gets when the agent asks for none: RFC
+    /// 9396 `authorization_details` JSON (an array with one `warden_task` object, or the object).
+    #[arg(long, value_name = "JSON")]
+    pub default_intent: Option<String>,
+    /// Remove the default intent (client-credentials requests must then name their intent).
+    #[arg(long, conflicts_with = "default_intent")]
+    pub no_default_intent: bool,
 }
 
 #[derive(Debug, Args)]

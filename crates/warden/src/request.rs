@@ -143,18 +143,24 @@ pub fn agent_update(args: AgentUpdateArgs) -> Result<AgentUpdate, UsageError> {
     } else {
         Some(args.upstreams)
     };
+    let default_intent = if args.no_default_intent {
+        Some(Value::Null)
+    } else {
+        args.default_intent.as_deref().map(default_intent).transpose()?
+    };
     let update = AgentUpdate {
         owners: (!args.owners.is_empty()).then_some(args.owners),
         environment: args.environment,
         model: args.model,
         description: args.description,
         allowed_upstreams,
+        default_intent,
     };
     update.validate().map_err(|e| {
         if e.field.is_empty() {
             UsageError(
                 "the update changes nothing; give at least one of --owner, --environment, --model, \
-                 --description, --upstream or --no-upstreams"
+                 --description, --upstream, --no-upstreams, --default-intent or --no-default-intent"
                     .into(),
             )
         } else {
@@ -162,6 +168,20 @@ pub fn agent_update(args: AgentUpdateArgs) -> Result<AgentUpdate, UsageError> {
         }
     })?;
     Ok(update)
+}
+
+/// `--default-intent`: `authorization_details` JSON (the array, or its one object), checked by the
+/// server's own intent parser and sent in its canonical form.
+fn default_intent(text: &str) -> Result<Value, UsageError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| UsageError(format!("--default-intent: not JSON ({e})")))?;
+    let array = match value {
+        Value::Object(_) => Value::Array(vec![value]),
+        other => other,
+    };
+    let intent = TaskIntent::from_authorization_details(&array.to_string())
+        .map_err(|e| UsageError(format!("--default-intent: {e}")))?;
+    Ok(intent.to_authorization_details())
 }
 
 /// The body of `POST /v1/agents/{name}/{activate,suspend,retire}`.
@@ -338,6 +358,24 @@ mod tests {
             panic!("wrong verb")
         };
         task_intent(&a.intent, defaults)
+    }
+
+    #[test]
+    fn default_intents_are_checked_by_the_servers_parser() {
+        let object =
+            r#"{"type":"warden_task","purpose":"p","task_type":"t","upstreams":["crm"],"tools":["echo"]}"#;
+        let v = default_intent(object).expect("the object form");
+        assert_eq!(v[0]["tools"], serde_json::json!(["echo"]));
+        assert_eq!(default_intent(&format!("[{object}]")).expect("the array form"), v);
+        for bad in [
+            "not json",
+            "[]",
+            r#"{"type":"warden_task"}"#,
+            r#"{"type":"x","purpose":"p","task_type":"t"}"#,
+        ] {
+            let e = default_intent(bad).expect_err(bad);
+            assert!(e.0.starts_with("--default-intent"), "{}", e.0);
+        }
     }
 
     #[test]

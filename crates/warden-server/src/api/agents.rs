@@ -232,10 +232,23 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<AgentUpdate>,
+    ApiJson(mut body): ApiJson<AgentUpdate>,
 ) -> Result<Json<Agent>, ApiError> {
     let permit = caller.require(Permission::WriteRegistry)?;
     let name = parse_name(&name)?;
+    body.validate()?;
+    // A default intent is parsed by the token endpoint's own parser and stored in its canonical form,
+    // so a task started with it gets exactly what the token endpoint would have accepted.
+    if let Some(v) = body.default_intent.as_ref().filter(|v| !v.is_null()) {
+        let intent =
+            warden_identity::TaskIntent::from_authorization_details(&v.to_string()).map_err(|e| {
+                ApiError::BadRequest {
+                    message: format!("default_intent: {e}"),
+                    field: Some("default_intent".into()),
+                }
+            })?;
+        body.default_intent = Some(intent.to_authorization_details());
+    }
     let mut details = serde_json::to_value(&body).unwrap_or_default();
     details["agent"] = name.as_str().into();
     let ctx = permit

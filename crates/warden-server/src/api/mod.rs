@@ -11,6 +11,7 @@ pub mod agents;
 pub mod approvals;
 pub mod audit;
 pub mod authorize;
+pub mod client_credentials;
 pub mod gateway;
 pub mod humans;
 pub mod policies;
@@ -50,7 +51,8 @@ const MAX_AUTHORIZE_BYTES: usize = 1024 * 1024;
         upstreams::add, upstreams::list, upstreams::show, upstreams::remove,
         humans::whoami, humans::add, humans::list, humans::show, humans::remove,
         humans::create_token, humans::list_tokens, humans::revoke_token,
-        tokens::enroll, tokens::token, tokens::jwks, tokens::metadata,
+        tokens::enroll, tokens::token, tokens::jwks, tokens::metadata, tokens::authorization_endpoint,
+        crate::resource::protected_resource_metadata,
         tasks::current, tasks::end_current, tasks::list, tasks::show, tasks::end, tasks::rotate_keys,
         authorize::authorize, authorize::authorize_batch,
         policies::status, policies::validate, policies::activate, policies::shadow, policies::clear_shadow,
@@ -201,6 +203,11 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/healthz", get(health))
         .route("/.well-known/jwks.json", get(tokens::jwks))
         .route("/.well-known/oauth-authorization-server", get(tokens::metadata))
+        .route("/oauth/authorize", get(tokens::authorization_endpoint))
+        .route(
+            "/.well-known/oauth-protected-resource/mcp/{upstream}",
+            get(crate::resource::protected_resource_metadata),
+        )
         .nest("/v1", v1)
         .fallback(not_found)
         .layer(TimeoutLayer::with_status_code(

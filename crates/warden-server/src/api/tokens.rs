@@ -151,14 +151,42 @@ pub async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> 
         "issuer": s.issuer,
         "token_endpoint": s.token_endpoint,
         "jwks_uri": format!("{}/.well-known/jwks.json", s.issuer),
-        "grant_types_supported": [warden_identity::GRANT_TYPE_TOKEN_EXCHANGE],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "grant_types_supported": [
+            warden_identity::GRANT_TYPE_TOKEN_EXCHANGE,
+            warden_identity::GRANT_TYPE_CLIENT_CREDENTIALS,
+        ],
+        // `none` for token exchange (the agent's assertion is the subject token); `private_key_jwt`
+        // (RFC 7523 §2.2, signed by the agent's enrolled Ed25519 key) for client credentials.
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        // RFC 8414 requires an authorization endpoint when any grant uses one; none of Warden's does,
+        // but OAuth client libraries require the member. It answers every request with
+        // `unsupported_response_type` and no redirect: there is no interactive authorization.
+        "authorization_endpoint": format!("{}/oauth/authorize", s.issuer),
+        "response_types_supported": [],
+        // RFC 9207: any authorization response from Warden would carry `iss`; a client that gets
+        // one without it (a mix-up attack) refuses it.
+        "authorization_response_iss_parameter_supported": true,
         "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
         "authorization_details_types_supported": ["warden_task"],
         "warden_trust_domain": state.trust_domain.as_str(),
         "warden_enroll_endpoint": format!("{}/v1/enroll", s.issuer),
         "warden_task_token_type": TOKEN_TYPE_TASK,
     }))
+}
+
+#[utoipa::path(get, path = "/oauth/authorize", tag = "identity",
+    responses((status = 400, description = "Always `unsupported_response_type`: agents get tokens at the token endpoint", body = OAuthErrorBody)))]
+pub async fn authorization_endpoint(State(state): State<AppState>) -> OAuthError {
+    OAuthError::new(
+        StatusCode::BAD_REQUEST,
+        "unsupported_response_type",
+        format!(
+            "Warden has no interactive authorization: agents get task tokens at {} (client credentials \
+             with private_key_jwt, or token exchange)",
+            state.identity.settings.token_endpoint
+        ),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -195,6 +223,27 @@ pub async fn token(
         )));
     }
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let grant_type = warden_identity::grant_type_of(&pairs).map_err(|e| OAuthError::from_grant(&e))?;
+    if grant_type == warden_identity::GRANT_TYPE_CLIENT_CREDENTIALS {
+        let req = warden_identity::ClientCredentialsRequest::from_form(&pairs)
+            .map_err(|e| OAuthError::from_grant(&e))?;
+        let proof = dpop_header(&headers)?;
+        let issued =
+            super::client_credentials::grant(&state, &req, proof.as_deref(), &peer, Utc::now()).await?;
+        let mut resp = Json(serde_json::json!({
+            "access_token": issued.token.expose(),
+            "token_type": if issued.bound { "DPoP" } else { "Bearer" },
+            "expires_in": issued.expires_in,
+            "task_id": issued.task_id,
+            "authorization_details": issued.authorization_details,
+        }))
+        .into_response();
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp.headers_mut()
+            .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        return Ok(resp);
+    }
     let req = TokenExchangeRequest::from_form(&pairs).map_err(|e| OAuthError::from_grant(&e))?;
     let proof = dpop_header(&headers)?;
     let now = Utc::now();
@@ -228,12 +277,12 @@ pub async fn token(
     Ok(resp)
 }
 
-struct Issued {
-    token: Secret<String>,
-    bound: bool,
-    expires_in: i64,
-    task_id: Uuid,
-    authorization_details: Vec<serde_json::Value>,
+pub(super) struct Issued {
+    pub(super) token: Secret<String>,
+    pub(super) bound: bool,
+    pub(super) expires_in: i64,
+    pub(super) task_id: Uuid,
+    pub(super) authorization_details: Vec<serde_json::Value>,
 }
 
 fn dpop_header(headers: &HeaderMap) -> Result<Option<String>, OAuthError> {
@@ -252,7 +301,7 @@ fn dpop_header(headers: &HeaderMap) -> Result<Option<String>, OAuthError> {
 }
 
 /// Verifies a DPoP proof made for the token endpoint (no access token in it) and remembers its jti.
-async fn token_endpoint_proof(
+pub(super) async fn token_endpoint_proof(
     state: &AppState,
     proof: &str,
     now: DateTime<Utc>,
@@ -332,7 +381,7 @@ async fn authenticate_agent(
     Ok(agent)
 }
 
-fn refuse_inactive(state: &AppState, agent: &Agent) -> Result<(), OAuthError> {
+pub(super) fn refuse_inactive(state: &AppState, agent: &Agent) -> Result<(), OAuthError> {
     if state.identity.tasks.held.agent_stopped(&agent.name) {
         return Err(OAuthError::access_denied(format!(
             "agent `{}` was stopped (held revocation); only active agents get task tokens",
@@ -388,19 +437,90 @@ async fn start_task(
     let intent = req.intent.clone().ok_or_else(|| {
         OAuthError::invalid_request("authorization_details (the task's intent) is required to start a task")
     })?;
+    let (intent, aud) = bind_resource(state, intent, req.resource.as_deref()).await?;
     let jkt = match proof {
         Some(p) => Some(token_endpoint_proof(state, p, now).await?),
         None => None,
     };
-    let task_id = Uuid::new_v4();
+    begin_task(state, &agent, intent, &aud, jkt, None, now).await
+}
+
+/// The audience of a new task token and the intent it gets: without `resource`, Warden's issuer
+/// and the intent as asked; with one (RFC 8707), that resource, and the intent narrowed to its
+/// upstream — which the intent must name, else the token could do nothing there.
+pub(super) async fn bind_resource(
+    state: &AppState,
+    mut intent: TaskIntent,
+    resource: Option<&str>,
+) -> Result<(TaskIntent, String), OAuthError> {
+    let issuer = &state.identity.settings.issuer;
+    let Some(resource) = resource else {
+        return Ok((intent, issuer.clone()));
+    };
+    let upstream = crate::resource::requested_upstream(state, resource).await?;
+    if !intent.upstreams.contains(&upstream) {
+        return Err(crate::resource::invalid_target(format!(
+            "resource `{}`: the task's intent does not name upstream `{upstream}` (it names: {})",
+            crate::resource::mcp_resource(issuer, upstream.as_str()),
+            if intent.upstreams.is_empty() {
+                "none".to_owned()
+            } else {
+                intent
+                    .upstreams
+                    .iter()
+                    .map(|u| format!("`{u}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )));
+    }
+    intent.upstreams = vec![upstream.clone()];
+    Ok((intent, crate::resource::mcp_resource(issuer, upstream.as_str())))
+}
+
+/// Decides a task start and acts on it: a new task (recorded `decision` + `token_issued`), or —
+/// when `reuse` names a live task of this agent with exactly this intent (the client-credentials
+/// grant, see `client_credentials.rs`) — a new token for that task (recorded `decision` +
+/// `token_renewed`). Either way the decision is policy's, through [`decide::task_start`].
+pub(super) async fn begin_task(
+    state: &AppState,
+    agent: &Agent,
+    intent: TaskIntent,
+    aud: &str,
+    jkt: Option<String>,
+    reuse: Option<std::sync::Arc<Task>>,
+    now: DateTime<Utc>,
+) -> Result<Issued, OAuthError> {
+    let task_id = reuse.as_ref().map_or_else(Uuid::new_v4, |t| t.id);
     let started = std::time::Instant::now();
-    let decision = decide::task_start(&state.policies, &agent, &task_id.to_string(), &intent, now);
+    let decision = decide::task_start(&state.policies, agent, &task_id.to_string(), &intent, now);
     tracing::info!(agent = %agent.name, outcome = ?decision.outcome, reasons = ?decision.reasons, policy = %decision.policy_version, "task start decided");
-    let decided = decision_entry(&agent, task_id, "task.start", &decision, started);
+    let decided = decision_entry(agent, task_id, "task.start", &decision, started);
     let allowed = match decision.allowed() {
         Ok(a) => a,
         Err(d) => return Err(refuse(state, decided, d).await),
     };
+    if let Some(task) = reuse {
+        // The task goes on: a new token for it, decided and recorded like a start.
+        state
+            .ledger
+            .record_all(vec![
+                decided,
+                crate::ledger::entry(EntryKind::TokenRenewed, &agent.spiffe_id)
+                    .subject(task.id.to_string())
+                    .body(serde_json::json!({
+                        "agent": agent.name.to_string(),
+                        "task": task.id.to_string(),
+                        "task_expires_at": task.expires_at,
+                        "grant": "client_credentials",
+                        "audience": aud,
+                    })),
+            ])
+            .await?;
+        let issued = issue(state, &task, None, aud, now)?;
+        tracing::info!(agent = %agent.name, task = %task.id, "task token issued for a live task (client credentials)");
+        return Ok(issued);
+    }
     let s = &state.identity.settings;
     let duration = clamp_duration(intent.max_duration_secs, s.task_max_duration);
     let expires_at = now + duration;
@@ -415,13 +535,14 @@ async fn start_task(
         expires_at,
     };
     // The decision and the credential it grants are durable before the task exists.
-    state
-        .ledger
-        .record_all(vec![decided, issued_entry(&agent, &new, None)])
-        .await?;
+    let mut issued_record = issued_entry(agent, &new, None);
+    if aud != s.issuer {
+        issued_record.body["audience"] = aud.into();
+    }
+    state.ledger.record_all(vec![decided, issued_record]).await?;
     let task = create_task(state, &allowed, new, &agent.spiffe_id, now).await?;
     tracing::info!(agent = %agent.name, task = %task.id, expires_at = %task.expires_at, bound = task.cnf_jkt.is_some(), "task started");
-    issue(state, &task, None, now)
+    issue(state, &task, None, aud, now)
 }
 
 async fn renew_or_delegate(
@@ -438,11 +559,11 @@ async fn renew_or_delegate(
     })?;
     let s = &state.identity.settings;
     // Peek at the binding: a proof goes to the subject token if it is bound, else to the new token.
-    let subject_bound = warden_identity::verify_task_token(
+    let subject_bound = warden_identity::verify_task_token_for(
         req.subject_token.expose(),
         &state.identity.keys.lookup(now),
         &s.issuer,
-        &s.issuer,
+        &|aud| crate::resource::known_audience(&s.issuer, aud),
         now,
     )
     .map(|c| c.cnf.is_some())
@@ -454,6 +575,7 @@ async fn renew_or_delegate(
         subject_proof,
         "POST",
         &s.token_endpoint,
+        crate::resource::Presented::TokenEndpoint,
         now,
     )
     .await?;
@@ -478,6 +600,11 @@ async fn renew_or_delegate(
                 "a DPoP proof was sent to renew a token that is not DPoP-bound",
             ));
         }
+        if req.resource.as_deref().is_some_and(|r| r != claims.aud) {
+            return Err(crate::resource::invalid_target(
+                "a renewed token keeps its audience: `resource` must be the one the token is for, or absent",
+            ));
+        }
         state
             .ledger
             .record(
@@ -490,7 +617,7 @@ async fn renew_or_delegate(
                     })),
             )
             .await?;
-        let issued = issue(state, &parent, claims.act.clone(), now)?;
+        let issued = issue(state, &parent, claims.act.clone(), &claims.aud, now)?;
         tracing::info!(agent = %actor.name, task = %parent.id, "task token renewed");
         return Ok(issued);
     }
@@ -546,6 +673,24 @@ async fn renew_or_delegate(
     let narrowed = parent_intent
         .narrow(&requested, &actor.allowed_upstreams)
         .map_err(|e| OAuthError::access_denied(format!("delegation beyond the parent's scope: {e}")))?;
+    // The child's audience: the parent's, never wider. A child of a token bound to one resource is
+    // bound to it too; a child of an unbound token may be bound by `resource`.
+    let (narrowed, aud) = match req.resource.as_deref() {
+        None if claims.aud == s.issuer => (narrowed, claims.aud.clone()),
+        None => {
+            let upstream = crate::resource::resource_upstream(&s.issuer, &claims.aud).unwrap_or_default();
+            let mut n = narrowed;
+            n.upstreams.retain(|u| u.as_str() == upstream);
+            (n, claims.aud.clone())
+        }
+        Some(r) if claims.aud != s.issuer && r != claims.aud => {
+            return Err(crate::resource::invalid_target(format!(
+                "the parent's token is for the resource `{}`; a delegated token cannot be for another",
+                claims.aud
+            )));
+        }
+        Some(r) => bind_resource(state, narrowed, Some(r)).await?,
+    };
     let task_id = Uuid::new_v4();
     let chain = delegation_chain(&claims);
     let started = std::time::Instant::now();
@@ -583,13 +728,14 @@ async fn renew_or_delegate(
         cnf_jkt: jkt,
         expires_at,
     };
-    state
-        .ledger
-        .record_all(vec![decided, issued_entry(&actor, &new, Some(&claims.sub))])
-        .await?;
+    let mut issued_record = issued_entry(&actor, &new, Some(&claims.sub));
+    if aud != s.issuer {
+        issued_record.body["audience"] = aud.as_str().into();
+    }
+    state.ledger.record_all(vec![decided, issued_record]).await?;
     let task = create_task(state, &allowed, new, &actor.spiffe_id, now).await?;
     tracing::info!(parent_task = %parent.id, task = %task.id, child = %actor.name, depth, "task delegated");
-    issue(state, &task, Some(act), now)
+    issue(state, &task, Some(act), &aud, now)
 }
 
 /// The `decision` entry of a task start or delegation.
@@ -684,11 +830,13 @@ fn intent_details(intent: &TaskIntent) -> Vec<serde_json::Value> {
     }
 }
 
-/// Signs a task token for `task`: lifetime capped by the task's own end.
+/// Signs a task token for `task` with audience `aud` (Warden's issuer, or one resource: RFC 8707):
+/// lifetime capped by the task's own end.
 fn issue(
     state: &AppState,
     task: &Task,
     act: Option<Actor>,
+    aud: &str,
     now: DateTime<Utc>,
 ) -> Result<Issued, OAuthError> {
     let s = &state.identity.settings;
@@ -706,7 +854,7 @@ fn issue(
     let claims = TaskClaims {
         iss: s.issuer.clone(),
         sub: task.agent_spiffe_id.clone(),
-        aud: s.issuer.clone(),
+        aud: aud.to_owned(),
         iat: now.timestamp(),
         exp: exp.timestamp(),
         jti: Uuid::new_v4().to_string(),

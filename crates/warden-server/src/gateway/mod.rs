@@ -36,7 +36,7 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -577,7 +577,9 @@ async fn admit(
 ) -> Result<(Arc<TaskCaller>, Arc<Upstream>, Option<String>), Response> {
     check_origin(state, &parts.headers)?;
     check_protocol_version(&parts.headers)?;
-    let caller = TaskCaller::from_request_parts(parts, state)
+    // The endpoint is an OAuth protected resource: its token must be unbound or for it (RFC 8707),
+    // and a 401 names its metadata (RFC 9728).
+    let caller = TaskCaller::at_mcp(parts, state, name)
         .await
         .map_err(IntoResponse::into_response)?;
     let upstream = resolve_upstream(state, name).await?;
