@@ -16,6 +16,7 @@ mod audit;
 mod cli;
 mod client;
 mod commands;
+mod connect;
 mod gateway;
 mod output;
 mod policy;
