@@ -57,7 +57,7 @@ TLS:
   WARDEN_CLIENT_KEY); its SPIFFE ID must then be the agent's.
 
 Agents (`agent enroll`, `task start|renew|delegate|current`, `task end --task-token-file`,
-`authorize`):
+`authorize`, `connect`):
   These act as an agent, not as a human: they need no API token. An agent proves
   who it is with its private key (--key, written by `agent enroll`), and uses
   its task token from --task-token-file. Secrets an agent receives (task tokens,

@@ -484,10 +484,10 @@ impl Bridge {
             Ok(Posted::Accepted) => return,
             Err(e) => jsonrpc::error_response(Some(&req.id), jsonrpc::INTERNAL_ERROR, &e, None),
         };
-        if req.method == "initialize" {
-            if let Some(v) = answer["result"]["protocolVersion"].as_str() {
-                self.lock_session().protocol_version = Some(v.to_owned());
-            }
+        if req.method == "initialize"
+            && let Some(v) = answer["result"]["protocolVersion"].as_str()
+        {
+            self.lock_session().protocol_version = Some(v.to_owned());
         }
         if req.method == "tools/call" && answer["error"]["code"].as_i64() == Some(jsonrpc::APPROVAL_REQUIRED)
         {
