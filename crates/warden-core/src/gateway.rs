@@ -44,6 +44,34 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// Why a catalogued tool is quarantined.
+    QuarantineCause, "quarantine cause" {
+        /// A new tool, held because `[gateway] new_tools` holds every new tool for an admin.
+        FirstSeen = "first_seen",
+        /// Its definition differs from the approved one.
+        DefinitionChanged = "definition_changed",
+        /// A new name with the definition of a catalogued tool (`resembles`): a rename, or a copy.
+        Renamed = "renamed",
+        /// A new tool whose description is (nearly) an approved tool's (`resembles`).
+        Shadows = "shadows",
+    }
+);
+
+impl QuarantineCause {
+    /// The reason as `warden tool show`, the gateway's denial and the ledger say it; `resembles`
+    /// is the tool a rename or a shadow resembles.
+    pub fn reason(self, resembles: Option<&str>) -> String {
+        let other = resembles.unwrap_or("?");
+        match self {
+            QuarantineCause::FirstSeen => "first seen; new tools wait for an admin's approval".into(),
+            QuarantineCause::DefinitionChanged => "its definition changed".into(),
+            QuarantineCause::Renamed => format!("renamed from `{other}` (its definition under a new name)"),
+            QuarantineCause::Shadows => format!("shadows `{other}` (its description under a new name)"),
+        }
+    }
+}
+
 /// Longest tool name we catalogue. The MCP specification (2025-11-25) asks servers for 1 to 128
 /// characters; the gateway hides tools whose names break these rules instead of cataloguing them.
 pub const MAX_TOOL_NAME_LEN: usize = 128;

@@ -21,7 +21,8 @@ pub mod token;
 pub use decision::{Allowed, Decision, Outcome};
 pub use error::ValidationError;
 pub use gateway::{
-    Injection, SecretEnvVar, SecretHeaderName, SecretHeaderPrefix, SecretName, ToolClass, ToolState,
+    Injection, QuarantineCause, SecretEnvVar, SecretHeaderName, SecretHeaderPrefix, SecretName, ToolClass,
+    ToolState,
 };
 pub use glob::glob_matches;
 pub use model::*;

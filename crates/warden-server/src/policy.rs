@@ -1012,6 +1012,9 @@ when { context has tool_args && context.tool_args has "crm/refund" && context.to
             approved_at: None,
             classified_by: None,
             classified_at: None,
+            quarantine_cause: None,
+            resembles: None,
+            quarantine_reason: None,
         }
     }
 

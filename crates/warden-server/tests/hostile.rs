@@ -50,6 +50,8 @@ api_tests!(
     foreign_origins_and_hosts_are_refused,
     catalogue_fetch_is_decided_before_it_is_sent,
     changed_tool_definitions_are_quarantined,
+    a_renamed_tool_is_quarantined_not_trusted_as_new,
+    a_tool_shadowing_an_approved_ones_description_is_quarantined,
     credential_in_random_escapings_never_reaches_the_agent,
     narrowing_an_agent_ends_the_live_tasks_it_narrows,
     out_of_scope_tools_are_reported_as_out_of_scope,
@@ -130,11 +132,16 @@ async fn task_token(api: &Api, agent: &common::agents::Enrolled, details: &str) 
 /// The hostile upstream `tools` (configured by `config`), and the agent `bot` (allowed only
 /// `tools`) with a task that declares `tools` and its tools `echo` and `search`.
 async fn setup_with(api: &Api, config: Config) -> Env {
+    setup_declaring(api, config, &["echo", "search"]).await
+}
+
+/// As [`setup_with`], with a task that declares `tools`.
+async fn setup_declaring(api: &Api, config: Config, tools: &[&str]) -> Env {
     seed(api).await;
     let hostile = Hostile::start(config).await;
     register(api, "tools", &hostile.url, CRED).await;
     let bot = enrolled(api, "bot", &["tools"]).await;
-    let token = task_token(api, &bot, &intent(&["tools"], &["echo", "search"], None, None)).await;
+    let token = task_token(api, &bot, &intent(&["tools"], tools, None, None)).await;
     Env { token, hostile }
 }
 
@@ -1730,6 +1737,114 @@ async fn changed_tool_definitions_are_quarantined(api: Api) {
         r.text()
     );
     assert!(env.hostile.executed().is_empty(), "the quarantined tool ran");
+}
+
+/// A quarantined tool `name` of the upstream `tools`: denied with `tool-quarantined` naming
+/// `reason`, hidden, never run; `warden tool show`/`list` (the API behind them) say why, the
+/// ledger recorded it; an admin approving its pending digest trusts it: listed, and it runs.
+async fn assert_quarantined_until_approved(api: &Api, env: &Env, session: &str, name: &str, reason: &str) {
+    let r = post(api, "tools", &env.token, Some(session), call(3, name, json!({}))).await;
+    let answer = r.json();
+    assert_eq!(
+        error_code(&answer),
+        Some(warden_gateway::jsonrpc::TOOL_QUARANTINED),
+        "{}",
+        r.text()
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(reason), "the denial names why: {message}");
+    assert!(env.hostile.executed().is_empty(), "the quarantined tool ran");
+
+    let (s, shown) = api
+        .admin(Method::GET, &format!("/v1/tools/tools/{name}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{shown}");
+    assert_eq!(shown["state"], "quarantined", "{shown}");
+    assert!(
+        shown["quarantine_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(reason)),
+        "`tool show` says why: {shown}"
+    );
+    let (_, all) = api.admin(Method::GET, "/v1/tools?upstream=tools", None).await;
+    let listed_reason = all["tools"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == name))
+        .map(|t| t["quarantine_reason"].clone());
+    assert!(
+        listed_reason
+            .as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|r| r.contains(reason)),
+        "`tool list` says why: {all}"
+    );
+    let recorded = common::ledger_entries(api).await.into_iter().any(|(k, b)| {
+        k == "registry_change"
+            && b["operation"] == "tool.quarantined"
+            && b["tool"] == name
+            && b["reason"].as_str().is_some_and(|r| r.contains(reason))
+    });
+    assert!(recorded, "the quarantine and its reason are in the ledger");
+
+    let digest = shown["pending_digest"]
+        .as_str()
+        .expect("a pending digest")
+        .to_owned();
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            &format!("/v1/tools/tools/{name}/approve"),
+            Some(json!({ "digest": digest })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "active", "{b}");
+    assert!(b["quarantine_reason"].is_null(), "approved: no reason left {b}");
+    assert!(
+        listed(api, env, session).await.iter().any(|t| t == name),
+        "approved: listed"
+    );
+    let r = post(api, "tools", &env.token, Some(session), call(4, name, json!({}))).await;
+    assert!(r.json()["result"].is_object(), "approved: it runs {}", r.text());
+    assert_eq!(env.hostile.executed().len(), 1);
+}
+
+/// An upstream lists `echo`, then lists it again as `echo_v2` — the same description, input
+/// schema and annotations under a new name. Trusting it as a new tool would shed its pinning (and
+/// its admin's classification); it is quarantined as renamed until an admin approves it.
+async fn a_renamed_tool_is_quarantined_not_trusted_as_new(api: Api) {
+    let config = Config {
+        rename: true,
+        ..Config::default()
+    };
+    let env = setup_declaring(&api, config, &["echo", "echo_v2", "search"]).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    assert_eq!(listed(&api, &env, &session).await, ["echo", "search"]);
+    assert_eq!(
+        listed(&api, &env, &session).await,
+        ["search"],
+        "the renamed tool is hidden"
+    );
+    assert_quarantined_until_approved(&api, &env, &session, "echo_v2", "renamed from `echo`").await;
+}
+
+/// An upstream adds `lookup`, a new tool whose description is the approved `search`'s (in other
+/// case and spacing): a model choosing by description would send it `search`'s calls. It is
+/// quarantined as shadowing `search` until an admin approves it.
+async fn a_tool_shadowing_an_approved_ones_description_is_quarantined(api: Api) {
+    let config = Config {
+        shadow: true,
+        ..Config::default()
+    };
+    let env = setup_declaring(&api, config, &["echo", "search", "lookup"]).await;
+    let session = initialize(&api, "tools", &env.token).await;
+    assert_eq!(listed(&api, &env, &session).await, ["echo", "search"]);
+    assert_eq!(
+        listed(&api, &env, &session).await,
+        ["echo", "search"],
+        "the shadowing tool is hidden"
+    );
+    assert_quarantined_until_approved(&api, &env, &session, "lookup", "shadows `search`").await;
 }
 
 /// The harness itself: the leak check sees every form the hostile server echoes (so a passing test

@@ -38,8 +38,8 @@ use uuid::Uuid;
 use warden_core::token::TokenHash;
 use warden_core::{
     Agent, AgentName, AgentRegistration, AgentState, AgentStateChange, AgentUpdate, ApiTokenInfo,
-    ChangeContext, Email, Human, Injection, LifecycleAction, NewHuman, NewUpstream, SecretName, Task,
-    TaskState, ToolClass, ToolState, TrustDomain, Upstream, UpstreamName,
+    ChangeContext, Email, Human, Injection, LifecycleAction, NewHuman, NewUpstream, QuarantineCause,
+    SecretName, Task, TaskState, ToolClass, ToolState, TrustDomain, Upstream, UpstreamName,
 };
 
 pub use error::StoreError;
@@ -495,9 +495,38 @@ pub struct ToolRecord {
     pub approved_at: Option<DateTime<Utc>>,
     pub classified_by: Option<String>,
     pub classified_at: Option<DateTime<Utc>>,
+    /// Why it is quarantined (`None` while active).
+    pub quarantine_cause: Option<QuarantineCause>,
+    /// The tool a `renamed` or `shadows` quarantine resembles (same upstream).
+    pub resembles: Option<String>,
+    /// [`QuarantineCause::reason`], as `warden tool show` prints it (`None` while active).
+    pub quarantine_reason: Option<String>,
 }
 
 impl ToolRecord {
+    /// Sets why the tool is quarantined (and the reason that says it), or clears it with `None`.
+    pub fn set_quarantine(&mut self, cause: Option<QuarantineCause>, resembles: Option<String>) {
+        self.quarantine_reason = cause.map(|c| c.reason(resembles.as_deref()));
+        self.quarantine_cause = cause;
+        self.resembles = resembles;
+    }
+
+    /// The gateway's and `/v1/authorize`'s answer to a call of this (quarantined) tool: why, and
+    /// what an admin must approve.
+    pub fn quarantine_message(&self) -> String {
+        format!(
+            "tool-quarantined: `{}/{}` is quarantined: {}; an admin must approve digest {} (`warden tool approve {}/{} --digest …`)",
+            self.upstream,
+            self.name,
+            self.quarantine_reason
+                .as_deref()
+                .unwrap_or("held for an admin's approval"),
+            self.pending_digest.as_deref().unwrap_or("-"),
+            self.upstream,
+            self.name,
+        )
+    }
+
     /// The class policies see: the admin's override, else the annotations' hint.
     pub fn effective_class(&self) -> ToolClass {
         self.class_override.unwrap_or(self.hint_class)
@@ -513,7 +542,8 @@ impl ToolRecord {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "change", content = "tool", rename_all = "snake_case")]
 pub enum ToolChange {
-    /// First sight: catalogued in the state the caller asked for.
+    /// First sight: catalogued in the state the caller asked for — or quarantined whatever it
+    /// asked, as `renamed` or `shadows` (see [`Store::observe_tools`]).
     New(ToolRecord),
     /// The definition differs from the approved one: quarantined with it pending.
     Quarantined(ToolRecord),
@@ -839,7 +869,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// stays quarantined with the same definition pending. It is never re-activated by what an
     /// upstream shows (an upstream that changed a tool once may change it again; an admin decides,
     /// restoring it with [`Store::approve_tool`] and the approved digest), and the pending
-    /// definition stays as evidence of the change that quarantined it. Returns only what changed, so a listing that
+    /// definition stays as evidence of the change that quarantined it.
+    ///
+    /// A new name is compared with the upstream's catalogued tools first (those catalogued before
+    /// this call; tools new in the same listing are not compared with each other): one whose
+    /// definition without `name`, `title` and `_meta` ([`warden_gateway::tools::shape_digest`])
+    /// equals a catalogued tool's approved or pending one is quarantined as `renamed` from it
+    /// (renamed, or copied under a second name); else one whose description shadows an approved
+    /// tool's ([`warden_gateway::tools::shadows`]: what it catches and misses) is quarantined as
+    /// `shadows` it. The first such tool by name is the one named. Returns only what changed, so a listing that
     /// changes nothing writes nothing. Concurrent observers (on any node) neither fail nor insert twice.
     /// Names must pass [`warden_core::gateway::check_tool_name`] and appear once (`seen[i]` names the
     /// offender); the upstream must exist (not found otherwise, unless nothing would change).

@@ -53,6 +53,15 @@ pub(crate) fn uuid_col(value: &str) -> Result<uuid::Uuid> {
     parse_col("id", value)
 }
 
+/// What a catalogued tool looks like without its name (see `resemblance` in [`impl_store!`]).
+pub(crate) struct Look {
+    pub name: String,
+    /// Shape digests of its approved and pending definitions.
+    pub shapes: Vec<String>,
+    /// Its approved description, normalised.
+    pub description: Option<String>,
+}
+
 /// Implements [`crate::Store`] for `$store`, whose fields `read` and `write` are `sqlx::Pool<$db>`.
 macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $backend:expr, for_update = $for_update:literal, begin = $begin:literal) => {
@@ -123,7 +132,7 @@ macro_rules! impl_store {
                 let class = |col: &str| -> crate::Result<Option<ToolClass>> {
                     row.try_get::<Option<&str>, _>(col)?.map(|v| parse_col(col, v)).transpose()
                 };
-                Ok(crate::ToolRecord {
+                let mut tool = crate::ToolRecord {
                     upstream: parse_col("upstream_name", row.try_get::<&str, _>("upstream_name")?)?,
                     name: row.try_get("name")?,
                     state: parse_col("state", row.try_get::<&str, _>("state")?)?,
@@ -140,7 +149,16 @@ macro_rules! impl_store {
                     approved_at: row.try_get("approved_at")?,
                     classified_by: row.try_get("classified_by")?,
                     classified_at: row.try_get("classified_at")?,
-                })
+                    quarantine_cause: None,
+                    resembles: None,
+                    quarantine_reason: None,
+                };
+                let cause = row
+                    .try_get::<Option<&str>, _>("quarantine_cause")?
+                    .map(|v| parse_col("quarantine_cause", v))
+                    .transpose()?;
+                tool.set_quarantine(cause, row.try_get("resembles")?);
+                Ok(tool)
             }
 
             pub(super) fn secret_info(row: &$row) -> crate::Result<crate::SecretInfo> {
@@ -310,7 +328,7 @@ macro_rules! impl_store {
              t.end_reason";
         const TOOL_COLUMNS: &str = "upstream_name, name, state, digest, definition, hint_class, class_override, \
              pending_digest, pending_definition, pending_hint_class, first_seen, updated_at, approved_by, approved_at, \
-             classified_by, classified_at";
+             classified_by, classified_at, quarantine_cause, resembles";
         const SECRET_COLUMNS: &str = "name, upstream_name, injection, header_name, header_prefix, env_var, version, \
              key_id, created_at, created_by, rotated_at, rotated_by";
         const TOKEN_COLUMNS: &str =
@@ -958,6 +976,44 @@ macro_rules! impl_store {
             /// re-activates it (see [`crate::Store::observe_tools`]).
             fn tool_unchanged(tool: &crate::ToolRecord, digest: &str) -> bool {
                 tool.digest.as_deref() == Some(digest) || tool.pending_digest.as_deref() == Some(digest)
+            }
+
+            /// What each catalogued tool looks like without its name, by name: the shapes of its
+            /// approved and pending definitions and its approved description (normalised).
+            fn looks(known: &std::collections::HashMap<String, crate::ToolRecord>) -> Vec<crate::sql::Look> {
+                let mut looks: Vec<crate::sql::Look> = known
+                    .values()
+                    .map(|k| crate::sql::Look {
+                        name: k.name.clone(),
+                        shapes: [k.definition.as_ref(), k.pending_definition.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .filter_map(warden_gateway::tools::shape_digest)
+                            .collect(),
+                        description: k.definition.as_ref().and_then(warden_gateway::tools::description_key),
+                    })
+                    .collect();
+                looks.sort_by(|a, b| a.name.cmp(&b.name));
+                looks
+            }
+
+            /// Whether a new name is a catalogued tool renamed (the same definition without its
+            /// name; approved or pending) or shadows an approved one (its description): the cause
+            /// and the tool it resembles, the first by name. A rename wins over a shadow.
+            fn resemblance(looks: &[crate::sql::Look], t: &crate::ObservedTool) -> Option<(warden_core::QuarantineCause, String)> {
+                if looks.is_empty() {
+                    return None;
+                }
+                if let Some(shape) = warden_gateway::tools::shape_digest(&t.definition) {
+                    if let Some(k) = looks.iter().find(|k| k.shapes.contains(&shape)) {
+                        return Some((warden_core::QuarantineCause::Renamed, k.name.clone()));
+                    }
+                }
+                let description = warden_gateway::tools::description_key(&t.definition)?;
+                looks
+                    .iter()
+                    .find(|k| k.description.as_deref().is_some_and(|d| warden_gateway::tools::shadows(&description, d)))
+                    .map(|k| (warden_core::QuarantineCause::Shadows, k.name.clone()))
             }
 
             /// Checks an observed listing: valid names and digests, each name once.
@@ -2723,21 +2779,35 @@ macro_rules! impl_store {
                     // Rows are locked in name order, so concurrent observers of one upstream never deadlock.
                     let mut ordered: Vec<&crate::ObservedTool> = seen.iter().collect();
                     ordered.sort_by(|a, b| a.name.cmp(&b.name));
+                    // What the catalogued tools look like without their names, read only when a new
+                    // name is listed (renames and shadows are looked for among new names only).
+                    let looks = if seen.iter().any(|t| !known.contains_key(&t.name)) {
+                        Self::looks(&known)
+                    } else {
+                        Vec::new()
+                    };
                     let mut changes = Vec::new();
                     for t in ordered {
                         let definition = t.definition.to_string();
-                        let active = new_state == warden_core::ToolState::Active;
+                        let resemblance = if known.contains_key(&t.name) { None } else { Self::resemblance(&looks, t) };
+                        // A rename or a shadow is quarantined whatever new tools get.
+                        let state = if resemblance.is_some() { warden_core::ToolState::Quarantined } else { new_state };
+                        let active = state == warden_core::ToolState::Active;
+                        let (cause, resembles) = match resemblance {
+                            Some((cause, other)) => (Some(cause), Some(other)),
+                            None => ((!active).then_some(warden_core::QuarantineCause::FirstSeen), None),
+                        };
                         // First sight. A concurrent observer's insert makes this one do nothing (on
                         // PostgreSQL it waits for that transaction first), and the row is handled below.
                         let inserted = sqlx::query(
                             "INSERT INTO tools (upstream_name, name, state, digest, definition, hint_class, pending_digest, \
-                             pending_definition, pending_hint_class, first_seen, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                             pending_definition, pending_hint_class, first_seen, updated_at, quarantine_cause, resembles) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
                              ON CONFLICT (upstream_name, name) DO NOTHING",
                         )
                         .bind(upstream.as_str())
                         .bind(&t.name)
-                        .bind(new_state.as_str())
+                        .bind(state.as_str())
                         .bind(active.then_some(t.digest.as_str()))
                         .bind(active.then_some(definition.as_str()))
                         .bind(t.hint_class.as_str())
@@ -2745,15 +2815,17 @@ macro_rules! impl_store {
                         .bind((!active).then_some(definition.as_str()))
                         .bind((!active).then_some(t.hint_class.as_str()))
                         .bind(at)
+                        .bind(cause.map(|c| c.as_str()))
+                        .bind(resembles.as_deref())
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
                         if inserted == 1 {
                             let (approved, pending) = if active { (Some(t), None) } else { (None, Some(t)) };
-                            changes.push(crate::ToolChange::New(crate::ToolRecord {
+                            let mut tool = crate::ToolRecord {
                                 upstream: upstream.clone(),
                                 name: t.name.clone(),
-                                state: new_state,
+                                state,
                                 digest: approved.map(|t| t.digest.clone()),
                                 definition: approved.map(|t| t.definition.clone()),
                                 hint_class: t.hint_class,
@@ -2767,21 +2839,39 @@ macro_rules! impl_store {
                                 approved_at: None,
                                 classified_by: None,
                                 classified_at: None,
-                            }));
+                                quarantine_cause: None,
+                                resembles: None,
+                                quarantine_reason: None,
+                            };
+                            tool.set_quarantine(cause, resembles);
+                            changes.push(crate::ToolChange::New(tool));
                             continue;
                         }
                         let mut tool = Self::tool_for_update(&mut tx, upstream, &t.name).await?;
                         if Self::tool_unchanged(&tool, &t.digest) {
                             continue;
                         }
+                        // A tool with an approved definition changed; one never approved (first
+                        // seen in quarantine, a rename, a shadow) keeps why it was held.
+                        let (cause, resembles) = if tool.digest.is_some() {
+                            (warden_core::QuarantineCause::DefinitionChanged, None)
+                        } else {
+                            (
+                                tool.quarantine_cause.unwrap_or(warden_core::QuarantineCause::FirstSeen),
+                                tool.resembles.clone(),
+                            )
+                        };
                         sqlx::query(
                             "UPDATE tools SET state = 'quarantined', pending_digest = $1, pending_definition = $2, \
-                             pending_hint_class = $3, updated_at = $4 WHERE upstream_name = $5 AND name = $6",
+                             pending_hint_class = $3, updated_at = $4, quarantine_cause = $5, resembles = $6 \
+                             WHERE upstream_name = $7 AND name = $8",
                         )
                         .bind(&t.digest)
                         .bind(&definition)
                         .bind(t.hint_class.as_str())
                         .bind(at)
+                        .bind(cause.as_str())
+                        .bind(resembles.as_deref())
                         .bind(upstream.as_str())
                         .bind(&t.name)
                         .execute(&mut *tx)
@@ -2791,6 +2881,7 @@ macro_rules! impl_store {
                         tool.pending_definition = Some(t.definition.clone());
                         tool.pending_hint_class = Some(t.hint_class);
                         tool.updated_at = at;
+                        tool.set_quarantine(Some(cause), resembles);
                         changes.push(crate::ToolChange::Quarantined(tool));
                     }
                     if changes.is_empty() {
@@ -2910,13 +3001,13 @@ macro_rules! impl_store {
                     let at = crate::sql::ts(ctx.at);
                     let sql = if restored {
                         "UPDATE tools SET state = 'active', pending_digest = NULL, pending_definition = NULL, \
-                         pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
-                         WHERE upstream_name = $3 AND name = $4"
+                         pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2, \
+                         quarantine_cause = NULL, resembles = NULL WHERE upstream_name = $3 AND name = $4"
                     } else {
                         "UPDATE tools SET state = 'active', digest = pending_digest, definition = pending_definition, \
                          hint_class = pending_hint_class, pending_digest = NULL, pending_definition = NULL, \
-                         pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2 \
-                         WHERE upstream_name = $3 AND name = $4"
+                         pending_hint_class = NULL, approved_by = $1, approved_at = $2, updated_at = $2, \
+                         quarantine_cause = NULL, resembles = NULL WHERE upstream_name = $3 AND name = $4"
                     };
                     sqlx::query(sql)
                         .bind(&ctx.actor)
@@ -2937,6 +3028,7 @@ macro_rules! impl_store {
                     tool.approved_by = Some(ctx.actor.clone());
                     tool.approved_at = Some(at);
                     tool.updated_at = at;
+                    tool.set_quarantine(None, None);
                     let event = Self::notify_registry(&mut tx, vec![], vec![], vec![key], vec![]).await?;
                     tx.commit().await?;
                     self.emit(event);

@@ -167,7 +167,7 @@ pub async fn connect(server: &Server) -> anyhow::Result<(Client, Discovery)> {
     Ok((client, discovery))
 }
 
-fn assertion(key: &SigningKey, spiffe_id: &str, d: &Discovery) -> anyhow::Result<Secret<String>> {
+pub(crate) fn assertion(key: &SigningKey, spiffe_id: &str, d: &Discovery) -> anyhow::Result<Secret<String>> {
     create_assertion(
         key,
         spiffe_id,
@@ -203,7 +203,7 @@ fn header(value: &Secret<String>, what: &str) -> anyhow::Result<HeaderValue> {
 }
 
 /// `POST /v1/token` (RFC 8693 token exchange), with a DPoP proof when given.
-async fn exchange(
+pub(crate) async fn exchange(
     client: &Client,
     form: &[(&str, &str)],
     proof: Option<&Secret<String>>,

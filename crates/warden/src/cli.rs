@@ -57,7 +57,7 @@ TLS:
   WARDEN_CLIENT_KEY); its SPIFFE ID must then be the agent's.
 
 Agents (`agent enroll`, `task start|renew|delegate|current`, `task end --task-token-file`,
-`authorize`):
+`authorize`, `connect`):
   These act as an agent, not as a human: they need no API token. An agent proves
   who it is with its private key (--key, written by `agent enroll`), and uses
   its task token from --task-token-file. Secrets an agent receives (task tokens,
@@ -162,6 +162,8 @@ pub enum Format {
 pub enum Command {
     /// Run the Warden server.
     Serve(ServeArgs),
+    /// Bridge a desktop or IDE MCP client (stdio) to one upstream through Warden, as an agent.
+    Connect(ConnectArgs),
     /// Register, list, change, suspend, activate and retire agents.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -716,6 +718,24 @@ pub struct TaskStartArgs {
     /// Write the task token to this new file (mode 0600) instead of printing it.
     #[arg(long, value_name = "FILE")]
     pub token_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Configure it in the MCP client as a stdio server (`\"command\": \"warden\", \"args\": [\"connect\", ...]`).
+It starts a task with the agent's key (as `task start`; --upstream names the one upstream it relays
+to), renews its token before it expires, starts a new task when the task reaches its maximum
+duration (and re-initializes the MCP session for it), relays newline-delimited JSON-RPC between
+stdin/stdout and <server>/mcp/<upstream>, and ends the task when stdin closes. A task ended by
+someone else is not restarted: requests are then answered with an error. When a call needs
+approval, the approval's URL is shown to the user (an `elicitation/create` in URL mode, when the
+client supports it) and logged on stderr, and the call is retried once approved. stdout carries
+only MCP messages; logs go to stderr. The key file must not be readable by group or others.")]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub agent: AgentKeyArgs,
+    #[command(flatten)]
+    pub intent: IntentArgs,
 }
 
 #[derive(Debug, Args)]

@@ -265,6 +265,27 @@ pub fn read_ca_file(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
         .collect()
 }
 
+/// An HTTP client builder for `server`: its CA file and client certificate, `https` only for an
+/// `https://` server, a 10 s connect timeout, no redirects (one could carry a token elsewhere), and
+/// no total timeout (the caller sets one, or bounds its reads itself, as `warden connect` does for
+/// event streams).
+pub fn http_builder(server: &Server) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = &server.ca_file {
+        for cert in read_ca_file(path)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let Some((cert, key)) = &server.client_identity {
+        builder = builder.identity(read_identity(cert, key)?);
+    }
+    Ok(builder
+        .https_only(server.url.scheme() == "https")
+        .user_agent(concat!("warden-cli/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none()))
+}
+
 /// A client of one Warden server: authenticated with one API token ([`Client::new`]), or without one
 /// ([`Client::anonymous`], for the agent-side endpoints, which take credentials per request).
 #[derive(Debug)]
@@ -289,23 +310,9 @@ impl Client {
 
     fn build(server: &Server, headers: HeaderMap, token_source: Option<TokenSource>) -> anyhow::Result<Self> {
         let base = server.url.clone();
-        let mut builder = reqwest::Client::builder();
-        if let Some(path) = &server.ca_file {
-            for cert in read_ca_file(path)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if let Some((cert, key)) = &server.client_identity {
-            builder = builder.identity(read_identity(cert, key)?);
-        }
-        let http = builder
-            .https_only(base.scheme() == "https")
+        let http = http_builder(server)?
             .default_headers(headers)
-            .user_agent(concat!("warden-cli/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
-            // Never follow a redirect: it could carry the token somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("setting up the HTTP client")?;
         Ok(Self {

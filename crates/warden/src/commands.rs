@@ -45,6 +45,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Every request body is built, and checked, before the token is read or anything is sent.
     let call = match command {
         Command::Serve(args) => return serve(args).await.map(done),
+        // As the agent: its key, no API token.
+        Command::Connect(a) => return crate::connect::run(&server, a).await.map(done),
         // As the agent, with its task token; exits with the decision's code.
         Command::Authorize(a) => return policy::authorize(&server, format, a).await,
         // Local: no server, no token.

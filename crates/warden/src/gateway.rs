@@ -41,8 +41,11 @@ fn print_tool(format: Format, t: &Value) -> anyhow::Result<()> {
         Format::Table => {
             let mut f = Fields::new();
             f.add("tool", format!("{}/{}", s(&t["upstream"]), s(&t["name"])))
-                .add("state", s(&t["state"]))
-                .add("class", class(t))
+                .add("state", s(&t["state"]));
+            if !t["quarantine_reason"].is_null() {
+                f.add("quarantined", s(&t["quarantine_reason"]));
+            }
+            f.add("class", class(t))
                 .add("digest", s(&t["digest"]))
                 .add("first_seen", s(&t["first_seen"]));
             if !t["approved_by"].is_null() {
@@ -70,7 +73,7 @@ pub async fn run_tool(client: &Client, format: Format, command: ToolCommand) -> 
             match format {
                 Format::Json => print_json(&v),
                 Format::Table => {
-                    let mut t = Table::new(&["TOOL", "STATE", "CLASS", "DIGEST"]);
+                    let mut t = Table::new(&["TOOL", "STATE", "CLASS", "DIGEST", "REASON"]);
                     for tool in v["tools"].as_array().into_iter().flatten() {
                         let digest = s(&tool["digest"]);
                         t.row(vec![
@@ -78,6 +81,7 @@ pub async fn run_tool(client: &Client, format: Format, command: ToolCommand) -> 
                             s(&tool["state"]),
                             class(tool),
                             digest.chars().take(16).collect(),
+                            s(&tool["quarantine_reason"]),
                         ]);
                     }
                     output::stdout(&t.render())

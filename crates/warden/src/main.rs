@@ -1,6 +1,7 @@
 //! `warden`: the Warden server (`warden serve`) and the command-line client of its REST API (`agent`,
 //! `upstream`, `human`, `task`, `keys`, `policy`, `whoami`), including the agent side (`agent enroll`,
-//! `task start|renew|delegate|current|end`, `authorize`), which authenticates with the agent's own key or
+//! `task start|renew|delegate|current|end`, `authorize`, and `connect`, the stdio bridge for desktop and
+//! IDE MCP clients), which authenticates with the agent's own key or
 //! task token instead of an API token. `policy validate` and `policy test` work on local files only;
 //! `audit verify` and `audit export` read the ledger from the server's database (or a bundle) directly.
 //!
@@ -16,6 +17,7 @@ mod audit;
 mod cli;
 mod client;
 mod commands;
+mod connect;
 mod gateway;
 mod output;
 mod policy;

@@ -141,12 +141,7 @@ async fn catalogued_tool(
         }
     };
     if tool.state == ToolState::Quarantined {
-        return Some(Err(format!(
-            "tool-quarantined: the definition of `{}/{}` changed; an admin must approve digest {} (`warden tool approve`)",
-            tool.upstream,
-            tool.name,
-            tool.pending_digest.as_deref().unwrap_or("-")
-        )));
+        return Some(Err(tool.quarantine_message()));
     }
     Some(Ok(tool))
 }

@@ -1,7 +1,9 @@
 //! The tool catalogue as the gateway maintains it: every `tools/list` answer is observed, tools
 //! seen for the first time are catalogued (`[gateway] new_tools`: trusted on first use, or held in
 //! quarantine for an admin), and a tool whose definition digest changed is quarantined — hidden
-//! from `tools/list` and denied — until an admin approves the new digest. Every change is a ledger
+//! from `tools/list` and denied — until an admin approves the new digest. So is a new name that
+//! resembles a catalogued tool: the same definition under another name (`renamed`), or an approved
+//! tool's description (`shadows`; the store decides, `Store::observe_tools`). Every change is a ledger
 //! entry and reaches the other nodes by store event; this node applies it before it answers.
 
 use std::sync::Arc;
@@ -49,12 +51,17 @@ pub async fn observe(state: &AppState, upstream: &UpstreamName, seen: &[Observed
         .iter()
         .map(|c| {
             let t = c.tool();
+            // A new name quarantined as a rename or a shadow is recorded as a quarantine (with its
+            // reason), like a changed definition; other new tools as catalogued.
+            let resembles = t.resembles.is_some();
             let (op, what) = match c {
+                ToolChange::New(_) if resembles => ("tool.quarantined", "first seen"),
                 ToolChange::New(_) => ("tool.catalogued", "first seen"),
                 ToolChange::Quarantined(_) => ("tool.quarantined", "definition changed"),
             };
             match c {
                 ToolChange::Quarantined(_) => tracing::warn!(upstream = %t.upstream, tool = %t.name, approved = ?t.digest, pending = ?t.pending_digest, "tool definition changed; quarantined until an admin approves it"),
+                ToolChange::New(_) if resembles => tracing::warn!(upstream = %t.upstream, tool = %t.name, reason = ?t.quarantine_reason, pending = ?t.pending_digest, "new tool resembles a catalogued one; quarantined until an admin approves it"),
                 ToolChange::New(_) => tracing::info!(upstream = %t.upstream, tool = %t.name, state = %t.state, class = %t.effective_class(), "tool catalogued"),
             }
             crate::ledger::entry(EntryKind::RegistryChange, "system:gateway")
@@ -68,6 +75,9 @@ pub async fn observe(state: &AppState, upstream: &UpstreamName, seen: &[Observed
                     "digest": t.digest,
                     "pending_digest": t.pending_digest,
                     "class": t.effective_class(),
+                    "cause": t.quarantine_cause,
+                    "reason": t.quarantine_reason,
+                    "resembles": t.resembles,
                 }))
         })
         .collect();

@@ -235,14 +235,7 @@ fn request(
                     );
                 };
                 if tool.state == ToolState::Quarantined {
-                    return refuse(
-                        format!(
-                            "tool-quarantined: the definition of `{}` changed; an admin must approve digest {} (`warden tool approve`)",
-                            tool.name,
-                            tool.pending_digest.as_deref().unwrap_or("-")
-                        ),
-                        jsonrpc::TOOL_QUARANTINED,
-                    );
+                    return refuse(tool.quarantine_message(), jsonrpc::TOOL_QUARANTINED);
                 }
                 q.action = class_action(tool.effective_class());
                 q.resource = ResourceRef::tool(&upstream.name, call.name);

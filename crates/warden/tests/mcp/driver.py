@@ -11,6 +11,9 @@ Commands (every command may carry an "id", echoed in its answer, and a "timeout"
         2025-11-25 or what the server picks) or "auto" (the SDK's default: probes `server/discover`,
         falls back to initialize)
   {"op":"connect","command":["node","/path/server.js","arg"],"env":{...}}     stdio instead of url
+        either may carry "elicit": "accept" | "decline": the client then declares elicitation (form and
+        URL mode) and answers every `elicitation/create` so, recording its params
+  {"op":"elicitations"}  the params of every elicitation/create received so far, in order
   {"op":"list_tools"}  {"op":"list_resources"}  {"op":"list_prompts"}  {"op":"ping"}
   {"op":"call_tool","name":"echo","arguments":{"message":"hi"}}
   {"op":"read_resource","uri":"demo://..."}
@@ -56,7 +59,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, Implementation
+from mcp_types import CONNECTION_CLOSED, ElicitResult, Implementation
 from pydantic import BaseModel, ValidationError
 
 DEFAULT_TIMEOUT = 30.0
@@ -93,6 +96,7 @@ class Session:
         self.dead: str | None = None  # why the session is gone, once it is
         self.answered = True  # whether the command in flight (connect first) has its answer
         self.http_error: tuple[int, str | None] | None = None  # POST status >= 400 seen in this command
+        self.elicited: list[Any] = []  # params of the elicitation/create requests received
 
     async def on_response(self, response: httpx2.Response) -> None:
         if response.request.method == "POST" and response.status_code >= 400:
@@ -128,7 +132,19 @@ class Session:
                     if self.http is not None:
                         await stack.enter_async_context(self.http)
                     mode = self.spec.get("mode", "legacy")
-                    client = Client(server, mode=mode, cache=None, client_info=CLIENT_INFO)
+                    elicit = self.spec.get("elicit")
+                    callback = None
+                    if elicit is not None:
+                        if elicit not in ("accept", "decline"):
+                            raise DriverError('elicit must be "accept" or "decline"')
+
+                        async def callback(context: Any, params: Any) -> Any:
+                            self.elicited.append(dump(params))
+                            return ElicitResult(action=elicit)
+
+                    client = Client(
+                        server, mode=mode, cache=None, client_info=CLIENT_INFO, elicitation_callback=callback
+                    )
                     await stack.enter_async_context(client)
                     self.client = client
                     await self.answer(
@@ -191,6 +207,8 @@ class Session:
                 elif op == "get_prompt":
                     arguments = {str(k): str(v) for k, v in (command.get("arguments") or {}).items()}
                     result = await client.get_prompt(str(command["name"]), arguments)
+                elif op == "elicitations":
+                    result = {"elicitations": list(self.elicited)}
                 elif op == "ping":
                     result = await client.session.send_ping()
                 elif op == "set_header":
