@@ -138,7 +138,7 @@ pub struct SigningKeyRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HumanRemoval {
     pub human: Human,
-    /// API tokens of the human that were revoked.
+    /// API tokens revoked: the human's own and the live ones minted from them for others (unclaimed).
     pub revoked_api_tokens: usize,
     /// Agents left without any owner, and therefore suspended.
     pub orphaned_agents: Vec<AgentName>,

@@ -2075,6 +2075,19 @@ macro_rules! impl_store {
                         .await?;
                     human.disabled_at = Some(at);
                     human.disabled_by = Some(ctx.actor.clone());
+                    // Every live token minted from one of the human's tokens goes with them, as when
+                    // one token is revoked (`revoke_api_token`): found before the human's own are
+                    // revoked, so the walk starts from live tokens only.
+                    let minted: Vec<String> = sqlx::query_scalar(
+                        "WITH RECURSIVE minted (id) AS ( \
+                             SELECT t.id FROM api_tokens t JOIN api_tokens o ON t.minted_by = o.id \
+                             WHERE o.human_email = $1 AND t.human_email <> $1 AND t.revoked_at IS NULL \
+                             UNION SELECT t.id FROM api_tokens t JOIN minted m ON t.minted_by = m.id WHERE t.revoked_at IS NULL \
+                         ) SELECT id FROM minted ORDER BY id",
+                    )
+                    .bind(email.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
                     let tokens = sqlx::query(
                         "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE human_email = $3 AND revoked_at IS NULL",
                     )
@@ -2084,6 +2097,19 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                    let mut minted_revoked = 0u64;
+                    for m in &minted {
+                        minted_revoked += sqlx::query(
+                            "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3 AND revoked_at IS NULL",
+                        )
+                        .bind(at)
+                        .bind(format!("{} (with {email}, whose token minted it)", ctx.actor))
+                        .bind(m)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    }
+                    let tokens = tokens + minted_revoked;
                     let owned = sqlx::query(
                         "SELECT a.name FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE o.human_email = $1 ORDER BY a.name",
                     )

@@ -98,6 +98,7 @@ store_tests!(
     approvers_named_by_policy_are_the_only_ones_counted,
     separation_of_duties_covers_the_whole_delegation_chain,
     claims_and_revocations_follow_the_token_lineage,
+    removing_a_human_revokes_the_tokens_minted_from_theirs,
     tools_are_catalogued_on_first_sight,
     unchanged_listing_writes_nothing,
     bad_listing_writes_nothing,
@@ -2312,6 +2313,67 @@ async fn claims_and_revocations_follow_the_token_lineage(store: Arc<dyn Store>) 
         .await
         .unwrap();
     assert!(revoked.minted_revoked.is_empty(), "{:?}", revoked.minted_revoked);
+}
+
+async fn removing_a_human_revokes_the_tokens_minted_from_theirs(store: Arc<dyn Store>) {
+    seeded(&store).await;
+    add_human(&store, "ann@example.com", &[Role::Approver]).await;
+    add_human(&store, "ben@example.com", &[Role::Approver]).await;
+    // second@ holds a token and issues one to ann (unclaimed) and one to ben (claimed).
+    let (_, issuer) = token_record("second@example.com", Duration::hours(2));
+    store
+        .create_api_token(&issuer, &ctx("admin@example.com"))
+        .await
+        .unwrap();
+    let (_, mut to_ann) = token_record("ann@example.com", Duration::hours(1));
+    to_ann.minted_by = Some(issuer.id);
+    store
+        .create_api_token(&to_ann, &ctx("second@example.com"))
+        .await
+        .unwrap();
+    let (_, mut to_ben) = token_record("ben@example.com", Duration::hours(1));
+    to_ben.minted_by = Some(issuer.id);
+    store
+        .create_api_token(&to_ben, &ctx("second@example.com"))
+        .await
+        .unwrap();
+    let (_, mut bens_own) = token_record("ben@example.com", Duration::hours(1));
+    bens_own.minted_by = Some(to_ben.id);
+    bens_own.personal = true;
+    bens_own.claims = Some(to_ben.id);
+    store
+        .create_api_token(&bens_own, &ctx("ben@example.com"))
+        .await
+        .unwrap();
+
+    let removal = store
+        .remove_human(&email("second@example.com"), &ctx("hr@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(
+        removal.revoked_api_tokens, 2,
+        "the issuer's own and the unclaimed one it minted"
+    );
+    let anns = store.get_api_token(to_ann.id).await.unwrap().unwrap();
+    assert!(
+        anns.revoked_at.is_some()
+            && anns
+                .revoked_by
+                .as_deref()
+                .unwrap_or("")
+                .contains("second@example.com"),
+        "{anns:?}"
+    );
+    assert!(
+        store
+            .get_api_token(bens_own.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none(),
+        "a claimed token was its holder's own, not the removed human's"
+    );
 }
 
 async fn approval_setup(store: &Arc<dyn Store>) -> Task {
