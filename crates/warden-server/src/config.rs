@@ -1184,6 +1184,10 @@ mod tests {
                 "[approvals]\ngrant_ttl_secs = 90000\n",
                 "approvals.grant_ttl_secs",
             ),
+            (
+                "[approvals]\nin_protocol_wait_secs = 26\n",
+                "approvals.in_protocol_wait_secs",
+            ),
         ] {
             let err = notify_resolve(toml).expect_err(toml).to_string();
             assert!(err.contains(want), "{toml}: {err}");

@@ -11,7 +11,9 @@
 //! [`Scrubber`] of [`Injected`], and [`Credentials::retired_scrubber`]) by the outbound filter
 //! before an agent sees it.
 //!
-//! The key also seals the ids Warden hands agents in place of the upstream's: session ids, SSE
+//! The key also seals the `requestState` of Warden's own `InputRequiredResult`s (approval inside the
+//! protocol, `input_required.rs`) and the ids Warden hands agents in place of the upstream's: session ids
+//! (with what the client declared at `initialize` that Warden acts on), SSE
 //! event ids (with the request the stream answers, so a resumed stream is filtered as the original)
 //! and the ids of the upstream's own requests (so an agent can answer only a request that was
 //! really sent, in its own session).
