@@ -35,7 +35,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use warden_core::{Outcome, Upstream};
@@ -162,7 +162,7 @@ pub fn prepare(message: &mut Message, modern: bool, caps: SessionCaps, version: 
         return None;
     };
     let param = target_param(&req.method)?;
-    let params = req.params.get_or_insert_with(Map::new);
+    let params = req.params.as_mut()?;
     let target = params.get(param).and_then(Value::as_str)?.to_owned();
     let elicits = if modern {
         let declared = params
