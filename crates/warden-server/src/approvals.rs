@@ -29,6 +29,9 @@ pub struct ApprovalSettings {
     pub request_ttl: Duration,
     pub grant_ttl: Duration,
     pub single_use: bool,
+    /// How long the gateway holds a retry that carries a request state while its approval is
+    /// pending (`in_protocol_wait_secs`).
+    pub in_protocol_wait: std::time::Duration,
 }
 
 impl Default for ApprovalSettings {
@@ -44,6 +47,7 @@ impl From<&crate::config::ApprovalConfig> for ApprovalSettings {
             request_ttl: secs(c.request_ttl_secs),
             grant_ttl: secs(c.grant_ttl_secs),
             single_use: c.single_use,
+            in_protocol_wait: std::time::Duration::from_secs(c.in_protocol_wait_secs),
         }
     }
 }

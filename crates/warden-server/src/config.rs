@@ -496,6 +496,10 @@ pub struct ApprovalConfig {
     pub grant_ttl_secs: u64,
     /// A grant allows one action, then is spent. Default false (any number within its window).
     pub single_use: bool,
+    /// How long the gateway holds an MCP client's retry of a call waiting for approval (the retry
+    /// carrying the `requestState` of Warden's `InputRequiredResult`, after the user opened the
+    /// approval) before answering "still waiting", seconds. Default 20, at most 25; 0 answers at once.
+    pub in_protocol_wait_secs: u64,
 }
 
 impl Default for ApprovalConfig {
@@ -504,6 +508,7 @@ impl Default for ApprovalConfig {
             request_ttl_secs: 3600,
             grant_ttl_secs: 900,
             single_use: false,
+            in_protocol_wait_secs: 20,
         }
     }
 }
@@ -970,6 +975,9 @@ impl Config {
         if !(10..=86_400).contains(&a.grant_ttl_secs) {
             bail!("approvals.grant_ttl_secs must be between 10 and 86400");
         }
+        if a.in_protocol_wait_secs > 25 {
+            bail!("approvals.in_protocol_wait_secs must be at most 25");
+        }
         let l = &self.ledger;
         if !(10..=60_000).contains(&l.checkpoint_interval_ms) {
             bail!("ledger.checkpoint_interval_ms must be between 10 and 60000");
@@ -1175,6 +1183,10 @@ mod tests {
             (
                 "[approvals]\ngrant_ttl_secs = 90000\n",
                 "approvals.grant_ttl_secs",
+            ),
+            (
+                "[approvals]\nin_protocol_wait_secs = 26\n",
+                "approvals.in_protocol_wait_secs",
             ),
         ] {
             let err = notify_resolve(toml).expect_err(toml).to_string();

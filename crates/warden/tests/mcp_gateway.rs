@@ -41,6 +41,7 @@ on_both_backends!(
     changed_tool_definition_is_quarantined,
     secret_in_arguments_is_refused_and_never_recorded,
     sdk_client_at_2026_07_28_through_warden_to_a_2026_07_28_upstream,
+    sdk_client_completes_an_approval_inside_the_protocol,
 );
 
 /// Warden's JSON-RPC error codes for refusals (`warden_gateway::jsonrpc`).
@@ -974,6 +975,68 @@ async fn sdk_client_at_2026_07_28_through_warden_to_a_2026_07_28_upstream(backen
     assert!(
         decided.contains("server/discover"),
         "the auto mode's server/discover probe was decided and recorded"
+    );
+    assert!(
+        !decided.contains(API_KEY),
+        "the upstream's credential is in no ledger entry"
+    );
+    verify_ledger(&s).await;
+}
+
+/// Approval inside the protocol, end to end: the official SDK client at 2026-07-28, with an
+/// elicitation callback (so it declares URL-mode elicitation), calls a production write through
+/// Warden; Warden answers with an `InputRequiredResult` whose URL-mode elicitation points at the
+/// approval request; the callback plays the user who opens that URL and approves there (the
+/// approver's own token, through the API); the SDK retries with the request state and the call
+/// reaches the upstream — all inside one `call_tool`.
+async fn sdk_client_completes_an_approval_inside_the_protocol(backend: Backend) {
+    let upstream = ChangingToolServer::start("Looks a word up in the dictionary.", Some(API_KEY)).await;
+    let s = Server::start(backend).await;
+    add_mcp_upstream(&s, "changing", &upstream.url).await;
+    set_api_key(&s, "changing", API_KEY).await;
+    let task = start_task(&s, "changing", &["lookup"]).await;
+    let (carol, _) = s.human_with_own_token("carol@example.com", &["approver"]).await;
+    let carol_token = std::fs::read_to_string(&carol)
+        .expect("carol's token")
+        .trim()
+        .to_owned();
+    let mut driver = McpDriver::spawn();
+    let url = s.endpoint("/mcp/changing");
+    let connected = driver
+        .send(
+            json!({"op": "connect", "url": url, "mode": "2026-07-28", "approve_with": carol_token,
+                     "headers": {"Authorization": format!("Bearer {}", task.token)}}),
+        )
+        .await;
+    assert_eq!(connected["ok"], true, "{connected}");
+    assert_eq!(listed(&mut driver).await, ["lookup"]);
+    // `lookup` is a write now (an admin says so): on a production upstream it needs an approver.
+    s.run(&["tool", "classify", "changing/lookup", "--class", "write"])
+        .await
+        .ok();
+    let answer = driver.call_tool("lookup", json!({"query": "warden"})).await;
+    assert_eq!(called(&answer), "looked up: warden", "{answer}");
+    let seen = driver.send(json!({"op": "elicitations"})).await;
+    let elicitations = seen["result"]["elicitations"].as_array().expect("a list");
+    assert_eq!(elicitations.len(), 1, "asked once: {seen}");
+    assert_eq!(elicitations[0]["mode"], "url", "{seen}");
+    let approval_url = elicitations[0]["url"].as_str().unwrap();
+    let approval = approval_url.rsplit('/').next().unwrap().to_owned();
+    assert!(
+        approval_url.ends_with(&format!("/v1/approvals/{approval}")),
+        "{seen}"
+    );
+    assert_eq!(seen["result"]["approvals"], json!([200]), "{seen}");
+    let shown = s.json(&["approvals", "show", &approval]).await;
+    assert_eq!(shown["state"], "approved", "{shown}");
+    let decided = exported_evidence(&s).await;
+    assert!(
+        decided.contains("approval-granted"),
+        "the retry was allowed by the grant"
+    );
+    assert!(
+        decided.contains("request_state"),
+        "the allow names the request state it redeemed"
     );
     assert!(
         !decided.contains(API_KEY),

@@ -11,7 +11,9 @@
 //! [`Scrubber`] of [`Injected`], and [`Credentials::retired_scrubber`]) by the outbound filter
 //! before an agent sees it.
 //!
-//! The key also seals the ids Warden hands agents in place of the upstream's: session ids, SSE
+//! The key also seals the `requestState` of Warden's own `InputRequiredResult`s (approval inside the
+//! protocol, `input_required.rs`) and the ids Warden hands agents in place of the upstream's: session ids
+//! (with what the client declared at `initialize` that Warden acts on), SSE
 //! event ids (with the request the stream answers, so a resumed stream is filtered as the original)
 //! and the ids of the upstream's own requests (so an agent can answer only a request that was
 //! really sent, in its own session).
@@ -48,6 +50,11 @@ const EVENT_PREFIX: &str = "wdne1.";
 /// Associated data and prefix of the ids of the upstream's requests as the agent sees them.
 const REQUEST_AAD: &[u8] = b"warden mcp server request v1";
 const REQUEST_PREFIX: &str = "wdnr1.";
+/// Associated data and prefix of the `requestState` of Warden's own `InputRequiredResult`s (MCP
+/// 2026-07-28 multi-round-trip requests; see `input_required.rs`). A purpose of its own: a sealed
+/// session, event or request id does not open as a request state, nor the reverse.
+const STATE_AAD: &[u8] = b"warden mcp request state v1";
+pub(super) const STATE_PREFIX: &str = "wdnq1.";
 /// Longest sealed token opened (ids, event ids and session ids are short).
 const MAX_SEALED_LEN: usize = 4096;
 
@@ -60,12 +67,22 @@ pub struct GatewayKeys {
     opened: RwLock<HashMap<String, OpenedSession>>,
 }
 
-/// What a sealed session id says: the upstream's session, for which task and upstream.
+/// What a sealed session id says: the upstream's session, for which task and upstream, and what the
+/// client declared at `initialize` that Warden needs later (URL-mode elicitation).
 #[derive(Clone, Debug)]
 struct OpenedSession {
     session: String,
     task: Uuid,
     upstream: String,
+    caps: SessionCaps,
+}
+
+/// What a 2025-06-18 / 2025-11-25 client declared in `initialize` that Warden itself acts on; kept
+/// inside the sealed session id (the client sends nothing else with every request).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionCaps {
+    /// `capabilities.elicitation.url`: the client takes URL-mode elicitation.
+    pub url_elicitation: bool,
 }
 
 /// Most opened session ids remembered (then the memory starts over).
@@ -192,22 +209,64 @@ impl GatewayKeys {
 
     /// Warden's session id for an upstream session of `task` at `upstream`.
     pub fn seal_session(&self, upstream_session: &str, task: Uuid, upstream: &str) -> String {
-        let v = serde_json::json!({ "s": upstream_session, "t": task, "u": upstream });
+        self.seal_session_with(upstream_session, task, upstream, SessionCaps::default())
+    }
+
+    /// [`GatewayKeys::seal_session`], keeping what the client declared at `initialize`.
+    pub fn seal_session_with(
+        &self,
+        upstream_session: &str,
+        task: Uuid,
+        upstream: &str,
+        caps: SessionCaps,
+    ) -> String {
+        let mut v = serde_json::json!({ "s": upstream_session, "t": task, "u": upstream });
+        if caps.url_elicitation {
+            v["c"] = serde_json::json!({ "eu": true });
+        }
         self.seal_json(SESSION_PREFIX, SESSION_AAD, &v)
+    }
+
+    /// What the client declared at `initialize`, kept in the session id `raw` (nothing when `raw`
+    /// is not Warden's session for this task and upstream).
+    pub fn session_caps(&self, raw: &str, task: Uuid, upstream: &str) -> SessionCaps {
+        self.opened_session(raw)
+            .filter(|o| o.task == task && o.upstream == upstream)
+            .map(|o| o.caps)
+            .unwrap_or_default()
+    }
+
+    /// Seals a request state (see `input_required.rs`) into an opaque token.
+    pub fn seal_request_state(&self, claims: &serde_json::Value) -> String {
+        self.seal_json(STATE_PREFIX, STATE_AAD, claims)
+    }
+
+    /// The claims of a request state Warden sealed, unaltered; `None` for anything else.
+    pub fn open_request_state(&self, raw: &str) -> Option<serde_json::Value> {
+        self.open_json(STATE_PREFIX, STATE_AAD, raw)
     }
 
     /// The upstream session behind `raw`, if `raw` is Warden's, unaltered, and for this task and
     /// upstream.
     pub fn open_session(&self, raw: &str, task: Uuid, upstream: &str) -> Option<String> {
-        let bound = |o: &OpenedSession| (o.task == task && o.upstream == upstream).then(|| o.session.clone());
+        self.opened_session(raw)
+            .filter(|o| o.task == task && o.upstream == upstream)
+            .map(|o| o.session)
+    }
+
+    /// What the session id `raw` says, if it is Warden's and unaltered (remembered once opened).
+    fn opened_session(&self, raw: &str) -> Option<OpenedSession> {
         if let Some(o) = self.opened.read().ok().and_then(|m| m.get(raw).cloned()) {
-            return bound(&o);
+            return Some(o);
         }
         let v = self.open_json(SESSION_PREFIX, SESSION_AAD, raw)?;
         let opened = OpenedSession {
             session: v["s"].as_str()?.to_owned(),
             task: v["t"].as_str()?.parse().ok()?,
             upstream: v["u"].as_str()?.to_owned(),
+            caps: SessionCaps {
+                url_elicitation: v["c"]["eu"].as_bool() == Some(true),
+            },
         };
         if let Ok(mut m) = self.opened.write() {
             if m.len() >= MAX_OPENED_SESSIONS {
@@ -215,7 +274,7 @@ impl GatewayKeys {
             }
             m.insert(raw.to_owned(), opened.clone());
         }
-        bound(&opened)
+        Some(opened)
     }
 
     /// The SSE event id handed to the agent for the upstream's event `event_id`: bound to the task

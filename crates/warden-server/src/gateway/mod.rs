@@ -27,6 +27,7 @@ pub mod catalog;
 pub mod clearance;
 pub mod credentials;
 pub mod inbound;
+pub mod input_required;
 pub mod outbound;
 pub mod relay;
 pub mod stdio;
@@ -404,6 +405,9 @@ pub struct Route {
     /// For a `tools/call` on the 2026-07-28 wire: the called tool's catalogued `inputSchema`, whose
     /// `x-mcp-header` annotations say which arguments are mirrored into `Mcp-Param-*`.
     tool_schema: Option<Value>,
+    /// What the client declared at `initialize` (this message's, or its session's), sealed into
+    /// any session id handed out with the answer.
+    caps: credentials::SessionCaps,
 }
 
 impl Route {
@@ -417,6 +421,7 @@ impl Route {
             session,
             modern,
             tool_schema: None,
+            caps: credentials::SessionCaps::default(),
         }
     }
 
@@ -688,7 +693,7 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
             );
         }
     };
-    let message = match jsonrpc::parse(&bytes, &limits) {
+    let mut message = match jsonrpc::parse(&bytes, &limits) {
         Ok(m) => m,
         Err(e) => {
             return refused(StatusCode::BAD_REQUEST, e.id(), e.code(), e.to_string());
@@ -724,6 +729,34 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
     // 2026-07-28 has no sessions: an `Mcp-Session-Id` on that wire is ignored, as the revision says.
     let session = if modern.is_some() { None } else { session };
     let mut route = Route::new(&parts.headers, session);
+    // What the client can take when a call waits for approval (and, on the 2026-07-28 wire, a
+    // request state of Warden's taken off the retry: see `input_required`).
+    route.caps = match &message {
+        Message::Request(r) if r.method == "initialize" => credentials::SessionCaps {
+            url_elicitation: r
+                .params
+                .as_ref()
+                .and_then(|p| p.get("capabilities"))
+                .and_then(|c| c.get("elicitation"))
+                .and_then(|e| e.get("url"))
+                .is_some(),
+        },
+        _ => parts
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|raw| gw.keys.session_caps(raw, caller.task.id, upstream.name.as_str()))
+            .unwrap_or_default(),
+    };
+    let ask = input_required::prepare(
+        &mut message,
+        modern.is_some(),
+        route.caps,
+        parts
+            .headers
+            .get(warden_gateway::wire::PROTOCOL_VERSION_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
     let request_id = request_id(&parts.headers);
     // A call naming a tool this node has not catalogued: Warden lists the tools first (itself
     // decided and recorded), so the call is decided on the tool's class.
@@ -764,7 +797,7 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
     );
     let inbound::Planned {
         question,
-        facts,
+        mut facts,
         reply_to,
         action,
     } = planned;
@@ -779,13 +812,37 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
             };
         }
     };
+    // The retry of a call that waited for approval, with Warden's request state: checked, spent
+    // and held while the approval is pending; a bad one is refused before policy, recorded.
+    if let Some(ask) = &ask
+        && let Some(presented) = &ask.presented
+    {
+        match input_required::redeem(&state, &caller, &upstream, ask, presented).await {
+            Ok(r) => {
+                facts.body.insert(
+                    "request_state".into(),
+                    serde_json::json!({"id": r.jti, "approval": r.approval}),
+                );
+            }
+            Err(refusal) => {
+                let v = crate::pipeline::refusal(&state, &caller, &question, facts, refusal.reason, started);
+                return match crate::pipeline::commit(&state, v, gw.take_results()).await {
+                    Ruling::Refused(r) => relay::refused_answer(&r, reply_to.as_ref(), Some(refusal.code)),
+                    // A refusal is never an allow; the arm exists for the type.
+                    Ruling::Cleared(..) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                };
+            }
+        }
+    }
     let verdict = crate::pipeline::decide(&state, &caller, question, facts, started).await;
     match crate::pipeline::commit(&state, verdict, gw.take_results()).await {
         Ruling::Cleared(cleared, _) => {
             let clearance = Clearance::new(cleared, Outgoing::Message(message), post);
             relay::forward(state, caller, upstream, route, clearance).await
         }
-        Ruling::Refused(r) => relay::refused_answer(&r, reply_to.as_ref(), None),
+        Ruling::Refused(r) => {
+            input_required::answer(&state, &caller, &upstream, ask.as_ref(), &r, reply_to.as_ref())
+        }
     }
 }
 

@@ -127,10 +127,11 @@ pub(super) async fn forward(
                 }
             };
             if new
-                && let Ok(v) = HeaderValue::from_str(&state.gateway.keys.seal_session(
+                && let Ok(v) = HeaderValue::from_str(&state.gateway.keys.seal_session_with(
                     &key,
                     caller.task.id,
                     upstream.name.as_str(),
+                    route.caps,
                 ))
             {
                 out.headers_mut().insert(SESSION_HEADER, v);
@@ -155,7 +156,7 @@ pub(super) async fn forward(
                 state
                     .gateway
                     .keys
-                    .seal_session(s, caller.task.id, upstream.name.as_str())
+                    .seal_session_with(s, caller.task.id, upstream.name.as_str(), route.caps)
             });
             let upstream_session = new_session.or_else(|| route.session.clone());
             let filter = Outbound::new(

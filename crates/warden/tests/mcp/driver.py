@@ -10,10 +10,14 @@ Commands (every command may carry an "id", echoed in its answer, and a "timeout"
         streamable HTTP; optional "mode": "legacy" (default: the initialize handshake, protocol
         2025-11-25 or what the server picks) or "auto" (the SDK's default: probes `server/discover`,
         falls back to initialize)
+        optional "approve_with": an approver's API token: the client then declares elicitation (form
+        and URL mode) and answers a URL-mode elicitation as a user who opens the URL and approves
+        there would: it POSTs `<url>/approve` with that token (Warden's approval URL), then accepts
   {"op":"connect","command":["node","/path/server.js","arg"],"env":{...}}     stdio instead of url
         either may carry "elicit": "accept" | "decline": the client then declares elicitation (form and
         URL mode) and answers every `elicitation/create` so, recording its params
-  {"op":"elicitations"}  the params of every elicitation/create received so far, in order
+  {"op":"elicitations"}  the params of every elicitation/create received so far, in order, and the status
+        of each approval made from one ("approve_with")
   {"op":"list_tools"}  {"op":"list_resources"}  {"op":"list_prompts"}  {"op":"ping"}
   {"op":"call_tool","name":"echo","arguments":{"message":"hi"}}
   {"op":"read_resource","uri":"demo://..."}
@@ -96,7 +100,26 @@ class Session:
         self.dead: str | None = None  # why the session is gone, once it is
         self.answered = True  # whether the command in flight (connect first) has its answer
         self.http_error: tuple[int, str | None] | None = None  # POST status >= 400 seen in this command
-        self.elicited: list[Any] = []  # params of the elicitation/create requests received
+        self.elicitations: list[dict[str, Any]] = []  # the params of every elicitation received
+        self.approvals: list[int] = []  # the status of each approval made from an elicitation
+
+    async def on_elicitation(self, _context: Any, params: Any) -> Any:
+        """The user, shown a URL-mode elicitation, opens the URL and approves there (the test's
+        approver token); anything else is declined."""
+        from mcp_types import ElicitResult
+
+        self.elicitations.append(dump(params))
+        url = getattr(params, "url", None)
+        if getattr(params, "mode", None) != "url" or not isinstance(url, str):
+            return ElicitResult(action="decline")
+        async with httpx2.AsyncClient(trust_env=False, timeout=30.0) as http:
+            response = await http.post(
+                url.rstrip("/") + "/approve",
+                headers={"Authorization": f"Bearer {self.spec['approve_with']}"},
+                json={"comment": "approved where the elicitation pointed"},
+            )
+        self.approvals.append(response.status_code)
+        return ElicitResult(action="accept")
 
     async def on_response(self, response: httpx2.Response) -> None:
         if response.request.method == "POST" and response.status_code >= 400:
@@ -133,13 +156,13 @@ class Session:
                         await stack.enter_async_context(self.http)
                     mode = self.spec.get("mode", "legacy")
                     elicit = self.spec.get("elicit")
-                    callback = None
-                    if elicit is not None:
+                    callback = self.on_elicitation if self.spec.get("approve_with") else None
+                    if elicit is not None and callback is None:
                         if elicit not in ("accept", "decline"):
                             raise DriverError('elicit must be "accept" or "decline"')
 
                         async def callback(context: Any, params: Any) -> Any:
-                            self.elicited.append(dump(params))
+                            self.elicitations.append(dump(params))
                             return ElicitResult(action=elicit)
 
                     client = Client(
@@ -208,7 +231,7 @@ class Session:
                     arguments = {str(k): str(v) for k, v in (command.get("arguments") or {}).items()}
                     result = await client.get_prompt(str(command["name"]), arguments)
                 elif op == "elicitations":
-                    result = {"elicitations": list(self.elicited)}
+                    result = {"elicitations": self.elicitations, "approvals": self.approvals}
                 elif op == "ping":
                     result = await client.session.send_ping()
                 elif op == "set_header":
