@@ -41,6 +41,10 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// JSON-RPC: internal error.
 pub const INTERNAL_ERROR: i64 = -32603;
+/// MCP 2025-11-25: URL elicitation required (`data.elicitations`: the URL-mode elicitations the
+/// client must complete before retrying). Warden answers it to a session that declared URL
+/// elicitation when a call waits for an approval.
+pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 
 // MCP 2026-07-28's own codes (the range -32020..=-32099 is reserved for the MCP specification).
 

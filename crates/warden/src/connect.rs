@@ -19,7 +19,8 @@
 //!   `GET` stream for server-initiated messages is opened after `notifications/initialized` (when
 //!   Warden answers 405 there is none). A line longer than the JSON-RPC limit is answered with a
 //!   parse error and skipped, never buffered whole.
-//! - **Approvals.** A `tools/call` answered with -32011 (approval required) is shown to the user:
+//! - **Approvals.** A `tools/call` answered with -32011 (approval required), or with -32042 (URL
+//!   elicitation required, naming an approval) is shown to the user:
 //!   as an `elicitation/create` request in URL mode when the client declared
 //!   `capabilities.elicitation.url`, and always on stderr; the bridge then waits on the approval
 //!   (`GET /v1/approvals/ID?wait=25`) and, once granted, sends the call again and relays that
@@ -489,8 +490,13 @@ impl Bridge {
         {
             self.lock_session().protocol_version = Some(v.to_owned());
         }
-        if req.method == "tools/call" && answer["error"]["code"].as_i64() == Some(jsonrpc::APPROVAL_REQUIRED)
-        {
+        // -32011, or -32042 (URL elicitation required) when Warden saw the client declare URL
+        // elicitation at initialize: either way an approval to surface and wait for.
+        let code = answer["error"]["code"].as_i64();
+        let waits_for_approval = code == Some(jsonrpc::APPROVAL_REQUIRED)
+            || (code == Some(jsonrpc::URL_ELICITATION_REQUIRED)
+                && answer["error"]["data"]["approval"]["id"].is_string());
+        if req.method == "tools/call" && waits_for_approval {
             let key = key_of(&req.id);
             let bridge = self.clone();
             let handle = tokio::spawn(async move {

@@ -51,7 +51,7 @@ use crate::pipeline::Refused;
 use crate::tasks::TaskCaller;
 
 /// `URLElicitationRequiredError` (MCP 2025-11-25 only; 2026-07-28 retired the code).
-pub const URL_ELICITATION_REQUIRED: i64 = -32042;
+pub use warden_gateway::jsonrpc::URL_ELICITATION_REQUIRED;
 /// The key of Warden's input request in an `InputRequiredResult` (and of the client's answer to it
 /// in the retry's `inputResponses`).
 pub const INPUT_KEY: &str = "warden_approval";
