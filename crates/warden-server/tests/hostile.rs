@@ -2784,6 +2784,12 @@ async fn modern_client_to_a_legacy_upstream_is_translated_in_a_held_session(api:
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(tool_names(&r.json()), ["echo", "search"], "{}", r.text());
     assert!(r.session().is_none(), "no session for a 2026-07-28 client");
+    let v = r.json();
+    assert_eq!(
+        (&v["result"]["resultType"], &v["result"]["cacheScope"]),
+        (&json!("complete"), &json!("private")),
+        "what 2026-07-28 requires of the result: {v}"
+    );
     assert_eq!(
         hostile.methods(),
         [

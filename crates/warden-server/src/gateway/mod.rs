@@ -827,7 +827,7 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
         reply_to,
         action,
     } = planned;
-    let (message, post) = match action {
+    let (message, mut post) = match action {
         Ok(a) => a,
         Err(r) => {
             let v = crate::pipeline::refusal(&state, &caller, &question, facts, r.reason, started);
@@ -838,6 +838,9 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
             };
         }
     };
+    if let (revisions::Translation::ToLegacy(_), Some(p)) = (&translation, post.as_mut()) {
+        p.to_modern = true;
+    }
     let verdict = crate::pipeline::decide(&state, &caller, question, facts, started).await;
     match crate::pipeline::commit(&state, verdict, gw.take_results()).await {
         Ruling::Cleared(cleared, _) => {

@@ -551,6 +551,29 @@ fn own_post(id: Id, method: &str) -> Post {
         after: After::Nothing,
         tool: None,
         sent: Instant::now(),
+        to_modern: false,
+    }
+}
+
+/// Results 2026-07-28 makes cacheable (`ttlMs` and `cacheScope` required).
+const CACHEABLE: [&str; 6] = [
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+/// A 2025 upstream's result to `method` as a 2026-07-28 client reads it: `resultType` (complete)
+/// and, on cacheable results, `ttlMs` 0 and `cacheScope` private (immediately stale, never shared)
+/// where the upstream sent none.
+pub fn modern_result(method: &str, result: &mut Value) {
+    let Value::Object(r) = result else { return };
+    r.entry("resultType").or_insert_with(|| "complete".into());
+    if CACHEABLE.contains(&method) {
+        r.entry("ttlMs").or_insert_with(|| 0.into());
+        r.entry("cacheScope").or_insert_with(|| "private".into());
     }
 }
 
@@ -952,6 +975,23 @@ mod tests {
         assert_eq!(
             translated_session(&format!("{TRANSLATED}{{\"v\":\"2099-01-01\"}}")),
             None
+        );
+    }
+
+    #[test]
+    fn results_for_a_modern_client_carry_what_2026_requires() {
+        let mut r = json!({"tools": []});
+        modern_result("tools/list", &mut r);
+        assert_eq!(
+            r,
+            json!({"tools": [], "resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
+        );
+        let mut r = json!({"content": [], "resultType": "input_required"});
+        modern_result("tools/call", &mut r);
+        assert_eq!(
+            r,
+            json!({"content": [], "resultType": "input_required"}),
+            "kept as sent"
         );
     }
 
