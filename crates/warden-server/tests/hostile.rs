@@ -19,7 +19,7 @@ use tower::ServiceExt as _;
 
 use common::Api;
 use common::agents::{enrolled, exchange, seed, start, task_with};
-use common::hostile::{self, AWS_KEY, Config, Echo, GetEvent, Hostile};
+use common::hostile::{self, AWS_KEY, Config, Echo, Era, GetEvent, Hostile};
 
 api_tests!(
     upstream_faults_end_in_a_clear_answer,
@@ -62,6 +62,9 @@ api_tests!(
     modern_requests_without_their_envelope_or_with_removed_methods_are_refused_precisely,
     modern_server_discover_is_decided_and_recorded,
     modern_subscriptions_listen_is_decided_and_its_stream_filtered,
+    modern_client_to_a_legacy_upstream_is_translated_in_a_held_session,
+    held_upstream_sessions_are_bound_to_their_task,
+    legacy_client_to_a_modern_upstream_is_answered_and_translated,
 );
 
 /// The hostile upstream's credential: `/`, `&` and `+` (escaped differently by different JSON
@@ -2792,9 +2795,20 @@ async fn modern_server_discover_is_decided_and_recorded(api: Api) {
     assert_eq!(v["result"]["supportedVersions"], json!([MODERN]), "{v}");
     assert_eq!(v["result"]["ttlMs"], 60000, "caching hints pass: {v}");
     assert_decided(&api, "server/discover", "allow").await;
+    // Warden's own discover (learning what the upstream speaks), then the agent's.
     let seen = env.hostile.seen();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].header("mcp-method"), Some("server/discover"));
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|s| s.header("mcp-method") == Some("server/discover"))
+    );
+    assert!(
+        decisions(&api, "server/discover")
+            .await
+            .iter()
+            .any(|b| b["initiator"] == "warden" && b["outcome"] == "allow"),
+        "Warden's own discover is decided and recorded"
+    );
     // A task without the upstream is refused by policy, recorded.
     let other = outsider(&api).await;
     let r = post_modern(
@@ -2849,4 +2863,305 @@ async fn modern_subscriptions_listen_is_decided_and_its_stream_filtered(api: Api
         r.text()
     );
     assert_decided(&api, "subscriptions/listen", "allow").await;
+}
+
+// ---- Translation between revisions ----
+
+/// The hostile upstream of `era` as `tools`, and the agent `bot` with two tasks declaring it (and
+/// `echo`, `search`).
+async fn era_setup(api: &Api, era: Era) -> (Hostile, String, String) {
+    seed(api).await;
+    let hostile = Hostile::start(Config {
+        era,
+        ..Config::default()
+    })
+    .await;
+    register(api, "tools", &hostile.url, CRED).await;
+    let bot = enrolled(api, "bot", &["tools"]).await;
+    let details = intent(&["tools"], &["echo", "search"], None, None);
+    let a = task_token(api, &bot, &details).await;
+    let b = task_token(api, &bot, &details).await;
+    (hostile, a, b)
+}
+
+fn count(methods: &[String], method: &str) -> usize {
+    methods.iter().filter(|m| *m == method).count()
+}
+
+/// A 2026-07-28 client to an upstream that speaks only 2025: Warden learns that (its own
+/// `server/discover`, decided), opens and holds a session (its own `initialize` and
+/// `notifications/initialized`, decided), sends each request there without the 2026 envelope,
+/// answers `server/discover` from the session's `initialize`, opens a new session when the upstream
+/// forgets it, and refuses `subscriptions/listen` naming it.
+async fn modern_client_to_a_legacy_upstream_is_translated_in_a_held_session(api: Api) {
+    let (hostile, token, _) = era_setup(&api, Era::Legacy).await;
+    let r = modern_ok(&api, &token, &modern(1, "tools/list", json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(tool_names(&r.json()), ["echo", "search"], "{}", r.text());
+    assert!(r.session().is_none(), "no session for a 2026-07-28 client");
+    let v = r.json();
+    assert_eq!(
+        (&v["result"]["resultType"], &v["result"]["cacheScope"]),
+        (&json!("complete"), &json!("private")),
+        "what 2026-07-28 requires of the result: {v}"
+    );
+    assert_eq!(
+        hostile.methods(),
+        [
+            "server/discover",
+            "initialize",
+            "notifications/initialized",
+            "tools/list"
+        ]
+    );
+    let seen = hostile.seen();
+    let list = seen.last().unwrap();
+    assert_eq!(list.header("mcp-session-id"), Some("hostile-session-1"));
+    assert_eq!(
+        list.header("mcp-protocol-version"),
+        Some("2025-06-18"),
+        "the negotiated revision"
+    );
+    assert!(
+        list.message()["params"].get("_meta").is_none(),
+        "no 2026 envelope: {}",
+        list.body
+    );
+    let init = seen
+        .iter()
+        .find(|s| s.rpc_method().as_deref() == Some("initialize"))
+        .unwrap();
+    assert_eq!(
+        init.message()["params"]["capabilities"],
+        json!({}),
+        "only capabilities Warden can carry are declared"
+    );
+    for (method, initiator) in [
+        ("server/discover", "warden"),
+        ("initialize", "warden"),
+        ("notifications/initialized", "warden"),
+    ] {
+        assert!(
+            decisions(&api, method)
+                .await
+                .iter()
+                .any(|b| b["initiator"] == initiator && b["outcome"] == "allow"),
+            "Warden's own {method} is decided and recorded"
+        );
+    }
+    // Calls in the held session; a tool outside the task is denied and never sent.
+    let r = modern_ok(
+        &api,
+        &token,
+        &modern(
+            2,
+            "tools/call",
+            json!({"name": "search", "arguments": {"q": "x"}}),
+        ),
+    )
+    .await;
+    assert!(r.json()["result"].is_object(), "{}", r.text());
+    let r = modern_ok(
+        &api,
+        &token,
+        &modern(3, "tools/call", json!({"name": "purge", "arguments": {}})),
+    )
+    .await;
+    assert!(error_code(&r.json()).is_some(), "{}", r.text());
+    assert_eq!(
+        hostile
+            .executed()
+            .iter()
+            .map(|e| e.tool.clone())
+            .collect::<Vec<_>>(),
+        ["search"]
+    );
+    assert_decided(&api, "tools/call", "deny").await;
+    // server/discover: answered by Warden from the session's initialize, through the filter.
+    let r = modern_ok(&api, &token, &modern(4, "server/discover", json!({}))).await;
+    let v = r.json();
+    assert_eq!(v["result"]["supportedVersions"], json!([MODERN]), "{v}");
+    assert_eq!(
+        v["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "hostile",
+        "{v}"
+    );
+    assert_eq!(v["result"]["capabilities"]["tools"], json!({}), "{v}");
+    assert!(v["result"]["capabilities"].get("logging").is_none(), "{v}");
+    assert_eq!(count(&hostile.methods(), "server/discover"), 1, "not sent on");
+    assert!(
+        decisions(&api, "server/discover")
+            .await
+            .iter()
+            .any(|b| b["initiator"].is_null()),
+        "the agent's discover is decided too"
+    );
+    // The upstream forgets the session: a new one, and the request is answered.
+    hostile.forget_sessions();
+    let r = modern_ok(&api, &token, &modern(5, "tools/list", json!({}))).await;
+    assert_eq!(tool_names(&r.json()), ["echo", "search"], "{}", r.text());
+    assert_eq!(count(&hostile.methods(), "initialize"), 2);
+    assert_eq!(
+        hostile.seen().last().unwrap().header("mcp-session-id"),
+        Some("hostile-session-2")
+    );
+    // subscriptions/listen does not map: a precise error, recorded, nothing sent.
+    let before = hostile.seen().len();
+    let r = modern_ok(
+        &api,
+        &token,
+        &modern(
+            6,
+            "subscriptions/listen",
+            json!({"notifications": {"toolsListChanged": true}}),
+        ),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(error_code(&v), Some(-32601), "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("subscriptions/listen") && m.contains("cannot be translated"),
+        "{m}"
+    );
+    assert_eq!(hostile.seen().len(), before);
+    assert!(refusal_recorded(&api, "not-translated").await);
+}
+
+/// The session Warden holds at a 2025 upstream belongs to one task: another task gets its own, and
+/// a task without the upstream gets none (Warden's initialize for it is denied, recorded).
+async fn held_upstream_sessions_are_bound_to_their_task(api: Api) {
+    let (hostile, a, b) = era_setup(&api, Era::Legacy).await;
+    let list = modern(1, "tools/list", json!({}));
+    assert_eq!(
+        tool_names(&modern_ok(&api, &a, &list).await.json()),
+        ["echo", "search"]
+    );
+    assert_eq!(count(&hostile.methods(), "initialize"), 1);
+    hostile.forget_sessions();
+    // Task b never reaches a's session (now forgotten upstream): it opens its own.
+    assert_eq!(
+        tool_names(&modern_ok(&api, &b, &list).await.json()),
+        ["echo", "search"]
+    );
+    assert_eq!(count(&hostile.methods(), "initialize"), 2);
+    let last = hostile.seen();
+    assert_eq!(
+        last.last().unwrap().header("mcp-session-id"),
+        Some("hostile-session-2")
+    );
+    // A task of an agent not allowed this upstream: Warden's initialize for it is denied.
+    let _other = outsider(&api).await;
+    let stranger = enrolled(&api, "stranger", &["other"]).await;
+    let token = task_token(&api, &stranger, &intent(&["other"], &[], None, None)).await;
+    let r = modern_ok(&api, &token, &list).await;
+    assert!(error_code(&r.json()).is_some(), "{}", r.text());
+    assert_eq!(count(&hostile.methods(), "initialize"), 2, "no session for it");
+    assert!(
+        decisions(&api, "initialize")
+            .await
+            .iter()
+            .any(|b| b["initiator"] == "warden" && b["outcome"] == "deny"),
+        "Warden's initialize for the stranger is denied and recorded"
+    );
+}
+
+/// A 2025 client to an upstream that speaks only 2026-07-28: the upstream refuses the client's
+/// `initialize`, Warden learns it is modern and answers the `initialize` from `server/discover`
+/// with a session of its own; each later request goes out in the 2026-07-28 form; `ping` and
+/// `notifications/initialized` are answered by Warden after their decision; what cannot be
+/// translated is refused naming it.
+async fn legacy_client_to_a_modern_upstream_is_answered_and_translated(api: Api) {
+    let (hostile, token, _) = era_setup(&api, Era::Modern).await;
+    let r = post(&api, "tools", &token, None, initialize_msg()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["result"]["protocolVersion"], "2025-06-18", "{v}");
+    assert_eq!(v["result"]["serverInfo"]["name"], "hostile", "{v}");
+    assert_eq!(v["result"]["capabilities"]["tools"], json!({}), "{v}");
+    let session = r.session().expect("Warden's own session");
+    assert_eq!(hostile.methods(), ["initialize", "server/discover"]);
+    let sent = hostile.seen().len();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = post(&api, "tools", &token, Some(&session), note).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let r = post(
+        &api,
+        "tools",
+        &token,
+        Some(&session),
+        request(2, "ping", json!({})),
+    )
+    .await;
+    assert_eq!(r.json()["result"], json!({}), "{}", r.text());
+    assert_eq!(hostile.seen().len(), sent, "answered by Warden");
+    assert_decided(&api, "ping", "allow").await;
+    assert_decided(&api, "notifications/initialized", "allow").await;
+    // Requests go out in the 2026-07-28 form.
+    let r = post(
+        &api,
+        "tools",
+        &token,
+        Some(&session),
+        request(3, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(tool_names(&r.json()), ["echo", "search"], "{}", r.text());
+    let r = post(
+        &api,
+        "tools",
+        &token,
+        Some(&session),
+        call(4, "search", json!({"q": "x"})),
+    )
+    .await;
+    assert!(r.json()["result"].is_object(), "{}", r.text());
+    let seen = hostile.seen();
+    let c = seen.last().unwrap();
+    assert_eq!(c.header("mcp-protocol-version"), Some(MODERN));
+    assert_eq!(c.header("mcp-method"), Some("tools/call"));
+    assert_eq!(c.header("mcp-name"), Some("search"));
+    assert!(c.header("mcp-session-id").is_none());
+    assert_eq!(
+        c.message()["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        MODERN
+    );
+    let r = post(&api, "tools", &token, Some(&session), call(5, "purge", json!({}))).await;
+    assert!(error_code(&r.json()).is_some(), "{}", r.text());
+    assert_eq!(hostile.executed().len(), 1, "the denied call is not sent");
+    // What 2026-07-28 removed: refused naming it, recorded, not sent.
+    let before = hostile.seen().len();
+    for (id, method, params) in [
+        (6, "logging/setLevel", json!({"level": "debug"})),
+        (7, "resources/subscribe", json!({"uri": "file:///x"})),
+    ] {
+        let r = post(&api, "tools", &token, Some(&session), request(id, method, params)).await;
+        let v = r.json();
+        assert_eq!(error_code(&v), Some(-32601), "{method}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(method) && m.contains("cannot be translated"), "{m}");
+    }
+    let r = get_stream(&api, "tools", &token, Some(&session), None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
+    assert_eq!(hostile.seen().len(), before, "nothing sent");
+    assert!(refusal_recorded(&api, "not-translated").await);
+    // A second client: Warden knows the upstream refuses initialize and answers at once.
+    let r = post(&api, "tools", &token, None, initialize_msg()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(count(&hostile.methods(), "initialize"), 1);
+    // The session is the task's: another token cannot use it.
+    let other = outsider_token(&api).await;
+    let r = post(
+        &api,
+        "tools",
+        &other,
+        Some(&session),
+        request(8, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+}
+
+async fn outsider_token(api: &Api) -> String {
+    let bot2 = enrolled(api, "bot2", &["tools"]).await;
+    task_token(api, &bot2, &intent(&["tools"], &["echo"], None, None)).await
 }

@@ -42,6 +42,8 @@ on_both_backends!(
     secret_in_arguments_is_refused_and_never_recorded,
     sdk_client_at_2026_07_28_through_warden_to_a_2026_07_28_upstream,
     sdk_client_completes_an_approval_inside_the_protocol,
+    sdk_client_at_2026_07_28_through_warden_to_a_2025_only_upstream,
+    sdk_client_at_2025_11_25_through_warden_to_a_2026_07_28_only_upstream,
 );
 
 /// Warden's JSON-RPC error codes for refusals (`warden_gateway::jsonrpc`).
@@ -1037,6 +1039,88 @@ async fn sdk_client_completes_an_approval_inside_the_protocol(backend: Backend) 
     assert!(
         decided.contains("request_state"),
         "the allow names the request state it redeemed"
+    );
+    assert!(
+        !decided.contains(API_KEY),
+        "the upstream's credential is in no ledger entry"
+    );
+    verify_ledger(&s).await;
+}
+
+/// Translation, a 2026-07-28 client to a 2025 upstream: the SDK client pinned to 2026-07-28
+/// through Warden to server-everything (which speaks only the `initialize` era). Warden learns that
+/// with its own `server/discover`, holds a session for the task (its own `initialize`, decided),
+/// and sends each request there without the 2026 envelope: a filtered listing, an allowed call, a
+/// denied one.
+async fn sdk_client_at_2026_07_28_through_warden_to_a_2025_only_upstream(backend: Backend) {
+    let everything = EverythingServer::start().await;
+    let s = Server::start(backend).await;
+    add_mcp_upstream(&s, "everything", &everything.url).await;
+    set_api_key(&s, "everything", API_KEY).await;
+    let task = start_task(&s, "everything", &["echo", "get-sum"]).await;
+    let mut driver = connect(&s, "everything", &task, "2026-07-28").await;
+    assert_eq!(listed(&mut driver).await, ["echo", "get-sum"]);
+    let answer = driver.call_tool("echo", json!({"message": "translated"})).await;
+    assert!(called(&answer).contains("translated"), "{answer}");
+    let answer = driver.call_tool("get-env", json!({})).await;
+    refusal(&answer, DENIED);
+    // The same again: the held session serves it (no second handshake).
+    assert_eq!(listed(&mut driver).await, ["echo", "get-sum"]);
+    let decided = exported_evidence(&s).await;
+    for what in ["server/discover", "initialize", "notifications/initialized"] {
+        assert!(
+            decided.contains(what),
+            "Warden's own {what} was decided and recorded"
+        );
+    }
+    assert!(
+        !decided.contains(API_KEY),
+        "the upstream's credential is in no ledger entry"
+    );
+    verify_ledger(&s).await;
+}
+
+/// Translation, a 2025 client to a 2026-07-28 upstream: the SDK client at 2025-11-25 (the
+/// `initialize` handshake) through Warden to the SDK's own server pinned to 2026-07-28. The
+/// upstream refuses the client's `initialize`; Warden answers it from the upstream's
+/// `server/discover` and sends each later request in the 2026-07-28 form.
+async fn sdk_client_at_2025_11_25_through_warden_to_a_2026_07_28_only_upstream(backend: Backend) {
+    let upstream = ChangingToolServer::start_pinned(
+        "Looks a word up in the dictionary.",
+        Some(API_KEY),
+        Some("modern"),
+    )
+    .await;
+    let s = Server::start(backend).await;
+    add_mcp_upstream(&s, "changing", &upstream.url).await;
+    set_api_key(&s, "changing", API_KEY).await;
+    let task = start_task(&s, "changing", &["lookup"]).await;
+    let mut driver = McpDriver::spawn();
+    let url = s.endpoint("/mcp/changing");
+    let connected = driver
+        .send(json!({"op": "connect", "url": url, "mode": "legacy",
+                     "headers": {"Authorization": format!("Bearer {}", task.token)}}))
+        .await;
+    assert_eq!(connected["ok"], true, "{connected}");
+    assert_eq!(
+        connected["result"]["protocolVersion"], "2025-11-25",
+        "{connected}"
+    );
+    assert_eq!(
+        connected["result"]["serverInfo"]["name"], "changing-tools",
+        "{connected}"
+    );
+    assert_eq!(listed(&mut driver).await, ["lookup"]);
+    let answer = driver.call_tool("lookup", json!({"query": "warden"})).await;
+    assert_eq!(called(&answer), "looked up: warden");
+    let answer = driver.call_tool("stable", json!({"query": "x"})).await;
+    refusal(&answer, DENIED);
+    let pong = driver.send(json!({"op": "ping"})).await;
+    assert_eq!(pong["ok"], true, "ping is answered by Warden: {pong}");
+    let decided = exported_evidence(&s).await;
+    assert!(
+        decided.contains("server/discover"),
+        "Warden's discover was decided and recorded"
     );
     assert!(
         !decided.contains(API_KEY),

@@ -181,6 +181,7 @@ pub(super) async fn catalogue_on_miss(
             after: After::Nothing,
             tool: None,
             sent: std::time::Instant::now(),
+            to_modern: false,
         };
         let clearance = Clearance::new(cleared, Outgoing::Message(msg), Some(post));
         let answer = match super::relay::fetch(state, caller, upstream, route, clearance).await {

@@ -94,4 +94,9 @@ pub struct Post {
     pub tool: Option<String>,
     #[serde(skip, default = "Instant::now")]
     pub sent: Instant,
+    /// The answer goes to a 2026-07-28 client from a 2025 upstream (`revisions.rs`): the result
+    /// gains the members that revision requires (`resultType`; `ttlMs`, `cacheScope` on cacheable
+    /// results) where the upstream did not send them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub to_modern: bool,
 }

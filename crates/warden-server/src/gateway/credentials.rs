@@ -661,6 +661,7 @@ mod tests {
             after: super::super::clearance::After::Result,
             tool: Some("echo".into()),
             sent: Instant::now(),
+            to_modern: false,
         };
         let e = k.seal_event("ev-1", task, "crm", Some(&post));
         let (ev, p) = k.open_event(&e, task, "crm").expect("opens");

@@ -188,6 +188,7 @@ fn request(
         after,
         tool,
         sent: std::time::Instant::now(),
+        to_modern: false,
     };
     let without = |keys: &[&str]| -> Option<Value> {
         let mut rest = req.params.clone()?;

@@ -1,6 +1,7 @@
 //! The MCP gateway: `/mcp/{upstream}`, where agents' MCP clients meet Warden.
 //!
-//! An agent points its MCP client (streamable HTTP, protocol 2025-06-18 or 2025-11-25) at
+//! An agent points its MCP client (streamable HTTP, protocol 2025-06-18, 2025-11-25 or 2026-07-28;
+//! translated to the upstream's revision by `revisions.rs`) at
 //! `<warden>/mcp/<upstream>` with its task token. Two invariants hold by construction:
 //!
 //! 1. **Every message in is decided** (`inbound.rs`, `clearance.rs`, [`crate::pipeline`]). Each
@@ -30,6 +31,7 @@ pub mod inbound;
 pub mod input_required;
 pub mod outbound;
 pub mod relay;
+pub mod revisions;
 pub mod stdio;
 pub mod streams;
 pub mod upstream;
@@ -127,6 +129,8 @@ pub struct Gateway {
     pub scanner: Scanner,
     pub upstreams: upstream::Client,
     pub credentials: credentials::Credentials,
+    /// What each upstream speaks, and the sessions held for 2026-07-28 clients (`revisions.rs`).
+    pub revisions: revisions::Revisions,
     /// The stdio servers this node spawns (`[[gateway.stdio]]`).
     pub stdio: stdio::StdioServers,
     /// Registered MCP upstreams by name, briefly cached: a message should not cost a database read.
@@ -243,6 +247,7 @@ impl Gateway {
             pending_results: Default::default(),
             answered: Default::default(),
             catalogue_locks: Default::default(),
+            revisions: Default::default(),
             stdio: stdio::StdioServers::new(stdio),
             upstreams: upstream::Client::new(settings.upstream_timeout)?,
             credentials: credentials::Credentials::new(keys.clone()),
@@ -408,6 +413,9 @@ pub struct Route {
     /// What the client declared at `initialize` (this message's, or its session's), sealed into
     /// any session id handed out with the answer.
     caps: credentials::SessionCaps,
+    /// A new upstream session may be sealed and handed to the agent (not on the 2026-07-28 wire,
+    /// and not for a session Warden holds itself: see `revisions.rs`).
+    hand_out_session: bool,
 }
 
 impl Route {
@@ -422,6 +430,25 @@ impl Route {
             modern,
             tool_schema: None,
             caps: credentials::SessionCaps::default(),
+            hand_out_session: !modern,
+        }
+    }
+
+    /// The route of a message Warden translated between revisions (or sends itself): only the
+    /// headers Warden chose — `MCP-Protocol-Version: version` and the upstream `session` — and no
+    /// session handed to the agent.
+    pub(super) fn translated(session: Option<String>, version: &str, modern: bool) -> Self {
+        let mut incoming = HeaderMap::new();
+        if let Ok(v) = axum::http::HeaderValue::from_str(version) {
+            incoming.insert(warden_gateway::wire::PROTOCOL_VERSION_HEADER, v);
+        }
+        Self {
+            headers: upstream::forwarded_headers(&incoming, session.as_deref()),
+            session,
+            modern,
+            tool_schema: None,
+            caps: credentials::SessionCaps::default(),
+            hand_out_session: false,
         }
     }
 
@@ -728,10 +755,9 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
     }
     // 2026-07-28 has no sessions: an `Mcp-Session-Id` on that wire is ignored, as the revision says.
     let session = if modern.is_some() { None } else { session };
-    let mut route = Route::new(&parts.headers, session);
     // What the client can take when a call waits for approval (and, on the 2026-07-28 wire, a
     // request state of Warden's taken off the retry: see `input_required`).
-    route.caps = match &message {
+    let caps = match &message {
         Message::Request(r) if r.method == "initialize" => credentials::SessionCaps {
             url_elicitation: r
                 .params
@@ -751,13 +777,36 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
     let ask = input_required::prepare(
         &mut message,
         modern.is_some(),
-        route.caps,
+        caps,
         parts
             .headers
             .get(warden_gateway::wire::PROTOCOL_VERSION_HEADER)
             .and_then(|v| v.to_str().ok()),
     );
     let request_id = request_id(&parts.headers);
+    // Each leg speaks its own revision: how this message crosses (`revisions.rs`).
+    let plan = revisions::plan(
+        &state,
+        &caller,
+        &upstream,
+        &parts.headers,
+        modern.is_some(),
+        session,
+        message,
+        request_id.clone(),
+        started,
+    )
+    .await;
+    let revisions::Plan {
+        message,
+        mut route,
+        translation,
+        session,
+    } = match plan {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    route.caps = caps;
     // A call naming a tool this node has not catalogued: Warden lists the tools first (itself
     // decided and recorded), so the call is decided on the tool's class.
     if let Message::Request(req) = &message
@@ -787,13 +836,27 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
         }
         route.tool_schema = schema;
     }
+    // Translated to the 2026-07-28 wire: `Mcp-Param-*` derived from the arguments by the schema.
+    if matches!(translation, revisions::Translation::ToModern)
+        && let Message::Request(req) = &message
+        && req.method == "tools/call"
+        && let Ok(call) = req.tool_call()
+    {
+        route.tool_schema = state
+            .policies
+            .tool(upstream.name.as_str(), call.name)
+            .as_ref()
+            .and_then(|t| t.definition.as_ref())
+            .and_then(|d| d.get("inputSchema"))
+            .cloned();
+    }
     let planned = inbound::classify(
         &state,
         &caller,
         &upstream,
-        route.session.as_deref(),
+        session.as_deref(),
         message,
-        request_id,
+        request_id.clone(),
     );
     let inbound::Planned {
         question,
@@ -801,7 +864,7 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
         reply_to,
         action,
     } = planned;
-    let (message, post) = match action {
+    let (message, mut post) = match action {
         Ok(a) => a,
         Err(r) => {
             let v = crate::pipeline::refusal(&state, &caller, &question, facts, r.reason, started);
@@ -834,11 +897,14 @@ pub async fn post(State(state): State<AppState>, Path(name): Path<String>, reque
             }
         }
     }
+    if let (revisions::Translation::ToLegacy(_), Some(p)) = (&translation, post.as_mut()) {
+        p.to_modern = true;
+    }
     let verdict = crate::pipeline::decide(&state, &caller, question, facts, started).await;
     match crate::pipeline::commit(&state, verdict, gw.take_results()).await {
         Ruling::Cleared(cleared, _) => {
             let clearance = Clearance::new(cleared, Outgoing::Message(message), post);
-            relay::forward(state, caller, upstream, route, clearance).await
+            revisions::forward(state, caller, upstream, route, clearance, translation, request_id).await
         }
         Ruling::Refused(r) => {
             input_required::answer(&state, &caller, &upstream, ask.as_ref(), &r, reply_to.as_ref())
@@ -968,6 +1034,21 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>, reques
             }
         }
     };
+    if session
+        .as_deref()
+        .and_then(revisions::translated_session)
+        .is_some()
+    {
+        return refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "upstream `{}` speaks only MCP 2026-07-28, translated by Warden for this session: the GET stream is not translated (its notifications come on `subscriptions/listen`, which a 2025 client does not send)",
+                upstream.name
+            ),
+        );
+    }
     let method = if resume.is_some() {
         "stream/resume"
     } else {
@@ -1045,6 +1126,10 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>, req
         Err(resp) => return resp,
     };
     let gw = state.gateway.clone();
+    // A session Warden answered itself: nothing at the upstream to end.
+    if revisions::translated_session(&session).is_some() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
     if is_stdio(&upstream) {
         return if gw.stdio.knows(&session, caller.task.id, upstream.name.as_str()) && gw.stdio.end(&session) {
             StatusCode::NO_CONTENT.into_response()

@@ -277,6 +277,10 @@ impl Outbound {
                 result
             }
         };
+        let mut result = result;
+        if p.to_modern {
+            super::revisions::modern_result(&p.method, &mut result);
+        }
         jsonrpc::result_response(&id, result)
     }
 

@@ -98,6 +98,20 @@ pub(super) async fn forward(
     let post = clearance.post().cloned();
     let initialize = clearance.method() == Some("initialize");
     let sent = send(&state, &caller, &upstream, &route, &clearance).await;
+    relay_sent(state, caller, upstream, route, post, initialize, sent).await
+}
+
+/// Relays what came back from [`send`] (a request's answer, a notification's status) through the
+/// outbound filter. `initialize`: the message sent was an `initialize` (a session is handed out).
+pub(super) async fn relay_sent(
+    state: AppState,
+    caller: Arc<TaskCaller>,
+    upstream: Arc<Upstream>,
+    route: Route,
+    post: Option<Post>,
+    initialize: bool,
+    sent: Result<Sent, UpstreamError>,
+) -> Response {
     let fail = |e: &UpstreamError| {
         if let Some(p) = &post {
             record_result((&state, &caller, &upstream), p, &e.result_status(), &[]);
@@ -149,9 +163,12 @@ pub(super) async fn forward(
                 .get(SESSION_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
+                // MCP session ids are visible ASCII; anything else is not sealed (nor mistaken
+                // for one of Warden's translated sessions, whose marker holds a space).
+                .filter(|s| super::revisions::visible_ascii(s))
                 .filter(|s| route.session.as_deref() != Some(s.as_str()))
                 .or_else(|| (initialize && route.session.is_none()).then(String::new))
-                .filter(|_| !route.modern);
+                .filter(|_| route.hand_out_session);
             let sealed = new_session.as_deref().map(|s| {
                 state
                     .gateway
@@ -290,7 +307,7 @@ pub(super) fn is_answer_to(v: &serde_json::Value, id: &Id) -> bool {
 
 /// The agent's answer to its request from what the filter let through: the message, or an error
 /// saying why nothing usable came back.
-fn answer(out: Out, post: Option<&Post>) -> Response {
+pub(super) fn answer(out: Out, post: Option<&Post>) -> Response {
     match out {
         Out::Send(v) => rpc(StatusCode::OK, v),
         Out::Drop(why) => {
@@ -320,6 +337,19 @@ pub(super) async fn fetch(
     route: &Route,
     clearance: Clearance,
 ) -> Result<Message, UpstreamError> {
+    fetch_in_session(state, caller, upstream, route, clearance)
+        .await
+        .map(|(m, _)| m)
+}
+
+/// [`fetch`], with the session the upstream named in its answer (`Mcp-Session-Id`; HTTP only).
+pub(super) async fn fetch_in_session(
+    state: &AppState,
+    caller: &Arc<TaskCaller>,
+    upstream: &Arc<Upstream>,
+    route: &Route,
+    clearance: Clearance,
+) -> Result<(Message, Option<String>), UpstreamError> {
     let protocol = |m: String| UpstreamError::Protocol(m);
     let post = clearance
         .post()
@@ -339,13 +369,16 @@ pub(super) async fn fetch(
                 Some(key),
             );
             return match reply {
-                stdio::Reply::Answer(m) => filtered(filter.message(m).await),
+                stdio::Reply::Answer(m) => filtered(filter.message(m).await).map(|m| (m, None)),
                 stdio::Reply::Accepted => Err(protocol("no answer".into())),
             };
         }
         Sent::Http { resp, injected } => {
             if !resp.status().is_success() {
-                return Err(protocol(format!("status {}", resp.status())));
+                return Err(UpstreamError::Http {
+                    upstream: upstream.name.to_string(),
+                    status: resp.status().as_u16(),
+                });
             }
             let filter = Outbound::new(
                 state.clone(),
@@ -358,6 +391,12 @@ pub(super) async fn fetch(
             (filter, resp)
         }
     };
+    let session = body
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| super::revisions::visible_ascii(s))
+        .map(str::to_owned);
     let sse = body
         .headers()
         .get(header::CONTENT_TYPE)
@@ -367,7 +406,7 @@ pub(super) async fn fetch(
         let times = super::upstream::AnswerLimits::new(&state.gateway.settings, tokio::time::Instant::now());
         let bytes =
             super::upstream::read_limited(body, limits.max_bytes, upstream.name.as_str(), &times).await?;
-        return filtered(filter.bytes(&bytes).await);
+        return filtered(filter.bytes(&bytes).await).map(|m| (m, session));
     }
     use futures_util::StreamExt as _;
     let mut parser = warden_gateway::sse::SseParser::new(Default::default());
@@ -387,7 +426,7 @@ pub(super) async fn fetch(
             if let Ok(m) = filtered(filter.bytes(ev.data.as_bytes()).await)
                 && matches!(m, Message::Response(_) | Message::Error(_))
             {
-                return Ok(m);
+                return Ok((m, session));
             }
         }
     }

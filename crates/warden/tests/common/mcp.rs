@@ -226,6 +226,16 @@ impl ChangingToolServer {
     /// Starts the server with `lookup` described as `description`, requiring `X-Api-Key: api_key`
     /// when given; waits until it accepts connections.
     pub async fn start(description: &str, api_key: Option<&str>) -> ChangingToolServer {
+        Self::start_pinned(description, api_key, None).await
+    }
+
+    /// [`ChangingToolServer::start`], pinned to one era (`$PROTOCOL_ERA`: `modern` for 2026-07-28
+    /// only, `legacy` for 2025 only; `None`: both).
+    pub async fn start_pinned(
+        description: &str,
+        api_key: Option<&str>,
+        era: Option<&str>,
+    ) -> ChangingToolServer {
         require_python_sdk();
         let description_file = tempfile::NamedTempFile::new().expect("a temporary file");
         std::fs::write(description_file.path(), description).expect("writing the description");
@@ -242,11 +252,15 @@ impl ChangingToolServer {
                 .env("TOOL_DESCRIPTION_FILE", description_file.path())
                 .env("PYTHONUNBUFFERED", "1")
                 .env_remove("REQUIRED_API_KEY")
+                .env_remove("PROTOCOL_ERA")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             if let Some(key) = api_key {
                 cmd.env("REQUIRED_API_KEY", key);
+            }
+            if let Some(era) = era {
+                cmd.env("PROTOCOL_ERA", era);
             }
             let mut child = cmd.spawn().expect("spawning python3 changing_server.py");
             let log = Arc::new(Mutex::new(String::new()));

@@ -11,12 +11,22 @@ Tools:
 When $REQUIRED_API_KEY is set, every HTTP request without exactly that `X-Api-Key` header is answered
 401 (so a test proves that Warden injects the upstream's credential).
 
-Environment: PORT (required), TOOL_DESCRIPTION_FILE (required), REQUIRED_API_KEY (optional).
+The SDK's server speaks both eras (2026-07-28 per-request `_meta`, and the `initialize` handshake of
+2025-11-25 and earlier). $PROTOCOL_ERA pins it to one:
+  modern  2026-07-28 only: a request without `MCP-Protocol-Version: 2026-07-28` (an `initialize`, a
+          2025 session's request, GET, DELETE) is answered 400 with the JSON-RPC error -32022 naming
+          the supported versions, as a 2026-07-28-only server does
+  legacy  2025 only: a request with `MCP-Protocol-Version: 2026-07-28` (`server/discover`, every
+          2026-07-28 request) is answered 400 without a JSON-RPC body, as a 2025 server does
+
+Environment: PORT (required), TOOL_DESCRIPTION_FILE (required), REQUIRED_API_KEY (optional),
+PROTOCOL_ERA (optional: modern or legacy).
 Binds 127.0.0.1 only. Logs go to stderr.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -66,9 +76,49 @@ def require_api_key(app: Any, key: str) -> Any:
     return wrapped
 
 
+MODERN = "2026-07-28"
+
+
+def pin_era(app: Any, era: str) -> Any:
+    """ASGI middleware: answers requests of the other era as a server of `era` alone does."""
+    if era not in ("modern", "legacy"):
+        raise SystemExit(f"PROTOCOL_ERA must be modern or legacy, not {era!r}")
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        version = dict(scope["headers"]).get(b"mcp-protocol-version", b"").decode("latin-1")
+        if era == "modern" and version != MODERN:
+            body = json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": -32022,
+                        "message": "Unsupported protocol version",
+                        "data": {"supported": [MODERN], "requested": version or None},
+                    },
+                }
+            ).encode()
+            await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if era == "legacy" and version == MODERN:
+            await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"Bad Request: this server speaks MCP 2025 only\n"})
+            return
+        await app(scope, receive, send)
+
+    return wrapped
+
+
 def main() -> None:
     app: Any = server.streamable_http_app(host="127.0.0.1")
     key = os.environ.get("REQUIRED_API_KEY")
+    era = os.environ.get("PROTOCOL_ERA")
+    if era:
+        app = pin_era(app, era)
     if key:
         app = require_api_key(app, key)
     uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")
