@@ -459,7 +459,8 @@ fn judge(checks: &[Value]) -> Outcome {
             why: String::new(),
         }
     } else {
-        Outcome::failed(failed.join("; "))
+        // One line per table row: messages may hold line breaks.
+        Outcome::failed(failed.join("; ").replace(['\r', '\n'], " "))
     }
 }
 
