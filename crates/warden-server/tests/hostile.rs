@@ -54,6 +54,8 @@ api_tests!(
     a_tool_shadowing_an_approved_ones_description_is_quarantined,
     credential_in_random_escapings_never_reaches_the_agent,
     narrowing_an_agent_ends_the_live_tasks_it_narrows,
+    an_empty_json_202_to_a_notification_is_accepted,
+    a_refused_first_revision_is_asked_again_not_taken_for_2025,
     out_of_scope_tools_are_reported_as_out_of_scope,
     arguments_too_large_to_scan_are_reported_as_too_large,
     modern_mcp_method_header_that_disagrees_with_the_body_is_refused,
@@ -3164,4 +3166,61 @@ async fn legacy_client_to_a_modern_upstream_is_answered_and_translated(api: Api)
 async fn outsider_token(api: &Api) -> String {
     let bot2 = enrolled(api, "bot2", &["tools"]).await;
     task_token(api, &bot2, &intent(&["tools"], &["echo"], None, None)).await
+}
+
+/// Conformance found it: an upstream that acknowledges a notification with `202 Accepted`,
+/// `Content-Type: application/json` and an empty body (the Python SDK's server) was answered 502
+/// ("not valid JSON"), so a client's `notifications/initialized` failed and no session started. A
+/// 202 to a notification or a response is its status alone, whatever its content type says.
+async fn an_empty_json_202_to_a_notification_is_accepted(api: Api) {
+    let env = setup_with(
+        &api,
+        Config {
+            json_202: true,
+            ..Config::default()
+        },
+    )
+    .await;
+    let session = initialize(&api, "tools", &env.token).await;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = post(&api, "tools", &env.token, Some(&session), note).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    assert!(r.body.is_empty(), "{}", r.text());
+    let r = post(
+        &api,
+        "tools",
+        &env.token,
+        Some(&session),
+        call(3, "echo", json!({"form": "plain"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "the session works: {}", r.text());
+}
+
+/// Conformance found it (`request-metadata`): an upstream that refuses Warden's first request with
+/// -32022 naming 2026-07-28 among the revisions it supports (a server may, to make its client
+/// choose again) was taken for a 2025 server, and every request of a 2026-07-28 agent failed with
+/// -32014 "negotiated MCP `?`". Warden asks once more, at a revision the refusal names.
+async fn a_refused_first_revision_is_asked_again_not_taken_for_2025(api: Api) {
+    let env = setup_with(
+        &api,
+        Config {
+            era: hostile::Era::Modern,
+            refuse_first_version: true,
+            ..Config::default()
+        },
+    )
+    .await;
+    let r = modern_ok(&api, &env.token, &modern(1, "tools/list", json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.json()["result"]["tools"].is_array(), "{}", r.text());
+    let probes = decisions(&api, "server/discover")
+        .await
+        .into_iter()
+        .filter(|b| b["initiator"] == "warden" && b["outcome"] == "allow")
+        .count();
+    assert_eq!(
+        probes, 2,
+        "the refused discover and the one asked again are both decided and recorded"
+    );
 }

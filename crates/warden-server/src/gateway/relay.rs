@@ -245,6 +245,13 @@ pub(super) async fn http_answer(resp: reqwest::Response, filter: Outbound) -> Re
             ),
         );
     }
+    if filter.post.is_none() && status == StatusCode::ACCEPTED {
+        // A notification or a response is answered by the status alone (MCP: 202 Accepted, no
+        // body). Some servers label that empty answer `application/json`; whatever it says, nothing
+        // is read or relayed.
+        filter.result(status.as_str(), &[]);
+        return status.into_response();
+    }
     if content_type.starts_with("text/event-stream") {
         return super::streams::sse_relay(resp, filter);
     }
@@ -342,6 +349,54 @@ pub(super) async fn fetch(
         .map(|(m, _)| m)
 }
 
+/// Largest error body read from an upstream's refusal of one of Warden's own requests.
+const MAX_REFUSAL_BYTES: usize = 16 * 1024;
+
+/// Why an upstream refused one of Warden's own requests: its HTTP status, or — for a 400 whose
+/// JSON-RPC error is MCP 2026-07-28's `UnsupportedProtocolVersion` (-32022) — the revisions it
+/// supports, so the caller can retry at one of them. The body is read bounded and never relayed.
+async fn refusal_of(upstream: &Upstream, resp: reqwest::Response) -> UpstreamError {
+    let status = resp.status().as_u16();
+    let http = UpstreamError::Http {
+        upstream: upstream.name.to_string(),
+        status,
+    };
+    if status != 400 {
+        return http;
+    }
+    let mut body = Vec::new();
+    let mut resp = resp;
+    while let Ok(Ok(Some(chunk))) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), resp.chunk()).await
+    {
+        if body.len() + chunk.len() > MAX_REFUSAL_BYTES {
+            return http;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return http;
+    };
+    if v["error"]["code"].as_i64() != Some(jsonrpc::UNSUPPORTED_PROTOCOL_VERSION) {
+        return http;
+    }
+    let supported: Vec<String> = v["error"]["data"]["supported"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .filter(|s| s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+                .take(16)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    UpstreamError::VersionRefused {
+        upstream: upstream.name.to_string(),
+        supported,
+    }
+}
+
 /// [`fetch`], with the session the upstream named in its answer (`Mcp-Session-Id`; HTTP only).
 pub(super) async fn fetch_in_session(
     state: &AppState,
@@ -375,10 +430,7 @@ pub(super) async fn fetch_in_session(
         }
         Sent::Http { resp, injected } => {
             if !resp.status().is_success() {
-                return Err(UpstreamError::Http {
-                    upstream: upstream.name.to_string(),
-                    status: resp.status().as_u16(),
-                });
+                return Err(refusal_of(upstream, resp).await);
             }
             let filter = Outbound::new(
                 state.clone(),

@@ -503,6 +503,41 @@ pub(super) async fn learn(
     if !force && let Some(era) = revisions.cached(name) {
         return Ok(era);
     }
+    // An upstream may refuse a first request's revision (-32022) to make the client choose again
+    // from what it supports: one more discover when that list names 2026-07-28.
+    let mut era = discover_once(state, caller, upstream, request_id.clone(), reply_to, force).await;
+    if let Err(Retry::Modern) = era {
+        era = discover_once(state, caller, upstream, request_id, reply_to, force).await;
+    }
+    let era = match era {
+        Ok(era) | Err(Retry::Settled(era)) => era,
+        Err(Retry::Modern) => Era::Legacy,
+        Err(Retry::Answer(resp)) => return Err(resp),
+    };
+    tracing::info!(upstream = %name, modern = matches!(era, Era::Modern { .. }), "learned the upstream's MCP revision");
+    revisions.remember(name, era.clone());
+    Ok(era)
+}
+
+/// Why one discover did not settle the revision.
+enum Retry {
+    /// The upstream refused the revision but supports 2026-07-28: ask again.
+    Modern,
+    /// Settled without a discover result.
+    Settled(Era),
+    /// The agent's answer (Warden's discover refused, or the upstream unreachable).
+    Answer(Response),
+}
+
+/// One `server/discover` of Warden's, decided and recorded.
+async fn discover_once(
+    state: &AppState,
+    caller: &Arc<TaskCaller>,
+    upstream: &Arc<Upstream>,
+    request_id: Option<String>,
+    reply_to: Option<&Id>,
+    force: bool,
+) -> Result<Era, Retry> {
     let started = Instant::now();
     let id = Id::String(format!("warden-discover-{}", Uuid::new_v4()));
     let (question, mut facts) =
@@ -514,7 +549,7 @@ pub(super) async fn learn(
     let verdict = crate::pipeline::decide(state, caller, question, facts, started).await;
     let cleared = match crate::pipeline::commit(state, verdict, state.gateway.take_results()).await {
         Ruling::Cleared(c, _) => c,
-        Ruling::Refused(r) => return Err(relay::refused_answer(&r, reply_to, None)),
+        Ruling::Refused(r) => return Err(Retry::Answer(relay::refused_answer(&r, reply_to, None))),
     };
     let route = Route::translated(None, MODERN, true);
     let msg = Message::Request(jsonrpc::Request {
@@ -524,24 +559,29 @@ pub(super) async fn learn(
     });
     let post = own_post(id, "server/discover");
     let clearance = Clearance::new(cleared, Outgoing::Message(msg), Some(post));
-    let era = match relay::fetch(state, caller, upstream, &route, clearance).await {
+    match relay::fetch(state, caller, upstream, &route, clearance).await {
         Ok(Message::Response(r))
             if r.result["supportedVersions"]
                 .as_array()
                 .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(MODERN))) =>
         {
-            Era::Modern {
+            Ok(Era::Modern {
                 discover: r.result,
                 refuses_initialize: force,
-            }
+            })
         }
-        Ok(_) | Err(UpstreamError::Protocol(_) | UpstreamError::TooLarge(_)) => Era::Legacy,
-        Err(UpstreamError::Http { status, .. }) if status != 401 && status != 403 => Era::Legacy,
-        Err(e) => return Err(relay::upstream_failed(reply_to, &e)),
-    };
-    tracing::info!(upstream = %name, modern = matches!(era, Era::Modern { .. }), "learned the upstream's MCP revision");
-    revisions.remember(name, era.clone());
-    Ok(era)
+        Err(UpstreamError::VersionRefused { supported, .. }) if supported.iter().any(|v| v == MODERN) => {
+            Err(Retry::Modern)
+        }
+        Ok(_)
+        | Err(
+            UpstreamError::Protocol(_) | UpstreamError::TooLarge(_) | UpstreamError::VersionRefused { .. },
+        ) => Err(Retry::Settled(Era::Legacy)),
+        Err(UpstreamError::Http { status, .. }) if status != 401 && status != 403 => {
+            Err(Retry::Settled(Era::Legacy))
+        }
+        Err(e) => Err(Retry::Answer(relay::upstream_failed(reply_to, &e))),
+    }
 }
 
 fn own_post(id: Id, method: &str) -> Post {

@@ -34,6 +34,13 @@ pub enum UpstreamError {
     },
     #[error("upstream `{upstream}` answered HTTP {status}")]
     Http { upstream: String, status: u16 },
+    /// MCP 2026-07-28's `UnsupportedProtocolVersion` (-32022): the upstream refused the revision
+    /// the request was sent at, naming those it supports (at most 16, each a revision's date).
+    #[error("upstream `{upstream}` refused the MCP revision (it supports {})", supported.join(", "))]
+    VersionRefused {
+        upstream: String,
+        supported: Vec<String>,
+    },
     #[error("the upstream's answer is larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
@@ -79,6 +86,7 @@ impl UpstreamError {
                 format!("upstream_timeout_{}", limit.name().replace('-', "_"))
             }
             UpstreamError::Http { status, .. } => format!("upstream_http_{status}"),
+            UpstreamError::VersionRefused { .. } => "upstream_version_refused".to_owned(),
             UpstreamError::TooLarge(_) => "upstream_too_large".to_owned(),
             UpstreamError::Protocol(_) => "upstream_protocol_error".to_owned(),
             UpstreamError::Unreachable(_) => "upstream_unreachable".to_owned(),

@@ -73,6 +73,12 @@ pub struct Config {
     pub on_message: Option<Hook>,
     /// Which MCP revisions the server speaks (default: both eras).
     pub era: Era,
+    /// Notifications and responses are acknowledged with `202 Accepted`, `Content-Type:
+    /// application/json` and an empty body (as the Python SDK's server does).
+    pub json_202: bool,
+    /// The first request is refused with 400 and -32022 (unsupported protocol version, naming
+    /// 2026-07-28), as a server may to make its client choose again.
+    pub refuse_first_version: bool,
 }
 
 /// The MCP revisions the hostile server speaks.
@@ -117,6 +123,8 @@ impl Default for Config {
             shadow: false,
             on_message: None,
             era: Era::Both,
+            json_202: false,
+            refuse_first_version: false,
         }
     }
 }
@@ -494,12 +502,29 @@ fn era_refusal(
     body: &[u8],
 ) -> Option<Response> {
     let era = state.lock().unwrap().config.era;
+    let refuse_first = {
+        let mut st = state.lock().unwrap();
+        std::mem::take(&mut st.config.refuse_first_version)
+    };
     let version = headers
         .get("mcp-protocol-version")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let msg: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let rpc = msg["method"].as_str().unwrap_or_default().to_owned();
+    if refuse_first {
+        let error = json!({"jsonrpc": "2.0", "id": msg.get("id").cloned().unwrap_or(Value::Null),
+            "error": {"code": -32022, "message": "Unsupported protocol version",
+                      "data": {"supported": ["2026-07-28"], "requested": version}}});
+        return Some(
+            (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                error.to_string(),
+            )
+                .into_response(),
+        );
+    }
     match era {
         Era::Both => None,
         Era::Legacy => {
@@ -565,10 +590,22 @@ async fn post(state: &Arc<Mutex<State>>, auth: &str, body: &[u8]) -> Response {
     }
     let method = msg["method"].as_str().map(str::to_owned);
     let has_id = msg.get("id").is_some();
+    let accepted = || {
+        if state.lock().unwrap().config.json_202 {
+            (
+                StatusCode::ACCEPTED,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                "",
+            )
+                .into_response()
+        } else {
+            StatusCode::ACCEPTED.into_response()
+        }
+    };
     let Some(method) = method else {
         // A response to one of the server's own requests.
         state.lock().unwrap().client_responses.push(msg);
-        return StatusCode::ACCEPTED.into_response();
+        return accepted();
     };
     if method == "tools/call" {
         state.lock().unwrap().executed.push(Executed {
@@ -578,7 +615,7 @@ async fn post(state: &Arc<Mutex<State>>, auth: &str, body: &[u8]) -> Response {
     }
     if !has_id {
         // Notifications are executed (above) and acknowledged.
-        return StatusCode::ACCEPTED.into_response();
+        return accepted();
     }
     let id = msg["id"].to_string();
     if method == "subscriptions/listen" {
