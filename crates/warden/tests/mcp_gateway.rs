@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::mcp::{ChangingToolServer, EverythingServer, McpDriver, first_text};
+use common::mcp::{ChangingToolServer, EverythingServer, McpDriver, first_text, ts_sdk_client};
 use common::{Backend, Server, Spawn};
 use serde_json::{Value, json};
 
@@ -44,6 +44,9 @@ on_both_backends!(
     sdk_client_completes_an_approval_inside_the_protocol,
     sdk_client_at_2026_07_28_through_warden_to_a_2025_only_upstream,
     sdk_client_at_2025_11_25_through_warden_to_a_2026_07_28_only_upstream,
+    ts_sdk_client_at_2025_11_25_through_warden_to_server_everything,
+    ts_sdk_client_at_2026_07_28_through_warden_to_server_everything,
+    ts_sdk_client_at_2026_07_28_through_warden_to_a_2026_07_28_only_upstream,
 );
 
 /// Warden's JSON-RPC error codes for refusals (`warden_gateway::jsonrpc`).
@@ -1121,6 +1124,181 @@ async fn sdk_client_at_2025_11_25_through_warden_to_a_2026_07_28_only_upstream(b
     assert!(
         decided.contains("server/discover"),
         "Warden's discover was decided and recorded"
+    );
+    assert!(
+        !decided.contains(API_KEY),
+        "the upstream's credential is in no ledger entry"
+    );
+    verify_ledger(&s).await;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// The official TypeScript SDK client, through Warden
+
+/// The official TypeScript SDK client (`tests/mcp/ts_client.mjs`) at `revision`, through Warden to
+/// `upstream` with the task's token: it connects, lists the tools, calls `call` and then each of
+/// `deny`. Returns its results, checked to have connected at `revision`.
+async fn ts_client(
+    s: &Server,
+    upstream: &str,
+    task: &Task,
+    revision: &str,
+    call: (&str, Value),
+    deny: &[(&str, Value)],
+) -> Value {
+    let deny: Vec<Value> = deny
+        .iter()
+        .map(|(name, arguments)| json!({"name": name, "arguments": arguments}))
+        .collect();
+    let ran = ts_sdk_client(json!({
+        "url": s.endpoint(&format!("/mcp/{upstream}")),
+        "token": task.token,
+        "revision": revision,
+        "call": {"name": call.0, "arguments": call.1},
+        "deny": deny,
+    }))
+    .await;
+    assert_eq!(ran["ok"], true, "the TypeScript SDK client through Warden: {ran}");
+    assert_eq!(ran["protocolVersion"], revision, "{ran}");
+    let era = if revision == "2026-07-28" {
+        "modern"
+    } else {
+        "legacy"
+    };
+    assert_eq!(ran["era"], era, "{ran}");
+    ran
+}
+
+/// The text of the TypeScript client's successful tool call. Its SDK passes a result on as the
+/// server sent it: `isError` is absent unless the server set it.
+#[track_caller]
+fn ts_called(answer: &Value) -> &str {
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(
+        matches!(answer["result"]["isError"], Value::Null | Value::Bool(false)),
+        "{answer}"
+    );
+    first_text(&answer["result"])
+}
+
+/// Asserts the TypeScript client's refusals are each Warden's `DENIED`, recorded, naming the
+/// policy `id`.
+#[track_caller]
+fn all_denied(ran: &Value, count: usize, id: &str) {
+    let refused = ran["deny"].as_array().expect("deny");
+    assert_eq!(refused.len(), count, "{ran}");
+    for answer in refused {
+        names_policy(refusal(answer, DENIED), id);
+    }
+}
+
+/// The official TypeScript SDK client at 2025-11-25 (its default connect: the `initialize`
+/// handshake) through Warden to server-everything: the listing shows only the task's tools, a read
+/// the task declares works, an undeclared read and an undeclared write are denied (-32010),
+/// recorded; the ledger verifies and holds no trace of the upstream's key.
+async fn ts_sdk_client_at_2025_11_25_through_warden_to_server_everything(backend: Backend) {
+    let everything = EverythingServer::start().await;
+    let s = Server::start(backend).await;
+    add_mcp_upstream(&s, "everything", &everything.url).await;
+    set_api_key(&s, "everything", API_KEY).await;
+    let task = start_task(&s, "everything", &["echo", "get-sum"]).await;
+    let ran = ts_client(
+        &s,
+        "everything",
+        &task,
+        "2025-11-25",
+        ("echo", json!({"message": "from the TypeScript SDK"})),
+        &[("get-env", json!({})), ("toggle-simulated-logging", json!({}))],
+    )
+    .await;
+    assert_eq!(ran["serverInfo"]["name"], "mcp-servers/everything", "{ran}");
+    assert_eq!(ran["tools"], json!(["echo", "get-sum"]), "{ran}");
+    assert_eq!(ts_called(&ran["call"]), "Echo: from the TypeScript SDK", "{ran}");
+    all_denied(&ran, 2, "default-deny");
+    let decided = exported_evidence(&s).await;
+    assert!(
+        decided.contains("initialize"),
+        "the handshake was decided and recorded"
+    );
+    assert!(
+        decided.contains("from the TypeScript SDK"),
+        "the allowed call was recorded"
+    );
+    assert!(
+        !decided.contains(API_KEY),
+        "the upstream's credential is in no ledger entry"
+    );
+    verify_ledger(&s).await;
+}
+
+/// Translation, with the TypeScript SDK: its client pinned to 2026-07-28 (`server/discover`, no
+/// `initialize`, the `_meta` envelope on every request) through Warden to server-everything, which
+/// speaks only the `initialize` era. Warden answers the discover for the upstream, holds a 2025
+/// session for the task, and sends each request there: a filtered listing, an allowed call, denied
+/// ones.
+async fn ts_sdk_client_at_2026_07_28_through_warden_to_server_everything(backend: Backend) {
+    let everything = EverythingServer::start().await;
+    let s = Server::start(backend).await;
+    add_mcp_upstream(&s, "everything", &everything.url).await;
+    set_api_key(&s, "everything", API_KEY).await;
+    let task = start_task(&s, "everything", &["echo", "get-sum"]).await;
+    let ran = ts_client(
+        &s,
+        "everything",
+        &task,
+        "2026-07-28",
+        ("get-sum", json!({"a": 19, "b": 23})),
+        &[("get-env", json!({})), ("toggle-simulated-logging", json!({}))],
+    )
+    .await;
+    assert_eq!(ran["tools"], json!(["echo", "get-sum"]), "{ran}");
+    assert!(ts_called(&ran["call"]).contains("42"), "{ran}");
+    all_denied(&ran, 2, "default-deny");
+    let decided = exported_evidence(&s).await;
+    for what in ["server/discover", "initialize", "notifications/initialized"] {
+        assert!(decided.contains(what), "{what} was decided and recorded");
+    }
+    assert!(
+        !decided.contains(API_KEY),
+        "the upstream's credential is in no ledger entry"
+    );
+    verify_ledger(&s).await;
+}
+
+/// MCP 2026-07-28 on both sides, with the TypeScript SDK: its client pinned to 2026-07-28 through
+/// Warden to the Python SDK's server pinned to 2026-07-28 (`changing_server.py`,
+/// `PROTOCOL_ERA=modern`, which refuses every 2025 request), with the API key Warden injects.
+async fn ts_sdk_client_at_2026_07_28_through_warden_to_a_2026_07_28_only_upstream(backend: Backend) {
+    let upstream = ChangingToolServer::start_pinned(
+        "Looks a word up in the dictionary.",
+        Some(API_KEY),
+        Some("modern"),
+    )
+    .await;
+    let s = Server::start(backend).await;
+    add_mcp_upstream(&s, "changing", &upstream.url).await;
+    set_api_key(&s, "changing", API_KEY).await;
+    let task = start_task(&s, "changing", &["lookup"]).await;
+    let ran = ts_client(
+        &s,
+        "changing",
+        &task,
+        "2026-07-28",
+        ("lookup", json!({"query": "warden"})),
+        &[("stable", json!({"query": "x"}))],
+    )
+    .await;
+    assert_eq!(ran["tools"], json!(["lookup"]), "{ran}");
+    assert_eq!(ts_called(&ran["call"]), "looked up: warden", "{ran}");
+    all_denied(&ran, 1, "default-deny");
+    let decided = exported_evidence(&s).await;
+    assert!(
+        decided.contains("server/discover"),
+        "the client's discover was decided and recorded"
+    );
+    assert!(
+        !decided.contains("\"initialize\""),
+        "no initialize on a 2026-07-28 path"
     );
     assert!(
         !decided.contains(API_KEY),

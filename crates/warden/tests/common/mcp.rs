@@ -495,6 +495,48 @@ impl Drop for McpDriver {
     }
 }
 
+/// How long [`ts_sdk_client`] may take: connect, list, and a few calls.
+pub const TS_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The official MCP TypeScript SDK client (`@modelcontextprotocol/client`, pinned in
+/// `tests/mcp/package.json`) run once by `tests/mcp/ts_client.mjs`: `config` goes to its stdin (the
+/// URL, the bearer token, the revision, the call to make and the calls expected to be refused; its
+/// header comment has the shape), and its one JSON line of results is returned (check `ok`). Fails
+/// the test when the script prints no JSON line within [`TS_CLIENT_TIMEOUT`], with its stderr.
+pub async fn ts_sdk_client(config: Value) -> Value {
+    npm_package("@modelcontextprotocol/client");
+    let mut child = tokio::process::Command::new(node())
+        .arg(mcp_dir().join("ts_client.mjs"))
+        .current_dir(mcp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawning node ts_client.mjs");
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin
+        .write_all(config.to_string().as_bytes())
+        .await
+        .expect("writing the TypeScript client's config");
+    drop(stdin);
+    let output = tokio::time::timeout(TS_CLIENT_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the TypeScript SDK client did not finish within {TS_CLIENT_TIMEOUT:?}"))
+        .expect("waiting for node ts_client.mjs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stdout
+        .lines()
+        .find_map(|line| serde_json::from_str::<Value>(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "the TypeScript SDK client printed no JSON line ({}):\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}",
+                output.status
+            )
+        })
+}
+
 /// The text of a tool result's first content item.
 #[track_caller]
 pub fn first_text(result: &Value) -> &str {
