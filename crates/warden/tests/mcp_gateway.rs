@@ -17,6 +17,11 @@
 //!   upstream's failure (-32014), not a 401 to the agent; DELETE ends the session.
 //! - [`secret_in_arguments_is_refused_and_never_recorded`]: a cloud key in a tool's arguments is
 //!   refused (-32013), and the ledger holds only its redaction (the SDK's default `auto` connect).
+//! - `ts_sdk_client_*`: the official TypeScript SDK client (`@modelcontextprotocol/client`, run by
+//!   `tests/mcp/ts_client.mjs`) at 2025-11-25 and pinned to 2026-07-28, through Warden to
+//!   server-everything (at 2026-07-28 Warden translates, holding a 2025 session) and to
+//!   `changing_server.py` pinned to 2026-07-28: a filtered listing, an allowed call, denied calls
+//!   (-32010), and a ledger that verifies.
 //! - [`sessions_survive_another_node_and_revocation_reaches_both`] (PostgreSQL only): a session
 //!   opened on one node is served by another (messages alternating between them), and ending the
 //!   task on one node cuts it on the other, open event stream included.

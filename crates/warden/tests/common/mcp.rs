@@ -1,7 +1,8 @@
 //! What the MCP tests share: the official reference servers (`@modelcontextprotocol/server-everything`
 //! over streamable HTTP on a free loopback port, `server-filesystem`'s stdio command line), pinned in
-//! `tests/mcp/package.json`, and [`McpDriver`], the official MCP Python SDK client driven one JSON
-//! command at a time through `tests/mcp/driver.py` (its docstring lists the commands and answers).
+//! `tests/mcp/package.json`, [`McpDriver`], the official MCP Python SDK client driven one JSON
+//! command at a time through `tests/mcp/driver.py` (its docstring lists the commands and answers),
+//! and [`ts_sdk_client`], the official TypeScript SDK client run once through `tests/mcp/ts_client.mjs`.
 //!
 //! scripts/test installs all of it (`pip install -r tests/mcp/requirements.txt`, `npm ci` in
 //! `tests/mcp`). Nothing here skips when a part is missing: the test fails and says to run
