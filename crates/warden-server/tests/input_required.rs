@@ -27,6 +27,7 @@ api_tests!(
     clients_without_url_elicitation_are_told_as_before,
     a_2025_11_25_session_with_url_elicitation_gets_url_elicitation_required,
     a_denied_approval_ends_the_retry,
+    a_request_state_from_another_policy_version_is_refused,
 );
 
 const MODERN: &str = "2026-07-28";
@@ -646,4 +647,49 @@ async fn a_denied_approval_ends_the_retry(api: Api) {
     );
     assert!(!recorded(&env.api, "approval-denied").await.is_empty());
     assert_eq!(executed(&env, "update"), 0);
+}
+
+/// A request state is bound to the policy version that asked for the approval: once another set is
+/// active, its retry is refused (-32602, recorded, nothing forwarded) and the agent must call
+/// again, to be decided under the policy in force.
+async fn a_request_state_from_another_policy_version_is_refused(api: Api) {
+    let env = setup(api, Duration::ZERO).await;
+    let args = json!({"invoice": 21});
+    let (_, v) = modern(
+        &env,
+        &env.token,
+        &modern_call(1, "update", args.clone(), url_only(), None, None),
+    )
+    .await;
+    let (approval, state) = input_required(&v);
+    approve(&env.api, &approval).await;
+    // Another set becomes active (the default pack and one more, harmless forbid).
+    let mut files = common::default_pack();
+    files.insert(
+        "zz_freeze.cedar".into(),
+        "@id(\"freeze-nothing\")\nforbid (principal, action, resource) when { false };".into(),
+    );
+    let (s, b) = env
+        .api
+        .admin(
+            Method::POST,
+            "/v1/policies/activate",
+            Some(json!({"files": files, "comment": "a new version"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, v) = modern(
+        &env,
+        &env.token,
+        &modern_call(2, "update", args, url_only(), Some(&state), Some("accept")),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    let m = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("request-state-mismatch") && m.contains("policy version"),
+        "{v}"
+    );
+    assert_eq!(executed(&env, "update"), 0, "nothing forwarded");
+    assert!(!recorded(&env.api, "request-state-mismatch").await.is_empty());
 }
