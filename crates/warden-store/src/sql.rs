@@ -527,6 +527,37 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Revokes every live API token minted from the tokens `seed` selects (a query of `id`s
+            /// with one parameter, `param`), transitively. The walk stops at revoked tokens, so a
+            /// claimed token (its issued token was revoked by the claim) is its claimant's own and
+            /// stays. Returns the ids revoked.
+            async fn revoke_minted(
+                tx: &mut crate::write::WriteTx<$db>,
+                seed: &str,
+                param: &str,
+                at: chrono::DateTime<chrono::Utc>,
+                by: &str,
+            ) -> crate::Result<Vec<String>> {
+                let minted: Vec<String> = sqlx::query_scalar(&format!(
+                    "WITH RECURSIVE minted (id) AS ( \
+                         SELECT id FROM api_tokens WHERE minted_by IN ({seed}) AND revoked_at IS NULL \
+                         UNION SELECT t.id FROM api_tokens t JOIN minted m ON t.minted_by = m.id WHERE t.revoked_at IS NULL \
+                     ) SELECT id FROM minted ORDER BY id"
+                ))
+                .bind(param)
+                .fetch_all(&mut **tx)
+                .await?;
+                for m in &minted {
+                    sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3 AND revoked_at IS NULL")
+                        .bind(at)
+                        .bind(by)
+                        .bind(m)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(minted)
+            }
+
             /// Revokes, in the transaction, the active tasks selected by `seed` (a condition on `tasks`
             /// with `$1` its parameter) and every active task delegated from them, transitively.
             /// Returns their ids. Both backends accept `WITH RECURSIVE … UPDATE … RETURNING`.
@@ -1253,25 +1284,9 @@ macro_rules! impl_store {
                         .bind(id.to_string())
                         .execute(&mut *tx)
                         .await?;
-                    // Every live token minted from it, transitively (a revoked one was cut off with
-                    // its descendants when it was revoked; a claimed one's claimant is not its to take).
-                    let minted: Vec<String> = sqlx::query_scalar(
-                        "WITH RECURSIVE minted (id) AS ( \
-                             SELECT id FROM api_tokens WHERE minted_by = $1 AND revoked_at IS NULL \
-                             UNION SELECT t.id FROM api_tokens t JOIN minted m ON t.minted_by = m.id WHERE t.revoked_at IS NULL \
-                         ) SELECT id FROM minted ORDER BY id",
-                    )
-                    .bind(id.to_string())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    for m in &minted {
-                        sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3 AND revoked_at IS NULL")
-                            .bind(token.revoked_at)
-                            .bind(format!("{} (with token {id}, which minted it)", ctx.actor))
-                            .bind(m)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                    // Every live token minted from it, transitively.
+                    let by = format!("{} (with token {id}, which minted it)", ctx.actor);
+                    let minted = Self::revoke_minted(&mut tx, "SELECT $1", &id.to_string(), crate::sql::ts(ctx.at), &by).await?;
                     tx.commit().await?;
                     let minted_revoked = minted.iter().map(|m| crate::sql::uuid_col(m)).collect::<crate::Result<Vec<_>>>()?;
                     Ok(crate::RevokedToken { token, minted_revoked })
@@ -2076,17 +2091,15 @@ macro_rules! impl_store {
                     human.disabled_at = Some(at);
                     human.disabled_by = Some(ctx.actor.clone());
                     // Every live token minted from one of the human's tokens goes with them, as when
-                    // one token is revoked (`revoke_api_token`): found before the human's own are
-                    // revoked, so the walk starts from live tokens only.
-                    let minted: Vec<String> = sqlx::query_scalar(
-                        "WITH RECURSIVE minted (id) AS ( \
-                             SELECT t.id FROM api_tokens t JOIN api_tokens o ON t.minted_by = o.id \
-                             WHERE o.human_email = $1 AND t.human_email <> $1 AND t.revoked_at IS NULL \
-                             UNION SELECT t.id FROM api_tokens t JOIN minted m ON t.minted_by = m.id WHERE t.revoked_at IS NULL \
-                         ) SELECT id FROM minted ORDER BY id",
+                    // one token is revoked (`revoke_api_token`).
+                    let by = format!("{} (with {email}, whose token minted it)", ctx.actor);
+                    let minted = Self::revoke_minted(
+                        &mut tx,
+                        "SELECT id FROM api_tokens WHERE human_email = $1",
+                        email.as_str(),
+                        at,
+                        &by,
                     )
-                    .bind(email.as_str())
-                    .fetch_all(&mut *tx)
                     .await?;
                     let tokens = sqlx::query(
                         "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE human_email = $3 AND revoked_at IS NULL",
@@ -2097,19 +2110,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                    let mut minted_revoked = 0u64;
-                    for m in &minted {
-                        minted_revoked += sqlx::query(
-                            "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3 AND revoked_at IS NULL",
-                        )
-                        .bind(at)
-                        .bind(format!("{} (with {email}, whose token minted it)", ctx.actor))
-                        .bind(m)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    }
-                    let tokens = tokens + minted_revoked;
+                    let tokens = tokens + minted.len() as u64;
                     let owned = sqlx::query(
                         "SELECT a.name FROM agent_owners o JOIN agents a ON a.id = o.agent_id WHERE o.human_email = $1 ORDER BY a.name",
                     )

@@ -351,6 +351,8 @@ pub(super) async fn fetch(
 
 /// Largest error body read from an upstream's refusal of one of Warden's own requests.
 const MAX_REFUSAL_BYTES: usize = 16 * 1024;
+/// Longest time spent reading such a refusal, whole.
+const REFUSAL_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why an upstream refused one of Warden's own requests: its HTTP status, or — for a 400 whose
 /// JSON-RPC error is MCP 2026-07-28's `UnsupportedProtocolVersion` (-32022) — the revisions it
@@ -364,16 +366,21 @@ async fn refusal_of(upstream: &Upstream, resp: reqwest::Response) -> UpstreamErr
     if status != 400 {
         return http;
     }
-    let mut body = Vec::new();
-    let mut resp = resp;
-    while let Ok(Ok(Some(chunk))) =
-        tokio::time::timeout(std::time::Duration::from_secs(2), resp.chunk()).await
-    {
-        if body.len() + chunk.len() > MAX_REFUSAL_BYTES {
-            return http;
+    // Bounded in size and in time as a whole (a trickling peer cannot hold the caller).
+    let read = async {
+        let mut body = Vec::new();
+        let mut resp = resp;
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            if body.len() + chunk.len() > MAX_REFUSAL_BYTES {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
+        Some(body)
+    };
+    let Ok(Some(body)) = tokio::time::timeout(REFUSAL_READ_LIMIT, read).await else {
+        return http;
+    };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return http;
     };
